@@ -1,0 +1,5 @@
+import sys
+
+from calrl.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation: prediction records, the metrics runner, reports, the release gate, recalibration."""

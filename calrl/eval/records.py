@@ -1,0 +1,47 @@
+"""The prediction record: one evaluated item, as read from a predictions file or produced by generation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class PredictionRecord:
+    """One item of a predictions file (the schema of ``calrl eval --predictions``).
+
+    ``confidence``, ``correct`` and ``abstained`` are the *given* overrides; ``None`` means "derive it"
+    (parse the response, grade against ``reference``, detect abstention).
+    """
+
+    id: str
+    response: str | None = None
+    reference: list[str] | None = None
+    confidence: float | None = None
+    correct: bool | None = None
+    abstained: bool | None = None
+    slice: dict[str, str] = field(default_factory=dict)
+    samples: list[str] | None = None
+    question: str | None = None
+    choices: list[str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        row = {k: v for k, v in asdict(self).items() if v is not None}
+        if not row.get("slice"):
+            row.pop("slice", None)
+        return row
+
+
+@dataclass
+class ResolvedRecord:
+    """A record after parsing, grading and abstention detection: what the metrics consume."""
+
+    id: str
+    abstained: bool
+    correct: bool  # False for abstentions
+    confidence: float | None  # None when missing (policy decides)
+    confidence_source: str  # "given" | "explicit" | "hedge" | "missing"
+    hedged: bool
+    slice: dict[str, str] = field(default_factory=dict)
+    samples: list[str] | None = None
+    answer: str | None = None
