@@ -1,0 +1,1 @@
+"""Trainer callbacks: calibration evaluation during training, logged to W&B."""

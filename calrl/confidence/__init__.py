@@ -1,0 +1,1 @@
+"""Confidence parsing, hedge lexicon and abstention detection on model responses."""

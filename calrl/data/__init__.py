@@ -1,0 +1,1 @@
+"""Data loaders: held-out evaluation sets, preference data."""

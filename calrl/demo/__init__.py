@@ -1,0 +1,1 @@
+"""The offline end-to-end calibration study (make demo)."""

@@ -1,0 +1,1 @@
+"""Answer grading: normalisation, exact match, numeric equality, multiple choice; pluggable."""

@@ -1,0 +1,1 @@
+"""Model helpers: tiny locally built models and tokenizers for tests and the offline demo."""

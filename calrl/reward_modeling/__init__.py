@@ -1,0 +1,1 @@
+"""Reward modeling: calibrated preference data, the calibrated reward trainer, the confidence-bias probe."""

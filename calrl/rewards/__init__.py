@@ -1,0 +1,1 @@
+"""Rewards: PPO-C adjustment, abstention, correctness, proper scoring rules, the reward pipeline."""

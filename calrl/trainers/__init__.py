@@ -1,0 +1,1 @@
+"""Trainers: TRL trainers extended for calibration-aware training, each with its *Config."""
