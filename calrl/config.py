@@ -1,0 +1,211 @@
+"""YAML recipes -> validated dataclass configs, with command-line overrides.
+
+A recipe is a YAML mapping whose sections map onto dataclasses (``RecipeConfig`` for the calrl
+sections, the trainer's ``*Config`` for ``training``). Every key is checked before any model loads:
+an unknown key, a wrong type or a missing required field is reported as one line naming the file,
+the line and the key (``ConfigError``, exit code 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from calrl.errors import ConfigError
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that remembers the line of every mapping key (``__lines__`` beside the data)."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    loader.flatten_mapping(node)
+    data: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        data[key] = loader.construct_object(value_node, deep=True)
+        lines[str(key)] = key_node.start_mark.line + 1
+    data["__lines__"] = lines
+    return data
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _strip_lines(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip_lines(v) for k, v in obj.items() if k != "__lines__"}
+    if isinstance(obj, list):
+        return [_strip_lines(v) for v in obj]
+    return obj
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Load a YAML mapping keeping key line numbers under ``__lines__`` (stripped by ``build``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", path=str(path))
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 (SafeLoader subclass)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise ConfigError(f"invalid YAML: {exc.problem}", path=str(path), line=line) from None
+    if data is None:
+        raise ConfigError("config is empty", path=str(path))
+    if not isinstance(data, dict):
+        raise ConfigError("config must be a mapping of sections", path=str(path))
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``training.learning_rate=1e-5`` -> (["training", "learning_rate"], 1e-05); values are YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form section.key=value")
+    key, _, raw = text.partition("=")
+    parts = [p for p in key.strip().lstrip("-").split(".") if p]
+    if not parts:
+        raise ConfigError(f"override '{text}' names no key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set dotted keys in the loaded mapping (creating sections as needed)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = value
+        node.setdefault("__lines__", {})[parts[-1]] = None  # came from the command line
+    return data
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check_value(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Return (ok, coerced) for a YAML value against a dataclass field type (best effort, strict on basics)."""
+    origin = typing.get_origin(tp)
+    if tp is Any or tp is typing.Any:
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            return (type(None) in args), None
+        for arg in args:
+            if arg is type(None):
+                continue
+            ok, coerced = _check_value(value, arg)
+            if ok:
+                return True, coerced
+        return False, value
+    if origin is typing.Literal:
+        return value in typing.get_args(tp), value
+    if value is None:
+        return False, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        if isinstance(value, str):  # YAML reads 1e-5 as a string
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
+        return False, value
+    if tp is str:
+        return isinstance(value, str), value
+    if origin in (list, Sequence, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args), tuple(value)
+        inner = args[0] if args else Any
+        out = []
+        for item in value:
+            ok, coerced = _check_value(item, inner)
+            if not ok:
+                return False, value
+            out.append(coerced)
+        return True, (tuple(out) if origin is tuple else out)
+    if origin in (dict, Mapping) or tp is dict:
+        return isinstance(value, dict), value
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, dict), value
+    if isinstance(tp, type) and issubclass(tp, str):  # str enums (e.g. transformers' IntervalStrategy)
+        return isinstance(value, str), value
+    return True, value  # unknown annotation: leave the check to the dataclass itself
+
+
+def _dataclass_member(tp: Any) -> type | None:
+    """The dataclass in ``tp`` (``Inner`` or ``Inner | None``), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def build(cls: type, data: Mapping[str, Any] | None, *, path: str | None = None,
+          section: str = "", required: Sequence[str] = ()) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, checking every key and type first."""
+    data = dict(data or {})
+    lines: dict[str, int | None] = data.pop("__lines__", {}) or {}
+    prefix = f"{section}." if section else ""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - third-party dataclasses may use unresolvable annotations
+        hints = {}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        line = lines.get(str(key))
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=3, cutoff=0.6)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown key '{prefix}{key}'{hint}", path=path, line=line)
+        tp = hints.get(key, fields[key].type)
+        nested = _dataclass_member(tp)
+        if nested is not None and isinstance(value, dict):
+            kwargs[key] = build(nested, value, path=path, section=f"{prefix}{key}")
+            continue
+        ok, coerced = _check_value(_strip_lines(value), tp)
+        if not ok:
+            raise ConfigError(
+                f"key '{prefix}{key}' must be {_type_name(tp)}, got {type(value).__name__} {value!r}",
+                path=path, line=line,
+            )
+        kwargs[key] = coerced
+    for key in required:
+        if kwargs.get(key) in (None, ""):
+            raise ConfigError(f"missing required key '{prefix}{key}'", path=path)
+    missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING and n not in kwargs]
+    if missing:
+        raise ConfigError(f"missing required key '{prefix}{missing[0]}'", path=path)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"section '{section or cls.__name__}': {str(exc).splitlines()[0]}", path=path) from None
