@@ -1,0 +1,351 @@
+"""Calibrated reward modeling (PPO-M): pairs, the calibrated loss on TRL's RewardTrainer, the bias probe."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from peft import LoraConfig
+from trl import RewardConfig, RewardTrainer
+
+from calrl.confidence import parse_confidence
+from calrl.errors import ConfigError, InputError
+from calrl.models.tiny import build_tiny_reward_model, build_word_tokenizer
+from calrl.reward_modeling import (
+    CALIBRATED_TEXT_COLUMNS,
+    CalibratedPairsConfig,
+    CalibratedRewardConfig,
+    CalibratedRewardTrainer,
+    RewardModelProbeCallback,
+    bradley_terry_loss,
+    build_calibrated_pairs,
+    calibration_loss,
+    reward_model_report,
+    tokenize_response,
+    write_reward_model_report,
+)
+
+GOOD = ["correct", "right", "exact", "precise", "accurate", "valid"]
+BAD = ["wrong", "false", "broken", "invalid", "mistaken", "absurd"]
+NEUTRAL = ["maybe", "perhaps", "blue", "green", "seven"]
+
+
+def synthetic_pairs(n: int, seed: int, *, biased: bool = True) -> Dataset:
+    """Good-word answers beat bad-word answers. ``biased``: like real preference data, chosen answers
+    state high confidence more often, and a quarter of pairs differ only in stated confidence, so an
+    ordinary reward model learns to reward confidence itself."""
+    r = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        prompt = f"question {r.randint(0, 99)} ?"
+        chosen = f" the answer is {r.choice(GOOD)} {r.choice(GOOD)}"
+        rejected = f" the answer is {r.choice(BAD)} {r.choice(BAD)}"
+        if biased and r.random() < 0.25:
+            neutral = f" the answer is {r.choice(NEUTRAL)}"
+            chosen, rejected = neutral + f" confidence: {r.randint(7, 10)}", neutral + f" confidence: {r.randint(0, 3)}"
+        elif biased and r.random() < 0.75:
+            chosen += f" confidence: {r.randint(7, 10)}"
+            rejected += f" confidence: {r.randint(0, 3)}"
+        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return Dataset.from_list(rows)
+
+
+def conversational_pairs(n: int = 4) -> Dataset:
+    rows = []
+    for i in range(n):
+        user = {"role": "user", "content": f"question {i} ?"}
+        rows.append({
+            "chosen": [user, {"role": "assistant", "content": f"the answer is {GOOD[i % 6]}"}],
+            "rejected": [user, {"role": "assistant", "content": f"the answer is {BAD[i % 6]}"}],
+        })
+    return Dataset.from_list(rows)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_word_tokenizer([*GOOD, *BAD, *NEUTRAL, "question answer the is confidence"])
+
+
+def rm_config(tmp_path, **overrides) -> CalibratedRewardConfig:
+    kwargs = {"output_dir": str(tmp_path / "rm"), "bf16": False, "use_cpu": True, "learning_rate": 1e-3,
+              "num_train_epochs": 6, "per_device_train_batch_size": 8, "report_to": "none", "save_strategy": "no",
+              "logging_steps": 8, "gradient_checkpointing": False, "seed": 0}
+    kwargs.update(overrides)
+    return CalibratedRewardConfig(**kwargs)
+
+
+# ----------------------------------------------------------------------------- calibrated pairs
+
+
+@pytest.mark.parametrize("scale", ["0-10", "percent", "unit"])
+def test_plain_pairs_state_sampled_confidence_in_range(scale):
+    data = synthetic_pairs(40, seed=3)
+    config = CalibratedPairsConfig(high_range=(7, 10), low_range=(0, 3), scale=scale, seed=5)
+    out = build_calibrated_pairs(data, config)
+    assert len(out) == 40 and out["prompt"] == data["prompt"]
+    for row, src in zip(out, data):
+        for col in CALIBRATED_TEXT_COLUMNS:
+            p = row[f"{col}_confidence"]
+            assert (0.7 <= p <= 1.0) if col.endswith("high") else (0.0 <= p <= 0.3)
+            text = row[col]
+            response = src[col.split("_")[0]]
+            base = response[:response.lower().find(" confidence:")] if "confidence:" in response else response
+            assert text.startswith(base + "\n")  # original response (its own statement removed), then the statement
+            parsed = parse_confidence(text, use_hedges=False)
+            assert parsed.source == "explicit" and parsed.value == pytest.approx(p, abs=1e-9)
+            assert text.lower().count("confidence:") == 1
+    # seeded: same seed same values, another seed other values
+    again = build_calibrated_pairs(data, config)
+    other = build_calibrated_pairs(data, CalibratedPairsConfig(scale=scale, seed=6))
+    assert again["chosen_high_confidence"] == out["chosen_high_confidence"]
+    assert other["chosen_high_confidence"] != out["chosen_high_confidence"]
+
+
+def test_sampled_values_cover_the_grid():
+    out = build_calibrated_pairs(synthetic_pairs(200, seed=0), CalibratedPairsConfig(seed=0))
+    assert set(out["chosen_high_confidence"]) == {0.7, 0.8, 0.9, 1.0}
+    assert set(out["rejected_low_confidence"]) == {0.0, 0.1, 0.2, 0.3}
+
+
+def test_conversational_pairs_append_to_last_assistant_message():
+    data = conversational_pairs()
+    out = build_calibrated_pairs(data, CalibratedPairsConfig(scale="percent", seed=1))
+    for row, src in zip(out, data):
+        for col in CALIBRATED_TEXT_COLUMNS:
+            messages, original = row[col], src[col.split("_")[0]]
+            assert messages[:-1] == original[:-1]  # user turn untouched
+            assert messages[-1]["role"] == "assistant"
+            assert messages[-1]["content"].startswith(original[-1]["content"] + "\nConfidence: ")
+            parsed = parse_confidence(messages[-1]["content"])
+            assert parsed.value == pytest.approx(row[f"{col}_confidence"])
+
+
+def test_implicit_prompt_plain_pairs():
+    data = Dataset.from_list([{"chosen": "q ? the answer is right", "rejected": "q ? the answer is wrong"}])
+    row = build_calibrated_pairs(data)[0]
+    assert row["chosen_low"].startswith("q ? the answer is right\nConfidence: ")
+    assert "prompt" not in row
+
+
+def test_bad_input_names_the_problem():
+    with pytest.raises(ConfigError, match="'rejected'"):
+        build_calibrated_pairs(Dataset.from_list([{"prompt": "q", "chosen": "a"}]))
+    with pytest.raises(ConfigError, match="low_range"):
+        CalibratedPairsConfig(high_range=(5, 10), low_range=(0, 6))
+    with pytest.raises(ConfigError, match="scale"):
+        CalibratedPairsConfig(scale="stars")
+    with pytest.raises(ConfigError, match="high_range"):
+        CalibratedPairsConfig(high_range=(7, 12))
+    no_assistant = Dataset.from_list([{"chosen": [{"role": "user", "content": "q"}],
+                                       "rejected": [{"role": "user", "content": "q"}]}])
+    with pytest.raises(InputError, match="no assistant message"):
+        build_calibrated_pairs(no_assistant)
+    with pytest.raises(ConfigError, match="calibration_lambda"):
+        CalibratedRewardConfig(output_dir="x", calibration_lambda=-1.0, bf16=False, use_cpu=True)
+    with pytest.raises(ConfigError, match="scale"):
+        CalibratedRewardConfig(output_dir="x", confidence_scale="stars", bf16=False, use_cpu=True)
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def test_bradley_terry_on_hand_computed_rewards():
+    better, worse = torch.tensor([2.0, 0.0]), torch.tensor([0.0, 1.0])
+    expected = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(1.0))) / 2
+    assert bradley_terry_loss(better, worse).item() == pytest.approx(expected, rel=1e-6)
+    # margin shifts the difference
+    assert bradley_terry_loss(torch.tensor([1.5]), torch.tensor([0.0]), 0.5).item() == pytest.approx(
+        math.log1p(math.exp(-1.0)), rel=1e-6)
+    cwh, cwl, rwh, rwl = torch.tensor([1.0]), torch.tensor([-1.0]), torch.tensor([0.5]), torch.tensor([0.0])
+    term_c, term_r = calibration_loss(cwh, cwl, rwh, rwl)
+    assert term_c.item() == pytest.approx(math.log1p(math.exp(-2.0)), rel=1e-6)  # BT(cwh, cwl)
+    assert term_r.item() == pytest.approx(math.log1p(math.exp(0.5)), rel=1e-6)  # BT(rwl, rwh): rwl is worse here
+
+
+def _score(model, tok, example, column):
+    ids = torch.tensor([tokenize_response(tok, example, column)])
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, 0]
+
+
+def test_trainer_loss_matches_formula_on_the_models_own_rewards(tok, tmp_path):
+    data = build_calibrated_pairs(synthetic_pairs(6, seed=2), CalibratedPairsConfig(seed=0))
+    args = rm_config(tmp_path, calibration_lambda=0.5, calibration_margin=0.3)
+    trainer = CalibratedRewardTrainer(build_tiny_reward_model(tok, seed=1), args=args, train_dataset=data,
+                                      processing_class=tok)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(6)])
+    assert batch["calibration_input_ids"].shape[0] == 4 * 6
+    model = trainer.model.eval()
+    loss = trainer.compute_loss(model, batch)
+    r = {c: torch.stack([_score(model, tok, data[i], c) for i in range(6)])
+         for c in ("chosen", "rejected", *CALIBRATED_TEXT_COLUMNS)}
+    expected = (-F.logsigmoid(r["chosen"] - r["rejected"]).mean()
+                + 0.5 * (-F.logsigmoid(r["chosen_high"] - r["chosen_low"] - 0.3).mean()
+                         - F.logsigmoid(r["rejected_low"] - r["rejected_high"] - 0.3).mean()))
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    logged = trainer._metrics["eval"]
+    assert logged["loss/calibration"] and logged["calibration/accuracy_chosen_high_over_low"]
+    assert logged["calibration/accuracy_rejected_low_over_high"][0] == pytest.approx(
+        (r["rejected_low"] > r["rejected_high"]).float().mean().item())
+
+
+def test_tokenization_matches_trl_for_plain_and_conversational(tok, tmp_path):
+    for data in (synthetic_pairs(4, seed=1), conversational_pairs()):
+        trainer = CalibratedRewardTrainer(build_tiny_reward_model(tok), args=rm_config(tmp_path),
+                                          train_dataset=data, processing_class=tok)
+        prepared = trainer.train_dataset
+        for i, example in enumerate(data):
+            assert prepared[i]["chosen_ids"] == tokenize_response(tok, example, "chosen")
+            assert prepared[i]["rejected_ids"] == tokenize_response(tok, example, "rejected")
+            assert prepared[i]["chosen_high_ids"] == tokenize_response(tok, prepared[i], "chosen_high")
+
+
+def test_lambda_zero_is_trl_loss_on_the_same_batch(tok, tmp_path):
+    data = build_calibrated_pairs(synthetic_pairs(8, seed=4))
+    ours = CalibratedRewardTrainer(build_tiny_reward_model(tok, seed=2), train_dataset=data, processing_class=tok,
+                                   args=rm_config(tmp_path, calibration_lambda=0.0, center_rewards_coefficient=0.01))
+    trl_args = RewardConfig(output_dir=str(tmp_path / "trl"), bf16=False, use_cpu=True, report_to="none",
+                            center_rewards_coefficient=0.01, gradient_checkpointing=False)
+    theirs = RewardTrainer(build_tiny_reward_model(tok, seed=2), args=trl_args,
+                           train_dataset=synthetic_pairs(8, seed=4), processing_class=tok)
+    batch = ours.data_collator([ours.train_dataset[i] for i in range(8)])
+    trl_batch = theirs.data_collator([theirs.train_dataset[i] for i in range(8)])
+    assert torch.equal(batch["input_ids"], trl_batch["input_ids"])
+    assert "calibration_input_ids" in batch and "calibration_input_ids" not in trl_batch
+    ours_loss = ours.compute_loss(ours.model, batch)
+    trl_loss = theirs.compute_loss(theirs.model, trl_batch)
+    assert torch.equal(ours_loss, trl_loss)
+    ours_loss.backward()  # no gradient reaches the calibration forward at lambda = 0
+    assert ours._metrics["train"]["loss/calibration"]  # ... but the diagnostics are still logged
+
+
+def test_lambda_zero_trains_exactly_like_trl_reward_trainer(tok, tmp_path):
+    data = synthetic_pairs(16, seed=5)
+    ours = CalibratedRewardTrainer(build_tiny_reward_model(tok, seed=3), train_dataset=data, processing_class=tok,
+                                   args=rm_config(tmp_path, calibration_lambda=0.0, num_train_epochs=1, logging_steps=1))
+    trl_args = RewardConfig(output_dir=str(tmp_path / "trl"), bf16=False, use_cpu=True, report_to="none",
+                            learning_rate=1e-3, num_train_epochs=1, per_device_train_batch_size=8, logging_steps=1,
+                            save_strategy="no", gradient_checkpointing=False, seed=0)
+    theirs = RewardTrainer(build_tiny_reward_model(tok, seed=3), args=trl_args, train_dataset=data,
+                           processing_class=tok)
+    ours.train()
+    theirs.train()
+    ours_losses = [h["loss"] for h in ours.state.log_history if "loss" in h]
+    trl_losses = [h["loss"] for h in theirs.state.log_history if "loss" in h]
+    assert len(ours_losses) == 2 and ours_losses == trl_losses
+    for (name, p), q in zip(ours.model.named_parameters(), theirs.model.parameters()):
+        assert torch.equal(p, q), name
+
+
+# ----------------------------------------------------------------------------- training behaviour
+
+
+@pytest.fixture(scope="module")
+def trained(tok, tmp_path_factory):
+    """An ordinary (lambda = 0) and a calibrated (lambda = 1) RM trained on the same biased pairs."""
+    data = synthetic_pairs(64, seed=0)
+    models = {}
+    for lam in (0.0, 1.0):
+        out = tmp_path_factory.mktemp(f"rm{lam}")
+        trainer = CalibratedRewardTrainer(build_tiny_reward_model(tok, seed=0), train_dataset=data,
+                                          processing_class=tok, args=rm_config(out, calibration_lambda=lam))
+        trainer.train()
+        models[lam] = trainer
+    return models
+
+
+def test_calibrated_rm_prefers_confident_chosen_and_humble_rejected(trained, tok):
+    held_out = synthetic_pairs(32, seed=1, biased=False)
+    probe = CalibratedPairsConfig(seed=123)
+    plain = reward_model_report(trained[0.0].model, tok, held_out, config=probe)
+    calibrated = reward_model_report(trained[1.0].model, tok, held_out, config=probe)
+    assert plain["preference_accuracy"] >= 0.9 and calibrated["preference_accuracy"] >= 0.9
+    cal_c, cal_r = calibrated["confidence_bias"]["chosen"], calibrated["confidence_bias"]["rejected"]
+    plain_r = plain["confidence_bias"]["rejected"]
+    assert cal_c["prefers_high_rate"] >= 0.8 and cal_c["mean_reward_difference_high_minus_low"] > 0
+    assert 1 - cal_r["prefers_high_rate"] >= 0.8 and cal_r["mean_reward_difference_high_minus_low"] < 0
+    # the ordinary RM learned the data's confidence bias: it rewards confidence on rejected answers too
+    assert plain_r["prefers_high_rate"] >= 0.7
+    assert (1 - cal_r["prefers_high_rate"]) - (1 - plain_r["prefers_high_rate"]) >= 0.5
+    # the training log carries the components through TRL's metric logging
+    logs = [h for h in trained[1.0].state.log_history if "loss/calibration" in h]
+    assert len(logs) >= 2 and logs[-1]["loss/calibration"] < logs[0]["loss/calibration"]
+    assert logs[-1]["calibration/accuracy_rejected_low_over_high"] >= 0.8
+    assert all({"loss/preference", "calibration/accuracy_chosen_high_over_low"} <= set(h) for h in logs)
+
+
+def test_probe_report_fields_and_files(trained, tok, tmp_path):
+    held_out = synthetic_pairs(10, seed=7, biased=False)
+    report = reward_model_report(trained[1.0].model, tok, held_out, batch_size=3, config=CalibratedPairsConfig(seed=1))
+    model = trained[1.0].model
+    chosen = torch.stack([_score(model, tok, held_out[i], "chosen") for i in range(10)])
+    rejected = torch.stack([_score(model, tok, held_out[i], "rejected") for i in range(10)])
+    assert report["n_pairs"] == 10
+    assert report["preference_accuracy"] == pytest.approx((chosen > rejected).float().mean().item())
+    assert report["mean_reward_margin"] == pytest.approx((chosen - rejected).mean().item(), abs=1e-5)
+    for side in ("chosen", "rejected"):
+        bias = report["confidence_bias"][side]
+        assert bias["n"] == 10 and 0.0 <= bias["prefers_high_rate"] <= 1.0
+    json_path, md_path = write_reward_model_report(report, tmp_path / "out")
+    assert json.loads(json_path.read_text()) == json.loads(json.dumps(report))
+    md = md_path.read_text()
+    assert "Confidence-bias probe" in md and "| rejected | 10 |" in md
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_lora_reward_model_trains_on_cpu(tok, tmp_path):
+    lora = LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    trainer = CalibratedRewardTrainer(build_tiny_reward_model(tok, seed=4), train_dataset=synthetic_pairs(16, seed=2),
+                                      processing_class=tok, peft_config=lora,
+                                      args=rm_config(tmp_path, num_train_epochs=1, logging_steps=1))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert any("lora_" in n for n in changed)
+    assert not any("lora_" not in n and "score" not in n for n in changed)  # base weights frozen
+    assert any("loss/calibration" in h for h in trainer.state.log_history)
+
+
+def _wandb_history(run_dir: Path) -> list[dict]:
+    wandb_bin = Path(sys.executable).with_name("wandb")
+    files = list(run_dir.glob("run-*.wandb"))
+    assert files, f"no .wandb file in {run_dir}"
+    out = subprocess.run([str(wandb_bin), "leet", "inspect", "--json", str(files[0])], capture_output=True,
+                         text=True, check=True, timeout=60)
+    records = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    return [r["history"]["item"] for r in records if r.get("type") == "history"]
+
+
+def test_probe_callback_logs_bias_each_epoch_to_offline_wandb(tok, tmp_path):
+    import wandb
+
+    held_out = synthetic_pairs(8, seed=9, biased=False)
+    callback = RewardModelProbeCallback(held_out, config=CalibratedPairsConfig(seed=2), batch_size=4,
+                                        out_dir=tmp_path / "probe")
+    trainer = CalibratedRewardTrainer(build_tiny_reward_model(tok, seed=5), train_dataset=synthetic_pairs(16, seed=3),
+                                      processing_class=tok, callbacks=[callback],
+                                      args=rm_config(tmp_path, num_train_epochs=2, report_to="wandb",
+                                                     run_name="rm-probe-test", logging_steps=1))
+    trainer.train()
+    run_dir = Path(wandb.run.dir).parent
+    wandb.finish()
+    assert [h["epoch"] for h in callback.history] == [1.0, 2.0]
+    assert sorted(p.name for p in (tmp_path / "probe").iterdir()) == ["step-2", "step-4"]
+    assert (tmp_path / "probe" / "step-4" / "reward_model_report.json").exists()
+    history = _wandb_history(run_dir)
+    probes = [h for h in history if "rm_probe/rejected_prefers_high_rate" in h]
+    assert [h["train/global_step"] for h in probes] == [2, 4]
+    assert [h["rm_probe/rejected_prefers_high_rate"] for h in probes] == [
+        r["confidence_bias"]["rejected"]["prefers_high_rate"] for r in callback.history]
+    assert all(h["rm_probe/confidence_bias._type"] == "table-file" for h in probes)
+    assert any("train/loss/calibration" in h for h in history)
+    assert list((run_dir / "files" / "media" / "table").rglob("*.table.json"))
