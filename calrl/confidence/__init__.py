@@ -1,1 +1,29 @@
 """Confidence parsing, hedge lexicon and abstention detection on model responses."""
+
+from calrl.confidence.abstention import (
+    ABSTENTION_PATTERNS,
+    ANSWER_CUES,
+    CLARIFICATION_CUES,
+    extract_answer,
+    is_abstention,
+)
+from calrl.confidence.lexicon import (
+    HEDGE_BELOW,
+    HEDGE_LEXICON,
+    HedgeMatch,
+    detect_hedge,
+    find_probability_phrases,
+)
+from calrl.confidence.parse import (
+    SCALES,
+    ConfidenceParse,
+    format_confidence,
+    parse_confidence,
+    strip_confidence,
+)
+
+__all__ = [
+    "ABSTENTION_PATTERNS", "ANSWER_CUES", "CLARIFICATION_CUES", "HEDGE_BELOW", "HEDGE_LEXICON", "SCALES",
+    "ConfidenceParse", "HedgeMatch", "detect_hedge", "extract_answer", "find_probability_phrases",
+    "format_confidence", "is_abstention", "parse_confidence", "strip_confidence",
+]

@@ -1,1 +1,23 @@
 """Answer grading: normalisation, exact match, numeric equality, multiple choice; pluggable."""
+
+from calrl.grading.graders import (
+    exact_match,
+    get_grader,
+    grade,
+    known_graders,
+    multiple_choice,
+    numeric_match,
+    register_grader,
+)
+from calrl.grading.normalize import (
+    WORD_NUMBERS,
+    final_number,
+    normalize_answer,
+    numbers_equal,
+    parse_number,
+)
+
+__all__ = [
+    "WORD_NUMBERS", "exact_match", "final_number", "get_grader", "grade", "known_graders", "multiple_choice",
+    "normalize_answer", "numbers_equal", "numeric_match", "parse_number", "register_grader",
+]

@@ -1,0 +1,193 @@
+"""Parse, strip and format stated confidence ("Confidence: 8", "80%", "0.8", "8/10", hedges).
+
+Rules (a generalisation of the PPO-M/PPO-C regex ``Confidence:\\s*(\\d+(\\.\\d+)?)``, see methods.md 1):
+
+- Explicit forms, case-insensitive, tolerant of tokenizer spacing (``confidence : 8``, ``8 / 10``,
+  ``8. 5``) and markdown emphasis (``**Confidence:** 8``):
+  ``Confidence: 8`` / ``confidence 8`` / ``Confidence level: 8`` / ``Confidence (0-10): 8`` /
+  ``Confidence is 8``; with a unit ``Confidence: 80%``, ``80 percent``, ``8/10``, ``80/100``;
+  ``I'm 90% confident`` (also "sure", "certain"); and a bare ``8/10`` or ``80/100`` ending its line
+  (``Paris (8/10)``) unless it reads as the answer itself (``the answer is 3/10``, ``= 3/10``).
+- The number after "confidence" without a unit: written with a decimal point and within [0, 1] it is
+  a probability (``0.8``, ``1.0``); otherwise up to 10 it is on the 0-10 scale (``8``, ``8.5``, and
+  the integers ``0`` and ``1``); above 10 it is a percent (``80``). A ``%``/``percent`` or ``/D``
+  unit says the scale (``Confidence: 12`` is 12 %). Out-of-range values are clamped to [0, 1]
+  (``Confidence: 150`` and ``Confidence: 12/10`` -> 1.0, ``Confidence: -3`` -> 0.0), as the
+  reference clamps to [0, 10].
+- Several statements: the LAST one counts (a model that revises its confidence ends with it).
+- No explicit statement: with ``use_hedges`` the last verbal probability phrase of ``HEDGE_LEXICON``
+  gives the value (source "hedge"); otherwise value None, source "missing". calrl never invents the
+  reference's default 0.5: the missing policy is the metrics' business.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from calrl.confidence.lexicon import find_probability_phrases, normalise_spacing, original_span
+from calrl.errors import InputError
+
+_NUM = r"[-+]?(?:\d+(?:[ ]?\.[ ]?\d+)?|\.\d+)"  # "8", "8.5", "8. 5" (tokenizer spacing), ".8"
+_EMPH = r"[\s*_]*"
+_KEYWORD_RE = re.compile(
+    r"(?<![\w'*_])[*_]{0,3}confidence(?:\s+(?:level|score|rating))?"
+    r"(?:\s*\([^()\n]{0,24}\))?" + _EMPH
+    + r"(?:(?:[:=]|-(?!\d)|\bis\b|\bof\b|\bat\b)" + _EMPH + r")?"
+    r"(?:(?:about|around|approximately|roughly|~)\s*)?"
+    r"(?P<num>" + _NUM + r")"
+    r"(?:\s*(?P<pct>%|percent\b)|\s*/\s*(?P<den>\d+(?:\.\d+)?))?(?:[*_]+(?![\w*]))?"
+)
+_PERCENT_CONFIDENT_RE = re.compile(
+    r"(?<![\w.'])(?:(?:i'm|i\s+am)\s+(?:about\s+|around\s+|roughly\s+)?)?"
+    r"(?P<num>" + _NUM + r")\s*(?P<pct>%|percent\b)\s*"
+    r"(?:confident|sure|certain|confidence)\b(?!\s+interval)"
+)
+_BARE_FRACTION_RE = re.compile(
+    r"(?<![\w./])(?P<num>\d+(?:[ ]?\.[ ]?\d+)?)\s*/\s*(?P<den>10|100)(?![\w/]|\.\d)"
+    r"(?=[ \t*_)\].!;,]*$)",
+    re.MULTILINE,
+)
+# a bare fraction preceded by these is the answer ("the answer is 3/10"), not a confidence
+_ANSWER_LEAD_RE = re.compile(r"(?:\banswer\s*(?:is|:)?|=|#|\bequals?|\bis|\bof|\bbe|\bwas|\bare)\s*$")
+_NEGATED_RE = re.compile(r"\bnot\s*$")
+
+SCALES = ("0-10", "percent", "unit")
+
+
+@dataclass(frozen=True)
+class ConfidenceParse:
+    """The stated confidence of a response.
+
+    ``value`` in [0, 1] or None; ``source`` "explicit" | "hedge" | "missing"; ``span`` the characters
+    of the statement in the text; ``phrase`` the statement as written (explicit) or the lexicon key
+    (hedge).
+    """
+
+    value: float | None
+    source: str
+    span: tuple[int, int] | None = None
+    phrase: str | None = None
+
+
+@dataclass(frozen=True)
+class _Explicit:
+    value: float
+    span: tuple[int, int]
+
+
+def _number(raw: str) -> float:
+    return float(raw.replace(" ", ""))
+
+
+def _value(num: str, pct: str | None, den: str | None) -> float | None:
+    v = _number(num)
+    if den is not None:
+        d = float(den)
+        if d <= 0:
+            return None
+        v = v / d
+    elif pct:
+        v = v / 100.0
+    elif "." in num and 0.0 <= v <= 1.0:
+        pass  # a probability
+    elif v <= 10.0:
+        v = v / 10.0
+    else:
+        v = v / 100.0
+    return min(1.0, max(0.0, v))
+
+
+def _explicit_statements(text: str) -> list[_Explicit]:
+    """All explicit confidence statements of ``text``, ordered by position, without overlaps."""
+    norm, index = normalise_spacing(text)
+    found: list[tuple[int, int, float]] = []
+    for m in _KEYWORD_RE.finditer(norm):
+        v = _value(m["num"], m["pct"], m["den"])
+        if v is not None:
+            found.append((m.start(), m.end(), v))
+    for m in _PERCENT_CONFIDENT_RE.finditer(norm):
+        if _NEGATED_RE.search(norm[:m.start()]):  # "I'm not 100% sure" is a hedge, not 1.0
+            continue
+        found.append((m.start(), m.end(), _value(m["num"], m["pct"], None)))
+    for m in _BARE_FRACTION_RE.finditer(norm):
+        line_start = norm.rfind("\n", 0, m.start()) + 1
+        if _ANSWER_LEAD_RE.search(norm[line_start:m.start()]):
+            continue
+        if _number(m["num"]) > float(m["den"]):
+            continue
+        found.append((m.start(), m.end(), _value(m["num"], None, m["den"])))
+    found.sort(key=lambda t: (t[0], -t[1]))
+    kept: list[_Explicit] = []
+    last_end = -1
+    for start, end, v in found:
+        if start < last_end:
+            continue  # inside an earlier statement ("Confidence: 8/10" contains "8/10")
+        kept.append(_Explicit(v, original_span(index, start, end)))
+        last_end = end
+    return kept
+
+
+def parse_confidence(text: str, *, use_hedges: bool = True) -> ConfidenceParse:
+    """The confidence stated in ``text``: the last explicit statement, else a hedge, else missing."""
+    statements = _explicit_statements(text or "")
+    if statements:
+        last = statements[-1]
+        return ConfidenceParse(last.value, "explicit", last.span, text[last.span[0]:last.span[1]])
+    if use_hedges:
+        phrases = find_probability_phrases(text or "")
+        if phrases:
+            m = phrases[-1]
+            return ConfidenceParse(m.probability, "hedge", m.span, m.phrase)
+    return ConfidenceParse(None, "missing")
+
+
+def _remove_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    out = text
+    for start, end in sorted(spans, reverse=True):
+        before, after = out[:start], out[end:]
+        b = before.rstrip(" \t")
+        a = after.lstrip(" \t")
+        if b.endswith(("(", "[")) and a.startswith((")", "]")):  # "Paris (Confidence: 8)"
+            b, a = b[:-1].rstrip(" \t"), a[1:]
+        if a[:1] in {".", ";", ","} and (not b.strip() or b.rstrip()[-1:] in {".", "!", "?", ":", ";", ","}):
+            a = a[1:]  # the statement's own full stop: "Paris. Confidence: 8." -> "Paris."
+        elif b.rstrip()[-1:] in {",", ";"} and not a.strip(" \t").split("\n", 1)[0]:
+            b = b.rstrip()[:-1]  # "Paris, confidence 0.8" -> "Paris"
+        sep = " " if b and a and not b[-1].isspace() and not a[0].isspace() and a[0] not in ".,;:!?" else ""
+        out = b + sep + a
+    lines = [re.sub(r"[ \t]{2,}", " ", line).rstrip() for line in out.split("\n")]
+    return "\n".join(lines).strip()
+
+
+def strip_confidence(text: str) -> str:
+    """``text`` without its explicit confidence statements (all of them), for reward-model scoring.
+
+    Hedge words stay: they are part of the answer's wording. Surrounding brackets and the statement's
+    own full stop go with it; whitespace is then tidied and the result stripped. A text without a
+    statement is returned unchanged.
+    """
+    if not text:
+        return ""
+    spans = [s.span for s in _explicit_statements(text)]
+    return _remove_spans(text, spans) if spans else text
+
+
+def format_confidence(p: float, scale: str = "0-10") -> str:
+    """``"Confidence: 8"`` (0-10), ``"Confidence: 80%"`` (percent) or ``"Confidence: 0.8"`` (unit).
+
+    ``p`` is rounded half up to the scale's resolution (tenths, percents, hundredths); the unit scale
+    always writes a decimal point so that ``parse_confidence`` reads it back as a probability.
+    """
+    if scale not in SCALES:
+        raise InputError(f"unknown confidence scale {scale!r}; known: {', '.join(SCALES)}", field="scale")
+    if not isinstance(p, (int, float)) or not math.isfinite(p) or not 0.0 <= p <= 1.0:
+        raise InputError(f"confidence {p!r} is not a number in [0, 1]", field="confidence")
+    if scale == "0-10":
+        return f"Confidence: {math.floor(p * 10 + 0.5 + 1e-9)}"
+    if scale == "percent":
+        return f"Confidence: {math.floor(p * 100 + 0.5 + 1e-9)}%"
+    hundredths = math.floor(p * 100 + 0.5 + 1e-9)
+    text = f"{hundredths / 100:.2f}".rstrip("0")
+    return f"Confidence: {text}0" if text.endswith(".") else f"Confidence: {text}"

@@ -1,0 +1,158 @@
+"""Answer normalisation, numeric and multiple-choice grading, and the grader registry."""
+
+import pytest
+
+from calrl.errors import InputError
+from calrl.grading import (
+    final_number,
+    get_grader,
+    grade,
+    known_graders,
+    normalize_answer,
+    parse_number,
+    register_grader,
+)
+
+
+@pytest.mark.parametrize("raw, norm", [
+    ("The Eiffel Tower!", "eiffel tower"),
+    ("  an   Apple, a day ", "apple day"),
+    ("Paris.", "paris"),
+    ("\u201cQuoted\u201d", "quoted"),
+    ("Theatre", "theatre"),  # articles are whole words only
+    ("", ""),
+])
+def test_normalize_answer(raw, norm):
+    assert normalize_answer(raw) == norm
+
+
+@pytest.mark.parametrize("raw, value", [
+    ("42", 42.0), ("42.0", 42.0), ("1,234", 1234.0), ("$42", 42.0), ("42%", 42.0), ("-3", -3.0),
+    ("$1,234.50", 1234.5), ("3/4", 0.75), ("three", 3.0), ("Twenty-one", 21.0), ("twenty one", 21.0),
+    ("zero", 0.0), (" 18. ", 18.0), ("**7**", 7.0), (".5", 0.5),
+])
+def test_parse_number(raw, value):
+    assert parse_number(raw) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("raw", ["Paris", "42 eggs", "1,23", "3/0", "", "4 2", "x1"])
+def test_parse_number_rejects(raw):
+    assert parse_number(raw) is None
+
+
+def test_final_number():
+    assert final_number("She pays $1,234.50 for 3 items, 18 in all") == 18.0
+    assert final_number("I count three apples") == 3.0
+    assert final_number("pages 3-4") == 4.0
+    assert final_number("no digits here") is None
+
+
+@pytest.mark.parametrize("answer, refs, expected", [
+    ("42", ["42"], True),
+    ("42.0", ["42"], True),
+    ("$1,234", ["1234"], True),
+    ("42%", ["42"], True),
+    ("1234.0000001", ["1234"], True),   # within 1e-6 relative
+    ("1234.01", ["1234"], False),
+    ("The total is 18 eggs", ["18"], True),  # final number
+    ("41", ["42"], False),
+    ("three", ["3"], True),
+    ("3", ["three", "3"], True),        # BBH object counting lists both
+    ("There are three objects", ["3"], True),
+    ("four", ["three", "3"], False),
+    ("0", ["0"], True),
+    ("-7", ["7"], False),
+])
+def test_numeric(answer, refs, expected):
+    assert grade(answer, refs) is expected
+
+
+@pytest.mark.parametrize("answer, refs, expected", [
+    ("The Eiffel Tower", ["eiffel tower"], True),
+    ("Paris.", ["paris"], True),
+    ("It is Paris", ["Paris"], True),        # final phrase
+    ("The capital: Paris", ["Paris"], True),
+    ("Lyon", ["Paris"], False),
+    ("Paris, France", ["Paris"], False),
+    ("not Paris", ["Paris"], False),
+    ("George Washington", ["Washington", "George Washington"], True),
+    ("", ["Paris"], False),
+    (None, ["Paris"], False),
+])
+def test_exact(answer, refs, expected):
+    assert grade(answer, refs) is expected
+
+
+CHOICES = ["Paris", "London", "Berlin", "Rome"]
+
+
+@pytest.mark.parametrize("answer, refs, expected", [
+    ("B", ["B"], True),
+    ("(B)", ["B"], True),
+    ("B)", ["B"], True),
+    ("B.", ["B"], True),
+    ("Answer: B", ["B"], True),
+    ("The answer is (B)", ["B"], True),
+    ("b", ["B"], True),
+    ("B) London", ["B"], True),
+    ("London", ["B"], True),          # choice text, reference letter
+    ("B", ["London"], True),          # letter, reference text
+    ("london.", ["London"], True),
+    ("C", ["B"], False),
+    ("Berlin", ["B"], False),
+    ("E", ["E"], False),              # not a choice
+    ("A cat", ["A"], False),          # a word, not the letter A
+    ("Madrid", ["B"], False),
+])
+def test_multiple_choice(answer, refs, expected):
+    assert grade(answer, refs, choices=CHOICES) is expected
+
+
+def test_multiple_choice_letters_without_choices():
+    assert grade("(C)", ["C"], grader="mc")
+    assert not grade("(C)", ["D"], grader="mc")
+
+
+def test_references_as_string_and_bad_references():
+    assert grade("42", "42")
+    with pytest.raises(InputError):
+        grade("42", [])
+    with pytest.raises(InputError):
+        grade("42", [42])
+
+
+def test_registry():
+    assert {"auto", "exact", "numeric", "mc"} <= set(known_graders())
+
+    @register_grader("test_contains", overwrite=True)  # overwrite: re-runnable in one process
+    def contains(answer, references, *, choices=None):
+        return any(normalize_answer(r) in normalize_answer(answer) for r in references)
+
+    assert get_grader("test_contains") is contains
+    assert grade("it is in Paris, France", ["paris"], grader="test_contains")
+    assert not grade("it is in Paris, France", ["paris"], grader="exact")
+    with pytest.raises(ValueError, match="already registered"):
+        register_grader("test_contains")(lambda a, r, *, choices=None: True)
+    register_grader("test_contains", overwrite=True)(lambda a, r, *, choices=None: False)
+    assert not grade("Paris", ["paris"], grader="test_contains")
+    with pytest.raises(InputError, match="unknown grader 'nope'; known: .*auto.*exact.*mc.*numeric"):
+        get_grader("nope")
+    with pytest.raises(InputError):
+        grade("42", ["42"], grader="nope")
+
+
+def test_bbh_object_counting_targets():
+    """Real held-out targets (both word and digit forms) grade their own digit and word answers."""
+    import json
+    from pathlib import Path
+
+    path = Path("/work/shared/data/heldout/bbh_object_counting/task.json")
+    if not path.exists():
+        pytest.skip("held-out data not present")
+    examples = json.loads(path.read_text())["examples"][:200]
+    for ex in examples:
+        targets = ex["target"] if isinstance(ex["target"], list) else [ex["target"]]
+        digit = next(t for t in targets if t.isdigit())
+        assert grade(digit, targets)
+        assert grade(f"The answer is {digit}", targets)
+        assert not grade(str(int(digit) + 1), targets)
