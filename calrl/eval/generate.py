@@ -1,0 +1,129 @@
+"""Batched generation of answers (and optional extra samples) for evaluation items.
+
+Runs on whatever device holds the model. Prompts are left-padded and batched by length; only the new
+tokens are decoded, cut at the first end-of-sequence token. With an ``accelerate.Accelerator`` of
+several processes, the items are split between processes and the records gathered back, so every item
+is generated once and the returned list is in the order of ``items`` on every process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from calrl.data.heldout import EvalItem
+from calrl.errors import InputError
+from calrl.eval.prompts import ElicitationPrompt
+from calrl.eval.records import PredictionRecord
+
+
+def generate_predictions(model: Any, tokenizer: Any, items: Sequence[EvalItem], *, prompt: ElicitationPrompt,
+                         batch_size: int = 16, max_new_tokens: int = 64, num_samples: int = 0,
+                         do_sample: bool = False, temperature: float = 1.0, accelerator: Any = None,
+                         show_progress: bool = True) -> list[PredictionRecord]:
+    """Generate one response per item (greedy unless ``do_sample``) and ``num_samples`` sampled ones.
+
+    Returns PredictionRecords (id, question, response, reference, choices, slice, samples) in the order
+    of ``items``.
+    """
+    if batch_size < 1 or max_new_tokens < 1 or num_samples < 0:
+        raise InputError("batch_size and max_new_tokens must be >= 1 and num_samples >= 0")
+    if (do_sample or num_samples) and temperature <= 0:
+        raise InputError(f"temperature must be > 0 for sampling, got {temperature}")
+    items = list(items)
+    order = {item.id: i for i, item in enumerate(items)}
+    if len(order) != len(items):
+        raise InputError("evaluation items have duplicate ids")
+    distributed = accelerator is not None and accelerator.num_processes > 1
+    is_main = accelerator is None or accelerator.is_main_process
+    settings = {"prompt": prompt, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+                    "num_samples": num_samples, "do_sample": do_sample, "temperature": temperature,
+                    "show_progress": show_progress and is_main}
+    if not distributed:
+        return _generate_local(model, tokenizer, items, **settings)
+    from accelerate.utils import gather_object
+
+    with accelerator.split_between_processes(items) as shard:
+        local = _generate_local(model, tokenizer, list(shard), **settings)
+    gathered = gather_object(local)
+    unique = {record.id: record for record in gathered}  # each item once, whatever the padding
+    return sorted(unique.values(), key=lambda record: order[record.id])
+
+
+def _generate_local(model: Any, tokenizer: Any, items: list[EvalItem], *, prompt: ElicitationPrompt,
+                    batch_size: int, max_new_tokens: int, num_samples: int, do_sample: bool,
+                    temperature: float, show_progress: bool) -> list[PredictionRecord]:
+    if not items:
+        return []
+    texts = [prompt.render(tokenizer, item) for item in items]
+    add_special = not getattr(tokenizer, "chat_template", None)  # a chat template writes its own BOS
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=add_special)["input_ids"]]
+    by_length = sorted(range(len(items)), key=lambda i: -lengths[i])  # long first: less padding, OOM early
+    stop_ids = _stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    responses: dict[int, str] = {}
+    samples: dict[int, list[str]] = {}
+    saved_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    was_training = model.training
+    model.eval()
+    try:
+        with tqdm(total=len(items), desc="generating", unit="item", disable=not show_progress) as bar:
+            for start in range(0, len(items), batch_size):
+                batch = by_length[start:start + batch_size]
+                enc = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
+                                add_special_tokens=add_special).to(model.device)
+                common = {"max_new_tokens": max_new_tokens, "pad_token_id": pad_id, "eos_token_id": stop_ids}
+                sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
+                main = _generate(model, enc, **common, **(sampling if do_sample else {"do_sample": False}))
+                for i, text in zip(batch, _decode_new(tokenizer, main, enc, stop_ids), strict=True):
+                    responses[i] = text
+                if num_samples:
+                    drawn = _generate(model, enc, **common, **sampling, num_return_sequences=num_samples)
+                    decoded = _decode_new(tokenizer, drawn, enc, stop_ids)
+                    for k, i in enumerate(batch):
+                        samples[i] = decoded[k * num_samples:(k + 1) * num_samples]
+                bar.update(len(batch))
+    finally:
+        tokenizer.padding_side = saved_side
+        model.train(was_training)
+    return [
+        PredictionRecord(
+            id=item.id, question=item.question, response=responses[i], reference=list(item.reference),
+            choices=list(item.choices) if item.choices else None, slice=dict(item.slice),
+            samples=samples.get(i),
+        )
+        for i, item in enumerate(items)
+    ]
+
+
+@torch.inference_mode()
+def _generate(model: Any, enc: Any, **kwargs: Any) -> torch.Tensor:
+    return model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
+
+
+def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """End-of-sequence ids from the generation config and the tokenizer (first one pads when needed)."""
+    ids: list[int] = []
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (config_eos, tokenizer.eos_token_id):
+        for token in value if isinstance(value, (list, tuple)) else [value]:
+            if token is not None and int(token) not in ids:
+                ids.append(int(token))
+    if not ids:
+        raise InputError("the tokenizer has no end-of-sequence token and the model no eos_token_id")
+    return ids
+
+
+def _decode_new(tokenizer: Any, output: torch.Tensor, enc: Any, stop_ids: list[int]) -> list[str]:
+    """Decode only the generated tokens of each row, cut at the first stop token."""
+    new = output[:, enc["input_ids"].shape[1]:].tolist()
+    stops = set(stop_ids)
+    texts = []
+    for row in new:
+        cut = next((j for j, token in enumerate(row) if token in stops), len(row))
+        texts.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+    return texts
