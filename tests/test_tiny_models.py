@@ -25,3 +25,12 @@ def test_tiny_models_save_load_and_generate(tmp_path):
     out = lm.generate(**enc, max_new_tokens=4, do_sample=False)
     assert out.shape[0] == 2 and enc.input_ids.shape[1] < out.shape[1] <= enc.input_ids.shape[1] + 4
     assert rm(**enc).logits.shape == (2, 1)
+
+
+def test_tokenizer_beside_model_round_trips_through_auto_tokenizer(tmp_path):
+    """transformers forces its own tokenizer class for some architectures; the tiny one must not be one."""
+    tok = build_word_tokenizer(["the answer is"])
+    save_pretrained(build_tiny_causal_lm(tok), tok, tmp_path / "m")
+    loaded = AutoTokenizer.from_pretrained(tmp_path / "m")
+    text = "confidence: 8 the answer is 42"
+    assert loaded.decode(loaded(text)["input_ids"]) == text

@@ -40,7 +40,7 @@ class ResolvedRecord:
     abstained: bool
     correct: bool  # False for abstentions
     confidence: float | None  # None when missing (policy decides)
-    confidence_source: str  # "given" | "explicit" | "hedge" | "missing"
+    confidence_source: str  # "given" | "explicit" | "hedge" | "missing" | "abstained"
     hedged: bool
     slice: dict[str, str] = field(default_factory=dict)
     samples: list[str] | None = None

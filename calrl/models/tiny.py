@@ -14,9 +14,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import (
     PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    Qwen2ForSequenceClassification,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
 )
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
@@ -76,8 +76,8 @@ def build_word_tokenizer(texts: Iterable[str] = (), *, extra_words: Iterable[str
 
 def tiny_config(tokenizer: PreTrainedTokenizerFast, *, hidden_size: int = 64, num_layers: int = 2,
                 num_heads: int = 4, intermediate_size: int | None = None, max_positions: int = 512,
-                num_labels: int = 1) -> Qwen2Config:
-    return Qwen2Config(
+                num_labels: int = 1) -> LlamaConfig:
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size or 2 * hidden_size,
@@ -93,10 +93,10 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast, *, hidden_size: int = 64, nu
     )
 
 
-def build_tiny_causal_lm(tokenizer: PreTrainedTokenizerFast, *, seed: int = 0, **config_kwargs) -> Qwen2ForCausalLM:
-    """A randomly initialised Qwen2 causal LM sized for CPU tests."""
+def build_tiny_causal_lm(tokenizer: PreTrainedTokenizerFast, *, seed: int = 0, **config_kwargs) -> LlamaForCausalLM:
+    """A randomly initialised Llama causal LM sized for CPU tests."""
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(tiny_config(tokenizer, **config_kwargs))
+    model = LlamaForCausalLM(tiny_config(tokenizer, **config_kwargs))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
@@ -104,10 +104,10 @@ def build_tiny_causal_lm(tokenizer: PreTrainedTokenizerFast, *, seed: int = 0, *
 
 
 def build_tiny_reward_model(tokenizer: PreTrainedTokenizerFast, *, seed: int = 0,
-                            **config_kwargs) -> Qwen2ForSequenceClassification:
-    """A randomly initialised Qwen2 sequence classifier with one output: a reward model or value model."""
+                            **config_kwargs) -> LlamaForSequenceClassification:
+    """A randomly initialised Llama sequence classifier with one output: a reward model or value model."""
     torch.manual_seed(seed)
-    return Qwen2ForSequenceClassification(tiny_config(tokenizer, num_labels=1, **config_kwargs))
+    return LlamaForSequenceClassification(tiny_config(tokenizer, num_labels=1, **config_kwargs))
 
 
 def save_pretrained(model, tokenizer, path: str | Path) -> Path:

@@ -1,0 +1,264 @@
+"""Read a predictions file (JSONL, CSV, Parquet or a saved ``datasets`` folder) into validated records.
+
+Every problem is reported as an :class:`~calrl.errors.InputError` naming the file, the 1-based line
+(JSONL line, CSV data row counted as a file line, or row number for columnar formats) and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from calrl.errors import InputError
+from calrl.eval.records import PredictionRecord
+
+SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
+                  ".parquet": "parquet", ".pq": "parquet"}
+# CSV cells of these fields may hold JSON text (a list or an object).
+JSON_CELL_FIELDS = ("reference", "slice", "samples", "choices")
+TRUE_WORDS, FALSE_WORDS = {"true", "1", "yes"}, {"false", "0", "no"}
+
+
+def load_predictions(path: str | Path) -> list[PredictionRecord]:
+    """Load and validate a predictions file; the format follows the extension (a folder = ``datasets``)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("file not found", path=str(path))
+    rows = _iter_rows(p)
+    records: list[PredictionRecord] = []
+    seen: dict[str, int] = {}
+    for line, row in rows:
+        record = record_from_row(row, path=str(path), line=line)
+        if record.id in seen:
+            raise InputError(f"duplicate id {record.id!r} (lines {seen[record.id]} and {line})",
+                             path=str(path), line=line, field="id")
+        seen[record.id] = line
+        records.append(record)
+    if not records:
+        raise InputError("no predictions in the file (empty input)", path=str(path))
+    return records
+
+
+def _iter_rows(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    if p.is_dir():
+        return _iter_dataset(p)
+    fmt = SUFFIX_FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise InputError(f"unknown format {p.suffix or '(no extension)'!r}; expected .jsonl, .csv, .parquet "
+                         "or a folder written by datasets' save_to_disk", path=str(p))
+    return {"jsonl": _iter_jsonl, "csv": _iter_csv, "parquet": _iter_parquet}[fmt](p)
+
+
+def _iter_jsonl(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason})", path=str(p)) from None
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=str(p),
+                             line=line_no) from None
+        if not isinstance(row, dict):
+            raise InputError(f"expected a JSON object per line, got {_type_name(row)}", path=str(p),
+                             line=line_no)
+        yield line_no, row
+
+
+def _iter_csv(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason})", path=str(p)) from None
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    if reader.fieldnames is None:
+        return
+    try:
+        for row in reader:
+            line_no = reader.line_num  # physical line where this row ended (1-based, header = line 1)
+            if None in row:
+                raise InputError("more cells than header columns", path=str(p), line=line_no)
+            if all((v or "").strip() == "" for v in row.values()):
+                continue
+            yield line_no, _csv_row(row, path=str(p), line=line_no)
+    except csv.Error as exc:
+        raise InputError(f"malformed CSV: {exc}", path=str(p), line=reader.line_num) from None
+
+
+def _csv_row(row: dict[str, str | None], *, path: str, line: int) -> dict[str, Any]:
+    """Turn CSV text cells into JSON-like values: empty = null, JSON text for list/object fields.
+
+    Columns named ``slice.KEY`` are gathered into the ``slice`` object.
+    """
+    out: dict[str, Any] = {}
+    slice_cols: dict[str, str] = {}
+    for key, cell in row.items():
+        value = None if cell is None or cell.strip() == "" else cell
+        if key.startswith("slice.") and len(key) > len("slice."):
+            if value is not None:
+                slice_cols[key[len("slice."):]] = value
+            continue
+        if value is not None and key in JSON_CELL_FIELDS and value.lstrip()[:1] in "[{":
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"malformed JSON in CSV cell: {exc.msg}", path=path, line=line,
+                                 field=key) from None
+        elif value is not None and key == "samples":
+            raise InputError("expected a JSON list of strings", path=path, line=line, field=key)
+        elif value is not None and key in ("correct", "abstained"):
+            word = value.strip().lower()
+            value = True if word in TRUE_WORDS else False if word in FALSE_WORDS else value
+        elif value is not None and key == "confidence":
+            value = _number_or_text(value)
+        out[key] = value
+    if slice_cols:
+        if out.get("slice") is not None:
+            raise InputError("give either a 'slice' column or 'slice.KEY' columns, not both", path=path,
+                             line=line, field="slice")
+        out["slice"] = slice_cols
+    return out
+
+
+def _number_or_text(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _iter_parquet(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(p)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"cannot read Parquet: {exc}", path=str(p)) from None
+    yield from enumerate(table.to_pylist(), start=1)
+
+
+def _iter_dataset(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(p))
+    except (OSError, ValueError) as exc:  # not a save_to_disk folder (FileNotFoundError), or unreadable
+        raise InputError(f"not a saved datasets folder: {exc}", path=str(p)) from None
+    if isinstance(ds, datasets.DatasetDict):
+        if len(ds) != 1:
+            raise InputError(f"a DatasetDict with splits {sorted(ds)}; save a single split", path=str(p))
+        ds = next(iter(ds.values()))
+    yield from enumerate(ds, start=1)
+
+
+def record_from_row(row: dict[str, Any], *, path: str, line: int) -> PredictionRecord:
+    """Validate one row (a JSON-like dict) and build the record; raises InputError naming the field."""
+
+    def fail(field: str | None, message: str) -> InputError:
+        return InputError(message, path=path, line=line, field=field)
+
+    rid = row.get("id")
+    if rid is None:
+        raise fail("id", "missing (every prediction needs a unique id)")
+    if isinstance(rid, bool) or not isinstance(rid, str | int):
+        raise fail("id", f"expected a string, got {_type_name(rid)}")
+    rid = str(rid)
+    if not rid.strip():
+        raise fail("id", "empty")
+
+    response = _opt_str(row, "response", fail)
+    question = _opt_str(row, "question", fail)
+    reference = _str_or_str_list(row.get("reference"), "reference", fail)
+    choices = _str_list(row.get("choices"), "choices", fail)
+    samples = _str_list(row.get("samples"), "samples", fail)
+    correct = _opt_bool(row, "correct", fail)
+    abstained = _opt_bool(row, "abstained", fail)
+    confidence = _confidence(row.get("confidence"), fail)
+    slice_ = _slice(row.get("slice"), fail)
+
+    usable = (response is not None or abstained is True
+              or (correct is not None and (confidence is not None or "confidence" in row)))
+    if not usable:
+        raise fail(None, "neither 'response' nor both 'correct' and 'confidence' are given "
+                   "(one of them is needed to score the item)")
+    return PredictionRecord(id=rid, response=response, reference=reference, confidence=confidence,
+                            correct=correct, abstained=abstained, slice=slice_, samples=samples,
+                            question=question, choices=choices)
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _opt_str(row: dict[str, Any], field: str, fail) -> str | None:
+    value = row.get(field)
+    if value is None or isinstance(value, str):
+        return value
+    raise fail(field, f"expected a string, got {_type_name(value)}")
+
+
+def _opt_bool(row: dict[str, Any], field: str, fail) -> bool | None:
+    value = row.get(field)
+    if value is None or isinstance(value, bool):
+        return value
+    raise fail(field, f"expected true, false or null, got {value!r}")
+
+
+def _str_list(value: Any, field: str, fail) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list):
+        raise fail(field, f"expected a list of strings, got {_type_name(value)}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise fail(field, f"item {i} is {_type_name(item)}, expected a string")
+    return value
+
+
+def _str_or_str_list(value: Any, field: str, fail) -> list[str] | None:
+    if isinstance(value, str):
+        return [value]
+    try:
+        return _str_list(value, field, fail)
+    except InputError:
+        raise fail(field, f"expected a string or a list of strings, got {_type_name(value)}") from None
+
+
+def _confidence(value: Any, fail) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise fail("confidence", f"expected a number in [0, 1] or null, got {value!r}")
+    value = float(value)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise fail("confidence", f"{value:g} is outside [0, 1]")
+    return value
+
+
+def _slice(value: Any, fail) -> dict[str, str]:
+    """A slice is a string (key ``slice``) or an object of string to string; null values are dropped."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {"slice": value}
+    if not isinstance(value, dict):
+        raise fail("slice", f"expected a string or an object of strings, got {_type_name(value)}")
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if item is None:  # columnar formats fill absent keys of a struct with null
+            continue
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise fail("slice", f"value of {key!r} is {_type_name(item)}, expected a string")
+        out[key] = item
+    return out

@@ -1,0 +1,284 @@
+"""From prediction records to the metrics dict written to ``metrics.json``.
+
+Two steps: :func:`resolve_records` parses confidence, detects abstention and grades each answer;
+:func:`compute_metrics` turns resolved records into calibration, selective-prediction and consistency
+metrics, overall and per slice. Abstentions are a class of their own: they are never wrong answers and
+carry no confidence, so every calibration metric is computed on answered items only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from calrl.errors import InputError
+from calrl.eval.records import PredictionRecord, ResolvedRecord
+
+MISSING_POLICIES = ("exclude", "half", "error")
+HEDGE_THRESHOLD = 0.5  # a wrong answer below this stated confidence counts as hedged
+OVERCONFIDENT_THRESHOLD = 0.9  # a wrong answer at or above this stated confidence is overconfident
+
+
+# --------------------------------------------------------------------------------------------- resolve
+def resolve_records(records: Iterable[PredictionRecord], *, use_hedges: bool = True,
+                    grader: str = "auto") -> list[ResolvedRecord]:
+    """Parse, detect and grade each record; given fields always win over derived ones.
+
+    confidence: given > explicit statement in the response > hedge phrase (``use_hedges``) > missing.
+    abstained: given > ``is_abstention(response)``; an item given as correct is an answer.
+    correct: given > ``grade(extract_answer(response), reference, choices=..., grader=...)``; an
+    abstention is never correct and its confidence is dropped (source ``"abstained"``).
+    """
+    from calrl.confidence import detect_hedge, extract_answer, is_abstention, parse_confidence
+    from calrl.grading import grade
+
+    resolved: list[ResolvedRecord] = []
+    for rec in records:
+        response = rec.response
+        hedged = bool(response) and detect_hedge(response) is not None
+
+        if rec.abstained is not None:
+            abstained = rec.abstained
+            if abstained and rec.correct:
+                raise InputError(f"id {rec.id!r}: 'abstained' and 'correct' are both true; an abstention "
+                                 "is never a correct answer")
+        elif rec.correct is True:
+            abstained = False
+        else:
+            abstained = bool(response) and is_abstention(response)
+
+        answer = extract_answer(response) if response is not None and not abstained else None
+
+        if abstained:
+            resolved.append(ResolvedRecord(id=rec.id, abstained=True, correct=False, confidence=None,
+                                           confidence_source="abstained", hedged=hedged,
+                                           slice=dict(rec.slice), samples=rec.samples, answer=None))
+            continue
+
+        if rec.confidence is not None:
+            confidence, source = float(rec.confidence), "given"
+        elif response is not None:
+            parsed = parse_confidence(response, use_hedges=use_hedges)
+            confidence, source = parsed.value, parsed.source
+        else:
+            confidence, source = None, "missing"
+
+        if rec.correct is not None:
+            correct = bool(rec.correct)
+        else:
+            if not rec.reference:
+                raise InputError(f"id {rec.id!r}: no 'reference' to grade the response against "
+                                 "(give 'reference' or 'correct')")
+            correct = bool(grade(answer or "", rec.reference, choices=rec.choices, grader=grader))
+
+        resolved.append(ResolvedRecord(id=rec.id, abstained=False, correct=correct, confidence=confidence,
+                                       confidence_source=source, hedged=hedged, slice=dict(rec.slice),
+                                       samples=rec.samples, answer=answer))
+    return resolved
+
+
+# --------------------------------------------------------------------------------------------- metrics
+def compute_metrics(resolved: Sequence[ResolvedRecord], *, n_bins: int = 15, missing_policy: str = "exclude",
+                    min_slice_size: int = 30, n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
+    """All metrics of issue 2 for the records, overall and per slice value; JSON-safe (NaN -> null).
+
+    ``missing_policy`` says what an answered item without a confidence does: ``exclude`` (left out of
+    the confidence metrics, still counted in accuracy), ``half`` (scored as 0.5) or ``error``
+    (InputError naming the first such id).
+    """
+    if missing_policy not in MISSING_POLICIES:
+        raise InputError(f"unknown missing-confidence policy {missing_policy!r}; "
+                         f"choose one of {', '.join(MISSING_POLICIES)}")
+    if n_bins < 1:
+        raise InputError(f"the number of bins must be at least 1, got {n_bins}", field="bins")
+    if n_boot < 0:
+        raise InputError(f"the number of bootstrap resamples must be >= 0, got {n_boot}", field="bootstrap")
+    if not resolved:
+        raise InputError("no predictions to evaluate (empty input)")
+    if missing_policy == "error":
+        for r in resolved:
+            if not r.abstained and r.confidence is None:
+                raise InputError(f"id {r.id!r} has no confidence (stated, hedged or given) and the "
+                                 "missing-confidence policy is 'error'")
+
+    opts = {"n_bins": n_bins, "missing_policy": missing_policy, "n_boot": n_boot, "seed": seed}
+    metrics = _group_metrics(resolved, **opts)
+    consistency = _consistency(resolved)
+    if consistency is not None:
+        metrics["consistency"] = consistency
+    metrics["slices"] = _slice_metrics(resolved, min_slice_size=min_slice_size, **opts)
+    metrics["settings"] = {"n_bins": n_bins, "missing_policy": missing_policy,
+                           "min_slice_size": min_slice_size, "n_boot": n_boot, "seed": seed}
+    return json_safe(metrics)
+
+
+def _slice_metrics(resolved: Sequence[ResolvedRecord], *, min_slice_size: int,
+                   **opts: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    groups: dict[str, dict[str, list[ResolvedRecord]]] = {}
+    for r in resolved:
+        for key, value in r.slice.items():
+            groups.setdefault(key, {}).setdefault(value, []).append(r)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for key in sorted(groups):
+        out[key] = {}
+        for value in sorted(groups[key]):
+            members = groups[key][value]
+            m = _group_metrics(members, **opts)
+            consistency = _consistency(members)
+            if consistency is not None:
+                m["consistency"] = consistency
+            out[key][value] = {"n": m.pop("n"), "small": len(members) < min_slice_size, **m}
+    return out
+
+
+def _group_metrics(resolved: Sequence[ResolvedRecord], *, n_bins: int, missing_policy: str, n_boot: int,
+                   seed: int) -> dict[str, Any]:
+    from calrl import metrics as M
+
+    n = len(resolved)
+    answered = [r for r in resolved if not r.abstained]
+    n_correct = sum(r.correct for r in answered)
+    missing = [r for r in answered if r.confidence is None]
+    if missing_policy == "half":
+        scored = [(0.5 if r.confidence is None else r.confidence, r.correct) for r in answered]
+    else:
+        scored = [(r.confidence, r.correct) for r in answered if r.confidence is not None]
+
+    out: dict[str, Any] = {
+        "n": n,
+        "n_answered": len(answered),
+        "n_abstained": n - len(answered),
+        "n_scored": len(scored),
+        "accuracy": n_correct / n,
+        "accuracy_answered": _ratio(n_correct, len(answered)),
+        "refusal_rate": (n - len(answered)) / n,
+    }
+
+    conf = torch.tensor([c for c, _ in scored], dtype=torch.float64)
+    corr = torch.tensor([bool(y) for _, y in scored], dtype=torch.bool)
+    nan = float("nan")
+    if scored:
+        both_classes = bool(corr.any()) and not bool(corr.all())
+        generator = torch.Generator().manual_seed(seed)
+        if n_boot > 0:
+            value, low, high = M.smooth_ece_bootstrap(conf, corr, n_boot=n_boot, generator=generator)
+        else:
+            value, low, high = M.smooth_ece(conf, corr), nan, nan
+        out.update({
+            "ece": _f(M.expected_calibration_error(conf, corr, n_bins=n_bins, norm="l1")),
+            "ece_equal_mass": _f(M.equal_mass_ece(conf, corr, n_bins=n_bins)),
+            "mce": _f(M.max_calibration_error(conf, corr, n_bins=n_bins)),
+            "smece": {"value": _f(value), "low": _f(low), "high": _f(high)},
+            "brier": _f(M.brier_score(conf, corr)),
+            "auroc": _f(M.binary_auroc(conf, corr)) if both_classes else nan,
+            "aurc": _f(M.aurc(conf, corr)),
+            "mean_confidence": _f(conf.mean()),
+        })
+    else:
+        out.update({"ece": nan, "ece_equal_mass": nan, "mce": nan,
+                    "smece": {"value": nan, "low": nan, "high": nan}, "brier": nan, "auroc": nan,
+                    "aurc": nan, "mean_confidence": nan})
+
+    wrong = [r for r in answered if not r.correct]
+    out["hedged_error_rate"] = _ratio(
+        sum(r.hedged or (r.confidence is not None and r.confidence < HEDGE_THRESHOLD) for r in wrong),
+        len(wrong))
+    out["overconfident_error_rate"] = _ratio(
+        sum(r.confidence is not None and r.confidence >= OVERCONFIDENT_THRESHOLD for r in wrong), len(wrong))
+    out["missing_confidence"] = {"count": len(missing), "policy": missing_policy}
+    sources = Counter(r.confidence_source for r in resolved)
+    out["confidence_sources"] = {s: sources.get(s, 0) for s in ("given", "explicit", "hedge", "missing",
+                                                                 "abstained")}
+    out["reliability"] = _reliability(conf, corr, n_bins) if scored else []
+    return out
+
+
+def _reliability(conf: torch.Tensor, corr: torch.Tensor, n_bins: int) -> list[dict[str, Any]]:
+    from calrl.metrics import reliability_bins
+
+    bins = reliability_bins(conf, corr, n_bins=n_bins)
+    rows = []
+    for i in range(n_bins):
+        count = int(bins["count"][i])
+        rows.append({
+            "lower": _f(bins["lower"][i]),
+            "upper": _f(bins["upper"][i]),
+            "count": count,
+            "mean_confidence": _f(bins["mean_confidence"][i]) if count else None,
+            "accuracy": _f(bins["accuracy"][i]) if count else None,
+        })
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- consistency
+def answer_cluster_key(text: str) -> str:
+    """Cluster key of a short answer: its numeric value (9 significant digits) when it is a number, else
+    its normalised text."""
+    from calrl.confidence import extract_answer
+    from calrl.grading import normalize_answer, parse_number
+
+    answer = extract_answer(text)
+    value = parse_number(answer)
+    if value is not None and math.isfinite(value):
+        return f"#num:{value:.9g}"
+    return normalize_answer(answer)
+
+
+def _consistency(resolved: Sequence[ResolvedRecord]) -> dict[str, Any] | None:
+    """Agreement rate and discrete semantic entropy of the sampled answers (answered items with samples).
+
+    Samples and the graded answer are clustered together by :func:`answer_cluster_key`. Agreement is the
+    share of samples in the answer's cluster; entropy is over the samples' cluster shares (nats). AUROC
+    rates agreement, and entropy negated, as scores of correctness.
+    """
+    from calrl import metrics as M
+
+    items = [r for r in resolved if not r.abstained and r.samples]
+    if not items:
+        return None
+    width = max(len(r.samples or []) for r in items)
+    cluster_ids = torch.full((len(items), width), -1, dtype=torch.long)
+    answer_ids = torch.empty(len(items), dtype=torch.long)
+    for i, r in enumerate(items):
+        index: dict[str, int] = {}
+        for j, sample in enumerate(r.samples or []):
+            cluster_ids[i, j] = index.setdefault(answer_cluster_key(sample), len(index))
+        answer_ids[i] = index.get(answer_cluster_key(r.answer or ""), len(index))
+    agreement = M.agreement_rate(cluster_ids, answer_ids).to(torch.float64)
+    entropy = M.discrete_semantic_entropy(cluster_ids).to(torch.float64)
+    corr = torch.tensor([r.correct for r in items], dtype=torch.bool)
+    both = bool(corr.any()) and not bool(corr.all())
+    return {
+        "n_items": len(items),
+        "mean_samples": sum(len(r.samples or []) for r in items) / len(items),
+        "agreement_rate": {"mean": _f(agreement.mean()),
+                           "auroc": _f(M.binary_auroc(agreement, corr)) if both else None},
+        "semantic_entropy": {"mean": _f(entropy.mean()),
+                             "auroc": _f(M.binary_auroc(-entropy, corr)) if both else None},
+    }
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _ratio(num: float, den: int) -> float | None:
+    return num / den if den else None
+
+
+def _f(x: Any) -> float:
+    return float(x.item() if isinstance(x, torch.Tensor) else x)
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace NaN and infinities by None and tensors by numbers, recursively."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
