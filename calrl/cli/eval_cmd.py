@@ -1,12 +1,14 @@
 """``calrl eval``: measure calibration of stated confidence from a predictions file or a checkpoint.
 
 Writes ``DIR/metrics.json``, ``DIR/reliability.png``, ``DIR/report.md`` and ``DIR/report.html`` (and
-``DIR/predictions.jsonl`` when generating from a checkpoint). All files appear together or not at all.
+``DIR/predictions.jsonl`` when generating from a checkpoint, and ``DIR/resolved.jsonl``: every item as
+parsed and graded, which ``calrl compare`` reads). All files appear together or not at all.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     with staged_dir(out) as tmp:
         if args.model is not None:
             write_jsonl(tmp / "predictions.jsonl", (r.to_json() for r in records))
+        write_jsonl(tmp / "resolved.jsonl", (asdict(r) for r in resolved))  # item level, for compare
         write_json(tmp / "metrics.json", metrics)
         plot_reliability(metrics, tmp / "reliability.png", labels=[Path(source).name or source],
                          title="Reliability diagram")

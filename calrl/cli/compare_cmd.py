@@ -1,0 +1,287 @@
+"""``calrl compare``: the release gate between a baseline and a candidate evaluation.
+
+Each side is an eval output folder holding ``resolved.jsonl`` (records already parsed and graded) or
+``predictions.jsonl``, or a predictions file (JSONL, CSV, Parquet, a saved ``datasets`` folder) that is
+resolved here. Exit code 0 when the gate passes, 1 when it blocks, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from calrl.errors import InputError
+from calrl.eval.records import ResolvedRecord
+
+RESOLVED_NAME = "resolved.jsonl"
+PREDICTIONS_NAME = "predictions.jsonl"
+METRICS_NAME = "metrics.json"
+OVERLAY_NAME = "reliability_overlay.png"
+SUMMARY_KEYS = (
+    "n",
+    "n_answered",
+    "n_scored",
+    "accuracy",
+    "accuracy_answered",
+    "refusal_rate",
+    "ece",
+    "ece_equal_mass",
+    "mce",
+    "brier",
+    "auroc",
+    "aurc",
+    "mean_confidence",
+    "overconfident_error_rate",
+    "hedged_error_rate",
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="release gate: compare a candidate's calibration with a baseline's",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--baseline", required=True, help="eval output folder or predictions file of the baseline")
+    p.add_argument(
+        "--candidate", required=True, help="eval output folder or predictions file of the candidate"
+    )
+    p.add_argument("--out", required=True, help="folder for gate.json, the overlay plot and the report")
+    p.add_argument(
+        "--refusal-collapse-factor",
+        type=float,
+        default=5.0,
+        help="block when baseline refusal rate / candidate refusal rate reaches this (default 5)",
+    )
+    p.add_argument(
+        "--slice-ece-threshold",
+        type=float,
+        default=0.05,
+        help="block when the ECE of the whole set or of a slice rose by more than this (default 0.05)",
+    )
+    p.add_argument(
+        "--min-slice-size",
+        type=int,
+        default=30,
+        help="scored items needed on both sides for a slice to block (default 30)",
+    )
+    p.add_argument(
+        "--collapse-spread-ratio",
+        type=float,
+        default=0.5,
+        help="warn when the candidate's confidence spread falls below this share of the baseline's",
+    )
+    p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples (default 1000)")
+    p.add_argument("--bins", type=int, default=15, help="equal-width ECE bins (default 15)")
+    p.add_argument(
+        "--missing-policy",
+        choices=("exclude", "half", "error"),
+        default="exclude",
+        help="answered items without a confidence: leave out of ECE/Brier, score as 0.5, or fail",
+    )
+    p.add_argument(
+        "--no-hedges",
+        action="store_true",
+        help="when resolving predictions here, do not map hedge phrases to confidences",
+    )
+    p.add_argument("--grader", default="auto", help="grader used when resolving predictions here")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from calrl.eval.gate import GateConfig, evaluate_gate, match_records
+
+    config = GateConfig(
+        refusal_collapse_factor=args.refusal_collapse_factor,
+        slice_ece_threshold=args.slice_ece_threshold,
+        min_slice_size=args.min_slice_size,
+        collapse_spread_ratio=args.collapse_spread_ratio,
+        n_bins=args.bins,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        missing_policy=args.missing_policy,
+    )
+    use_hedges = not args.no_hedges
+    baseline, base_src = load_side(args.baseline, use_hedges=use_hedges, grader=args.grader)
+    candidate, cand_src = load_side(args.candidate, use_hedges=use_hedges, grader=args.grader)
+    result = evaluate_gate(baseline, candidate, config)
+    base_matched, cand_matched, _ = match_records(baseline, candidate)
+    gate = result.to_dict()
+    gate["sources"] = {"baseline": base_src, "candidate": cand_src}
+    gate["metrics"] = side_metrics(base_matched, cand_matched, config)
+    write_outputs(gate, args.out)
+    _print_summary(gate, args.out)
+    return 0 if result.passed else 1
+
+
+def side_metrics(
+    baseline: list[ResolvedRecord],
+    candidate: list[ResolvedRecord],
+    config: Any,
+) -> dict[str, dict[str, Any]]:
+    """``compute_metrics`` of each side on the matched items (summary keys and reliability bins)."""
+    from calrl.eval.runner import compute_metrics
+
+    out = {}
+    for name, records in (("baseline", baseline), ("candidate", candidate)):
+        m = compute_metrics(
+            records,
+            n_bins=config.n_bins,
+            missing_policy=config.missing_policy,
+            min_slice_size=config.min_slice_size,
+            n_boot=0,
+            seed=config.seed,
+        )
+        out[name] = {**{k: m.get(k) for k in SUMMARY_KEYS}, "reliability": m["reliability"]}
+    return out
+
+
+def write_outputs(gate: dict[str, Any], out_dir: str | Path) -> None:
+    """gate.json, the overlay PNG and report.md/.html, all moved into ``out_dir`` together."""
+    from calrl.eval.compare_report import render_html, render_markdown
+    from calrl.eval.plots import render_reliability
+    from calrl.io import staged_dir, write_bytes, write_json, write_text
+
+    png = render_reliability(
+        [gate["metrics"]["baseline"], gate["metrics"]["candidate"]],
+        labels=["baseline", "candidate"],
+        title=f"Release gate: {gate['verdict']} (matched items)",
+    )
+    with staged_dir(out_dir) as tmp:
+        write_json(tmp / "gate.json", gate)
+        write_bytes(tmp / OVERLAY_NAME, png)
+        write_text(tmp / "report.md", render_markdown(gate, OVERLAY_NAME, gate.get("sources")))
+        write_text(tmp / "report.html", render_html(gate, png, gate.get("sources")))
+
+
+def _print_summary(gate: dict[str, Any], out_dir: str | Path) -> None:
+    m = gate["matching"]
+    print(
+        f"release gate: {gate['verdict'].upper()} on {m['n_matched']} matched items "
+        f"(only baseline {m['n_only_baseline']}, only candidate {m['n_only_candidate']})"
+    )
+    for f in gate["reasons"]:
+        print(f"  blocked [{f['code']}]: {f['message']}")
+    for f in gate["warnings"]:
+        print(f"  warning [{f['code']}]: {f['message']}")
+    print(f"wrote {Path(out_dir) / 'gate.json'} and report.md/.html")
+
+
+# ----------------------------------------------------------------------------------------- loading
+def load_side(
+    path: str | Path,
+    *,
+    use_hedges: bool = True,
+    grader: str = "auto",
+) -> tuple[list[ResolvedRecord], str]:
+    """Resolved records of one side and a description of where they came from."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("not found (expected an eval output folder or a predictions file)", path=str(path))
+    if p.is_dir():
+        if (p / RESOLVED_NAME).is_file():
+            return read_resolved(p / RESOLVED_NAME), str(p / RESOLVED_NAME)
+        if (p / PREDICTIONS_NAME).is_file():
+            p = p / PREDICTIONS_NAME
+        elif (p / METRICS_NAME).is_file():
+            p = _predictions_named_by_metrics(p / METRICS_NAME)
+        elif not (p / "dataset_info.json").is_file() and not (p / "dataset_dict.json").is_file():
+            raise InputError(
+                f"no {RESOLVED_NAME}, {PREDICTIONS_NAME} or {METRICS_NAME} here: the gate needs "
+                "item-level records to match by id (run `calrl eval` into this folder, or pass "
+                "the predictions file)",
+                path=str(path),
+            )
+    from calrl.eval.loading import load_predictions
+    from calrl.eval.runner import resolve_records
+
+    try:
+        return resolve_records(load_predictions(p), use_hedges=use_hedges, grader=grader), str(p)
+    except InputError as exc:
+        if exc.path is None:  # resolve_records names the id and field but not the file
+            raise InputError(str(exc), path=str(p)) from None
+        raise
+
+
+def _predictions_named_by_metrics(metrics_path: Path) -> Path:
+    """The predictions file an eval folder was computed from (``source`` in its metrics.json).
+
+    ``calrl eval --predictions FILE`` records FILE as given on its command line; a relative path is
+    tried from the current folder, then from the eval folder's parent.
+    """
+    try:
+        source = json.loads(metrics_path.read_text(encoding="utf-8")).get("source")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise InputError("unreadable metrics.json (expected a JSON object)", path=str(metrics_path)) from None
+    if not isinstance(source, str) or not source:
+        raise InputError(
+            f"no item-level records: metrics.json names no predictions file and there is no "
+            f"{RESOLVED_NAME} or {PREDICTIONS_NAME} beside it",
+            path=str(metrics_path),
+            field="source",
+        )
+    for candidate in (Path(source), metrics_path.parent.parent / source):
+        if candidate.exists():
+            return candidate
+    raise InputError(
+        f"the predictions file it was computed from ({source!r}) is not found; pass that file directly",
+        path=str(metrics_path),
+        field="source",
+    )
+
+
+_RESOLVED_FIELDS = {"id": str, "abstained": bool, "correct": bool, "confidence_source": str, "hedged": bool}
+
+
+def read_resolved(path: str | Path) -> list[ResolvedRecord]:
+    """Read ``resolved.jsonl`` (one ResolvedRecord per line, as ``dataclasses.asdict`` writes it)."""
+    records: list[ResolvedRecord] = []
+    seen: set[str] = set()
+    text = Path(path).read_text(encoding="utf-8")
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+
+        def fail(message: str, field: str | None = None, line: int = line_no) -> InputError:
+            return InputError(message, path=str(path), line=line, field=field)
+
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise fail(f"malformed JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(row, dict):
+            raise fail("expected a JSON object per line")
+        for name, kind in _RESOLVED_FIELDS.items():
+            if not isinstance(row.get(name), kind):
+                raise fail(f"expected {kind.__name__}, got {row.get(name)!r}", name)
+        conf = row.get("confidence")
+        if conf is not None and (
+            isinstance(conf, bool) or not isinstance(conf, int | float) or not 0.0 <= conf <= 1.0
+        ):
+            raise fail(f"expected a number in [0, 1] or null, got {conf!r}", "confidence")
+        slice_ = row.get("slice") or {}
+        if not isinstance(slice_, dict) or not all(isinstance(v, str) for v in slice_.values()):
+            raise fail("expected an object of strings", "slice")
+        if row["id"] in seen:
+            raise fail(f"duplicate id {row['id']!r}", "id")
+        seen.add(row["id"])
+        records.append(
+            ResolvedRecord(
+                id=row["id"],
+                abstained=row["abstained"],
+                correct=row["correct"],
+                confidence=None if conf is None else float(conf),
+                confidence_source=row["confidence_source"],
+                hedged=row["hedged"],
+                slice=dict(slice_),
+                samples=row.get("samples"),
+                answer=row.get("answer"),
+            )
+        )
+    if not records:
+        raise InputError("no records (empty input)", path=str(path))
+    return records

@@ -1,0 +1,192 @@
+"""The release-gate report: gate.json content rendered as Markdown and as standalone HTML."""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Any
+
+DELTA_ROWS = (("accuracy", "Accuracy"), ("ece", "ECE"), ("brier", "Brier"), ("refusal_rate", "Refusal rate"))
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _signed(value: Any, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:+.{digits}f}"
+
+
+def _interval(row: dict[str, Any]) -> str:
+    if row.get("low") is None or row.get("high") is None:
+        return "n/a"
+    return f"[{row['low']:+.4f}, {row['high']:+.4f}]"
+
+
+def _tables(gate: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of every table of the report, shared by both renderings."""
+    level = next(iter(gate["deltas"].values()), {}).get("level", 0.95)
+    deltas = [
+        [
+            label,
+            _fmt(d["baseline"]),
+            _fmt(d["candidate"]),
+            _signed(d["delta"]),
+            _interval(d),
+            str(d["n_boot"]),
+        ]
+        for key, label in DELTA_ROWS
+        if (d := gate["deltas"].get(key)) is not None
+    ]
+    ref = gate["refusal"]
+    factor = "infinite" if ref["factor_infinite"] else _fmt(ref["factor"], 2)
+    refusal = [
+        [
+            f"{ref['baseline_refusals']}/{ref['n']} ({_fmt(ref['baseline_rate'], 3)})",
+            f"{ref['candidate_refusals']}/{ref['n']} ({_fmt(ref['candidate_rate'], 3)})",
+            factor,
+            _fmt(ref["effective_factor"], 2),
+            _fmt(ref["threshold_factor"], 2),
+            "BLOCKED" if ref["blocked"] else "ok",
+        ]
+    ]
+    sp = gate["confidence_spread"]
+    spread = [
+        ["std", _fmt(sp["std_baseline"]), _fmt(sp["std_candidate"]), _fmt(sp["std_ratio"], 3)],
+        [
+            "distinct values",
+            _fmt(sp["distinct_baseline"]),
+            _fmt(sp["distinct_candidate"]),
+            _fmt(sp["distinct_ratio"], 3),
+        ],
+    ]
+    slices = [
+        [
+            s["key"],
+            s["value"],
+            str(s["n"]),
+            f"{s['n_scored_baseline']}/{s['n_scored_candidate']}",
+            _fmt(s["ece_baseline"]),
+            _fmt(s["ece_candidate"]),
+            _signed(s["delta"]),
+            _fmt(s["accuracy_baseline"], 3),
+            _fmt(s["accuracy_candidate"], 3),
+            s["status"],
+        ]
+        for s in gate["slices"]
+    ]
+    return [
+        (
+            f"Deltas (candidate - baseline, paired bootstrap {level:.0%} interval on matched items)",
+            ["metric", "baseline", "candidate", "delta", "interval", "replicates"],
+            deltas,
+        ),
+        ("Refusals", ["baseline", "candidate", "factor", "effective factor", "blocks at", "status"], refusal),
+        (
+            f"Spread of stated confidence (warns below ratio {_fmt(sp['threshold_ratio'], 2)})",
+            ["measure", "baseline", "candidate", "ratio"],
+            spread,
+        ),
+        (
+            (
+                f"ECE by slice (blocks when the rise exceeds {gate['config']['slice_ece_threshold']:g} "
+                f"with >= {gate['config']['min_slice_size']} scored items on both sides)"
+            ),
+            [
+                "key",
+                "value",
+                "n",
+                "scored b/c",
+                "ECE base",
+                "ECE cand",
+                "delta",
+                "acc base",
+                "acc cand",
+                "status",
+            ],
+            slices,
+        ),
+    ]
+
+
+def _summary_lines(gate: dict[str, Any]) -> list[str]:
+    m = gate["matching"]
+    return [
+        (
+            f"Matched items: {m['n_matched']} (baseline {m['n_baseline']}, candidate {m['n_candidate']}; "
+            f"only in baseline {m['n_only_baseline']}, only in candidate {m['n_only_candidate']})."
+        ),
+        (
+            f"Missing-confidence policy: {m['missing_policy']} (answered without confidence: baseline "
+            f"{m['n_missing_confidence_baseline']}, candidate {m['n_missing_confidence_candidate']})."
+        ),
+    ]
+
+
+def render_markdown(gate: dict[str, Any], image_name: str, sources: dict[str, str] | None = None) -> str:
+    """Markdown report; the reliability overlay is linked as ``image_name`` beside it."""
+    out = [f"# Release gate: **{gate['verdict'].upper()}**", ""]
+    if sources:
+        out += [f"- {side}: `{src}`" for side, src in sources.items()] + [""]
+    out += _summary_lines(gate) + [""]
+    for title, items in (("Blocking reasons", gate["reasons"]), ("Warnings", gate["warnings"])):
+        out.append(f"## {title}")
+        out += [f"- `{f['code']}`: {f['message']}" for f in items] or ["- none"]
+        out.append("")
+    out += ["## Reliability (baseline and candidate)", "", f"![reliability overlay]({image_name})", ""]
+    for title, header, rows in _tables(gate):
+        out += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(row) + " |" for row in rows]
+        out.append("")
+    return "\n".join(out)
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
+    "text-align:right}th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}"
+    ".pass{color:#2e7d32}.blocked{color:#c62828}code{background:#f5f5f5;padding:0 3px}"
+)
+
+
+def render_html(gate: dict[str, Any], png: bytes, sources: dict[str, str] | None = None) -> str:
+    """Standalone HTML report with the reliability overlay embedded as base64."""
+    e = html.escape
+    verdict = gate["verdict"]
+    parts = [
+        (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>calrl release gate: {e(verdict)}"
+            f"</title><style>{_CSS}</style></head><body>"
+        ),
+        f"<h1>Release gate: <span class='{e(verdict)}'>{e(verdict.upper())}</span></h1>",
+    ]
+    if sources:
+        parts.append(
+            "<ul>" + "".join(f"<li>{e(k)}: <code>{e(v)}</code></li>" for k, v in sources.items()) + "</ul>"
+        )
+    parts += [f"<p>{e(line)}</p>" for line in _summary_lines(gate)]
+    for title, items in (("Blocking reasons", gate["reasons"]), ("Warnings", gate["warnings"])):
+        parts.append(f"<h2>{title}</h2><ul>")
+        parts += [f"<li><code>{e(f['code'])}</code>: {e(f['message'])}</li>" for f in items] or [
+            "<li>none</li>"
+        ]
+        parts.append("</ul>")
+    b64 = base64.b64encode(png).decode("ascii")
+    parts.append(
+        f"<h2>Reliability (baseline and candidate)</h2><img alt='reliability overlay' "
+        f"src='data:image/png;base64,{b64}' style='max-width:100%'>"
+    )
+    for title, header, rows in _tables(gate):
+        parts.append(
+            f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"
+        )
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
