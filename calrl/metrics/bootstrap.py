@@ -1,0 +1,128 @@
+"""Bootstrap intervals: paired (baseline vs candidate on matched items) and for smooth ECE.
+
+Resamples are drawn as index matrices ``[rows, n]`` in chunks and evaluated in one call per chunk when
+the metric accepts leading batch dimensions (every metric of :mod:`calrl.metrics` does); otherwise the
+metric is called once per resample. Intervals are percentile intervals; resamples where the metric is
+undefined (NaN, e.g. AUROC of a resample with one class) are left out of the quantiles.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from calrl.metrics.binning import check_pair
+from calrl.metrics.calibration import smooth_ece
+
+MetricFn = Callable[[Tensor, Tensor], Tensor]
+
+#: Resampled items held in memory at once (rows * n).
+CHUNK_ELEMENTS = 1 << 22
+
+
+def supports_batch(metric_fn: Callable) -> bool:
+    """Whether ``metric_fn`` (or the function a ``functools.partial`` wraps) accepts ``[rows, n]`` inputs."""
+    while isinstance(metric_fn, functools.partial):
+        metric_fn = metric_fn.func
+    return bool(getattr(metric_fn, "supports_batch", False))
+
+
+def _resample_indices(rows: int, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    gen_device = generator.device if generator is not None else device
+    return torch.randint(0, n, (rows, n), generator=generator, device=gen_device).to(device)
+
+
+def _percentile_interval(values: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    probs = torch.tensor([alpha / 2, 1 - alpha / 2], dtype=values.dtype, device=values.device)
+    low, high = torch.nanquantile(values, probs)
+    return low, high
+
+
+def _check_alpha(alpha: float, n_boot: int) -> None:
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    if not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+
+
+def _evaluate(metric_fn: MetricFn, confidence: Tensor, correct: Tensor, batched: bool) -> Tensor:
+    if batched:
+        return metric_fn(confidence, correct).reshape(-1)
+    return torch.stack([metric_fn(c, y).reshape(()) for c, y in zip(confidence, correct)])
+
+
+def paired_bootstrap(metric_fn: MetricFn, conf_a: Tensor, correct_a: Tensor, conf_b: Tensor, correct_b: Tensor,
+                     n_boot: int = 1000, generator: torch.Generator | None = None, alpha: float = 0.05, *,
+                     batched: bool | None = None) -> dict[str, Tensor]:
+    """Difference ``metric_fn(b) - metric_fn(a)`` (b = candidate, a = baseline) on matched items, with a
+    percentile interval from ``n_boot`` paired resamples (the same item indices for both runs).
+
+    ``metric_fn(confidence, correct) -> Tensor``. ``batched`` (default: the function's
+    ``supports_batch`` attribute) says whether it accepts ``[rows, n]`` inputs and returns ``[rows]``.
+    Returns ``{"delta", "low", "high", "value_a", "value_b"}`` (0-dim tensors); NaN for empty input.
+    Pass a seeded ``generator`` for reproducible intervals.
+    """
+    _check_alpha(alpha, n_boot)
+    for conf, corr, name in ((conf_a, correct_a, "conf_a"), (conf_b, correct_b, "conf_b")):
+        check_pair(conf, corr, validate_args=False, name=name)
+        if conf.ndim != 1:
+            raise ValueError(f"{name} must be 1-D (one entry per matched item)")
+    if conf_a.shape != conf_b.shape:
+        raise ValueError(f"runs a and b must have the same items, got {conf_a.numel()} and {conf_b.numel()}")
+    if batched is None:
+        batched = supports_batch(metric_fn)
+    value_a = metric_fn(conf_a, correct_a).reshape(())
+    value_b = metric_fn(conf_b, correct_b).reshape(())
+    delta = value_b - value_a
+    n = conf_a.numel()
+    if n == 0:
+        nan = torch.full_like(delta, float("nan"))
+        return {"delta": nan, "low": nan.clone(), "high": nan.clone(), "value_a": nan.clone(),
+                "value_b": nan.clone()}
+    rows_per_chunk = max(1, CHUNK_ELEMENTS // n)
+    deltas = []
+    for start in range(0, n_boot, rows_per_chunk):
+        rows = min(rows_per_chunk, n_boot - start)
+        index = _resample_indices(rows, n, generator, conf_a.device)
+        a = _evaluate(metric_fn, conf_a[index], correct_a[index], batched)
+        b = _evaluate(metric_fn, conf_b[index], correct_b[index], batched)
+        deltas.append(b - a)
+    low, high = _percentile_interval(torch.cat(deltas), alpha)
+    return {"delta": delta, "low": low, "high": high, "value_a": value_a, "value_b": value_b}
+
+
+def bootstrap_interval(metric_fn: MetricFn, confidence: Tensor, correct: Tensor, n_boot: int = 1000,
+                       generator: torch.Generator | None = None, alpha: float = 0.05, *,
+                       batched: bool | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(value, low, high)``: the metric on all items and a percentile bootstrap interval (1-D input)."""
+    _check_alpha(alpha, n_boot)
+    check_pair(confidence, correct, validate_args=False)
+    if confidence.ndim != 1:
+        raise ValueError("bootstrap_interval takes 1-D inputs")
+    if batched is None:
+        batched = supports_batch(metric_fn)
+    value = metric_fn(confidence, correct).reshape(())
+    n = confidence.numel()
+    if n == 0:
+        return value, torch.full_like(value, float("nan")), torch.full_like(value, float("nan"))
+    rows_per_chunk = max(1, CHUNK_ELEMENTS // n)
+    values = []
+    for start in range(0, n_boot, rows_per_chunk):
+        rows = min(rows_per_chunk, n_boot - start)
+        index = _resample_indices(rows, n, generator, confidence.device)
+        values.append(_evaluate(metric_fn, confidence[index], correct[index], batched))
+    low, high = _percentile_interval(torch.cat(values), alpha)
+    return value, low, high
+
+
+def smooth_ece_bootstrap(confidence: Tensor, correct: Tensor, n_boot: int = 200, alpha: float = 0.05,
+                         generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Smooth ECE with its percentile bootstrap interval: ``(value, low, high)``.
+
+    Each resample gets its own self-consistent bandwidth (all resamples of a chunk are solved together).
+    """
+    return bootstrap_interval(smooth_ece, confidence, correct, n_boot=n_boot, generator=generator, alpha=alpha,
+                              batched=True)
