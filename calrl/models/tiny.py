@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import (
-    PreTrainedTokenizerFast,
     LlamaConfig,
     LlamaForCausalLM,
     LlamaForSequenceClassification,
+    PreTrainedTokenizerFast,
 )
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
@@ -28,7 +28,7 @@ CHAT_TEMPLATE = (
 BASE_WORDS = (
     [str(d) for d in range(10)]
     + list(".,:;!?%/()'\"-+*=#")
-    + "confidence answer i don't know not sure think probably maybe certainly the a an is of".split()
+    + ["confidence", "answer", "i", "don't", "know", "not", "sure", "think", "probably", "maybe", "certainly", "the", "a", "an", "is", "of"]
 )
 _WORD_RE = re.compile(r"\w+|[^\w\s]")
 
@@ -116,3 +116,34 @@ def save_pretrained(model, tokenizer, path: str | Path) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def build_scripted_causal_lm(tokenizer: PreTrainedTokenizerFast, transitions: list[tuple[str, list[str]]], *,
+                             seed: int = 0, logit: float = 5.0) -> LlamaForCausalLM:
+    """A tiny LM whose next token depends only on the current one, following ``transitions``.
+
+    Each ``(token, successors)`` pair makes ``token`` continue with one of ``successors`` (uniformly when
+    sampling). Attention and MLP outputs are zeroed, so the embedding of the current token alone drives
+    the untied output head. Useful where a test needs a policy with known, controllable outputs (e.g.
+    ``<|assistant|> -> 4 -> confidence -> : -> {2, 5, 8} -> </s>``); it still trains like any model.
+    """
+    config = tiny_config(tokenizer)
+    config.tie_word_embeddings = False
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    ids = tokenizer.convert_tokens_to_ids
+    if len(transitions) > config.hidden_size:
+        raise ValueError(f"at most {config.hidden_size} transitions fit a hidden size of {config.hidden_size}")
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.zero_()
+        model.lm_head.weight.zero_()
+        for k, (source, successors) in enumerate(transitions):
+            model.model.embed_tokens.weight[ids(source), k] = 1.0
+            for successor in successors:
+                model.lm_head.weight[ids(successor), k] = logit
+    for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        setattr(model.generation_config, key, getattr(tokenizer, key))
+    return model

@@ -1,0 +1,415 @@
+"""The reward pipeline of calibration-aware PPO: reward model, correctness, PPO-C, abstention.
+
+For each rollout (prompt, response, optional references) the final score is computed as:
+
+(a) the reward model scores the prompt plus the response *with its confidence statement removed*
+    (``calrl.confidence.strip_confidence``; on by default with PPO-C, off for vanilla PPO, which
+    scores the response as generated);
+(b) optionally a rule-based correctness reward for items with references, added to the RM score
+    (``correctness_mode="add"``) or replacing it (``"replace"``: the RM is run only on the items
+    without references);
+(c) the PPO-C adjustment by the stated confidence (``calrl.confidence.parse_confidence``) when
+    ``ppo_c_variant`` is ``"threshold"`` or ``"difference"``. A response without a confidence is
+    handled by ``missing_confidence``: ``"neutral"`` (c = 0.5, i.e. no adjustment; it still counts in
+    the moving average, as in the reference), ``"penalty"`` (no adjustment, ``missing_confidence_penalty``
+    subtracted from its score), ``"skip-adjust"`` (no adjustment and left out of the moving average);
+    every policy counts the missing ones (``confidence/missing``, ``confidence/parsable_rate``);
+(d) an abstention (``calrl.confidence.is_abstention``) gets ``abstention_reward`` (a number) or
+    keeps its score (``"rm"``).
+
+A non-finite reward raises ``TrainingFault`` naming the step and the offending sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from calrl.errors import ConfigError, TrainingFault
+from calrl.rewards.abstention import AbstentionReward
+from calrl.rewards.correctness import CorrectnessReward
+from calrl.rewards.ppo_c import PPOCAdjuster, PPOCConfig
+
+MissingConfidencePolicy = Literal["neutral", "penalty", "skip-adjust"]
+References = Sequence[Sequence[str] | str | None]
+_STAT_FIELDS = ("n", "rm_sum", "rm_n", "adj_sum", "final_sum", "conf_sum", "conf_n", "missing",
+                "abstained", "correct", "graded")
+
+
+@dataclass
+class RewardPipelineConfig:
+    """How a rollout's score is computed (see the module docstring for the order of the steps)."""
+
+    ppo_c_variant: Literal["none", "threshold", "difference"] = "none"
+    ppo_c_weight: float = 0.5
+    ppo_c_alpha: float = 0.1
+    ppo_c_init_average: float | None = None
+    ppo_c_update_before_adjust: bool = True
+    reward_clamp: float = 10.0
+    strip_confidence: bool | None = None  # None: strip iff PPO-C is on
+    use_hedges: bool = False  # also read confidence from hedge words (the reference reads only "Confidence: N")
+    missing_confidence: MissingConfidencePolicy = "neutral"
+    missing_confidence_penalty: float = 1.0
+    abstention_reward: float | Literal["rm"] = "rm"
+    correctness_mode: Literal["off", "add", "replace"] = "off"
+    correct_reward: float = 1.0
+    wrong_reward: float = 0.0
+    grader: str = "auto"
+
+    def __post_init__(self) -> None:
+        choices = {"ppo_c_variant": ("none", "threshold", "difference"),
+                   "missing_confidence": ("neutral", "penalty", "skip-adjust"),
+                   "correctness_mode": ("off", "add", "replace")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"must be one of {', '.join(allowed)}; got {getattr(self, name)!r}", field=name)
+        if self.ppo_c_variant != "none":
+            self.ppo_c_config()  # validates weight/alpha/clamp
+        AbstentionReward(self.abstention_reward)  # validates the value
+        if self.correctness_mode != "off":
+            CorrectnessReward(self.correct_reward, self.wrong_reward)
+
+    @property
+    def adjust(self) -> bool:
+        return self.ppo_c_variant != "none"
+
+    @property
+    def strips(self) -> bool:
+        return self.adjust if self.strip_confidence is None else self.strip_confidence
+
+    def ppo_c_config(self) -> PPOCConfig:
+        return PPOCConfig(variant=self.ppo_c_variant, weight=self.ppo_c_weight, alpha=self.ppo_c_alpha,
+                          clamp=self.reward_clamp, init_average=self.ppo_c_init_average,
+                          update_before_adjust=self.ppo_c_update_before_adjust)
+
+
+def _confidence_functions() -> tuple[Callable, Callable]:
+    from calrl.confidence import parse_confidence, strip_confidence
+
+    return parse_confidence, strip_confidence
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _LazyDecoded(Sequence):
+    """Rows of a token tensor, decoded (special tokens skipped) on first access."""
+
+    def __init__(self, tokenizer: Any, ids: torch.Tensor) -> None:
+        self._tokenizer, self._ids, self._texts = tokenizer, ids, None
+
+    def _all(self) -> list[str]:
+        if self._texts is None:
+            self._texts = self._tokenizer.batch_decode(self._ids, skip_special_tokens=True)
+        return self._texts
+
+    def __getitem__(self, i):
+        return self._all()[i]
+
+    def __len__(self) -> int:
+        return self._ids.shape[0]
+
+
+@dataclass
+class RolloutRewards:
+    """Per-rollout record of the last scored batch (tensors of length B, on CPU)."""
+
+    rm_raw: torch.Tensor  # NaN where the RM was not run
+    base: torch.Tensor  # after the correctness reward, before PPO-C
+    confidence: torch.Tensor  # NaN where missing
+    adjustment: torch.Tensor
+    final: torch.Tensor
+    abstained: torch.Tensor
+    correct: torch.Tensor
+    graded: torch.Tensor
+    average: float | None  # the moving average the adjustment used
+    stripped: list[str] = field(default_factory=list)
+
+
+class RewardPipeline:
+    """Compute final rollout scores and per-batch statistics.
+
+    Args:
+        config: the pipeline settings.
+        reward_model: a sequence-classification reward model (one output).
+        reward_tokenizer: its tokenizer; ``None`` means it shares the policy's tokenizer (fast path:
+            TRL's tokens are reused, re-tokenising only responses whose confidence statement was removed).
+        policy_tokenizer: the policy's tokenizer (decodes rollouts); needed by :meth:`score_rollouts`.
+        accelerator: with several processes, the moving-average mean and the stats are reduced over ranks.
+        parse_confidence / strip_confidence / abstention_detector: override the ``calrl.confidence`` defaults.
+    """
+
+    def __init__(self, config: RewardPipelineConfig, reward_model: torch.nn.Module, *,
+                 reward_tokenizer: Any = None, policy_tokenizer: Any = None, accelerator: Any = None,
+                 parse_confidence: Callable | None = None, strip_confidence: Callable | None = None,
+                 abstention_detector: Callable[[str], bool] | None = None,
+                 rm_scorer: Callable[[torch.nn.Module, torch.Tensor, int, int], tuple] | None = None) -> None:
+        self.config = config
+        self.reward_model = reward_model
+        self.reward_tokenizer = reward_tokenizer
+        self.policy_tokenizer = policy_tokenizer
+        self.accelerator = accelerator
+        if parse_confidence is None or strip_confidence is None:
+            default_parse, default_strip = _confidence_functions()
+            parse_confidence = parse_confidence or default_parse
+            strip_confidence = strip_confidence or default_strip
+        self._parse, self._strip = parse_confidence, strip_confidence
+        self.abstention = (AbstentionReward(config.abstention_reward) if abstention_detector is None
+                           else AbstentionReward(config.abstention_reward, detector=abstention_detector))
+        self.correctness = (CorrectnessReward(config.correct_reward, config.wrong_reward, config.grader)
+                            if config.correctness_mode != "off" else None)
+        self.adjuster = PPOCAdjuster(config.ppo_c_config(), accelerator=accelerator) if config.adjust else None
+        if rm_scorer is None:
+            from trl.experimental.utils import get_reward as rm_scorer
+        self._rm_scorer = rm_scorer  # TRL's get_reward: score at the last non-pad token
+        self.last: RolloutRewards | None = None
+        self._totals = dict.fromkeys(_STAT_FIELDS, 0.0)
+        self.missing_total = 0  # rollouts without a parsable confidence, over the whole run
+
+    # ------------------------------------------------------------------ public API
+    def score_texts(self, prompts: Sequence[str], responses: Sequence[str], references: References | None = None,
+                    *, step: int | None = None, update: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+        """Score decoded rollouts; the RM reads ``prompt`` + response through its own tokenizer."""
+        tok = self.reward_tokenizer or self.policy_tokenizer
+        if tok is None:
+            raise ValueError("score_texts needs a reward_tokenizer (or policy_tokenizer)")
+
+        def rm_fn(idx: list[int], stripped: list[str]) -> torch.Tensor:
+            return self._rm_on_texts(tok, [prompts[i] for i in idx], [stripped[i] for i in idx])
+
+        return self._score(list(prompts), list(responses), references, rm_fn, step=step, update=update)
+
+    @torch.no_grad()
+    def score_rollouts(self, query_responses: torch.Tensor, context_length: int, pad_token_id: int,
+                       references: References | None = None, *, step: int | None = None,
+                       update: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+        """Score TRL rollouts: ``query_responses`` = left-padded queries + (truncated, pad-filled) responses."""
+        tok = self.policy_tokenizer
+        queries, responses_ids = query_responses[:, :context_length], query_responses[:, context_length:]
+        responses = tok.batch_decode(responses_ids, skip_special_tokens=True)
+        prompts = _LazyDecoded(tok, queries)  # decoded only if needed (other RM tokenizer, fault message)
+        same_tokenizer = self.reward_tokenizer is None or self.reward_tokenizer is tok
+
+        def rm_fn(idx: list[int], stripped: list[str]) -> torch.Tensor:
+            if not same_tokenizer:
+                return self._rm_on_texts(self.reward_tokenizer, [prompts[i] for i in idx],
+                                         [stripped[i] for i in idx])
+            rows = self._rebuild_rows(query_responses, context_length, pad_token_id,
+                                      [(i, stripped[i] if stripped[i] != responses[i] else None) for i in idx])
+            # Drop trailing columns that are padding in every row: the RM is causal and read at each row's
+            # last non-pad token, so the scores are unchanged and the forward is shorter.
+            used = (rows[:, context_length:] != pad_token_id).any(0).nonzero()
+            width = int(used[-1]) + 1 if used.numel() else 1
+            return self._rm_scorer(self.reward_model, rows[:, :context_length + width], pad_token_id,
+                                   context_length)[1]
+
+        scores, stats = self._score(prompts, responses, references, rm_fn, step=step, update=update)
+        return scores.to(query_responses.device), stats
+
+    def pop_stats(self) -> dict[str, float]:
+        """Statistics over every rollout scored (with ``update=True``) since the last call; resets them."""
+        totals, self._totals = self._totals, dict.fromkeys(_STAT_FIELDS, 0.0)
+        return self._summarise(totals)
+
+    def _summarise(self, t: dict[str, float]) -> dict[str, float]:
+        if t["n"] == 0:
+            return {}
+        stats = {
+            "reward/final": t["final_sum"] / t["n"],
+            "reward/adjustment": t["adj_sum"] / t["n"],
+            "confidence/parsable_rate": t["conf_n"] / t["n"],
+            "confidence/missing": t["missing"],
+            "abstention/rate": t["abstained"] / t["n"],
+        }
+        if t["rm_n"]:
+            stats["reward/rm_raw"] = t["rm_sum"] / t["rm_n"]
+        if t["conf_n"]:
+            stats["confidence/mean"] = t["conf_sum"] / t["conf_n"]
+        if t["graded"]:
+            stats["correctness/accuracy"] = t["correct"] / t["graded"]
+        if self.adjuster is not None and self.adjuster.average is not None:
+            stats["reward/moving_average"] = self.adjuster.average
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"adjuster": None if self.adjuster is None else self.adjuster.state_dict(),
+                "missing_total": self.missing_total}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.adjuster is not None and state.get("adjuster") is not None:
+            self.adjuster.load_state_dict(state["adjuster"])
+        self.missing_total = int(state.get("missing_total", 0))
+
+    # ------------------------------------------------------------------ steps
+    def _score(self, prompts: Sequence[str], responses: list[str], references: References | None,
+               rm_fn: Callable[[list[int], list[str]], torch.Tensor], *, step: int | None,
+               update: bool) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.config
+        n = len(responses)
+        if references is not None and len(references) != n:
+            raise ValueError(f"{n} responses but {len(references)} reference lists")
+
+        texts = self._read_texts(responses)
+        confidence = torch.tensor([t[0] for t in texts])
+        missing = torch.isnan(confidence)
+        stripped = [t[1] for t in texts]
+        abstained = torch.tensor([t[2] for t in texts], dtype=torch.bool)
+
+        # (b) correctness, graded on the response as generated
+        correct = torch.zeros(n, dtype=torch.bool)
+        graded = torch.zeros(n, dtype=torch.bool)
+        corr_reward = torch.zeros(n)
+        if self.correctness is not None and references is not None:
+            corr_reward, graded = self.correctness(responses, references)
+            correct = graded & (corr_reward == self.correctness.correct_reward)
+
+        # (a) reward model on the rows that need it
+        needs_rm = ~graded if cfg.correctness_mode == "replace" else torch.ones(n, dtype=torch.bool)
+        rm_raw = torch.full((n,), float("nan"))
+        idx = needs_rm.nonzero().flatten().tolist()
+        if idx:
+            rm_raw[idx] = rm_fn(idx, stripped).detach().float().cpu()
+        elif self._distributed():
+            rm_fn([0], stripped)  # keep the RM forward collective (ZeRO-3 gathers weights) on every rank
+        base = torch.where(needs_rm, rm_raw, torch.zeros(n))
+        if cfg.correctness_mode != "off":
+            base = base + corr_reward
+
+        self._check_finite(torch.where(needs_rm, rm_raw, base), prompts, responses, step, update, "reward model")
+
+        # (c) PPO-C
+        adjustment = torch.zeros(n)
+        average = None
+        if self.adjuster is not None:
+            clamped = self.adjuster.clamp(base)
+            in_average = ~(missing & torch.tensor(cfg.missing_confidence == "skip-adjust"))
+            c = torch.where(missing, torch.full((n,), 0.5), confidence)
+            mean = self._global_mean(clamped[in_average]) if update else None
+            do_update = update and mean is not None
+            _, adjustment = self.adjuster(clamped, c, update=do_update, batch_mean=mean)
+            average = self.adjuster.average
+            final = clamped + adjustment
+        else:
+            final = base.clone()
+        if cfg.missing_confidence == "penalty":
+            final = torch.where(missing, final - cfg.missing_confidence_penalty, final)
+
+        # (d) abstention
+        final = self.abstention.apply(final, abstained)
+        self._check_finite(final, prompts, responses, step, update, "final")
+
+        self.last = RolloutRewards(rm_raw=rm_raw, base=base, confidence=confidence, adjustment=adjustment,
+                                   final=final, abstained=abstained, correct=correct, graded=graded,
+                                   average=average, stripped=stripped)
+        stats = self._batch_stats(update)
+        return final, stats
+
+    def _read_texts(self, responses: list[str]) -> list[tuple[float, str, bool]]:
+        """(confidence or NaN, text for the RM, abstained) per response; each distinct text is read once."""
+        cache: dict[str, tuple[float, str, bool]] = {}
+        strips, use_hedges = self.config.strips, self.config.use_hedges
+        out = []
+        for r in responses:
+            hit = cache.get(r)
+            if hit is None:
+                parse = self._parse(r, use_hedges=use_hedges)
+                value = float("nan") if parse.value is None else float(parse.value)
+                # strip_confidence leaves a text without an explicit statement unchanged: skip the call then
+                stripped = self._strip(r) if strips and parse.source == "explicit" else r
+                hit = cache[r] = (value, stripped, bool(self.abstention.detector(r)))
+            out.append(hit)
+        return out
+
+    def _batch_stats(self, update: bool) -> dict[str, float]:
+        r = self.last
+        local = torch.tensor([
+            float(r.final.numel()),
+            float(torch.nan_to_num(r.rm_raw, nan=0.0).sum()), float((~torch.isnan(r.rm_raw)).sum()),
+            float(r.adjustment.sum()), float(r.final.sum()),
+            float(torch.nan_to_num(r.confidence, nan=0.0).sum()), float((~torch.isnan(r.confidence)).sum()),
+            float(torch.isnan(r.confidence).sum()),
+            float(r.abstained.sum()), float(r.correct.sum()), float(r.graded.sum()),
+        ], dtype=torch.float64)
+        totals = self._all_sum(local) if update else local
+        batch = dict(zip(_STAT_FIELDS, totals.tolist()))
+        if update:
+            for k, v in batch.items():
+                self._totals[k] += v
+            self.missing_total += int(batch["missing"])
+        return self._summarise(batch)
+
+    # ------------------------------------------------------------------ helpers
+    def _distributed(self) -> bool:
+        return self.accelerator is not None and getattr(self.accelerator, "num_processes", 1) > 1
+
+    def _all_sum(self, vec: torch.Tensor) -> torch.Tensor:
+        if not self._distributed():
+            return vec
+        device = self.accelerator.device
+        return self.accelerator.reduce(vec.to(device), reduction="sum").cpu()
+
+    def _global_mean(self, values: torch.Tensor) -> float | None:
+        total = self._all_sum(torch.tensor([float(values.sum()), float(values.numel())], dtype=torch.float64))
+        return None if total[1] == 0 else float(total[0] / total[1])
+
+    def _check_finite(self, values: torch.Tensor, prompts: Sequence[str], responses: list[str],
+                      step: int | None, update: bool, what: str) -> None:
+        bad = ~torch.isfinite(values)
+        # every rank takes part in the count, so all stop together when one rank sees a bad reward
+        n_bad = int(self._all_sum(torch.tensor([float(bad.sum())], dtype=torch.float64))[0]) if update \
+            else int(bad.sum())
+        if n_bad == 0:
+            return
+        where = f"step {step}" if step is not None else "scoring"
+        if not bad.any():
+            raise TrainingFault(f"{where}: non-finite {what} reward on another process")
+        i = int(bad.nonzero()[0])
+        raise TrainingFault(
+            f"{where}: non-finite {what} reward ({float(values[i])}) for rollout {i} "
+            f"(prompt: {_short(prompts[i])!r}; response: {_short(responses[i])!r})")
+
+    def _rm_on_texts(self, tokenizer: Any, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """RM scores of prompt + response texts through ``tokenizer`` (its chat template when it has one)."""
+        if getattr(tokenizer, "chat_template", None):
+            texts = [tokenizer.apply_chat_template([{"role": "user", "content": p},
+                                                    {"role": "assistant", "content": r}], tokenize=False)
+                     for p, r in zip(prompts, responses)]
+        else:
+            texts = [f"{p}\n{r}" for p, r in zip(prompts, responses)]
+        device = next(self.reward_model.parameters()).device
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        with torch.no_grad():
+            return self.reward_model(**enc).logits[:, 0]
+
+    def _rebuild_rows(self, query_responses: torch.Tensor, context_length: int, pad_token_id: int,
+                      rows: list[tuple[int, str | None]]) -> torch.Tensor:
+        """Stack the RM input rows: TRL's own tokens where nothing was stripped, else query + re-tokenised text.
+
+        A re-tokenised response keeps the stop (EOS) token when the original had one, since the RM is
+        read at the last non-pad token.
+        """
+        tok = self.policy_tokenizer
+        eos = tok.eos_token_id
+        changed = [(k, i, text) for k, (i, text) in enumerate(rows) if text is not None]
+        if not changed:
+            return query_responses[[i for i, _ in rows]]
+        backend = getattr(tok, "backend_tokenizer", None)
+        if backend is not None:  # one call per text: avoids the thread-pool start-up of a batch encode
+            encoded = [backend.encode(text, add_special_tokens=False).ids for _, _, text in changed]
+        else:
+            encoded = tok([text for _, _, text in changed], add_special_tokens=False)["input_ids"]
+        had_eos = (query_responses[[i for _, i, _ in changed], context_length:] == eos).any(1).tolist()
+        new_ids = [list(ids) + ([eos] if e else []) for ids, e in zip(encoded, had_eos)]
+        width = max(query_responses.shape[1] - context_length, *map(len, new_ids))
+        out = torch.full((len(rows), context_length + width), pad_token_id, dtype=query_responses.dtype,
+                         device=query_responses.device)
+        out[:, :query_responses.shape[1]] = query_responses[[i for i, _ in rows]]
+        block = torch.full((len(changed), width), pad_token_id, dtype=out.dtype)  # built on CPU, copied once
+        for row, ids in enumerate(new_ids):
+            block[row, :len(ids)] = torch.tensor(ids, dtype=out.dtype)
+        out[[k for k, _, _ in changed], context_length:] = block.to(out.device)
+        return out
