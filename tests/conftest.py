@@ -21,3 +21,8 @@ def _isolated_wandb_dir(tmp_path, monkeypatch):
     """Keep W&B files of each test in its own temporary folder, never in the repo."""
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.chdir(tmp_path)
+    yield
+    import sys
+
+    if "wandb" in sys.modules:  # wandb keeps its settings (WANDB_DIR among them) for the process
+        sys.modules["wandb"].teardown()

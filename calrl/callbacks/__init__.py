@@ -1,1 +1,23 @@
 """Trainer callbacks: calibration evaluation during training, logged to W&B."""
+
+from calrl.callbacks.calibration_eval import (
+    CalibrationEvalCallback,
+    CalibrationEvalConfig,
+    EpochBoundaryTracker,
+)
+from calrl.callbacks.wandb_utils import (
+    init_wandb_run,
+    normalize_report_to,
+    prepare_reporting,
+    read_offline_history,
+)
+
+__all__ = [
+    "CalibrationEvalCallback",
+    "CalibrationEvalConfig",
+    "EpochBoundaryTracker",
+    "init_wandb_run",
+    "normalize_report_to",
+    "prepare_reporting",
+    "read_offline_history",
+]

@@ -1,0 +1,387 @@
+"""Calibration evaluation during training: generate on a held-out set at every epoch end, log the metrics.
+
+:class:`CalibrationEvalCallback` works with every trainer calrl uses, whose loops fire callbacks differently:
+
+- ``transformers.Trainer`` subclasses (TRL's GRPO, RLOO and reward trainers) fire ``on_epoch_begin`` and
+  ``on_epoch_end``: the eval runs at ``on_epoch_end``.
+- ``trl.experimental.ppo.PPOTrainer`` fires only ``on_train_begin``, ``on_step_end``, ``on_save`` and
+  ``on_train_end``, and sets ``state.epoch = episode / len(train_dataset)`` before ``on_step_end``: an epoch
+  ends at the step where ``int(state.epoch)`` increases, and a final partial epoch ends at ``on_train_end``.
+
+:class:`EpochBoundaryTracker` turns either event stream into one eval per epoch (a trainer that fires
+``on_epoch_begin`` is never read from ``on_step_end``, so no epoch is evaluated twice). With several
+processes the items are split between them and the predictions gathered, so every item counts once and
+every process holds the same metrics; only the main process logs and writes files.
+
+Each eval logs ``eval/ece``, ``eval/brier``, ``eval/auroc``, ``eval/accuracy``, ``eval/refusal_rate``,
+``eval/mean_confidence``, ``eval/smece``, ``eval/slice/<key>=<value>/ece``, a reliability diagram
+(``eval/reliability_diagram``) and table (``eval/reliability_table``) to the active W&B run, or, without
+one, its scalars through ``trainer.log`` when the callback was attached with :meth:`attach`. It writes
+``predictions.jsonl``, ``metrics.json`` and ``reliability.png`` to ``<output_dir>/calibration_eval/<label>``
+(``epoch-<k>`` or ``step-<n>``), and copies them into ``checkpoint-<step>/calibration_eval/<label>`` when a
+checkpoint is saved at the step of the eval, so ``calrl eval --predictions`` can re-read them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from calrl.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+SCALAR_KEYS = ("ece", "brier", "auroc", "accuracy", "refusal_rate", "mean_confidence")
+RELIABILITY_COLUMNS = ("lower", "upper", "count", "mean_confidence", "accuracy")
+_EPS = 1e-6
+
+
+@dataclass
+class CalibrationEvalConfig:
+    """What to evaluate during training and how.
+
+    ``eval_items`` is a list of :class:`~calrl.data.heldout.EvalItem` or a dataset spec for
+    :func:`~calrl.data.heldout.load_eval_items` (loaded once, when training starts). ``every_n_steps`` adds
+    an eval every N optimiser steps on top of the per-epoch evals; ``eval_on_start`` adds one of the
+    initial policy (``epoch-0``). ``slice_keys`` limits the per-slice ECE logged (None: every slice key).
+    """
+
+    eval_items: Any = None
+    eval_split: str | None = None
+    eval_limit: int | None = None
+    prompt: Any = None  # calrl.eval.prompts.ElicitationPrompt; None = the default prompt
+    every_n_steps: int | None = None
+    eval_on_start: bool = False
+    batch_size: int = 16
+    max_new_tokens: int = 64
+    n_bins: int = 15
+    slice_keys: list[str] | None = None
+    save_predictions: bool = True
+    use_hedges: bool = True
+    grader: str = "auto"
+    missing_policy: str = "exclude"
+    min_slice_size: int = 30
+    n_boot: int = 0
+    seed: int = 0
+    output_subdir: str = "calibration_eval"
+    log_image: bool = True
+    log_table: bool = True
+    show_progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.eval_items is None or (not isinstance(self.eval_items, str) and len(self.eval_items) == 0):
+            raise ConfigError("needs held-out items (a list of EvalItem or a dataset spec)",
+                              field="eval_items")
+        n = self.every_n_steps
+        if n is not None and (not isinstance(n, int) or n < 1):
+            raise ConfigError(f"must be a positive integer or null, got {self.every_n_steps!r}",
+                              field="every_n_steps")
+        for name in ("batch_size", "max_new_tokens", "n_bins"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"must be a positive integer, got {value!r}", field=name)
+        if self.missing_policy not in ("exclude", "half", "error"):
+            raise ConfigError(f"unknown policy {self.missing_policy!r}; choose exclude, half or error",
+                              field="missing_policy")
+        if self.prompt is None:
+            from calrl.eval.prompts import ElicitationPrompt
+
+            self.prompt = ElicitationPrompt()
+
+
+class EpochBoundaryTracker:
+    """Turns a trainer's callback events into "epoch k has ended" exactly once per epoch.
+
+    A trainer that fires ``on_epoch_begin`` (every ``transformers.Trainer``) is read only from
+    ``on_epoch_end``; one that never does (TRL's PPOTrainer) is read from ``on_step_end`` (an epoch ends
+    when ``int(state.epoch)`` increases) and ``on_train_end`` (the final partial epoch, once).
+    """
+
+    def __init__(self) -> None:
+        self.fires_epoch_events = False
+        self.last_epoch = 0  # the highest epoch already reported as ended
+
+    def train_begin(self, epoch: float | None) -> None:
+        """Start (or resume) at ``epoch``: epochs already completed are not reported again."""
+        self.last_epoch = math.floor((epoch or 0.0) + _EPS)
+
+    def epoch_begin(self) -> None:
+        self.fires_epoch_events = True
+
+    def epoch_end(self, epoch: float | None) -> int | None:
+        self.fires_epoch_events = True
+        return self._report(math.ceil((epoch or 0.0) - _EPS))
+
+    def step_end(self, epoch: float | None) -> int | None:
+        if self.fires_epoch_events or epoch is None:
+            return None
+        return self._report(math.floor(epoch + _EPS))
+
+    def train_end(self, epoch: float | None) -> int | None:
+        if epoch is None:
+            return None
+        return self._report(math.ceil(epoch - _EPS))
+
+    def _report(self, k: int) -> int | None:
+        if k <= self.last_epoch:
+            return None
+        self.last_epoch = k
+        return k
+
+
+@dataclass
+class EvalResult:
+    """One calibration eval during training."""
+
+    label: str
+    step: int
+    epoch: float | None
+    metrics: dict[str, Any]
+    logged: dict[str, float]
+    records: list[Any] = field(repr=False, default_factory=list)
+    folder: Path | None = None
+
+
+def unwrap_policy(model: Any) -> Any:
+    """The generating model inside wrappers: DDP/DeepSpeed ``.module``, PPO's ``PolicyAndValueWrapper``."""
+    for _ in range(8):
+        if model is None or callable(getattr(model, "generate", None)):
+            return model
+        if isinstance(getattr(model, "policy", None), torch.nn.Module):
+            model = model.policy
+        elif isinstance(getattr(model, "module", None), torch.nn.Module):
+            model = model.module
+        else:
+            return model
+    return model
+
+
+def _tokenizer_of(processing_class: Any) -> Any:
+    """The tokenizer itself, or the one inside a multimodal processor."""
+    inner = getattr(processing_class, "tokenizer", None)
+    return inner if inner is not None else processing_class
+
+
+def _distributed_state() -> Any:
+    """An ``accelerate.PartialState`` when several processes run, else None."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    if torch.distributed.get_world_size() < 2:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def scalar_metrics(metrics: dict[str, Any], *, slice_keys: list[str] | None = None,
+                   prefix: str = "eval") -> dict[str, float]:
+    """The scalars to log from a ``compute_metrics`` dict (None -> NaN, so each key appears every eval)."""
+    def num(value: Any) -> float:
+        return float("nan") if value is None else float(value)
+
+    out = {f"{prefix}/{key}": num(metrics.get(key)) for key in SCALAR_KEYS}
+    smece = metrics.get("smece")
+    out[f"{prefix}/smece"] = num(smece.get("value") if isinstance(smece, dict) else smece)
+    out[f"{prefix}/n"] = float(metrics.get("n", 0))
+    missing = metrics.get("missing_confidence", {}).get("count")
+    if missing is not None and metrics.get("n_answered"):
+        out[f"{prefix}/missing_confidence_rate"] = missing / metrics["n_answered"]
+    for key, values in (metrics.get("slices") or {}).items():
+        if slice_keys is not None and key not in slice_keys:
+            continue
+        for value, m in values.items():
+            out[f"{prefix}/slice/{key}={value}/ece"] = num(m.get("ece"))
+    return out
+
+
+class CalibrationEvalCallback(TrainerCallback):
+    """Generate on held-out items with the current policy at each epoch end; log calibration metrics."""
+
+    def __init__(self, config: CalibrationEvalConfig, *, tokenizer: Any = None) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.tracker = EpochBoundaryTracker()
+        self.history: list[EvalResult] = []
+        self._items: list[Any] | None = None
+        self._trainer: Any = None
+        self._warned_no_generate = False
+
+    # ------------------------------------------------------------------ wiring
+    def attach(self, trainer: Any) -> CalibrationEvalCallback:
+        """Add this callback to ``trainer`` and log through ``trainer.log`` when no W&B run is active."""
+        self._trainer = trainer
+        if self not in getattr(getattr(trainer, "callback_handler", None), "callbacks", []):
+            trainer.add_callback(self)
+        return self
+
+    def items(self) -> list[Any]:
+        if self._items is None:
+            source, limit = self.config.eval_items, self.config.eval_limit
+            if isinstance(source, str):
+                from calrl.data.heldout import load_eval_items
+
+                self._items = load_eval_items(source, split=self.config.eval_split, limit=limit)
+            else:
+                self._items = list(source)[:limit] if limit else list(source)
+        return self._items
+
+    # ------------------------------------------------------------------ events
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.tracker.train_begin(state.epoch)
+        self.items()  # a bad dataset spec fails now, not after the first epoch
+        if self.config.eval_on_start:
+            self.evaluate(f"epoch-{self.tracker.last_epoch}", args, state, **kwargs)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.tracker.epoch_begin()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        epoch = self.tracker.epoch_end(state.epoch)
+        if epoch is not None:
+            self.evaluate(f"epoch-{epoch}", args, state, **kwargs)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        epoch = self.tracker.step_end(state.epoch)
+        if epoch is not None:
+            self.evaluate(f"epoch-{epoch}", args, state, **kwargs)
+        n = self.config.every_n_steps
+        if n and state.global_step > 0 and state.global_step % n == 0:
+            self.evaluate(f"step-{state.global_step}", args, state, **kwargs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        epoch = self.tracker.train_end(state.epoch)
+        if epoch is not None:
+            self.evaluate(f"epoch-{epoch}", args, state, **kwargs)
+
+    def on_save(self, args, state, control, **kwargs):
+        """Copy the files of an eval made at this step into the checkpoint folder just written."""
+        if not state.is_world_process_zero:
+            return
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not checkpoint.is_dir():
+            return
+        for result in self.history:
+            if result.step == state.global_step and result.folder is not None and result.folder.is_dir():
+                dest = checkpoint / self.config.output_subdir / result.label
+                if dest.exists():
+                    shutil.rmtree(dest)
+                shutil.copytree(result.folder, dest)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, label: str, args: Any, state: Any, *, model: Any = None, processing_class: Any = None,
+                 tokenizer: Any = None, **_: Any) -> EvalResult | None:
+        """Run one eval now (all processes), then log and save it (main process)."""
+        previous = self.history[-1] if self.history else None
+        if previous is not None and previous.step == state.global_step and previous.label != label:
+            # The policy has not changed since the last eval (a step eval and an epoch end at the same step).
+            result = EvalResult(label=label, step=state.global_step, epoch=state.epoch,
+                                metrics=previous.metrics, logged=previous.logged, records=previous.records)
+            self._save(result, args, state)
+            self.history.append(result)
+            return result
+        policy = unwrap_policy(model if model is not None else getattr(self._trainer, "model", None))
+        candidates = (self.tokenizer, processing_class, tokenizer,
+                      getattr(self._trainer, "processing_class", None))
+        tok = _tokenizer_of(next((c for c in candidates if c is not None), None))
+        if policy is None or not callable(getattr(policy, "generate", None)):
+            if not self._warned_no_generate:
+                logger.warning("CalibrationEvalCallback: the trainer's model (%s) cannot generate; no "
+                               "calibration eval is run.", type(policy).__name__)
+                self._warned_no_generate = True
+            return None
+        if tok is None:
+            raise ConfigError("CalibrationEvalCallback needs a tokenizer: the trainer passes none, give "
+                              "tokenizer=...", field="tokenizer")
+
+        records = self._generate(policy, tok)
+        metrics = self._metrics(records)
+        logged = scalar_metrics(metrics, slice_keys=self.config.slice_keys)
+        logged["eval/epoch"] = float(state.epoch or 0.0)
+        result = EvalResult(label=label, step=state.global_step, epoch=state.epoch, metrics=metrics,
+                            logged=logged, records=records)
+        self._save(result, args, state)
+        self._log(result, state)
+        self.history.append(result)
+        return result
+
+    def _generate(self, policy: Any, tokenizer: Any) -> list[Any]:
+        from calrl.eval.generate import generate_predictions
+
+        dist = _distributed_state()
+        was_training = policy.training
+        policy.eval()
+        try:
+            with torch.no_grad():
+                return generate_predictions(
+                    policy, tokenizer, self.items(), prompt=self.config.prompt,
+                    batch_size=self.config.batch_size, max_new_tokens=self.config.max_new_tokens,
+                    accelerator=dist, show_progress=self.config.show_progress,
+                )
+        finally:
+            policy.train(was_training)
+
+    def _metrics(self, records: list[Any]) -> dict[str, Any]:
+        from calrl.eval.runner import compute_metrics, resolve_records
+
+        resolved = resolve_records(records, use_hedges=self.config.use_hedges, grader=self.config.grader)
+        return compute_metrics(resolved, n_bins=self.config.n_bins, missing_policy=self.config.missing_policy,
+                               min_slice_size=self.config.min_slice_size, n_boot=self.config.n_boot,
+                               seed=self.config.seed)
+
+    # ------------------------------------------------------------------ output
+    def _save(self, result: EvalResult, args: Any, state: Any) -> None:
+        if not self.config.save_predictions or not state.is_world_process_zero:
+            return
+        from calrl.eval.plots import plot_reliability
+        from calrl.io import staged_dir, write_json, write_jsonl
+
+        folder = Path(args.output_dir) / self.config.output_subdir / result.label
+        meta = {"label": result.label, "global_step": result.step, "epoch": result.epoch}
+        with staged_dir(folder) as tmp:
+            write_jsonl(tmp / "predictions.jsonl", (r.to_json() for r in result.records))
+            write_json(tmp / "metrics.json", {**result.metrics, "training": meta})
+            plot_reliability(result.metrics, tmp / "reliability.png", labels=[result.label],
+                             title=f"Reliability, {result.label}")
+        result.folder = folder
+
+    def _log(self, result: EvalResult, state: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        import wandb
+
+        run = wandb.run
+        if run is not None:
+            payload: dict[str, Any] = dict(result.logged)
+            if self.config.log_image:
+                payload["eval/reliability_diagram"] = self._image(result, wandb)
+            if self.config.log_table:
+                bins = result.metrics.get("reliability", [])
+                rows = [[row.get(c) for c in RELIABILITY_COLUMNS] for row in bins]
+                payload["eval/reliability_table"] = wandb.Table(columns=list(RELIABILITY_COLUMNS), data=rows)
+            payload["train/global_step"] = state.global_step
+            run.log(payload)
+        elif self._trainer is not None:
+            self._trainer.log(dict(result.logged))
+        else:
+            logger.info("calibration eval %s: %s", result.label,
+                        {k: round(v, 4) for k, v in result.logged.items() if not math.isnan(v)})
+
+    def _image(self, result: EvalResult, wandb: Any) -> Any:
+        from calrl.eval.plots import render_reliability
+
+        png = result.folder / "reliability.png" if result.folder is not None else None
+        if png is not None and png.exists():
+            return wandb.Image(str(png), caption=result.label)
+        import io
+
+        from PIL import Image
+
+        data = render_reliability(result.metrics, labels=[result.label], title=f"Reliability, {result.label}")
+        return wandb.Image(Image.open(io.BytesIO(data)), caption=result.label)

@@ -1,0 +1,54 @@
+"""RLOO with proper-scoring-rule rewards on the stated confidence.
+
+``CalibratedRLOOTrainer`` is ``trl.RLOOTrainer`` whose reward functions are built from the config
+(:mod:`calrl.rewards.reward_funcs`). RLOO's leave-one-out baseline does not divide by a per-group std, so
+it stays calibrated with a proper scoring rule (Bereket & Leskovec, arXiv 2508.11800). Its only scaling
+option, ``normalize_advantages``, normalises over the whole generation batch (one mean and one std for all
+groups), which rescales every advantage by the same factor and keeps the optimum: no warning is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from trl import RLOOConfig, RLOOTrainer
+
+from calrl.errors import ConfigError
+from calrl.rewards.reward_funcs import RewardFuncsConfig, build_reward_funcs
+from calrl.trainers.grpo import attach_calibration_eval, check_reference_column, warn_if_std_scaling
+
+
+@dataclass
+class CalibratedRLOOConfig(RLOOConfig, RewardFuncsConfig):
+    """``trl.RLOOConfig`` plus the calibration reward options of :class:`RewardFuncsConfig`.
+
+    ``reward_funcs`` names the rewards, ``reward_weights`` (RLOO's own option) weights them.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.validate_reward_options()
+
+
+class CalibratedRLOOTrainer(RLOOTrainer):
+    """``trl.RLOOTrainer`` whose reward functions come from ``args.reward_funcs``.
+
+    ``calibration_eval`` (a ``CalibrationEvalConfig`` or callback) adds the per-epoch calibration evaluation.
+    """
+
+    def __init__(self, model: Any, args: CalibratedRLOOConfig, train_dataset: Any = None,
+                 eval_dataset: Any = None, processing_class: Any = None, callbacks: list | None = None,
+                 optimizers: tuple = (None, None), peft_config: Any = None,
+                 calibration_eval: Any = None, **kwargs: Any) -> None:
+        if not isinstance(args, RewardFuncsConfig):
+            raise ConfigError("CalibratedRLOOTrainer needs a CalibratedRLOOConfig", field="args")
+        check_reference_column(args, train_dataset)
+        reward_funcs, weights = build_reward_funcs(args)
+        args.reward_weights = weights
+        # RLOOConfig has no per-group std scaling; this returns None unless a future option adds one.
+        self.std_scaling_warning = warn_if_std_scaling(args)
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
+                         optimizers=optimizers, peft_config=peft_config, **kwargs)
+        self.calibration_callback = attach_calibration_eval(self, calibration_eval)
