@@ -49,12 +49,12 @@ __all__ = [
     "MISSING_CONFIDENCE_POLICIES",
     "REWARD_NAMES",
     "SCORING_RULES",
-    "AbstentionReward",
-    "CorrectnessReward",
-    "FormatReward",
+    "AbstentionRewardFunc",
+    "CorrectnessRewardFunc",
+    "FormatRewardFunc",
     "ParsedCompletion",
     "RewardFuncsConfig",
-    "ScoringRuleReward",
+    "ScoringRuleRewardFunc",
     "build_reward_funcs",
     "completion_text",
     "parse_completion",
@@ -212,7 +212,7 @@ def _column(kwargs: Mapping[str, Any], column: str, n: int, reward_name: str) ->
     return values
 
 
-class _RewardFunction:
+class RewardFunc:
     """Base: a picklable callable with a ``__name__`` (TRL logs ``rewards/<__name__>/...``)."""
 
     name: str = ""
@@ -248,7 +248,7 @@ class _RewardFunction:
         return f"{type(self).__name__}({self.__name__})"
 
 
-class CorrectnessReward(_RewardFunction):
+class CorrectnessRewardFunc(RewardFunc):
     """1.0 when the answer grades correct against the reference column, else 0.0 (abstentions 0.0)."""
 
     name = "correctness"
@@ -258,7 +258,7 @@ class CorrectnessReward(_RewardFunction):
         return [1.0 if c else 0.0 for c in self._correct(parsed, kwargs)]
 
 
-class ScoringRuleReward(_RewardFunction):
+class ScoringRuleRewardFunc(RewardFunc):
     """A proper scoring rule (``brier`` or ``log_score``) on the stated confidence and the correctness."""
 
     def __init__(self, config: RewardFuncsConfig, rule: str) -> None:
@@ -301,7 +301,7 @@ class ScoringRuleReward(_RewardFunction):
         return rewards
 
 
-class AbstentionReward(_RewardFunction):
+class AbstentionRewardFunc(RewardFunc):
     """The configured value for an abstention, 0.0 for an answer."""
 
     name = "abstention"
@@ -314,7 +314,7 @@ class AbstentionReward(_RewardFunction):
         return [float(self.config.abstention_reward) if p.abstained else 0.0 for p in parsed]
 
 
-class FormatReward(_RewardFunction):
+class FormatRewardFunc(RewardFunc):
     """1.0 when the completion has an answer and an explicit, parsable confidence statement, else 0.0."""
 
     name = "format"
@@ -324,7 +324,7 @@ class FormatReward(_RewardFunction):
         return [1.0 if p.answer and p.confidence_source == "explicit" else 0.0 for p in parsed]
 
 
-def build_reward_funcs(config: RewardFuncsConfig | Any) -> tuple[list[_RewardFunction], list[float]]:
+def build_reward_funcs(config: RewardFuncsConfig | Any) -> tuple[list[RewardFunc], list[float]]:
     """The reward functions named in ``config.reward_funcs`` and their weights, in the same order.
 
     ``config`` is a :class:`RewardFuncsConfig` or any object carrying the same attributes (for example
@@ -332,14 +332,14 @@ def build_reward_funcs(config: RewardFuncsConfig | Any) -> tuple[list[_RewardFun
     """
     cfg = config if isinstance(config, RewardFuncsConfig) else RewardFuncsConfig.from_object(config)
     cfg.validate_reward_options()
-    funcs: list[_RewardFunction] = []
+    funcs: list[RewardFunc] = []
     for name in cfg.reward_funcs:
         if name == "correctness":
-            funcs.append(CorrectnessReward(cfg))
+            funcs.append(CorrectnessRewardFunc(cfg))
         elif name in SCORING_RULES:
-            funcs.append(ScoringRuleReward(cfg, name))
+            funcs.append(ScoringRuleRewardFunc(cfg, name))
         elif name == "abstention":
-            funcs.append(AbstentionReward(cfg))
+            funcs.append(AbstentionRewardFunc(cfg))
         else:
-            funcs.append(FormatReward(cfg))
+            funcs.append(FormatRewardFunc(cfg))
     return funcs, cfg.weights()
