@@ -256,7 +256,8 @@ def trained(tok, tmp_path_factory):
     for lam in (0.0, 1.0):
         out = tmp_path_factory.mktemp(f"rm{lam}")
         trainer = CalibratedRewardTrainer(build_tiny_reward_model(tok, seed=0), train_dataset=data,
-                                          processing_class=tok, args=rm_config(out, calibration_lambda=lam))
+                                          processing_class=tok,
+                                          args=rm_config(out, calibration_lambda=lam, num_train_epochs=10))
         trainer.train()
         models[lam] = trainer
     return models
