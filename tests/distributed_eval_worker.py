@@ -47,6 +47,7 @@ def main(model_dir: str, out_dir: str) -> None:
         }
     (out / f"rank-{dist.process_index}.json").write_text(json.dumps(result, allow_nan=True))
     dist.wait_for_everyone()
+    torch.distributed.destroy_process_group()  # a gloo group left open can abort the process at exit
 
 
 if __name__ == "__main__":

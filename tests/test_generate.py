@@ -277,6 +277,8 @@ records = generate_predictions(model, tok, items, prompt=ElicitationPrompt(), ba
                                accelerator=acc, show_progress=False)
 with open(f"{sys.argv[4]}/rank{acc.process_index}.json", "w") as f:
     json.dump({"records": [[r.id, r.response] for r in records], "local": local_counts}, f)
+acc.wait_for_everyone()
+torch.distributed.destroy_process_group()  # a gloo group left open can abort the process at exit
 """
 
 
@@ -284,7 +286,7 @@ def test_accelerator_shards_items_and_gathers_each_once(tmp_path, model_dir, loa
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(script), str(model_dir), GSM8K, SCIQ, str(tmp_path)]
     done = subprocess.run(cmd, check=False, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -114,6 +114,8 @@ responses = ["good. confidence: 8"] if rank == 0 else ["good good good", "bad", 
 pipe.score_texts(["q"] * len(responses), responses)
 json.dump({"avg": adj.average, "out": out.tolist(), "pipe_avg": pipe.adjuster.average, "stats": pipe.pop_stats()},
           open(f"{sys.argv[1]}/rank{rank}.json", "w"))
+acc.wait_for_everyone()
+torch.distributed.destroy_process_group()  # a gloo group left open can abort the process at exit
 '''
 
 
