@@ -110,6 +110,18 @@ def attach_calibration_eval(trainer: Any, calibration_eval: Any) -> Any:
     return callback
 
 
+def prepare_reward_funcs(trainer: Any, args: Any, train_dataset: Any) -> tuple[list, str | None]:
+    """Check ``args`` and the dataset, build the reward functions (setting ``args.reward_weights``) and
+    warn about per-group std scaling; shared by the GRPO and RLOO trainers."""
+    if not isinstance(args, RewardFuncsConfig):
+        name = type(trainer).__name__
+        raise ConfigError(f"{name} needs a {name.replace('Trainer', 'Config')}", field="args")
+    check_reference_column(args, train_dataset)
+    reward_funcs, weights = build_reward_funcs(args)
+    args.reward_weights = weights
+    return reward_funcs, warn_if_std_scaling(args)
+
+
 class CalibratedGRPOTrainer(GRPOTrainer):
     """``trl.GRPOTrainer`` whose reward functions come from ``args.reward_funcs``.
 
@@ -121,12 +133,7 @@ class CalibratedGRPOTrainer(GRPOTrainer):
                  eval_dataset: Any = None, processing_class: Any = None, callbacks: list | None = None,
                  optimizers: tuple = (None, None), peft_config: Any = None,
                  calibration_eval: Any = None, **kwargs: Any) -> None:
-        if not isinstance(args, RewardFuncsConfig):
-            raise ConfigError("CalibratedGRPOTrainer needs a CalibratedGRPOConfig", field="args")
-        check_reference_column(args, train_dataset)
-        reward_funcs, weights = build_reward_funcs(args)
-        args.reward_weights = weights
-        self.std_scaling_warning = warn_if_std_scaling(args)
+        reward_funcs, self.std_scaling_warning = prepare_reward_funcs(self, args, train_dataset)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
                          optimizers=optimizers, peft_config=peft_config, **kwargs)

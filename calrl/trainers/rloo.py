@@ -14,9 +14,8 @@ from typing import Any
 
 from trl import RLOOConfig, RLOOTrainer
 
-from calrl.errors import ConfigError
-from calrl.rewards.reward_funcs import RewardFuncsConfig, build_reward_funcs
-from calrl.trainers.grpo import attach_calibration_eval, check_reference_column, warn_if_std_scaling
+from calrl.rewards.reward_funcs import RewardFuncsConfig
+from calrl.trainers.grpo import attach_calibration_eval, prepare_reward_funcs
 
 
 @dataclass
@@ -41,13 +40,8 @@ class CalibratedRLOOTrainer(RLOOTrainer):
                  eval_dataset: Any = None, processing_class: Any = None, callbacks: list | None = None,
                  optimizers: tuple = (None, None), peft_config: Any = None,
                  calibration_eval: Any = None, **kwargs: Any) -> None:
-        if not isinstance(args, RewardFuncsConfig):
-            raise ConfigError("CalibratedRLOOTrainer needs a CalibratedRLOOConfig", field="args")
-        check_reference_column(args, train_dataset)
-        reward_funcs, weights = build_reward_funcs(args)
-        args.reward_weights = weights
-        # RLOOConfig has no per-group std scaling; this returns None unless a future option adds one.
-        self.std_scaling_warning = warn_if_std_scaling(args)
+        # RLOOConfig has no per-group std scaling: the warning is None unless a future option adds one.
+        reward_funcs, self.std_scaling_warning = prepare_reward_funcs(self, args, train_dataset)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
                          optimizers=optimizers, peft_config=peft_config, **kwargs)
