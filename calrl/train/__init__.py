@@ -1,0 +1,10 @@
+"""Launching: YAML recipes -> validated configs -> models, datasets, trainer, callbacks -> a trained model.
+
+``load_recipe(path, overrides, method=...)`` validates every section before any model loads;
+``run_recipe(recipe)`` runs the method's runner (``calrl.train.rm`` / ``ppo`` / ``grpo`` / ``rloo``).
+"""
+
+from calrl.train.common import RunResult, run_recipe
+from calrl.train.recipe import METHODS, Recipe, load_recipe
+
+__all__ = ["METHODS", "Recipe", "RunResult", "load_recipe", "run_recipe"]
