@@ -158,27 +158,45 @@ def test_script_runs_under_accelerate_launch(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_cpu_launch_with_torchrun(tmp_path):
-    """Two gloo processes (torchrun; accelerate launch needs MPI for several CPU processes).
-
-    The brier reward is swapped for correctness: its per-rank ``log_metric`` keys can differ between ranks,
-    which deadlocks TRL's metric gather (reported to the rewards owner).
-    """
+def _torchrun(tmp_path, script: str, config: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """Two gloo processes (torchrun; accelerate launch needs MPI for several CPU processes)."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     env = {**os.environ, "WANDB_MODE": "offline", "TRL_EXPERIMENTAL_SILENCE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", str(REPO / "scripts" / "train_grpo.py"), "--config", str(TINY_GRPO),
-         "training.reward_funcs=[correctness, format]"], cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=300, check=False)
+        [torchrun, "--standalone", "--nproc_per_node", "2", str(REPO / "scripts" / script), "--config", str(config),
+         *overrides], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # 8 prompts x 2 generations, 4 per process: a global batch of 8 -> 2 steps per epoch with 2 processes
-    assert "train-grpo: 4 steps, model saved to runs/tiny_grpo_brier" in proc.stdout
+    return proc
+
+
+def _offline_eval_rows(tmp_path) -> list[dict]:
     from calrl.callbacks.wandb_utils import find_offline_runs, read_offline_history
 
     runs = find_offline_runs(tmp_path / "wandb")
     assert len(runs) == 1  # only rank 0 starts a W&B run
-    rows = [r for r in read_offline_history(runs[0]) if "eval/ece" in r]
+    return [r for r in read_offline_history(runs[0]) if "eval/ece" in r]
+
+
+def test_two_process_cpu_launch_with_torchrun(tmp_path):
+    """GRPO with the Brier reward on 2 processes: every rank logs the same reward-metric keys (else TRL's
+    per-key gather deadlocks), and each epoch's calibration eval counts all items once."""
+    proc = _torchrun(tmp_path, "train_grpo.py", TINY_GRPO)
+    # 8 prompts x 2 generations, 4 per process: a global batch of 8 -> 2 steps per epoch with 2 processes
+    assert "train-grpo: 4 steps, model saved to runs/tiny_grpo_brier" in proc.stdout
+    rows = _offline_eval_rows(tmp_path)
     assert [r["eval/epoch"] for r in rows] == [1, 2] and all(r["eval/n"] == 8 for r in rows)
+
+
+def test_two_process_ppo_saves_epoch_checkpoints(tmp_path):
+    """PPO under DDP: checkpoints unwrap the DistributedDataParallel model, each epoch is evaluated once."""
+    _torchrun(tmp_path, "train_ppo.py", TINY_PPO_C, "training.output_dir=out")
+    out = tmp_path / "out"
+    checkpoints = sorted(p.name for p in out.glob("checkpoint-*"))
+    assert len(checkpoints) == 2 and (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    for name in checkpoints:
+        assert (out / name / "model.safetensors").is_file() and (out / name / "calrl_reward_pipeline.json").is_file()
+    assert sorted(p.name for p in (out / "calibration_eval").iterdir()) == ["epoch-1", "epoch-2"]
+    assert [r["eval/epoch"] for r in _offline_eval_rows(tmp_path)] == [1, 2]
 
 
 def test_question_sets_as_training_data(capsys, no_models):

@@ -293,11 +293,12 @@ class ScoringRuleRewardFunc(RewardFunc):
                 q = 0.5 if policy == "half" else (0.0 if c else 1.0)
             rewards.append(float(self._score(torch.tensor(q, dtype=torch.float64), torch.tensor(c))))
         log_metric: Callable[[str, float], None] | None = kwargs.get("log_metric")
-        if log_metric is not None and n_answers:
-            log_metric("confidence/missing_rate", n_missing / n_answers)
+        if log_metric is not None:
+            # TRL gathers each logged key across processes, so every rank logs the same keys on every call
+            # (a key logged on one rank only would deadlock the gather); undefined values are NaN.
             stated = [p.confidence for p in parsed if p.confidence is not None]
-            if stated:
-                log_metric("confidence/mean_stated", sum(stated) / len(stated))
+            log_metric("confidence/missing_rate", n_missing / n_answers if n_answers else float("nan"))
+            log_metric("confidence/mean_stated", sum(stated) / len(stated) if stated else float("nan"))
         return rewards
 
 
@@ -309,8 +310,8 @@ class AbstentionRewardFunc(RewardFunc):
     def __call__(self, prompts, completions, **kwargs):
         parsed = self._parse(completions)
         log_metric = kwargs.get("log_metric")
-        if log_metric is not None and parsed:
-            log_metric("abstention/rate", sum(p.abstained for p in parsed) / len(parsed))
+        if log_metric is not None:  # every rank logs the key on every call (see ScoringRuleRewardFunc)
+            log_metric("abstention/rate", sum(p.abstained for p in parsed) / len(parsed) if parsed else float("nan"))
         return [float(self.config.abstention_reward) if p.abstained else 0.0 for p in parsed]
 
 

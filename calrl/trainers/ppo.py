@@ -142,6 +142,10 @@ class CalibratedPPOTrainer(PPOTrainer):
         super().__init__(args=args, processing_class=processing_class, model=model, ref_model=ref_model,
                          reward_model=reward_model, train_dataset=train_dataset, value_model=value_model,
                          eval_dataset=eval_dataset, **kwargs)
+        # TRL's PPOTrainer skips Trainer.__init__, which sets this attribute; transformers' Trainer._save reads
+        # it on every non-saving rank, so multi-process checkpoints would fail without it.
+        if not hasattr(self, "is_distributed_loading_by_transformers"):
+            self.is_distributed_loading_by_transformers = False
         if reward_pipeline is None:
             config = args.pipeline_config() if hasattr(args, "pipeline_config") else RewardPipelineConfig()
             reward_pipeline = RewardPipeline(config, self.reward_model, reward_tokenizer=reward_tokenizer,
@@ -200,8 +204,26 @@ class CalibratedPPOTrainer(PPOTrainer):
         stats = self.reward_pipeline.pop_stats() if hasattr(self, "reward_pipeline") else {}
         super().log({**logs, **stats}, start_time)
 
+    @contextmanager
+    def _unwrapped_for_saving(self) -> Iterator[None]:
+        """Under DDP ``self.model`` is the DistributedDataParallel wrapper, but TRL's ``save_model`` looks for
+        ``.policy`` and its model card for ``.config`` on it; expose the bare policy-and-value wrapper while
+        saving (DeepSpeed keeps TRL's own handling)."""
+        wrapped = self.model
+        if not self.is_deepspeed_enabled:
+            self.model = self.accelerator.unwrap_model(wrapped)
+        try:
+            yield
+        finally:
+            self.model = wrapped
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        with self._unwrapped_for_saving():
+            super().save_model(output_dir, _internal_call)
+
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
+        with self._unwrapped_for_saving():
+            super()._save_checkpoint(model, trial)
         if self.args.should_save:
             folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             write_json(folder / REWARD_STATE_FILE, self.reward_pipeline.state_dict())
