@@ -133,7 +133,9 @@ def _check_value(value: Any, tp: Any) -> tuple[bool, Any]:
             except ValueError:
                 return False, value
         return False, value
-    if tp is str:
+    if tp is str:  # YAML reads `run_name: 2024` or `abstention_reward: 0.3` as numbers: keep their text
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, str(value)
         return isinstance(value, str), value
     if origin in (list, Sequence, tuple) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):

@@ -61,3 +61,16 @@ def test_overrides_set_nested_keys_with_yaml_values(tmp_path):
     assert cfg.lr == 0.5 and cfg.lora.r == 2 and cfg.steps is None
     with pytest.raises(ConfigError):
         apply_overrides(data, ["s.lr"])
+
+
+@dataclass
+class Named:
+    run_name: str = "x"
+    flag: bool = False
+
+
+def test_numbers_are_accepted_as_text_for_string_keys_but_booleans_are_not(tmp_path):
+    assert build(Named, load_yaml(write(tmp_path, "s:\n  run_name: 2024\n"))["s"]).run_name == "2024"
+    assert build(Named, load_yaml(write(tmp_path, "s:\n  run_name: 0.3\n"))["s"]).run_name == "0.3"
+    with pytest.raises(ConfigError, match="key 'run_name' must be str"):
+        build(Named, load_yaml(write(tmp_path, "s:\n  run_name: yes\n"))["s"])
