@@ -52,7 +52,7 @@ def test_ppo_c_threshold_on_stripped_scores():
     scores, stats = pipe.score_texts(PROMPTS, RESPONSES)
     torch.testing.assert_close(pipe.last.rm_raw, torch.tensor([4.0, -2.0, 2.0, 0.0]))
     # avg = .1 * mean(4, -2, 2, 0) + .9 * 0 = 0.1 ; adj = .5 |r| (c - .5), sign by r >= 0.1
-    # 4: +.8 ; -2 (below): -(.5*2*.4) = -.4 ; 2: .5*2*(-.3) = -.3 ; missing (neutral): 0
+    # 4: +.8 ; -2 (below): -(.5*2*.4) = -.4 ; 2: .5*2*(-.3) = -.3 ; missing (half): 0
     torch.testing.assert_close(scores, torch.tensor([4.8, -2.4, 1.7, 0.0]))
     assert stats["reward/moving_average"] == pytest.approx(0.1)
     assert stats["reward/rm_raw"] == pytest.approx(1.0)
@@ -72,7 +72,7 @@ def test_missing_confidence_policies_are_counted():
     neutral = pipeline(ppo_c_variant="difference", ppo_c_init_average=0.0)
     penalty = pipeline(ppo_c_variant="difference", ppo_c_init_average=0.0, missing_confidence="penalty",
                        missing_confidence_penalty=1.5)
-    skip = pipeline(ppo_c_variant="difference", ppo_c_init_average=0.0, missing_confidence="skip-adjust")
+    skip = pipeline(ppo_c_variant="difference", ppo_c_init_average=0.0, missing_confidence="skip")
     s_neutral, _ = neutral.score_texts(PROMPTS, RESPONSES)
     s_penalty, _ = penalty.score_texts(PROMPTS, RESPONSES)
     s_skip, _ = skip.score_texts(PROMPTS, RESPONSES)

@@ -10,9 +10,9 @@ For each rollout (prompt, response, optional references) the final score is comp
     without references);
 (c) the PPO-C adjustment by the stated confidence (``calrl.confidence.parse_confidence``) when
     ``ppo_c_variant`` is ``"threshold"`` or ``"difference"``. A response without a confidence is
-    handled by ``missing_confidence``: ``"neutral"`` (c = 0.5, i.e. no adjustment; it still counts in
+    handled by ``missing_confidence``: ``"half"`` (c = 0.5, i.e. no adjustment; it still counts in
     the moving average, as in the reference), ``"penalty"`` (no adjustment, ``missing_confidence_penalty``
-    subtracted from its score), ``"skip-adjust"`` (no adjustment and left out of the moving average);
+    subtracted from its score), ``"skip"`` (no adjustment and left out of the moving average);
     every policy counts the missing ones (``confidence/missing``, ``confidence/parsable_rate``);
 (d) an abstention (``calrl.confidence.is_abstention``) gets ``abstention_reward`` (a number) or
     keeps its score (``"rm"``).
@@ -33,7 +33,7 @@ from calrl.rewards.abstention import AbstentionReward
 from calrl.rewards.correctness import CorrectnessReward
 from calrl.rewards.ppo_c import PPOCAdjuster, PPOCConfig
 
-MissingConfidencePolicy = Literal["neutral", "penalty", "skip-adjust"]
+MissingConfidencePolicy = Literal["half", "penalty", "skip"]
 References = Sequence[Sequence[str] | str | None]
 _STAT_FIELDS = ("n", "rm_sum", "rm_n", "adj_sum", "final_sum", "conf_sum", "conf_n", "missing",
                 "abstained", "correct", "graded")
@@ -51,7 +51,7 @@ class RewardPipelineConfig:
     reward_clamp: float = 10.0
     strip_confidence: bool | None = None  # None: strip iff PPO-C is on
     use_hedges: bool = False  # also read confidence from hedge words (the reference reads only "Confidence: N")
-    missing_confidence: MissingConfidencePolicy = "neutral"
+    missing_confidence: MissingConfidencePolicy = "half"
     missing_confidence_penalty: float = 1.0
     abstention_reward: float | Literal["rm"] = "rm"
     correctness_mode: Literal["off", "add", "replace"] = "off"
@@ -61,7 +61,7 @@ class RewardPipelineConfig:
 
     def __post_init__(self) -> None:
         choices = {"ppo_c_variant": ("none", "threshold", "difference"),
-                   "missing_confidence": ("neutral", "penalty", "skip-adjust"),
+                   "missing_confidence": ("half", "penalty", "skip"),
                    "correctness_mode": ("off", "add", "replace")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -286,7 +286,7 @@ class RewardPipeline:
         average = None
         if self.adjuster is not None:
             clamped = self.adjuster.clamp(base)
-            in_average = ~(missing & torch.tensor(cfg.missing_confidence == "skip-adjust"))
+            in_average = ~(missing & torch.tensor(cfg.missing_confidence == "skip"))
             c = torch.where(missing, torch.full((n,), 0.5), confidence)
             mean = self._global_mean(clamped[in_average]) if update else None
             do_update = update and mean is not None

@@ -50,7 +50,7 @@ class CalibratedPPOConfig(PPOConfig):
         default=None, metadata={"help": "Score the response without its confidence statement; None: iff PPO-C."})
     use_hedges: bool = field(default=False, metadata={"help": "Read confidence from hedge words too."})
     missing_confidence: str = field(
-        default="neutral", metadata={"help": "'neutral' (c=0.5), 'penalty' or 'skip-adjust'."})
+        default="half", metadata={"help": "'half' (c=0.5, no adjustment), 'penalty' or 'skip' (as in the GRPO rewards)."})
     missing_confidence_penalty: float = field(default=1.0, metadata={"help": "Subtracted under 'penalty'."})
     abstention_reward: str = field(
         default="rm", metadata={"help": "Reward of an abstention: a number (a float or a numeric string), "
