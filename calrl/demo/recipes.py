@@ -1,0 +1,193 @@
+"""The recipes of the study: YAML files of calrl's recipe schema (``calrl/train/recipe.py``), one per run.
+
+The demo writes them and runs them with ``calrl train-rm``, ``calrl train-ppo`` and ``calrl train-grpo``,
+exactly as a user would run the recipes in ``configs/`` on a real model. Every policy gets the same prompts,
+the same number of epochs over them and the same seed; only the method differs:
+
+========================  =============================================================================
+policy                    what differs
+========================  =============================================================================
+``ppo``                   vanilla PPO, ordinary reward model (scores the response with its confidence)
+``ppo_m``                 vanilla PPO with the calibrated reward model (PPO-M)
+``ppo_c``                 PPO-C (difference): ordinary RM on the response without its confidence, adjusted
+``ppo_c_abstain``         PPO-C with abstention as a rewarded outcome, on the verifiable reward only
+                          (correct 1, wrong 0, "I don't know" ``abstention_reward``), as
+                          ``configs/ppo_c_abstention.yaml`` does for GSM8K
+``grpo_brier``            GRPO with the RLCR reward (correctness + Brier on the stated confidence)
+========================  =============================================================================
+
+Every PPO variant adds the rule-based correctness reward (1 right, 0 wrong) to the reward model's score,
+and a response without a parsable confidence loses ``missing_confidence_penalty``; docs/demo.md says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+POLICIES = ("sft", "ppo", "ppo_m", "ppo_c", "ppo_c_abstain", "grpo_brier")
+RL_POLICIES = POLICIES[1:]
+METHOD_NAMES = {
+    "sft": "SFT (no RL)",
+    "ppo": "PPO",
+    "ppo_m": "PPO-M",
+    "ppo_c": "PPO-C",
+    "ppo_c_abstain": "PPO-C + abstention",
+    "grpo_brier": "GRPO + Brier",
+}
+REWARD_MODELS = ("rm_plain", "rm_calibrated")
+WANDB_PROJECT = "calrl-demo"
+
+
+@dataclass
+class RewardModelSettings:
+    epochs: float = 4.0
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    calibration_lambda: float = 1.0  # of the calibrated RM; the plain one has 0
+
+
+@dataclass
+class PPOSettings:
+    epochs: float = 2.0
+    learning_rate: float = 1e-4
+    batch_size: int = 32
+    num_mini_batches: int = 2
+    num_ppo_epochs: int = 4
+    kl_coef: float = 0.02
+    response_length: int = 12
+    ppo_c_weight: float = 0.5
+    ppo_c_alpha: float = 0.1
+    correctness_mode: str = "add"  # rule-based correctness reward (1 right / 0 wrong) added to the RM score
+    ppo_c_variant: str = "difference"
+    missing_confidence_penalty: float = 0.5
+    abstention_reward: float = 0.35  # ppo_c_abstain: abstaining pays exactly when P(correct) < 0.35
+
+
+@dataclass
+class GRPOSettings:
+    epochs: float = 2.0
+    learning_rate: float = 3e-4
+    batch_size: int = 32
+    num_generations: int = 4
+    beta: float = 0.05
+
+
+@dataclass
+class EvalSettings:
+    batch_size: int = 64
+    max_new_tokens: int = 12
+    bootstrap: int = 200
+    gate_bootstrap: int = 200
+
+
+@dataclass
+class RecipeSettings:
+    """Every knob of the runs the study launches (the full study's defaults; ``quick`` shrinks them)."""
+
+    rm: RewardModelSettings = field(default_factory=RewardModelSettings)
+    ppo: PPOSettings = field(default_factory=PPOSettings)
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _common(run_name: str, out_dir: Path, seed: int, tags: list[str]) -> dict[str, Any]:
+    return {
+        "wandb": {"project": WANDB_PROJECT, "run_name": run_name, "tags": ["demo", *tags], "mode": "offline",
+                  "dir": str(out_dir)},
+        "training": {"output_dir": str(out_dir), "use_cpu": True, "seed": seed, "report_to": "wandb",
+                     "logging_steps": 1, "disable_tqdm": True, "save_strategy": "no", "bf16": False},
+    }
+
+
+def reward_model_recipe(name: str, *, sft_dir: Path, preferences_dir: Path, out_dir: Path, seed: int,
+                        settings: RewardModelSettings) -> dict[str, Any]:
+    """The ordinary (``rm_plain``) or calibrated (``rm_calibrated``, PPO-M) reward model, initialised from SFT."""
+    calibrated = name == "rm_calibrated"
+    base = _common(f"seed{seed}-{name}", out_dir, seed, ["rm", "calibrated" if calibrated else "plain"])
+    base["training"].update({
+        "calibration_lambda": settings.calibration_lambda if calibrated else 0.0,
+        "confidence_high_range": [7, 10], "confidence_low_range": [0, 3], "confidence_scale": "0-10",
+        "num_train_epochs": settings.epochs, "learning_rate": settings.learning_rate,
+        "per_device_train_batch_size": settings.batch_size, "per_device_eval_batch_size": 64,
+        "lr_scheduler_type": "cosine", "warmup_steps": 0.1, "max_length": 256, "eval_strategy": "no",
+    })
+    return {
+        "method": "rm",
+        "model": {"reward_model": str(sft_dir), "tokenizer": str(sft_dir), "dtype": "float32"},
+        "data": {"train": str(preferences_dir), "split": "train", "eval_split": "test",
+                 "confidence_prompt_fraction": 0.0},
+        "eval": {"probe_batch_size": 64},
+        **base,
+    }
+
+
+def _eval_section(eval_file: Path, settings: EvalSettings) -> dict[str, Any]:
+    return {"heldout": str(eval_file), "batch_size": settings.batch_size, "max_new_tokens": settings.max_new_tokens,
+            "min_slice_size": 30, "slice_keys": ["group"]}
+
+
+def ppo_recipe(policy: str, *, sft_dir: Path, rm_dir: Path, prompts_file: Path, eval_file: Path, out_dir: Path,
+               seed: int, settings: PPOSettings, eval_settings: EvalSettings) -> dict[str, Any]:
+    """PPO, PPO-M, PPO-C or PPO-C with abstention, on the SFT policy (the value model starts from the RM)."""
+    base = _common(f"seed{seed}-{policy}", out_dir, seed, ["ppo", policy])
+    training = base["training"]
+    training.update({
+        "num_train_epochs": settings.epochs, "learning_rate": settings.learning_rate,
+        "per_device_train_batch_size": settings.batch_size, "gradient_accumulation_steps": 1,
+        "num_mini_batches": settings.num_mini_batches, "num_ppo_epochs": settings.num_ppo_epochs,
+        "local_rollout_forward_batch_size": settings.batch_size, "kl_coef": settings.kl_coef,
+        "response_length": settings.response_length, "stop_token": "eos", "temperature": 1.0,
+        "missing_eos_penalty": 1.0, "num_sample_generations": 0,
+        "ppo_c_variant": "none", "missing_confidence": "penalty",
+        "missing_confidence_penalty": settings.missing_confidence_penalty,
+        "correctness_mode": settings.correctness_mode, "correct_reward": 1.0, "wrong_reward": 0.0,
+    })
+    if policy in ("ppo_c", "ppo_c_abstain"):
+        training.update({"ppo_c_variant": settings.ppo_c_variant, "ppo_c_weight": settings.ppo_c_weight,
+                         "ppo_c_alpha": settings.ppo_c_alpha})
+    if policy == "ppo_c_abstain":
+        training["correctness_mode"] = "replace"
+        training["abstention_reward"] = str(float(settings.abstention_reward))  # a string field: "rm" or a number
+    return {
+        "method": "ppo",
+        "model": {"policy": str(sft_dir), "reward_model": str(rm_dir), "tokenizer": str(sft_dir),
+                  "dtype": "float32"},
+        "data": {"train": str(prompts_file), "confidence_prompt_fraction": 0.0},
+        "eval": _eval_section(eval_file, eval_settings),
+        **base,
+    }
+
+
+def grpo_recipe(*, sft_dir: Path, prompts_file: Path, eval_file: Path, out_dir: Path, seed: int,
+                settings: GRPOSettings, eval_settings: EvalSettings, response_length: int) -> dict[str, Any]:
+    """GRPO with the Brier (RLCR) reward and no per-group std scaling, on the SFT policy."""
+    base = _common(f"seed{seed}-grpo_brier", out_dir, seed, ["grpo", "brier"])
+    base["training"].update({
+        "reward_funcs": ["brier"], "scale_rewards": "none", "missing_confidence": "half",
+        "num_train_epochs": settings.epochs, "learning_rate": settings.learning_rate,
+        "per_device_train_batch_size": settings.batch_size, "gradient_accumulation_steps": 1,
+        "num_generations": settings.num_generations, "max_completion_length": response_length,
+        "temperature": 1.0, "beta": settings.beta, "lr_scheduler_type": "constant",
+    })
+    return {
+        "method": "grpo",
+        "model": {"policy": str(sft_dir), "tokenizer": str(sft_dir), "dtype": "float32"},
+        "data": {"train": str(prompts_file), "confidence_prompt_fraction": 0.0},
+        "eval": _eval_section(eval_file, eval_settings),
+        **base,
+    }
+
+
+def write_recipe(recipe: dict[str, Any], path: Path) -> Path:
+    from calrl.io import write_text
+
+    header = "# Written by `calrl demo` (calrl/demo/recipes.py); run with the calrl train-* command of its method.\n"
+    write_text(path, header + yaml.safe_dump(recipe, sort_keys=False))
+    return path

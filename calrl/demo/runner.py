@@ -1,0 +1,191 @@
+"""Run the study's stages as processes, side by side where their inputs allow, reusing finished ones.
+
+Each :class:`Task` is one process (an SFT run, a ``calrl train-*``, ``calrl eval`` or ``calrl compare``
+command) with the tasks it needs. A task that finished writes a marker (``.markers/<name>.json``) holding a
+fingerprint of its command, its recipe and its inputs' fingerprints; the next run reuses it while the
+fingerprint is unchanged, so an interrupted study resumes and a changed setting reruns what depends on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from calrl.io import write_json
+
+
+@dataclass
+class Task:
+    """One stage process. ``prepare`` runs just before launch (it may write the recipe) and returns text that
+    enters the fingerprint; ``command`` is built after it."""
+
+    name: str
+    stage: str  # the stage it belongs to, for timings: sft, reward models, policies, eval, gate
+    command: Callable[[], list[str]]
+    deps: list[str] = field(default_factory=list)
+    prepare: Callable[[], str] | None = None
+    outputs: list[Path] = field(default_factory=list)  # must exist for a marker to be trusted
+    ok_codes: tuple[int, ...] = (0,)
+
+
+@dataclass
+class TaskResult:
+    name: str
+    stage: str
+    seconds: float
+    reused: bool
+    returncode: int
+    fingerprint: str
+    log: str
+    command: str
+
+
+def display_command(cmd: list[str]) -> str:
+    """The command as a user would type it (``calrl ...`` for the CLI module)."""
+    if cmd[:3] == [sys.executable, "-m", "calrl.cli.main"]:
+        cmd = ["calrl", *cmd[3:]]
+    elif cmd[:2] == [sys.executable, "-m"]:
+        cmd = ["python", "-m", *cmd[2:]]
+    return shlex.join(str(c) for c in cmd)
+
+
+class StudyRunner:
+    """Schedules tasks on ``jobs`` worker processes, with a progress bar and a log file per task."""
+
+    def __init__(self, out: Path, *, jobs: int = 2, env: dict[str, str] | None = None,
+                 show_progress: bool = True) -> None:
+        self.out = out
+        self.jobs = max(1, jobs)
+        self.env = env or {}
+        self.show_progress = show_progress
+        self.markers = out / ".markers"
+        self.logs = out / "logs"
+        self.results: dict[str, TaskResult] = {}
+
+    def _marker(self, name: str) -> Path:
+        return self.markers / (name.replace("/", "__") + ".json")
+
+    def _fingerprint(self, task: Task, prepared: str) -> str:
+        h = hashlib.sha256()
+        h.update(json.dumps(task.command(), default=str).encode())
+        h.update(prepared.encode())
+        for dep in task.deps:
+            h.update(self.results[dep].fingerprint.encode())
+        return h.hexdigest()[:16]
+
+    def _reusable(self, task: Task, fingerprint: str) -> dict[str, Any] | None:
+        marker = self._marker(task.name)
+        if not marker.is_file():
+            return None
+        try:
+            saved = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if saved.get("fingerprint") != fingerprint or not all(p.exists() for p in task.outputs):
+            return None
+        return saved
+
+    def run(self, tasks: list[Task]) -> dict[str, TaskResult]:
+        """Run every task (dependencies first); raises ``StageFailed`` on the first failure."""
+        by_name = {t.name: t for t in tasks}
+        for t in tasks:
+            missing = [d for d in t.deps if d not in by_name]
+            if missing:
+                raise ValueError(f"task {t.name} needs unknown tasks {missing}")
+        self.markers.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        pending = list(tasks)
+        running: dict[str, tuple[subprocess.Popen, float, str, Any]] = {}
+        failed: TaskResult | None = None
+        bar = tqdm(total=len(tasks), desc="calrl demo", unit="stage", disable=not self.show_progress,
+                   dynamic_ncols=True)
+        try:
+            while pending or running:
+                # launch what is ready
+                for task in list(pending):
+                    if failed is not None or len(running) >= self.jobs:
+                        break
+                    if not all(d in self.results for d in task.deps):
+                        continue
+                    pending.remove(task)
+                    prepared = task.prepare() if task.prepare else ""
+                    fingerprint = self._fingerprint(task, prepared)
+                    saved = self._reusable(task, fingerprint)
+                    log = self.logs / (task.name.replace("/", "__") + ".log")
+                    cmd = task.command()
+                    if saved is not None:
+                        self.results[task.name] = TaskResult(task.name, task.stage, float(saved.get("seconds", 0.0)),
+                                                             True, 0, fingerprint, str(log), display_command(cmd))
+                        bar.update(1)
+                        bar.write(f"  reused   {task.name}")
+                        continue
+                    handle = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed when the process ends
+                    handle.write(f"$ {display_command(cmd)}\n")
+                    handle.flush()
+                    env = {**os.environ, **self.env}
+                    proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                            stdin=subprocess.DEVNULL)
+                    running[task.name] = (proc, time.time(), fingerprint, handle)
+                    bar.set_postfix_str(", ".join(running), refresh=True)
+                # collect what finished
+                for name, (proc, start, fingerprint, handle) in list(running.items()):
+                    code = proc.poll()
+                    if code is None:
+                        continue
+                    handle.close()
+                    del running[name]
+                    task = by_name[name]
+                    seconds = time.time() - start
+                    result = TaskResult(name, task.stage, seconds, False, code, fingerprint,
+                                        str(self.logs / (name.replace("/", "__") + ".log")),
+                                        display_command(task.command()))
+                    bar.update(1)
+                    if code in task.ok_codes:
+                        self.results[name] = result
+                        write_json(self._marker(name), {"fingerprint": fingerprint, "seconds": seconds,
+                                                        "returncode": code, "command": result.command,
+                                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                  time.gmtime())})
+                        bar.write(f"  done     {name} ({seconds:.0f} s)")
+                    else:
+                        failed = failed or result
+                        bar.write(f"  FAILED   {name} (exit {code}); log: {result.log}")
+                    bar.set_postfix_str(", ".join(running), refresh=True)
+                if failed is not None and not running:
+                    break
+                if running:
+                    time.sleep(0.2)
+        except BaseException:
+            for proc, *_ in running.values():
+                proc.terminate()
+            raise
+        finally:
+            bar.close()
+        if failed is not None:
+            raise StageFailed(failed)
+        return self.results
+
+
+class StageFailed(Exception):
+    def __init__(self, result: TaskResult) -> None:
+        super().__init__(f"stage {result.name} failed (exit code {result.returncode}); its log: {result.log}")
+        self.result = result
+
+
+def log_tail(path: str | Path, lines: int = 15) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])

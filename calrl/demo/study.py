@@ -1,0 +1,311 @@
+"""The end-to-end calibration study behind ``calrl demo`` / ``make demo``.
+
+Stages (per seed unless said otherwise), each a process run through calrl's public entry points:
+
+1. world (once): the world's files: held-out items (``data/eval.jsonl``), RL prompts, preference pairs;
+2. ``sft``: the policy trained from scratch (``python -m calrl.demo.sft``);
+3. ``rm_plain`` / ``rm_calibrated``: ``calrl train-rm`` on the biased preference pairs (lambda 0 / PPO-M);
+4. policies: ``calrl train-ppo`` (PPO, PPO-M, PPO-C, PPO-C + abstention) and ``calrl train-grpo``
+   (GRPO + Brier), same prompts, epochs and seed;
+5. ``calrl eval --model POLICY --dataset data/eval.jsonl`` for every policy, and ``calrl compare`` of every
+   RL policy against vanilla PPO and against SFT;
+6. (in process) ``summary.json`` and ``report.md`` / ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calrl.demo.recipes import (
+    METHOD_NAMES,
+    POLICIES,
+    RL_POLICIES,
+    EvalSettings,
+    GRPOSettings,
+    PPOSettings,
+    RecipeSettings,
+    RewardModelSettings,
+    grpo_recipe,
+    ppo_recipe,
+    reward_model_recipe,
+    write_recipe,
+)
+from calrl.demo.runner import StudyRunner, Task, TaskResult
+from calrl.demo.sft import SFTModelConfig, SFTTargetConfig
+from calrl.demo.world import WorldConfig, build_world
+from calrl.io import write_json, write_jsonl
+
+CLI = [sys.executable, "-m", "calrl.cli.main"]
+GATE_BASELINES = ("ppo", "sft")
+STAGE_ORDER = ("world", "sft", "reward models", "policies", "eval", "gate", "report")
+
+
+@dataclass
+class StudyConfig:
+    """Everything the study does; :func:`full_config` and :func:`quick_config` are the two presets."""
+
+    out: Path
+    seeds: list[int]
+    quick: bool = False
+    jobs: int = 2
+    world: WorldConfig = field(default_factory=WorldConfig)
+    sft: SFTModelConfig = field(default_factory=SFTModelConfig)
+    recipes: RecipeSettings = field(default_factory=RecipeSettings)
+    rl_prompt_limit: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        return d
+
+
+def full_config(out: Path, seeds: list[int] | None = None, jobs: int | None = None) -> StudyConfig:
+    return StudyConfig(out=out, seeds=seeds or [0, 1, 2], jobs=jobs or default_jobs())
+
+
+def quick_config(out: Path, seeds: list[int] | None = None, jobs: int | None = None) -> StudyConfig:
+    """One seed, fewer steps: the same stages and files in a few minutes (what the test suite runs)."""
+    return StudyConfig(
+        out=out, seeds=seeds or [0], quick=True, jobs=jobs or default_jobs(),
+        sft=SFTModelConfig(short_epochs=10.0, epochs=2.0),
+        recipes=RecipeSettings(rm=RewardModelSettings(epochs=1.0), ppo=PPOSettings(epochs=1.0),
+                               grpo=GRPOSettings(epochs=1.0, num_generations=4),
+                               eval=EvalSettings(bootstrap=50, gate_bootstrap=50)),
+        rl_prompt_limit=32,
+    )
+
+
+def default_jobs() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+# ------------------------------------------------------------------------------------------------ layout
+class Layout:
+    """Where every file of the study lives under ``out``."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.data = out / "data"
+        self.eval_file = self.data / "eval.jsonl"
+        self.prompts_file = self.data / "rl_prompts.jsonl"
+        self.preferences = self.data / "preferences"
+        self.world_config = self.data / "world_config.json"
+        self.recipes = out / "recipes"
+        self.evals = out / "evals"
+        self.gates = out / "gates"
+        self.plots = out / "plots"
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.out / f"seed{seed}"
+
+    def model_dir(self, seed: int, name: str) -> Path:
+        return self.seed_dir(seed) / name
+
+    def eval_dir(self, seed: int, policy: str) -> Path:
+        return self.evals / f"seed{seed}" / policy
+
+    def gate_dir(self, seed: int, candidate: str, baseline: str) -> Path:
+        return self.gates / f"seed{seed}" / f"{candidate}-vs-{baseline}"
+
+    def recipe(self, seed: int, name: str) -> Path:
+        return self.recipes / f"seed{seed}" / f"{name}.yaml"
+
+
+# -------------------------------------------------------------------------------------------- world files
+def write_world_files(config: StudyConfig, layout: Layout) -> dict[str, int]:
+    """The world's held-out items, RL prompts and preference pairs (train: all kinds; test: correctness only)."""
+    from calrl.demo.preferences import PreferenceConfig, build_preference_rows
+    from calrl.demo.sft import prompt_messages
+
+    world = build_world(config.world)
+    write_json(layout.world_config, asdict(config.world))
+    write_jsonl(layout.eval_file, (item.to_json() for item in world.eval_items))
+    prompts = world.rl_items[: config.rl_prompt_limit] if config.rl_prompt_limit else world.rl_items
+    write_jsonl(layout.prompts_file, ({"prompt": prompt_messages(item), "reference": item.reference,
+                                        "group": item.slice["group"]} for item in prompts))
+    rows = build_preference_rows(world, PreferenceConfig(seed=config.world.seed))
+    n_test = max(8, len(rows) // 6)
+    test = [r for r in rows[:n_test] if r["kind"] == "correctness"]
+    train = rows[n_test:]
+    write_jsonl(layout.preferences / "train.jsonl", train)
+    write_jsonl(layout.preferences / "test.jsonl", test)
+    counts = {"eval_items": len(world.eval_items), "rl_prompts": len(prompts), "preference_train": len(train),
+              "preference_test": len(test), "sft_items": len(world.sft_items)}
+    write_json(layout.data / "counts.json", counts)
+    return counts
+
+
+# --------------------------------------------------------------------------------------------- the tasks
+def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
+    r = config.recipes
+    tasks: list[Task] = []
+
+    for seed in config.seeds:
+        s = f"seed{seed}"
+        sft_dir = layout.model_dir(seed, "sft")
+        sft_model = SFTModelConfig(**{**asdict(config.sft), "seed": seed})
+        model_file = layout.seed_dir(seed) / "sft_config.json"
+
+        def prep_sft(model_file: Path = model_file, sft_model: SFTModelConfig = sft_model) -> str:
+            write_json(model_file, asdict(sft_model))
+            return (json.dumps([asdict(sft_model), asdict(SFTTargetConfig())], sort_keys=True)
+                    + layout.world_config.read_text())
+
+        tasks.append(Task(
+            name=f"{s}/sft", stage="sft", prepare=prep_sft, outputs=[sft_dir / "config.json"],
+            command=lambda sft_dir=sft_dir, model_file=model_file, seed=seed: [
+                sys.executable, "-m", "calrl.demo.sft", "--world", str(layout.world_config),
+                "--model", str(model_file), "--out", str(sft_dir),
+                "--wandb-dir", str(sft_dir), "--run-name", f"seed{seed}-sft"]))
+
+        for rm in ("rm_plain", "rm_calibrated"):
+            recipe_path = layout.recipe(seed, rm)
+            rm_dir = layout.model_dir(seed, rm)
+
+            def prep_rm(rm=rm, recipe_path=recipe_path, rm_dir=rm_dir, seed=seed, sft_dir=sft_dir) -> str:
+                recipe = reward_model_recipe(rm, sft_dir=sft_dir, preferences_dir=layout.preferences, out_dir=rm_dir,
+                                             seed=seed, settings=r.rm)
+                write_recipe(recipe, recipe_path)
+                return recipe_path.read_text() + _file_digest(layout.preferences / "train.jsonl")
+
+            tasks.append(Task(name=f"{s}/{rm}", stage="reward models", deps=[f"{s}/sft"], prepare=prep_rm,
+                              outputs=[rm_dir / "reward_model_report.json"],
+                              command=lambda recipe_path=recipe_path: [*CLI, "train-rm", "--config",
+                                                                       str(recipe_path)]))
+
+        for policy in RL_POLICIES:
+            recipe_path = layout.recipe(seed, policy)
+            out_dir = layout.model_dir(seed, policy)
+            rm_name = "rm_calibrated" if policy == "ppo_m" else "rm_plain"
+            deps = [f"{s}/sft"] if policy == "grpo_brier" else [f"{s}/{rm_name}"]
+
+            def prep_policy(policy=policy, recipe_path=recipe_path, out_dir=out_dir, seed=seed, sft_dir=sft_dir,
+                            rm_name=rm_name) -> str:
+                if policy == "grpo_brier":
+                    recipe = grpo_recipe(sft_dir=sft_dir, prompts_file=layout.prompts_file, eval_file=layout.eval_file,
+                                         out_dir=out_dir, seed=seed, settings=r.grpo, eval_settings=r.eval,
+                                         response_length=r.ppo.response_length)
+                else:
+                    recipe = ppo_recipe(policy, sft_dir=sft_dir, rm_dir=layout.model_dir(seed, rm_name),
+                                        prompts_file=layout.prompts_file, eval_file=layout.eval_file,
+                                        out_dir=out_dir, seed=seed, settings=r.ppo, eval_settings=r.eval)
+                write_recipe(recipe, recipe_path)
+                return recipe_path.read_text() + _file_digest(layout.prompts_file) + _file_digest(layout.eval_file)
+
+            command = "train-grpo" if policy == "grpo_brier" else "train-ppo"
+            tasks.append(Task(name=f"{s}/{policy}", stage="policies", deps=deps, prepare=prep_policy,
+                              outputs=[out_dir / "config.json"],
+                              command=lambda command=command, recipe_path=recipe_path: [*CLI, command, "--config",
+                                                                                        str(recipe_path)]))
+
+        for policy in POLICIES:
+            eval_dir = layout.eval_dir(seed, policy)
+            model_dir = layout.model_dir(seed, policy)
+            tasks.append(Task(
+                name=f"{s}/eval/{policy}", stage="eval", deps=[f"{s}/{policy}"],
+                prepare=lambda: _file_digest(layout.eval_file), outputs=[eval_dir / "metrics.json"],
+                command=lambda eval_dir=eval_dir, model_dir=model_dir, policy=policy, seed=seed: [
+                    *CLI, "eval", "--model", str(model_dir), "--dataset", str(layout.eval_file),
+                    "--out", str(eval_dir), "--prompt-scale", "0-10", "--batch-size", str(r.eval.batch_size),
+                    "--max-new-tokens", str(r.eval.max_new_tokens), "--bootstrap", str(r.eval.bootstrap),
+                    "--seed", str(seed), "--title", f"{METHOD_NAMES[policy]} (seed {seed})"]))
+
+        for candidate, baseline in gate_pairs():
+            gate_dir = layout.gate_dir(seed, candidate, baseline)
+            tasks.append(Task(
+                name=f"{s}/gate/{candidate}-vs-{baseline}", stage="gate",
+                deps=[f"{s}/eval/{candidate}", f"{s}/eval/{baseline}"], outputs=[gate_dir / "gate.json"],
+                ok_codes=(0, 1),  # 1 = the gate blocks: a verdict, not a failure
+                command=lambda gate_dir=gate_dir, candidate=candidate, baseline=baseline, seed=seed: [
+                    *CLI, "compare", "--baseline", str(layout.eval_dir(seed, baseline)),
+                    "--candidate", str(layout.eval_dir(seed, candidate)), "--out", str(gate_dir),
+                    "--bootstrap", str(r.eval.gate_bootstrap), "--seed", str(seed)]))
+    return tasks
+
+
+def gate_pairs() -> list[tuple[str, str]]:
+    """(candidate, baseline): every RL policy against SFT, and every other RL policy against vanilla PPO."""
+    pairs = [(p, "sft") for p in RL_POLICIES]
+    pairs += [(p, "ppo") for p in RL_POLICIES if p != "ppo"]
+    return pairs
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else ""
+
+
+def study_env(config: StudyConfig) -> dict[str, str]:
+    """Offline, quiet, one thread per process when processes run side by side."""
+    env = {
+        "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1",
+        "MPLBACKEND": "Agg", "HF_DATASETS_CACHE": str(config.out / ".cache" / "datasets"),
+        "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1",
+    }
+    if config.jobs > 1:
+        env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    return env
+
+
+def machine_description() -> dict[str, Any]:
+    import torch
+
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+# ----------------------------------------------------------------------------------------------- the study
+def run_study(config: StudyConfig, *, fresh: bool = False, show_progress: bool = True,
+              command: str = "calrl demo") -> Path:
+    """Run (or resume) the study and write ``summary.json``, ``report.md`` and ``report.html``; returns the
+    path of ``report.html``."""
+    from calrl.demo.report import write_report
+    from calrl.demo.summary import build_summary
+
+    out = config.out
+    if fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    layout = Layout(out)
+    started = time.time()
+    random.seed(0)
+
+    t0 = time.time()
+    counts = write_world_files(config, layout)
+    world_seconds = time.time() - t0
+    runner = StudyRunner(out, jobs=config.jobs, env=study_env(config), show_progress=show_progress)
+    results = runner.run(build_tasks(config, layout))
+
+    t0 = time.time()
+    summary = build_summary(config, layout, results, counts=counts, machine=machine_description(),
+                            command=command)
+    summary["timings"]["world_seconds"] = round(world_seconds, 2)
+    summary["timings"]["wall_seconds"] = round(time.time() - started, 1)
+    write_json(out / "summary.json", summary)
+    report = write_report(summary, layout)
+    summary["timings"]["report_seconds"] = round(time.time() - t0, 2)
+    summary["timings"]["wall_seconds"] = round(time.time() - started, 1)
+    write_json(out / "summary.json", summary)
+    return report
+
+
+def stage_timings(results: dict[str, TaskResult]) -> dict[str, Any]:
+    """Seconds per stage (sum of its processes' run times) and per task; reused tasks keep their first time."""
+    per_stage: dict[str, float] = {}
+    for res in results.values():
+        per_stage[res.stage] = per_stage.get(res.stage, 0.0) + res.seconds
+    return {"process_seconds_per_stage": {k: round(v, 1) for k, v in per_stage.items()},
+            "tasks": {name: {"seconds": round(res.seconds, 1), "reused": res.reused, "command": res.command}
+                      for name, res in results.items()}}

@@ -1,0 +1,239 @@
+"""``summary.json``: every policy's held-out metrics over the seeds, the RM probes, the gates, the checks.
+
+Numbers are copied from the files the public commands wrote (``calrl eval``'s ``metrics.json``, ``calrl
+compare``'s ``gate.json``, ``calrl train-rm``'s ``reward_model_report.json``, the offline W&B runs); the
+only arithmetic here is the mean and spread over seeds and the checks of "what it must show".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from calrl.demo.recipes import METHOD_NAMES, POLICIES, REWARD_MODELS
+from calrl.demo.world import GROUPS
+
+METRIC_KEYS = ("accuracy", "accuracy_answered", "ece", "smece", "brier", "auroc", "refusal_rate",
+               "mean_confidence")
+SLICE_KEY = "group"
+ACCURACY_MARGIN = 0.02  # "accuracy within 2 points" of vanilla PPO
+
+
+def policy_numbers(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The summary's numbers of one ``metrics.json``: the headline metrics and per-slice ECE / accuracy / refusal."""
+    out: dict[str, Any] = {k: metrics.get(k) for k in METRIC_KEYS if k != "smece"}
+    smece = metrics.get("smece")
+    out["smece"] = smece.get("value") if isinstance(smece, dict) else smece
+    slices = (metrics.get("slices") or {}).get(SLICE_KEY, {})
+    for name in ("ece", "accuracy", "accuracy_answered", "refusal_rate", "mean_confidence"):
+        out[f"slice_{name}"] = {g: slices[g].get(name) for g in GROUPS if g in slices}
+    out["slice_n"] = {g: slices[g].get("n") for g in GROUPS if g in slices}
+    out["slice_n_abstained"] = {g: slices[g].get("n_abstained") for g in GROUPS if g in slices}
+    return {k: out[k] for k in (*METRIC_KEYS, *[k for k in out if k.startswith("slice_")])}
+
+
+def aggregate(values: list[float | None]) -> dict[str, Any]:
+    """Mean, sample standard deviation (0 for one seed), min and max of the non-missing values."""
+    present = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not present:
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0, "values": values}
+    std = statistics.stdev(present) if len(present) > 1 else 0.0
+    return {"mean": statistics.fmean(present), "std": std, "min": min(present), "max": max(present),
+            "n": len(present), "values": values}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def build_summary(config: Any, layout: Any, results: dict[str, Any], *, counts: dict[str, int],
+                  machine: dict[str, Any], command: str) -> dict[str, Any]:
+    from calrl.demo.study import gate_pairs, stage_timings
+
+    seeds = list(config.seeds)
+    policies: dict[str, Any] = {}
+    for policy in POLICIES:
+        per_seed = {}
+        for seed in seeds:
+            path = layout.eval_dir(seed, policy) / "metrics.json"
+            per_seed[str(seed)] = {**policy_numbers(_read_json(path)), "metrics_file": str(path)}
+        entry: dict[str, Any] = {"method": METHOD_NAMES[policy], "per_seed": per_seed}
+        for key in METRIC_KEYS:
+            entry[key] = aggregate([per_seed[str(s)][key] for s in seeds])
+        for key in ("slice_ece", "slice_accuracy", "slice_refusal_rate", "slice_mean_confidence"):
+            groups = [g for g in GROUPS if any(g in per_seed[str(s)][key] for s in seeds)]
+            entry[key] = {g: aggregate([per_seed[str(s)][key].get(g) for s in seeds]) for g in groups}
+        entry["ece_per_epoch"] = ({} if policy == "sft" else  # SFT has no per-epoch calibration eval
+                                  {str(s): ece_history(layout.model_dir(s, policy)) for s in seeds})
+        policies[policy] = entry
+
+    reward_models = {}
+    for rm in REWARD_MODELS:
+        per_seed = {}
+        for seed in seeds:
+            report = _read_json(layout.model_dir(seed, rm) / "reward_model_report.json")
+            bias = report["confidence_bias"]
+            per_seed[str(seed)] = {
+                "preference_accuracy": report["preference_accuracy"],
+                "chosen_prefers_high_rate": bias["chosen"]["prefers_high_rate"],
+                "rejected_prefers_high_rate": bias["rejected"]["prefers_high_rate"],
+                "chosen_reward_difference": bias["chosen"]["mean_reward_difference_high_minus_low"],
+                "rejected_reward_difference": bias["rejected"]["mean_reward_difference_high_minus_low"],
+                "mean_reward_correct": report["mean_reward_chosen"],
+                "mean_reward_wrong": report["mean_reward_rejected"],
+                "n_pairs": report["n_pairs"],
+            }
+        keys = list(next(iter(per_seed.values())))
+        reward_models[rm] = {"per_seed": per_seed,
+                             **{k: aggregate([per_seed[str(s)][k] for s in seeds]) for k in keys if k != "n_pairs"}}
+
+    gates = []
+    for seed in seeds:
+        for candidate, baseline in gate_pairs():
+            gate = _read_json(layout.gate_dir(seed, candidate, baseline) / "gate.json")
+            gates.append({"seed": seed, "candidate": candidate, "baseline": baseline, "verdict": gate["verdict"],
+                          "reasons": [r["code"] for r in gate.get("reasons", [])],
+                          "warnings": [w["code"] for w in gate.get("warnings", [])],
+                          "file": str(layout.gate_dir(seed, candidate, baseline) / "gate.json")})
+
+    abstention = {}
+    for seed in seeds:
+        recipe = layout.recipe(seed, "ppo_c_abstain")
+        value = _recipe_value(recipe, "abstention_reward")
+        abstention[str(seed)] = None if value is None else float(value)
+
+    summary = {
+        "command": command,
+        "quick": config.quick,
+        "seeds": seeds,
+        "machine": machine,
+        "config": config.to_dict(),
+        "counts": counts,
+        "metric_keys": list(METRIC_KEYS),
+        "slice_key": SLICE_KEY,
+        "slices": list(GROUPS),
+        "policies": policies,
+        "reward_models": reward_models,
+        "abstention_reward": abstention,
+        "gates": gates,
+        "timings": stage_timings(results),
+    }
+    summary["checks"] = study_checks(summary)
+    return summary
+
+
+def _recipe_value(path: Path, key: str) -> Any:
+    import yaml
+
+    if not path.is_file():
+        return None
+    return (yaml.safe_load(path.read_text()).get("training") or {}).get(key)
+
+
+def ece_history(model_dir: Path) -> list[dict[str, Any]]:
+    """``eval/ece`` (and accuracy, mean confidence) per calibration eval, read back from the offline W&B run."""
+    from calrl.callbacks.wandb_utils import find_offline_runs, read_offline_history
+
+    runs = find_offline_runs(model_dir)
+    if not runs:
+        return []
+    rows = []
+    for row in read_offline_history(runs[-1]):
+        if "eval/ece" not in row:
+            continue
+        rows.append({"step": row.get("train/global_step", row.get("_step")),
+                     "epoch": row.get("eval/epoch", row.get("train/epoch")),
+                     "ece": _number(row.get("eval/ece")), "accuracy": _number(row.get("eval/accuracy")),
+                     "mean_confidence": _number(row.get("eval/mean_confidence"))})
+    return rows
+
+
+def _number(value: Any) -> float | None:
+    """A logged scalar as a float; W&B writes NaN as the string "NaN": None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _mean(summary: dict[str, Any], policy: str, key: str) -> float | None:
+    return summary["policies"][policy][key]["mean"]
+
+
+def _seed_values(summary: dict[str, Any], policy: str, key: str) -> list[float | None]:
+    return [summary["policies"][policy]["per_seed"][str(seed)][key] for seed in summary["seeds"]]
+
+
+def _count(flags: list[bool | None]) -> dict[str, int]:
+    return {"seeds_passed": sum(1 for f in flags if f), "seeds": len(flags)}
+
+
+def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
+    """The outcomes issue 4 expects "if the recipes work", judged on the means over seeds (``passed``), with
+    the number of seeds in which each holds on its own (``seeds_passed``) and the numbers behind it."""
+    checks: dict[str, Any] = {}
+    sft_conf, ppo_conf = _mean(summary, "sft", "mean_confidence"), _mean(summary, "ppo", "mean_confidence")
+    sft_ece, ppo_ece = _mean(summary, "sft", "ece"), _mean(summary, "ppo", "ece")
+
+    def overconfident(sc: float | None, pc: float | None, se: float | None, pe: float | None) -> bool | None:
+        return None if None in (sc, pc, se, pe) else (pc > sc and pe > se)
+
+    per_seed = [overconfident(*v) for v in zip(_seed_values(summary, "sft", "mean_confidence"),
+                                                _seed_values(summary, "ppo", "mean_confidence"),
+                                                _seed_values(summary, "sft", "ece"), _seed_values(summary, "ppo", "ece"))]
+    checks["ppo_more_overconfident_than_sft"] = {
+        "passed": overconfident(sft_conf, ppo_conf, sft_ece, ppo_ece), **_count(per_seed),
+        "numbers": {"sft_mean_confidence": sft_conf, "ppo_mean_confidence": ppo_conf, "sft_ece": sft_ece,
+                    "ppo_ece": ppo_ece},
+    }
+    ppo_acc = _mean(summary, "ppo", "accuracy")
+
+    def better(ece: float | None, acc: float | None, base_ece: float | None, base_acc: float | None) -> bool | None:
+        if None in (ece, acc, base_ece, base_acc):
+            return None
+        return ece < base_ece and abs(acc - base_acc) <= ACCURACY_MARGIN
+
+    for policy in ("ppo_m", "ppo_c"):
+        ece, acc = _mean(summary, policy, "ece"), _mean(summary, policy, "accuracy")
+        per_seed = [better(*v) for v in zip(_seed_values(summary, policy, "ece"), _seed_values(summary, policy, "accuracy"),
+                                            _seed_values(summary, "ppo", "ece"), _seed_values(summary, "ppo", "accuracy"))]
+        checks[f"{policy}_lower_ece_than_ppo_same_accuracy"] = {
+            "passed": better(ece, acc, ppo_ece, ppo_acc), **_count(per_seed),
+            "numbers": {f"{policy}_ece": ece, "ppo_ece": ppo_ece, f"{policy}_accuracy": acc,
+                        "ppo_accuracy": ppo_acc, "accuracy_margin": ACCURACY_MARGIN},
+        }
+    checks["abstention_on_wrong_slices"] = abstention_check(summary)
+    return checks
+
+
+def abstention_check(summary: dict[str, Any]) -> dict[str, Any]:
+    """Do ppo_c_abstain's abstentions fall on the slices PPO-C (same seed, no abstention reward) gets wrong?
+
+    Per seed: the abstentions of each slice, weighted by PPO-C's accuracy on that slice, give the accuracy
+    the abstained questions would have had ("accuracy where it abstained"); "mostly on wrong slices" is the
+    share of abstentions in slices where PPO-C is right less than half the time.
+    """
+    per_seed = {}
+    for seed in summary["seeds"]:
+        abst = summary["policies"]["ppo_c_abstain"]["per_seed"][str(seed)]
+        ref = summary["policies"]["ppo_c"]["per_seed"][str(seed)]
+        n_abst = {g: v or 0 for g, v in abst["slice_n_abstained"].items()}
+        total = sum(n_abst.values())
+        if total == 0:
+            per_seed[str(seed)] = {"n_abstained": 0, "share_on_wrong_slices": None,
+                                   "accuracy_where_abstained": None, "reference_accuracy": ref["accuracy"]}
+            continue
+        acc = ref["slice_accuracy"]
+        on_wrong = sum(n for g, n in n_abst.items() if acc.get(g) is not None and acc[g] < 0.5)
+        where = sum(n * (acc.get(g) or 0.0) for g, n in n_abst.items()) / total
+        per_seed[str(seed)] = {"n_abstained": total, "share_on_wrong_slices": on_wrong / total,
+                               "accuracy_where_abstained": where, "reference_accuracy": ref["accuracy"]}
+    shares = [v["share_on_wrong_slices"] for v in per_seed.values()]
+    agg = aggregate(shares)
+    return {"passed": None if agg["mean"] is None else agg["mean"] > 0.5,
+            **_count([None if v is None else v > 0.5 for v in shares]),
+            "numbers": {"share_on_wrong_slices": agg["mean"], "per_seed": per_seed}}

@@ -1,0 +1,113 @@
+"""A small world with knowable ground truth, generated deterministically from a seed.
+
+Questions are facts about invented people: "where does vomira live ?" -> one of a few invented cities.
+Every person belongs to one slice, recorded on each item as ``group``:
+
+* ``fact-often``: the SFT demonstrations state the person's true city several times (knowable);
+* ``fact-rarely``: two demonstrations that disagree, the true city and a wrong one (a rumour), so the policy
+  can at best half-know it;
+* ``fact-never``: the demonstrations only guess a city at random, so the answer cannot be known (about one
+  guess in ``n_cities`` is right).
+
+The held-out split asks about every person once; RL prompts ask about anyone; preference prompts only about
+people whose city a rater can check (not the never-seen ones). Nothing here reads the network; the same
+seed gives the same world on every machine.
+
+(A draft also had sums of growing length; a 2-layer model trained from scratch within the time budget
+learnt neither one- nor two-digit addition beyond a few percent, so they were dropped: see docs/demo.md.)
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from calrl.data.heldout import EvalItem
+
+_ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z"]
+_VOWELS = ["a", "e", "i", "o", "u"]
+FREQUENCIES = ("often", "rarely", "never")
+GROUPS = tuple(f"fact-{f}" for f in FREQUENCIES)
+
+
+@dataclass
+class WorldConfig:
+    """Sizes of the world; the defaults fit the 20-minute budget of ``make demo`` on 2 CPU cores."""
+
+    seed: int = 0
+    n_cities: int = 8
+    people_per_frequency: int = 40
+    often_repeats: int = 6  # SFT demonstrations of an often-person's true city
+    never_guesses: int = 2  # SFT demonstrations that guess a never-person's city (a random city each)
+    n_rl_prompts: int = 256
+    n_preference_prompts: int = 600
+
+
+@dataclass
+class World:
+    """The generated world: facts, and the item splits every stage of the study uses."""
+
+    config: WorldConfig
+    cities: list[str]
+    people: dict[str, tuple[str, str]]  # name -> (true city, frequency)
+    sft_items: list[EvalItem] = field(default_factory=list)  # reference = the SFT demonstration's answer
+    rl_items: list[EvalItem] = field(default_factory=list)
+    preference_items: list[EvalItem] = field(default_factory=list)
+    eval_items: list[EvalItem] = field(default_factory=list)
+
+    def all_items(self) -> list[EvalItem]:
+        return [*self.sft_items, *self.rl_items, *self.preference_items, *self.eval_items]
+
+    def wrong_answer(self, item: EvalItem, rng: random.Random) -> str:
+        """Another city than the item's reference."""
+        return rng.choice([c for c in self.cities if c != item.reference[0]])
+
+
+def _names(rng: random.Random, n: int, syllables: int, taken: set[str]) -> list[str]:
+    out: list[str] = []
+    while len(out) < n:
+        name = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables))
+        if name not in taken:
+            taken.add(name)
+            out.append(name)
+    return out
+
+
+def fact_item(uid: str, person: str, city: str, frequency: str) -> EvalItem:
+    return EvalItem(id=uid, question=f"where does {person} live ?", reference=[city], choices=None,
+                    slice={"group": f"fact-{frequency}"})
+
+
+def build_world(config: WorldConfig | None = None) -> World:
+    """Generate the world and its SFT, RL-prompt, preference and evaluation splits from ``config.seed``."""
+    config = config or WorldConfig()
+    rng = random.Random(config.seed)
+    taken: set[str] = set()
+    cities = _names(rng, config.n_cities, 2, taken)
+    names = _names(rng, config.people_per_frequency * len(FREQUENCIES), 3, taken)
+    people = {name: (rng.choice(cities), FREQUENCIES[i // config.people_per_frequency])
+              for i, name in enumerate(names)}
+    world = World(config=config, cities=cities, people=people)
+
+    k = 0
+    for name, (city, freq) in people.items():
+        if freq == "often":
+            demos = [city] * config.often_repeats
+        elif freq == "rarely":
+            demos = [city, rng.choice([c for c in cities if c != city])]
+        else:
+            demos = [rng.choice(cities) for _ in range(config.never_guesses)]
+        for answer in demos:
+            world.sft_items.append(fact_item(f"sft-{k}", name, answer, freq))
+            k += 1
+        world.eval_items.append(fact_item(f"eval-{name}", name, city, freq))
+    rng.shuffle(world.sft_items)
+
+    known = [n for n, (_, f) in people.items() if f != "never"]
+    for j in range(config.n_rl_prompts):
+        name = rng.choice(names)
+        world.rl_items.append(fact_item(f"rl-{j}", name, *people[name]))
+    for j in range(config.n_preference_prompts):
+        name = rng.choice(known)
+        world.preference_items.append(fact_item(f"pref-{j}", name, *people[name]))
+    return world

@@ -1,0 +1,221 @@
+"""The offline study (``calrl demo``): its parts, and the quick variant end to end (files and consistency).
+
+The end-to-end test checks that every stage ran through the public commands and left its files, that
+``summary.json`` holds exactly what each policy's ``metrics.json`` says, that the report shows exactly the
+summary's numbers, and that a second run reuses every finished stage. It does not check the outcome (the
+quick run is too short to mean anything).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from calrl.cli.main import main
+from calrl.demo.preferences import build_preference_rows
+from calrl.demo.recipes import POLICIES, REWARD_MODELS, RL_POLICIES
+from calrl.demo.report import CHECK_TEXT, HEADLINE_COLUMNS, fmt_agg
+from calrl.demo.sft import ABSTAIN_TEXT, SFTTargetConfig, build_demo_tokenizer, sft_target
+from calrl.demo.study import Layout, build_tasks, full_config, gate_pairs, quick_config, write_world_files
+from calrl.demo.summary import METRIC_KEYS, aggregate, policy_numbers
+from calrl.demo.world import GROUPS, WorldConfig, build_world
+
+
+# ------------------------------------------------------------------------------------------------ world
+def test_world_is_deterministic_with_knowable_slices():
+    a, b = build_world(WorldConfig(seed=3)), build_world(WorldConfig(seed=3))
+    assert [i.to_json() for i in a.eval_items] == [i.to_json() for i in b.eval_items]
+    assert [i.to_json() for i in a.sft_items] == [i.to_json() for i in b.sft_items]
+    assert build_world(WorldConfig(seed=4)).people != a.people
+    assert {i.slice["group"] for i in a.eval_items} == set(GROUPS)
+    demos: dict[str, list[str]] = {}
+    for item in a.sft_items:
+        demos.setdefault(item.question.split()[2], []).append(item.reference[0])
+    for name, (city, freq) in a.people.items():
+        if freq == "often":  # always the true city
+            assert set(demos[name]) == {city}
+        elif freq == "rarely":  # once true, once a rumour
+            assert sorted(demos[name]) == sorted([city, next(c for c in demos[name] if c != city)])
+    # raters only judge people whose city was ever written down
+    assert all(i.slice["group"] != "fact-never" for i in a.preference_items)
+
+
+def test_eval_answers_are_checkable():
+    world = build_world()
+    assert len(world.eval_items) == len(world.people)
+    for item in world.eval_items:
+        assert item.reference == [world.people[item.question.split()[2]][0]]
+
+
+def test_tokenizer_round_trips_the_response_format():
+    from calrl.confidence import extract_answer, is_abstention, parse_confidence
+
+    world = build_world()
+    tok = build_demo_tokenizer(world)
+    assert tok.eos_token == "<|end|>"
+    city = world.cities[0]
+    text = tok.decode(tok(f"{city}. Confidence: 7", add_special_tokens=False)["input_ids"])
+    assert parse_confidence(text).value == pytest.approx(0.7)
+    assert extract_answer(text) == city
+    assert is_abstention(tok.decode(tok(ABSTAIN_TEXT, add_special_tokens=False)["input_ids"]))
+    assert tok.unk_token_id not in tok(" ".join(i.question for i in world.eval_items))["input_ids"]
+
+
+def test_sft_targets_follow_the_slice_prior():
+    import random
+
+    from calrl.confidence import parse_confidence
+
+    world = build_world()
+    rng = random.Random(0)
+    stated = {}
+    for item in world.sft_items:
+        text = sft_target(item, rng, SFTTargetConfig(abstain=False))
+        stated.setdefault(item.slice["group"], []).append(parse_confidence(text).value)
+    mean = {g: sum(v) / len(v) for g, v in stated.items()}
+    assert mean["fact-often"] > mean["fact-rarely"] > mean["fact-never"]
+
+
+def test_preferences_carry_the_confidence_bias():
+    from calrl.confidence import extract_answer, parse_confidence
+
+    world = build_world()
+    rows = build_preference_rows(world)
+    refs = {i.question: i.reference[0] for i in world.preference_items}
+    kinds = set()
+    for row in rows:
+        question = row["prompt"][-1]["content"].removeprefix("Question: ")
+        chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
+        right = [extract_answer(t) == refs[question] for t in (chosen, rejected)]
+        kinds.add(row["kind"])
+        if row["kind"] == "correctness":
+            assert right == [True, False]
+        elif row["kind"] == "abstention":
+            assert rejected == ABSTAIN_TEXT and parse_confidence(chosen).value is not None
+        else:  # equal correctness: the rater prefers the more confident statement
+            assert right[0] == right[1] == (row["kind"] == "both-correct")
+            assert parse_confidence(chosen).value > parse_confidence(rejected).value
+    assert kinds == {"correctness", "both-correct", "both-wrong", "abstention"}
+
+
+# ---------------------------------------------------------------------------------------------- recipes
+def test_recipes_validate_against_the_recipe_schema(tmp_path):
+    """Every recipe the study writes passes calrl's recipe validation (no model is loaded)."""
+    from calrl.train.recipe import load_recipe
+
+    config = full_config(tmp_path / "study")
+    layout = Layout(config.out)
+    write_world_files(config, layout)
+    for seed in config.seeds:  # fake what the recipes point at, so validation reaches every key
+        for name in ("sft", *REWARD_MODELS):
+            (layout.model_dir(seed, name)).mkdir(parents=True)
+    tasks = {t.name: t for t in build_tasks(config, layout)}
+    methods = {"rm_plain": "rm", "rm_calibrated": "rm", "grpo_brier": "grpo"}
+    for name in (*REWARD_MODELS, *RL_POLICIES):
+        task = tasks[f"seed0/{name}"]
+        task.prepare()
+        recipe = load_recipe(layout.recipe(0, name), method=methods.get(name, "ppo"))
+        assert recipe.wandb.mode == "offline" and recipe.training.report_to in ("wandb", ["wandb"])
+    abstain = load_recipe(layout.recipe(0, "ppo_c_abstain"), method="ppo").training
+    assert abstain.abstention_reward == pytest.approx(config.recipes.ppo.abstention_reward)
+    assert abstain.correctness_mode == "replace" and abstain.ppo_c_variant == "difference"
+    ppo_c = load_recipe(layout.recipe(0, "ppo_c"), method="ppo").training
+    assert ppo_c.ppo_c_variant == "difference" and ppo_c.correctness_mode == "add"
+    assert load_recipe(layout.recipe(0, "ppo"), method="ppo").training.ppo_c_variant == "none"
+    assert load_recipe(layout.recipe(0, "ppo_m"), method="ppo").model.reward_model.endswith("rm_calibrated")
+    assert len([t for t in tasks if "/gate/" in t]) == len(gate_pairs()) * len(config.seeds)
+
+
+def test_bad_seeds_are_one_line_errors(capsys):
+    assert main(["demo", "--seeds", "1,x"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert main(["demo", "--seeds", "1,1"]) == 2
+
+
+def test_aggregate_mean_and_spread():
+    agg = aggregate([0.1, 0.3, None])
+    assert agg["mean"] == pytest.approx(0.2) and agg["std"] == pytest.approx(0.1414, abs=1e-4) and agg["n"] == 2
+    assert aggregate([None])["mean"] is None
+
+
+# ------------------------------------------------------------------------------------------- end to end
+def _headline_rows(markdown: str) -> dict[str, list[str]]:
+    section = markdown.split("## Held-out results", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        if line.startswith("| ") and not line.startswith("| policy"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_quick_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert str(out / "report.html") in printed
+
+    summary = json.loads((out / "summary.json").read_text())
+    layout = Layout(out)
+    assert summary["quick"] is True and summary["seeds"] == [0]
+    for name in ("report.md", "report.html", "plots/reliability.png", "plots/ece_per_epoch.png"):
+        assert (out / name).is_file(), name
+
+    # an offline W&B run per training run, and the per-epoch ECE read back from the policy runs
+    for name in ("sft", *REWARD_MODELS, *RL_POLICIES):
+        assert list((layout.model_dir(0, name) / "wandb").glob("offline-run-*/run-*.wandb")), name
+    for policy in RL_POLICIES:  # the per-epoch calibration eval of each RL run, from its W&B run
+        history = summary["policies"][policy]["ece_per_epoch"]["0"]
+        assert history and all("ece" in row for row in history), policy
+
+    # summary == each policy's metrics.json (written by `calrl eval`)
+    for policy in POLICIES:
+        metrics = json.loads((layout.eval_dir(0, policy) / "metrics.json").read_text())
+        assert (layout.eval_dir(0, policy) / "predictions.jsonl").is_file()
+        entry = summary["policies"][policy]
+        expected = policy_numbers(metrics)
+        for key in METRIC_KEYS:
+            assert entry["per_seed"]["0"][key] == expected[key], (policy, key)
+            assert entry[key]["values"] == [expected[key]]
+            if expected[key] is not None:
+                assert entry[key]["mean"] == pytest.approx(expected[key])
+        assert set(entry["slice_ece"]) == set(metrics["slices"]["group"])
+        for group, agg in entry["slice_ece"].items():
+            assert agg["values"] == [metrics["slices"]["group"][group]["ece"]]
+
+    # gates: every RL policy against SFT and against vanilla PPO, verdicts as `calrl compare` wrote them
+    assert {(g["candidate"], g["baseline"]) for g in summary["gates"]} == set(gate_pairs())
+    for g in summary["gates"]:
+        assert json.loads(Path(g["file"]).read_text())["verdict"] == g["verdict"]
+    for rm in REWARD_MODELS:
+        report = json.loads((layout.model_dir(0, rm) / "reward_model_report.json").read_text())
+        assert summary["reward_models"][rm]["per_seed"]["0"]["preference_accuracy"] == report["preference_accuracy"]
+
+    # report == summary
+    markdown = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    rows = _headline_rows(markdown)
+    for policy in POLICIES:
+        entry = summary["policies"][policy]
+        expected = [fmt_agg(entry[key]) for key, _ in HEADLINE_COLUMNS]
+        assert rows[entry["method"]] == expected, policy
+        for cell in expected:
+            assert f"<td>{cell}</td>" in html
+    for key in summary["checks"]:
+        assert CHECK_TEXT[key] in markdown
+
+    # a second run reuses every finished stage
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "reused" in captured.out + captured.err
+    again = json.loads((out / "summary.json").read_text())
+    assert all(t["reused"] for t in again["timings"]["tasks"].values())
+    assert again["policies"]["ppo"]["ece"] == summary["policies"]["ppo"]["ece"]
+
+
+def test_quick_config_is_smaller_than_full(tmp_path):
+    quick, full = quick_config(tmp_path), full_config(tmp_path)
+    assert quick.seeds == [0] and len(full.seeds) >= 3
+    assert quick.sft.epochs < full.sft.epochs and quick.recipes.ppo.epochs <= full.recipes.ppo.epochs
