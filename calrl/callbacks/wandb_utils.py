@@ -8,6 +8,7 @@ training run logged without a W&B server.
 from __future__ import annotations
 
 import json
+import math
 import netrc
 import os
 import shutil
@@ -147,5 +148,13 @@ def read_offline_history(run_dir: str | os.PathLike[str], *, timeout: float = 12
             if isinstance(item, list):  # older layout: [{"key": ..., "value_json": ...}]
                 item = {"/".join(e.get("nested_key") or [e["key"]]): json.loads(e["value_json"])
                         for e in item}
-            rows.append(dict(item))
+            rows.append({key: _decode_nonfinite(value) for key, value in item.items()})
     return rows
+
+
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _decode_nonfinite(value: Any) -> Any:
+    """W&B stores a logged NaN or infinity as the string "NaN" / "Infinity": give back the float."""
+    return _NONFINITE.get(value, value) if isinstance(value, str) else value
