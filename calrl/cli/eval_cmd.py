@@ -8,6 +8,7 @@ parsed and graded, which ``calrl compare`` reads). All files appear together or 
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--model needs --dataset SPEC")
         records = _generate(args)
         source = f"{args.model} on {args.dataset}"
+        if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch / torchrun: every rank generated
+            return 0  # its shard and holds all records; the main process alone writes the outputs
     else:
         records = load_predictions(args.predictions)
         source = str(args.predictions)
