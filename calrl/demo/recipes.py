@@ -17,7 +17,7 @@ policy                    what differs
 ========================  =============================================================================
 
 Every PPO variant adds the rule-based correctness reward (1 right, 0 wrong) to the reward model's score,
-and a response without a parsable confidence loses ``missing_confidence_penalty``; docs/demo.md says why.
+and a response without a parsable confidence loses ``missing_confidence_penalty``; the README says why.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ people whose city a rater can check (not the never-seen ones). Nothing here read
 seed gives the same world on every machine.
 
 (A draft also had sums of growing length; a 2-layer model trained from scratch within the time budget
-learnt neither one- nor two-digit addition beyond a few percent, so they were dropped: see docs/demo.md.)
+learnt neither one- nor two-digit addition beyond a few percent, so they were dropped: see the README, "What we found while building it".)
 """
 
 from __future__ import annotations
