@@ -1,6 +1,11 @@
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from calrl.models.tiny import build_tiny_causal_lm, build_tiny_reward_model, build_word_tokenizer, save_pretrained
+from calrl.models.tiny import (
+    build_tiny_causal_lm,
+    build_tiny_reward_model,
+    build_word_tokenizer,
+    save_pretrained,
+)
 
 
 def test_tokenizer_round_trips_numbers_and_confidence(tmp_path):

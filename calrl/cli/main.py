@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calrl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     registered: set[str] = set()
-    for name, module_name in COMMANDS.items():
+    for module_name in COMMANDS.values():
         if module_name in registered:
             continue
         try:
