@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from calrl.demo.recipes import METHOD_NAMES, POLICIES, RL_POLICIES
+from calrl.eval.report import fmt as format_number
 from calrl.io import write_text
 
 HEADLINE_COLUMNS = (
@@ -26,14 +27,8 @@ CHECK_TEXT = {
 
 
 def fmt(value: Any, digits: int = 3) -> str:
-    """One number as the report shows it (``n/a`` for missing)."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    return f"{float(value):.{digits}f}"
+    """One number as the demo report shows it (3 decimals; ``n/a`` for missing)."""
+    return format_number(value, digits)
 
 
 def fmt_agg(agg: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,16 +48,16 @@ SLICE_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def fmt(value: Any) -> str:
-    """How every number appears in the report: ints as is, floats to 4 decimals, None as ``n/a``."""
+def fmt(value: Any, digits: int = DECIMALS) -> str:
+    """How every number appears in a report: ints as is, floats to ``digits`` decimals, None as ``n/a``."""
     if value is None:
         return "n/a"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, float):
-        return f"{value:.{DECIMALS}f}"
+    if isinstance(value, numbers.Real):  # float, numpy scalars
+        return f"{float(value):.{digits}f}"
     return str(value)
 
 
