@@ -261,27 +261,39 @@ def plot_reliability_grid(summary: dict[str, Any], path: Path) -> Path:
 
 
 def plot_ece_per_epoch(summary: dict[str, Any], path: Path) -> Path:
-    """ECE after each calibration eval of every training run (one line per run), from the W&B runs."""
+    """Held-out ECE after each epoch of every RL method, read back from the W&B runs: the mean over seeds as a
+    line, the range over seeds shaded, starting from SFT's ECE (epoch 0, the policy every run starts from)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
     colors = dict(zip(POLICIES, ("black", "tab:red", "tab:green", "tab:blue", "tab:purple", "tab:orange")))
+    sft_by_seed = {str(seed): summary["policies"]["sft"]["per_seed"][str(seed)]["ece"] for seed in summary["seeds"]}
+    longest = 0
     for policy in RL_POLICIES:
-        for k, (seed, hist) in enumerate(summary["policies"][policy]["ece_per_epoch"].items()):
-            pts = [(i + 1, h["ece"]) for i, h in enumerate(hist) if h["ece"] is not None]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", ms=3, color=colors[policy], alpha=0.8,
-                        label=METHOD_NAMES[policy] if k == 0 else None)
-    sft = summary["policies"]["sft"]["ece"]["mean"]
-    if sft is not None:
-        ax.axhline(sft, color=colors["sft"], ls=":", lw=1, label="SFT (start)")
-    longest = max((len(h) for p in RL_POLICIES for h in summary["policies"][p]["ece_per_epoch"].values()), default=0)
-    ax.set_xticks(range(1, longest + 1))
-    ax.set_xlabel("calibration eval (end of epoch k)")
+        by_epoch: dict[int, list[float]] = {}
+        for seed, hist in summary["policies"][policy]["ece_per_epoch"].items():
+            if sft_by_seed.get(seed) is not None:
+                by_epoch.setdefault(0, []).append(sft_by_seed[seed])
+            for h in hist:
+                if h["ece"] is not None:
+                    by_epoch.setdefault(int(h["epoch"]), []).append(h["ece"])
+        if len(by_epoch) < 2:
+            continue
+        epochs = sorted(by_epoch)
+        longest = max(longest, epochs[-1])
+        means = [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
+        ax.plot(epochs, means, marker="o", ms=4, color=colors[policy], label=METHOD_NAMES[policy])
+        if len(summary["seeds"]) > 1:
+            ax.fill_between(epochs, [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs],
+                            color=colors[policy], alpha=0.12, lw=0)
+    ax.set_xticks(range(longest + 1))
+    ax.set_xticklabels(["SFT"] + [str(k) for k in range(1, longest + 1)])
+    ax.set_xlabel("calibration eval at the end of epoch k (line: mean over seeds; band: range over seeds)")
     ax.set_ylabel("ECE (held-out)")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
