@@ -134,3 +134,15 @@ def test_config_rejects_bad_pipeline_settings(tmp_path):
         CalibratedPPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", abstention_reward="maybe")
     cfg = CalibratedPPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", abstention_reward="0.3")
     assert cfg.pipeline_config().abstention_reward == 0.3
+
+
+def test_value_model_must_not_be_the_reward_model(tmp_path):
+    tok = build_word_tokenizer(QUESTIONS)
+    shared = build_tiny_reward_model(tok)
+    data = Dataset.from_dict({"input_ids": [tok(q)["input_ids"] for q in QUESTIONS]})
+    args = CalibratedPPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", total_episodes=8,
+                               per_device_train_batch_size=4, num_mini_batches=1)
+    with pytest.raises(ConfigError, match="separate instances"):
+        CalibratedPPOTrainer(args=args, processing_class=tok, model=scripted_confidence_lm(tok),
+                             ref_model=scripted_confidence_lm(tok), reward_model=shared, value_model=shared,
+                             train_dataset=data)

@@ -132,6 +132,10 @@ class CalibratedPPOTrainer(PPOTrainer):
     def __init__(self, args: CalibratedPPOConfig, processing_class: Any, model: Any, ref_model: Any,
                  reward_model: Any, train_dataset: Any, value_model: Any, *, reward_tokenizer: Any = None,
                  reward_pipeline: RewardPipeline | None = None, eval_dataset: Any = None, **kwargs: Any) -> None:
+        if value_model is not None and value_model is reward_model:
+            # the value model is trained while the reward model must stay fixed, and the reward seam below
+            # tells them apart by identity: load the value model as its own instance (e.g. from the RM path)
+            raise ConfigError("value_model and reward_model must be separate instances", field="value_model")
         self.references: PromptReferences | None = None
         column = getattr(args, "reference_column", None)
         if column:
