@@ -110,31 +110,26 @@ def attach_calibration_eval(trainer: Any, calibration_eval: Any) -> Any:
     return callback
 
 
-def prepare_reward_funcs(trainer: Any, args: Any, train_dataset: Any) -> tuple[list, str | None]:
-    """Check ``args`` and the dataset, build the reward functions (setting ``args.reward_weights``) and
-    warn about per-group std scaling; shared by the GRPO and RLOO trainers."""
-    if not isinstance(args, RewardFuncsConfig):
-        name = type(trainer).__name__
-        raise ConfigError(f"{name} needs a {name.replace('Trainer', 'Config')}", field="args")
-    check_reference_column(args, train_dataset)
-    reward_funcs, weights = build_reward_funcs(args)
-    args.reward_weights = weights
-    return reward_funcs, warn_if_std_scaling(args)
+class ScoringRuleRewardsMixin:
+    """Builds a TRL policy-gradient trainer's reward functions from ``args.reward_funcs`` (checking the config
+    and the reference column, warning about per-group std scaling) and attaches the per-epoch calibration
+    eval; put it before ``GRPOTrainer`` / ``RLOOTrainer`` in the bases."""
+
+    def __init__(self, model: Any, args: Any, train_dataset: Any = None, *, calibration_eval: Any = None,
+                 **kwargs: Any) -> None:
+        if not isinstance(args, RewardFuncsConfig):
+            name = type(self).__name__
+            raise ConfigError(f"{name} needs a {name.replace('Trainer', 'Config')}", field="args")
+        check_reference_column(args, train_dataset)
+        reward_funcs, args.reward_weights = build_reward_funcs(args)
+        self.std_scaling_warning = warn_if_std_scaling(args)
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
+        self.calibration_callback = attach_calibration_eval(self, calibration_eval)
 
 
-class CalibratedGRPOTrainer(GRPOTrainer):
+class CalibratedGRPOTrainer(ScoringRuleRewardsMixin, GRPOTrainer):
     """``trl.GRPOTrainer`` whose reward functions come from ``args.reward_funcs``.
 
     Everything else is GRPOTrainer's. ``calibration_eval`` (a ``CalibrationEvalConfig`` or callback) adds
     the per-epoch calibration evaluation.
     """
-
-    def __init__(self, model: Any, args: CalibratedGRPOConfig, train_dataset: Any = None,
-                 eval_dataset: Any = None, processing_class: Any = None, callbacks: list | None = None,
-                 optimizers: tuple = (None, None), peft_config: Any = None,
-                 calibration_eval: Any = None, **kwargs: Any) -> None:
-        reward_funcs, self.std_scaling_warning = prepare_reward_funcs(self, args, train_dataset)
-        super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
-                         optimizers=optimizers, peft_config=peft_config, **kwargs)
-        self.calibration_callback = attach_calibration_eval(self, calibration_eval)

@@ -10,12 +10,11 @@ groups), which rescales every advantage by the same factor and keeps the optimum
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from trl import RLOOConfig, RLOOTrainer
 
 from calrl.rewards.reward_funcs import RewardFuncsConfig
-from calrl.trainers.grpo import attach_calibration_eval, prepare_reward_funcs
+from calrl.trainers.grpo import ScoringRuleRewardsMixin
 
 
 @dataclass
@@ -30,19 +29,9 @@ class CalibratedRLOOConfig(RLOOConfig, RewardFuncsConfig):
         self.validate_reward_options()
 
 
-class CalibratedRLOOTrainer(RLOOTrainer):
+class CalibratedRLOOTrainer(ScoringRuleRewardsMixin, RLOOTrainer):
     """``trl.RLOOTrainer`` whose reward functions come from ``args.reward_funcs``.
 
     ``calibration_eval`` (a ``CalibrationEvalConfig`` or callback) adds the per-epoch calibration evaluation.
+    RLOOConfig has no per-group std scaling, so ``std_scaling_warning`` stays None.
     """
-
-    def __init__(self, model: Any, args: CalibratedRLOOConfig, train_dataset: Any = None,
-                 eval_dataset: Any = None, processing_class: Any = None, callbacks: list | None = None,
-                 optimizers: tuple = (None, None), peft_config: Any = None,
-                 calibration_eval: Any = None, **kwargs: Any) -> None:
-        # RLOOConfig has no per-group std scaling: the warning is None unless a future option adds one.
-        reward_funcs, self.std_scaling_warning = prepare_reward_funcs(self, args, train_dataset)
-        super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
-                         optimizers=optimizers, peft_config=peft_config, **kwargs)
-        self.calibration_callback = attach_calibration_eval(self, calibration_eval)
