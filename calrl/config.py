@@ -170,9 +170,57 @@ def _dataclass_member(tp: Any) -> type | None:
     return None
 
 
+def _nested_value(tp: Any, value: Any, *, path: str | None, where: str, ignore_unknown: bool) -> tuple[bool, Any]:
+    """Build ``value`` when ``tp`` holds dataclasses: ``Inner``, ``list[Inner]``, ``dict[str, Inner]`` (nested
+    to any depth). Returns (False, None) when ``tp`` holds no dataclass, so the caller checks it as a plain value.
+    """
+    nested = _dataclass_member(tp)
+    if nested is not None:
+        if isinstance(value, dict):
+            return True, build(nested, value, path=path, section=where, ignore_unknown=ignore_unknown)
+        return False, None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if value is None or len(inner) != 1:
+            return False, None
+        return _nested_value(inner[0], value, path=path, where=where, ignore_unknown=ignore_unknown)
+    if origin is list and args and _holds_dataclass(args[0]) and isinstance(value, list):
+        out = []
+        for i, item in enumerate(value):
+            built, item_value = _nested_value(args[0], item, path=path, where=f"{where}[{i}]",
+                                              ignore_unknown=ignore_unknown)
+            if not built:
+                raise ConfigError(f"key '{where}[{i}]' must be a mapping, got {type(item).__name__}", path=path)
+            out.append(item_value)
+        return True, out
+    if origin is dict and len(args) == 2 and _holds_dataclass(args[1]) and isinstance(value, dict):
+        out_map = {}
+        for key, item in value.items():
+            if key == "__lines__":
+                continue
+            built, item_value = _nested_value(args[1], item, path=path, where=f"{where}.{key}",
+                                              ignore_unknown=ignore_unknown)
+            if not built:
+                raise ConfigError(f"key '{where}.{key}' must be a mapping, got {type(item).__name__}", path=path)
+            out_map[str(key)] = item_value
+        return True, out_map
+    return False, None
+
+
+def _holds_dataclass(tp: Any) -> bool:
+    if _dataclass_member(tp) is not None:
+        return True
+    return any(_holds_dataclass(a) for a in typing.get_args(tp))
+
+
 def build(cls: type, data: Mapping[str, Any] | None, *, path: str | None = None,
-          section: str = "", required: Sequence[str] = ()) -> Any:
-    """Instantiate dataclass ``cls`` from a mapping, checking every key and type first."""
+          section: str = "", required: Sequence[str] = (), ignore_unknown: bool = False) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, checking every key and type first.
+
+    Fields typed as dataclasses, lists of them or mappings of them are built recursively. Unknown keys
+    are an error, or skipped with ``ignore_unknown`` (for files a newer calrl may have written).
+    """
     data = dict(data or {})
     lines: dict[str, int | None] = data.pop("__lines__", {}) or {}
     prefix = f"{section}." if section else ""
@@ -185,13 +233,16 @@ def build(cls: type, data: Mapping[str, Any] | None, *, path: str | None = None,
     for key, value in data.items():
         line = lines.get(str(key))
         if key not in fields:
+            if ignore_unknown:
+                continue
             close = difflib.get_close_matches(str(key), list(fields), n=3, cutoff=0.6)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ConfigError(f"unknown key '{prefix}{key}'{hint}", path=path, line=line)
         tp = hints.get(key, fields[key].type)
-        nested = _dataclass_member(tp)
-        if nested is not None and isinstance(value, dict):
-            kwargs[key] = build(nested, value, path=path, section=f"{prefix}{key}")
+        built, nested_value = _nested_value(tp, value, path=path, where=f"{prefix}{key}",
+                                            ignore_unknown=ignore_unknown)
+        if built:
+            kwargs[key] = nested_value
             continue
         ok, coerced = _check_value(_strip_lines(value), tp)
         if not ok:

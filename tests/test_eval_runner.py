@@ -6,11 +6,10 @@ import json
 import math
 
 import pytest
-import torch
 
 from calrl.errors import InputError
 from calrl.eval.records import PredictionRecord, ResolvedRecord
-from calrl.eval.runner import answer_cluster_key, compute_metrics, json_safe, resolve_records
+from calrl.eval.runner import answer_cluster_key, compute_metrics, resolve_records
 
 
 def rr(id_, correct, confidence, *, abstained=False, hedged=False, slice_=None, samples=None, answer=None,
@@ -117,11 +116,6 @@ def test_seeded_bootstrap_is_reproducible():
     one = compute_metrics(recs, n_boot=40, seed=3)
     two = compute_metrics(recs, n_boot=40, seed=3)
     assert one["smece"] == two["smece"]
-
-
-def test_json_safe():
-    assert json_safe({"a": [float("nan"), torch.tensor(0.5), math.inf], "b": 1}) == {"a": [None, 0.5, None],
-                                                                                       "b": 1}
 
 
 # ------------------------------------------------------------------------------------------ resolution

@@ -26,8 +26,8 @@ def generate_predictions(model: Any, tokenizer: Any, items: Sequence[EvalItem], 
                          show_progress: bool = True) -> list[PredictionRecord]:
     """Generate one response per item (greedy unless ``do_sample``) and ``num_samples`` sampled ones.
 
-    Returns PredictionRecords (id, question, response, reference, choices, slice, samples) in the order
-    of ``items``.
+    Returns PredictionRecords (id, question, prompt, response, reference, choices, slice, samples) in the
+    order of ``items``; ``prompt`` is the text the model saw, chat template applied.
     """
     if batch_size < 1 or max_new_tokens < 1 or num_samples < 0:
         raise InputError("batch_size and max_new_tokens must be >= 1 and num_samples >= 0")
@@ -94,7 +94,7 @@ def _generate_local(model: Any, tokenizer: Any, items: list[EvalItem], *, prompt
         PredictionRecord(
             id=item.id, question=item.question, response=responses[i], reference=list(item.reference),
             choices=list(item.choices) if item.choices else None, slice=dict(item.slice),
-            samples=samples.get(i),
+            samples=samples.get(i), prompt=texts[i],
         )
         for i, item in enumerate(items)
     ]

@@ -1,7 +1,9 @@
 """Reliability diagrams: accuracy per confidence bin against the diagonal, confidence histogram below.
 
-The input is one metrics dict (as written to ``metrics.json``) or several; several are overlaid on one
-figure in distinct colours (``calrl compare`` draws baseline and candidate together).
+The input is one run's results (an :class:`~calrl.eval.schema.EvalResults`, or a mapping holding at least
+``reliability`` and ``ece`` as in ``metrics.json``) or several; several are overlaid on one figure in
+distinct colours (``calrl compare`` draws baseline and candidate together). The legend names each run by
+its label; for an EvalResults without labels, by the model it evaluated.
 """
 
 from __future__ import annotations
@@ -11,21 +13,25 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from calrl.eval.schema import EvalResults, ReliabilityBin
+from calrl.formatting import fmt
 from calrl.io import write_bytes
+
+Run = EvalResults | Mapping[str, Any]
 
 COLORS = ("#1f5fa8", "#d1495b", "#2e933c", "#edae49", "#6a4c93", "#00798c")
 GAP_COLOR = "#d1495b"
 SPARSE_BIN = 5  # bins with fewer answers are drawn faded
 
 
-def plot_reliability(entries: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+def plot_reliability(entries: Run | Sequence[Run],
                      path: str | os.PathLike[str], labels: Sequence[str] | None = None,
                      title: str | None = None) -> None:
     """Draw the reliability diagram of one or several metrics dicts and write it to ``path`` (PNG)."""
     write_bytes(path, render_reliability(entries, labels=labels, title=title))
 
 
-def render_reliability(entries: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+def render_reliability(entries: Run | Sequence[Run],
                        labels: Sequence[str] | None = None, title: str | None = None) -> bytes:
     """The reliability diagram as PNG bytes (see :func:`plot_reliability`)."""
     import matplotlib
@@ -33,11 +39,12 @@ def render_reliability(entries: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    runs = [entries] if isinstance(entries, Mapping) else list(entries)
+    runs = [entries] if isinstance(entries, Mapping | EvalResults) else list(entries)
     if not runs:
         raise ValueError("plot_reliability needs at least one metrics dict")
     if labels is None:
-        labels = ["model"] if len(runs) == 1 else [f"run {i + 1}" for i in range(len(runs))]
+        labels = [r.model_label if isinstance(r, EvalResults) else ("model" if len(runs) == 1 else f"run {i + 1}")
+                  for i, r in enumerate(runs)]
     if len(labels) != len(runs):
         raise ValueError(f"{len(labels)} labels for {len(runs)} runs")
 
@@ -50,16 +57,16 @@ def render_reliability(entries: Mapping[str, Any] | Sequence[Mapping[str, Any]],
             zorder=1)
     single = len(runs) == 1
     n_runs = len(runs)
-    for k, (metrics, label) in enumerate(zip(runs, labels, strict=True)):
+    for k, (run, label) in enumerate(zip(runs, labels, strict=True)):
         color = COLORS[k % len(COLORS)]
-        bins = [b for b in metrics.get("reliability", []) if b.get("count")]
-        ece = metrics.get("ece")
-        legend = f"{label}  (ECE {ece:.3f})" if isinstance(ece, int | float) else f"{label}  (ECE n/a)"
+        all_bins, ece = _curve(run)
+        bins = [b for b in all_bins if b.count]
+        legend = f"{label}  (ECE {fmt(ece, 3)})"
         if single:
             _draw_bars(ax, bins, color, legend)
         else:
             _draw_points(ax, bins, color, legend, offset=(k - (n_runs - 1) / 2) * 0.012)
-        _draw_histogram(hist_ax, metrics.get("reliability", []), color, k, n_runs)
+        _draw_histogram(hist_ax, all_bins, color, k, n_runs)
 
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -87,7 +94,18 @@ def render_reliability(entries: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     return buf.getvalue()
 
 
-def _draw_bars(ax, bins: list[Mapping[str, Any]], color: str, legend: str) -> None:
+def _curve(run: Run) -> tuple[list[ReliabilityBin], float | None]:
+    """The reliability bins and the ECE of one run."""
+    if isinstance(run, EvalResults):
+        return run.reliability, run.ece
+    bins = [b if isinstance(b, ReliabilityBin) else ReliabilityBin(
+        lower=b["lower"], upper=b["upper"], count=b.get("count", 0), mean_confidence=b.get("mean_confidence"),
+        accuracy=b.get("accuracy")) for b in run.get("reliability") or []]
+    ece = run.get("ece")
+    return bins, (ece if isinstance(ece, int | float) else None)
+
+
+def _draw_bars(ax, bins: list[ReliabilityBin], color: str, legend: str) -> None:
     """One run: accuracy bars per bin, the gap to the bin's mean confidence shaded in red.
 
     Bins holding fewer than ``SPARSE_BIN`` items are drawn faded: one or two answers make a tall bar that
@@ -95,11 +113,11 @@ def _draw_bars(ax, bins: list[Mapping[str, Any]], color: str, legend: str) -> No
     """
     labelled = {"bar": False, "gap": False, "sparse": False}
     for b in bins:
-        lo, hi = b["lower"], b["upper"]
+        lo, hi = b.lower, b.upper
         width = (hi - lo) * 0.92
         centre = (lo + hi) / 2
-        acc, conf = b["accuracy"], b["mean_confidence"]
-        sparse = b["count"] < SPARSE_BIN
+        acc, conf = b.accuracy, b.mean_confidence
+        sparse = b.count < SPARSE_BIN
         label = None
         if sparse and not labelled["sparse"]:
             label, labelled["sparse"] = f"fewer than {SPARSE_BIN} answers", True
@@ -115,13 +133,13 @@ def _draw_bars(ax, bins: list[Mapping[str, Any]], color: str, legend: str) -> No
         ax.plot([], [], color=color, label=legend)
 
 
-def _draw_points(ax, bins: list[Mapping[str, Any]], color: str, legend: str, offset: float) -> None:
+def _draw_points(ax, bins: list[ReliabilityBin], color: str, legend: str, offset: float) -> None:
     """One of several runs: accuracy at each bin's mean confidence, the gap to the diagonal shaded.
 
     The gap strips of different runs are shifted by ``offset`` so that they do not hide each other.
     """
-    xs = [b["mean_confidence"] for b in bins]
-    ys = [b["accuracy"] for b in bins]
+    xs = [b.mean_confidence for b in bins]
+    ys = [b.accuracy for b in bins]
     ax.plot(xs, ys, marker="o", markersize=5, linewidth=1.6, color=color, label=legend, zorder=4,
             clip_on=False)
     for x, y in zip(xs, ys, strict=True):
@@ -129,12 +147,12 @@ def _draw_points(ax, bins: list[Mapping[str, Any]], color: str, legend: str, off
                 zorder=3)
 
 
-def _draw_histogram(ax, bins: list[Mapping[str, Any]], color: str, k: int, n_runs: int) -> None:
+def _draw_histogram(ax, bins: list[ReliabilityBin], color: str, k: int, n_runs: int) -> None:
     """Share of answered items per bin, side-by-side bars when several runs are drawn."""
-    total = sum(b.get("count", 0) for b in bins) or 1
+    total = sum(b.count for b in bins) or 1
     for b in bins:
-        lo, hi = b["lower"], b["upper"]
+        lo, hi = b.lower, b.upper
         width = (hi - lo) * 0.92 / n_runs
         left = lo + (hi - lo) * 0.04 + k * width
-        ax.bar(left, b.get("count", 0) / total, width=width, align="edge", color=color, alpha=0.85,
+        ax.bar(left, b.count / total, width=width, align="edge", color=color, alpha=0.85,
                edgecolor="white", linewidth=0.4, zorder=2)

@@ -24,6 +24,7 @@ class PredictionRecord:
     samples: list[str] | None = None
     question: str | None = None
     choices: list[str] | None = None
+    prompt: str | None = None  # the prompt as sent to the model (chat template applied), when generated
 
     def to_json(self) -> dict[str, Any]:
         row = {k: v for k, v in asdict(self).items() if v is not None}
@@ -44,4 +45,28 @@ class ResolvedRecord:
     hedged: bool
     slice: dict[str, str] = field(default_factory=dict)
     samples: list[str] | None = None
-    answer: str | None = None
+    answer: str | None = None  # the answer extracted from the response and graded
+    response: str | None = None
+    reference: list[str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """One line of ``resolved.jsonl`` (every field; what ``calrl compare`` reads back)."""
+        return asdict(self)
+
+
+def sample_row(record: PredictionRecord, resolved: ResolvedRecord) -> dict[str, Any]:
+    """One line of ``samples.jsonl``: an item as asked, answered, parsed and graded.
+
+    The fields, in the habit of lm-evaluation-harness' samples files: ``id``, ``prompt`` (null for a
+    predictions file), ``question``, ``choices``, ``response``, ``reference``, ``answer`` (parsed),
+    ``confidence`` and ``confidence_source``, ``abstained``, ``correct``, ``hedged``, ``slice``, ``samples``.
+    """
+    if record.id != resolved.id:
+        raise ValueError(f"record {record.id!r} paired with resolved item {resolved.id!r}")
+    return {
+        "id": record.id, "prompt": record.prompt, "question": record.question, "choices": record.choices,
+        "response": record.response, "reference": record.reference, "answer": resolved.answer,
+        "confidence": resolved.confidence, "confidence_source": resolved.confidence_source,
+        "abstained": resolved.abstained, "correct": resolved.correct, "hedged": resolved.hedged,
+        "slice": dict(resolved.slice), "samples": record.samples,
+    }

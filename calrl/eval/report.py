@@ -1,23 +1,33 @@
 """The evaluation report: ``report.md`` and a standalone ``report.html`` (images inlined as data URIs).
 
-Both are rendered from one list of blocks built from the metrics dict that is written to
-``metrics.json``, so every number in the report is that dict's value formatted by :func:`fmt`.
+Both are rendered from one list of blocks built from the results written to ``metrics.json``
+(:class:`~calrl.eval.schema.EvalResults`), so every number in the report is a value of that file
+formatted by :func:`~calrl.formatting.fmt`. The report opens with what was evaluated and a one-line
+verdict, and lists the answers that were most confidently wrong.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
-import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calrl.eval.records import ResolvedRecord
+from calrl.eval.schema import EvalResults, as_results, lookup
+from calrl.formatting import fmt
 from calrl.io import write_text
 
-DECIMALS = 4
+__all__ = ["build_sections", "confidently_wrong", "fmt", "lookup", "render_html", "render_markdown", "verdict",
+           "write_report"]
+
+WELL_CALIBRATED_ECE = 0.05  # the verdict calls a model well calibrated at or below this ECE
+N_WRONG_EXAMPLES = 10  # the report lists this many most confidently wrong answers
+EXCERPT_CHARS = 160  # a response longer than this is cut in the examples table
 
 # (label, key in the metrics dict, explanation) for the summary table
 SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
@@ -48,29 +58,6 @@ SLICE_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def fmt(value: Any, digits: int = DECIMALS) -> str:
-    """How every number appears in a report: ints as is, floats to ``digits`` decimals, None as ``n/a``."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, numbers.Real):  # float, numpy scalars
-        return f"{float(value):.{digits}f}"
-    return str(value)
-
-
-def lookup(metrics: Mapping[str, Any], dotted: str) -> Any:
-    """``lookup(m, "smece.value") == m["smece"]["value"]``; None when a level is absent."""
-    value: Any = metrics
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 @dataclass
 class Table:
     header: list[str]
@@ -84,78 +71,163 @@ class Image:
 
 
 @dataclass
+class Lead:
+    """A sentence shown in bold (the verdict)."""
+
+    text: str
+
+
+@dataclass
 class Section:
     title: str
-    blocks: list[str | Table | Image] = field(default_factory=list)
+    blocks: list[str | Lead | Table | Image] = field(default_factory=list)
 
 
-def build_sections(metrics: Mapping[str, Any], images: Mapping[str, str | os.PathLike[str]]) -> list[Section]:
-    """The report's content, format-independent."""
-    sections: list[Section] = []
-
-    summary = Section("Summary")
-    n_abst = metrics.get("n_abstained", 0)
-    summary.blocks.append(
-        f"{fmt(metrics.get('n'))} items, {fmt(metrics.get('n_answered'))} answered, {fmt(n_abst)} abstained. "
-        f"Calibration metrics use the {fmt(metrics.get('n_scored'))} answered items with a confidence "
-        f"(missing-confidence policy: {lookup(metrics, 'missing_confidence.policy')}).")
-    summary.blocks.append(Table(["metric", "key", "value", "meaning"],
-                                [[label, f"`{key}`", fmt(lookup(metrics, key)), meaning]
-                                 for label, key, meaning in SUMMARY_ROWS]))
-    sections.append(summary)
-
+def build_sections(metrics: EvalResults | Mapping[str, Any], images: Mapping[str, str | os.PathLike[str]],
+                   examples: Sequence[ResolvedRecord] = ()) -> list[Section]:
+    """The report's content, format-independent; ``examples`` are the resolved items (for the list of the
+    most confidently wrong answers)."""
+    results = as_results(metrics)
+    sections = [_summary(results)]
     for name, path in images.items():
         sections.append(Section(name, [Image(Path(path), name)]))
-
-    sources = metrics.get("confidence_sources") or {}
-    if sources:
-        sections.append(Section("Where confidences came from", [
-            ("`given`: the file's confidence field; `explicit`: a statement such as \"Confidence: 8\"; "
-            "`hedge`: a hedge phrase mapped through the lexicon; `missing`: none found; "
-            "`abstained`: abstentions carry no confidence."),
-            Table(["source", "count"], [[f"`{k}`", fmt(v)] for k, v in sources.items()])]))
-
-    bins = metrics.get("reliability") or []
-    if bins:
-        rows = [[f"[{fmt(b['lower'])}, {fmt(b['upper'])}{']' if i == len(bins) - 1 else ')'}", fmt(b["count"]),
-                 fmt(b["mean_confidence"]), fmt(b["accuracy"]),
-                 fmt(None if b["count"] == 0 else b["mean_confidence"] - b["accuracy"])]
-                for i, b in enumerate(bins)]
-        sections.append(Section("Reliability bins", [
-            Table(["bin", "count", "mean confidence", "accuracy", "gap (conf. - acc.)"], rows)]))
-
-    consistency = metrics.get("consistency")
-    if consistency:
-        sections.append(Section("Consistency across samples", [
-            (f"{fmt(consistency['n_items'])} answered items with samples "
-            f"({fmt(consistency['mean_samples'])} samples each on average). Answers are clustered by "
-            "normalised text or numeric value; AUROC rates each signal as a predictor of correctness "
-            "(entropy negated)."),
-            Table(["signal", "mean", "AUROC"], [
-                ["agreement rate", fmt(consistency["agreement_rate"]["mean"]),
-                 fmt(consistency["agreement_rate"]["auroc"])],
-                ["semantic entropy", fmt(consistency["semantic_entropy"]["mean"]),
-                 fmt(consistency["semantic_entropy"]["auroc"])],
-            ])]))
-
-    slices = metrics.get("slices") or {}
-    if slices:
-        min_size = lookup(metrics, "settings.min_slice_size")
-        note = (f"Slices with fewer than {fmt(min_size)} items are flagged small; their numbers are noisy."
-                if min_size is not None else "Small slices are flagged; their numbers are noisy.")
-        rows = []
-        for key, values in slices.items():
-            for value, m in values.items():
-                rows.append([key, value, "small" if m.get("small") else ""]
-                            + [fmt(lookup(m, k)) for _, k in SLICE_COLUMNS])
-        sections.append(Section("Slices", [note, Table(["slice", "value", "flag"]
-                                                       + [c for c, _ in SLICE_COLUMNS], rows)]))
-
-    settings = metrics.get("settings")
-    if settings:
-        sections.append(Section("Settings", [
-            Table(["setting", "value"], [[f"`{k}`", fmt(v)] for k, v in settings.items()])]))
+    wrong = confidently_wrong(examples)
+    if wrong:
+        sections.append(_wrong_examples(wrong))
+    sections += [s for s in (_sources(results), _bins(results), _consistency(results), _slices(results))
+                 if s is not None]
+    sections.append(_run(results))
     return sections
+
+
+def verdict(metrics: EvalResults | Mapping[str, Any]) -> str:
+    """One line on the calibration of stated confidence, from the numbers of ``metrics``."""
+    r = as_results(metrics)
+    scored_bins = [b for b in r.reliability if b.count]
+    if r.ece is None or r.mean_confidence is None or not scored_bins:
+        return (f"No verdict on calibration: none of the {fmt(r.n_answered)} answered items has a confidence "
+                f"({fmt(r.n_abstained)} abstained, {fmt(r.missing_confidence.count)} answered without one).")
+    n = sum(b.count for b in scored_bins)
+    accuracy = sum(b.count * (b.accuracy or 0.0) for b in scored_bins) / n
+    stated = (f"mean stated confidence {fmt(r.mean_confidence, 2)} against accuracy {fmt(accuracy, 2)} "
+              f"on the {fmt(n)} scored answers, ECE {fmt(r.ece, 3)}")
+    if r.ece <= WELL_CALIBRATED_ECE:
+        return f"Well calibrated (ECE at most {fmt(WELL_CALIBRATED_ECE, 2)}): {stated}."
+    kind = "Overconfident" if r.mean_confidence > accuracy else "Underconfident"
+    tail = ""
+    if kind == "Overconfident" and r.overconfident_error_rate:
+        tail = f"; {fmt(100 * r.overconfident_error_rate, 0)}% of wrong answers stated 0.9 or more"
+    return f"{kind}: {stated}{tail}."
+
+
+def confidently_wrong(records: Sequence[ResolvedRecord], k: int = N_WRONG_EXAMPLES) -> list[ResolvedRecord]:
+    """The ``k`` wrong answers with the highest stated confidence (ties by id)."""
+    wrong = [r for r in records if not r.abstained and not r.correct and r.confidence is not None]
+    return sorted(wrong, key=lambda r: (-(r.confidence or 0.0), r.id))[:k]
+
+
+def _summary(r: EvalResults) -> Section:
+    summary = Section("Summary")
+    summary.blocks.append(Lead(verdict(r)))
+    summary.blocks.append(_what_was_evaluated(r))
+    summary.blocks.append(
+        f"{fmt(r.n)} items, {fmt(r.n_answered)} answered, {fmt(r.n_abstained)} abstained. "
+        f"Calibration metrics use the {fmt(r.n_scored)} answered items with a confidence "
+        f"(missing-confidence policy: {r.missing_confidence.policy}).")
+    summary.blocks.append(Table(["metric", "key", "value", "meaning"],
+                                [[label, f"`{key}`", fmt(lookup(r, key)), meaning]
+                                 for label, key, meaning in SUMMARY_ROWS]))
+    return summary
+
+
+def _what_was_evaluated(r: EvalResults) -> str:
+    c = r.config
+    if c is None or not (c.model or c.predictions):
+        return f"Source: `{r.source}`." if r.source else "Source: not recorded."
+    if c.model:
+        text = f"Model: `{c.model}`" + (f" with adapter `{c.adapter}`" if c.adapter else "")
+        text += f", on `{c.dataset}`" + (f" (split `{c.split}`)" if c.split else "")
+        if c.limit is not None:
+            text += f", {fmt(c.limit)} items" + (f" (stratified sample, seed {fmt(c.sample_seed)})"
+                                                  if c.sample_seed is not None else " (the first ones)")
+        return text + f"; prompt: {c.prompt_style}, confidence scale {c.prompt_scale}."
+    return f"Predictions: `{c.predictions}`."
+
+
+def _wrong_examples(wrong: Sequence[ResolvedRecord]) -> Section:
+    rows = [[f"`{r.id}`", fmt(r.confidence, 2), _excerpt(r.answer), _excerpt(" / ".join(r.reference or [])),
+             _excerpt(r.response)] for r in wrong]
+    return Section(f"Most confidently wrong answers (top {len(wrong)})", [
+        "Wrong answers sorted by stated confidence, highest first: where the model's voice misleads most.",
+        Table(["id", "confidence", "parsed answer", "reference", "response"], rows)])
+
+
+def _excerpt(text: str | None) -> str:
+    if text is None:
+        return "n/a"
+    flat = " ".join(text.split()).replace("`", "'")
+    return flat if len(flat) <= EXCERPT_CHARS else flat[:EXCERPT_CHARS - 3] + "..."
+
+
+def _sources(r: EvalResults) -> Section | None:
+    if not r.confidence_sources:
+        return None
+    return Section("Where confidences came from", [
+        ("`given`: the file's confidence field; `explicit`: a statement such as \"Confidence: 8\"; "
+         "`hedge`: a hedge phrase mapped through the lexicon; `missing`: none found; "
+         "`abstained`: abstentions carry no confidence."),
+        Table(["source", "count"], [[f"`{k}`", fmt(v)] for k, v in r.confidence_sources.items()])])
+
+
+def _bins(r: EvalResults) -> Section | None:
+    bins = r.reliability
+    if not bins:
+        return None
+    rows = [[f"[{fmt(b.lower)}, {fmt(b.upper)}{']' if i == len(bins) - 1 else ')'}", fmt(b.count),
+             fmt(b.mean_confidence), fmt(b.accuracy),
+             fmt(None if not b.count or b.mean_confidence is None or b.accuracy is None
+                 else b.mean_confidence - b.accuracy)]
+            for i, b in enumerate(bins)]
+    return Section("Reliability bins", [
+        Table(["bin", "count", "mean confidence", "accuracy", "gap (conf. - acc.)"], rows)])
+
+
+def _consistency(r: EvalResults) -> Section | None:
+    c = r.consistency
+    if c is None:
+        return None
+    return Section("Consistency across samples", [
+        (f"{fmt(c.n_items)} answered items with samples ({fmt(c.mean_samples)} samples each on average). "
+         "Answers are clustered by normalised text or numeric value; AUROC rates each signal as a predictor "
+         "of correctness (entropy negated)."),
+        Table(["signal", "mean", "AUROC"], [
+            ["agreement rate", fmt(c.agreement_rate.mean), fmt(c.agreement_rate.auroc)],
+            ["semantic entropy", fmt(c.semantic_entropy.mean), fmt(c.semantic_entropy.auroc)],
+        ])])
+
+
+def _slices(r: EvalResults) -> Section | None:
+    if not r.slices:
+        return None
+    note = (f"Slices with fewer than {fmt(r.settings.min_slice_size)} items are flagged small; their numbers "
+            "are noisy.")
+    rows = [[key, value, "small" if m.small else ""] + [fmt(lookup(m, k)) for _, k in SLICE_COLUMNS]
+            for key, values in r.slices.items() for value, m in values.items()]
+    return Section("Slices", [note, Table(["slice", "value", "flag"] + [c for c, _ in SLICE_COLUMNS], rows)])
+
+
+def _run(r: EvalResults) -> Section:
+    """Settings, run configuration and versions: what it takes to run the evaluation again."""
+    rows = [[f"`settings.{k}`", fmt(v)] for k, v in dataclasses.asdict(r.settings).items()]
+    for block, value in (("config", r.config), ("versions", r.versions)):
+        if value is None:
+            continue
+        for k, v in dataclasses.asdict(value).items():
+            if isinstance(v, dict):
+                rows += [[f"`{block}.{k}.{kk}`", fmt(vv)] for kk, vv in v.items()]
+            elif v is not None:
+                rows.append([f"`{block}.{k}`", fmt(v)])
+    return Section("Settings and versions", [Table(["setting", "value"], rows)])
 
 
 def render_markdown(title: str, sections: Sequence[Section], out_dir: Path) -> str:
@@ -169,6 +241,8 @@ def render_markdown(title: str, sections: Sequence[Section], out_dir: Path) -> s
                 lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
             elif isinstance(block, Image):
                 lines.append(f"![{block.alt}]({_relative(block.path, out_dir)})")
+            elif isinstance(block, Lead):
+                lines.append(f"**{block.text}**")
             else:
                 lines.append(block)
             lines.append("")
@@ -186,6 +260,8 @@ def render_html(title: str, sections: Sequence[Section]) -> str:
                 body = "".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>"
                                for row in block.rows)
                 parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            elif isinstance(block, Lead):
+                parts.append(f"<p><strong>{_html_cell(block.text)}</strong></p>")
             elif isinstance(block, Image):
                 data = base64.b64encode(block.path.read_bytes()).decode("ascii")
                 parts.append(f"<img alt=\"{html.escape(block.alt)}\" src=\"data:image/png;base64,{data}\">")
@@ -195,16 +271,18 @@ def render_html(title: str, sections: Sequence[Section]) -> str:
     return "\n".join(parts)
 
 
-def write_report(metrics: Mapping[str, Any], out_dir: str | os.PathLike[str], title: str,
-                 images: Mapping[str, str | os.PathLike[str]] | None = None) -> tuple[Path, Path]:
+def write_report(metrics: EvalResults | Mapping[str, Any], out_dir: str | os.PathLike[str], title: str,
+                 images: Mapping[str, str | os.PathLike[str]] | None = None,
+                 examples: Sequence[ResolvedRecord] = ()) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into ``out_dir``; returns their paths.
 
     ``images`` maps a section title to a PNG; by default ``out_dir/reliability.png`` when it exists.
+    ``examples`` are the resolved items, from which the most confidently wrong answers are listed.
     """
     out = Path(out_dir)
     if images is None:
         images = {"Reliability diagram": out / "reliability.png"} if (out / "reliability.png").exists() else {}
-    sections = build_sections(metrics, images)
+    sections = build_sections(metrics, images, examples)
     md_path, html_path = out / "report.md", out / "report.html"
     write_text(md_path, render_markdown(title, sections, out))
     write_text(html_path, render_html(title, sections))

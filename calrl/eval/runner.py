@@ -1,13 +1,14 @@
-"""From prediction records to the metrics dict written to ``metrics.json``.
+"""From prediction records to the metrics written to ``metrics.json`` (typed in :mod:`calrl.eval.schema`).
 
 Two steps: :func:`resolve_records` parses confidence, detects abstention and grades each answer;
-:func:`compute_metrics` turns resolved records into calibration, selective-prediction and consistency
-metrics, overall and per slice. Abstentions are a class of their own: they are never wrong answers and
+:func:`compute_results` turns resolved records into calibration, selective-prediction and consistency
+metrics, overall and per slice (:func:`compute_metrics`: the same as a JSON-ready dict). Abstentions are a class of their own: they are never wrong answers and
 carry no confidence, so every calibration metric is computed on answered items only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -17,8 +18,20 @@ import torch
 
 from calrl.errors import InputError
 from calrl.eval.records import PredictionRecord, ResolvedRecord
+from calrl.eval.schema import (
+    Consistency,
+    EvalResults,
+    GroupMetrics,
+    MissingConfidence,
+    ReliabilityBin,
+    Settings,
+    Signal,
+    SliceMetrics,
+    SmoothECE,
+)
 
 MISSING_POLICIES = ("exclude", "half", "error")
+CONFIDENCE_SOURCES = ("given", "explicit", "hedge", "missing", "abstained")
 HEDGE_THRESHOLD = 0.5  # a wrong answer below this stated confidence counts as hedged
 OVERCONFIDENT_THRESHOLD = 0.9  # a wrong answer at or above this stated confidence is overconfident
 
@@ -56,7 +69,8 @@ def resolve_records(records: Iterable[PredictionRecord], *, use_hedges: bool = T
         if abstained:
             resolved.append(ResolvedRecord(id=rec.id, abstained=True, correct=False, confidence=None,
                                            confidence_source="abstained", hedged=hedged,
-                                           slice=dict(rec.slice), samples=rec.samples, answer=None))
+                                           slice=dict(rec.slice), samples=rec.samples, answer=None,
+                                           response=response, reference=rec.reference))
             continue
 
         if rec.confidence is not None:
@@ -77,14 +91,22 @@ def resolve_records(records: Iterable[PredictionRecord], *, use_hedges: bool = T
 
         resolved.append(ResolvedRecord(id=rec.id, abstained=False, correct=correct, confidence=confidence,
                                        confidence_source=source, hedged=hedged, slice=dict(rec.slice),
-                                       samples=rec.samples, answer=answer))
+                                       samples=rec.samples, answer=answer, response=response,
+                                       reference=rec.reference))
     return resolved
 
 
 # --------------------------------------------------------------------------------------------- metrics
 def compute_metrics(resolved: Sequence[ResolvedRecord], *, n_bins: int = 15, missing_policy: str = "exclude",
                     min_slice_size: int = 30, n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
-    """All metrics of issue 2 for the records, overall and per slice value; JSON-safe (NaN -> null).
+    """:func:`compute_results` as the JSON-ready dict of ``metrics.json`` (NaN -> null)."""
+    return compute_results(resolved, n_bins=n_bins, missing_policy=missing_policy,
+                           min_slice_size=min_slice_size, n_boot=n_boot, seed=seed).to_json()
+
+
+def compute_results(resolved: Sequence[ResolvedRecord], *, n_bins: int = 15, missing_policy: str = "exclude",
+                    min_slice_size: int = 30, n_boot: int = 200, seed: int = 0) -> EvalResults:
+    """All metrics of the records, overall and per slice value.
 
     ``missing_policy`` says what an answered item without a confidence does: ``exclude`` (left out of
     the confidence metrics, still counted in accuracy), ``half`` (scored as 0.5) or ``error``
@@ -105,112 +127,100 @@ def compute_metrics(resolved: Sequence[ResolvedRecord], *, n_bins: int = 15, mis
                 raise InputError(f"id {r.id!r} has no confidence (stated, hedged or given) and the "
                                  "missing-confidence policy is 'error'")
 
-    opts = {"n_bins": n_bins, "missing_policy": missing_policy, "n_boot": n_boot, "seed": seed}
-    metrics = _group_metrics(resolved, **opts)
-    consistency = _consistency(resolved)
-    if consistency is not None:
-        metrics["consistency"] = consistency
-    metrics["slices"] = _slice_metrics(resolved, min_slice_size=min_slice_size, **opts)
-    metrics["settings"] = {"n_bins": n_bins, "missing_policy": missing_policy,
-                           "min_slice_size": min_slice_size, "n_boot": n_boot, "seed": seed}
-    return json_safe(metrics)
+    settings = Settings(n_bins=n_bins, missing_policy=missing_policy, min_slice_size=min_slice_size,
+                        n_boot=n_boot, seed=seed)
+    overall = _group_metrics(resolved, settings)
+    return EvalResults(**_fields(overall), slices=_slice_metrics(resolved, settings), settings=settings)
 
 
-def _slice_metrics(resolved: Sequence[ResolvedRecord], *, min_slice_size: int,
-                   **opts: Any) -> dict[str, dict[str, dict[str, Any]]]:
+def _fields(group: GroupMetrics) -> dict[str, Any]:
+    return {f.name: getattr(group, f.name) for f in dataclasses.fields(GroupMetrics)}
+
+
+def _slice_metrics(resolved: Sequence[ResolvedRecord], settings: Settings) -> dict[str, dict[str, SliceMetrics]]:
     groups: dict[str, dict[str, list[ResolvedRecord]]] = {}
     for r in resolved:
         for key, value in r.slice.items():
             groups.setdefault(key, {}).setdefault(value, []).append(r)
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for key in sorted(groups):
-        out[key] = {}
-        for value in sorted(groups[key]):
-            members = groups[key][value]
-            m = _group_metrics(members, **opts)
-            consistency = _consistency(members)
-            if consistency is not None:
-                m["consistency"] = consistency
-            out[key][value] = {"n": m.pop("n"), "small": len(members) < min_slice_size, **m}
-    return out
+    return {key: {value: SliceMetrics(**_fields(_group_metrics(groups[key][value], settings)),
+                                      small=len(groups[key][value]) < settings.min_slice_size)
+                  for value in sorted(groups[key])}
+            for key in sorted(groups)}
 
 
-def _group_metrics(resolved: Sequence[ResolvedRecord], *, n_bins: int, missing_policy: str, n_boot: int,
-                   seed: int) -> dict[str, Any]:
+def _group_metrics(resolved: Sequence[ResolvedRecord], settings: Settings) -> GroupMetrics:
     from calrl import metrics as M
 
+    n_bins = settings.n_bins
     n = len(resolved)
     answered = [r for r in resolved if not r.abstained]
     n_correct = sum(r.correct for r in answered)
     missing = [r for r in answered if r.confidence is None]
-    if missing_policy == "half":
+    if settings.missing_policy == "half":
         scored = [(0.5 if r.confidence is None else r.confidence, r.correct) for r in answered]
     else:
         scored = [(r.confidence, r.correct) for r in answered if r.confidence is not None]
 
-    out: dict[str, Any] = {
-        "n": n,
-        "n_answered": len(answered),
-        "n_abstained": n - len(answered),
-        "n_scored": len(scored),
-        "accuracy": n_correct / n,
-        "accuracy_answered": _ratio(n_correct, len(answered)),
-        "refusal_rate": (n - len(answered)) / n,
-    }
-
     conf = torch.tensor([c for c, _ in scored], dtype=torch.float64)
     corr = torch.tensor([bool(y) for _, y in scored], dtype=torch.bool)
-    nan = float("nan")
+    calibration: dict[str, Any] = {"ece": None, "ece_equal_mass": None, "mce": None,
+                                   "smece": SmoothECE(value=None), "brier": None, "auroc": None,
+                                   "aurc": None, "mean_confidence": None}
     if scored:
         both_classes = bool(corr.any()) and not bool(corr.all())
-        generator = torch.Generator().manual_seed(seed)
-        if n_boot > 0:
-            value, low, high = M.smooth_ece_bootstrap(conf, corr, n_boot=n_boot, generator=generator)
+        generator = torch.Generator().manual_seed(settings.seed)
+        if settings.n_boot > 0:
+            value, low, high = M.smooth_ece_bootstrap(conf, corr, n_boot=settings.n_boot, generator=generator)
         else:
-            value, low, high = M.smooth_ece(conf, corr), nan, nan
-        out.update({
+            value, low, high = M.smooth_ece(conf, corr), None, None
+        calibration = {
             "ece": _f(M.expected_calibration_error(conf, corr, n_bins=n_bins, norm="l1")),
             "ece_equal_mass": _f(M.equal_mass_ece(conf, corr, n_bins=n_bins)),
             "mce": _f(M.max_calibration_error(conf, corr, n_bins=n_bins)),
-            "smece": {"value": _f(value), "low": _f(low), "high": _f(high)},
+            "smece": SmoothECE(value=_f(value), low=_f(low), high=_f(high)),
             "brier": _f(M.brier_score(conf, corr)),
-            "auroc": _f(M.binary_auroc(conf, corr)) if both_classes else nan,
+            "auroc": _f(M.binary_auroc(conf, corr)) if both_classes else None,
             "aurc": _f(M.aurc(conf, corr)),
             "mean_confidence": _f(conf.mean()),
-        })
-    else:
-        out.update({"ece": nan, "ece_equal_mass": nan, "mce": nan,
-                    "smece": {"value": nan, "low": nan, "high": nan}, "brier": nan, "auroc": nan,
-                    "aurc": nan, "mean_confidence": nan})
+        }
 
     wrong = [r for r in answered if not r.correct]
-    out["hedged_error_rate"] = _ratio(
-        sum(r.hedged or (r.confidence is not None and r.confidence < HEDGE_THRESHOLD) for r in wrong),
-        len(wrong))
-    out["overconfident_error_rate"] = _ratio(
-        sum(r.confidence is not None and r.confidence >= OVERCONFIDENT_THRESHOLD for r in wrong), len(wrong))
-    out["missing_confidence"] = {"count": len(missing), "policy": missing_policy}
     sources = Counter(r.confidence_source for r in resolved)
-    out["confidence_sources"] = {s: sources.get(s, 0) for s in ("given", "explicit", "hedge", "missing",
-                                                                 "abstained")}
-    out["reliability"] = _reliability(conf, corr, n_bins) if scored else []
-    return out
+    return GroupMetrics(
+        n=n,
+        n_answered=len(answered),
+        n_abstained=n - len(answered),
+        n_scored=len(scored),
+        accuracy=n_correct / n,
+        accuracy_answered=_ratio(n_correct, len(answered)),
+        refusal_rate=(n - len(answered)) / n,
+        **calibration,
+        hedged_error_rate=_ratio(
+            sum(r.hedged or (r.confidence is not None and r.confidence < HEDGE_THRESHOLD) for r in wrong),
+            len(wrong)),
+        overconfident_error_rate=_ratio(
+            sum(r.confidence is not None and r.confidence >= OVERCONFIDENT_THRESHOLD for r in wrong), len(wrong)),
+        missing_confidence=MissingConfidence(count=len(missing), policy=settings.missing_policy),
+        confidence_sources={s: sources.get(s, 0) for s in CONFIDENCE_SOURCES},
+        reliability=_reliability(conf, corr, n_bins) if scored else [],
+        consistency=_consistency(resolved),
+    )
 
 
-def _reliability(conf: torch.Tensor, corr: torch.Tensor, n_bins: int) -> list[dict[str, Any]]:
+def _reliability(conf: torch.Tensor, corr: torch.Tensor, n_bins: int) -> list[ReliabilityBin]:
     from calrl.metrics import reliability_bins
 
     bins = reliability_bins(conf, corr, n_bins=n_bins)
     rows = []
     for i in range(n_bins):
         count = int(bins["count"][i])
-        rows.append({
-            "lower": _f(bins["lower"][i]),
-            "upper": _f(bins["upper"][i]),
-            "count": count,
-            "mean_confidence": _f(bins["mean_confidence"][i]) if count else None,
-            "accuracy": _f(bins["accuracy"][i]) if count else None,
-        })
+        rows.append(ReliabilityBin(
+            lower=_f(bins["lower"][i]),
+            upper=_f(bins["upper"][i]),
+            count=count,
+            mean_confidence=_f(bins["mean_confidence"][i]) if count else None,
+            accuracy=_f(bins["accuracy"][i]) if count else None,
+        ))
     return rows
 
 
@@ -228,7 +238,7 @@ def answer_cluster_key(text: str) -> str:
     return normalize_answer(answer)
 
 
-def _consistency(resolved: Sequence[ResolvedRecord]) -> dict[str, Any] | None:
+def _consistency(resolved: Sequence[ResolvedRecord]) -> Consistency | None:
     """Agreement rate and discrete semantic entropy of the sampled answers (answered items with samples).
 
     Samples and the graded answer are clustered together by :func:`answer_cluster_key`. Agreement is the
@@ -252,14 +262,14 @@ def _consistency(resolved: Sequence[ResolvedRecord]) -> dict[str, Any] | None:
     entropy = M.discrete_semantic_entropy(cluster_ids).to(torch.float64)
     corr = torch.tensor([r.correct for r in items], dtype=torch.bool)
     both = bool(corr.any()) and not bool(corr.all())
-    return {
-        "n_items": len(items),
-        "mean_samples": sum(len(r.samples or []) for r in items) / len(items),
-        "agreement_rate": {"mean": _f(agreement.mean()),
-                           "auroc": _f(M.binary_auroc(agreement, corr)) if both else None},
-        "semantic_entropy": {"mean": _f(entropy.mean()),
-                             "auroc": _f(M.binary_auroc(-entropy, corr)) if both else None},
-    }
+    return Consistency(
+        n_items=len(items),
+        mean_samples=sum(len(r.samples or []) for r in items) / len(items),
+        agreement_rate=Signal(mean=_f(agreement.mean()),
+                              auroc=_f(M.binary_auroc(agreement, corr)) if both else None),
+        semantic_entropy=Signal(mean=_f(entropy.mean()),
+                                auroc=_f(M.binary_auroc(-entropy, corr)) if both else None),
+    )
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -267,18 +277,9 @@ def _ratio(num: float, den: int) -> float | None:
     return num / den if den else None
 
 
-def _f(x: Any) -> float:
-    return float(x.item() if isinstance(x, torch.Tensor) else x)
-
-
-def json_safe(obj: Any) -> Any:
-    """Replace NaN and infinities by None and tensors by numbers, recursively."""
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
+def _f(x: Any) -> float | None:
+    """A metric as a Python float; None, NaN and infinities (undefined metrics) as None."""
+    if x is None:
         return None
-    return obj
+    value = float(x.item() if isinstance(x, torch.Tensor) else x)
+    return value if math.isfinite(value) else None
