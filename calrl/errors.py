@@ -1,6 +1,16 @@
-"""Errors that the CLI turns into a one-line message and a non-zero exit code."""
+"""Errors that the CLI turns into a one-line message and a non-zero exit code.
+
+File-system faults (``OSError``) are translated here, in one place, by :func:`os_error_message` and
+:func:`file_system_error`; :func:`reports_os_errors` wraps a command so that any ``OSError`` it lets
+escape becomes a :class:`FileSystemError` (one line naming the path, exit code 2).
+"""
 
 from __future__ import annotations
+
+import errno
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 
 class CalrlError(Exception):
@@ -30,7 +40,79 @@ class ConfigError(InputError):
     """An invalid training or evaluation config (unknown key, wrong type, missing field)."""
 
 
+class FileSystemError(InputError):
+    """A file or folder that cannot be read or written (permission, read-only, disk full, not a folder...).
+
+    Exit code 2 like other bad input: the user has to change a path, a permission or free space.
+    """
+
+
 class TrainingFault(CalrlError):
     """A fault detected during training (e.g. a NaN reward); names the step and the sample."""
 
     exit_code = 3
+
+
+# errno -> what it means for the path, in words a user can act on
+_ERRNO_MESSAGES: dict[int, str] = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device (disk full)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for this file system",
+    errno.ENOTDIR: "not a folder (a part of the path is a file)",
+    errno.EISDIR: "is a folder, expected a file",
+    errno.ENOENT: "not found",
+    errno.EEXIST: "already exists",
+    errno.ENOTEMPTY: "folder not empty",
+    errno.ENAMETOOLONG: "name too long",
+    errno.ELOOP: "too many levels of symbolic links",
+    errno.EIO: "input/output error (failing disk or network file system)",
+    errno.EMFILE: "too many open files",
+    errno.ENFILE: "too many open files in the system",
+    errno.ENXIO: "no such device (a FIFO or socket without a peer?)",
+    errno.ENODEV: "no such device",
+    errno.ETXTBSY: "file busy",
+    errno.EBUSY: "device or resource busy",
+    errno.EXDEV: "cannot move across file systems",
+    errno.EINVAL: "invalid argument (name not allowed on this file system?)",
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """A short sentence for an ``OSError``, from its errno (the OS's text when the errno is unmapped)."""
+    if exc.errno in _ERRNO_MESSAGES:
+        return _ERRNO_MESSAGES[exc.errno]
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+def file_system_error(exc: OSError, path: str | None = None, action: str | None = None) -> FileSystemError:
+    """The one-line error for ``exc``; ``path`` defaults to the path the OS names (``exc.filename``).
+
+    ``action`` (e.g. ``"cannot write"``) is put before the reason: ``out/gate.json: cannot write:
+    no space left on device (disk full)``.
+    """
+    if path is None and exc.filename is not None:
+        path = str(exc.filename)
+    reason = os_error_message(exc)
+    if exc.filename2 is not None and path != str(exc.filename2):
+        reason += f" (moving to {exc.filename2})"
+    return FileSystemError(f"{action}: {reason}" if action else reason, path=path)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reports_os_errors(func: F) -> F:
+    """Decorate a command's ``run``: an ``OSError`` escaping it becomes a one-line FileSystemError."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except OSError as exc:
+            raise file_system_error(exc) from None
+
+    return wrapper  # type: ignore[return-value]

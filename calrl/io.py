@@ -1,15 +1,33 @@
-"""Atomic file output: write to a temporary name beside the target, then rename."""
+"""File input and output: checked input paths, checked output locations, atomic and staged writes.
+
+Output is never half-written: a file is written under a temporary name beside its target and renamed
+onto it (:func:`atomic_path`); a set of files is built in a staging folder and each file renamed into
+place once all of them are complete (:func:`staged_dir`, :func:`staged_files`). Before any work,
+:func:`check_output` refuses an output location that would replace earlier results or the command's
+own inputs, and :func:`check_input` refuses what cannot be read as a file (FIFO, device, missing).
+:func:`loads_json` is the one JSON reader for user files (malformed text and nesting deeper than
+:data:`MAX_JSON_DEPTH` become one-line errors naming the file and line).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from calrl.errors import FileSystemError, InputError, file_system_error
+
+#: Deepest nesting of arrays and objects accepted in a JSON line or file. Predictions and calibrator
+#: files nest 2-3 levels; the limit stops a hostile line from exhausting the parser's recursion.
+MAX_JSON_DEPTH = 64
+
+StrPath = str | os.PathLike[str]
 
 
 def _umask() -> int:
@@ -18,8 +36,9 @@ def _umask() -> int:
     return mask
 
 
+# ----------------------------------------------------------------------------------------- writing
 @contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: StrPath) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` only on success."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -35,41 +54,229 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def write_text(path: str | os.PathLike[str], text: str) -> None:
+def write_text(path: StrPath, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+def write_bytes(path: StrPath, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+def write_json(path: StrPath, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
-def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> None:
+def write_jsonl(path: StrPath, rows: Iterable[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
+def _make_stage(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".calrl-staging-", dir=folder))
+
+
+def _move_into(item: Path, dest: Path) -> None:
+    if dest.is_dir() and not dest.is_symlink():
+        shutil.rmtree(dest)
+    os.replace(item, dest)
+
+
 @contextmanager
-def staged_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+def staged_dir(path: StrPath) -> Iterator[Path]:
     """Yield a temporary folder; on success its files are moved into ``path`` (each by rename).
 
-    Nothing appears in ``path`` if the body raises, so a failed run never leaves half an output.
+    Nothing appears in ``path`` if the body raises, so a failed run never leaves half an output. The
+    staging folder lives inside ``path`` when it exists (then a folder that cannot be written fails
+    before any work is moved), else beside it.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = _make_stage(target if target.is_dir() else target.parent)
     try:
         yield tmp
         target.mkdir(parents=True, exist_ok=True)
-        for item in tmp.iterdir():
-            dest = target / item.name
-            if dest.is_dir() and not dest.is_symlink():
-                shutil.rmtree(dest)
-            os.replace(item, dest)
+        for item in sorted(tmp.iterdir()):
+            _move_into(item, target / item.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def staged_files(paths: Sequence[StrPath]) -> Iterator[list[Path]]:
+    """Yield one temporary path per target (in a staging folder beside it); when the body succeeds,
+    every written temporary file is renamed onto its target, else none is."""
+    targets = [Path(p) for p in paths]
+    stages: dict[Path, Path] = {}
+    try:
+        for t in targets:
+            if t.parent not in stages:
+                stages[t.parent] = _make_stage(t.parent)
+        yield [stages[t.parent] / t.name for t in targets]
+        for t in targets:
+            staged = stages[t.parent] / t.name
+            if staged.exists():
+                _move_into(staged, t)
+    finally:
+        for stage in stages.values():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------ input checks
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_input(path: StrPath, *, option: str, allow_dir: bool = False) -> Path:
+    """The input ``path`` as a Path, after checking it exists and is a regular file (or a folder when
+    ``allow_dir``) that can be opened; anything else is a one-line error naming the path.
+
+    Special files are refused before they are opened: reading a FIFO without a writer blocks forever.
+    """
+    if str(path) == "":
+        raise InputError(f"{option} is an empty path")
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError("not found", path=str(path)) from None
+    except OSError as exc:
+        raise file_system_error(exc, str(path), "cannot read") from None
+    for is_kind, name in _SPECIAL_KINDS:
+        if is_kind(st.st_mode):
+            raise InputError(f"is {name}, not a regular file", path=str(path))
+    if stat.S_ISDIR(st.st_mode):
+        if not allow_dir:
+            raise InputError("is a folder, expected a file", path=str(path))
+        if not os.access(p, os.R_OK | os.X_OK):
+            raise FileSystemError("cannot read: permission denied", path=str(path))
+        return p
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as exc:
+        raise file_system_error(exc, str(path), "cannot read") from None
+    return p
+
+
+def open_text(path: StrPath) -> Any:
+    """Open a checked input file as UTF-8 text; a byte-order mark at its start is skipped."""
+    try:
+        return open(path, encoding="utf-8-sig", newline=None)
+    except OSError as exc:
+        raise file_system_error(exc, str(path), "cannot read") from None
+
+
+def read_text(path: StrPath) -> str:
+    """The whole of a UTF-8 text file (a leading byte-order mark dropped); one-line errors otherwise."""
+    try:
+        with open_text(path) as f:
+            return f.read()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=str(path)) from None
+    except OSError as exc:
+        raise file_system_error(exc, str(path), "cannot read") from None
+
+
+# -------------------------------------------------------------------------------------------- JSON
+def _depth(obj: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0, ``[]`` is 1), without recursion."""
+    deepest, stack = 0, [(obj, 0)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, level + 1)
+            stack.extend((v, level + 1) for v in value if isinstance(v, dict | list))
+    return deepest
+
+
+def loads_json(text: str, *, path: str, line: int | None = None) -> Any:
+    """Parse ``text`` as JSON; malformed text, or nesting deeper than ``MAX_JSON_DEPTH``, is an
+    InputError naming ``path`` and the line (``line`` when the text is one line of the file)."""
+    too_deep = f"nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = line if line is not None else exc.lineno
+        raise InputError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=path, line=where) from None
+    except RecursionError:
+        raise InputError(too_deep, path=path, line=line) from None
+    # the depth walk only runs where there are enough brackets to exceed the limit (str.count is cheap)
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+        raise InputError(too_deep, path=path, line=line)
+    return value
+
+
+# ---------------------------------------------------------------------------------- output checks
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _inside(child: Path, folder: Path) -> bool:
+    try:
+        child.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _check_parents(target: Path, option: str) -> None:
+    """The first existing folder on the way to ``target`` must be a folder (not a file)."""
+    for ancestor in target.absolute().parents:
+        if ancestor.exists() or ancestor.is_symlink():
+            if not ancestor.is_dir():
+                raise InputError(f"cannot create {option} {target}: {ancestor} is a file, not a folder",
+                                 path=str(target))
+            return
+
+
+def check_output(path: StrPath, *, option: str, kind: str, inputs: Iterable[StrPath | None] = (),
+                 outputs: Iterable[str] = (), overwrite: bool = False) -> Path:
+    """Check an output location before any work is done; return it as a Path.
+
+    ``kind`` is ``"dir"`` (a folder receiving the files named ``outputs``), ``"file"``, or ``"tree"`` (a
+    folder written as a whole, e.g. a saved ``datasets`` folder). Refused, as
+    one-line errors naming the path: an empty path; a location under a file; a folder where a file is
+    expected or the reverse; an output that *is* one of ``inputs`` (always, even with ``overwrite``);
+    and, unless ``overwrite``, a file that already exists, or a folder that holds earlier results (one
+    of ``outputs``) or one of the command's ``inputs``.
+    """
+    if str(path) == "":
+        raise InputError(f"{option} is an empty path; give a {'folder' if kind == 'dir' else 'file'}")
+    target = Path(path)
+    ins = [Path(p) for p in inputs if p is not None and str(p) != ""]
+    again = f"choose another {option} or pass --overwrite"
+    _check_parents(target, option)
+    for p in ins:
+        if _same(p, target) and (kind != "dir" or p.is_file()):
+            raise InputError(f"{option} is this command's input and would be overwritten; choose another "
+                             f"{option}", path=str(target))
+    if kind == "dir":
+        if target.exists() and not target.is_dir():
+            raise InputError(f"{option} must be a folder, but this is a file", path=str(target))
+        names = list(outputs)
+        for p in ins:
+            if p.is_file() and p.name in names and _same(p.parent, target):
+                raise InputError(f"{option} would overwrite this command's input {p}; choose another "
+                                 f"{option}", path=str(target))
+        if target.is_dir() and not overwrite:
+            inside = [p for p in ins if _inside(p, target)]
+            if inside:
+                raise InputError(f"holds this command's input {inside[0]}; {again}", path=str(target))
+            earlier = [n for n in names if (target / n).exists()]
+            if earlier:
+                raise InputError(f"holds earlier results ({', '.join(earlier)}); {again}", path=str(target))
+        return target
+    if kind == "file" and target.is_dir():
+        raise InputError(f"{option} is a folder; give a file path", path=str(target))
+    if kind == "tree" and target.exists() and not target.is_dir():
+        raise InputError(f"{option} must be a folder, but this is a file", path=str(target))
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        raise InputError(f"already exists; {again}", path=str(target))
+    return target

@@ -339,7 +339,8 @@ def test_cli_reads_resolved_jsonl_folders(tmp_path, capsys):
         (tmp_path / name).mkdir()
         lines = [json.dumps(asdict(r)) for r in side]
         (tmp_path / name / "resolved.jsonl").write_text("\n".join(lines) + "\n")
-    # the candidate refuses more than the baseline: no collapse, and the comparison runs on resolved records
+    # the candidate refuses more than the baseline (0 -> 60): an explosion, not a collapse; the
+    # comparison runs on the resolved records
     assert main(
         [
             "compare",
@@ -352,10 +353,11 @@ def test_cli_reads_resolved_jsonl_folders(tmp_path, capsys):
             "--bootstrap",
             "50",
         ]
-    ) in (0, 1)
+    ) == 1
     gate = json.loads((tmp_path / "g" / "gate.json").read_text())
     assert gate["sources"]["baseline"].endswith("resolved.jsonl")
-    assert gate["refusal"]["candidate_refusals"] == 60 and not gate["refusal"]["blocked"]
+    assert gate["refusal"]["candidate_refusals"] == 60 and not gate["refusal"]["collapsed"]
+    assert gate["refusal"]["exploded"] and "refusal_explosion" in [r["code"] for r in gate["reasons"]]
 
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -386,7 +388,7 @@ def test_masked_bootstrap_metrics_equal_the_metrics_on_scored_items():
 
     import torch
 
-    from calrl.eval.gate import UNSCORED, _masked_mean_metric
+    from calrl.eval.gate_stats import UNSCORED, masked_mean_metric
     from calrl.metrics import brier_score, expected_calibration_error
 
     gen = torch.Generator().manual_seed(0)
@@ -395,7 +397,7 @@ def test_masked_bootstrap_metrics_equal_the_metrics_on_scored_items():
     scored = torch.rand(3, 50, generator=gen) < 0.7
     coded = torch.where(scored, conf, torch.full_like(conf, UNSCORED))
     for metric in (functools.partial(expected_calibration_error, n_bins=15), brier_score):
-        rows = _masked_mean_metric(metric)(coded, correct)
+        rows = masked_mean_metric(metric)(coded, correct)
         for i in range(3):
             direct = metric(conf[i][scored[i]], correct[i][scored[i]])
             assert float(rows[i]) == pytest.approx(float(direct), abs=1e-12)

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from calrl.cli.options import OneLineArgumentParser
 from calrl.errors import CalrlError
 
 # sub-command name -> module in calrl.cli exposing add_parser(subparsers) and run(args) -> int
@@ -22,7 +23,7 @@ COMMANDS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="calrl", description=__doc__)
+    parser = OneLineArgumentParser(prog="calrl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     registered: set[str] = set()
     for module_name in COMMANDS.values():

@@ -23,6 +23,10 @@ def _signed(value: Any, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:+.{digits}f}"
 
 
+def _factor(value: Any, infinite: bool) -> str:
+    return "infinite" if infinite else _fmt(value, 2)
+
+
 def _interval(row: dict[str, Any]) -> str:
     if row.get("low") is None or row.get("high") is None:
         return "n/a"
@@ -45,15 +49,27 @@ def _tables(gate: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
         if (d := gate["deltas"].get(key)) is not None
     ]
     ref = gate["refusal"]
-    factor = "infinite" if ref["factor_infinite"] else _fmt(ref["factor"], 2)
+    status = [name for name, hit in (("collapse", ref["collapsed"]), ("explosion", ref["exploded"])) if hit]
     refusal = [
         [
             f"{ref['baseline_refusals']}/{ref['n']} ({_fmt(ref['baseline_rate'], 3)})",
             f"{ref['candidate_refusals']}/{ref['n']} ({_fmt(ref['candidate_rate'], 3)})",
-            factor,
-            _fmt(ref["effective_factor"], 2),
+            _factor(ref["factor"], ref["factor_infinite"]),
+            _factor(ref["rise_factor"], ref["rise_factor_infinite"]),
             _fmt(ref["threshold_factor"], 2),
-            "BLOCKED" if ref["blocked"] else "ok",
+            _fmt(ref["max_refusal_rate"], 3),
+            f"BLOCKED ({', '.join(status)})" if status else "ok",
+        ]
+    ]
+    acc = gate["accuracy"]
+    accuracy = [
+        [
+            _fmt(acc["baseline"]),
+            _fmt(acc["candidate"]),
+            _signed(-acc["drop"]),
+            _interval({"low": acc["interval_low"], "high": acc["interval_high"]}),
+            _fmt(acc["max_accuracy_drop"], 3),
+            "BLOCKED" if acc["blocked"] else "ok",
         ]
     ]
     sp = gate["confidence_spread"]
@@ -87,7 +103,16 @@ def _tables(gate: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
             ["metric", "baseline", "candidate", "delta", "interval", "replicates"],
             deltas,
         ),
-        ("Refusals", ["baseline", "candidate", "factor", "effective factor", "blocks at", "status"], refusal),
+        (
+            "Refusals (blocks when they fall or rise by the factor, or exceed the maximum rate)",
+            ["baseline", "candidate", "fell by", "rose by", "factor", "max rate", "status"],
+            refusal,
+        ),
+        (
+            "Accuracy (blocks a drop above the margin whose paired interval lies below 0)",
+            ["baseline", "candidate", "change", "interval", "max drop", "status"],
+            accuracy,
+        ),
         (
             f"Spread of stated confidence (warns below ratio {_fmt(sp['threshold_ratio'], 2)})",
             ["measure", "baseline", "candidate", "ratio"],

@@ -5,33 +5,41 @@ Rules (all thresholds live in :class:`GateConfig`):
 * Items are matched by ``id``; only shared items are compared. No shared id is bad input.
 * Accuracy (abstentions count as not correct), ECE and Brier (answered items with a confidence) are
   reported per side with the candidate-minus-baseline delta and a paired bootstrap interval: each
-  replicate resamples the matched items once and recomputes both sides on that same resample.
-* Refusal collapse blocks when ``baseline_rate / candidate_rate >= refusal_collapse_factor`` (on the
-  matched items, so the ratio of refusal counts). A candidate with no refusal at all gets an infinite
-  raw factor; so that one or two baseline refusals cannot block, the decision floors the candidate's
-  count at one refusal (``effective_factor = baseline_refusals / max(candidate_refusals, 1)``): with no
-  candidate refusal the gate blocks exactly when the baseline refused at least ``factor`` items.
+  replicate resamples the matched items once and recomputes both sides on that same resample
+  (:mod:`calrl.eval.gate_stats`).
+* Refusals are checked in both directions with one factor, on the matched items (so the ratio of
+  rates is the ratio of refusal counts). *Collapse* blocks when ``baseline / candidate >=
+  refusal_collapse_factor``; *explosion* blocks when ``candidate / baseline >= refusal_collapse_factor``.
+  So that one or two refusals cannot block, the side divided by is floored at one refusal
+  (``effective_factor = refusals_before / max(refusals_after, 1)``): with no candidate refusal the
+  gate blocks exactly when the baseline refused at least ``factor`` items, and the reverse. Explosion
+  also blocks when the candidate's refusal rate exceeds ``max_refusal_rate`` and the baseline's.
+* Accuracy drop blocks when the candidate's accuracy is lower than the baseline's by more than
+  ``max_accuracy_drop`` and the paired bootstrap interval of the change lies entirely below 0 (the
+  drop is not resampling noise; with ``n_boot = 0`` the point estimate alone decides).
 * ECE rise blocks when the ECE of the whole matched set, or of one slice value, rose by more than
   ``slice_ece_threshold`` and both sides have at least ``min_slice_size`` scored items there.
   Smaller slices are listed (status ``small``) and warned about when their ECE rose, never blocking.
 * Confidence collapse warns (never blocks) when the candidate's standard deviation of stated
   confidence falls below ``collapse_spread_ratio`` times the baseline's, or its number of distinct
-  confidence values falls below that ratio times the baseline's.
+  confidence values falls below that ratio times the baseline's, or when the baseline has scored
+  answers and the candidate none (it states no confidence at all, or only refuses).
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from calrl.errors import InputError
+from calrl.eval.gate_stats import Side, Stat, accuracy_of, make_ece, paired_delta_intervals, side_tensors
+from calrl.eval.limits import check_bins
 from calrl.eval.records import ResolvedRecord
-from calrl.metrics import brier_score, expected_calibration_error, paired_bootstrap
+from calrl.formatting import json_safe
 
 MISSING_POLICIES = ("exclude", "half", "error")
 
@@ -41,6 +49,8 @@ class GateConfig:
     """Thresholds of the release gate (see the module docstring for the exact rules)."""
 
     refusal_collapse_factor: float = 5.0
+    max_refusal_rate: float = 0.5
+    max_accuracy_drop: float = 0.05
     slice_ece_threshold: float = 0.05
     min_slice_size: int = 30
     collapse_spread_ratio: float = 0.5
@@ -51,26 +61,26 @@ class GateConfig:
     missing_policy: str = "exclude"
 
     def __post_init__(self) -> None:
-        if not self.refusal_collapse_factor > 1.0:
-            raise InputError(
-                f"must be > 1, got {self.refusal_collapse_factor}", field="refusal_collapse_factor"
-            )
+        def bad(name: str, rule: str) -> InputError:
+            return InputError(f"must be {rule}, got {getattr(self, name)}", field=name)
+
+        if not self.refusal_collapse_factor > 1.0 or math.isinf(self.refusal_collapse_factor):
+            raise bad("refusal_collapse_factor", "a finite number > 1")
+        if not 0.0 <= self.max_refusal_rate <= 1.0:
+            raise bad("max_refusal_rate", "in [0, 1]")
+        if not 0.0 <= self.max_accuracy_drop < 1.0:
+            raise bad("max_accuracy_drop", "in [0, 1)")
         if not 0.0 <= self.slice_ece_threshold < 1.0:
-            raise InputError(
-                f"must be in [0, 1), got {self.slice_ece_threshold}", field="slice_ece_threshold"
-            )
+            raise bad("slice_ece_threshold", "in [0, 1)")
         if self.min_slice_size < 1:
-            raise InputError(f"must be >= 1, got {self.min_slice_size}", field="min_slice_size")
+            raise bad("min_slice_size", ">= 1")
         if not 0.0 < self.collapse_spread_ratio <= 1.0:
-            raise InputError(
-                f"must be in (0, 1], got {self.collapse_spread_ratio}", field="collapse_spread_ratio"
-            )
-        if self.n_bins < 1:
-            raise InputError(f"must be >= 1, got {self.n_bins}", field="n_bins")
+            raise bad("collapse_spread_ratio", "in (0, 1]")
+        check_bins(self.n_bins, field="n_bins")
         if self.n_boot < 0:
-            raise InputError(f"must be >= 0, got {self.n_boot}", field="n_boot")
+            raise bad("n_boot", ">= 0")
         if not 0.0 < self.confidence_level < 1.0:
-            raise InputError(f"must be in (0, 1), got {self.confidence_level}", field="confidence_level")
+            raise bad("confidence_level", "in (0, 1)")
         if self.missing_policy not in MISSING_POLICIES:
             raise InputError(
                 f"must be one of {', '.join(MISSING_POLICIES)}, got {self.missing_policy!r}",
@@ -97,6 +107,7 @@ class GateResult:
     matching: dict[str, Any]
     deltas: dict[str, dict[str, Any]]
     refusal: dict[str, Any]
+    accuracy: dict[str, Any]
     confidence_spread: dict[str, Any]
     slices: list[dict[str, Any]]
     config: GateConfig
@@ -108,7 +119,7 @@ class GateResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict: non-finite numbers become ``None`` (infinite factors are flagged beside)."""
         config = asdict(self.config)
-        return _json_safe(
+        return json_safe(
             {
                 "verdict": self.verdict,
                 "reasons": [asdict(r) for r in self.reasons],
@@ -116,6 +127,7 @@ class GateResult:
                 "matching": self.matching,
                 "deltas": self.deltas,
                 "refusal": self.refusal,
+                "accuracy": self.accuracy,
                 "confidence_spread": self.confidence_spread,
                 "slices": self.slices,
                 "config": config,
@@ -124,7 +136,7 @@ class GateResult:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Matching and tensors
+# Matching
 
 
 def match_records(
@@ -165,173 +177,6 @@ def _index_by_id(records: Sequence[ResolvedRecord], side: str) -> dict[str, Reso
     return out
 
 
-@dataclass
-class _Side:
-    """Tensors of one side over the matched items (same order on both sides)."""
-
-    correct: torch.Tensor  # bool, abstentions False
-    abstained: torch.Tensor  # bool
-    confidence: torch.Tensor  # float64, filled per the missing policy where scored
-    scored: torch.Tensor  # bool: answered and has a (possibly policy-filled) confidence
-    n_missing: int
-
-
-def _side_tensors(records: Sequence[ResolvedRecord], policy: str, side: str) -> _Side:
-    correct = torch.tensor([bool(r.correct) and not r.abstained for r in records], dtype=torch.bool)
-    abstained = torch.tensor([bool(r.abstained) for r in records], dtype=torch.bool)
-    raw = [r.confidence for r in records]
-    has = torch.tensor([c is not None for c in raw], dtype=torch.bool)
-    conf = torch.tensor([float(c) if c is not None else 0.5 for c in raw], dtype=torch.float64)
-    answered = ~abstained
-    n_missing = int((answered & ~has).sum())
-    if n_missing and policy == "error":
-        first = next(r.id for r in records if not r.abstained and r.confidence is None)
-        raise InputError(
-            f"{n_missing} answered item(s) of the {side} have no confidence "
-            f"(first: id {first!r}); choose another missing-confidence policy",
-            field="confidence",
-        )
-    scored = answered & has if policy == "exclude" else answered
-    return _Side(correct, abstained, conf, scored, n_missing)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Statistics on an index selection (used for point estimates and bootstrap replicates alike)
-
-_Stat = Callable[[_Side, torch.Tensor], float]
-
-
-def _accuracy(side: _Side, idx: torch.Tensor) -> float:
-    return float(side.correct[idx].double().mean()) if idx.numel() else math.nan
-
-
-def _refusal_rate(side: _Side, idx: torch.Tensor) -> float:
-    return float(side.abstained[idx].double().mean()) if idx.numel() else math.nan
-
-
-def _scored(side: _Side, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    keep = idx[side.scored[idx]]
-    return side.confidence[keep], side.correct[keep]
-
-
-def _make_ece(n_bins: int) -> _Stat:
-    def ece(side: _Side, idx: torch.Tensor) -> float:
-        conf, correct = _scored(side, idx)
-        if conf.numel() == 0:
-            return math.nan
-        return float(expected_calibration_error(conf, correct, n_bins=n_bins))
-
-    return ece
-
-
-def _brier(side: _Side, idx: torch.Tensor) -> float:
-    conf, correct = _scored(side, idx)
-    if conf.numel() == 0:
-        return math.nan
-    return float(brier_score(conf, correct))
-
-
-UNSCORED = -1.0  # confidence code of items left out of ECE and Brier inside the bootstrap
-
-
-def _masked_mean_metric(
-    metric: Callable[..., torch.Tensor],
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """A batched metric over the scored items only, unscored items coded as confidence ``UNSCORED``.
-
-    ECE and Brier are sums over items divided by their number; an item set to confidence 0 and
-    correct 0 adds nothing to any bin's gap (or squared error), so the metric of the scored items is
-    ``metric(all, unscored zeroed) * n / n_scored`` row by row.
-    """
-
-    def fn(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
-        mask = confidence >= 0
-        n_scored = mask.sum(-1)
-        conf = torch.where(mask, confidence, torch.zeros_like(confidence))
-        corr = torch.where(mask, correct.to(confidence.dtype), torch.zeros_like(confidence))
-        total = metric(conf, corr, validate_args=False) * confidence.shape[-1]
-        return torch.where(n_scored > 0, total / n_scored.clamp(min=1), torch.full_like(total, math.nan))
-
-    fn.supports_batch = True  # type: ignore[attr-defined]
-    return fn
-
-
-def _share_correct(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
-    return correct.to(torch.float64).mean(-1)
-
-
-_share_correct.supports_batch = True  # type: ignore[attr-defined]
-
-
-def paired_delta_intervals(
-    base: _Side, cand: _Side, *, n_bins: int, n_boot: int, seed: int, level: float
-) -> dict[str, dict[str, Any]]:
-    """Accuracy, ECE, Brier and refusal rate of both sides, their delta (candidate - baseline) and a
-    percentile interval of the delta from ``calrl.metrics.paired_bootstrap`` (each resample draws the
-    matched items once and evaluates both sides on it). Point values use the plain metrics on the
-    scored items, so they equal ``compute_metrics`` on the same records.
-    """
-    n = int(base.correct.numel())
-    full = torch.arange(n)
-    points: dict[str, _Stat] = {
-        "accuracy": _accuracy,
-        "ece": _make_ece(n_bins),
-        "brier": _brier,
-        "refusal_rate": _refusal_rate,
-    }
-
-    def coded(side: _Side) -> torch.Tensor:
-        return torch.where(side.scored, side.confidence, torch.full_like(side.confidence, UNSCORED))
-
-    boot_inputs = {
-        "accuracy": (_share_correct, coded(base), base.correct, coded(cand), cand.correct),
-        "ece": (
-            _masked_mean_metric(functools.partial(expected_calibration_error, n_bins=n_bins)),
-            coded(base),
-            base.correct,
-            coded(cand),
-            cand.correct,
-        ),
-        "brier": (_masked_mean_metric(brier_score), coded(base), base.correct, coded(cand), cand.correct),
-        "refusal_rate": (
-            _share_correct,
-            base.abstained.double(),
-            base.abstained,
-            cand.abstained.double(),
-            cand.abstained,
-        ),
-    }
-    gen = torch.Generator().manual_seed(seed)
-    out: dict[str, dict[str, Any]] = {}
-    for name, stat in points.items():
-        b, c = stat(base, full), stat(cand, full)
-        row = {
-            "baseline": b,
-            "candidate": c,
-            "delta": c - b,
-            "low": math.nan,
-            "high": math.nan,
-            "level": level,
-            "n_boot": n_boot,
-        }
-        if n_boot > 0:
-            fn, conf_a, corr_a, conf_b, corr_b = boot_inputs[name]
-            res = paired_bootstrap(
-                fn,
-                conf_a,
-                corr_a,
-                conf_b,
-                corr_b,
-                n_boot=n_boot,
-                generator=gen,
-                alpha=1.0 - level,
-                batched=True,
-            )
-            row.update(low=float(res["low"]), high=float(res["high"]))
-        out[name] = row
-    return out
-
-
 # ----------------------------------------------------------------------------------------------------
 # The gate
 
@@ -342,16 +187,43 @@ def evaluate_gate(
     """Match both runs by id and decide whether the candidate may replace the baseline."""
     config = config or GateConfig()
     base_recs, cand_recs, matching = match_records(baseline, candidate)
-    base = _side_tensors(base_recs, config.missing_policy, "baseline")
-    cand = _side_tensors(cand_recs, config.missing_policy, "candidate")
+    base = side_tensors(base_recs, config.missing_policy, "baseline")
+    cand = side_tensors(cand_recs, config.missing_policy, "candidate")
     matching.update(
         n_missing_confidence_baseline=base.n_missing,
         n_missing_confidence_candidate=cand.n_missing,
         missing_policy=config.missing_policy,
     )
     reasons: list[GateFinding] = []
-    warnings: list[GateFinding] = []
+    warnings = _matching_warnings(matching, base, cand, config)
+    deltas = paired_delta_intervals(
+        base,
+        cand,
+        n_bins=config.n_bins,
+        n_boot=config.n_boot,
+        seed=config.seed,
+        level=config.confidence_level,
+    )
+    refusal = _refusal_check(base, cand, config, reasons)
+    accuracy = _accuracy_check(deltas["accuracy"], config, reasons)
+    slices = _slice_table(base_recs, cand_recs, base, cand, make_ece(config.n_bins), config, reasons, warnings)
+    spread = _spread_check(base, cand, config, warnings)
+    return GateResult(
+        verdict="blocked" if reasons else "pass",
+        reasons=reasons,
+        warnings=warnings,
+        matching=matching,
+        deltas=deltas,
+        refusal=refusal,
+        accuracy=accuracy,
+        confidence_spread=spread,
+        slices=slices,
+        config=config,
+    )
 
+
+def _matching_warnings(matching: dict[str, Any], base: Side, cand: Side, config: GateConfig) -> list[GateFinding]:
+    warnings = []
     if matching["n_only_baseline"] or matching["n_only_candidate"]:
         warnings.append(
             GateFinding(
@@ -371,48 +243,26 @@ def evaluate_gate(
                 {"baseline": base.n_missing, "candidate": cand.n_missing, "policy": config.missing_policy},
             )
         )
-
-    ece = _make_ece(config.n_bins)
-    deltas = paired_delta_intervals(
-        base,
-        cand,
-        n_bins=config.n_bins,
-        n_boot=config.n_boot,
-        seed=config.seed,
-        level=config.confidence_level,
-    )
-
-    refusal = _refusal_check(base, cand, config, reasons)
-    slices = _slice_table(base_recs, cand_recs, base, cand, ece, config, reasons, warnings)
-    spread = _spread_check(base, cand, config, warnings)
-
-    return GateResult(
-        verdict="blocked" if reasons else "pass",
-        reasons=reasons,
-        warnings=warnings,
-        matching=matching,
-        deltas=deltas,
-        refusal=refusal,
-        confidence_spread=spread,
-        slices=slices,
-        config=config,
-    )
+    return warnings
 
 
-def _refusal_check(
-    base: _Side, cand: _Side, config: GateConfig, reasons: list[GateFinding]
-) -> dict[str, Any]:
+def _factor(before: int, after: int) -> tuple[float, float]:
+    """(raw factor before / after, effective factor before / max(after, 1)); 0 refusals before -> 0."""
+    if before == 0:
+        return (math.nan if after == 0 else 0.0), 0.0
+    return (math.inf if after == 0 else before / after), before / max(after, 1)
+
+
+def _refusal_check(base: Side, cand: Side, config: GateConfig, reasons: list[GateFinding]) -> dict[str, Any]:
     n = int(base.abstained.numel())
     k_base, k_cand = int(base.abstained.sum()), int(cand.abstained.sum())
     rate_base, rate_cand = k_base / n, k_cand / n
-    if k_base == 0:
-        raw_factor = math.nan if k_cand == 0 else 0.0
-        effective = 0.0
-    else:
-        # both sides are the same matched items, so the ratio of rates is the ratio of counts
-        raw_factor = math.inf if k_cand == 0 else k_base / k_cand
-        effective = k_base / max(k_cand, 1)
-    blocked = effective >= config.refusal_collapse_factor
+    threshold = config.refusal_collapse_factor
+    raw_fall, eff_fall = _factor(k_base, k_cand)
+    raw_rise, eff_rise = _factor(k_cand, k_base)
+    collapsed = eff_fall >= threshold
+    over_rate = rate_cand > config.max_refusal_rate and rate_cand > rate_base
+    exploded = eff_rise >= threshold or over_rate
     info = {
         "baseline_rate": rate_base,
         "candidate_rate": rate_cand,
@@ -420,33 +270,74 @@ def _refusal_check(
         "baseline_refusals": k_base,
         "candidate_refusals": k_cand,
         "n": n,
-        "factor": raw_factor,
-        "factor_infinite": math.isinf(raw_factor),
-        "effective_factor": effective,
-        "threshold_factor": config.refusal_collapse_factor,
-        "blocked": blocked,
+        "factor": raw_fall,
+        "factor_infinite": math.isinf(raw_fall),
+        "effective_factor": eff_fall,
+        "rise_factor": raw_rise,
+        "rise_factor_infinite": math.isinf(raw_rise),
+        "effective_rise_factor": eff_rise,
+        "threshold_factor": threshold,
+        "max_refusal_rate": config.max_refusal_rate,
+        "collapsed": collapsed,
+        "exploded": exploded,
+        "blocked": collapsed or exploded,
     }
-    if blocked:
-        shown = "infinite (no candidate refusal)" if math.isinf(raw_factor) else f"{raw_factor:.2f}"
+    counts = f"from {rate_base:.3f} ({k_base}/{n}) to {rate_cand:.3f} ({k_cand}/{n})"
+    if collapsed:
+        shown = "infinite (no candidate refusal)" if math.isinf(raw_fall) else f"{raw_fall:.2f}"
         reasons.append(
             GateFinding(
                 "refusal_collapse",
-                f"refusal rate fell from {rate_base:.3f} ({k_base}/{n}) to {rate_cand:.3f} ({k_cand}/{n}): "
-                f"factor {shown} >= {config.refusal_collapse_factor:g}",
-                {
-                    k: info[k]
-                    for k in (
-                        "baseline_rate",
-                        "candidate_rate",
-                        "baseline_refusals",
-                        "candidate_refusals",
-                        "n",
-                        "factor",
-                        "factor_infinite",
-                        "effective_factor",
-                        "threshold_factor",
-                    )
-                },
+                f"refusal rate fell {counts}: factor {shown} >= {threshold:g}",
+                {k: info[k] for k in ("baseline_rate", "candidate_rate", "baseline_refusals", "candidate_refusals",
+                                      "n", "factor", "factor_infinite", "effective_factor", "threshold_factor")},
+            )
+        )
+    if exploded:
+        why = []
+        if eff_rise >= threshold:
+            shown = "infinite (no baseline refusal)" if math.isinf(raw_rise) else f"{raw_rise:.2f}"
+            why.append(f"factor {shown} >= {threshold:g}")
+        if over_rate:
+            why.append(f"above the maximum refusal rate {config.max_refusal_rate:g}")
+        reasons.append(
+            GateFinding(
+                "refusal_explosion",
+                f"refusal rate rose {counts}: " + " and ".join(why),
+                {k: info[k] for k in ("baseline_rate", "candidate_rate", "baseline_refusals", "candidate_refusals",
+                                      "n", "rise_factor", "rise_factor_infinite", "effective_rise_factor",
+                                      "threshold_factor", "max_refusal_rate")},
+            )
+        )
+    return info
+
+
+def _accuracy_check(delta: dict[str, Any], config: GateConfig, reasons: list[GateFinding]) -> dict[str, Any]:
+    """Block when accuracy fell by more than ``max_accuracy_drop`` and the paired interval is below 0."""
+    drop = -delta["delta"]
+    has_interval = not math.isnan(delta["high"])
+    significant = delta["high"] < 0.0 if has_interval else drop > 0.0
+    blocked = drop > config.max_accuracy_drop and significant
+    info = {
+        "baseline": delta["baseline"],
+        "candidate": delta["candidate"],
+        "drop": drop,
+        "interval_low": delta["low"],
+        "interval_high": delta["high"],
+        "level": delta["level"],
+        "max_accuracy_drop": config.max_accuracy_drop,
+        "significant": significant,
+        "blocked": blocked,
+    }
+    if blocked:
+        where = (f"paired {delta['level']:.0%} interval of the change [{delta['low']:+.4f}, {delta['high']:+.4f}]"
+                 if has_interval else "no bootstrap interval (n_boot 0)")
+        reasons.append(
+            GateFinding(
+                "accuracy_drop",
+                f"accuracy fell from {delta['baseline']:.4f} to {delta['candidate']:.4f} "
+                f"(-{drop:.4f} > {config.max_accuracy_drop:g}; {where})",
+                dict(info),
             )
         )
     return info
@@ -468,9 +359,9 @@ def _slice_groups(
 def _slice_table(
     base_recs: Sequence[ResolvedRecord],
     cand_recs: Sequence[ResolvedRecord],
-    base: _Side,
-    cand: _Side,
-    ece: _Stat,
+    base: Side,
+    cand: Side,
+    ece: Stat,
     config: GateConfig,
     reasons: list[GateFinding],
     warnings: list[GateFinding],
@@ -496,51 +387,62 @@ def _slice_table(
             "ece_baseline": e_b,
             "ece_candidate": e_c,
             "delta": delta,
-            "accuracy_baseline": _accuracy(base, idx),
-            "accuracy_candidate": _accuracy(cand, idx),
+            "accuracy_baseline": accuracy_of(base, idx),
+            "accuracy_candidate": accuracy_of(cand, idx),
             "status": status,
         }
         rows.append(row)
-        where = "the whole matched set" if key == "all" else f"slice {key}={value}"
-        numbers = {
-            k: row[k]
-            for k in (
-                "key",
-                "value",
-                "n_scored_baseline",
-                "n_scored_candidate",
-                "ece_baseline",
-                "ece_candidate",
-                "delta",
-            )
-        }
-        numbers["threshold"] = config.slice_ece_threshold
-        if status == "blocked":
-            reasons.append(
-                GateFinding(
-                    "ece_rise" if key == "all" else "slice_ece_rise",
-                    f"ECE of {where} rose from {e_b:.4f} to {e_c:.4f} "
-                    f"(+{delta:.4f} > {config.slice_ece_threshold:g}) on {n_b}/{n_c} scored items",
-                    numbers,
-                )
-            )
-        elif status == "small" and rose:
-            numbers["min_slice_size"] = config.min_slice_size
-            warnings.append(
-                GateFinding(
-                    "small_slice_ece_rise",
-                    f"ECE of {where} rose from {e_b:.4f} to {e_c:.4f} (+{delta:.4f}) but it has only "
-                    f"{n_b}/{n_c} scored items (< {config.min_slice_size}); not blocking",
-                    numbers,
-                )
-            )
+        _slice_findings(row, config, reasons, warnings)
     return rows
 
 
+def _slice_findings(
+    row: dict[str, Any], config: GateConfig, reasons: list[GateFinding], warnings: list[GateFinding]
+) -> None:
+    """The blocking reason (status ``blocked``) or the warning (a small slice whose ECE rose) of a row."""
+    key, value, status = row["key"], row["value"], row["status"]
+    e_b, e_c, delta = row["ece_baseline"], row["ece_candidate"], row["delta"]
+    n_b, n_c = row["n_scored_baseline"], row["n_scored_candidate"]
+    rose = not math.isnan(delta) and delta > config.slice_ece_threshold
+    where = "the whole matched set" if key == "all" else f"slice {key}={value}"
+    numbers = {
+        k: row[k]
+        for k in (
+            "key",
+            "value",
+            "n_scored_baseline",
+            "n_scored_candidate",
+            "ece_baseline",
+            "ece_candidate",
+            "delta",
+        )
+    }
+    numbers["threshold"] = config.slice_ece_threshold
+    if status == "blocked":
+        reasons.append(
+            GateFinding(
+                "ece_rise" if key == "all" else "slice_ece_rise",
+                f"ECE of {where} rose from {e_b:.4f} to {e_c:.4f} "
+                f"(+{delta:.4f} > {config.slice_ece_threshold:g}) on {n_b}/{n_c} scored items",
+                numbers,
+            )
+        )
+    elif status == "small" and rose:
+        numbers["min_slice_size"] = config.min_slice_size
+        warnings.append(
+            GateFinding(
+                "small_slice_ece_rise",
+                f"ECE of {where} rose from {e_b:.4f} to {e_c:.4f} (+{delta:.4f}) but it has only "
+                f"{n_b}/{n_c} scored items (< {config.min_slice_size}); not blocking",
+                numbers,
+            )
+        )
+
+
 def _spread_check(
-    base: _Side, cand: _Side, config: GateConfig, warnings: list[GateFinding]
+    base: Side, cand: Side, config: GateConfig, warnings: list[GateFinding]
 ) -> dict[str, Any]:
-    def spread(side: _Side) -> tuple[float, int, int]:
+    def spread(side: Side) -> tuple[float, int, int]:
         conf = side.confidence[side.scored]
         if conf.numel() == 0:
             return math.nan, 0, 0
@@ -554,6 +456,7 @@ def _spread_check(
     distinct_ratio = distinct_c / distinct_b if distinct_b > 0 else math.nan
     std_collapsed = std_b > 0 and std_c < ratio * std_b
     distinct_collapsed = distinct_b > 1 and distinct_c < ratio * distinct_b
+    none_scored = n_b > 0 and n_c == 0
     info = {
         "std_baseline": std_b,
         "std_candidate": std_c,
@@ -564,10 +467,15 @@ def _spread_check(
         "n_scored_baseline": n_b,
         "n_scored_candidate": n_c,
         "threshold_ratio": ratio,
-        "collapsed": bool(std_collapsed or distinct_collapsed),
+        "collapsed": bool(std_collapsed or distinct_collapsed or none_scored),
     }
     if info["collapsed"]:
         parts = []
+        if none_scored:
+            parts.append(
+                f"the baseline states a confidence on {n_b} answered items, the candidate on none "
+                "(it refuses everything or states no confidence)"
+            )
         if std_collapsed:
             parts.append(
                 f"std of stated confidence fell from {std_b:.4f} to {std_c:.4f} "
@@ -586,13 +494,3 @@ def _spread_check(
             )
         )
     return info
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
