@@ -137,7 +137,7 @@ class RewardPipeline:
         config: the pipeline settings.
         reward_model: a sequence-classification reward model (one output).
         reward_tokenizer: its tokenizer; ``None`` means it shares the policy's tokenizer (fast path:
-            TRL's tokens are reused, re-tokenising only responses whose confidence statement was removed).
+            the rollout's tokens are reused, re-tokenising only responses whose confidence statement was removed).
         policy_tokenizer: the policy's tokenizer (decodes rollouts); needed by :meth:`score_rollouts`.
         accelerator: with several processes, the moving-average mean and the stats are reduced over ranks.
         parse_confidence / strip_confidence / abstention_detector: override the ``calrl.confidence`` defaults.
@@ -164,8 +164,8 @@ class RewardPipeline:
                             if config.correctness_mode != "off" else None)
         self.adjuster = PPOCAdjuster(config.ppo_c_config(), accelerator=accelerator) if config.adjust else None
         if rm_scorer is None:
-            from trl.experimental.utils import get_reward as rm_scorer
-        self._rm_scorer = rm_scorer  # TRL's get_reward: score at the last non-pad token
+            from calrl.rewards.sequence_scores import sequence_scores as rm_scorer
+        self._rm_scorer = rm_scorer  # (per-position outputs, score at the last non-pad token)
         self.last: RolloutRewards | None = None
         self._totals = dict.fromkeys(_STAT_FIELDS, 0.0)
         self.missing_total = 0  # rollouts without a parsable confidence, over the whole run
@@ -187,7 +187,7 @@ class RewardPipeline:
     def score_rollouts(self, query_responses: torch.Tensor, context_length: int, pad_token_id: int,
                        references: References | None = None, *, step: int | None = None,
                        update: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
-        """Score TRL rollouts: ``query_responses`` = left-padded queries + (truncated, pad-filled) responses."""
+        """Score PPO rollouts: ``query_responses`` = left-padded queries + (truncated, pad-filled) responses."""
         tok = self.policy_tokenizer
         queries, responses_ids = query_responses[:, :context_length], query_responses[:, context_length:]
         responses = tok.batch_decode(responses_ids, skip_special_tokens=True)
@@ -387,7 +387,7 @@ class RewardPipeline:
 
     def _rebuild_rows(self, query_responses: torch.Tensor, context_length: int, pad_token_id: int,
                       rows: list[tuple[int, str | None]]) -> torch.Tensor:
-        """Stack the RM input rows: TRL's own tokens where nothing was stripped, else query + re-tokenised text.
+        """Stack the RM input rows: the rollout's own tokens where nothing was stripped, else query + re-tokenised text.
 
         A re-tokenised response keeps the stop (EOS) token when the original had one, since the RM is
         read at the last non-pad token.

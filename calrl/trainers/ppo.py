@@ -1,244 +1,487 @@
-"""Calibration-aware PPO on TRL's experimental PPOTrainer: PPO, PPO-M and PPO-C.
+"""calrl's PPO trainer for language models: PPO, PPO-M and PPO-C on ``transformers.Trainer`` and ``accelerate``.
 
 - Vanilla PPO: ``ppo_c_variant="none"`` (the reward model scores the response as generated).
 - PPO-M: vanilla PPO with a reward model trained on calibrated preference pairs (only the RM differs).
 - PPO-C: ``ppo_c_variant="threshold"`` or ``"difference"``: the RM scores the response without its
   confidence statement and the score is adjusted by the stated confidence (``calrl.rewards.ppo_c``).
 
-Each rollout's score comes from a :class:`~calrl.rewards.pipeline.RewardPipeline` (reward model,
-optional correctness reward, PPO-C, abstention reward); TRL then applies ``missing_eos_penalty``, the
-KL penalty and GAE unchanged.
+Each update: sample a rollout batch with ``generate`` (left-padded prompts, stop at the stop token, truncate
+after it), score it with :meth:`CalibratedPPOTrainer.compute_rewards` (the reward pipeline: RM, optional
+correctness reward, PPO-C, abstention), subtract the missing-EOS penalty, add the per-token KL penalty
+against the frozen reference, compute GAE advantages, then ``num_ppo_epochs`` passes of clipped policy and
+value losses over ``num_mini_batches`` mini-batches (one optimiser step each). The arithmetic is in
+:mod:`calrl.trainers.ppo_core`, checked against numbers recorded from trl 1.12.0's ``PPOTrainer``.
+
+The loop fires the ``transformers`` callback events (``on_train_begin``, ``on_epoch_begin``,
+``on_step_begin``, ``on_step_end``, ``on_log``, ``on_evaluate``, ``on_save``, ``on_epoch_end``,
+``on_train_end``) and honours ``logging_steps``, ``save_strategy``/``save_steps``, ``eval_strategy`` and
+``save_total_limit``. Metrics carry TRL's names (``objective/kl``, ``objective/entropy``,
+``policy/approxkl_avg``, ``loss/policy_avg``, ``loss/value_avg``, ``val/ratio`` ...) plus the reward
+pipeline's (``reward/*``, ``confidence/*``, ``abstention/rate``, ``correctness/accuracy``).
+``train(resume_from_checkpoint=...)`` resumes exactly (weights, optimiser, scheduler, RNG, data position,
+KL coefficient, PPO-C moving average): see :mod:`calrl.trainers.ppo_checkpoint`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import copy
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from trl.experimental.ppo import PPOConfig, PPOTrainer
-from trl.experimental.ppo import ppo_trainer as trl_ppo_module
-from trl.experimental.utils import first_true_indices
+from transformers import Trainer, TrainerState
 
 from calrl.errors import ConfigError, InputError
-from calrl.io import write_json
-from calrl.rewards.pipeline import RewardPipeline, RewardPipelineConfig
+from calrl.eval.sharding import generation_model
+from calrl.rewards.pipeline import RewardPipeline
+from calrl.rewards.sequence_scores import padded_inputs
+from calrl.trainers import ppo_checkpoint as ckpt
+from calrl.trainers.ppo_config import CalibratedPPOConfig
+from calrl.trainers.ppo_core import (
+    INVALID_LOGPROB,
+    KLController,
+    entropy_from_logits,
+    generalized_advantages,
+    per_token_kl,
+    ppo_loss,
+    response_masks,
+    token_logprobs,
+    token_rewards,
+    truncate_after_stop,
+    whitened_advantages,
+)
+from calrl.trainers.ppo_rollout import (
+    EpochSampler,
+    PolicyAndValue,
+    left_pad,
+    prompt_rows,
+    response_logits,
+    sample_responses,
+)
 
-REWARD_STATE_FILE = "calrl_reward_pipeline.json"
+__all__ = ["CalibratedPPOConfig", "CalibratedPPOTrainer", "Rollout"]
+LAST_VALUE_KEYS = ("lr", "episode", "eps", "objective/kl_coef", "reward/moving_average")
+_STAT_NAMES = ("approxkl", "pg_clipfrac", "pg_loss", "vf_loss", "vf_clipfrac", "entropy", "ratio")
 
 
 @dataclass
-class CalibratedPPOConfig(PPOConfig):
-    """``PPOConfig`` plus the reward-pipeline settings (see :class:`RewardPipelineConfig`)."""
+class Rollout:
+    """One rollout batch of this process, with everything the losses need (all on the device)."""
 
-    ppo_c_variant: str = field(default="none", metadata={"help": "'none' (PPO / PPO-M), 'threshold' or "
-                                                                 "'difference' (PPO-C)."})
-    ppo_c_weight: float = field(default=0.5, metadata={"help": "PPO-C weight w."})
-    ppo_c_alpha: float = field(default=0.1, metadata={"help": "Moving-average rate alpha."})
-    ppo_c_init_average: float | None = field(
-        default=None, metadata={"help": "Initial moving average (e.g. the RM's mean reward); None: first batch."})
-    ppo_c_update_before_adjust: bool = field(
-        default=True, metadata={"help": "Update the moving average before adjusting the batch (reference order)."})
-    reward_clamp: float = field(default=10.0, metadata={"help": "Clamp the RM score to [-c, c] for PPO-C."})
-    strip_confidence: bool | None = field(
-        default=None, metadata={"help": "Score the response without its confidence statement; None: iff PPO-C."})
-    use_hedges: bool = field(default=False, metadata={"help": "Read confidence from hedge words too."})
-    missing_confidence: str = field(
-        default="half", metadata={"help": "'half' (c=0.5, no adjustment), 'penalty' or 'skip' (as in the GRPO rewards)."})
-    missing_confidence_penalty: float = field(default=1.0, metadata={"help": "Subtracted under 'penalty'."})
-    abstention_reward: str = field(
-        default="rm", metadata={"help": "Reward of an abstention: a number (a float or a numeric string), "
-                                        "or 'rm' to keep its score."})
-    correctness_mode: str = field(default="off", metadata={"help": "'off', 'add' or 'replace'."})
-    correct_reward: float = field(default=1.0, metadata={"help": "Reward of a correct answer."})
-    wrong_reward: float = field(default=0.0, metadata={"help": "Reward of a wrong answer."})
-    grader: str = field(default="auto", metadata={"help": "Grader name (calrl.grading)."})
-    reference_column: str | None = field(
-        default=None, metadata={"help": "Dataset column with the reference answer(s) of each prompt."})
-
-    def __post_init__(self) -> None:
-        if isinstance(self.abstention_reward, str) and self.abstention_reward != "rm":
-            try:
-                self.abstention_reward = float(self.abstention_reward)
-            except ValueError:
-                raise ConfigError(f"must be a number or 'rm', got {self.abstention_reward!r}",
-                                  field="abstention_reward") from None
-        super().__post_init__()
-        self.pipeline_config()  # validate early, before any model is used
-
-    def pipeline_config(self) -> RewardPipelineConfig:
-        return RewardPipelineConfig(
-            ppo_c_variant=self.ppo_c_variant, ppo_c_weight=self.ppo_c_weight, ppo_c_alpha=self.ppo_c_alpha,
-            ppo_c_init_average=self.ppo_c_init_average, ppo_c_update_before_adjust=self.ppo_c_update_before_adjust,
-            reward_clamp=self.reward_clamp, strip_confidence=self.strip_confidence, use_hedges=self.use_hedges,
-            missing_confidence=self.missing_confidence, missing_confidence_penalty=self.missing_confidence_penalty,
-            abstention_reward=self.abstention_reward, correctness_mode=self.correctness_mode,
-            correct_reward=self.correct_reward, wrong_reward=self.wrong_reward, grader=self.grader)
+    query_responses: torch.Tensor
+    responses: torch.Tensor  # as sampled
+    context_length: int
+    logprobs: torch.Tensor  # masked with INVALID_LOGPROB at padding
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor  # masked with 0 beyond padding_p1
+    scores: torch.Tensor  # after the missing-EOS penalty
+    kl: torch.Tensor
+    non_score_reward: torch.Tensor
+    rewards: torch.Tensor
+    advantages: torch.Tensor  # whitened, 0 at padding
+    returns: torch.Tensor
+    padding: torch.Tensor
+    padding_p1: torch.Tensor
 
 
-class PromptReferences:
-    """Reference answers keyed by a prompt's token ids (padding removed), built from dataset rows."""
-
-    def __init__(self) -> None:
-        self._by_ids: dict[tuple[int, ...], list[str]] = {}
-
-    @classmethod
-    def from_datasets(cls, datasets: list[Any], column: str) -> PromptReferences:
-        lookup = cls()
-        for ds in datasets:
-            if ds is None:
-                continue
-            if column not in ds.column_names:
-                raise InputError(f"dataset has no column {column!r} (columns: {', '.join(ds.column_names)})",
-                                 field="reference_column")
-            for row, (ids, refs) in enumerate(zip(ds["input_ids"], ds[column])):
-                lookup.add(ids, refs, row=row)
-        return lookup
-
-    def add(self, input_ids: list[int], refs: str | list[str] | None, *, row: int | None = None) -> None:
-        refs = [] if refs is None else [refs] if isinstance(refs, str) else [str(r) for r in refs]
-        key = tuple(int(i) for i in input_ids)
-        old = self._by_ids.setdefault(key, refs)
-        if old != refs:
-            raise InputError(f"the same prompt appears with different references ({old!r} vs {refs!r})",
-                             line=row, field="reference_column")
-
-    def __len__(self) -> int:
-        return len(self._by_ids)
-
-    def lookup(self, queries: torch.Tensor, pad_token_id: int) -> list[list[str] | None]:
-        """References of each left-padded query row (``None`` where the prompt is unknown)."""
-        out: list[list[str] | None] = []
-        for row in queries.tolist():
-            out.append(self._by_ids.get(tuple(i for i in row if i != pad_token_id)))
-        return out
+def _disable_dropout(model: torch.nn.Module | None) -> None:
+    if model is None:
+        return
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
 
 
-class CalibratedPPOTrainer(PPOTrainer):
-    """TRL's PPOTrainer whose rollout rewards come from a :class:`RewardPipeline`.
+def _tokenizer(processing_class: Any) -> Any:
+    inner = getattr(processing_class, "tokenizer", None)
+    return inner if inner is not None else processing_class
 
-    Extra keyword arguments: ``reward_tokenizer`` (the RM's own tokenizer; ``None`` = the policy's, which
-    enables reusing TRL's tokens) and ``reward_pipeline`` (a ready pipeline, replacing the one built from
-    ``args``). With ``args.reference_column`` set, that column of the train/eval datasets gives each
-    prompt's reference answers (the column is removed before TRL's collator sees the rows).
+
+class CalibratedPPOTrainer(Trainer):
+    """PPO for causal language models with calrl's calibration-aware reward pipeline.
+
+    Args (TRL 1.12's ``PPOTrainer`` order): ``args``, ``processing_class`` (pads on the left), ``model`` (the
+    policy), ``ref_model`` (``None``: a frozen copy of the policy, or the policy with its adapter disabled under
+    LoRA), ``reward_model`` (a one-output sequence classifier), ``train_dataset`` (``prompt`` as text or
+    conversations, or tokenized ``input_ids``; an optional reference column), ``value_model`` (a one-output
+    sequence classifier, e.g. loaded from the RM's path; ``None``: a value head on the policy).
+    Keyword-only: ``reward_tokenizer`` (the RM's own tokenizer, when it differs from the policy's),
+    ``reward_pipeline`` (a ready pipeline instead of the one built from ``args``), ``peft_config``.
     """
 
-    def __init__(self, args: CalibratedPPOConfig, processing_class: Any, model: Any, ref_model: Any,
-                 reward_model: Any, train_dataset: Any, value_model: Any, *, reward_tokenizer: Any = None,
-                 reward_pipeline: RewardPipeline | None = None, eval_dataset: Any = None, **kwargs: Any) -> None:
+    def __init__(self, args: CalibratedPPOConfig, processing_class: Any, model: Any, ref_model: Any = None,
+                 reward_model: Any = None, train_dataset: Any = None, value_model: Any = None,
+                 data_collator: Any = None, eval_dataset: Any = None, optimizers: tuple = (None, None),
+                 callbacks: list[Any] | None = None, peft_config: Any = None, *, reward_tokenizer: Any = None,
+                 reward_pipeline: RewardPipeline | None = None) -> None:
+        if train_dataset is None:
+            raise ConfigError("CalibratedPPOTrainer needs a train_dataset of prompts", field="train_dataset")
+        if reward_model is None and reward_pipeline is None:
+            raise ConfigError("CalibratedPPOTrainer needs a reward_model (or a reward_pipeline)", field="reward_model")
+        if ref_model is not None and ref_model is model:
+            raise ConfigError("ref_model must be a separate copy of the policy (or None)", field="ref_model")
         if value_model is not None and value_model is reward_model:
-            # the value model is trained while the reward model must stay fixed, and the reward seam below
-            # tells them apart by identity: load the value model as its own instance (e.g. from the RM path)
+            # the value model trains while the reward model stays fixed: load it as its own instance
             raise ConfigError("value_model and reward_model must be separate instances", field="value_model")
-        self.references: PromptReferences | None = None
-        column = getattr(args, "reference_column", None)
-        if column:
-            self.references = PromptReferences.from_datasets([train_dataset, eval_dataset], column)
-            train_dataset = train_dataset.remove_columns(column)
-            if eval_dataset is not None and column in eval_dataset.column_names:
-                eval_dataset = eval_dataset.remove_columns(column)
-        super().__init__(args=args, processing_class=processing_class, model=model, ref_model=ref_model,
-                         reward_model=reward_model, train_dataset=train_dataset, value_model=value_model,
-                         eval_dataset=eval_dataset, **kwargs)
-        # TRL's PPOTrainer skips Trainer.__init__, which sets this attribute; transformers' Trainer._save reads
-        # it on every non-saving rank, so multi-process checkpoints would fail without it.
-        if not hasattr(self, "is_distributed_loading_by_transformers"):
-            self.is_distributed_loading_by_transformers = False
+        tok = _tokenizer(processing_class)
+        if tok.pad_token_id is None:
+            raise ConfigError("the tokenizer has no pad token (set tokenizer.pad_token)", field="processing_class")
+        self.pad_token_id = int(tok.pad_token_id)
+        self.stop_token_id = tok.eos_token_id if args.stop_token == "eos" else args.stop_token_id
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        self.is_peft_model = hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+        if ref_model is None and not self.is_peft_model:
+            ref_model = copy.deepcopy(model)
+        for module in (model, ref_model, value_model, reward_model):
+            _disable_dropout(module)
+        self.ref_model = ref_model
+        self.reward_model = reward_model
+        self.prompts = prompt_rows(train_dataset, tok, prompt_column=args.prompt_column,
+                                   reference_column=args.reference_column, max_prompt_length=args.max_prompt_length,
+                                   need_references=args.correctness_mode != "off")
+        self.eval_prompts = None if eval_dataset is None else prompt_rows(
+            eval_dataset, tok, prompt_column=args.prompt_column, reference_column=args.reference_column,
+            max_prompt_length=args.max_prompt_length)
+        if args.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
+        super().__init__(model=PolicyAndValue(model, value_model), args=args, data_collator=data_collator,
+                         train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=processing_class,
+                         callbacks=callbacks, optimizers=optimizers)
+        device = self.accelerator.device
+        for frozen in (self.ref_model, self.reward_model):
+            if frozen is not None:
+                frozen.to(device).eval().requires_grad_(False)
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        self.sampler = EpochSampler(len(self.prompts), args.local_batch_size * world,
+                                    seed=args.data_seed if args.data_seed is not None else args.seed,
+                                    rank=rank, world=world)
         if reward_pipeline is None:
-            config = args.pipeline_config() if hasattr(args, "pipeline_config") else RewardPipelineConfig()
-            reward_pipeline = RewardPipeline(config, self.reward_model, reward_tokenizer=reward_tokenizer,
-                                             policy_tokenizer=processing_class, accelerator=self.accelerator)
+            reward_pipeline = RewardPipeline(args.pipeline_config(), reward_model, reward_tokenizer=reward_tokenizer,
+                                             policy_tokenizer=tok, accelerator=self.accelerator)
         self.reward_pipeline = reward_pipeline
+        self.kl_controller = KLController(args.kl_coef, target=args.kl_target, horizon=args.kl_horizon)
+        self.generation_kwargs = {
+            "max_new_tokens": args.response_length, "do_sample": True, "temperature": args.temperature + 1e-7,
+            "top_k": 0, "top_p": 1.0, "pad_token_id": self.pad_token_id, "eos_token_id": self.stop_token_id}
+        self.max_steps = self._total_updates()
+        self._window: list[dict[str, float]] = []
+        self._prepared = False
+        self._last_saved_step = -1
+        self._resumed_from: str | None = None
+        self.wandb_run_id: str | None = None
 
-    # -- the seam ---------------------------------------------------------------------------------
-    # TRL's PPOTrainer.train() is one monolithic loop that scores rollouts by calling the module-level
-    # `get_reward(reward_model, query_responses, pad_token_id, context_length)` (and the same function
-    # for the value model). There is no method to override for the reward alone, and copying the loop
-    # would fork ~300 lines of TRL. So, for the duration of train() (and generate_completions()), the
-    # module's `get_reward` name is swapped for a dispatcher: calls with the reward model go to the
-    # reward pipeline, every other call (the value model) goes to the original unchanged. TRL's own
-    # missing_eos_penalty, KL penalty, whitening and GAE then run on the pipeline's scores as usual.
-    @contextmanager
-    def _rewards_from_pipeline(self, *, update: bool) -> Iterator[None]:
-        original = trl_ppo_module.get_reward
+    # ------------------------------------------------------------------------------------- sizes
+    @property
+    def global_batch_size(self) -> int:
+        return self.args.local_batch_size * self.accelerator.num_processes
 
-        def routed_get_reward(model, query_responses, pad_token_id, context_length):
-            if model is not self.reward_model:
-                return original(model, query_responses, pad_token_id, context_length)
-            references = (None if self.references is None
-                          else self.references.lookup(query_responses[:, :context_length], pad_token_id))
-            scores, _ = self.reward_pipeline.score_rollouts(
-                query_responses, context_length, pad_token_id, references,
-                step=self.state.global_step + (1 if update else 0), update=update)
-            seq_lengths = first_true_indices(query_responses[:, context_length:] == pad_token_id) - 1
-            return None, scores, seq_lengths + context_length  # TRL's callers use only the scores
+    def _total_updates(self) -> int:
+        args = self.args
+        if args.total_episodes is not None:
+            return math.ceil(args.total_episodes / self.global_batch_size)
+        if args.max_steps and args.max_steps > 0:
+            return int(args.max_steps)
+        return math.ceil(args.num_train_epochs * self.sampler.batches_per_epoch)
 
-        trl_ppo_module.get_reward = routed_get_reward
-        try:
-            yield
-        finally:
-            trl_ppo_module.get_reward = original
+    # ------------------------------------------------------------------------------------ rewards
+    def compute_rewards(self, query_responses: torch.Tensor, context_length: int,
+                        references: list[list[str] | None] | None, *, update: bool = True) -> torch.Tensor:
+        """The score of each rollout (query + truncated response): the reward pipeline's final reward.
 
-    def train(self, resume_from_checkpoint: str | None = None) -> None:
-        """Run TRL's PPO loop with rewards from the pipeline.
-
-        ``resume_from_checkpoint`` restores the reward pipeline's state (the PPO-C moving average) saved in
-        that checkpoint folder; TRL's PPO loop itself does not reload model or optimizer state.
+        ``update=False`` scores without moving the PPO-C average or counting statistics (evaluation).
+        Override this method to plug in another reward.
         """
-        if resume_from_checkpoint:
-            self.load_reward_state(resume_from_checkpoint)
-        self.reward_pipeline.pop_stats()  # start the first log window clean
-        with self._rewards_from_pipeline(update=True):
-            return super().train()
+        scores, _ = self.reward_pipeline.score_rollouts(query_responses, context_length, self.pad_token_id,
+                                                        references, step=self.state.global_step + 1, update=update)
+        return scores.to(query_responses.device)
 
-    def generate_completions(self, sampling: bool = False) -> None:
-        # Sample tables score with the pipeline too, without moving the average or counting stats.
-        with self._rewards_from_pipeline(update=False):
-            return super().generate_completions(sampling=sampling)
+    # ------------------------------------------------------------------------------------ rollout
+    def _policy_module(self) -> Any:
+        return self.accelerator.unwrap_model(self.model).policy
 
-    # -- logging and checkpoints -------------------------------------------------------------------
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Merge the pipeline's stats (averaged over rollouts since the last log) into TRL's metrics."""
-        stats = self.reward_pipeline.pop_stats() if hasattr(self, "reward_pipeline") else {}
-        super().log({**logs, **stats}, start_time)
-
-    @contextmanager
-    def _unwrapped_for_saving(self) -> Iterator[None]:
-        """Under DDP ``self.model`` is the DistributedDataParallel wrapper, but TRL's ``save_model`` looks for
-        ``.policy`` and its model card for ``.config`` on it; expose the bare policy-and-value wrapper while
-        saving (DeepSpeed keeps TRL's own handling)."""
-        wrapped = self.model
-        if not self.is_deepspeed_enabled:
-            self.model = self.accelerator.unwrap_model(wrapped)
+    @torch.no_grad()
+    def _reference_logprobs(self, query_responses: torch.Tensor, responses: torch.Tensor, context: int) -> torch.Tensor:
+        policy = self._policy_module()
+        if self.ref_model is not None:
+            scope, model = nullcontext(), self.ref_model
+        elif self.args.ref_adapter_name:
+            policy.set_adapter(self.args.ref_adapter_name)
+            scope, model = nullcontext(), policy
+        else:
+            scope, model = policy.disable_adapter(), policy
         try:
-            yield
+            with scope:
+                out = model(**padded_inputs(query_responses, self.pad_token_id), return_dict=True, use_cache=False)
+                return token_logprobs(response_logits(out.logits, context, self.args.temperature).float(), responses)
         finally:
-            self.model = wrapped
+            if self.ref_model is None and self.args.ref_adapter_name:
+                policy.set_adapter(self.args.model_adapter_name or "default")
 
+    @torch.no_grad()
+    def rollout(self, queries: torch.Tensor, references: list[list[str] | None] | None) -> Rollout:
+        """Generate, score and compute advantages for one batch of left-padded ``queries``."""
+        args, pad, context = self.args, self.pad_token_id, queries.shape[1]
+        with generation_model(self.model, self.accelerator, gather=args.ds3_gather_for_generation,
+                              select=lambda m: m.policy) as policy:
+            responses, logprobs = sample_responses(policy, queries, chunk=args.local_rollout_forward_batch_size,
+                                                   pad_token_id=pad, generation_kwargs=self.generation_kwargs)
+        query_responses = torch.cat([queries, responses], 1)
+        wrapper = self.accelerator.unwrap_model(self.model)
+        ref_logprobs, values = [], []
+        for start in range(0, queries.shape[0], args.local_rollout_forward_batch_size):
+            rows = slice(start, start + args.local_rollout_forward_batch_size)
+            ref_logprobs.append(self._reference_logprobs(query_responses[rows], responses[rows], context))
+            values.append(wrapper.values(query_responses[rows], pad)[:, context - 1:-1].float())
+        ref_logprobs, values = torch.cat(ref_logprobs), torch.cat(values)
+        final = responses if self.stop_token_id is None else truncate_after_stop(responses, self.stop_token_id, pad)
+        scores = self.compute_rewards(torch.cat([queries, final], 1), context, references).float()
+        if args.missing_eos_penalty is not None:
+            has_eos = (final == _tokenizer(self.processing_class).eos_token_id).any(-1)
+            scores = torch.where(has_eos, scores, scores - args.missing_eos_penalty)
+        masks = response_masks(final, pad)
+        logprobs = logprobs.masked_fill(masks.padding, INVALID_LOGPROB)
+        ref_logprobs = ref_logprobs.masked_fill(masks.padding, INVALID_LOGPROB)
+        values = values.masked_fill(masks.padding_p1, 0.0)
+        kl = per_token_kl(logprobs, ref_logprobs, args.kl_estimator)
+        rewards, non_score = token_rewards(scores, kl, masks, self.kl_controller.value, whiten=args.whiten_rewards)
+        advantages, returns = generalized_advantages(rewards, values, args.gamma, args.lam)
+        return Rollout(query_responses=query_responses, responses=responses, context_length=context,
+                       logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, scores=scores, kl=kl,
+                       non_score_reward=non_score, rewards=rewards,
+                       advantages=whitened_advantages(advantages, masks.padding), returns=returns,
+                       padding=masks.padding, padding_p1=masks.padding_p1)
+
+    # ----------------------------------------------------------------------------------- optimise
+    def _minibatch_generator(self) -> torch.Generator:
+        seed = self.args.seed * 1_000_003 + self.state.global_step * 7919 + self.accelerator.process_index
+        return torch.Generator().manual_seed(seed)
+
+    def optimize(self, rollout: Rollout) -> torch.Tensor:
+        """``num_ppo_epochs`` passes over the rollout; returns the stats ``7 x epochs x mini x micro``."""
+        args, model, acc = self.args, self.model, self.accelerator
+        n_micro, per_device = args.micro_batches_per_mini_batch, args.per_device_train_batch_size
+        stats = torch.zeros(len(_STAT_NAMES), args.num_ppo_epochs, args.num_mini_batches, n_micro)
+        # accelerate divides each loss by gradient_accumulation_steps; a mini-batch has n_micro micro-batches
+        loss_scale = 1.0 if acc.distributed_type == "DEEPSPEED" else acc.gradient_accumulation_steps / n_micro
+        generator = self._minibatch_generator()
+        model.train()
+        for epoch in range(args.num_ppo_epochs):
+            order = torch.randperm(args.local_batch_size, generator=generator)
+            for mini in range(args.num_mini_batches):
+                rows = order[mini * args.local_mini_batch_size:(mini + 1) * args.local_mini_batch_size]
+                for micro in range(n_micro):
+                    idx = rows[micro * per_device:(micro + 1) * per_device].to(rollout.responses.device)
+                    sync = nullcontext() if micro == n_micro - 1 else acc.no_sync(model)
+                    with sync:
+                        logits, values = model(rollout.query_responses[idx], self.pad_token_id)
+                        logits = response_logits(logits, rollout.context_length, args.temperature)
+                        out = ppo_loss(
+                            token_logprobs(logits, rollout.responses[idx]).float(), rollout.logprobs[idx],
+                            rollout.advantages[idx], values[:, rollout.context_length - 1:-1].float(),
+                            rollout.values[idx], rollout.returns[idx], rollout.padding[idx], rollout.padding_p1[idx],
+                            cliprange=args.cliprange, cliprange_value=args.cliprange_value, vf_coef=args.vf_coef)
+                        acc.backward(out.loss * loss_scale)
+                    with torch.no_grad():
+                        entropy = entropy_from_logits(logits.float()).mean()
+                    stats[:, epoch, mini, micro] = torch.stack([
+                        out.approxkl, out.pg_clipfrac, out.pg_loss, out.vf_loss, out.vf_clipfrac, entropy,
+                        out.ratio_mean]).float().cpu()
+                if args.max_grad_norm and args.max_grad_norm > 0:
+                    acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+        return stats
+
+    def _update_metrics(self, rollout: Rollout, stats: torch.Tensor, start_time: float) -> dict[str, float]:
+        acc = self.accelerator
+        local = torch.stack([
+            rollout.kl.sum(1).mean(), ((-rollout.logprobs) * (~rollout.padding)).sum(1).mean(),
+            rollout.non_score_reward.sum(1).mean(), rollout.scores.mean()]).float()
+        kl, entropy, non_score, scores = acc.reduce(local.to(acc.device), reduction="mean").tolist()
+        gathered = acc.gather(stats.to(acc.device)).reshape(acc.num_processes, *stats.shape)
+        per_stat = gathered.transpose(0, 1).reshape(len(_STAT_NAMES), -1)
+        eos = (rollout.responses == _tokenizer(self.processing_class).eos_token_id).sum().float()
+        metrics = {
+            "eps": int(self.state.episode / max(time.time() - start_time, 1e-9)),
+            "objective/kl": kl, "objective/entropy": entropy, "objective/non_score_reward": non_score,
+            "objective/rlhf_reward": non_score + scores, "objective/scores": scores,
+            "objective/kl_coef": self.kl_controller.value,
+            "policy/approxkl_avg": float(per_stat[0].mean()), "policy/clipfrac_avg": float(per_stat[1].mean()),
+            "loss/policy_avg": float(per_stat[2].mean()), "loss/value_avg": float(per_stat[3].mean()),
+            "val/clipfrac_avg": float(per_stat[4].mean()), "policy/entropy_avg": float(per_stat[5].mean()),
+            "val/ratio": float(per_stat[6].mean()),
+            "val/ratio_var": float(per_stat[6].var()) if per_stat[6].numel() > 1 else 0.0,
+            "val/num_eos_tokens": float(acc.reduce(eos.to(acc.device), reduction="sum")),
+            "lr": self.lr_scheduler.get_last_lr()[0], "episode": self.state.episode,
+        }
+        metrics.update(self.reward_pipeline.pop_stats())
+        return metrics
+
+    def training_step_ppo(self, epoch: int, batch: int, start_time: float) -> dict[str, float]:
+        """One PPO update on rollout batch ``batch`` of data epoch ``epoch``; returns its metrics."""
+        idx = self.sampler.indices(epoch, batch)
+        queries = left_pad([self.prompts.input_ids[i] for i in idx], self.pad_token_id, self.accelerator.device)
+        refs = None if self.prompts.references is None else [self.prompts.references[i] for i in idx]
+        rollout = self.rollout(queries, refs)
+        stats = self.optimize(rollout)
+        self.state.episode += self.global_batch_size
+        metrics = self._update_metrics(rollout, stats, start_time)
+        self.kl_controller.update(metrics["objective/kl"], self.global_batch_size)
+        return metrics
+
+    # --------------------------------------------------------------------------------------- loop
+    def _prepare(self) -> None:
+        if self._prepared:
+            return
+        if self.optimizer is None or self.lr_scheduler is None:
+            self.create_optimizer_and_scheduler(num_training_steps=self.max_steps)
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.model_wrapped = self.model
+        handler = self.callback_handler
+        handler.model, handler.optimizer, handler.lr_scheduler = self.model, self.optimizer, self.lr_scheduler
+        self._prepared = True
+
+    def _init_state(self) -> None:
+        bpe = self.sampler.batches_per_epoch
+        self.state = TrainerState(is_local_process_zero=self.is_local_process_zero(),
+                                  is_world_process_zero=self.is_world_process_zero(),
+                                  stateful_callbacks=self.state.stateful_callbacks)
+        self.state.episode = 0
+        self.state.max_steps = self.max_steps
+        self.state.num_train_epochs = math.ceil(self.max_steps / bpe)
+        self.state.train_batch_size = self.global_batch_size
+        self.state.compute_steps(self.args, self.max_steps)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None,
+              ignore_keys_for_eval: list[str] | None = None, **kwargs: Any) -> Any:
+        """Run PPO for ``max_steps`` updates (from ``total_episodes``, ``max_steps`` or ``num_train_epochs``).
+
+        ``resume_from_checkpoint``: a checkpoint folder of this trainer (or ``True``: the newest complete one
+        in ``output_dir``) to continue from exactly.
+        """
+        from transformers.trainer_utils import TrainOutput, set_seed
+
+        from calrl.trainers.ppo_io import load_checkpoint, resolve_checkpoint
+
+        checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        saved = ckpt.read_state(checkpoint) if checkpoint else None  # checked before any change
+        self._init_state()
+        if checkpoint:
+            load_checkpoint(self, checkpoint, saved, weights_only=True)
+        self._prepare()
+        if checkpoint:
+            load_checkpoint(self, checkpoint, saved, weights_only=False)
+            self._resumed_from = str(checkpoint)
+        else:
+            set_seed(self.args.seed + self.accelerator.process_index * 100003)
+        self.control = self.callback_handler.on_train_begin(self.args, self.state, self.control)
+        if checkpoint:
+            ckpt.set_rng_state(torch.load(Path(checkpoint) / ckpt.rng_file(self.accelerator.process_index,
+                                                                             self.accelerator.num_processes),
+                                          weights_only=False))
+        start_time = time.time()
+        start_episode = self.state.episode
+        self._loop(start_time)
+        self.control = self.callback_handler.on_train_end(self.args, self.state, self.control)
+        if self.control.should_save:
+            self.save_checkpoint()
+        runtime = time.time() - start_time
+        summary = {"train_runtime": round(runtime, 4),
+                   "train_samples_per_second": round((self.state.episode - start_episode) / max(runtime, 1e-9), 3)}
+        self.log(summary)
+        return TrainOutput(self.state.global_step, float("nan"), summary)
+
+    def _loop(self, start_time: float) -> None:
+        bpe = self.sampler.batches_per_epoch
+        first_epoch, first_batch = divmod(self.state.global_step, bpe)
+        for epoch in range(first_epoch, math.ceil(self.max_steps / bpe)):
+            self.control = self.callback_handler.on_epoch_begin(self.args, self.state, self.control)
+            for batch in range(first_batch if epoch == first_epoch else 0, bpe):
+                if self.state.global_step >= self.max_steps:
+                    break
+                self.control = self.callback_handler.on_step_begin(self.args, self.state, self.control)
+                metrics = self.training_step_ppo(epoch, batch, start_time)
+                self.state.global_step += 1
+                self.state.epoch = epoch + (batch + 1) / bpe
+                self._window.append(metrics)
+                self.lr_scheduler.step()
+                self.control = self.callback_handler.on_step_end(self.args, self.state, self.control)
+                self._log_save_evaluate()
+                self._maybe_sample_table()
+                if self.control.should_epoch_stop or self.control.should_training_stop:
+                    break
+            self.control = self.callback_handler.on_epoch_end(self.args, self.state, self.control)
+            self._log_save_evaluate()
+            if self.control.should_training_stop or self.state.global_step >= self.max_steps:
+                break
+
+    def _log_save_evaluate(self) -> None:
+        if self.control.should_log and self._window:
+            self.log(self._window_summary())
+        if self.control.should_evaluate:
+            self.evaluate()
+        if self.control.should_save:
+            self.save_checkpoint()
+
+    def _window_summary(self) -> dict[str, float]:
+        window, self._window = self._window, []
+        out: dict[str, float] = {}
+        for key in dict.fromkeys(k for m in window for k in m):
+            values = [m[key] for m in window if key in m]
+            out[key] = values[-1] if key in LAST_VALUE_KEYS else sum(values) / len(values)
+        return out
+
+    # -------------------------------------------------------------------------------- checkpoints
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        with self._unwrapped_for_saving():
-            super().save_model(output_dir, _internal_call)
+        """Save the policy (full model, or its PEFT adapter) and the tokenizer in Hugging Face format."""
+        from calrl.trainers.ppo_io import save_policy
 
-    def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        with self._unwrapped_for_saving():
-            super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            write_json(folder / REWARD_STATE_FILE, self.reward_pipeline.state_dict())
+        save_policy(self, Path(output_dir or self.args.output_dir))
 
-    def load_reward_state(self, checkpoint_dir: str | os.PathLike[str]) -> None:
-        """Restore the pipeline state (PPO-C moving average, counters) saved in a checkpoint folder."""
-        path = Path(checkpoint_dir) / REWARD_STATE_FILE
-        if not path.is_file():
-            raise InputError("no reward-pipeline state in this checkpoint", path=str(path))
-        try:
-            state = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON ({exc.msg})", path=str(path), line=exc.lineno) from None
-        self.reward_pipeline.load_state_dict(state)
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoint-<global_step>`` (staged, completion marker, then renamed) and fire ``on_save``."""
+        from calrl.trainers.ppo_io import write_checkpoint
+
+        if self._last_saved_step == self.state.global_step:
+            self.control.should_save = False
+            return None
+        folder = write_checkpoint(self)
+        self._last_saved_step = self.state.global_step
+        self.control = self.callback_handler.on_save(self.args, self.state, self.control)
+        return folder
+
+    # --------------------------------------------------------------------------------- evaluation
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Generate on the eval prompts and score them with the reward pipeline (the PPO-C average is not moved).
+
+        Logs ``<prefix>_objective/scores`` and the pipeline's statistics, fires ``on_evaluate``.
+        """
+        from calrl.trainers.ppo_eval import evaluate_prompts
+
+        prompts = self.eval_prompts if eval_dataset is None else prompt_rows(
+            eval_dataset, _tokenizer(self.processing_class), prompt_column=self.args.prompt_column,
+            reference_column=self.args.reference_column, max_prompt_length=self.args.max_prompt_length)
+        if prompts is None:
+            raise InputError("evaluate() needs an eval_dataset", field="eval_dataset")
+        metrics = evaluate_prompts(self, prompts, metric_key_prefix)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
+        return metrics
+
+    def _maybe_sample_table(self) -> None:
+        n = self.args.num_sample_generations
+        if n <= 0 or self.eval_prompts is None:
+            return
+        every = max(1, self.max_steps // n)
+        if (self.state.global_step - 1) % every == 0:
+            from calrl.trainers.ppo_eval import log_sample_table
+
+            log_sample_table(self)

@@ -1,0 +1,184 @@
+"""``CalibratedPPOConfig``: the settings of calrl's PPO trainer (PPO, PPO-M and PPO-C).
+
+It is a ``transformers.TrainingArguments`` (output, logging, saving, optimiser, precision, seed ...) with
+the PPO keys of TRL 1.12's ``PPOConfig`` (same names and meanings, so recipes written for it keep
+working) and the reward-pipeline keys of calrl (see :class:`~calrl.rewards.pipeline.RewardPipelineConfig`).
+
+Batch sizes, as in TRL 1.12: one *rollout batch* per process is ``per_device_train_batch_size x
+gradient_accumulation_steps`` prompts (``x`` processes for the global batch); it is split into
+``num_mini_batches`` mini-batches, each of ``gradient_accumulation_steps / num_mini_batches``
+micro-batches of ``per_device_train_batch_size``. calrl takes one optimiser step per mini-batch
+(TRL 1.12 took one per ``gradient_accumulation_steps`` micro-batches, which merges the mini-batches
+into one step when ``num_mini_batches > 1``); with ``num_mini_batches: 1`` the two are the same.
+
+The derived sizes are properties computed from the validated keys; the config is never changed after
+it is built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from transformers import TrainingArguments
+
+from calrl.errors import ConfigError
+from calrl.rewards.pipeline import RewardPipelineConfig
+
+
+def _positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if not ok or isinstance(value, bool) or not math.isfinite(float(value)) or value < 0 or (value == 0 and not allow_zero):
+        kind = "integer" if integer else "number"
+        raise ConfigError(f"must be a {'non-negative' if allow_zero else 'positive'} {kind}, got {value!r}",
+                          field=name)
+
+
+def _finite(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise ConfigError(f"must be a finite number, got {value!r}", field=name)
+
+
+@dataclass
+class CalibratedPPOConfig(TrainingArguments):
+    """``TrainingArguments`` + PPO (TRL 1.12 key names) + calrl's reward pipeline."""
+
+    # ---------------------------------------------------------------- PPO (TRL 1.12 names)
+    learning_rate: float = field(default=3e-6, metadata={"help": "Learning rate of policy and value model."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N updates (rollout batches)."})
+    dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenizing prompts."})
+    num_mini_batches: int = field(default=1, metadata={"help": "Mini-batches per rollout batch (one optimiser "
+                                                               "step each)."})
+    total_episodes: int | None = field(
+        default=None, metadata={"help": "Prompts to train on in all; None: num_train_epochs passes over the data."})
+    local_rollout_forward_batch_size: int = field(
+        default=64, metadata={"help": "Rows per generation / no-grad forward chunk in the rollout phase."})
+    num_sample_generations: int = field(
+        default=10, metadata={"help": "How many times to log a table of sample completions (0: never)."})
+    response_length: int = field(default=53, metadata={"help": "Maximum number of generated tokens."})
+    stop_token: Literal["eos"] | None = field(
+        default=None, metadata={"help": "'eos': stop generating at EOS and truncate after it."})
+    stop_token_id: int | None = field(default=None, metadata={"help": "Stop token id (instead of stop_token)."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the rollouts."})
+    missing_eos_penalty: float | None = field(
+        default=None, metadata={"help": "Subtracted from the score of a response without the stop token."})
+    max_prompt_length: int | None = field(
+        default=None, metadata={"help": "Keep only the last N prompt tokens (None: no limit)."})
+    sft_model_path: str = field(default="EleutherAI/pythia-160m", metadata={"help": "Unused by calrl (TRL key)."})
+    reward_model_path: str = field(default="EleutherAI/pythia-160m", metadata={"help": "Unused by calrl (TRL key)."})
+    model_adapter_name: str | None = field(default=None, metadata={"help": "PEFT adapter trained (None: default)."})
+    ref_adapter_name: str | None = field(
+        default=None, metadata={"help": "PEFT adapter used as the reference (None: the adapter disabled)."})
+    num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch."})
+    whiten_rewards: bool = field(default=False, metadata={"help": "Whiten the per-token rewards."})
+    kl_coef: float = field(default=0.05, metadata={"help": "KL penalty coefficient (initial value if adaptive)."})
+    kl_estimator: Literal["k1", "k3"] = field(default="k1", metadata={"help": "Per-token KL estimator."})
+    kl_target: float | None = field(
+        default=None, metadata={"help": "Adaptive KL controller target (Ziegler et al.); None: fixed kl_coef."})
+    kl_horizon: int = field(default=10000, metadata={"help": "Adaptive KL controller horizon (episodes)."})
+    cliprange: float = field(default=0.2, metadata={"help": "Policy ratio clip range."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Value loss coefficient."})
+    cliprange_value: float = field(default=0.2, metadata={"help": "Value clip range."})
+    gamma: float = field(default=1.0, metadata={"help": "Discount factor."})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
+    ds3_gather_for_generation: bool = field(
+        default=True, metadata={"help": "Gather ZeRO-3 / FSDP parameters to generate (False: slower, less memory)."})
+    prompt_column: str = field(default="prompt", metadata={"help": "Dataset column with the prompts "
+                                                                   "(text or conversations)."})
+
+    # ---------------------------------------------------------------- calrl reward pipeline
+    ppo_c_variant: str = field(default="none", metadata={"help": "'none' (PPO / PPO-M), 'threshold' or "
+                                                                 "'difference' (PPO-C)."})
+    ppo_c_weight: float = field(default=0.5, metadata={"help": "PPO-C weight w."})
+    ppo_c_alpha: float = field(default=0.1, metadata={"help": "Moving-average rate alpha."})
+    ppo_c_init_average: float | None = field(
+        default=None, metadata={"help": "Initial moving average (e.g. the RM's mean reward); None: first batch."})
+    ppo_c_update_before_adjust: bool = field(
+        default=True, metadata={"help": "Update the moving average before adjusting the batch (reference order)."})
+    reward_clamp: float = field(default=10.0, metadata={"help": "Clamp the RM score to [-c, c] for PPO-C."})
+    strip_confidence: bool | None = field(
+        default=None, metadata={"help": "Score the response without its confidence statement; None: iff PPO-C."})
+    use_hedges: bool = field(default=False, metadata={"help": "Read confidence from hedge words too."})
+    missing_confidence: str = field(
+        default="half", metadata={"help": "'half' (c=0.5, no adjustment), 'penalty' or 'skip' (as in the GRPO rewards)."})
+    missing_confidence_penalty: float = field(default=1.0, metadata={"help": "Subtracted under 'penalty'."})
+    abstention_reward: str = field(
+        default="rm", metadata={"help": "Reward of an abstention: a number (a float or a numeric string), "
+                                        "or 'rm' to keep its score."})
+    correctness_mode: str = field(default="off", metadata={"help": "'off', 'add' or 'replace'."})
+    correct_reward: float = field(default=1.0, metadata={"help": "Reward of a correct answer."})
+    wrong_reward: float = field(default=0.0, metadata={"help": "Reward of a wrong answer."})
+    grader: str = field(default="auto", metadata={"help": "Grader name (calrl.grading)."})
+    reference_column: str = field(
+        default="reference", metadata={"help": "Dataset column with the reference answer(s) of each prompt "
+                                               "(read when present; required by correctness_mode)."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.abstention_reward, str) and self.abstention_reward != "rm":
+            try:
+                self.abstention_reward = float(self.abstention_reward)
+            except ValueError:
+                raise ConfigError(f"must be a number or 'rm', got {self.abstention_reward!r}",
+                                  field="abstention_reward") from None
+        self._check_ppo_keys()
+        super().__post_init__()
+        self.pipeline_config()  # validate early, before any model is used
+
+    def _check_ppo_keys(self) -> None:
+        for name in ("num_mini_batches", "num_ppo_epochs", "response_length", "local_rollout_forward_batch_size",
+                     "per_device_train_batch_size", "gradient_accumulation_steps", "kl_horizon"):
+            _positive(name, getattr(self, name), integer=True)
+        _positive("num_sample_generations", self.num_sample_generations, integer=True, allow_zero=True)
+        for name in ("total_episodes", "max_prompt_length"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name), integer=True)
+        _positive("learning_rate", self.learning_rate, allow_zero=True)
+        _positive("temperature", self.temperature)
+        for name in ("kl_coef", "cliprange", "cliprange_value", "vf_coef", "num_train_epochs"):
+            _positive(name, getattr(self, name), allow_zero=name in ("kl_coef", "vf_coef"))
+        for name in ("gamma", "lam"):
+            value = getattr(self, name)
+            _finite(name, value)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"must be in [0, 1], got {value}", field=name)
+        if self.kl_target is not None:
+            _positive("kl_target", self.kl_target)
+        if self.missing_eos_penalty is not None:
+            _finite("missing_eos_penalty", self.missing_eos_penalty)
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ConfigError(f"must be 'k1' or 'k3', got {self.kl_estimator!r}", field="kl_estimator")
+        if self.stop_token not in (None, "eos"):
+            raise ConfigError(f"must be 'eos' or null, got {self.stop_token!r}", field="stop_token")
+        if self.stop_token is not None and self.stop_token_id is not None:
+            raise ConfigError("set stop_token or stop_token_id, not both", field="stop_token_id")
+        if self.gradient_accumulation_steps % self.num_mini_batches:
+            raise ConfigError(f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) must be a multiple "
+                              f"of num_mini_batches ({self.num_mini_batches}): each mini-batch is a whole number of "
+                              f"micro-batches", field="num_mini_batches")
+        if self.whiten_rewards and self.local_mini_batch_size < 8:
+            raise ConfigError(f"whitening rewards needs mini-batches of at least 8 rows per process, got "
+                              f"{self.local_mini_batch_size}", field="whiten_rewards")
+
+    # ---------------------------------------------------------------- derived sizes
+    @property
+    def local_batch_size(self) -> int:
+        """Prompts per process per rollout batch."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+    @property
+    def local_mini_batch_size(self) -> int:
+        return self.local_batch_size // self.num_mini_batches
+
+    @property
+    def micro_batches_per_mini_batch(self) -> int:
+        return self.gradient_accumulation_steps // self.num_mini_batches
+
+    def pipeline_config(self) -> RewardPipelineConfig:
+        return RewardPipelineConfig(
+            ppo_c_variant=self.ppo_c_variant, ppo_c_weight=self.ppo_c_weight, ppo_c_alpha=self.ppo_c_alpha,
+            ppo_c_init_average=self.ppo_c_init_average, ppo_c_update_before_adjust=self.ppo_c_update_before_adjust,
+            reward_clamp=self.reward_clamp, strip_confidence=self.strip_confidence, use_hedges=self.use_hedges,
+            missing_confidence=self.missing_confidence, missing_confidence_penalty=self.missing_confidence_penalty,
+            abstention_reward=self.abstention_reward, correctness_mode=self.correctness_mode,
+            correct_reward=self.correct_reward, wrong_reward=self.wrong_reward, grader=self.grader)

@@ -1,0 +1,169 @@
+"""Saving and restoring :class:`~calrl.trainers.ppo.CalibratedPPOTrainer` (layout in :mod:`ppo_checkpoint`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from calrl.errors import InputError
+from calrl.trainers import ppo_checkpoint as ckpt
+
+if TYPE_CHECKING:
+    from calrl.trainers.ppo import CalibratedPPOTrainer
+
+ADAPTER_FILE = "adapter_model.safetensors"
+
+
+def newest_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """The complete ``checkpoint-N`` with the largest N (interrupted saves are skipped)."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return None
+    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()
+             and ckpt.is_complete(p)]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def resolve_checkpoint(value: Any, output_dir: str) -> str | None:
+    """``None``/``False``: no resume; ``True``/``"latest"``: the newest complete checkpoint; else a folder."""
+    if value in (None, False, ""):
+        return None
+    if value is True or str(value) == "latest":
+        found = newest_complete_checkpoint(output_dir)
+        if found is None:
+            raise InputError("resume 'latest': no complete checkpoint-* folder", path=str(output_dir))
+        return str(found)
+    return str(value)
+
+
+def _split_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _tokenizer(trainer: CalibratedPPOTrainer) -> Any:
+    return trainer.processing_class
+
+
+def save_policy(trainer: CalibratedPPOTrainer, folder: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    """Save the policy (or its adapter) and the tokenizer into ``folder`` (full state gathered from shards)."""
+    acc = trainer.accelerator
+    if state is None:
+        state = acc.get_state_dict(trainer.model)  # collective under FSDP / ZeRO-3
+    if not acc.is_main_process:
+        return
+    wrapper = acc.unwrap_model(trainer.model)
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapper.policy.save_pretrained(str(folder), state_dict=_split_state(state, "policy."), safe_serialization=True)
+    if trainer.processing_class is not None:
+        trainer.processing_class.save_pretrained(str(folder))
+
+
+def _save_value(trainer: CalibratedPPOTrainer, folder: Path, state: dict[str, torch.Tensor]) -> None:
+    wrapper = trainer.accelerator.unwrap_model(trainer.model)
+    if wrapper.value_model is not None:
+        wrapper.value_model.save_pretrained(str(folder / ckpt.VALUE_MODEL_DIR),
+                                            state_dict=_split_state(state, "value_model."), safe_serialization=True)
+    else:
+        from safetensors.torch import save_file
+
+        head = {k: v.contiguous() for k, v in _split_state(state, "value_head.").items()}
+        save_file(head, str(folder / ckpt.VALUE_HEAD_FILE))
+
+
+def write_checkpoint(trainer: CalibratedPPOTrainer) -> Path:
+    """Write ``checkpoint-<step>`` through a staging folder; every process takes part (gathers, RNG files)."""
+    acc, args = trainer.accelerator, trainer.args
+    name = f"checkpoint-{trainer.state.global_step}"
+    out = Path(args.output_dir)
+    final, staging = out / name, out / f".{name}.staging"
+    if acc.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    acc.wait_for_everyone()
+    torch.save(ckpt.rng_state(), staging / ckpt.rng_file(acc.process_index, acc.num_processes))
+    state = acc.get_state_dict(trainer.model)
+    save_policy(trainer, staging, state)
+    if acc.is_main_process:
+        _save_value(trainer, staging, state)
+        torch.save(trainer.optimizer.state_dict(), staging / "optimizer.pt")
+        torch.save(trainer.lr_scheduler.state_dict(), staging / "scheduler.pt")
+        trainer.state.save_to_json(str(staging / "trainer_state.json"))
+        ckpt.write_state(staging, {
+            "global_step": trainer.state.global_step, "episode": trainer.state.episode,
+            "kl_controller": trainer.kl_controller.state_dict(),
+            "reward_pipeline": trainer.reward_pipeline.state_dict(),
+            "window": trainer._window, "wandb_run_id": trainer.wandb_run_id,
+            "world_size": acc.num_processes})
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        ckpt.publish(staging, final)
+        ckpt.rotate(out, args.save_total_limit, protect=final)
+    acc.wait_for_everyone()
+    return final
+
+
+def _load_policy_weights(trainer: CalibratedPPOTrainer, folder: Path) -> None:
+    policy = trainer.accelerator.unwrap_model(trainer.model).policy
+    if trainer.is_peft_model:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        path = folder / ADAPTER_FILE
+        if not path.is_file():
+            raise InputError(f"no {ADAPTER_FILE}: not a checkpoint of a LoRA policy", path=str(folder))
+        result = set_peft_model_state_dict(policy, load_file(str(path)),
+                                           adapter_name=trainer.args.model_adapter_name or "default")
+        if getattr(result, "unexpected_keys", None):
+            raise InputError(f"adapter weights do not fit this policy (e.g. {result.unexpected_keys[0]})",
+                             path=str(path))
+    else:
+        ckpt.load_weights(policy, folder, "policy")
+
+
+def _load_value_weights(trainer: CalibratedPPOTrainer, folder: Path) -> None:
+    wrapper = trainer.accelerator.unwrap_model(trainer.model)
+    if wrapper.value_model is not None:
+        ckpt.load_weights(wrapper.value_model, folder / ckpt.VALUE_MODEL_DIR, "value model")
+        return
+    from safetensors.torch import load_file
+
+    path = folder / ckpt.VALUE_HEAD_FILE
+    if not path.is_file():
+        raise InputError(f"no {ckpt.VALUE_HEAD_FILE}: the checkpoint was trained with a separate value model",
+                         path=str(folder))
+    wrapper.value_head.load_state_dict(load_file(str(path)))
+
+
+def load_checkpoint(trainer: CalibratedPPOTrainer, folder: str | Path, saved: dict[str, Any], *,
+                    weights_only: bool) -> None:
+    """Restore a checkpoint in two phases: weights (before ``accelerator.prepare``), then the training state."""
+    from transformers import TrainerState
+
+    folder = Path(folder)
+    world = trainer.accelerator.num_processes
+    if saved.get("world_size", world) != world:
+        raise InputError(f"saved with {saved.get('world_size')} processes; resume with the same number "
+                         f"(now {world}) for the same data order", path=str(folder))
+    if weights_only:
+        _load_policy_weights(trainer, folder)
+        _load_value_weights(trainer, folder)
+        return
+    for name, target in (("optimizer.pt", trainer.optimizer), ("scheduler.pt", trainer.lr_scheduler)):
+        path = folder / name
+        if not path.is_file():
+            raise InputError(f"no {name} in the checkpoint", path=str(folder))
+        target.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    loaded = TrainerState.load_from_json(str(folder / "trainer_state.json"))
+    state = trainer.state
+    state.global_step, state.epoch, state.log_history = loaded.global_step, loaded.epoch, loaded.log_history
+    state.best_metric, state.best_model_checkpoint = loaded.best_metric, loaded.best_model_checkpoint
+    state.total_flos = loaded.total_flos
+    state.episode = int(saved["episode"])
+    trainer.kl_controller.load_state_dict(saved["kl_controller"])
+    trainer.reward_pipeline.load_state_dict(saved["reward_pipeline"])
+    trainer._window = list(saved.get("window") or [])
+    trainer.wandb_run_id = saved.get("wandb_run_id")
+    trainer._last_saved_step = state.global_step
