@@ -11,7 +11,7 @@ import torch
 
 from calrl.data.heldout import EvalItem
 from calrl.eval.prompts import ElicitationPrompt
-from calrl.models.tiny import build_tiny_causal_lm, build_word_tokenizer
+from calrl.testing.tiny import build_tiny_causal_lm, build_word_tokenizer
 
 ITEMS = [EvalItem(id=f"i{k}", question=f"what is {k} + 1 ?", reference=[str(k + 1)],
                   slice={"parity": "even" if k % 2 == 0 else "odd"}) for k in range(8)]
@@ -31,6 +31,11 @@ EXPECTED = {
     "refusal_rate": 1 / 8,
     "mean_confidence": 4.4 / 7,
     "slice_ece": {"even": 1.7 / 4, "odd": 1.5 / 3},
+    # even: (.9,T) (.7,F) (.9,T) (.2,T); odd: (.8,T) (.3,T) (.6,F) and the abstention
+    "slice_brier": {"even": (0.01 + 0.49 + 0.01 + 0.64) / 4, "odd": (0.04 + 0.49 + 0.36) / 3},
+    "slice_refusal_rate": {"even": 0.0, "odd": 1 / 4},
+    # the wrong answers, most confident first: item 2 says 5 at 0.7, item 5 says 9 at 0.6
+    "confidently_wrong": [("i2", "5", 0.7), ("i5", "9", 0.6)],
 }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from datasets import Dataset
 from transformers import TrainerControl, TrainerState
 
@@ -23,7 +24,7 @@ from calrl.errors import ConfigError
 from calrl.eval.generate import generate_predictions
 from calrl.eval.loading import load_predictions
 from calrl.eval.runner import compute_metrics, resolve_records
-from calrl.models.tiny import build_tiny_reward_model
+from calrl.testing.tiny import build_tiny_reward_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from callback_helpers import EXPECTED, ITEMS, PROMPT, build_scripted_policy, target_response
@@ -105,9 +106,16 @@ def test_resumed_run_does_not_report_completed_epochs_again():
 
 
 # ------------------------------------------------------------------------------------- fake PPO loop
-def test_callback_on_ppo_event_sequence(tmp_path, scripted):
-    from trl.experimental.ppo.ppo_trainer import PolicyAndValueWrapper
+class PolicyAndValueWrapper(torch.nn.Module):
+    """What a PPO loop hands its callbacks as ``model``: the policy and the value model in one module (as
+    TRL's ``PolicyAndValueWrapper`` did), which cannot generate itself."""
 
+    def __init__(self, policy, value_model):
+        super().__init__()
+        self.policy, self.value_model = policy, value_model
+
+
+def test_callback_on_ppo_event_sequence(tmp_path, scripted):
     policy = copy.deepcopy(scripted[0])
     wrapper = PolicyAndValueWrapper(policy, build_tiny_reward_model(scripted[1]))
     assert unwrap_policy(wrapper) is policy

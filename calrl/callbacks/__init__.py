@@ -5,11 +5,14 @@ from calrl.callbacks.calibration_eval import (
     CalibrationEvalConfig,
     EpochBoundaryTracker,
 )
+from calrl.callbacks.eval_files import read_eval_history
 from calrl.callbacks.wandb_utils import (
     init_wandb_run,
     normalize_report_to,
     prepare_reporting,
     read_offline_history,
+    read_offline_run,
+    read_offline_table,
 )
 
 __all__ = [
@@ -19,5 +22,8 @@ __all__ = [
     "init_wandb_run",
     "normalize_report_to",
     "prepare_reporting",
+    "read_eval_history",
     "read_offline_history",
+    "read_offline_run",
+    "read_offline_table",
 ]

@@ -14,11 +14,15 @@ processes the items are split between them and the predictions gathered, so ever
 every process holds the same metrics; only the main process logs and writes files.
 
 Each eval logs ``eval/ece``, ``eval/brier``, ``eval/auroc``, ``eval/accuracy``, ``eval/refusal_rate``,
-``eval/mean_confidence``, ``eval/smece``, ``eval/slice/<key>=<value>/ece``, a reliability diagram
-(``eval/reliability_diagram``) and table (``eval/reliability_table``) to the active W&B run, or, without
-one, its scalars through ``trainer.log`` when the callback was attached with :meth:`attach`. It writes
-``predictions.jsonl``, ``metrics.json`` and ``reliability.png`` to ``<output_dir>/calibration_eval/<label>``
-(``epoch-<k>`` or ``step-<n>``), and copies them into ``checkpoint-<step>/calibration_eval/<label>`` when a
+``eval/mean_confidence``, ``eval/smece``, ``eval/slice/<key>=<value>/{ece,brier,refusal_rate}``, a reliability
+diagram (``eval/reliability_diagram``) and table (``eval/reliability_table``) to the active W&B run, or,
+without one, its scalars through ``trainer.log`` when the callback was attached with :meth:`attach`. In a
+W&B run it also logs the reliability curves of every eval so far as one line chart
+(``eval/reliability_curve``), the most confidently wrong answers (``eval/confidently_wrong``) and keeps the
+run summary's ``calibration/...`` keys (final and best ECE) up to date (see :mod:`calrl.callbacks.wandb_panels`).
+It writes ``predictions.jsonl``, ``metrics.json`` and ``reliability.png`` to
+``<output_dir>/calibration_eval/<label>`` (``epoch-<k>`` or ``step-<n>``; see :mod:`calrl.callbacks.eval_files`,
+which also reads them back), and copies them into ``checkpoint-<step>/calibration_eval/<label>`` when a
 checkpoint is saved at the step of the eval, so ``calrl eval --predictions`` can re-read them.
 """
 
@@ -34,11 +38,15 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from calrl.callbacks.eval_files import EVAL_SUBDIR, epoch_label, step_label, write_eval_folder
+from calrl.callbacks.wandb_panels import WandbPanels, summary_panel
 from calrl.errors import ConfigError
+from calrl.eval.report import N_WRONG_EXAMPLES
 
 logger = logging.getLogger(__name__)
 
 SCALAR_KEYS = ("ece", "brier", "auroc", "accuracy", "refusal_rate", "mean_confidence")
+SLICE_SCALAR_KEYS = ("ece", "brier", "refusal_rate")
 RELIABILITY_COLUMNS = ("lower", "upper", "count", "mean_confidence", "accuracy")
 _EPS = 1e-6
 
@@ -50,7 +58,9 @@ class CalibrationEvalConfig:
     ``eval_items`` is a list of :class:`~calrl.data.heldout.EvalItem` or a dataset spec for
     :func:`~calrl.data.heldout.load_eval_items` (loaded once, when training starts). ``every_n_steps`` adds
     an eval every N optimiser steps on top of the per-epoch evals; ``eval_on_start`` adds one of the
-    initial policy (``epoch-0``). ``slice_keys`` limits the per-slice ECE logged (None: every slice key).
+    initial policy (``epoch-0``). ``slice_keys`` limits the per-slice scalars logged (None: every slice key).
+    ``n_confidently_wrong`` is how many of each eval's most confidently wrong answers go into the W&B table
+    ``eval/confidently_wrong`` (0: no table); ``log_table`` turns every W&B table and chart off.
     """
 
     eval_items: Any = None
@@ -70,9 +80,10 @@ class CalibrationEvalConfig:
     min_slice_size: int = 30
     n_boot: int = 0
     seed: int = 0
-    output_subdir: str = "calibration_eval"
+    output_subdir: str = EVAL_SUBDIR
     log_image: bool = True
     log_table: bool = True
+    n_confidently_wrong: int = N_WRONG_EXAMPLES
     show_progress: bool = False
 
     def __post_init__(self) -> None:
@@ -87,6 +98,9 @@ class CalibrationEvalConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"must be a positive integer, got {value!r}", field=name)
+        n = self.n_confidently_wrong
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ConfigError(f"must be a non-negative integer, got {n!r}", field="n_confidently_wrong")
         if self.missing_policy not in ("exclude", "half", "error"):
             raise ConfigError(f"unknown policy {self.missing_policy!r}; choose exclude, half or error",
                               field="missing_policy")
@@ -147,6 +161,7 @@ class EvalResult:
     logged: dict[str, float]
     records: list[Any] = field(repr=False, default_factory=list)
     folder: Path | None = None
+    resolved: list[Any] = field(repr=False, default_factory=list)  # ``records`` parsed and graded
 
 
 def unwrap_policy(model: Any) -> Any:
@@ -197,7 +212,8 @@ def scalar_metrics(metrics: dict[str, Any], *, slice_keys: list[str] | None = No
         if slice_keys is not None and key not in slice_keys:
             continue
         for value, m in values.items():
-            out[f"{prefix}/slice/{key}={value}/ece"] = num(m.get("ece"))
+            for name in SLICE_SCALAR_KEYS:
+                out[f"{prefix}/slice/{key}={value}/{name}"] = num(m.get(name))
     return out
 
 
@@ -212,6 +228,7 @@ class CalibrationEvalCallback(TrainerCallback):
         self._items: list[Any] | None = None
         self._trainer: Any = None
         self._warned_no_generate = False
+        self._panels = WandbPanels(config.n_confidently_wrong)
 
     # ------------------------------------------------------------------ wiring
     def attach(self, trainer: Any) -> CalibrationEvalCallback:
@@ -237,7 +254,7 @@ class CalibrationEvalCallback(TrainerCallback):
         self.tracker.train_begin(state.epoch)
         self.items()  # a bad dataset spec fails now, not after the first epoch
         if self.config.eval_on_start:
-            self.evaluate(f"epoch-{self.tracker.last_epoch}", args, state, **kwargs)
+            self.evaluate(epoch_label(self.tracker.last_epoch), args, state, **kwargs)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.tracker.epoch_begin()
@@ -245,20 +262,20 @@ class CalibrationEvalCallback(TrainerCallback):
     def on_epoch_end(self, args, state, control, **kwargs):
         epoch = self.tracker.epoch_end(state.epoch)
         if epoch is not None:
-            self.evaluate(f"epoch-{epoch}", args, state, **kwargs)
+            self.evaluate(epoch_label(epoch), args, state, **kwargs)
 
     def on_step_end(self, args, state, control, **kwargs):
         epoch = self.tracker.step_end(state.epoch)
         if epoch is not None:
-            self.evaluate(f"epoch-{epoch}", args, state, **kwargs)
+            self.evaluate(epoch_label(epoch), args, state, **kwargs)
         n = self.config.every_n_steps
         if n and state.global_step > 0 and state.global_step % n == 0:
-            self.evaluate(f"step-{state.global_step}", args, state, **kwargs)
+            self.evaluate(step_label(state.global_step), args, state, **kwargs)
 
     def on_train_end(self, args, state, control, **kwargs):
         epoch = self.tracker.train_end(state.epoch)
         if epoch is not None:
-            self.evaluate(f"epoch-{epoch}", args, state, **kwargs)
+            self.evaluate(epoch_label(epoch), args, state, **kwargs)
 
     def on_save(self, args, state, control, **kwargs):
         """Copy the files of an eval made at this step into the checkpoint folder just written."""
@@ -282,9 +299,11 @@ class CalibrationEvalCallback(TrainerCallback):
         if previous is not None and previous.step == state.global_step and previous.label != label:
             # The policy has not changed since the last eval (a step eval and an epoch end at the same step).
             result = EvalResult(label=label, step=state.global_step, epoch=state.epoch,
-                                metrics=previous.metrics, logged=previous.logged, records=previous.records)
+                                metrics=previous.metrics, logged=previous.logged, records=previous.records,
+                                resolved=previous.resolved)
             self._save(result, args, state)
             self.history.append(result)
+            self._log_panels(result, state)  # its scalars were logged with the previous label
             return result
         policy = unwrap_policy(model if model is not None else getattr(self._trainer, "model", None))
         candidates = (self.tokenizer, processing_class, tokenizer,
@@ -301,14 +320,15 @@ class CalibrationEvalCallback(TrainerCallback):
                               "tokenizer=...", field="tokenizer")
 
         records = self._generate(policy, tok)
-        metrics = self._metrics(records)
+        resolved = self._resolve(records)
+        metrics = self._metrics(resolved)
         logged = scalar_metrics(metrics, slice_keys=self.config.slice_keys)
         logged["eval/epoch"] = float(state.epoch or 0.0)
         result = EvalResult(label=label, step=state.global_step, epoch=state.epoch, metrics=metrics,
-                            logged=logged, records=records)
+                            logged=logged, records=records, resolved=resolved)
         self._save(result, args, state)
-        self._log(result, state)
         self.history.append(result)
+        self._log(result, state)
         return result
 
     def _generate(self, policy: Any, tokenizer: Any) -> list[Any]:
@@ -327,10 +347,14 @@ class CalibrationEvalCallback(TrainerCallback):
         finally:
             policy.train(was_training)
 
-    def _metrics(self, records: list[Any]) -> dict[str, Any]:
-        from calrl.eval.runner import compute_metrics, resolve_records
+    def _resolve(self, records: list[Any]) -> list[Any]:
+        from calrl.eval.runner import resolve_records
 
-        resolved = resolve_records(records, use_hedges=self.config.use_hedges, grader=self.config.grader)
+        return resolve_records(records, use_hedges=self.config.use_hedges, grader=self.config.grader)
+
+    def _metrics(self, resolved: list[Any]) -> dict[str, Any]:
+        from calrl.eval.runner import compute_metrics
+
         return compute_metrics(resolved, n_bins=self.config.n_bins, missing_policy=self.config.missing_policy,
                                min_slice_size=self.config.min_slice_size, n_boot=self.config.n_boot,
                                seed=self.config.seed)
@@ -339,17 +363,9 @@ class CalibrationEvalCallback(TrainerCallback):
     def _save(self, result: EvalResult, args: Any, state: Any) -> None:
         if not self.config.save_predictions or not state.is_world_process_zero:
             return
-        from calrl.eval.plots import plot_reliability
-        from calrl.io import staged_dir, write_json, write_jsonl
-
         folder = Path(args.output_dir) / self.config.output_subdir / result.label
-        meta = {"label": result.label, "global_step": result.step, "epoch": result.epoch}
-        with staged_dir(folder) as tmp:
-            write_jsonl(tmp / "predictions.jsonl", (r.to_json() for r in result.records))
-            write_json(tmp / "metrics.json", {**result.metrics, "training": meta})
-            plot_reliability(result.metrics, tmp / "reliability.png", labels=[result.label],
-                             title=f"Reliability, {result.label}")
-        result.folder = folder
+        result.folder = write_eval_folder(folder, label=result.label, global_step=result.step,
+                                          epoch=result.epoch, metrics=result.metrics, records=result.records)
 
     def _log(self, result: EvalResult, state: Any) -> None:
         if not state.is_world_process_zero:
@@ -365,13 +381,30 @@ class CalibrationEvalCallback(TrainerCallback):
                 bins = result.metrics.get("reliability", [])
                 rows = [[row.get(c) for c in RELIABILITY_COLUMNS] for row in bins]
                 payload["eval/reliability_table"] = wandb.Table(columns=list(RELIABILITY_COLUMNS), data=rows)
+                self._panels.add(result)
+                payload.update(self._panels.payload(wandb))
             payload["train/global_step"] = state.global_step
             run.log(payload)
+            run.summary.update(summary_panel(self.history))
         elif self._trainer is not None:
             self._trainer.log(dict(result.logged))
         else:
             logger.info("calibration eval %s: %s", result.label,
                         {k: round(v, 4) for k, v in result.logged.items() if not math.isnan(v)})
+
+    def _log_panels(self, result: EvalResult, state: Any) -> None:
+        """Log the tables and summary of an eval that shares the previous eval's generation (no scalars)."""
+        if not state.is_world_process_zero:
+            return
+        import wandb
+
+        run = wandb.run
+        if run is None:
+            return
+        if self.config.log_table:
+            self._panels.add(result)
+            run.log({**self._panels.payload(wandb), "train/global_step": state.global_step})
+        run.summary.update(summary_panel(self.history))
 
     def _image(self, result: EvalResult, wandb: Any) -> Any:
         from calrl.eval.plots import render_reliability

@@ -1,8 +1,9 @@
 """Weights & Biases helpers: start a run (offline without credentials) and read an offline run back.
 
 ``wandb leet inspect --json PATH`` prints the records of a run's ``.wandb`` transaction log, one JSON object
-a line; :func:`read_offline_history` keeps the history rows, so tests and the demo can check what a
-training run logged without a W&B server.
+a line (wandb 0.31 ships no Python reader of that log); :func:`read_offline_run` turns them into the run's
+history rows, summary and config, and :func:`read_offline_table` reads a logged ``wandb.Table`` back from
+the run's files, so tests can check what a training run logged without a W&B server.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -136,20 +138,79 @@ def read_offline_records(run_path: str | os.PathLike[str], *, timeout: float = 1
     return records
 
 
-def read_offline_history(run_dir: str | os.PathLike[str], *, timeout: float = 120.0) -> list[dict[str, Any]]:
-    """The history rows (one dict per ``wandb.log`` call) of an offline run, read with ``wandb leet inspect``.
+@dataclass
+class OfflineRun:
+    """What an offline run logged: ``history`` (one dict per ``wandb.log`` call), the final ``summary`` and
+    ``config`` (every update applied in order; W&B's own panel settings are under ``_wandb.*`` keys)."""
+
+    path: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> Path:
+        """The ``offline-run-*`` folder (its ``files/`` hold the logged media and tables)."""
+        return self.path if self.path.is_dir() else self.path.parent
+
+
+def _items(update: Any) -> dict[str, Any]:
+    """A record's ``item`` / ``update`` as a flat dict; the older layout is a list of ``value_json`` entries."""
+    if isinstance(update, list):
+        return {"/".join(e.get("nested_key") or [e["key"]]): json.loads(e["value_json"]) for e in update}
+    return dict(update or {})
+
+
+def _apply(target: dict[str, Any], change: dict[str, Any]) -> None:
+    target.update({k: _decode_nonfinite(v) for k, v in _items(change.get("update")).items()})
+    for removed in change.get("remove") or []:
+        key = "/".join(removed.get("nested_key") or [removed.get("key", "")]) if isinstance(removed, dict) else removed
+        target.pop(key, None)
+
+
+def read_offline_run(run_dir: str | os.PathLike[str], *, timeout: float = 120.0) -> OfflineRun:
+    """History, summary and config of an offline run, read with ``wandb leet inspect``.
 
     ``run_dir`` is an ``offline-run-*`` folder, its ``.wandb`` file, or a ``wandb`` folder (latest run).
     """
-    rows = []
-    for record in read_offline_records(run_dir, timeout=timeout):
-        if record.get("type") == "history":
-            item = record.get("history", {}).get("item", {})
-            if isinstance(item, list):  # older layout: [{"key": ..., "value_json": ...}]
-                item = {"/".join(e.get("nested_key") or [e["key"]]): json.loads(e["value_json"])
-                        for e in item}
-            rows.append({key: _decode_nonfinite(value) for key, value in item.items()})
-    return rows
+    path = Path(run_dir)
+    if path.is_dir() and not path.name.startswith("offline-run-"):  # a wandb folder or its parent: latest run
+        runs = find_offline_runs(path)
+        path = runs[-1] if runs else path
+    run = OfflineRun(path=path)
+    for record in read_offline_records(path, timeout=timeout):
+        kind = record.get("type")
+        if kind == "history":
+            item = _items(record.get("history", {}).get("item"))
+            run.history.append({key: _decode_nonfinite(value) for key, value in item.items()})
+        elif kind == "summary":
+            _apply(run.summary, record.get("summary") or {})
+        elif kind == "config":
+            _apply(run.config, record.get("config") or {})
+        elif kind == "run":  # the config given to wandb.init
+            _apply(run.config, (record.get("run") or {}).get("config") or {})
+    return run
+
+
+def read_offline_history(run_dir: str | os.PathLike[str], *, timeout: float = 120.0) -> list[dict[str, Any]]:
+    """The history rows (one dict per ``wandb.log`` call) of an offline run; see :func:`read_offline_run`."""
+    return read_offline_run(run_dir, timeout=timeout).history
+
+
+def read_offline_table(run: OfflineRun, row: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    """The rows (column name -> value) of the ``wandb.Table`` logged under ``key`` in history ``row``.
+
+    A chart made with ``wandb.plot.*`` and logged under ``K`` stores its table under ``K_table``.
+    """
+    if row.get(f"{key}._type") != "table-file":
+        raise InputError(f"no table logged under {key!r} in this history row", path=str(run.path))
+    path = run.folder / "files" / row[f"{key}.path"]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read the logged table: {exc}", path=str(path)) from exc
+    columns = data["columns"]
+    return [{c: _decode_nonfinite(v) for c, v in zip(columns, values)} for values in data["data"]]
 
 
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
