@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from calrl.errors import InputError
-from calrl.eval.calibrators import EPS, METHODS, T_BOUNDS, Calibrator, fit_calibrator
+from calrl.eval.calibrators import EPS, FORMAT, METHODS, T_BOUNDS, Calibrator, fit_calibrator
 
 
 def _nll(p, y, eps=EPS):
@@ -67,11 +67,22 @@ def test_temperature_matches_brute_force(make):
     assert cal.nll_before == pytest.approx(_nll(conf, correct.double()).item())
 
 
-def test_temperature_on_overconfident_set_is_above_one_and_bounded_when_all_correct():
+def test_temperature_on_overconfident_set_is_above_one_and_refused_on_one_class():
     conf, correct = _overconfident(1000, 2)
-    assert fit_calibrator(conf, correct, "temperature").params["temperature"] > 1.5
-    all_right = fit_calibrator(torch.tensor([0.6, 0.7, 0.8]), torch.ones(3, dtype=torch.bool), "temperature")
-    assert all_right.params["temperature"] == pytest.approx(T_BOUNDS[0], rel=1e-6)
+    fitted = fit_calibrator(conf, correct, "temperature")
+    assert fitted.params["temperature"] > 1.5 and fitted.warnings == []
+    for method in ("temperature", "platt"):
+        for label, word in ((True, "correct"), (False, "wrong")):
+            with pytest.raises(InputError, match=f"all 3 items are {word}: {method} scaling needs both"):
+                fit_calibrator(torch.tensor([0.6, 0.7, 0.8]), torch.full((3,), label), method)
+    # one-class sets are fine for the binning methods (every bin maps to the observed frequency)
+    assert fit_calibrator(torch.tensor([0.6, 0.7]), torch.ones(2, dtype=torch.bool), "isotonic").apply(
+        torch.tensor([0.65])).item() == 1.0
+    # separable by confidence: the temperature runs to its lower bound, and says so
+    separable = fit_calibrator(torch.tensor([0.2, 0.3, 0.7, 0.8]), torch.tensor([0, 0, 1, 1]), "temperature")
+    assert separable.params["temperature"] == pytest.approx(T_BOUNDS[0], rel=1e-6)
+    assert len(separable.warnings) == 1 and "bound" in separable.warnings[0]
+    assert Calibrator.from_dict(separable.to_dict()).warnings == separable.warnings
     no_signal = fit_calibrator(torch.full((6,), 0.5), torch.tensor([1, 0, 1, 1, 0, 1]), "temperature")
     assert no_signal.params["temperature"] == 1.0
 
@@ -171,7 +182,7 @@ def test_to_dict_round_trip_is_json_safe(method):
 ])
 def test_from_dict_rejects_bad_input(bad, field):
     with pytest.raises(InputError) as err:
-        Calibrator.from_dict(bad)
+        Calibrator.from_dict({"format": FORMAT, **bad})
     assert err.value.field == field
 
 
@@ -190,3 +201,36 @@ def test_fit_rejects_bad_input():
     cal = fit_calibrator(ok, torch.tensor([1, 0]))
     with pytest.raises(InputError):
         cal.apply(torch.tensor([float("nan")]))
+
+
+def test_histogram_bins_with_the_metrics_rule():
+    """The histogram calibrator puts every confidence in the bin calrl.metrics.bin_index (ECE) uses.
+
+    0.1428572 lies 5.7e-8 above the edge 1/7: the ECE rule (edge tolerance 5e-7) puts it in bin 1; a
+    rule rounding to a 1e-6 grid first (the calibrator's old rule) put it in bin 0.
+    """
+    from calrl.metrics import bin_index
+
+    n_bins = 7
+    values = torch.tensor([0.0, 0.1428572, 1 / 7, 2 / 7 - 1e-7, 0.5, 0.7, 1.0], dtype=torch.float64)
+    assert bin_index(values[1:2], n_bins).item() == 1
+    # one item per bin with a distinct accuracy per bin: the lookup returns the bin's own value
+    centres = (torch.arange(n_bins, dtype=torch.float64) + 0.5) / n_bins
+    conf = centres.repeat_interleave(4)
+    correct = torch.tensor([[j < k % 4 + 1 for j in range(4)] for k in range(n_bins)]).reshape(-1)
+    cal = fit_calibrator(conf, correct, "histogram", n_bins=n_bins)
+    expected = torch.tensor(cal.params["accuracy"], dtype=torch.float64)[bin_index(values, n_bins)]
+    assert torch.equal(cal.apply(values), expected)
+
+
+def test_calibrator_format_and_bins_are_checked():
+    cal = fit_calibrator(torch.tensor([0.2, 0.8, 0.6]), torch.tensor([0, 1, 0]), "histogram", n_bins=5)
+    doc = cal.to_dict()
+    for fmt, found in (("calrl.calibrator/2", "'calrl.calibrator/2'"), (None, "missing")):
+        bad = {k: v for k, v in doc.items() if k != "format"} | ({"format": fmt} if fmt else {})
+        with pytest.raises(InputError, match=f"field 'format': unsupported calibrator format \\({found}\\)"):
+            Calibrator.from_dict(bad)
+    with pytest.raises(InputError, match="field 'params.n_bins': must be an integer from 1 to 1000"):
+        Calibrator.from_dict(doc | {"params": {"n_bins": 10**6, "accuracy": [None]}})
+    with pytest.raises(InputError, match="field 'n_bins'"):
+        fit_calibrator(torch.tensor([0.2, 0.8]), torch.tensor([0, 1]), "histogram", n_bins=1001)

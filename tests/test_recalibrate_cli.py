@@ -388,7 +388,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(preds_file, tmp_path, c
         "broken.json:2",
     )
     no_method = tmp_path / "no_method.json"
-    no_method.write_text(json.dumps({"params": {}}))
+    no_method.write_text(json.dumps({"format": "calrl.calibrator/1", "params": {}}))
     run(
         [
             "recalibrate",

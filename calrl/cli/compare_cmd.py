@@ -8,17 +8,19 @@ resolved here. Exit code 0 when the gate passes, 1 when it blocks, 2 on bad inpu
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from calrl.errors import InputError
+from calrl.cli import options
+from calrl.errors import InputError, reports_os_errors
 from calrl.eval.records import ResolvedRecord
+from calrl.io import check_input, check_output, loads_json, open_text
 
 RESOLVED_NAME = "resolved.jsonl"
 PREDICTIONS_NAME = "predictions.jsonl"
 METRICS_NAME = "metrics.json"
 OVERLAY_NAME = "reliability_overlay.png"
+OUTPUT_NAMES = ("gate.json", OVERLAY_NAME, "report.md", "report.html")
 SUMMARY_KEYS = (
     "n",
     "n_answered",
@@ -43,39 +45,61 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="release gate: compare a candidate's calibration with a baseline's",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     p.add_argument("--baseline", required=True, help="eval output folder or predictions file of the baseline")
     p.add_argument(
         "--candidate", required=True, help="eval output folder or predictions file of the candidate"
     )
-    p.add_argument("--out", required=True, help="folder for gate.json, the overlay plot and the report")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=options.non_empty_path,
+        help="folder for gate.json, the overlay plot and the report",
+    )
+    options.add_overwrite(p, "earlier results in --out, or write into a folder holding an input")
     p.add_argument(
         "--refusal-collapse-factor",
-        type=float,
+        type=options.finite_float,
         default=5.0,
-        help="block when baseline refusal rate / candidate refusal rate reaches this (default 5)",
+        help="block when the refusal rate falls or rises by this factor (baseline/candidate or the reverse)",
+    )
+    p.add_argument(
+        "--max-refusal-rate",
+        type=options.finite_float,
+        default=0.5,
+        help="block when the candidate refuses more often than this and more than the baseline",
+    )
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=options.finite_float,
+        default=0.05,
+        help="block when accuracy fell by more than this and its paired bootstrap interval is below 0",
     )
     p.add_argument(
         "--slice-ece-threshold",
-        type=float,
+        type=options.finite_float,
         default=0.05,
-        help="block when the ECE of the whole set or of a slice rose by more than this (default 0.05)",
+        help="block when the ECE of the whole set or of a slice rose by more than this",
     )
     p.add_argument(
         "--min-slice-size",
-        type=int,
+        type=options.positive_int,
         default=30,
-        help="scored items needed on both sides for a slice to block (default 30)",
+        help="scored items needed on both sides for a slice to block",
     )
     p.add_argument(
         "--collapse-spread-ratio",
-        type=float,
+        type=options.finite_float,
         default=0.5,
         help="warn when the candidate's confidence spread falls below this share of the baseline's",
     )
-    p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples (default 1000)")
-    p.add_argument("--bins", type=int, default=15, help="equal-width ECE bins (default 15)")
+    p.add_argument(
+        "--bootstrap", type=options.non_negative_int, default=1000, help="paired bootstrap resamples"
+    )
+    p.add_argument(
+        "--bins", type=options.bins, default=15, help=f"equal-width ECE bins (1 to {options.MAX_BINS})"
+    )
     p.add_argument(
         "--missing-policy",
         choices=("exclude", "half", "error"),
@@ -88,15 +112,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="when resolving predictions here, do not map hedge phrases to confidences",
     )
     p.add_argument("--grader", default="auto", help="grader used when resolving predictions here")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=run)
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's line breaks and shows every option's default."""
+
+
+@reports_os_errors
 def run(args: argparse.Namespace) -> int:
     from calrl.eval.gate import GateConfig, evaluate_gate, match_records
 
     config = GateConfig(
         refusal_collapse_factor=args.refusal_collapse_factor,
+        max_refusal_rate=args.max_refusal_rate,
+        max_accuracy_drop=args.max_accuracy_drop,
         slice_ece_threshold=args.slice_ece_threshold,
         min_slice_size=args.min_slice_size,
         collapse_spread_ratio=args.collapse_spread_ratio,
@@ -105,16 +136,20 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         missing_policy=args.missing_policy,
     )
+    sides = [check_input(args.baseline, option="--baseline", allow_dir=True),
+             check_input(args.candidate, option="--candidate", allow_dir=True)]
+    out = check_output(args.out, option="--out", kind="dir", inputs=sides, outputs=OUTPUT_NAMES,
+                       overwrite=args.overwrite)
     use_hedges = not args.no_hedges
-    baseline, base_src = load_side(args.baseline, use_hedges=use_hedges, grader=args.grader)
-    candidate, cand_src = load_side(args.candidate, use_hedges=use_hedges, grader=args.grader)
+    baseline, base_src = load_side(sides[0], use_hedges=use_hedges, grader=args.grader)
+    candidate, cand_src = load_side(sides[1], use_hedges=use_hedges, grader=args.grader)
     result = evaluate_gate(baseline, candidate, config)
     base_matched, cand_matched, _ = match_records(baseline, candidate)
     gate = result.to_dict()
     gate["sources"] = {"baseline": base_src, "candidate": cand_src}
     gate["metrics"] = side_metrics(base_matched, cand_matched, config)
-    write_outputs(gate, args.out)
-    _print_summary(gate, args.out)
+    write_outputs(gate, out)
+    _print_summary(gate, out)
     return 0 if result.passed else 1
 
 
@@ -183,11 +218,11 @@ def load_side(
     if not p.exists():
         raise InputError("not found (expected an eval output folder or a predictions file)", path=str(path))
     if p.is_dir():
-        if (p / RESOLVED_NAME).is_file():
+        if (p / RESOLVED_NAME).exists():
             return read_resolved(p / RESOLVED_NAME), str(p / RESOLVED_NAME)
-        if (p / PREDICTIONS_NAME).is_file():
+        if (p / PREDICTIONS_NAME).exists():
             p = p / PREDICTIONS_NAME
-        elif (p / METRICS_NAME).is_file():
+        elif (p / METRICS_NAME).exists():
             p = _predictions_named_by_metrics(p / METRICS_NAME)
         elif not (p / "dataset_info.json").is_file() and not (p / "dataset_dict.json").is_file():
             raise InputError(
@@ -196,15 +231,9 @@ def load_side(
                 "the predictions file)",
                 path=str(path),
             )
-    from calrl.eval.loading import load_predictions
-    from calrl.eval.runner import resolve_records
+    from calrl.eval.loading import resolve_predictions_file
 
-    try:
-        return resolve_records(load_predictions(p), use_hedges=use_hedges, grader=grader), str(p)
-    except InputError as exc:
-        if exc.path is None:  # resolve_records names the id and field but not the file
-            raise InputError(str(exc), path=str(p)) from None
-        raise
+    return resolve_predictions_file(p, use_hedges=use_hedges, grader=grader)[1], str(p)
 
 
 def _predictions_named_by_metrics(metrics_path: Path) -> Path:
@@ -213,10 +242,10 @@ def _predictions_named_by_metrics(metrics_path: Path) -> Path:
     ``calrl eval --predictions FILE`` records FILE as given on its command line; a relative path is
     tried from the current folder, then from the eval folder's parent.
     """
-    try:
-        source = json.loads(metrics_path.read_text(encoding="utf-8")).get("source")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        raise InputError("unreadable metrics.json (expected a JSON object)", path=str(metrics_path)) from None
+    from calrl.io import read_text
+
+    doc = loads_json(read_text(check_input(metrics_path, option="metrics.json")), path=str(metrics_path))
+    source = doc.get("source") if isinstance(doc, dict) else None
     if not isinstance(source, str) or not source:
         raise InputError(
             f"no item-level records: metrics.json names no predictions file and there is no "
@@ -235,53 +264,65 @@ def _predictions_named_by_metrics(metrics_path: Path) -> Path:
 
 
 _RESOLVED_FIELDS = {"id": str, "abstained": bool, "correct": bool, "confidence_source": str, "hedged": bool}
+_OPTIONAL_TEXT = ("answer", "response")
 
 
 def read_resolved(path: str | Path) -> list[ResolvedRecord]:
-    """Read ``resolved.jsonl`` (one ResolvedRecord per line, as ``dataclasses.asdict`` writes it)."""
+    """Read ``resolved.jsonl`` (one ResolvedRecord per line, as ``ResolvedRecord.to_json`` writes it)."""
+    check_input(path, option=RESOLVED_NAME)
     records: list[ResolvedRecord] = []
     seen: set[str] = set()
-    text = Path(path).read_text(encoding="utf-8")
-    for line_no, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-
-        def fail(message: str, field: str | None = None, line: int = line_no) -> InputError:
-            return InputError(message, path=str(path), line=line, field=field)
-
+    line_no = 0
+    with open_text(path) as f:
         try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise fail(f"malformed JSON: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(row, dict):
-            raise fail("expected a JSON object per line")
-        for name, kind in _RESOLVED_FIELDS.items():
-            if not isinstance(row.get(name), kind):
-                raise fail(f"expected {kind.__name__}, got {row.get(name)!r}", name)
-        conf = row.get("confidence")
-        if conf is not None and (
-            isinstance(conf, bool) or not isinstance(conf, int | float) or not 0.0 <= conf <= 1.0
-        ):
-            raise fail(f"expected a number in [0, 1] or null, got {conf!r}", "confidence")
-        slice_ = row.get("slice") or {}
-        if not isinstance(slice_, dict) or not all(isinstance(v, str) for v in slice_.values()):
-            raise fail("expected an object of strings", "slice")
-        if row["id"] in seen:
-            raise fail(f"duplicate id {row['id']!r}", "id")
-        seen.add(row["id"])
-        records.append(
-            ResolvedRecord(
-                id=row["id"],
-                abstained=row["abstained"],
-                correct=row["correct"],
-                confidence=None if conf is None else float(conf),
-                confidence_source=row["confidence_source"],
-                hedged=row["hedged"],
-                slice=dict(slice_),
-                samples=row.get("samples"),
-                answer=row.get("answer"),
-            )
-        )
+            for line_no, raw in enumerate(f, start=1):
+                if raw.strip():
+                    record = _resolved_row(loads_json(raw, path=str(path), line=line_no), str(path), line_no)
+                    if record.id in seen:
+                        raise InputError(f"duplicate id {record.id!r}", path=str(path), line=line_no, field="id")
+                    seen.add(record.id)
+                    records.append(record)
+        except UnicodeDecodeError as exc:
+            raise InputError(f"not UTF-8 text ({exc.reason})", path=str(path), line=line_no + 1) from None
     if not records:
         raise InputError("no records (empty input)", path=str(path))
     return records
+
+
+def _resolved_row(row: Any, path: str, line: int) -> ResolvedRecord:
+    def fail(message: str, field: str | None = None) -> InputError:
+        return InputError(message, path=path, line=line, field=field)
+
+    if not isinstance(row, dict):
+        raise fail("expected a JSON object per line")
+    for name, kind in _RESOLVED_FIELDS.items():
+        if not isinstance(row.get(name), kind):
+            raise fail(f"expected {kind.__name__}, got {row.get(name)!r}", name)
+    conf = row.get("confidence")
+    if conf is not None and (
+        isinstance(conf, bool) or not isinstance(conf, int | float) or not 0.0 <= conf <= 1.0
+    ):
+        raise fail(f"expected a number in [0, 1] or null, got {conf!r}", "confidence")
+    slice_ = row.get("slice") or {}
+    if not isinstance(slice_, dict) or not all(isinstance(v, str) for v in slice_.values()):
+        raise fail("expected an object of strings", "slice")
+    samples, reference = row.get("samples"), row.get("reference")
+    for name, value in (("samples", samples), ("reference", reference)):
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise fail("expected a list of strings or null", name)
+    for name in _OPTIONAL_TEXT:
+        if row.get(name) is not None and not isinstance(row[name], str):
+            raise fail("expected a string or null", name)
+    return ResolvedRecord(
+        id=row["id"],
+        abstained=row["abstained"],
+        correct=row["correct"],
+        confidence=None if conf is None else float(conf),
+        confidence_source=row["confidence_source"],
+        hedged=row["hedged"],
+        slice=dict(slice_),
+        samples=samples,
+        answer=row.get("answer"),
+        response=row.get("response"),
+        reference=reference,
+    )

@@ -13,9 +13,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from calrl.errors import InputError
+from calrl.cli import options
+from calrl.errors import InputError, reports_os_errors
 
 GRADERS = ("auto", "exact", "numeric", "mc")
+# every file eval may write into --out: an --out holding one of them is refused unless --overwrite
+OUTPUT_NAMES = ("metrics.json", "reliability.png", "report.md", "report.html", "predictions.jsonl",
+                "resolved.jsonl")
 SCALES = ("0-10", "percent", "unit")
 
 
@@ -28,7 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="predictions file: JSONL, CSV, Parquet or a saved datasets folder")
     source.add_argument("--model", metavar="PATH_OR_HUB_ID", help="generate predictions with this model")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--bins", type=_positive_int, default=15, help="equal-width ECE bins (default 15)")
+    options.add_overwrite(p, "earlier results in --out, or write into a folder holding the input")
+    p.add_argument("--bins", type=options.bins, default=15,
+                   help=f"equal-width ECE bins, 1 to {options.MAX_BINS} (default 15)")
     p.add_argument("--missing-confidence", choices=("exclude", "half", "error"), default="exclude",
                    help="answered items without a confidence: leave out, score as 0.5, or fail")
     p.add_argument("--no-hedges", action="store_true",
@@ -57,8 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@reports_os_errors
 def run(args: argparse.Namespace) -> int:
-    from calrl.eval.loading import load_predictions
+    from calrl.eval.loading import resolve_predictions_file
     from calrl.eval.plots import plot_reliability
     from calrl.eval.report import write_report
     from calrl.eval.runner import compute_metrics, resolve_records
@@ -66,12 +73,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.model is None and any(getattr(args, a) is not None for a in ("adapter", "dataset", "split", "limit")):
         raise InputError("--adapter, --dataset, --split and --limit only apply with --model")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a folder", path=str(out))
-    if args.predictions is not None and Path(args.predictions).resolve().parent == out.resolve() \
-            and Path(args.predictions).name in ("metrics.json", "report.md", "report.html", "reliability.png"):
-        raise InputError("the predictions file would be overwritten by the outputs", path=args.predictions)
+    from calrl.io import check_input, check_output
+
+    inputs = [] if args.predictions is None else [check_input(args.predictions, option="--predictions",
+                                                              allow_dir=True)]
+    written = OUTPUT_NAMES if args.model is not None else tuple(n for n in OUTPUT_NAMES if n != "predictions.jsonl")
+    out = check_output(args.out, option="--out", kind="dir", inputs=inputs, outputs=written,
+                       overwrite=args.overwrite)
 
     if args.model is not None:
         if not args.dataset:
@@ -80,13 +88,19 @@ def run(args: argparse.Namespace) -> int:
         source = f"{args.model} on {args.dataset}"
         if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch / torchrun: every rank generated
             return 0  # its shard and holds all records; the main process alone writes the outputs
-    else:
-        records = load_predictions(args.predictions)
+        resolved = resolve_records(records, use_hedges=not args.no_hedges, grader=args.grader)
+    else:  # errors name the file and line of the item
+        records, resolved = resolve_predictions_file(args.predictions, use_hedges=not args.no_hedges,
+                                                     grader=args.grader)
         source = str(args.predictions)
 
-    resolved = resolve_records(records, use_hedges=not args.no_hedges, grader=args.grader)
-    metrics = compute_metrics(resolved, n_bins=args.bins, missing_policy=args.missing_confidence,
-                              min_slice_size=args.min_slice_size, n_boot=args.bootstrap, seed=args.seed)
+    try:
+        metrics = compute_metrics(resolved, n_bins=args.bins, missing_policy=args.missing_confidence,
+                                  min_slice_size=args.min_slice_size, n_boot=args.bootstrap, seed=args.seed)
+    except InputError as exc:
+        if exc.path is not None or args.predictions is None:
+            raise
+        raise InputError(str(exc), path=str(args.predictions)) from None
     metrics["source"] = source
     title = args.title or f"Calibration report: {source}"
 

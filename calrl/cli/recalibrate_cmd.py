@@ -15,25 +15,23 @@ confidence are left as they are. The output has the input's format (JSONL, CSV, 
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
 import dataclasses
-import html
 import io
-import json
-import math
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from calrl.errors import InputError
+from calrl.cli import options
+from calrl.errors import InputError, reports_os_errors
 from calrl.eval.calibrators import METHODS
+from calrl.eval.recalibrate_report import DOC_KEYS, SUMMARY_KEYS, warnings_of
 from calrl.eval.records import ResolvedRecord
-
-# keys calrl recalibrate adds to the calibrator's own dict (Calibrator.to_dict) in calibrator.json
-DOC_KEYS = ("fit", "evaluation")
+from calrl.formatting import fmt, json_safe
+from calrl.io import check_input, check_output
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -44,33 +42,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="action", required=True)
+    formatter = argparse.ArgumentDefaultsHelpFormatter
 
-    fit = sub.add_parser("fit", help="fit a calibrator and report ECE before/after on a separate split")
+    fit = sub.add_parser("fit", help="fit a calibrator and report ECE before/after on a separate split",
+                         formatter_class=formatter)
     fit.add_argument("--predictions", required=True, help="predictions file to fit on")
     fit.add_argument("--method", required=True, help=f"one of: {', '.join(METHODS)}")
-    fit.add_argument("--out", required=True, help="path of calibrator.json")
-    fit.add_argument("--bins", type=int, default=15, help="bins for histogram binning and ECE (default 15)")
+    fit.add_argument("--out", required=True, type=options.non_empty_path, help="path of calibrator.json")
+    fit.add_argument("--bins", type=options.bins, default=15,
+                     help=f"bins for histogram binning and ECE (1 to {options.MAX_BINS})")
     split = fit.add_mutually_exclusive_group()
     split.add_argument(
         "--holdout-fraction",
-        type=float,
+        type=options.finite_float,
         default=None,
-        help="share of the file's scored items held out for the report (default 0.3)",
+        help="share of the file's scored items held out for the report (0.3 when not given)",
     )
     split.add_argument(
         "--eval-predictions",
         default=None,
         help="a separate predictions file for the report (then all of --predictions fits)",
     )
-    fit.add_argument("--report-dir", default=None, help="folder of the report (default: beside --out)")
+    fit.add_argument("--report-dir", default=None, type=options.non_empty_path,
+                     help="folder of the report (beside --out when not given)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the holdout split")
+    options.add_overwrite(fit, "an existing calibrator and report")
     _resolve_options(fit)
     fit.set_defaults(func=run)
 
-    apply = sub.add_parser("apply", help="rewrite the confidences of a predictions file")
+    apply = sub.add_parser("apply", help="rewrite the confidences of a predictions file", formatter_class=formatter)
     apply.add_argument("--calibrator", required=True, help="calibrator.json written by `recalibrate fit`")
     apply.add_argument("--predictions", required=True, help="predictions file to recalibrate")
-    apply.add_argument("--out", required=True, help="output predictions file (same format as the input)")
+    apply.add_argument("--out", required=True, type=options.non_empty_path,
+                       help="output predictions file (same format as the input)")
+    options.add_overwrite(apply, "an existing output file")
     _resolve_options(apply)
     apply.set_defaults(func=run)
     p.set_defaults(func=run)
@@ -78,9 +83,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _resolve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-hedges", action="store_true", help="do not map hedge phrases to confidences")
-    p.add_argument("--grader", default="auto", help="grader used when 'correct' is not given (default auto)")
+    p.add_argument("--grader", default="auto", help="grader used when 'correct' is not given")
 
 
+@reports_os_errors
 def run(args: argparse.Namespace) -> int:
     return run_fit(args) if args.action == "fit" else run_apply(args)
 
@@ -110,14 +116,20 @@ def run_fit(args: argparse.Namespace) -> int:
         raise InputError(
             f"unknown method {args.method!r}; choose one of {', '.join(METHODS)}", field="method"
         )
-    if args.bins < 1:
-        raise InputError(f"must be >= 1, got {args.bins}", field="bins")
-    out = Path(args.out)
-    if out.suffix.lower() != ".json":
-        raise InputError("the calibrator is written as JSON; give a path ending in .json", path=str(out))
     fraction = 0.3 if args.holdout_fraction is None else args.holdout_fraction
     if args.eval_predictions is None and not 0.0 < fraction < 1.0:
         raise InputError(f"must be in (0, 1), got {fraction}", field="holdout-fraction")
+    inputs = [check_input(args.predictions, option="--predictions", allow_dir=True)]
+    if args.eval_predictions is not None:
+        inputs.append(check_input(args.eval_predictions, option="--eval-predictions", allow_dir=True))
+    out = Path(args.out)
+    if out.suffix.lower() != ".json":
+        raise InputError("the calibrator is written as JSON; give a path ending in .json", path=str(out))
+    report_dir = Path(args.report_dir) if args.report_dir else out.parent
+    targets = [out] + [report_dir / f"{out.stem}{suffix}" for suffix in REPORT_SUFFIXES]
+    for target in targets:
+        check_output(target, option="--out" if target == out else "--report-dir", kind="file", inputs=inputs,
+                     overwrite=args.overwrite)
 
     opts = {"use_hedges": not args.no_hedges, "grader": args.grader}
     records, n_skipped = _scored_records(args.predictions, **opts)
@@ -131,57 +143,76 @@ def run_fit(args: argparse.Namespace) -> int:
         split = {"kind": "holdout", "holdout_fraction": fraction, "seed": args.seed}
     calib_t, held_t = _Split.of(calib), _Split.of(held)
 
-    calibrator = fit_calibrator(calib_t.confidence, calib_t.correct, args.method, n_bins=args.bins)
+    try:
+        calibrator = fit_calibrator(calib_t.confidence, calib_t.correct, args.method, n_bins=args.bins)
+    except InputError as exc:  # names the field, not the file
+        raise InputError(str(exc), path=str(args.predictions)) from None
     calib_after = _apply(calibrator, calib_t.confidence)
     held_after = _apply(calibrator, held_t.confidence)
-
-    fit_stats = {
-        "predictions": str(args.predictions),
-        "n_fit": len(calib),
-        "n_skipped": n_skipped,
-        "bins": args.bins,
-        "split": split,
-        "before": _scores(calib_t.confidence, calib_t.correct, args.bins),
-        "after": _scores(calib_after, calib_t.correct, args.bins),
-    }
     before_m = _metrics(held, held_t.confidence, args.bins)
     after_m = _metrics(held, held_after, args.bins)
-    evaluation = {
-        "n_eval": len(held),
-        "n_skipped": n_skipped_eval,
-        "split": split,
-        "before": _summary(before_m),
-        "after": _summary(after_m),
-    }
     doc = {
         **calibrator.to_dict(),
-        "fit": fit_stats,
-        "evaluation": evaluation,
+        "fit": {
+            "predictions": str(args.predictions),
+            "n_fit": len(calib),
+            "n_skipped": n_skipped,
+            "bins": args.bins,
+            "split": split,
+            "before": _scores(calib_t.confidence, calib_t.correct, args.bins),
+            "after": _scores(calib_after, calib_t.correct, args.bins),
+        },
+        "evaluation": {
+            "n_eval": len(held),
+            "n_skipped": n_skipped_eval,
+            "split": split,
+            "before": _summary(before_m),
+            "after": _summary(after_m),
+            "warnings": _overlap_warnings(calib, held, inputs),
+        },
     }
-
-    from calrl.eval.plots import render_reliability
-    from calrl.io import write_bytes, write_json, write_text
-
-    report_dir = Path(args.report_dir) if args.report_dir else out.parent
-    stem = out.stem
-    png = render_reliability(
-        [before_m, after_m],
-        labels=["before", f"after ({args.method})"],
-        title=f"Recalibration on the {'eval file' if split['kind'] == 'file' else 'holdout'}"
-        f" ({len(held)} items)",
-    )
-    png_name = f"{stem}_reliability.png"
-    write_bytes(report_dir / png_name, png)
-    write_text(report_dir / f"{stem}_report.md", _report_markdown(doc, png_name))
-    write_text(report_dir / f"{stem}_report.html", _report_html(doc, png))
-    write_json(out, _json_safe(doc))
-    b, a = evaluation["before"], evaluation["after"]
+    where = "eval file" if split["kind"] == "file" else "holdout"
+    _write_fit_outputs(doc, targets, (before_m, after_m), f"Recalibration on the {where} ({len(held)} items)")
+    for warning in warnings_of(doc):
+        print(f"calrl recalibrate: warning: {warning}", file=sys.stderr)
+    b, a = doc["evaluation"]["before"], doc["evaluation"]["after"]
     print(
         f"fitted {args.method} on {len(calib)} items; on {len(held)} separate items ECE "
-        f"{_fmt(b['ece'])} -> {_fmt(a['ece'])}, Brier {_fmt(b['brier'])} -> {_fmt(a['brier'])}"
+        f"{fmt(b['ece'])} -> {fmt(a['ece'])}, Brier {fmt(b['brier'])} -> {fmt(a['brier'])}"
     )
-    print(f"wrote {out} and {report_dir / (stem + '_report.md')} (.html, _reliability.png)")
+    print(f"wrote {out} and {targets[1]} (.html, _reliability.png)")
     return 0
+
+
+REPORT_SUFFIXES = ("_report.md", "_report.html", "_reliability.png")
+
+
+def _write_fit_outputs(doc: dict[str, Any], targets: list[Path], metrics: tuple[dict, dict], title: str) -> None:
+    """calibrator.json and its report (``targets``: calibrator, .md, .html, .png), built in staging
+    folders and renamed into place only once all four are complete."""
+    from calrl.eval.plots import render_reliability
+    from calrl.eval.recalibrate_report import render_html, render_markdown
+    from calrl.io import staged_files, write_bytes, write_json, write_text
+
+    png = render_reliability(list(metrics), labels=["before", f"after ({doc['method']})"], title=title)
+    with staged_files(targets) as (cal_tmp, md_tmp, html_tmp, png_tmp):
+        write_bytes(png_tmp, png)
+        write_text(md_tmp, render_markdown(doc, targets[3].name))
+        write_text(html_tmp, render_html(doc, png))
+        write_json(cal_tmp, json_safe(doc))
+
+
+def _overlap_warnings(calib: list[ResolvedRecord], held: list[ResolvedRecord], inputs: list[Path]) -> list[str]:
+    """A warning when the evaluation split shares items (ids) with the fit split: its numbers are not
+    separate-split numbers then (e.g. ``--eval-predictions`` is the fit file itself)."""
+    fit_ids = {r.id for r in calib}
+    shared = sum(r.id in fit_ids for r in held)
+    if not shared:
+        return []
+    same = len(inputs) == 2 and inputs[0].resolve() == inputs[1].resolve()
+    why = "--eval-predictions is the --predictions file" if same else "the two files share ids"
+    return [(f"{shared} of the {len(held)} evaluation items are also fit items ({why}): the 'after' numbers "
+            "are measured on data the calibrator was fitted to and overstate the improvement")]
 
 
 def _scored_records(path: str, *, use_hedges: bool, grader: str) -> tuple[list[ResolvedRecord], int]:
@@ -195,15 +226,9 @@ def _scored_records(path: str, *, use_hedges: bool, grader: str) -> tuple[list[R
 
 
 def _resolve_file(path: str | Path, *, use_hedges: bool, grader: str) -> list[ResolvedRecord]:
-    from calrl.eval.loading import load_predictions
-    from calrl.eval.runner import resolve_records
+    from calrl.eval.loading import resolve_predictions_file
 
-    try:
-        return resolve_records(load_predictions(path), use_hedges=use_hedges, grader=grader)
-    except InputError as exc:
-        if exc.path is None:
-            raise InputError(str(exc), path=str(path)) from None
-        raise
+    return resolve_predictions_file(path, use_hedges=use_hedges, grader=grader)[1]
 
 
 def _holdout_split(
@@ -251,20 +276,6 @@ def _metrics(records: list[ResolvedRecord], confidence: torch.Tensor, n_bins: in
     return compute_metrics(swapped, n_bins=n_bins, n_boot=0)
 
 
-# key of the metrics dict -> label in the report
-SUMMARY_LABELS = {
-    "n_scored": "scored items",
-    "accuracy_answered": "accuracy (answered)",
-    "ece": "ECE",
-    "mce": "MCE",
-    "brier": "Brier",
-    "auroc": "AUROC",
-    "mean_confidence": "mean confidence",
-    "overconfident_error_rate": "overconfident error rate",
-}
-SUMMARY_KEYS = tuple(SUMMARY_LABELS)
-
-
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics.get(k) for k in SUMMARY_KEYS}
 
@@ -273,18 +284,10 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
 def load_calibrator(path: str | Path) -> tuple[Any, dict[str, Any]]:
     """Read calibrator.json and rebuild the calibrator; InputError names the file and the field."""
     from calrl.eval.calibrators import Calibrator
+    from calrl.io import loads_json, read_text
 
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("file not found", path=str(path))
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text ({exc.reason})", path=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"malformed JSON: {exc.msg} (column {exc.colno})", path=str(path), line=exc.lineno
-        ) from None
+    p = check_input(path, option="--calibrator")
+    doc = loads_json(read_text(p), path=str(path))
     if not isinstance(doc, dict):
         raise InputError("expected a JSON object", path=str(path))
     try:
@@ -300,18 +303,17 @@ def run_apply(args: argparse.Namespace) -> int:
     from calrl.eval.loading import SUFFIX_FORMATS
 
     calibrator, doc = load_calibrator(args.calibrator)
-    src, out = Path(args.predictions), Path(args.out)
-    if not src.exists():
-        raise InputError("file not found", path=str(src))
-    fmt = "dataset" if src.is_dir() else SUFFIX_FORMATS.get(src.suffix.lower())
+    src = check_input(args.predictions, option="--predictions", allow_dir=True)
+    out = Path(args.out)
+    fmt_in = "dataset" if src.is_dir() else SUFFIX_FORMATS.get(src.suffix.lower())
     out_fmt = "dataset" if not out.suffix else SUFFIX_FORMATS.get(out.suffix.lower())
-    if fmt is not None and out_fmt != fmt:
+    if fmt_in is not None and out_fmt != fmt_in:
         raise InputError(
-            f"the output must have the input's format ({fmt}); got {out.suffix or 'a folder'!r}",
+            f"the output must have the input's format ({fmt_in}); got {out.suffix or 'a folder'!r}",
             path=str(out),
         )
-    if out.resolve() == src.resolve():
-        raise InputError("the output would overwrite the input; choose another --out", path=str(out))
+    check_output(out, option="--out", kind="tree" if fmt_in == "dataset" else "file",
+                 inputs=[src, Path(args.calibrator)], overwrite=args.overwrite)
     resolved = _resolve_file(src, use_hedges=not args.no_hedges, grader=args.grader)
 
     targets = [r for r in resolved if not r.abstained and r.confidence is not None]
@@ -324,15 +326,15 @@ def run_apply(args: argparse.Namespace) -> int:
         "csv": _rewrite_csv,
         "parquet": _rewrite_parquet,
         "dataset": _rewrite_dataset,
-    }[fmt]
+    }[fmt_in]
     writer(src, out, new_conf)
     n_abst = sum(r.abstained for r in resolved)
     n_missing = sum(not r.abstained and r.confidence is None for r in resolved)
     print(
         f"recalibrated {len(targets)} of {len(resolved)} records with {doc['method']} "
         f"(untouched: {n_abst} abstentions, {n_missing} answers without confidence); "
-        f"mean confidence {_fmt(before.mean().item() if targets else None)} -> "
-        f"{_fmt(after.mean().item() if targets else None)}; wrote {out}"
+        f"mean confidence {fmt(before.mean().item() if targets else None)} -> "
+        f"{fmt(after.mean().item() if targets else None)}; wrote {out}"
     )
     return 0
 
@@ -342,23 +344,25 @@ def _row_id(row: dict[str, Any]) -> str:
 
 
 def _rewrite_jsonl(src: Path, out: Path, new_conf: dict[str, float]) -> None:
-    from calrl.io import write_text
+    """Each non-blank line with its confidence replaced, streamed into a temporary file renamed onto ``out``."""
+    import json
 
-    lines = []
-    for raw in src.read_text(encoding="utf-8").splitlines():
-        if not raw.strip():
-            continue
-        row = json.loads(raw)  # already validated by load_predictions
-        if _row_id(row) in new_conf:
-            row["confidence"] = new_conf[_row_id(row)]
-        lines.append(json.dumps(row, ensure_ascii=False))
-    write_text(out, "\n".join(lines) + "\n")
+    from calrl.io import atomic_path, loads_json, open_text
+
+    with open_text(src) as lines, atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for line_no, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            row = loads_json(raw, path=str(src), line=line_no)  # already validated by load_predictions
+            if _row_id(row) in new_conf:
+                row["confidence"] = new_conf[_row_id(row)]
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def _rewrite_csv(src: Path, out: Path, new_conf: dict[str, float]) -> None:
-    from calrl.io import write_text
+    from calrl.io import read_text, write_text
 
-    reader = csv.DictReader(src.read_text(encoding="utf-8-sig").splitlines(keepends=True))
+    reader = csv.DictReader(read_text(src).splitlines(keepends=True))
     fields = list(reader.fieldnames or [])
     if "confidence" not in fields:
         fields.append("confidence")
@@ -415,76 +419,3 @@ def _rewrite_dataset(src: Path, out: Path, new_conf: dict[str, float]) -> None:
         for item in (tmp / "dataset").iterdir():
             shutil.move(str(item), tmp / item.name)
         (tmp / "dataset").rmdir()
-
-
-# ----------------------------------------------------------------------------------------- report
-def _fmt(value: Any) -> str:
-    return (
-        "n/a"
-        if value is None or (isinstance(value, float) and not math.isfinite(value))
-        else (f"{value:.4f}" if isinstance(value, float) else str(value))
-    )
-
-
-def _report_rows(doc: dict[str, Any]) -> list[list[str]]:
-    b, a = doc["evaluation"]["before"], doc["evaluation"]["after"]
-    return [[label, _fmt(b.get(k)), _fmt(a.get(k))] for k, label in SUMMARY_LABELS.items()]
-
-
-def _report_intro(doc: dict[str, Any]) -> list[str]:
-    fit, ev = doc["fit"], doc["evaluation"]
-    split = ev["split"]
-    where = (
-        f"a {split['holdout_fraction']:.0%} holdout of the same file (seed {split['seed']})"
-        if split["kind"] == "holdout"
-        else f"the separate file `{split['eval_predictions']}`"
-    )
-    return [
-        (
-            f"Method: {doc['method']}; fitted on {fit['n_fit']} answered items with a confidence from "
-            f"`{fit['predictions']}` (ECE on the fit split {_fmt(fit['before']['ece'])} -> "
-            f"{_fmt(fit['after']['ece'])})."
-        ),
-        (
-            f"Evaluated on {ev['n_eval']} separate items: {where}. Answers are never changed; only "
-            "the stated confidence is mapped."
-        ),
-    ]
-
-
-def _report_markdown(doc: dict[str, Any], png_name: str) -> str:
-    lines = ["# Recalibration report", ""] + _report_intro(doc) + [""]
-    lines += ["| metric (separate split) | before | after |", "|---|---|---|"]
-    lines += ["| " + " | ".join(row) + " |" for row in _report_rows(doc)]
-    params = json.dumps({k: v for k, v in doc.items() if k not in DOC_KEYS}, default=str)
-    lines += ["", f"![reliability before and after]({png_name})", "", "## Calibrator", "", f"`{params}`", ""]
-    return "\n".join(lines)
-
-
-def _report_html(doc: dict[str, Any], png: bytes) -> str:
-    e = html.escape
-    rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in _report_rows(doc))
-    intro = "".join(f"<p>{e(p)}</p>" for p in _report_intro(doc))
-    params = e(json.dumps({k: v for k, v in doc.items() if k not in DOC_KEYS}, default=str))
-    b64 = base64.b64encode(png).decode("ascii")
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>calrl recalibration report</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style></head><body>"
-        f"<h1>Recalibration report</h1>{intro}<table><tr><th>metric (separate split)</th><th>before</th>"
-        f"<th>after</th></tr>{rows}</table><img alt='reliability before and after' "
-        f"src='data:image/png;base64,{b64}' style='max-width:100%'><h2>Calibrator</h2><code>{params}</code>"
-        "</body></html>"
-    )
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return _json_safe(obj.tolist())
-    return obj

@@ -4,8 +4,12 @@ Fitted on a calibration split (confidence in [0, 1], correct in {0, 1}) by negat
 or empirical frequencies (methods.md sec 6). A calibrator maps confidences to confidences; it never
 touches answers. Temperature and Platt (slope constrained to be >= 0) and isotonic are monotone, so
 the ranking of items by confidence is kept (ties may be created, never reversed); histogram binning
-is piecewise constant and need not be monotone. All outputs lie in [0, 1]. Pure torch, any device;
-fitting is done in float64.
+is piecewise constant and need not be monotone; it bins with the metrics layer's rule
+(:func:`calrl.metrics.bin_index`), so a confidence falls in the same bin as in ECE. All outputs lie in
+[0, 1]. Pure torch, any device; fitting is done in float64.
+
+Temperature and Platt scaling need both correct and wrong items (on one class the likelihood has no
+finite optimum); a temperature that ends on a bound of its search range is reported in ``warnings``.
 """
 
 from __future__ import annotations
@@ -19,15 +23,16 @@ from typing import Any
 import torch
 
 from calrl.errors import InputError
+from calrl.eval.limits import check_bins
+from calrl.metrics import bin_index
 
 METHODS = ("temperature", "platt", "isotonic", "histogram")
 # Probabilities are clipped to [EPS, 1 - EPS] before logit and in the NLL. Verbalized confidences
 # hit 0 and 1 ("Confidence: 10"); with a 1e-6 clip one wrong "10" costs 13.8 nats and dominates a
 # temperature fit, with 1e-3 it costs 6.9, i.e. a stated 1.0 is read as 0.999.
 EPS = 1e-3
-T_BOUNDS = (1e-2, 1e2)  # temperature search range; all-correct sets hit the lower bound
-FORMAT = "calrl.calibrator/1"
-_PERCENT_GRID = 1_000_000  # confidences are binned exactly on a 1e-6 grid (methods.md sec 6)
+T_BOUNDS = (1e-2, 1e2)  # temperature search range; a fit ending on a bound is reported in ``warnings``
+FORMAT = "calrl.calibrator/1"  # "format" of a calibrator file; another value is refused
 
 
 def _check_confidence(conf: torch.Tensor, name: str = "confidence") -> torch.Tensor:
@@ -172,14 +177,8 @@ def _fit_isotonic(c: torch.Tensor, y: torch.Tensor) -> dict[str, list[float]]:
     return {"x": knots_x, "y": knots_y}
 
 
-def _bin_index(p: torch.Tensor, n_bins: int) -> torch.Tensor:
-    """Equal-width bin of each confidence, left-closed, 1.0 in the top bin, in exact integer arithmetic."""
-    grid = torch.round(p * _PERCENT_GRID).to(torch.int64)
-    return torch.clamp(grid * n_bins // _PERCENT_GRID, 0, n_bins - 1)
-
-
 def _fit_histogram(c: torch.Tensor, y: torch.Tensor, n_bins: int) -> dict[str, Any]:
-    idx = _bin_index(c, n_bins)
+    idx = bin_index(c, n_bins)
     counts = torch.bincount(idx, minlength=n_bins).to(torch.float64)
     hits = torch.zeros(n_bins, dtype=torch.float64, device=c.device).index_add_(0, idx, y)
     acc = [float(h / k) if k > 0 else None for h, k in zip(hits.tolist(), counts.tolist())]
@@ -201,6 +200,7 @@ class Calibrator:
     n: int = 0
     nll_before: float = float("nan")
     nll_after: float = float("nan")
+    warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, conf: torch.Tensor) -> torch.Tensor:
@@ -220,7 +220,7 @@ class Calibrator:
             n_bins = int(self.params["n_bins"])
             table = torch.tensor([float("nan") if a is None else a for a in self.params["accuracy"]],
                                  dtype=torch.float64, device=c.device)
-            looked_up = table[_bin_index(c, n_bins)]
+            looked_up = table[bin_index(c, n_bins)]
             out = torch.where(torch.isnan(looked_up), c, looked_up)
         else:
             raise InputError(f"unknown calibration method {self.method!r}; known: {', '.join(METHODS)}",
@@ -230,13 +230,18 @@ class Calibrator:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe description (method, parameters, fit statistics)."""
         return {"format": FORMAT, "method": self.method, "params": self.params, "n": self.n,
-                "nll_before": self.nll_before, "nll_after": self.nll_after, "eps": EPS, **self.extra}
+                "nll_before": self.nll_before, "nll_after": self.nll_after, "eps": EPS,
+                "warnings": list(self.warnings), **self.extra}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Calibrator:
         """Rebuild a calibrator written by ``to_dict``; InputError naming the bad field otherwise."""
         if not isinstance(d, Mapping):
             raise InputError("a calibrator must be a JSON object")
+        if d.get("format") != FORMAT:
+            found = "missing" if "format" not in d else f"{d['format']!r}"
+            raise InputError(f"unsupported calibrator format ({found}); this calrl reads {FORMAT!r}",
+                             field="format")
         method = d.get("method")
         if method not in METHODS:
             raise InputError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}",
@@ -250,10 +255,18 @@ class Calibrator:
             if key not in params:
                 raise InputError(f"missing parameter {key!r} for method {method!r}", field="params")
         _validate_params(method, params)
-        known = {"format", "method", "params", "n", "nll_before", "nll_after", "eps"}
-        return cls(method=method, params=dict(params), n=int(d.get("n", 0)),
-                   nll_before=float(d.get("nll_before", float("nan"))),
-                   nll_after=float(d.get("nll_after", float("nan"))),
+        known = {"format", "method", "params", "n", "nll_before", "nll_after", "eps", "warnings"}
+        stats = {}
+        for key, default in (("n", 0), ("nll_before", float("nan")), ("nll_after", float("nan"))):
+            value = d.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise InputError(f"expected a number or null, got {value!r}", field=key)
+            stats[key] = default if value is None else value
+        warnings = d.get("warnings") or []
+        if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+            raise InputError("expected a list of strings", field="warnings")
+        return cls(method=method, params=dict(params), n=int(stats["n"]), nll_before=float(stats["nll_before"]),
+                   nll_after=float(stats["nll_after"]), warnings=list(warnings),
                    extra={k: v for k, v in d.items() if k not in known})
 
 
@@ -282,8 +295,7 @@ def _validate_params(method: str, p: Mapping[str, Any]) -> None:
             raise bad("isotonic knots must lie in [0, 1]")
     elif method == "histogram":
         n_bins, acc = p["n_bins"], p["accuracy"]
-        if not isinstance(n_bins, int) or isinstance(n_bins, bool) or n_bins < 1:
-            raise bad("n_bins must be a positive integer")
+        check_bins(n_bins, field="params.n_bins")
         if not isinstance(acc, list) or len(acc) != n_bins or \
                 any(a is not None and not (_is_number(a) and 0 <= a <= 1) for a in acc):
             raise bad("accuracy must be a list of n_bins numbers in [0, 1] or null")
@@ -295,9 +307,12 @@ def fit_calibrator(confidence: torch.Tensor, correct: torch.Tensor, method: str 
     if method not in METHODS:
         raise InputError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}",
                          field="method")
-    if not isinstance(n_bins, int) or n_bins < 1:
-        raise InputError(f"n_bins must be a positive integer, got {n_bins!r}", field="n_bins")
+    check_bins(n_bins, field="n_bins")
     c, y = _check_inputs(confidence, correct)
+    if method in ("temperature", "platt") and bool((y == y[0]).all()):
+        label = "correct" if bool(y[0]) else "wrong"
+        raise InputError(f"all {c.numel()} items are {label}: {method} scaling needs both correct and wrong "
+                         "items (fit on more data, or use isotonic or histogram)", field="correct")
     if method == "temperature":
         params: dict[str, Any] = _fit_temperature(c, y)
     elif method == "platt":
@@ -308,4 +323,10 @@ def fit_calibrator(confidence: torch.Tensor, correct: torch.Tensor, method: str 
         params = _fit_histogram(c, y, n_bins)
     cal = Calibrator(method=method, params=params, n=int(c.numel()), nll_before=_nll(c, y))
     cal.nll_after = _nll(cal.apply(c), y)
+    if method == "temperature":
+        t = params["temperature"]
+        if any(math.isclose(t, bound, rel_tol=1e-6) for bound in T_BOUNDS):
+            cal.warnings.append(f"the temperature ended on a bound of its search range {T_BOUNDS} ({t:g}): "
+                                "the fit set is (nearly) separable by confidence; the calibrator may "
+                                "overfit it")
     return cal

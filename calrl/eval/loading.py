@@ -7,14 +7,15 @@ Every problem is reported as an :class:`~calrl.errors.InputError` naming the fil
 from __future__ import annotations
 
 import csv
-import json
 import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from calrl.errors import InputError
-from calrl.eval.records import PredictionRecord
+from calrl.eval.records import PredictionRecord, ResolvedRecord
+from calrl.io import check_input, loads_json, open_text, read_text
 
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
                   ".parquet": "parquet", ".pq": "parquet"}
@@ -25,22 +26,46 @@ TRUE_WORDS, FALSE_WORDS = {"true", "1", "yes"}, {"false", "0", "no"}
 
 def load_predictions(path: str | Path) -> list[PredictionRecord]:
     """Load and validate a predictions file; the format follows the extension (a folder = ``datasets``)."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError("file not found", path=str(path))
-    rows = _iter_rows(p)
-    records: list[PredictionRecord] = []
+    return [record for _, record in iter_predictions(path)]
+
+
+def iter_predictions(path: str | Path) -> Iterator[tuple[int, PredictionRecord]]:
+    """``(line, record)`` of each prediction, validated as it is read (the file is streamed).
+
+    Raises InputError naming the file (and line and field) on anything wrong, including an empty file.
+    """
+    p = check_input(path, option="--predictions", allow_dir=True)
     seen: dict[str, int] = {}
-    for line, row in rows:
+    for line, row in _iter_rows(p):
         record = record_from_row(row, path=str(path), line=line)
         if record.id in seen:
             raise InputError(f"duplicate id {record.id!r} (lines {seen[record.id]} and {line})",
                              path=str(path), line=line, field="id")
         seen[record.id] = line
-        records.append(record)
-    if not records:
+        yield line, record
+    if not seen:
         raise InputError("no predictions in the file (empty input)", path=str(path))
-    return records
+
+
+def resolve_predictions_file(path: str | Path, *, use_hedges: bool = True,
+                             grader: str = "auto") -> tuple[list[PredictionRecord], list[ResolvedRecord]]:
+    """Load and validate a predictions file, then resolve it (parse, detect abstention, grade) item by
+    item, so that an item that cannot be resolved is reported with the file and its line."""
+    from calrl.eval.runner import resolve_records
+
+    lines, records = [], []
+    for line, record in iter_predictions(path):  # the whole file is validated before any item resolves
+        lines.append(line)
+        records.append(record)
+    resolved: list[ResolvedRecord] = []
+    for line, record in zip(lines, records, strict=True):
+        try:
+            resolved.extend(resolve_records((record,), use_hedges=use_hedges, grader=grader))
+        except InputError as exc:
+            if exc.path is not None:
+                raise
+            raise InputError(str(exc), path=str(path), line=line) from None
+    return records, resolved
 
 
 def _iter_rows(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -54,30 +79,24 @@ def _iter_rows(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _iter_jsonl(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text ({exc.reason})", path=str(p)) from None
-    for line_no, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
+    """Rows of a JSONL file, streamed; a byte-order mark at the start is skipped, blank lines too."""
+    line_no = 0
+    with open_text(p) as f:
         try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=str(p),
-                             line=line_no) from None
-        if not isinstance(row, dict):
-            raise InputError(f"expected a JSON object per line, got {_type_name(row)}", path=str(p),
-                             line=line_no)
-        yield line_no, row
+            for line_no, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                row = loads_json(raw, path=str(p), line=line_no)
+                if not isinstance(row, dict):
+                    raise InputError(f"expected a JSON object per line, got {_type_name(row)}", path=str(p),
+                                     line=line_no)
+                yield line_no, row
+        except UnicodeDecodeError as exc:
+            raise InputError(f"not UTF-8 text ({exc.reason})", path=str(p), line=line_no + 1) from None
 
 
 def _iter_csv(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text ({exc.reason})", path=str(p)) from None
-    reader = csv.DictReader(text.splitlines(keepends=True))
+    reader = csv.DictReader(read_text(p).splitlines(keepends=True))
     if reader.fieldnames is None:
         return
     try:
@@ -106,11 +125,7 @@ def _csv_row(row: dict[str, str | None], *, path: str, line: int) -> dict[str, A
                 slice_cols[key[len("slice."):]] = value
             continue
         if value is not None and key in JSON_CELL_FIELDS and value.lstrip()[:1] in "[{":
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"malformed JSON in CSV cell: {exc.msg}", path=path, line=line,
-                                 field=key) from None
+            value = loads_json(value, path=path, line=line, field=key, what="JSON in CSV cell")
         elif value is not None and key == "samples":
             raise InputError("expected a JSON list of strings", path=path, line=line, field=key)
         elif value is not None and key in ("correct", "abstained"):
@@ -251,7 +266,7 @@ def _slice(value: Any, fail) -> dict[str, str]:
     if value is None:
         return {}
     if isinstance(value, str):
-        return {"slice": value}
+        return {"slice": sys.intern(value)}
     if not isinstance(value, dict):
         raise fail("slice", f"expected a string or an object of strings, got {_type_name(value)}")
     out: dict[str, str] = {}
@@ -260,5 +275,5 @@ def _slice(value: Any, fail) -> dict[str, str]:
             continue
         if not isinstance(key, str) or not isinstance(item, str):
             raise fail("slice", f"value of {key!r} is {_type_name(item)}, expected a string")
-        out[key] = item
+        out[sys.intern(key)] = sys.intern(item)
     return out
