@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import types
@@ -175,13 +176,21 @@ def test_failure_while_writing_leaves_no_partial_output(tmp_path, capsys, monkey
     assert {p.name for p in out.iterdir()} == {"keep.txt"}  # no metrics.json or png from the failed run
 
 
-def test_predictions_inside_out_dir_are_not_rewritten(tmp_path):
+def test_predictions_inside_out_dir_are_not_rewritten(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     preds = write_jsonl(out / "predictions.jsonl", make_rows(20))
     before = preds.read_bytes()
-    assert run_eval("--predictions", str(preds), "--out", str(out), "--bootstrap", "0") == 0
+    # a folder holding the input is refused unless --overwrite; then the input itself is kept
+    assert run_eval("--predictions", str(preds), "--out", str(out), "--bootstrap", "0") == 2
+    assert "holds this command's input" in capsys.readouterr().err and os.listdir(out) == ["predictions.jsonl"]
+    assert run_eval("--predictions", str(preds), "--out", str(out), "--bootstrap", "0", "--overwrite") == 0
     assert preds.read_bytes() == before and OUTPUTS <= {p.name for p in out.iterdir()}
+    # an input named like an output eval writes (resolved.jsonl) is refused even with --overwrite
+    resolved = out / "resolved.jsonl"
+    kept = resolved.read_bytes()
+    assert run_eval("--predictions", str(resolved), "--out", str(out), "--overwrite") == 2
+    assert "would overwrite this command's input" in capsys.readouterr().err and resolved.read_bytes() == kept
 
 
 def test_predictions_and_model_are_exclusive(tmp_path, capsys):
