@@ -140,7 +140,7 @@ def check_input(path: StrPath, *, option: str, allow_dir: bool = False) -> Path:
     try:
         st = p.stat()
     except FileNotFoundError:
-        raise InputError("not found", path=str(path)) from None
+        raise InputError("file not found", path=str(path)) from None
     except OSError as exc:
         raise file_system_error(exc, str(path), "cannot read") from None
     for is_kind, name in _SPECIAL_KINDS:
@@ -193,20 +193,23 @@ def _depth(obj: Any) -> int:
     return deepest
 
 
-def loads_json(text: str, *, path: str, line: int | None = None) -> Any:
+def loads_json(text: str, *, path: str, line: int | None = None, field: str | None = None,
+               what: str = "JSON") -> Any:
     """Parse ``text`` as JSON; malformed text, or nesting deeper than ``MAX_JSON_DEPTH``, is an
-    InputError naming ``path`` and the line (``line`` when the text is one line of the file)."""
-    too_deep = f"nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
+    InputError naming ``path`` and the line (``line`` when the text is one line of the file) and
+    ``field`` when given; ``what`` names the text in the message (e.g. ``"JSON in CSV cell"``)."""
+    too_deep = f"{what} nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         where = line if line is not None else exc.lineno
-        raise InputError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=path, line=where) from None
+        raise InputError(f"malformed {what}: {exc.msg} (column {exc.colno})", path=path, line=where,
+                         field=field) from None
     except RecursionError:
-        raise InputError(too_deep, path=path, line=line) from None
+        raise InputError(too_deep, path=path, line=line, field=field) from None
     # the depth walk only runs where there are enough brackets to exceed the limit (str.count is cheap)
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
-        raise InputError(too_deep, path=path, line=line)
+        raise InputError(too_deep, path=path, line=line, field=field)
     return value
 
 
