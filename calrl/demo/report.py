@@ -90,15 +90,17 @@ def gate_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def epoch_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """ECE after each calibration eval (mean over seeds of the k-th eval), read from the W&B runs."""
-    longest = max((len(h) for p in POLICIES for h in summary["policies"][p]["ece_per_epoch"].values()), default=0)
-    header = ["policy", *[f"eval {k + 1}" for k in range(longest)]]
+    """ECE after each epoch (mean over the seeds that have that epoch's eval), from the calibration evals the
+    training runs saved (``calibration_eval/epoch-<k>/metrics.json``)."""
+    epochs = sorted({h["epoch"] for p in POLICIES for hist in summary["policies"][p]["ece_per_epoch"].values()
+                     for h in hist})
+    header = ["policy", *[f"epoch {k}" for k in epochs]]
     rows = []
     for p in RL_POLICIES:  # the SFT run has no per-epoch calibration eval
         hist = summary["policies"][p]["ece_per_epoch"]
         cells = []
-        for k in range(longest):
-            vals = [h[k]["ece"] for h in hist.values() if len(h) > k and h[k]["ece"] is not None]
+        for k in epochs:
+            vals = [h["ece"] for seed_hist in hist.values() for h in seed_hist if h["epoch"] == k and h["ece"] is not None]
             cells.append(fmt(sum(vals) / len(vals)) if vals else "")
         rows.append([summary["policies"][p]["method"], *cells])
     return header, rows
@@ -261,7 +263,7 @@ def plot_reliability_grid(summary: dict[str, Any], path: Path) -> Path:
 
 
 def plot_ece_per_epoch(summary: dict[str, Any], path: Path) -> Path:
-    """Held-out ECE after each epoch of every RL method, read back from the W&B runs: the mean over seeds as a
+    """Held-out ECE after each epoch of every RL method, from the runs' saved calibration evals: the mean over seeds as a
     line, the range over seeds shaded, starting from SFT's ECE (epoch 0, the policy every run starts from)."""
     import matplotlib
 
@@ -337,7 +339,7 @@ def sections(summary: dict[str, Any], plots: dict[str, str]) -> list[tuple[str, 
         ("ECE per slice", "table", slice_table(summary, "slice_ece")),
         ("Accuracy per slice", "table", slice_table(summary, "slice_accuracy")),
         ("Refusal rate per slice", "table", slice_table(summary, "slice_refusal_rate")),
-        ("ECE per epoch (read back from the offline W&B runs)", "image", plots["epochs"]),
+        ("ECE per epoch (the training runs' calibration evals)", "image", plots["epochs"]),
         ("ECE per epoch, mean over seeds", "table", epoch_table(summary)),
         ("Reward models: confidence-bias probe (held-out correct-vs-wrong pairs)", "table", rm_table(summary)),
         ("Release gate (`calrl compare`)", "table", gate_table(summary)),

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calrl.demo.layout import Layout, gate_pairs
 from calrl.demo.recipes import (
     METHOD_NAMES,
     POLICIES,
@@ -39,13 +40,14 @@ from calrl.demo.recipes import (
     reward_model_recipe,
     write_recipe,
 )
-from calrl.demo.runner import StudyRunner, Task, TaskResult
+from calrl.demo.report import write_report
+from calrl.demo.runner import StudyRunner, Task
 from calrl.demo.sft import SFTModelConfig, SFTTargetConfig
+from calrl.demo.summary import build_summary
 from calrl.demo.world import WorldConfig, build_world
 from calrl.io import write_json, write_jsonl
 
 CLI = [sys.executable, "-m", "calrl.cli.main"]
-GATE_BASELINES = ("ppo", "sft")
 STAGE_ORDER = ("world", "sft", "reward models", "policies", "eval", "gate", "report")
 
 
@@ -86,38 +88,6 @@ def quick_config(out: Path, seeds: list[int] | None = None, jobs: int | None = N
 
 def default_jobs() -> int:
     return max(1, min(2, os.cpu_count() or 1))
-
-
-# ------------------------------------------------------------------------------------------------ layout
-class Layout:
-    """Where every file of the study lives under ``out``."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.data = out / "data"
-        self.eval_file = self.data / "eval.jsonl"
-        self.prompts_file = self.data / "rl_prompts.jsonl"
-        self.preferences = self.data / "preferences"
-        self.world_config = self.data / "world_config.json"
-        self.recipes = out / "recipes"
-        self.evals = out / "evals"
-        self.gates = out / "gates"
-        self.plots = out / "plots"
-
-    def seed_dir(self, seed: int) -> Path:
-        return self.out / f"seed{seed}"
-
-    def model_dir(self, seed: int, name: str) -> Path:
-        return self.seed_dir(seed) / name
-
-    def eval_dir(self, seed: int, policy: str) -> Path:
-        return self.evals / f"seed{seed}" / policy
-
-    def gate_dir(self, seed: int, candidate: str, baseline: str) -> Path:
-        return self.gates / f"seed{seed}" / f"{candidate}-vs-{baseline}"
-
-    def recipe(self, seed: int, name: str) -> Path:
-        return self.recipes / f"seed{seed}" / f"{name}.yaml"
 
 
 # -------------------------------------------------------------------------------------------- world files
@@ -232,13 +202,6 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
     return tasks
 
 
-def gate_pairs() -> list[tuple[str, str]]:
-    """(candidate, baseline): every RL policy against SFT, and every other RL policy against vanilla PPO."""
-    pairs = [(p, "sft") for p in RL_POLICIES]
-    pairs += [(p, "ppo") for p in RL_POLICIES if p != "ppo"]
-    return pairs
-
-
 def _file_digest(path: Path) -> str:
     import hashlib
 
@@ -271,9 +234,6 @@ def run_study(config: StudyConfig, *, fresh: bool = False, show_progress: bool =
               command: str = "calrl demo") -> Path:
     """Run (or resume) the study and write ``summary.json``, ``report.md`` and ``report.html``; returns the
     path of ``report.html``."""
-    from calrl.demo.report import write_report
-    from calrl.demo.summary import build_summary
-
     out = config.out
     if fresh and out.exists():
         shutil.rmtree(out)
@@ -299,13 +259,3 @@ def run_study(config: StudyConfig, *, fresh: bool = False, show_progress: bool =
     summary["timings"]["wall_seconds"] = round(time.time() - started, 1)
     write_json(out / "summary.json", summary)
     return report
-
-
-def stage_timings(results: dict[str, TaskResult]) -> dict[str, Any]:
-    """Seconds per stage (sum of its processes' run times) and per task; reused tasks keep their first time."""
-    per_stage: dict[str, float] = {}
-    for res in results.values():
-        per_stage[res.stage] = per_stage.get(res.stage, 0.0) + res.seconds
-    return {"process_seconds_per_stage": {k: round(v, 1) for k, v in per_stage.items()},
-            "tasks": {name: {"seconds": round(res.seconds, 1), "reused": res.reused, "command": res.command}
-                      for name, res in results.items()}}

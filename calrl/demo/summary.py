@@ -1,8 +1,9 @@
 """``summary.json``: every policy's held-out metrics over the seeds, the RM probes, the gates, the checks.
 
 Numbers are copied from the files the public commands wrote (``calrl eval``'s ``metrics.json``, ``calrl
-compare``'s ``gate.json``, ``calrl train-rm``'s ``reward_model_report.json``, the offline W&B runs); the
-only arithmetic here is the mean and spread over seeds and the checks of "what it must show".
+compare``'s ``gate.json``, ``calrl train-rm``'s ``reward_model_report.json``, and the ``metrics.json`` of
+each epoch's calibration eval that the training callback wrote into the run's output folder); the only
+arithmetic here is the mean and spread over seeds and the checks of "what it must show".
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from calrl.callbacks.eval_files import read_eval_history
+from calrl.demo.layout import Layout, gate_pairs
 from calrl.demo.recipes import METHOD_NAMES, POLICIES, REWARD_MODELS
 from calrl.demo.world import GROUPS
 
@@ -49,10 +52,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def build_summary(config: Any, layout: Any, results: dict[str, Any], *, counts: dict[str, int],
+def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, counts: dict[str, int],
                   machine: dict[str, Any], command: str) -> dict[str, Any]:
-    from calrl.demo.study import gate_pairs, stage_timings
-
     seeds = list(config.seeds)
     policies: dict[str, Any] = {}
     for policy in POLICIES:
@@ -134,30 +135,12 @@ def _recipe_value(path: Path, key: str) -> Any:
 
 
 def ece_history(model_dir: Path) -> list[dict[str, Any]]:
-    """``eval/ece`` (and accuracy, mean confidence) per calibration eval, read back from the offline W&B run."""
-    from calrl.callbacks.wandb_utils import find_offline_runs, read_offline_history
-
-    runs = find_offline_runs(model_dir)
-    if not runs:
-        return []
-    rows = []
-    for row in read_offline_history(runs[-1]):
-        if "eval/ece" not in row:
-            continue
-        rows.append({"step": row.get("train/global_step", row.get("_step")),
-                     "epoch": row.get("eval/epoch", row.get("train/epoch")),
-                     "ece": _number(row.get("eval/ece")), "accuracy": _number(row.get("eval/accuracy")),
-                     "mean_confidence": _number(row.get("eval/mean_confidence"))})
-    return rows
-
-
-def _number(value: Any) -> float | None:
-    """A logged scalar as a float; W&B writes NaN as the string "NaN": None."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+    """ECE, accuracy and mean confidence after each epoch, from the ``calibration_eval/epoch-<k>/metrics.json``
+    files the training callback wrote into the run's output folder; ``epoch`` is k (a partial last epoch
+    counts as the next whole one), ``step`` the global step of the eval."""
+    return [{"step": e.global_step, "epoch": e.index, "ece": e.number("ece"), "accuracy": e.number("accuracy"),
+             "mean_confidence": e.number("mean_confidence")}
+            for e in sorted(read_eval_history(model_dir, kind="epoch"), key=lambda e: e.index)]
 
 
 def _mean(summary: dict[str, Any], policy: str, key: str) -> float | None:
@@ -237,3 +220,15 @@ def abstention_check(summary: dict[str, Any]) -> dict[str, Any]:
     return {"passed": None if agg["mean"] is None else agg["mean"] > 0.5,
             **_count([None if v is None else v > 0.5 for v in shares]),
             "numbers": {"share_on_wrong_slices": agg["mean"], "per_seed": per_seed}}
+
+
+def stage_timings(results: dict[str, Any]) -> dict[str, Any]:
+    """Seconds per stage (sum of its processes' run times) and per task; reused tasks keep their first time.
+
+    ``results`` maps task names to the study runner's ``TaskResult``."""
+    per_stage: dict[str, float] = {}
+    for res in results.values():
+        per_stage[res.stage] = per_stage.get(res.stage, 0.0) + res.seconds
+    return {"process_seconds_per_stage": {k: round(v, 1) for k, v in per_stage.items()},
+            "tasks": {name: {"seconds": round(res.seconds, 1), "reused": res.reused, "command": res.command}
+                      for name, res in results.items()}}

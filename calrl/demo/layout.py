@@ -1,0 +1,47 @@
+"""Where the study's files live, and which gates it runs: shared by the study (which writes them) and the
+summary (which reads them back), so neither imports the other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from calrl.demo.recipes import RL_POLICIES
+
+
+class Layout:
+    """Where every file of the study lives under ``out``."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.data = out / "data"
+        self.eval_file = self.data / "eval.jsonl"
+        self.prompts_file = self.data / "rl_prompts.jsonl"
+        self.preferences = self.data / "preferences"
+        self.world_config = self.data / "world_config.json"
+        self.recipes = out / "recipes"
+        self.evals = out / "evals"
+        self.gates = out / "gates"
+        self.plots = out / "plots"
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.out / f"seed{seed}"
+
+    def model_dir(self, seed: int, name: str) -> Path:
+        """A training run's output folder (its checkpoint, W&B run and per-epoch calibration evals)."""
+        return self.seed_dir(seed) / name
+
+    def eval_dir(self, seed: int, policy: str) -> Path:
+        return self.evals / f"seed{seed}" / policy
+
+    def gate_dir(self, seed: int, candidate: str, baseline: str) -> Path:
+        return self.gates / f"seed{seed}" / f"{candidate}-vs-{baseline}"
+
+    def recipe(self, seed: int, name: str) -> Path:
+        return self.recipes / f"seed{seed}" / f"{name}.yaml"
+
+
+def gate_pairs() -> list[tuple[str, str]]:
+    """(candidate, baseline): every RL policy against SFT, and every other RL policy against vanilla PPO."""
+    pairs = [(p, "sft") for p in RL_POLICIES]
+    pairs += [(p, "ppo") for p in RL_POLICIES if p != "ppo"]
+    return pairs
