@@ -401,3 +401,96 @@ def test_masked_bootstrap_metrics_equal_the_metrics_on_scored_items():
         for i in range(3):
             direct = metric(conf[i][scored[i]], correct[i][scored[i]])
             assert float(rows[i]) == pytest.approx(float(direct), abs=1e-12)
+
+
+def test_refusal_explosion_blocks_with_the_collapse_factor():
+    recs = calibrated_set()  # 180 items, no refusal
+    # 45 -> 9 refusals is a collapse at factor 5; the reverse, 9 -> 45, is an explosion at the same factor
+    few, many = _with_abstentions(recs, every=20), _with_abstentions(recs, every=4)
+    result = evaluate_gate(few, many, GateConfig(n_boot=0, max_accuracy_drop=0.99))
+    assert codes(result.reasons) == ["refusal_explosion"]
+    assert result.refusal["rise_factor"] == pytest.approx(5.0) and not result.refusal["collapsed"]
+    # 10 -> 45 (4.5) does not block at factor 5, does at 4
+    ten = _with_abstentions(recs, every=18)
+    lenient = GateConfig(n_boot=0, max_accuracy_drop=0.99)
+    assert "refusal_explosion" not in codes(evaluate_gate(ten, many, lenient).reasons)
+    strict = GateConfig(n_boot=0, max_accuracy_drop=0.99, refusal_collapse_factor=4.0)
+    assert "refusal_explosion" in codes(evaluate_gate(ten, many, strict).reasons)
+    # no baseline refusal: the floor of one refusal makes 0 -> 4 pass and 0 -> 5 block
+    assert "refusal_explosion" not in codes(evaluate_gate(recs, _with_abstentions(recs, every=45), lenient).reasons)
+    assert "refusal_explosion" in codes(evaluate_gate(recs, _with_abstentions(recs, every=36), lenient).reasons)
+    # above the maximum rate blocks even when the factor does not: 60% -> 90%
+    base = [replace(r, abstained=True, correct=False, confidence=None, confidence_source="abstained")
+            if i % 10 < 6 else r for i, r in enumerate(recs)]
+    cand = [replace(r, abstained=True, correct=False, confidence=None, confidence_source="abstained")
+            if i % 10 < 9 else r for i, r in enumerate(recs)]
+    found = evaluate_gate(base, cand, lenient)
+    (reason,) = [f for f in found.reasons if f.code == "refusal_explosion"]
+    assert "above the maximum refusal rate 0.5" in reason.message and "factor" not in reason.message.split(":")[1]
+    assert "refusal_explosion" not in codes(evaluate_gate(base, cand, replace(lenient, max_refusal_rate=0.95)).reasons)
+
+
+def test_all_refusing_candidate_blocks_on_refusals_and_accuracy_and_warns_collapse():
+    """The sweep's finding: a candidate saying "I don't know." to every item passed the gate."""
+    recs = calibrated_set()  # accuracy 0.5
+    cand = [replace(r, abstained=True, correct=False, confidence=None, confidence_source="abstained") for r in recs]
+    result = evaluate_gate(recs, cand, GateConfig(n_boot=200))
+    assert result.verdict == "blocked"
+    assert {"refusal_explosion", "accuracy_drop"} <= set(codes(result.reasons))
+    assert result.accuracy["drop"] == pytest.approx(0.5) and result.accuracy["interval_high"] < 0
+    (warning,) = [w for w in result.warnings if w.code == "confidence_collapse"]
+    assert "the candidate on none" in warning.message
+    gate = result.to_dict()
+    assert gate["accuracy"]["blocked"] and json.dumps(gate, allow_nan=False)
+
+
+def test_accuracy_drop_needs_the_margin_and_an_interval_below_zero():
+    recs = calibrated_set(n_per_level=20)  # 360 items, accuracy 0.5
+
+    def flip(records, share):  # turn correct answers wrong, keeping confidences
+        correct = [i for i, r in enumerate(records) if r.correct]
+        k = round(share * len(records))
+        hit = set(correct[::max(1, len(correct) // k)][:k])
+        return [replace(r, correct=False) if i in hit else r for i, r in enumerate(records)]
+
+    lenient = {"n_boot": 300, "slice_ece_threshold": 0.99}
+    ten_points = flip(recs, 0.10)
+    result = evaluate_gate(recs, ten_points, GateConfig(**lenient))
+    assert codes(result.reasons) == ["accuracy_drop"]
+    assert result.accuracy["drop"] == pytest.approx(0.10) and result.accuracy["interval_high"] < 0
+    # within the margin: no block; a wider margin lets 10 points pass
+    assert evaluate_gate(recs, flip(recs, 0.03), GateConfig(**lenient)).passed
+    assert evaluate_gate(recs, ten_points, GateConfig(max_accuracy_drop=0.12, **lenient)).passed
+    # a drop above the margin on 4 items of which one flips is noise: the interval covers 0
+    small = recs[:1] + recs[170:173]
+    noisy = evaluate_gate(small, flip(small, 0.25), GateConfig(n_boot=300, max_accuracy_drop=0.05,
+                                                               min_slice_size=30))
+    assert noisy.accuracy["drop"] > 0.05 and noisy.accuracy["interval_high"] >= 0
+    assert "accuracy_drop" not in codes(noisy.reasons)
+    # without the bootstrap the point estimate decides
+    assert "accuracy_drop" in codes(evaluate_gate(small, flip(small, 0.25), GateConfig(n_boot=0)).reasons)
+
+
+def test_confidence_collapse_on_the_cli_warns_and_the_report_names_every_reason(tmp_path, capsys):
+    recs = calibrated_set()
+    cand = [replace(r, confidence=0.5) for r in recs]  # same accuracy and ECE, spread gone
+    for name, side in (("b", recs), ("c", cand)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "resolved.jsonl").write_text("".join(json.dumps(r.to_json()) + "\n" for r in side))
+    argv = ["compare", "--baseline", str(tmp_path / "b"), "--candidate", str(tmp_path / "c"), "--bootstrap", "20"]
+    assert main(argv + ["--out", str(tmp_path / "g")]) == 0
+    gate = json.loads((tmp_path / "g" / "gate.json").read_text())
+    assert [w["code"] for w in gate["warnings"]] == ["confidence_collapse"] and gate["reasons"] == []
+    assert "confidence_collapse" in capsys.readouterr().out
+    # the all-refusing candidate: exit 1, every reason in gate.json and in the report
+    refusing = [replace(r, abstained=True, correct=False, confidence=None, confidence_source="abstained")
+                for r in recs]
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "resolved.jsonl").write_text("".join(json.dumps(r.to_json()) + "\n" for r in refusing))
+    argv[4] = str(tmp_path / "r")
+    assert main(argv + ["--out", str(tmp_path / "g2")]) == 1
+    gate = json.loads((tmp_path / "g2" / "gate.json").read_text())
+    found = [r["code"] for r in gate["reasons"]]
+    assert "refusal_explosion" in found and "accuracy_drop" in found
+    report = (tmp_path / "g2" / "report.md").read_text()
+    assert all(f"`{code}`" in report for code in found) and "BLOCKED (explosion)" in report
