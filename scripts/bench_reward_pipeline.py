@@ -36,7 +36,7 @@ from transformers.utils import logging as hf_logging
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 from trl.experimental.ppo import ppo_trainer as trl_ppo_module
 
-from calrl.models.tiny import (
+from calrl.testing.tiny import (
     build_scripted_causal_lm,
     build_tiny_causal_lm,
     build_tiny_reward_model,
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     policies = ["scripted", "random"] if args.policy == "both" else [args.policy]
-    print(f"tiny calrl.models.tiny LM (2 layers, hidden 64), batch {args.batch_size}, response_length {args.response_length}, "
+    print(f"tiny calrl.testing.tiny LM (2 layers, hidden 64), batch {args.batch_size}, response_length {args.response_length}, "
           f"{args.steps} steps x {args.repeats} repeats, torch threads {torch.get_num_threads()}")
     for policy in policies:
         wall = {"vanilla": [], "ppo_c": []}

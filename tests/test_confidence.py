@@ -174,7 +174,7 @@ def test_format_examples_and_errors():
 
 
 def test_tiny_tokenizer_spacing_round_trip():
-    from calrl.models.tiny import build_word_tokenizer
+    from calrl.testing.tiny import build_word_tokenizer
 
     texts = ["The answer is 42. Confidence: 8", "I don't know.", "I'm not sure, maybe 8/10", "confidence 0.8"]
     tok = build_word_tokenizer(texts)
@@ -247,6 +247,32 @@ def test_abstention_patterns_are_documented():
 ])
 def test_extract_answer(text, answer):
     assert extract_answer(text) == answer
+
+
+@pytest.mark.parametrize("text, answer", [
+    ("I'm fairly sure but 2 of them", "2 of them"),  # was "I'm but 2 of them": half a clause removed
+    ("I'm likely but 2 of them", "2 of them"),
+    ("I'm not sure but 2 of them. Confidence: 5", "2 of them"),
+    ("I believe it is the Eiffel Tower, but I am not certain.", "the Eiffel Tower"),
+    ("Paris, I think.", "Paris"),
+    ("Paris probably", "Paris"),
+    ("Definitely 42!", "42"),
+    ("The capital is probably Paris.", "The capital is Paris"),
+    ("The answer is probably 7 (I think).", "7"),
+    ("Red, I guess, or blue", "Red, or blue"),
+])
+def test_hedges_go_only_as_whole_phrases(text, answer):
+    assert extract_answer(text) == answer
+
+
+@pytest.mark.parametrize("text", [
+    "I'm probably wrong but 2 of them",  # the hedge is inside a clause with other words: kept as written
+    "Possibly",  # nothing but a hedge: an answer of its own (e.g. a TruthfulQA option)
+    "Most likely",
+    "The most likely cause",
+])
+def test_hedges_inside_other_words_are_kept(text):
+    assert extract_answer(text) == text
 
 
 def test_gsm8k_gold_solutions():

@@ -237,7 +237,7 @@ def test_model_path_forwards_options_and_writes_predictions(tmp_path, monkeypatc
 def test_model_path_with_a_tiny_local_model(tmp_path):
     """Real generation: a tiny random Qwen2 saved locally, questions from a local JSONL file."""
     pytest.importorskip("calrl.eval.checkpoint")
-    from calrl.models.tiny import build_tiny_causal_lm, build_word_tokenizer, save_pretrained
+    from calrl.testing.tiny import build_tiny_causal_lm, build_word_tokenizer, save_pretrained
 
     questions = [{"id": f"t{i}", "question": f"What is {i} plus {i}?", "reference": str(2 * i),
                   "slice": {"size": "small" if i < 2 else "large"}} for i in range(5)]

@@ -16,7 +16,7 @@ from calrl.errors import InputError
 from calrl.eval.checkpoint import load_model_for_eval, predict_from_checkpoint
 from calrl.eval.generate import generate_predictions
 from calrl.eval.prompts import ElicitationPrompt, distractor_hint
-from calrl.models.tiny import build_tiny_causal_lm, build_word_tokenizer, save_pretrained
+from calrl.testing.tiny import build_tiny_causal_lm, build_word_tokenizer, save_pretrained
 
 FIXTURES = Path(__file__).parent / "fixtures" / "heldout"
 GSM8K = f"gsm8k:{FIXTURES / 'gsm8k' / 'test.jsonl'}"

@@ -9,8 +9,10 @@ from calrl.grading import (
     grade,
     known_graders,
     normalize_answer,
+    number_to_words,
     parse_number,
     register_grader,
+    words_to_number,
 )
 
 
@@ -156,3 +158,31 @@ def test_bbh_object_counting_targets():
         assert grade(digit, targets)
         assert grade(f"The answer is {digit}", targets)
         assert not grade(str(int(digit) + 1), targets)
+
+
+@pytest.mark.parametrize("words, value", [
+    ("forty-two", 42), ("forty two", 42), ("three hundred sixty-six", 366), ("three hundred and sixty-six", 366),
+    ("two million five hundred thousand", 2_500_000), ("one thousand and one", 1001), ("a hundred", 100),
+    ("twelve hundred", 1200), ("nineteen hundred eighty-four", 1984), ("zero", 0), ("a million", 1_000_000),
+    ("seven billion two hundred million", 7_200_000_000), ("Forty-Two", 42),
+])
+def test_words_to_number(words, value):
+    assert words_to_number(words) == value
+    assert parse_number(words) == float(value)
+    assert number_to_words(value) and words_to_number(number_to_words(value)) == value
+
+
+@pytest.mark.parametrize("words", ["one two", "thousand million", "twenty thirty", "hundred hundred",
+                                   "five zero", "eleven three", "a", "and", "one thousand thousand", "Paris"])
+def test_words_out_of_order_are_not_numbers(words):
+    assert words_to_number(words) is None
+
+
+def test_word_numbers_grade_and_are_found_in_text():
+    assert grade("three hundred sixty-six", ["366"]) and grade("366", ["three hundred sixty-six"])
+    assert grade("two million five hundred thousand", ["2,500,000"]) and not grade("two million", ["2,500,000"])
+    assert grade("There are three hundred sixty-six days", ["366"], grader="numeric")
+    assert final_number("She counted three hundred sixty-six, then forty-two.") == 42.0
+    assert parse_number("minus five") == -5.0 and parse_number("negative forty-two") == -42.0
+    assert [number_to_words(n) for n in (0, 19, 21, 100, 366, 2_500_000)] == [
+        "zero", "nineteen", "twenty-one", "one hundred", "three hundred sixty-six", "two million five hundred thousand"]

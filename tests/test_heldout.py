@@ -19,6 +19,22 @@ EXPECTED_SETS = {"gsm8k", "triviaqa", "sciq", "commonsense_qa", "truthful_qa", "
                  "bbh_object_counting"}
 
 
+@pytest.fixture(autouse=True)
+def hub_reachable(monkeypatch):
+    """No network in tests: the hub probe answers "reachable" unless a test says otherwise, and the offline
+    switches (set for the whole session by conftest) are off unless a test turns one on."""
+    import datasets.config
+    from huggingface_hub import constants
+
+    from calrl.data import hub
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=hub.PROBE_TIMEOUT_S: True)
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+
+
 def load(spec: str, **kwargs) -> list[EvalItem]:
     return load_eval_items(spec, **kwargs)
 
@@ -189,6 +205,150 @@ def test_unreachable_hub_is_a_one_line_input_error(monkeypatch):
         load("sciq")
     message = str(err.value)
     assert "\n" not in message and "allenai/sciq" in message and "sciq:PATH" in message
+
+
+def _fake_hub(monkeypatch, rows, calls, *, offline_seen=None):
+    import datasets.config
+
+    def fake_load_dataset(path, name=None, split=None, **kwargs):
+        calls.append((path, name, split))
+        if offline_seen is not None:
+            offline_seen.append(datasets.config.HF_HUB_OFFLINE)
+        if datasets.config.HF_HUB_OFFLINE:
+            raise ConnectionError(f"Couldn't reach '{path}' on the Hub (OfflineModeIsEnabled)")
+        return datasets.Dataset.from_list([r for r in rows if name is None or r.get("subject", name) == name])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+
+
+def test_unreachable_hub_fails_at_once_in_offline_mode(monkeypatch):
+    from calrl.data import hub
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=hub.PROBE_TIMEOUT_S: False)
+    calls, offline_seen = [], []
+    _fake_hub(monkeypatch, [], calls, offline_seen=offline_seen)
+    with pytest.raises(InputError) as err:
+        load("gsm8k")
+    message = str(err.value)
+    assert "\n" not in message and "unreachable" in message and "gsm8k:PATH" in message
+    assert offline_seen == [True]  # loaded from the cache only: no retries against the network
+    import datasets.config
+    assert datasets.config.HF_HUB_OFFLINE is False  # offline mode is switched off again afterwards
+
+
+def test_offline_switch_is_named_and_skips_the_probe(monkeypatch):
+    from calrl.data import hub
+
+    def probe(timeout=hub.PROBE_TIMEOUT_S):
+        raise AssertionError("the hub must not be probed when offline mode is on")
+
+    monkeypatch.setattr(hub, "hub_reachable", probe)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _fake_hub(monkeypatch, [], [])
+    with pytest.raises(InputError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\)"):
+        load("sciq")
+
+
+def test_cached_set_still_loads_when_the_hub_is_unreachable(monkeypatch):
+    import datasets.config
+
+    from calrl.data import hub
+
+    rows = [json.loads(line) for line in (FIXTURES / "gsm8k" / "test.jsonl").read_text().splitlines()]
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=hub.PROBE_TIMEOUT_S: False)
+
+    def cached_load_dataset(path, name=None, split=None, **kwargs):
+        assert datasets.config.HF_HUB_OFFLINE is True
+        return datasets.Dataset.from_list(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", cached_load_dataset)
+    assert len(load("gsm8k", limit=2)) == 2
+
+
+def test_hub_probe_uses_the_endpoint_and_respects_proxies(monkeypatch):
+    import socket
+
+    from calrl.data import hub
+
+    seen = []
+
+    def refuse(address, timeout=None):
+        seen.append((address, timeout))
+        raise OSError("no network")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    assert hub.probe_hub() is False and seen == [(hub.hub_endpoint(), hub.PROBE_TIMEOUT_S)]
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert hub.probe_hub() is True and len(seen) == 1
+
+
+def test_lm_eval_aliases_name_the_same_data(monkeypatch):
+    rows = [json.loads(line) for line in (FIXTURES / "mmlu_professional_hub" / "test.jsonl").read_text().splitlines()]
+    calls = []
+    _fake_hub(monkeypatch, rows, calls)
+    law = load("mmlu_professional_law")
+    assert [c[1] for c in calls] == ["professional_law"]
+    whole = {i.id: i for i in load("mmlu_professional")}
+    assert law and all(whole[i.id] == i for i in law)  # same ids and items as in the whole set
+    assert {i.slice["domain"] for i in law} == {"law"}
+    local = load(f"mmlu_professional_law:{FIXTURES / 'mmlu_professional'}")
+    assert [i.id for i in local] == [i.id for i in law]
+    assert get_heldout_set("truthfulqa_mc1").name == "truthful_qa"
+    assert get_heldout_set("bbh_zeroshot_object_counting").name == "bbh_object_counting"
+    bbh = load(f"bbh_zeroshot_object_counting:{FIXTURES / 'bbh_object_counting' / 'lukaemon_test.jsonl'}")
+    assert bbh == load(f"bbh_object_counting:{FIXTURES / 'bbh_object_counting' / 'lukaemon_test.jsonl'}")
+    with pytest.raises(InputError, match="did you mean mmlu_professional_law"):
+        load("mmlu_profesional_law")
+
+
+def test_bad_alias_definitions():
+    base = {"name": "x", "hub_id": "h/x", "configs": ["a", "b"], "split": "test", "question": "q",
+            "answer": {"kind": "text", "field": "a"}}
+    assert heldout.parse_definition({**base, "aliases": {"x_a": ["a"], "x_all": None}}, source="x.yaml").aliases \
+        == {"x_a": ("a",), "x_all": None}
+    with pytest.raises(InputError, match="x.yaml: field 'aliases'"):
+        heldout.parse_definition({**base, "aliases": {"x_c": ["c"]}}, source="x.yaml")
+    with pytest.raises(InputError, match="field 'aliases'"):
+        heldout.parse_definition({**base, "aliases": ["x_a"]}, source="x.yaml")
+
+
+def test_dataset_table_lists_every_set_with_its_aliases():
+    rows = {r["name"]: r for r in heldout.dataset_table()}
+    assert set(rows) == EXPECTED_SETS
+    assert "mmlu_professional_law" in rows["mmlu_professional"]["aliases"]
+    assert "truthfulqa_mc1" in rows["truthful_qa"]["aliases"]
+    assert rows["gsm8k"]["hub"] == "openai/gsm8k (main)" and rows["gsm8k"]["slices"] == "reasoning_steps"
+
+
+def test_stratified_limit_covers_every_slice_and_is_seeded():
+    items = load(f"mmlu_professional:{FIXTURES / 'mmlu_professional'}")  # 2 items in each of 4 subjects
+    assert {i.slice["domain"] for i in load(f"mmlu_professional:{FIXTURES / 'mmlu_professional'}", limit=4)} \
+        == {"accounting"} | {"law"}  # the first N: two subjects only
+    sample = load(f"mmlu_professional:{FIXTURES / 'mmlu_professional'}", limit=4, sample_seed=0)
+    assert Counter(i.slice["domain"] for i in sample) == {"accounting": 1, "law": 1, "medicine": 1, "psychology": 1}
+    again = load(f"mmlu_professional:{FIXTURES / 'mmlu_professional'}", limit=4, sample_seed=0)
+    assert [i.id for i in again] == [i.id for i in sample]
+    seeds = {tuple(i.id for i in load(f"mmlu_professional:{FIXTURES / 'mmlu_professional'}", limit=4,
+                                      sample_seed=s)) for s in range(8)}
+    assert len(seeds) > 1  # another seed, another subset or order
+    assert len(load(f"mmlu_professional:{FIXTURES / 'mmlu_professional'}", limit=50, sample_seed=1)) == len(items)
+
+
+def test_stratified_sample_is_proportional():
+    from calrl.data.sampling import stratified_sample
+
+    items = [EvalItem(f"{g}{k}", "q", ["a"], slice={"g": g}) for g, n in (("big", 60), ("mid", 30), ("tiny", 10))
+             for k in range(n)]
+    for n in (3, 10, 20, 37, 100):
+        sample = stratified_sample(items, n, seed=n)
+        counts = Counter(i.slice["g"] for i in sample)
+        assert len(sample) == n and len({i.id for i in sample}) == n
+        assert counts["tiny"] >= 1 and counts["big"] >= counts["mid"] >= counts["tiny"]
+    assert Counter(i.slice["g"] for i in stratified_sample(items, 20, seed=0)) == {"big": 12, "mid": 6, "tiny": 2}
+    two = stratified_sample(items, 2, seed=0)  # fewer than the slices: proportional, the largest first
+    assert len(two) == 2 and "tiny" not in {i.slice["g"] for i in two}
 
 
 def test_generic_local_files(tmp_path):

@@ -8,7 +8,7 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from calrl.errors import ConfigError
-from calrl.models.tiny import build_scripted_causal_lm, build_tiny_reward_model, build_word_tokenizer
+from calrl.testing.tiny import build_scripted_causal_lm, build_tiny_reward_model, build_word_tokenizer
 from calrl.rewards.ppo_c import ppo_c_adjustment
 from calrl.trainers.ppo import REWARD_STATE_FILE, CalibratedPPOConfig, CalibratedPPOTrainer
 

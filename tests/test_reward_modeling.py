@@ -18,7 +18,7 @@ from trl import RewardConfig, RewardTrainer
 
 from calrl.confidence import parse_confidence
 from calrl.errors import ConfigError, InputError
-from calrl.models.tiny import build_tiny_reward_model, build_word_tokenizer
+from calrl.testing.tiny import build_tiny_reward_model, build_word_tokenizer
 from calrl.reward_modeling import (
     CALIBRATED_TEXT_COLUMNS,
     CalibratedPairsConfig,

@@ -7,7 +7,7 @@ import torch
 from trl.experimental.utils import get_reward
 
 from calrl.errors import ConfigError, TrainingFault
-from calrl.models.tiny import build_tiny_reward_model, build_word_tokenizer
+from calrl.testing.tiny import build_tiny_reward_model, build_word_tokenizer
 from calrl.rewards.abstention import AbstentionReward, abstention_threshold
 from calrl.rewards.correctness import CorrectnessReward
 from calrl.rewards.pipeline import RewardPipeline, RewardPipelineConfig

@@ -1,6 +1,6 @@
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from calrl.models.tiny import (
+from calrl.testing.tiny import (
     build_tiny_causal_lm,
     build_tiny_reward_model,
     build_word_tokenizer,

@@ -19,7 +19,7 @@ TINY_GRPO = REPO / "configs" / "tests" / "tiny_grpo_brier.yaml"
 @pytest.fixture
 def no_models(monkeypatch):
     """Fail the test if any model or tokenizer is built."""
-    from calrl.train import common
+    from calrl.train import models as common
 
     def refuse(*_, **__):
         raise AssertionError("a model was loaded before the recipe and data were validated")
@@ -206,7 +206,7 @@ def test_question_sets_as_training_data(capsys, no_models):
             f"data.train=items:gsm8k:{gsm8k}", "data.split=test", f"eval.heldout=gsm8k:{gsm8k}", "eval.split=test"]
     assert main(argv) == 0
     assert re.search(r"ok \(grpo, \d+ training rows, \d+ eval items\)", capsys.readouterr().out)
-    from calrl.train.common import load_training_data
+    from calrl.train.data import load_training_data
     from calrl.train.recipe import load_recipe
 
     recipe = load_recipe(REPO / "configs" / "grpo_brier.yaml", argv[4:], check_hardware=False)
@@ -218,7 +218,7 @@ def test_question_sets_as_training_data(capsys, no_models):
 def test_nan_reward_model_score_stops_ppo_with_the_step_and_the_sample(capsys, monkeypatch):
     import torch
 
-    from calrl.train import common
+    from calrl.train import models as common
 
     build = common.ModelFactory.sequence_classifier
 

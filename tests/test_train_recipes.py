@@ -9,7 +9,7 @@ import pytest
 
 from calrl.cli.main import main
 from calrl.config import load_yaml
-from calrl.train.common import with_confidence_prompts
+from calrl.train.data import with_confidence_prompts
 from calrl.train.recipe import METHODS, load_recipe, training_config_class
 
 REPO = Path(__file__).resolve().parents[1]

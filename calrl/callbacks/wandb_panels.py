@@ -122,12 +122,15 @@ class WandbPanels:
 def summary_panel(history: Sequence[Any]) -> dict[str, Any]:
     """``calibration/...`` run-summary values from the evals so far (objects with ``label``, ``epoch``,
     ``step``, ``metrics``): the final eval, the eval with the lowest ECE (earliest on ties) and the one
-    with the highest accuracy. Keys whose value is unknown (no eval with a finite ECE) are left out."""
+    with the highest accuracy. A final metric that is unknown is NaN; the best-eval keys appear once an eval
+    has a finite ECE (accuracy)."""
     if not history:
         return {}
     p = SUMMARY_PREFIX
     last = history[-1]
+    # NaN, not left out: the summary keeps a key's old value when an update leaves it out
     out: dict[str, Any] = {f"{p}/final_{k}": _finite(last.metrics.get(k)) for k in SUMMARY_METRICS}
+    out.update({k: math.nan for k, v in out.items() if v is None})
     out.update({f"{p}/final_label": last.label, f"{p}/final_epoch": eval_epoch(last.label, last.epoch),
                 f"{p}/final_global_step": last.step, f"{p}/n_evals": len(history)})
     scored = [r for r in history if _finite(r.metrics.get("ece")) is not None]

@@ -71,12 +71,13 @@ def _is_main_process() -> bool:
 
 def init_wandb_run(project: str, name: str | None = None, config: Mapping[str, Any] | None = None,
                    mode: str | None = None, *, dir: str | os.PathLike[str] | None = None,
-                   tags: Sequence[str] | None = None) -> Any:
+                   tags: Sequence[str] | None = None, run_id: str | None = None) -> Any:
     """Start (or return the active) W&B run; offline when no API key is available.
 
     Only the main process (``RANK`` 0) starts a run; other ranks get ``None``. ``WANDB_PROJECT`` is set
     too, so a ``transformers`` ``WandbCallback`` that starts its own run uses the same project. The run
-    folder goes under ``dir``, else under ``WANDB_DIR`` as it is at this call.
+    folder goes under ``dir``, else under ``WANDB_DIR`` as it is at this call. ``run_id`` continues that run
+    (``resume="allow"``: a resumed training keeps one history).
     """
     import wandb
 
@@ -94,6 +95,8 @@ def init_wandb_run(project: str, name: str | None = None, config: Mapping[str, A
         kwargs["dir"] = str(dir)
     if tags:
         kwargs["tags"] = list(tags)
+    if run_id:
+        kwargs.update(id=run_id, resume="allow")
     return wandb.init(**kwargs)
 
 

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                          check_hardware=not args.dry_run)
     if args.dry_run:
         return _dry_run(recipe)
-    from calrl.train.common import run_recipe
+    from calrl.train.runner import run_recipe
 
     result = run_recipe(recipe)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _dry_run(recipe) -> int:
     """Check the recipe and the data as the runner would, without loading models."""
-    from calrl.train.common import load_heldout_items, load_training_data
+    from calrl.train.data import load_heldout_items, load_training_data
 
     data = load_training_data(recipe)
     items = load_heldout_items(recipe) if recipe.method != "rm" else None

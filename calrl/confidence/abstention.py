@@ -112,20 +112,82 @@ def _first_sentence(text: str) -> str:
     return line[:m.start()] if m else line
 
 
-def _strip_phrases(text: str) -> str:
-    spans = [m.span for m in find_probability_phrases(text)]
-    for start, end in sorted(spans, reverse=True):
-        text = text[:start] + " " + text[end:]
-    return text
+# Where an answer's clauses meet: punctuation (with a contrast word after it), dashes between spaces,
+# and contrast words.
+_CONTRAST = r"(?:but|although|though)"
+_CLAUSE_SEP_RE = re.compile(r"(\s*[,;()\u2013\u2014]\s*(?:" + _CONTRAST + r"\s+)?|\s+-\s+|\s+" + _CONTRAST + r"\s+)",
+                            re.IGNORECASE)
+# a subject that may stand before a hedge in a clause of its own ("I'm fairly sure", "it's likely")
+_HEDGE_SUBJECT_RE = re.compile(r"^(?:i'm|i\s+am|i|it's|it\s+is|that's|that\s+is)\s+", re.IGNORECASE)
+# a hedge right after a copula is the edge of the predicate: "the capital is probably Paris"
+_COPULA_RE = re.compile(r"\b(?:is|are|was|were|be)\s+$", re.IGNORECASE)
+_EDGE_PUNCT = " \t\n.,;:!*_\""
+
+
+def _whole_phrase(text: str) -> bool:
+    """True when ``text`` is one lexicon phrase and nothing else (a subject such as "I'm" may lead)."""
+    body = text.strip(_EDGE_PUNCT)
+    for candidate in (body, _HEDGE_SUBJECT_RE.sub("", body, count=1)):
+        phrases = find_probability_phrases(candidate)
+        if len(phrases) == 1 and phrases[0].span == (0, len(candidate)):
+            return True
+    return False
+
+
+def _drop_hedge_clauses(text: str) -> str:
+    """Remove the clauses that are only a hedge ("I'm fairly sure, but 2" -> "2"), with their separator.
+
+    Each kept clause keeps the separator before it, unless what stood before it was dropped; a text of
+    nothing but hedges is returned as it is.
+    """
+    parts = _CLAUSE_SEP_RE.split(text)  # clause, separator, clause, ...
+    clauses, seps = parts[0::2], parts[1::2]
+    hedge = [bool(c.strip()) and _whole_phrase(c) for c in clauses]
+    if not any(hedge) or all(h or not c.strip() for h, c in zip(hedge, clauses, strict=True)):
+        return text
+    out, dropped_before = "", False
+    for i, clause in enumerate(clauses):
+        if hedge[i] or (not clause.strip() and (dropped_before or i == len(clauses) - 1)):
+            dropped_before = True
+            continue
+        if out:
+            out += seps[i - 1]
+        out += clause
+        dropped_before = False
+    return out
+
+
+def _strip_edge_hedges(text: str) -> str:
+    """Remove whole lexicon phrases that open or close the text, or open the predicate after a copula
+    ("Probably Paris", "Paris, I think", "it is probably Paris"); never one inside other words."""
+    while True:
+        body = text.strip(_EDGE_PUNCT)
+        phrases = find_probability_phrases(body)
+        if not phrases:
+            return body
+        first, last = phrases[0], phrases[-1]
+        if first.span[0] == 0 and body[first.span[1]:].strip(_EDGE_PUNCT):
+            text = body[first.span[1]:]
+        elif last.span[1] == len(body) and body[:last.span[0]].strip(_EDGE_PUNCT):
+            text = body[:last.span[0]]
+        elif (after := next((m for m in phrases if _COPULA_RE.search(body[:m.span[0]])
+                            and body[m.span[1]:].strip(_EDGE_PUNCT)), None)) is not None:
+            text = body[:after.span[0]] + body[after.span[1]:].lstrip()
+        else:
+            return body
+        text = _LEADING_FILLER_RE.sub("", text, count=1)
 
 
 def extract_answer(text: str) -> str:
-    """The answer part of a response: confidence statement and hedging phrases removed.
+    """The answer part of a response: confidence statement and hedges removed, the answer's words kept.
 
     Order: ``\\boxed{X}``; else the text after the last ``####``; else after the last ``Answer:``;
     else after the last "the answer is" (to the end of its sentence); else the first sentence of the
-    first non-empty line. Lexicon phrases ("I think", "probably"), leading fillers ("but it's") and
-    trailing punctuation are then removed.
+    first non-empty line. Then hedges go, only as whole lexicon phrases that stand alone: a clause that is
+    only a hedge ("I'm fairly sure, but 2 of them" -> "2 of them"), a phrase opening or closing the answer
+    ("Probably Paris", "Paris, I think"), or right after a copula ("it is probably Paris" -> "Paris");
+    a hedge inside other words stays ("I'm probably wrong but 2" is kept as written). Leading fillers
+    ("but it's") and trailing punctuation are removed.
     """
     body = strip_confidence(text or "")
     if (boxed := _BOXED_RE.findall(body)):
@@ -139,7 +201,7 @@ def extract_answer(text: str) -> str:
         part = _first_sentence(body[answer_is[-1].end():])
     else:
         part = _first_sentence(body)
-    part = _strip_phrases(part)
-    part = _LEADING_FILLER_RE.sub("", part, count=1)
+    part = _LEADING_FILLER_RE.sub("", _drop_hedge_clauses(part), count=1)
+    part = _strip_edge_hedges(part)
     part = re.sub(r"\s{2,}", " ", part)
-    return part.strip(" \t\n.,;:!*_\"")
+    return part.strip(_EDGE_PUNCT)

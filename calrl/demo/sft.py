@@ -95,8 +95,8 @@ def vocabulary_texts(world: World) -> list[str]:
 
 
 def build_demo_tokenizer(world: World) -> Any:
-    """The word-level tokenizer of the world (``calrl.models.tiny``), ending sequences with ``<|end|>``."""
-    from calrl.models.tiny import build_word_tokenizer
+    """The word-level tokenizer of the world (``calrl.testing.tiny``), ending sequences with ``<|end|>``."""
+    from calrl.testing.tiny import build_word_tokenizer
 
     tokenizer = build_word_tokenizer(vocabulary_texts(world))
     tokenizer.eos_token = END_TOKEN
@@ -110,7 +110,7 @@ def train_sft(world: World, out_dir: str | Path, *, model_config: SFTModelConfig
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from calrl.models.tiny import build_tiny_causal_lm
+    from calrl.testing.tiny import build_tiny_causal_lm
 
     mc = model_config or SFTModelConfig()
     tc = target_config or SFTTargetConfig(seed=mc.seed)

@@ -133,7 +133,7 @@ def load_tokenizer(source: str) -> Any:
     AutoTokenizer, except for a local folder whose tokenizer declares the generic ``TokenizersBackend``:
     transformers 5 replaces the declared class by the architecture's own for some model types (qwen2
     among them) and rebuilds a different tokenizer from the vocabulary, so a word-level tokenizer saved
-    beside a Qwen2 model (``calrl.models.tiny``) would not round-trip. Such a folder, with its
+    beside a Qwen2 model (``calrl.testing.tiny``) would not round-trip. Such a folder, with its
     ``tokenizer.json``, is loaded as declared.
     """
     from transformers import AutoTokenizer, PreTrainedTokenizerFast

@@ -13,11 +13,14 @@ from calrl.grading.normalize import (
     WORD_NUMBERS,
     final_number,
     normalize_answer,
+    number_to_words,
     numbers_equal,
     parse_number,
+    words_to_number,
 )
 
 __all__ = [
     "WORD_NUMBERS", "exact_match", "final_number", "get_grader", "grade", "known_graders", "multiple_choice",
-    "normalize_answer", "numbers_equal", "numeric_match", "parse_number", "register_grader",
+    "normalize_answer", "number_to_words", "numbers_equal", "numeric_match", "parse_number", "register_grader",
+    "words_to_number",
 ]

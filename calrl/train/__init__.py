@@ -4,7 +4,8 @@
 ``run_recipe(recipe)`` runs the method's runner (``calrl.train.rm`` / ``ppo`` / ``grpo`` / ``rloo``).
 """
 
-from calrl.train.common import RunResult, run_recipe
 from calrl.train.recipe import METHODS, Recipe, load_recipe
+from calrl.train.reporting import RunResult
+from calrl.train.runner import run_recipe
 
 __all__ = ["METHODS", "Recipe", "RunResult", "load_recipe", "run_recipe"]

@@ -31,7 +31,7 @@ from calrl.errors import ConfigError
 METHODS = ("rm", "ppo", "grpo", "rloo")
 # method -> "module:class" of its trainer config (imported lazily: TRL is slow to import)
 TRAINING_CONFIGS = {
-    "rm": "calrl.reward_modeling.trainer:CalibratedRewardConfig",
+    "rm": "calrl.trainers.reward:CalibratedRewardConfig",
     "ppo": "calrl.trainers.ppo:CalibratedPPOConfig",
     "grpo": "calrl.trainers.grpo:CalibratedGRPOConfig",
     "rloo": "calrl.trainers.rloo:CalibratedRLOOConfig",
@@ -42,7 +42,7 @@ TINY = "tiny"
 
 @dataclass
 class TinyModelSection:
-    """Size of the tiny local models (``model.policy: tiny`` etc.); see :mod:`calrl.models.tiny`.
+    """Size of the tiny local models (``model.policy: tiny`` etc.); see :mod:`calrl.testing.tiny`.
 
     ``warmup_steps`` > 0 first fits a tiny *policy* for that many steps on the training prompts answered as
     ``<reference> . confidence: N`` (N drawn from ``warmup_confidences``), so that its rollouts state a

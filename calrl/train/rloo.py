@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from calrl.train.common import RunResult
-from calrl.train.grpo import run_policy_gradient
+from typing import Any
+
+from calrl.train.grpo import PolicyGradientRunner
 from calrl.train.recipe import Recipe
 
 
-def run(recipe: Recipe) -> RunResult:
-    from calrl.trainers.rloo import CalibratedRLOOTrainer
+class RLOORunner(PolicyGradientRunner):
+    trainer_path = "calrl.trainers.rloo:CalibratedRLOOTrainer"
 
-    return run_policy_gradient(recipe, CalibratedRLOOTrainer)
+
+RUNNER = RLOORunner
+
+
+def run(recipe: Recipe, callbacks: list[Any] | None = None) -> Any:
+    return RLOORunner(recipe, callbacks).run()

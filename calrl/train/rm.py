@@ -1,6 +1,6 @@
 """Reward-model runner: the ordinary (``calibration_lambda: 0``) or the calibrated (PPO-M) reward model.
 
-Trains :class:`calrl.reward_modeling.CalibratedRewardTrainer` on preference pairs, runs the confidence-bias
+Trains :class:`calrl.trainers.reward.CalibratedRewardTrainer` on preference pairs, runs the confidence-bias
 probe on held-out pairs at every epoch (``RewardModelProbeCallback``), and writes the reward-model report
 (``reward_model_report.json`` / ``.md``) and a model card beside the saved model. The per-epoch
 ``CalibrationEvalCallback`` of the policy recipes is not attached: a reward model does not generate, and
@@ -13,22 +13,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from calrl.train.common import (
-    ModelFactory,
-    RunResult,
-    confidence_instruction,
-    finish_wandb,
-    list_checkpoints,
-    load_training_data,
-    model_card,
-    peft_config,
-    prompt_texts,
-    resolve_resume,
-    start_wandb,
-    with_confidence_prompts,
-    write_model_card,
-)
-from calrl.train.recipe import TINY, Recipe
+from calrl.train.data import confidence_instruction, prompt_texts, with_confidence_prompts
+from calrl.train.models import ModelFactory, peft_config
+from calrl.train.recipe import Recipe
+from calrl.train.runner import Runner
 
 logger = logging.getLogger(__name__)
 PROBE_DIR = "rm_probe"
@@ -59,62 +47,61 @@ def preference_dataset(rows: Any, recipe: Recipe, conversational: bool) -> Any:
     return Dataset.from_dict(columns)
 
 
-def run(recipe: Recipe) -> RunResult:
-    """Train the reward-model recipe; save the model, the RM report and the model card."""
-    from calrl.reward_modeling import (
-        CalibratedRewardTrainer,
-        RewardModelProbeCallback,
-        log_reward_model_report,
-        reward_model_report,
-        write_reward_model_report,
-    )
-    from calrl.reward_modeling.probe import report_scalars
-    from calrl.train.callbacks import NonFiniteLossCallback
+class RewardModelRunner(Runner):
+    """Builds :class:`~calrl.trainers.reward.CalibratedRewardTrainer` and writes the reward-model report."""
 
-    args = recipe.training
-    data = load_training_data(recipe)
-    checkpoint = resolve_resume(recipe)
-    # ---- everything above is checked before any model loads
-    m = recipe.model
-    vocabulary = [*prompt_texts(data.train, ("prompt", "chosen", "rejected")), confidence_instruction(recipe)]
-    factory = ModelFactory(recipe, vocabulary)
-    tokenizer = factory.tokenizer(m.reward_model)
-    conversational = bool(getattr(tokenizer, "chat_template", None))
-    train_pairs = preference_dataset(data.train, recipe, conversational)
-    eval_pairs = preference_dataset(data.eval, recipe, conversational) if data.eval is not None else None
-    probe_pairs = eval_pairs if eval_pairs is not None else train_pairs
-    if eval_pairs is None:
-        logger.warning("no held-out pairs (data.eval_split / data.eval_fraction): the probe reads training pairs")
-    model = factory.sequence_classifier(m.reward_model)
+    uses_heldout = False
 
-    probe = RewardModelProbeCallback(probe_pairs, config=args.pairs_config(), batch_size=recipe.eval.probe_batch_size,
-                                     out_dir=Path(args.output_dir) / PROBE_DIR)
-    run_handle = start_wandb(recipe)
-    failed = True
-    try:
-        trainer = CalibratedRewardTrainer(
-            model=model, args=args, train_dataset=train_pairs, eval_dataset=eval_pairs,
-            processing_class=tokenizer, callbacks=[probe, NonFiniteLossCallback()],
+    def build(self, callbacks: list[Any]) -> Any:
+        from calrl.reward_modeling import RewardModelProbeCallback
+        from calrl.trainers.reward import CalibratedRewardTrainer
+
+        recipe, args, m = self.recipe, self.recipe.training, self.recipe.model
+        vocabulary = [*prompt_texts(self.data.train, ("prompt", "chosen", "rejected")), confidence_instruction(recipe)]
+        factory = ModelFactory(recipe, vocabulary)
+        self.tokenizer = factory.tokenizer(m.reward_model)
+        conversational = bool(getattr(self.tokenizer, "chat_template", None))
+        train_pairs = preference_dataset(self.data.train, recipe, conversational)
+        eval_pairs = preference_dataset(self.data.eval, recipe, conversational) if self.data.eval is not None else None
+        self.probe_pairs = eval_pairs if eval_pairs is not None else train_pairs
+        self.held_out = eval_pairs is not None
+        if eval_pairs is None:
+            logger.warning("no held-out pairs (data.eval_split / data.eval_fraction): the probe reads training pairs")
+        probe = RewardModelProbeCallback(self.probe_pairs, config=args.pairs_config(),
+                                         batch_size=recipe.eval.probe_batch_size, out_dir=Path(args.output_dir) / PROBE_DIR)
+        return CalibratedRewardTrainer(
+            model=factory.sequence_classifier(m.reward_model), args=args, train_dataset=train_pairs,
+            eval_dataset=eval_pairs, processing_class=self.tokenizer, callbacks=[probe, *callbacks],
             peft_config=peft_config(recipe, "SEQ_CLS"))
-        trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model(args.output_dir)
-        report = reward_model_report(trainer.model, tokenizer, probe_pairs, batch_size=recipe.eval.probe_batch_size,
-                                     config=args.pairs_config())
-        report.update(global_step=trainer.state.global_step, held_out=eval_pairs is not None)
-        scalars = report_scalars(report, prefix="")
+
+    def final_metrics(self, trainer: Any) -> dict[str, Any]:
+        from calrl.reward_modeling import (
+            log_reward_model_report,
+            reward_model_report,
+            write_reward_model_report,
+        )
+        from calrl.reward_modeling.probe import report_scalars
+
+        report = reward_model_report(trainer.model, self.tokenizer, self.probe_pairs,
+                                     batch_size=self.recipe.eval.probe_batch_size,
+                                     config=self.recipe.training.pairs_config())
+        report.update(global_step=trainer.state.global_step, held_out=self.held_out)
+        self.scalars = report_scalars(report, prefix="")
         if trainer.accelerator.is_main_process:
-            write_reward_model_report(report, args.output_dir)
-            if run_handle is not None:
-                log_reward_model_report(report, run_handle,
-                                        step_metrics={"train/global_step": trainer.state.global_step})
-            base = m.reward_model if m.reward_model != TINY else "tiny (calrl.models.tiny)"
-            write_model_card(args.output_dir, model_card(
-                recipe, base_model=base, metrics={}, global_step=trainer.state.global_step,
-                extra={"Reward-model report (held-out pairs)" if eval_pairs is not None
-                       else "Reward-model report (training pairs)": scalars}))
-        failed = False
-        return RunResult(method="rm", output_dir=args.output_dir, global_step=trainer.state.global_step,
-                         metrics=scalars, checkpoints=list_checkpoints(args.output_dir),
-                         wandb_dir=getattr(run_handle, "dir", None))
-    finally:
-        finish_wandb(run_handle, failed=failed)
+            write_reward_model_report(report, self.recipe.training.output_dir)
+            import wandb
+
+            if wandb.run is not None:
+                log_reward_model_report(report, wandb.run, step_metrics={"train/global_step": trainer.state.global_step})
+        return self.scalars
+
+    def card_sections(self, trainer: Any) -> dict[str, dict[str, Any]]:
+        title = "Reward-model report (held-out pairs)" if self.held_out else "Reward-model report (training pairs)"
+        return {title: self.scalars}
+
+
+RUNNER = RewardModelRunner
+
+
+def run(recipe: Recipe, callbacks: list[Any] | None = None) -> Any:
+    return RewardModelRunner(recipe, callbacks).run()

@@ -1,1 +1,0 @@
-"""Model helpers: tiny locally built models and tokenizers for tests and the offline demo."""

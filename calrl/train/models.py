@@ -1,0 +1,139 @@
+"""Models of the runners: loading (hub id, local folder or ``tiny``), tokenizers, LoRA config, the starting policy."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from calrl.errors import InputError
+from calrl.train.data import first_line
+from calrl.train.recipe import TINY, Recipe
+
+logger = logging.getLogger(__name__)
+
+def render_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
+    """The generation prompt of a conversation (chat template, else the contents one per line)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "\n".join(str(m.get("content", "")) for m in messages) + "\n"
+
+
+def initial_policy(factory: ModelFactory, recipe: Recipe, source: str, conversations: list[Any],
+                   references: list[Any] | None, *, device: Any = None) -> Any:
+    """The policy to start from: loaded, or a tiny one (fitted to the answer format when ``warmup_steps``).
+
+    ``device``: where the warm-up runs (the accelerator's device; the model is left there).
+    """
+    model = factory.causal_lm(source)
+    tiny = recipe.model.tiny
+    if source != TINY or tiny.warmup_steps <= 0:
+        return model
+    if references is None:
+        logger.warning("model.tiny.warmup_steps needs a reference column; the tiny policy is not warmed up")
+        return model
+    from calrl.testing.warmup import warm_up_tiny_policy
+
+    if device is not None:
+        model.to(device)
+    tokenizer = factory.tokenizer(TINY)
+    return warm_up_tiny_policy(model, tokenizer, [render_prompt(tokenizer, m) for m in conversations], references,
+                               steps=tiny.warmup_steps, learning_rate=tiny.warmup_learning_rate,
+                               confidences=tiny.warmup_confidences, seed=tiny.seed)
+
+
+class ModelFactory:
+    """Loads the recipe's models and tokenizers; every ``tiny`` model shares one tiny tokenizer."""
+
+    def __init__(self, recipe: Recipe, vocabulary: list[str]) -> None:
+        self.recipe = recipe
+        self.vocabulary = vocabulary
+        self._tiny_tokenizer: Any = None
+        self._tokenizers: dict[str, Any] = {}
+
+    def _kwargs(self) -> dict[str, Any]:
+        m = self.recipe.model
+        kwargs: dict[str, Any] = {"trust_remote_code": m.trust_remote_code}
+        if m.dtype != "auto":
+            import torch
+
+            kwargs["dtype"] = getattr(torch, m.dtype)
+        else:
+            kwargs["dtype"] = "auto"
+        if m.attn_implementation:
+            kwargs["attn_implementation"] = m.attn_implementation
+        return kwargs
+
+    def tokenizer(self, source: str) -> Any:
+        """The tokenizer of ``source`` (``tiny``: the shared tiny word tokenizer); pads on the left."""
+        if source == TINY:
+            if self._tiny_tokenizer is None:
+                from calrl.testing.tiny import build_word_tokenizer
+
+                self._tiny_tokenizer = build_word_tokenizer(self.vocabulary)
+            return self._tiny_tokenizer
+        source = self.recipe.model.tokenizer or source
+        if source not in self._tokenizers:
+            from transformers import AutoTokenizer
+
+            tok = _load(AutoTokenizer.from_pretrained, source, "tokenizer",
+                        trust_remote_code=self.recipe.model.trust_remote_code)
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            tok.padding_side = "left"
+            self._tokenizers[source] = tok
+        return self._tokenizers[source]
+
+    def causal_lm(self, source: str, *, seed_offset: int = 0) -> Any:
+        if source == TINY:
+            from calrl.testing.tiny import build_tiny_causal_lm
+
+            t = self.recipe.model.tiny
+            return build_tiny_causal_lm(self.tokenizer(TINY), seed=t.seed + seed_offset, hidden_size=t.hidden_size,
+                                        num_layers=t.num_layers, num_heads=t.num_heads)
+        from transformers import AutoModelForCausalLM
+
+        model = _load(AutoModelForCausalLM.from_pretrained, source, "model", **self._kwargs())
+        tok = self.tokenizer(source)
+        if model.generation_config.pad_token_id is None:
+            model.generation_config.pad_token_id = tok.pad_token_id
+        return model
+
+    def sequence_classifier(self, source: str, *, seed_offset: int = 0) -> Any:
+        """A one-output sequence classifier (reward or value model)."""
+        if source == TINY:
+            from calrl.testing.tiny import build_tiny_reward_model
+
+            t = self.recipe.model.tiny
+            return build_tiny_reward_model(self.tokenizer(TINY), seed=t.seed + seed_offset, hidden_size=t.hidden_size,
+                                           num_layers=t.num_layers, num_heads=t.num_heads)
+        from transformers import AutoModelForSequenceClassification
+
+        model = _load(AutoModelForSequenceClassification.from_pretrained, source, "model", num_labels=1,
+                      **self._kwargs())
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = self.tokenizer(source).pad_token_id
+        return model
+
+
+def _load(loader: Any, source: str, what: str, **kwargs: Any) -> Any:
+    try:
+        return loader(source, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, HF hub errors: one line
+        raise InputError(f"cannot load {what} '{source}': {first_line(exc)}", field="model") from None
+
+
+def peft_config(recipe: Recipe, task_type: str) -> Any:
+    """``peft.LoraConfig`` from the ``lora`` section (None without one)."""
+    lora = recipe.lora
+    if lora is None:
+        return None
+    from peft import LoraConfig
+
+    modules_to_save = lora.modules_to_save
+    if task_type == "SEQ_CLS" and modules_to_save is None:
+        modules_to_save = ["score"]  # the reward head must train with the adapter (TRL's advice)
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, bias=lora.bias, modules_to_save=modules_to_save,
+                      task_type=task_type)
+
+

@@ -1,0 +1,133 @@
+"""What a run reports: its W&B run (continued on resume), the model card, the final metrics, the result."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from calrl.train.recipe import TINY, Recipe
+
+CARD_FILE = "README.md"
+WANDB_ID_FILE = "calrl_wandb.json"  # in each checkpoint: the W&B run to continue on resume
+FINAL_METRIC_KEYS = ("ece", "brier", "auroc", "accuracy", "refusal_rate", "mean_confidence", "smece", "n")
+TINY_NAME = "tiny (calrl.testing.tiny)"
+
+
+# ---------------------------------------------------------------------------------------------- W&B
+def saved_wandb_id(checkpoint: str | None) -> str | None:
+    """The W&B run id a checkpoint was written by (None when it has none)."""
+    if not checkpoint:
+        return None
+    path = Path(checkpoint) / WANDB_ID_FILE
+    try:
+        return json.loads(path.read_text()).get("id") if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+
+
+def start_wandb(recipe: Recipe, *, resume_id: str | None = None) -> Any:
+    """Start the recipe's W&B run when ``report_to`` includes wandb (offline without an API key).
+
+    ``resume_id``: continue that run (``resume="allow"``), so a resumed training keeps one history.
+    """
+    from calrl.callbacks.wandb_utils import prepare_reporting
+
+    w = recipe.wandb
+    config = {"method": recipe.method, "recipe": recipe.raw, "recipe_path": recipe.path}
+    return prepare_reporting(recipe.training.report_to, w.project, w.run_name, config, w.mode, dir=w.dir,
+                             tags=[*w.tags, f"method:{recipe.method}"], run_id=resume_id)
+
+
+def finish_wandb(run: Any, *, failed: bool) -> None:
+    if run is not None:
+        run.finish(exit_code=1 if failed else 0)
+
+
+# -------------------------------------------------------------------------------------- model card
+def final_calibration_metrics(callback: Any) -> dict[str, Any]:
+    """The scalars of the last calibration eval (``{}`` without one)."""
+    if callback is None or not callback.history:
+        return {}
+    last = callback.history[-1]
+    out: dict[str, Any] = {"label": last.label, "global_step": last.step}
+    for key in FINAL_METRIC_KEYS:
+        value = last.logged.get(f"eval/{key}")
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            out[key] = value
+    return out
+
+
+def method_name(recipe: Recipe) -> str:
+    if recipe.method == "rm":
+        return "reward model (PPO-M calibrated loss)" if getattr(recipe.training, "calibration_lambda", 0) \
+            else "reward model"
+    if recipe.method == "ppo":
+        variant = getattr(recipe.training, "ppo_c_variant", "none")
+        return "PPO" if variant == "none" else f"PPO-C ({variant})"
+    return {"grpo": "GRPO", "rloo": "RLOO"}[recipe.method]
+
+
+def model_card(recipe: Recipe, *, base_model: str, metrics: dict[str, Any], extra: dict[str, Any] | None = None,
+               global_step: int | None = None) -> str:
+    """A README.md for the output folder: method, base model, recipe, final calibration metrics.
+
+    A LoRA run gets PEFT's card header (``library_name: peft``), since the folder holds an adapter.
+    """
+    from calrl.formatting import fmt
+
+    library = "peft" if recipe.lora is not None else "transformers"
+    lines = [
+        "---", f"library_name: {library}", f"base_model: {base_model}",
+        "tags: [calrl, " + recipe.method + (", lora" if recipe.lora is not None else "") + "]", "---", "",
+        f"# {Path(recipe.training.output_dir).name}", "",
+        f"- method: {method_name(recipe)} (calrl `train-{recipe.method}`)",
+        f"- base model: `{base_model}`" + (" (this folder holds a LoRA adapter for it)" if recipe.lora else ""),
+        f"- recipe: `{recipe.path}`",
+    ]
+    if global_step is not None:
+        lines.append(f"- optimiser steps: {global_step}")
+    sections = dict(extra or {})
+    if metrics:
+        sections = {f"Final calibration metrics ({metrics.get('label', 'last eval')})":
+                    {k: v for k, v in metrics.items() if k not in ("label", "global_step")}, **sections}
+    for title, values in sections.items():
+        lines += ["", f"## {title}", "", "| metric | value |", "|---|---:|"]
+        lines += [f"| {k} | {fmt(v)} |" for k, v in values.items()]
+    lines += ["", "## Recipe", "", "```yaml", yaml.safe_dump(recipe.raw, sort_keys=False).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def write_model_card(output_dir: str | Path, text: str) -> Path:
+    from calrl.io import write_text
+
+    path = Path(output_dir) / CARD_FILE
+    write_text(path, text)
+    return path
+
+
+def base_model_name(source: str | None) -> str:
+    return TINY_NAME if source == TINY else str(source)
+
+
+# ------------------------------------------------------------------------------------------ result
+@dataclass
+class RunResult:
+    """What a finished run produced."""
+
+    method: str
+    output_dir: str
+    global_step: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    checkpoints: list[str] = field(default_factory=list)
+    wandb_dir: str | None = None
+    resumed_from: str | None = None
+
+    def summary(self) -> str:
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items() if isinstance(v, float))
+        return (f"train-{self.method}: {self.global_step} steps, model saved to {self.output_dir}"
+                + (f"; final {shown}" if shown else ""))
