@@ -1,0 +1,244 @@
+"""Reading rows from local data files, and the generic item format of a local evaluation file.
+
+Data files: JSONL, JSON (a list of objects, or BIG-Bench's ``{"examples": [...]}``), CSV (with a header,
+or header-less with given column names; columns ``name[0]``, ``name[1]`` ... form one list column),
+Parquet, and ``datasets.save_to_disk`` folders. A generic evaluation file has the columns ``question``,
+``reference`` (string or list), optional ``choices`` (list), ``slice`` (string or object) and ``id``.
+Every problem is an InputError naming the file, the line (JSONL, CSV) or row, and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from calrl.data.items import EvalItem
+from calrl.errors import InputError
+
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+_SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")
+MISSING = object()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Row access
+
+
+class RowError(Exception):
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.field = message, field
+
+
+def field_value(row: Any, path: str) -> Any:
+    """A dotted path into nested dicts (``answer.aliases``); MISSING when absent."""
+    value = row
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return MISSING
+        value = value[part]
+    return value
+
+
+def require(row: dict[str, Any], path: str) -> Any:
+    value = field_value(row, path)
+    if value is MISSING or value is None:
+        raise RowError("missing", path)
+    return value
+
+
+def cell_text(row: dict[str, Any], path: str) -> str:
+    value = require(row, path)
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise RowError(f"expected a string, got {type(value).__name__}", path)
+    return str(value).strip()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Generic local files (question / reference / choices / slice / id columns)
+
+
+def load_generic(path: Path, *, split: str | None) -> list[EvalItem]:
+    lines: list[int] = []  # the file line of each row, for JSONL and CSV
+    if path.is_dir():
+        if not is_saved_dataset(path):
+            raise InputError("a folder must be a datasets.save_to_disk folder (or use NAME:PATH for a "
+                             "standard set)", path=str(path))
+        rows = load_saved(path, split, preferred=None)
+    elif path.suffix.lower() in DATA_SUFFIXES:
+        rows = read_rows(path, lines=lines)
+    else:
+        raise InputError(f"unsupported file type '{path.suffix}' (use {', '.join(DATA_SUFFIXES)})",
+                         path=str(path))
+    items = []
+    for index, row in enumerate(rows):
+        try:
+            items.append(_generic_item(row, f"{path.stem}-{index}"))
+        except RowError as err:
+            line = lines[index] if len(lines) == len(rows) else None
+            where = "" if line is not None else f"row {index}: "
+            raise InputError(where + err.message, path=str(path), line=line, field=err.field) from None
+    return items
+
+
+def _generic_item(row: dict[str, Any], default_id: str) -> EvalItem:
+    raw_id = row.get("id")
+    item_id = str(raw_id).strip() if raw_id not in (None, "") else default_id
+    question = cell_text(row, "question")
+    if not question:
+        raise RowError("empty question", "question")
+    reference = _as_str_list(row.get("reference"), "reference")
+    if not reference:
+        raise RowError("missing", "reference")
+    choices = _as_str_list(row.get("choices"), "choices") or None
+    return EvalItem(item_id, question, reference, choices, _as_slice(row.get("slice")))
+
+
+def _decode_json_cell(value: Any, opener: str) -> Any:
+    if isinstance(value, str) and value.strip().startswith(opener):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _as_str_list(value: Any, name: str) -> list[str]:
+    value = _decode_json_cell(value, "[")
+    if value is None or value == "":
+        return []
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return [str(value).strip()]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
+        return [str(v).strip() for v in value]
+    raise RowError("expected a string or a list of strings", name)
+
+
+def _as_slice(value: Any) -> dict[str, str]:
+    value = _decode_json_cell(value, "{")
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        return {"slice": value}
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items() if v is not None}
+    raise RowError("expected a string or an object of strings", "slice")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Readers
+
+
+def is_saved_dataset(path: Path) -> bool:
+    return any((path / marker).exists() for marker in _SAVE_TO_DISK_MARKERS)
+
+
+def load_saved(path: Path, split: str | None, *, preferred: str | None) -> list[dict[str, Any]]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as exc:  # noqa: BLE001 - a corrupt folder is a user input problem
+        raise InputError(f"not a readable save_to_disk folder: {str(exc).splitlines()[0][:200]}",
+                         path=str(path)) from None
+    if isinstance(ds, datasets.DatasetDict):
+        names = list(ds)
+        pick = split or (preferred if preferred in names else None)
+        if pick is None and len(names) == 1:
+            pick = names[0]
+        if pick not in names:
+            raise InputError(f"split '{pick}' not found (splits: {', '.join(names)}); pass --split",
+                             path=str(path))
+        ds = ds[pick]
+    return ds.to_list()
+
+
+def read_rows(path: Path, *, csv_columns: tuple[str, ...] | None = None, question: str = "question",
+               lines: list[int] | None = None) -> list[dict[str, Any]]:
+    """The rows of a data file; ``lines`` (when given) receives each JSONL/CSV row's line number."""
+    lines = lines if lines is not None else []
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _read_jsonl(path, lines)
+    if suffix == ".json":
+        return _read_json(path)
+    if suffix == ".csv":
+        return _read_csv(path, csv_columns=csv_columns, question=question, lines=lines)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"not a readable Parquet file: {str(exc).splitlines()[0][:200]}",
+                             path=str(path)) from None
+    raise InputError(f"unsupported file type '{path.suffix}'", path=str(path))
+
+
+def _read_jsonl(path: Path, lines: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"malformed JSON ({exc.msg})", path=str(path), line=number) from None
+            if not isinstance(row, dict):
+                raise InputError("each line must be a JSON object", path=str(path), line=number)
+            rows.append(row)
+            lines.append(number)
+    return rows
+
+
+def _read_json(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON ({exc.msg})", path=str(path), line=exc.lineno) from None
+    if isinstance(data, dict):  # BIG-Bench task.json keeps its rows under "examples"
+        data = data.get("examples", data.get("data"))
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise InputError("expected a list of objects, or an object with an 'examples' list", path=str(path))
+    return data
+
+
+def _read_csv(path: Path, *, csv_columns: tuple[str, ...] | None, question: str,
+              lines: list[int]) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        table = [(reader.line_num, cells) for cells in reader]  # line_num: where the record ends
+    if not table:
+        return []
+    header_less = csv_columns is not None and question not in table[0][1]
+    names = list(csv_columns) if header_less else table[0][1]
+    rows = []
+    for number, cells in table if header_less else table[1:]:
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != len(names):
+            raise InputError(f"expected {len(names)} columns, got {len(cells)}", path=str(path), line=number)
+        rows.append(_nest(dict(zip(names, cells, strict=True))))
+        lines.append(number)
+    return rows
+
+
+_INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
+
+
+def _nest(flat: dict[str, str]) -> dict[str, Any]:
+    """Turn columns named ``choices[0]``, ``choices[1]`` ... into one list column ``choices``."""
+    row: dict[str, Any] = {}
+    lists: dict[str, dict[int, str]] = {}
+    for key, value in flat.items():
+        if m := _INDEXED.match(key):
+            lists.setdefault(m.group(1), {})[int(m.group(2))] = value
+        else:
+            row[key] = value
+    for key, parts in lists.items():
+        row[key] = [parts[i] for i in sorted(parts)]
+    return row
