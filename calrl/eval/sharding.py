@@ -54,9 +54,10 @@ def unwrap(model: Any, accelerator: Any = None) -> Any:
 @contextmanager
 def _generation_mode(model: torch.nn.Module) -> Iterator[None]:
     """Gradient checkpointing off and ``use_cache`` on, restored afterwards; eval mode inside."""
-    flag = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") \
-        else "is_gradient_checkpointing"
-    checkpointing = bool(getattr(model, flag, False))
+    checkpointing = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5.x name
+    if checkpointing is None:
+        checkpointing = getattr(model, "is_gradient_checkpointing", False)
+    checkpointing = bool(checkpointing)
     config = getattr(model, "config", None)
     use_cache = getattr(config, "use_cache", None)
     was_training = model.training
