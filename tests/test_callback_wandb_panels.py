@@ -156,6 +156,8 @@ def test_offline_run_reads_back_chart_table_slice_scalars_and_summary(tmp_path, 
     last = read_offline_table(offline, chart_rows[-1], CURVE_TABLE)
     assert {r["label"] for r in first} == {PERFECT_CALIBRATION, "epoch-1"}
     assert {r["label"] for r in last} == {PERFECT_CALIBRATION, "epoch-1", "step-2", "epoch-2"}
+    assert all(r["series"] == (r["label"] if r["label"] == PERFECT_CALIBRATION else f"panels: {r['label']}")
+               for r in last)  # the run's name keeps two runs' curves apart in one panel
     answered = [SCRIPT[k] for k in SCRIPT if SCRIPT[k][1] is not None]
     n_correct = sum(ITEMS[k].reference[0] == SCRIPT[k][0] for k in SCRIPT if SCRIPT[k][1] is not None)
     for result, epoch in zip(callback.history, (1.0, 1.0, 2.0)):  # epoch-2 is the partial epoch (1.5)
@@ -172,7 +174,7 @@ def test_offline_run_reads_back_chart_table_slice_scalars_and_summary(tmp_path, 
     diagonal = [r for r in last if r["label"] == PERFECT_CALIBRATION]
     assert [(r["mean_confidence"], r["accuracy"]) for r in diagonal] == [(0.0, 0.0), (1.0, 1.0)]
     panel = offline.config[f"_wandb.visualize.{RELIABILITY_CURVE_KEY}"]["panel_config"]
-    assert panel["fieldSettings"] == {"x": "mean_confidence", "y": "accuracy", "stroke": "label"}
+    assert panel["fieldSettings"] == {"x": "mean_confidence", "y": "accuracy", "stroke": "series"}
 
     # the most confidently wrong answers of each eval (1 each here), with the item's text
     wrong_rows = [row for row in offline.history if f"{CONFIDENTLY_WRONG_KEY}._type" in row]

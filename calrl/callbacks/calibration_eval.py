@@ -382,7 +382,7 @@ class CalibrationEvalCallback(TrainerCallback):
                 rows = [[row.get(c) for c in RELIABILITY_COLUMNS] for row in bins]
                 payload["eval/reliability_table"] = wandb.Table(columns=list(RELIABILITY_COLUMNS), data=rows)
                 self._panels.add(result)
-                payload.update(self._panels.payload(wandb))
+                payload.update(self._panels.payload(wandb, run.name or run.id))
             payload["train/global_step"] = state.global_step
             run.log(payload)
             run.summary.update(summary_panel(self.history))
@@ -403,7 +403,7 @@ class CalibrationEvalCallback(TrainerCallback):
             return
         if self.config.log_table:
             self._panels.add(result)
-            run.log({**self._panels.payload(wandb), "train/global_step": state.global_step})
+            run.log({**self._panels.payload(wandb, run.name or run.id), "train/global_step": state.global_step})
         run.summary.update(summary_panel(self.history))
 
     def _image(self, result: EvalResult, wandb: Any) -> Any:

@@ -4,9 +4,10 @@ Per eval, :class:`WandbPanels` adds rows to tables that accumulate over the run,
 whole table so far (W&B charts a table from the run's latest value of its key, so one panel shows every
 eval, and a workspace with several runs overlays their curves):
 
-- ``eval/reliability_curve``: a line chart (``wandb.plot.line``, one line per eval ``label``) of accuracy
-  against mean stated confidence, one point per non-empty confidence bin, with the diagonal of perfect
-  calibration as its own line; its table (``eval/reliability_curve_table``) has the columns
+- ``eval/reliability_curve``: a line chart (``wandb.plot.line``) of accuracy against mean stated confidence,
+  one point per non-empty confidence bin and one line per ``series`` (``"<run name>: <label>"``, so the
+  curves of two runs stay apart when a workspace shows both), with the diagonal of perfect calibration as
+  a line of its own; its table (``eval/reliability_curve_table``) has the columns
   :data:`RELIABILITY_CURVE_COLUMNS`;
 - ``eval/confidently_wrong``: the N most confident wrong answers of each eval (columns
   :data:`CONFIDENTLY_WRONG_COLUMNS`).
@@ -26,7 +27,7 @@ from calrl.callbacks.eval_files import parse_label
 from calrl.eval.report import N_WRONG_EXAMPLES, confidently_wrong
 
 RELIABILITY_CURVE_KEY = "eval/reliability_curve"
-RELIABILITY_CURVE_COLUMNS = ("label", "epoch", "global_step", "bin_lower", "bin_upper", "bin_center",
+RELIABILITY_CURVE_COLUMNS = ("series", "label", "epoch", "global_step", "bin_lower", "bin_upper", "bin_center",
                              "mean_confidence", "accuracy", "count")
 PERFECT_CALIBRATION = "perfect calibration"
 CONFIDENTLY_WRONG_KEY = "eval/confidently_wrong"
@@ -107,11 +108,12 @@ class WandbPanels:
         self.wrong_rows.extend(confidently_wrong_rows(result.label, result.epoch, result.step, result.records,
                                                       result.resolved, self.n_confidently_wrong))
 
-    def payload(self, wandb: Any) -> dict[str, Any]:
-        """The chart and tables to pass to ``run.log`` (the whole run so far)."""
-        table = wandb.Table(columns=list(RELIABILITY_CURVE_COLUMNS), data=[list(r) for r in self.curve_rows])
+    def payload(self, wandb: Any, run_name: str) -> dict[str, Any]:
+        """The chart and tables to pass to ``run.log`` (the whole run so far) of the run named ``run_name``."""
+        rows = [[r[0] if r[0] == PERFECT_CALIBRATION else f"{run_name}: {r[0]}", *r] for r in self.curve_rows]
+        table = wandb.Table(columns=list(RELIABILITY_CURVE_COLUMNS), data=rows)
         out = {RELIABILITY_CURVE_KEY: wandb.plot.line(
-            table, x="mean_confidence", y="accuracy", stroke="label",
+            table, x="mean_confidence", y="accuracy", stroke="series",
             title="Reliability curve per eval: accuracy vs mean stated confidence")}
         if self.n_confidently_wrong > 0:
             out[CONFIDENTLY_WRONG_KEY] = wandb.Table(columns=list(CONFIDENTLY_WRONG_COLUMNS),
@@ -128,7 +130,7 @@ def summary_panel(history: Sequence[Any]) -> dict[str, Any]:
         return {}
     p = SUMMARY_PREFIX
     last = history[-1]
-    # NaN, not left out: the summary keeps a key's old value when an update leaves it out
+    # NaN (W&B stores null), not left out: the summary keeps a key's old value when an update leaves it out
     out: dict[str, Any] = {f"{p}/final_{k}": _finite(last.metrics.get(k)) for k in SUMMARY_METRICS}
     out.update({k: math.nan for k, v in out.items() if v is None})
     out.update({f"{p}/final_label": last.label, f"{p}/final_epoch": eval_epoch(last.label, last.epoch),
