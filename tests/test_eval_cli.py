@@ -16,7 +16,7 @@ from calrl.eval.records import PredictionRecord
 from calrl.eval.report import fmt, lookup
 
 REPO = Path(__file__).resolve().parents[1]
-OUTPUTS = {"metrics.json", "reliability.png", "report.md", "report.html", "resolved.jsonl"}
+OUTPUTS = {"metrics.json", "reliability.png", "report.md", "report.html", "resolved.jsonl", "samples.jsonl"}
 
 
 def make_rows(n: int = 80) -> list[dict]:

@@ -186,3 +186,31 @@ def test_word_numbers_grade_and_are_found_in_text():
     assert parse_number("minus five") == -5.0 and parse_number("negative forty-two") == -42.0
     assert [number_to_words(n) for n in (0, 19, 21, 100, 366, 2_500_000)] == [
         "zero", "nineteen", "twenty-one", "one hundred", "three hundred sixty-six", "two million five hundred thousand"]
+
+
+def test_graders_named_by_module_function_and_entry_point(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    assert get_grader("numeric") is get_grader("numeric")
+    (tmp_path / "my_graders.py").write_text(
+        "def prefix(answer, references, *, choices=None):\n"
+        "    return any(answer.lower().startswith(r.lower()) for r in references)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert grade("Paris, France", ["paris"], grader="my_graders:prefix")
+    assert not grade("Lyon", ["paris"], grader="my_graders:prefix")
+
+    class Point:
+        name = "by_entry_point"
+
+        @staticmethod
+        def load():
+            return lambda answer, references, *, choices=None: answer == "yes"
+
+    monkeypatch.setattr(metadata, "entry_points",
+                        lambda group=None: [Point] if group == "calrl.graders" else [])
+    assert grade("yes", ["x"], grader="by_entry_point") and not grade("no", ["x"], grader="by_entry_point")
+    assert "by_entry_point" in known_graders() and "my_graders:prefix" in known_graders()
+    with pytest.raises(InputError, match="field 'grader': cannot load grader 'my_graders:missing'"):
+        get_grader("my_graders:missing")
+    with pytest.raises(InputError, match="unknown grader 'nope'.*MODULE:FUNCTION"):
+        get_grader("nope")

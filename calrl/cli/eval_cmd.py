@@ -1,25 +1,25 @@
 """``calrl eval``: measure calibration of stated confidence from a predictions file or a checkpoint.
 
-Writes ``DIR/metrics.json``, ``DIR/reliability.png``, ``DIR/report.md`` and ``DIR/report.html`` (and
-``DIR/predictions.jsonl`` when generating from a checkpoint, and ``DIR/resolved.jsonl``: every item as
-parsed and graded, which ``calrl compare`` reads). All files appear together or not at all.
+Writes ``DIR/metrics.json`` (metrics, and ``config`` and ``versions`` blocks to run it again),
+``DIR/samples.jsonl`` (every item: prompt, response, reference, parsed answer, confidence and its source,
+graded result), ``DIR/reliability.png``, ``DIR/report.md`` and ``DIR/report.html``, ``DIR/resolved.jsonl``
+(every item as parsed and graded, which ``calrl compare`` reads), and ``DIR/predictions.jsonl`` when
+generating from a checkpoint. All files appear together or not at all.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from calrl.cli import options
 from calrl.errors import InputError, reports_os_errors
 
-GRADERS = ("auto", "exact", "numeric", "mc")
 # every file eval may write into --out: an --out holding one of them is refused unless --overwrite
 OUTPUT_NAMES = ("metrics.json", "reliability.png", "report.md", "report.html", "predictions.jsonl",
-                "resolved.jsonl")
+                "resolved.jsonl", "samples.jsonl")
 SCALES = ("0-10", "percent", "unit")
 
 
@@ -31,32 +31,42 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--predictions", metavar="FILE",
                         help="predictions file: JSONL, CSV, Parquet or a saved datasets folder")
     source.add_argument("--model", metavar="PATH_OR_HUB_ID", help="generate predictions with this model")
+    p.add_argument("--list-datasets", action=_ListDatasets,
+                   help="list the standard held-out sets and their lm-evaluation-harness aliases, and exit")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     options.add_overwrite(p, "earlier results in --out, or write into a folder holding the input")
     p.add_argument("--bins", type=options.bins, default=15,
-                   help=f"equal-width ECE bins, 1 to {options.MAX_BINS} (default 15)")
+                   help=f"equal-width ECE bins, 1 to {options.MAX_BINS}")
     p.add_argument("--missing-confidence", choices=("exclude", "half", "error"), default="exclude",
                    help="answered items without a confidence: leave out, score as 0.5, or fail")
     p.add_argument("--no-hedges", action="store_true",
                    help="do not map hedge phrases ('probably', 'I think') to confidences")
-    p.add_argument("--grader", choices=GRADERS, default="auto", help="how answers are graded (default auto)")
+    p.add_argument("--grader", default="auto", metavar="NAME",
+                   help="how answers are graded: auto, exact, numeric, mc, any grader registered with "
+                        "calrl.grading.register_grader, MODULE:FUNCTION, or a 'calrl.graders' entry point")
     p.add_argument("--min-slice-size", type=_non_negative_int, default=30,
-                   help="slices with fewer items are flagged small (default 30)")
+                   help="slices with fewer items are flagged small")
     p.add_argument("--bootstrap", type=_non_negative_int, default=200,
-                   help="bootstrap resamples for the smooth-ECE interval (default 200; 0 = none)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--title", default=None, help="report title")
+                   help="bootstrap resamples for the smooth-ECE interval (0 = none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--title", default=None, help="report title (default: 'Calibration report: ' and the model)")
 
     gen = p.add_argument_group("generating from a checkpoint (with --model)")
     gen.add_argument("--adapter", metavar="DIR", help="LoRA adapter folder to load on top of --model")
-    gen.add_argument("--dataset", metavar="SPEC", help="held-out set name (gsm8k, triviaqa, ...) or a local file")
-    gen.add_argument("--split", default=None, help="dataset split")
-    gen.add_argument("--limit", type=_positive_int, default=None, help="evaluate the first N items")
+    gen.add_argument("--dataset", metavar="SPEC",
+                     help="a held-out set by name or lm-evaluation-harness alias (gsm8k, mmlu_professional_law, "
+                          "truthfulqa_mc1, ...; see --list-datasets), NAME:PATH for a local copy of one, or a "
+                          "local file (JSONL, CSV, Parquet, save_to_disk folder)")
+    gen.add_argument("--split", default=None, help="dataset split (default: the set's own)")
+    gen.add_argument("--limit", type=_positive_int, default=None,
+                     help="evaluate N items: the first N, or with --sample-seed a sample stratified by slice")
+    gen.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
+                     help="with --limit: draw the N items at random with this seed, every slice in proportion")
     gen.add_argument("--prompt-scale", choices=SCALES, default="0-10", help="confidence scale asked for")
     gen.add_argument("--reasons-first", action="store_true", help="ask for reasons before the answer")
     gen.add_argument("--distractor", action="store_true", help="add a distractor answer to the prompt")
-    gen.add_argument("--batch-size", type=_positive_int, default=16)
-    gen.add_argument("--max-new-tokens", type=_positive_int, default=64)
+    gen.add_argument("--batch-size", type=_positive_int, default=16, help="prompts generated together")
+    gen.add_argument("--max-new-tokens", type=_positive_int, default=64, help="length limit of each answer")
     gen.add_argument("--num-samples", type=_non_negative_int, default=0,
                      help="extra sampled answers per question, for consistency signals")
     gen.add_argument("--temperature", type=_positive_float, default=1.0, help="temperature of the samples")
@@ -67,12 +77,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from calrl.eval.loading import resolve_predictions_file
     from calrl.eval.plots import plot_reliability
+    from calrl.eval.records import sample_row
     from calrl.eval.report import write_report
-    from calrl.eval.runner import compute_metrics, resolve_records
+    from calrl.eval.runner import compute_results, resolve_records
+    from calrl.grading import get_grader
     from calrl.io import staged_dir, write_json, write_jsonl
 
-    if args.model is None and any(getattr(args, a) is not None for a in ("adapter", "dataset", "split", "limit")):
-        raise InputError("--adapter, --dataset, --split and --limit only apply with --model")
+    gen_only = ("adapter", "dataset", "split", "limit", "sample_seed")
+    if args.model is None and any(getattr(args, a) is not None for a in gen_only):
+        raise InputError("--adapter, --dataset, --split, --limit and --sample-seed only apply with --model")
+    if args.sample_seed is not None and args.limit is None:
+        raise InputError("--sample-seed draws the --limit items: give --limit N too")
+    get_grader(args.grader)  # an unknown grader fails before any model loads
     from calrl.io import check_input, check_output
 
     inputs = [] if args.predictions is None else [check_input(args.predictions, option="--predictions",
@@ -95,26 +111,74 @@ def run(args: argparse.Namespace) -> int:
         source = str(args.predictions)
 
     try:
-        metrics = compute_metrics(resolved, n_bins=args.bins, missing_policy=args.missing_confidence,
+        results = compute_results(resolved, n_bins=args.bins, missing_policy=args.missing_confidence,
                                   min_slice_size=args.min_slice_size, n_boot=args.bootstrap, seed=args.seed)
     except InputError as exc:
         if exc.path is not None or args.predictions is None:
             raise
         raise InputError(str(exc), path=str(args.predictions)) from None
-    metrics["source"] = source
-    title = args.title or f"Calibration report: {source}"
+    _describe_run(results, args, source)
+    title = args.title or f"Calibration report: {results.model_label}"
 
     with staged_dir(out) as tmp:
         if args.model is not None:
             write_jsonl(tmp / "predictions.jsonl", (r.to_json() for r in records))
-        write_jsonl(tmp / "resolved.jsonl", (asdict(r) for r in resolved))  # item level, for compare
-        write_json(tmp / "metrics.json", metrics)
-        plot_reliability(metrics, tmp / "reliability.png", labels=[Path(source).name or source],
+        write_jsonl(tmp / "resolved.jsonl", (r.to_json() for r in resolved))  # item level, for compare
+        write_jsonl(tmp / "samples.jsonl", (sample_row(rec, res) for rec, res in zip(records, resolved, strict=True)))
+        write_json(tmp / "metrics.json", results.to_json())
+        plot_reliability(results, tmp / "reliability.png", labels=[_legend_label(results)],
                          title="Reliability diagram")
-        write_report(metrics, tmp, title)
+        write_report(results, tmp, title, examples=resolved)
 
-    _print_summary(metrics, out)
+    _print_summary(results, out)
     return 0
+
+
+def _describe_run(results: Any, args: argparse.Namespace, source: str) -> None:
+    """Fill the reproducibility blocks of metrics.json: what was evaluated, how, and with which versions."""
+    from calrl.eval.schema import SCHEMA_VERSION, Generation, RunConfig, collect_versions
+
+    config = RunConfig(missing_confidence=args.missing_confidence, grader=args.grader,
+                       use_hedges=not args.no_hedges, bins=args.bins)
+    if args.model is not None:
+        style = "reasons-first" if args.reasons_first else "answer"
+        config.model, config.adapter, config.dataset, config.split = args.model, args.adapter, args.dataset, args.split
+        config.limit, config.sample_seed = args.limit, args.sample_seed
+        config.prompt_scale = args.prompt_scale
+        config.prompt_style = style + ("+distractor" if args.distractor else "")
+        config.generation = Generation(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                       num_samples=args.num_samples, temperature=args.temperature)
+    else:
+        config.predictions = str(args.predictions)
+    results.source, results.config = source, config
+    results.versions, results.schema_version = collect_versions(), SCHEMA_VERSION
+
+
+def _legend_label(results: Any) -> str:
+    """The reliability legend's name for what was evaluated: the model, else the predictions file's name."""
+    if results.config is not None and results.config.model:
+        return results.model_label
+    return Path(results.source).name or results.source
+
+
+class _ListDatasets(argparse.Action):
+    """``--list-datasets``: print the standard sets with their hub ids, slices and aliases, then exit 0."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from calrl.data.heldout import dataset_table
+
+        rows = dataset_table()
+        columns = ("name", "split", "slices", "aliases", "hub")
+        widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns[:-1]}
+        print("  ".join(c.ljust(widths[c]) if c in widths else c for c in columns))
+        for r in rows:
+            print("  ".join(r[c].ljust(widths[c]) if c in widths else r[c] for c in columns))
+        print("Any name or alias works as --dataset NAME (from the hub) or NAME:PATH (a local copy).")
+        parser.exit(0)
 
 
 def _generate(args: argparse.Namespace) -> list[Any]:
@@ -124,13 +188,15 @@ def _generate(args: argparse.Namespace) -> list[Any]:
     prompt = ElicitationPrompt(scale=args.prompt_scale, reasons_first=args.reasons_first,
                                distractor=args.distractor)
     return predict_from_checkpoint(model=args.model, adapter=args.adapter, dataset=args.dataset,
-                                   split=args.split, limit=args.limit, prompt=prompt,
+                                   split=args.split, limit=args.limit, sample_seed=args.sample_seed, prompt=prompt,
                                    batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                    num_samples=args.num_samples, temperature=args.temperature)
 
 
-def _print_summary(metrics: dict[str, Any], out: Path) -> None:
-    from calrl.eval.report import fmt, lookup
+def _print_summary(results: Any, out: Path) -> None:
+    from calrl.eval.report import verdict
+    from calrl.eval.schema import lookup
+    from calrl.formatting import fmt
 
     rows = [("items", "n"), ("answered", "n_answered"), ("accuracy", "accuracy"),
             ("refusal rate", "refusal_rate"), ("ECE", "ece"), ("smooth ECE", "smece.value"),
@@ -140,8 +206,9 @@ def _print_summary(metrics: dict[str, Any], out: Path) -> None:
     width = max(len(label) for label, _ in rows)
     print(f"{'metric':<{width}}  value")
     for label, key in rows:
-        print(f"{label:<{width}}  {fmt(lookup(metrics, key))}")
-    print(f"report: {out / 'report.html'} (also report.md, metrics.json, reliability.png)")
+        print(f"{label:<{width}}  {fmt(lookup(results, key))}")
+    print(verdict(results))
+    print(f"report: {out / 'report.html'} (also report.md, metrics.json, samples.jsonl, reliability.png)")
 
 
 def _positive_int(text: str) -> int:

@@ -85,18 +85,20 @@ def load_model_for_eval(model: str, adapter: str | None = None, device: str | to
 
 
 def predict_from_checkpoint(*, model: str, adapter: str | None = None, dataset: str, split: str | None = None,
-                            limit: int | None = None, prompt: ElicitationPrompt | str,
+                            limit: int | None = None, sample_seed: int | None = None,
+                            prompt: ElicitationPrompt | str,
                             batch_size: int = 16, max_new_tokens: int = 64, num_samples: int = 0,
                             temperature: float = 1.0) -> list[PredictionRecord]:
     """Load the items of ``dataset`` and the checkpoint, then generate a record per item.
 
+    ``limit`` keeps the first N items, or with ``sample_seed`` a stratified seeded sample of N.
     ``prompt`` is an ElicitationPrompt or a scale name (``"0-10"``, ``"percent"``, ``"unit"``). Under
     ``accelerate launch`` / ``torchrun`` with several processes, the items are split between them and
     every process gets all records back.
     """
     if isinstance(prompt, str):
         prompt = ElicitationPrompt(scale=prompt)
-    items = load_eval_items(dataset, split=split, limit=limit)  # bad input fails before the model loads
+    items = load_eval_items(dataset, split=split, limit=limit, sample_seed=sample_seed)  # fails before loading
     accelerator = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import Accelerator

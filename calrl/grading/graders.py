@@ -1,7 +1,9 @@
 """Graders: is an extracted answer right? Exact match, numeric equality, multiple choice; pluggable.
 
 A grader is ``fn(answer: str, references: Sequence[str], *, choices: Sequence[str] | None) -> bool``
-registered under a name with ``@register_grader("name")``. ``grade`` takes the *extracted* answer
+registered under a name with ``@register_grader("name")``. From the command line (``--grader``) a grader
+is named by its registered name, by ``module:function`` (imported, then registered under that text), or
+by the name of an entry point in the ``calrl.graders`` group of an installed package. ``grade`` takes the *extracted* answer
 (``calrl.confidence.extract_answer``), not the raw response: a raw response's last number may be its
 stated confidence.
 """
@@ -16,6 +18,7 @@ from calrl.grading.normalize import final_number, normalize_answer, numbers_equa
 
 Grader = Callable[..., bool]
 _GRADERS: dict[str, Grader] = {}
+ENTRY_POINT_GROUP = "calrl.graders"  # installed packages may offer graders under this entry-point group
 
 _MC_PREFIX_RE = re.compile(
     r"^\s*(?:the\s+)?(?:correct\s+|final\s+|best\s+)?(?:answer|option|choice)\s*(?:is|would\s+be)?\s*:?\s*",
@@ -43,12 +46,40 @@ def register_grader(name: str, *, overwrite: bool = False) -> Callable[[Grader],
 
 
 def get_grader(name: str) -> Grader:
-    """The grader registered under ``name``; InputError naming the known graders otherwise."""
+    """The grader registered under ``name``, loading it first when ``name`` names code.
+
+    ``name`` is a registered name; or ``module:function`` (the module is imported, which may register
+    graders itself, and the function is registered under ``name``); or an entry point of the
+    ``calrl.graders`` group of an installed package. InputError naming the known graders otherwise.
+    """
+    if name not in _GRADERS:
+        _load_grader(name)
     try:
         return _GRADERS[name]
     except KeyError:
-        raise InputError(f"unknown grader {name!r}; known: {', '.join(sorted(_GRADERS))}",
-                         field="grader") from None
+        raise InputError(f"unknown grader {name!r}; known: {', '.join(sorted(_GRADERS))} (or MODULE:FUNCTION, "
+                         f"or an entry point of the '{ENTRY_POINT_GROUP}' group)", field="grader") from None
+
+
+def _load_grader(name: str) -> None:
+    if ":" in name:
+        import importlib
+
+        module_name, _, attr = name.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise InputError(f"cannot load grader {name!r}: {str(exc).splitlines()[0]}", field="grader") from None
+        if not callable(fn):
+            raise InputError(f"{name!r} is not a function", field="grader")
+        register_grader(name, overwrite=True)(fn)
+        return
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if point.name == name:
+            register_grader(name, overwrite=True)(point.load())
+            return
 
 
 def known_graders() -> list[str]:
