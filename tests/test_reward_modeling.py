@@ -18,12 +18,10 @@ from trl import RewardConfig, RewardTrainer
 
 from calrl.confidence import parse_confidence
 from calrl.errors import ConfigError, InputError
-from calrl.testing.tiny import build_tiny_reward_model, build_word_tokenizer
 from calrl.reward_modeling import (
+    CALIBRATED_ID_COLUMNS,
     CALIBRATED_TEXT_COLUMNS,
     CalibratedPairsConfig,
-    CalibratedRewardConfig,
-    CalibratedRewardTrainer,
     RewardModelProbeCallback,
     bradley_terry_loss,
     build_calibrated_pairs,
@@ -32,6 +30,8 @@ from calrl.reward_modeling import (
     tokenize_response,
     write_reward_model_report,
 )
+from calrl.testing.tiny import build_tiny_reward_model, build_word_tokenizer
+from calrl.trainers import CalibratedRewardConfig, CalibratedRewardTrainer
 
 GOOD = ["correct", "right", "exact", "precise", "accurate", "valid"]
 BAD = ["wrong", "false", "broken", "invalid", "mistaken", "absurd"]
@@ -77,7 +77,7 @@ def tok():
 def rm_config(tmp_path, **overrides) -> CalibratedRewardConfig:
     kwargs = {"output_dir": str(tmp_path / "rm"), "bf16": False, "use_cpu": True, "learning_rate": 1e-3,
               "num_train_epochs": 6, "per_device_train_batch_size": 8, "report_to": "none", "save_strategy": "no",
-              "logging_steps": 8, "gradient_checkpointing": False, "seed": 0}
+              "logging_steps": 8, "activation_checkpointing": False, "seed": 0}
     kwargs.update(overrides)
     return CalibratedRewardConfig(**kwargs)
 
@@ -191,21 +191,77 @@ def test_trainer_loss_matches_formula_on_the_models_own_rewards(tok, tmp_path):
                 + 0.5 * (-F.logsigmoid(r["chosen_high"] - r["chosen_low"] - 0.3).mean()
                          - F.logsigmoid(r["rejected_low"] - r["rejected_high"] - 0.3).mean()))
     assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
-    logged = trainer._metrics["eval"]
+    logged = trainer.calibration_metrics["eval"]
     assert logged["loss/calibration"] and logged["calibration/accuracy_chosen_high_over_low"]
     assert logged["calibration/accuracy_rejected_low_over_high"][0] == pytest.approx(
         (r["rejected_low"] > r["rejected_high"]).float().mean().item())
 
 
-def test_tokenization_matches_trl_for_plain_and_conversational(tok, tmp_path):
-    for data in (synthetic_pairs(4, seed=1), conversational_pairs()):
-        trainer = CalibratedRewardTrainer(build_tiny_reward_model(tok), args=rm_config(tmp_path),
-                                          train_dataset=data, processing_class=tok)
-        prepared = trainer.train_dataset
-        for i, example in enumerate(data):
-            assert prepared[i]["chosen_ids"] == tokenize_response(tok, example, "chosen")
-            assert prepared[i]["rejected_ids"] == tokenize_response(tok, example, "rejected")
-            assert prepared[i]["chosen_high_ids"] == tokenize_response(tok, prepared[i], "chosen_high")
+def _trl_ids(tok, tmp_path, data):
+    """chosen_ids/rejected_ids of TRL's own RewardTrainer on ``data``."""
+    args = RewardConfig(output_dir=str(tmp_path / "trl-tok"), bf16=False, use_cpu=True, report_to="none",
+                        activation_checkpointing=False)
+    prepared = RewardTrainer(build_tiny_reward_model(tok), args=args, train_dataset=data,
+                             processing_class=tok).train_dataset
+    return prepared["chosen_ids"], prepared["rejected_ids"]
+
+
+@pytest.mark.parametrize("kind", ["plain", "conversational"])
+def test_tokenization_matches_trl_for_plain_and_conversational(tok, tmp_path, kind):
+    data = synthetic_pairs(4, seed=1) if kind == "plain" else conversational_pairs()
+    args = rm_config(tmp_path)
+    trainer = CalibratedRewardTrainer(build_tiny_reward_model(tok), args=args, train_dataset=data,
+                                      processing_class=tok)
+    prepared = trainer.train_dataset
+    assert sorted(prepared.column_names) == sorted(["chosen_ids", "rejected_ids", *CALIBRATED_ID_COLUMNS])
+    chosen, rejected = _trl_ids(tok, tmp_path, data)
+    assert prepared["chosen_ids"] == chosen and prepared["rejected_ids"] == rejected
+    if kind == "plain":
+        assert all(ids[-1] == tok.eos_token_id for ids in chosen)  # TRL appends EOS to plain text
+    # the four calibrated texts, built from the config's seed, tokenized as TRL tokenizes chosen/rejected
+    texts = build_calibrated_pairs(data, args.pairs_config())
+    for high, low in (("chosen_high", "chosen_low"), ("rejected_high", "rejected_low")):
+        as_pairs = texts.remove_columns(["chosen", "rejected"]).rename_columns({high: "chosen", low: "rejected"})
+        trl_high, trl_low = _trl_ids(tok, tmp_path, as_pairs.select_columns(
+            [c for c in ("prompt", "chosen", "rejected") if c in as_pairs.column_names]))
+        assert prepared[f"{high}_ids"] == trl_high and prepared[f"{low}_ids"] == trl_low
+    for i in range(len(data)):
+        assert prepared[i]["chosen_high_ids"] == tokenize_response(tok, texts[i], "chosen_high")
+
+
+def test_max_length_drops_pairs_whose_calibrated_texts_are_too_long(tok, tmp_path):
+    data = synthetic_pairs(12, seed=6, biased=False)
+    full = CalibratedRewardTrainer(build_tiny_reward_model(tok), args=rm_config(tmp_path), train_dataset=data,
+                                   processing_class=tok).train_dataset
+    pair = [max(len(row["chosen_ids"]), len(row["rejected_ids"])) for row in full]
+    longest = [max(len(row[c]) for c in CALIBRATED_ID_COLUMNS) for row in full]
+    limit = sorted(longest)[len(longest) // 2]
+    # rows TRL's own filter (chosen/rejected only) would keep, but whose calibrated texts are too long
+    assert any(p <= limit < n for p, n in zip(pair, longest))
+    cut = CalibratedRewardTrainer(build_tiny_reward_model(tok), args=rm_config(tmp_path, max_length=limit),
+                                  train_dataset=data, processing_class=tok).train_dataset
+    assert len(cut) == sum(max(p, n) <= limit for p, n in zip(pair, longest))
+    assert 0 < len(cut) < len(data)
+
+
+def test_remove_unused_columns_must_stay_off():
+    with pytest.raises(ConfigError, match="remove_unused_columns"):
+        CalibratedRewardConfig(output_dir="x", remove_unused_columns=True, bf16=False, use_cpu=True)
+    assert CalibratedRewardConfig(output_dir="x", bf16=False, use_cpu=True).remove_unused_columns is False
+
+
+def test_evaluate_tokenizes_a_raw_dataset_and_logs_eval_calibration_metrics(tok, tmp_path):
+    trainer = CalibratedRewardTrainer(build_tiny_reward_model(tok, seed=6), train_dataset=synthetic_pairs(8, seed=7),
+                                      processing_class=tok, args=rm_config(tmp_path, per_device_eval_batch_size=4))
+    metrics = trainer.evaluate(synthetic_pairs(8, seed=8, biased=False))
+    for key in ("eval_loss", "eval_accuracy", "eval_loss/preference", "eval_loss/calibration",
+                "eval_calibration/accuracy_chosen_high_over_low", "eval_calibration/accuracy_rejected_low_over_high"):
+        assert key in metrics, key
+    assert trainer.state.log_history[-1]["eval_loss/calibration"] == metrics["eval_loss/calibration"]
+    assert not trainer.calibration_metrics["eval"]  # cleared after the log
+    # the evaluation loss is the calibrated loss: preference + lambda (1) * calibration, averaged over batches
+    assert metrics["eval_loss"] == pytest.approx(metrics["eval_loss/preference"] + metrics["eval_loss/calibration"],
+                                                 rel=1e-5)
 
 
 def test_lambda_zero_is_trl_loss_on_the_same_batch(tok, tmp_path):
@@ -213,7 +269,7 @@ def test_lambda_zero_is_trl_loss_on_the_same_batch(tok, tmp_path):
     ours = CalibratedRewardTrainer(build_tiny_reward_model(tok, seed=2), train_dataset=data, processing_class=tok,
                                    args=rm_config(tmp_path, calibration_lambda=0.0, center_rewards_coefficient=0.01))
     trl_args = RewardConfig(output_dir=str(tmp_path / "trl"), bf16=False, use_cpu=True, report_to="none",
-                            center_rewards_coefficient=0.01, gradient_checkpointing=False)
+                            center_rewards_coefficient=0.01, activation_checkpointing=False)
     theirs = RewardTrainer(build_tiny_reward_model(tok, seed=2), args=trl_args,
                            train_dataset=synthetic_pairs(8, seed=4), processing_class=tok)
     batch = ours.data_collator([ours.train_dataset[i] for i in range(8)])
@@ -224,7 +280,7 @@ def test_lambda_zero_is_trl_loss_on_the_same_batch(tok, tmp_path):
     trl_loss = theirs.compute_loss(theirs.model, trl_batch)
     assert torch.equal(ours_loss, trl_loss)
     ours_loss.backward()  # no gradient reaches the calibration forward at lambda = 0
-    assert ours._metrics["train"]["loss/calibration"]  # ... but the diagnostics are still logged
+    assert ours.calibration_metrics["train"]["loss/calibration"]  # ... but the diagnostics are still logged
 
 
 def test_lambda_zero_trains_exactly_like_trl_reward_trainer(tok, tmp_path):
@@ -233,7 +289,7 @@ def test_lambda_zero_trains_exactly_like_trl_reward_trainer(tok, tmp_path):
                                    args=rm_config(tmp_path, calibration_lambda=0.0, num_train_epochs=1, logging_steps=1))
     trl_args = RewardConfig(output_dir=str(tmp_path / "trl"), bf16=False, use_cpu=True, report_to="none",
                             learning_rate=1e-3, num_train_epochs=1, per_device_train_batch_size=8, logging_steps=1,
-                            save_strategy="no", gradient_checkpointing=False, seed=0)
+                            save_strategy="no", activation_checkpointing=False, seed=0)
     theirs = RewardTrainer(build_tiny_reward_model(tok, seed=3), args=trl_args, train_dataset=data,
                            processing_class=tok)
     ours.train()

@@ -4,9 +4,9 @@ The targets are ``"<answer>. Confidence: N"`` with N on the 0-10 scale drawn aro
 (what a careful annotator who knows how the world was written would state), or ``"I don't know."`` on a
 share of the items the policy cannot know. So the SFT policy starts roughly calibrated and knows that
 abstaining is allowed. The prompt is exactly the one ``calrl eval`` asks (:class:`ElicitationPrompt`),
-and training is TRL's ``SFTTrainer`` on conversational prompt-completion rows (loss on the completion), in
-two phases: the demonstrations without the system prompt first (a cheap curriculum: see ``train_sft``), then
-with it.
+and training is TRL's ``SFTTrainer`` (through :mod:`calrl.trainers.sft`) on conversational prompt-completion
+rows (loss on the completion), in two phases: the demonstrations without the system prompt first (a cheap
+curriculum: see ``train_sft``), then with it.
 
 The tokenizer's end-of-sequence token is the chat template's ``<|end|>``, so the policy stops where an
 assistant turn ends: generation in ``calrl eval``, PPO's ``stop_token: eos`` and the reward model (which is
@@ -108,9 +108,9 @@ def train_sft(world: World, out_dir: str | Path, *, model_config: SFTModelConfig
               run_name: str | None = None, show_progress: bool = True) -> Path:
     """Train the policy from scratch on the world's SFT split and save it (with its tokenizer) to ``out_dir``."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
 
     from calrl.testing.tiny import build_tiny_causal_lm
+    from calrl.trainers.sft import SFTConfig, fit_sft
 
     mc = model_config or SFTModelConfig()
     tc = target_config or SFTTargetConfig(seed=mc.seed)
@@ -120,7 +120,6 @@ def train_sft(world: World, out_dir: str | Path, *, model_config: SFTModelConfig
                                  num_heads=mc.num_heads)
     model.config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
-
 
     def sft_config(name: str, epochs: float, reporting: str) -> SFTConfig:
         return SFTConfig(
@@ -135,13 +134,10 @@ def train_sft(world: World, out_dir: str | Path, *, model_config: SFTModelConfig
     # diluted and learning it took long and failed on some seeds, in a 12-token prompt it is quick and cheap.
     if mc.short_epochs > 0:
         short = Dataset.from_list(build_sft_rows(world.sft_items, tc, system=False))
-        SFTTrainer(model=model, args=sft_config("short", mc.short_epochs, "none"), train_dataset=short,
-                   processing_class=tokenizer).train()
+        fit_sft(model, tokenizer, short, sft_config("short", mc.short_epochs, "none"))
     # Phase 2: the same targets behind the full elicitation prompt.
     dataset = Dataset.from_list(build_sft_rows(world.sft_items, tc))
-    args = sft_config("trainer", mc.epochs, report_to)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    trainer.train()
+    fit_sft(model, tokenizer, dataset, sft_config("trainer", mc.epochs, report_to))
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir

@@ -15,7 +15,6 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, TrainerCallback
-from trl.trainer.utils import pad
 
 from calrl.io import write_json, write_text
 from calrl.reward_modeling.calibrated_data import (
@@ -24,7 +23,7 @@ from calrl.reward_modeling.calibrated_data import (
     build_calibrated_pairs,
     check_preference_columns,
 )
-from calrl.reward_modeling.trainer import tokenize_response
+from calrl.reward_modeling.tokenization import pad_right, tokenize_response
 
 REPORT_JSON = "reward_model_report.json"
 REPORT_MD = "reward_model_report.md"
@@ -40,8 +39,8 @@ def score_texts(model, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, col
     rewards = []
     for start in tqdm(range(0, len(ids), batch_size), desc=f"Scoring {column}", disable=not show_progress):
         chunk = ids[start:start + batch_size]
-        input_ids = pad(chunk, padding_value=pad_id, padding_side="right").to(device)
-        mask = pad([torch.ones_like(t) for t in chunk], padding_value=0, padding_side="right").to(device)
+        input_ids = pad_right(chunk, pad_id).to(device)
+        mask = pad_right([torch.ones_like(t) for t in chunk], 0).to(device)
         logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
         rewards.append(logits.float().reshape(len(chunk), -1)[:, 0].cpu())
     return torch.cat(rewards) if rewards else torch.empty(0)

@@ -18,8 +18,10 @@ from trl import GRPOConfig, GRPOTrainer
 
 from calrl.errors import ConfigError
 from calrl.rewards.reward_funcs import SCORING_RULES, RewardFuncsConfig, build_reward_funcs
+from calrl.trainers import check_trl_version
 
 logger = logging.getLogger(__name__)
+check_trl_version()
 
 SCALE_REWARDS = ("group", "batch", "none")
 STD_SCALING_REASON = (

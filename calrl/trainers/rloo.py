@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from trl import RLOOConfig, RLOOTrainer
 
 from calrl.rewards.reward_funcs import RewardFuncsConfig
+from calrl.trainers import check_trl_version
 from calrl.trainers.grpo import ScoringRuleRewardsMixin
+
+check_trl_version()
 
 
 @dataclass
