@@ -1,5 +1,6 @@
 """The train-* commands: flags, one-line errors with exit code 2 before any model loads, faults, launchers."""
 
+import json
 import os
 import re
 import shutil
@@ -111,7 +112,7 @@ def test_bad_override_and_missing_files(tmp_path, capsys, no_models):
     code, err = run_cli(["train-ppo", "--config", str(TINY_PPO_C), "data.train=./missing.jsonl"], capsys)
     assert code == 2 and "missing.jsonl" in err[0] and len(err) == 1
     code, err = run_cli(["train-ppo", "--config", str(TINY_PPO_C), "--resume", "latest"], capsys)
-    assert code == 2 and "no checkpoint-* folder" in err[0]
+    assert code == 2 and "no complete checkpoint-* folder" in err[0]
 
 
 def test_dry_run_validates_data_and_eval_without_models(capsys, no_models):
@@ -188,13 +189,17 @@ def test_two_process_cpu_launch_with_torchrun(tmp_path):
 
 
 def test_two_process_ppo_saves_epoch_checkpoints(tmp_path):
-    """PPO under DDP: checkpoints unwrap the DistributedDataParallel model, each epoch is evaluated once."""
+    """PPO under DDP: complete checkpoints with each process's RNG state, each epoch is evaluated once."""
     _torchrun(tmp_path, "train_ppo.py", TINY_PPO_C, "training.output_dir=out")
     out = tmp_path / "out"
     checkpoints = sorted(p.name for p in out.glob("checkpoint-*"))
     assert len(checkpoints) == 2 and (out / "model.safetensors").is_file() and (out / "README.md").is_file()
     for name in checkpoints:
-        assert (out / name / "model.safetensors").is_file() and (out / name / "calrl_reward_pipeline.json").is_file()
+        files = {p.name for p in (out / name).iterdir()}
+        assert {"model.safetensors", "calrl_ppo_state.json", "calrl_complete", "rng_state_0.pt", "rng_state_1.pt",
+                "optimizer.pt", "value_model"} <= files, files
+        state = json.loads((out / name / "calrl_ppo_state.json").read_text())
+        assert state["world_size"] == 2 and state["episode"] == 8 * int(name.split("-")[1])
     assert sorted(p.name for p in (out / "calibration_eval").iterdir()) == ["epoch-1", "epoch-2"]
     assert [r["eval/epoch"] for r in _offline_eval_rows(tmp_path)] == [1, 2]
 

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from calrl.cli.main import main
 from calrl.config import load_yaml
@@ -144,7 +145,7 @@ def test_tiny_ppo_c_logs_eval_ece_every_epoch_and_resumes(tmp_path):
     assert [int(trainer_state(c)["epoch"]) for c in checkpoints] == [1, 2]
     for c in checkpoints:  # eval predictions next to the checkpoint, and the PPO-C moving average
         assert list((c / "calibration_eval").glob("epoch-*/predictions.jsonl"))
-        assert json.loads((c / "calrl_reward_pipeline.json").read_text())["adjuster"]["average"] is not None
+        assert json.loads((c / "calrl_ppo_state.json").read_text())["reward_pipeline"]["adjuster"]["average"] is not None
         assert (c / "value_model" / "config.json").is_file()
     history = eval_history()
     rows = [r for r in history if "eval/ece" in r]
@@ -158,18 +159,26 @@ def test_tiny_ppo_c_logs_eval_ece_every_epoch_and_resumes(tmp_path):
 
     # resume: drop the last checkpoint and continue from the first one
     full = trainer_state(checkpoints[1])
+    from safetensors.torch import load_file
+
+    full_weights = load_file(checkpoints[1] / "model.safetensors")
     shutil.rmtree(checkpoints[1])
     code, _ = train("train-ppo", "tiny_ppo_c", "--resume", "runs/tiny_ppo_c/checkpoint-4", "wandb.mode=disabled")
     assert code == 0
     state = trainer_state("runs/tiny_ppo_c/checkpoint-8")
-    assert state["global_step"] == 8 and state["episode"] == 32 and int(state["epoch"]) == 2
+    saved = json.loads((Path("runs/tiny_ppo_c/checkpoint-8") / "calrl_ppo_state.json").read_text())
+    assert state["global_step"] == 8 and saved["episode"] == 32 and int(state["epoch"]) == 2
     assert [row["step"] for row in state["log_history"] if "objective/scores" in row] == list(range(1, 9))
     # the LR schedule (and so the optimizer/scheduler state) continued exactly where it stopped
     assert [row["lr"] for row in state["log_history"] if "lr" in row] == \
         [row["lr"] for row in full["log_history"] if "lr" in row]
     # the restored moving average, not a fresh one, was used after the resume
-    assert json.loads((Path("runs/tiny_ppo_c/checkpoint-8") / "calrl_reward_pipeline.json").read_text())[
-        "adjuster"]["num_updates"] == 8
+    assert saved["reward_pipeline"]["adjuster"]["num_updates"] == 8
+    # and the resumed run ends with the weights of the uninterrupted one
+    from safetensors.torch import load_file
+
+    assert all(torch.equal(a, b) for a, b in zip(full_weights.values(), load_file(
+        "runs/tiny_ppo_c/checkpoint-8/model.safetensors").values()))
 
 
 @pytest.mark.slow
