@@ -128,7 +128,7 @@ def test_callback_on_ppo_event_sequence(tmp_path, scripted):
     for step, episode in enumerate((2, 4, 6), start=1):  # dataset of 4, batch of 2: epochs 0.5, 1.0, 1.5
         state.global_step, state.epoch = step, episode / 4
         callback.on_step_end(args, state, control, **kwargs)
-        if step == 2:  # PPOTrainer saves after on_step_end: on_save finds the checkpoint folder
+        if step == 2:  # the trainer saves after on_step_end: on_save finds the checkpoint folder
             (tmp_path / "ppo" / "checkpoint-2").mkdir(parents=True)
             callback.on_save(args, state, control, **kwargs)
     callback.on_train_end(args, state, control, **kwargs)
@@ -244,25 +244,25 @@ def test_without_wandb_the_scalars_go_through_trainer_log(tmp_path, scripted):
 
 def test_ppo_trainer_run_evaluates_each_epoch_into_offline_wandb(tmp_path, scripted):
     import wandb
-    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    from calrl.trainers.ppo import CalibratedPPOConfig, CalibratedPPOTrainer
 
     model, tokenizer = scripted
     prompts = [tokenizer.apply_chat_template(PROMPT.build_messages(it), add_generation_prompt=True,
                                              tokenize=True, return_dict=False) for it in ITEMS[:4]]
-    args = PPOConfig(output_dir=str(tmp_path / "ppo"), use_cpu=True, report_to="wandb",
+    args = CalibratedPPOConfig(output_dir=str(tmp_path / "ppo"), use_cpu=True, report_to="wandb",
                      run_name="ppo-callback", per_device_train_batch_size=2, num_mini_batches=1,
-                     total_episodes=6, response_length=8, num_ppo_epochs=1, save_strategy="no",
-                     logging_steps=1, disable_tqdm=True, stop_token="eos", num_sample_generations=0)
+                               total_episodes=6, response_length=8, num_ppo_epochs=1, save_strategy="no",
+                               logging_steps=1, disable_tqdm=True, stop_token="eos", num_sample_generations=0)
     init_wandb_run("calrl-tests", "ppo-callback", {"test": True})
-    trainer = PPOTrainer(args=args, processing_class=tokenizer, model=copy.deepcopy(model),
-                         ref_model=copy.deepcopy(model), reward_model=build_tiny_reward_model(tokenizer),
-                         value_model=build_tiny_reward_model(tokenizer, seed=1),
-                         train_dataset=Dataset.from_list([{"input_ids": p} for p in prompts]))
+    trainer = CalibratedPPOTrainer(args=args, processing_class=tokenizer, model=copy.deepcopy(model),
+                                   ref_model=copy.deepcopy(model), reward_model=build_tiny_reward_model(tokenizer),
+                                   value_model=build_tiny_reward_model(tokenizer, seed=1),
+                                   train_dataset=Dataset.from_list([{"input_ids": p} for p in prompts]))
     callback = CalibrationEvalCallback(_config()).attach(trainer)
     trainer.train()
     wandb.finish()
-    # 3 steps of 2 episodes over 4 prompts: epoch 1 ends at step 2 (on_step_end), the partial epoch 2 at
-    # on_train_end
+    # 3 steps of 2 episodes over 4 prompts: on_epoch_end fires at step 2, and at step 3 for the partial epoch 2
     assert [(r.label, r.step) for r in callback.history] == [("epoch-1", 2), ("epoch-2", 3)]
     _check_expected(callback.history[0].logged)
     rows = read_offline_history(find_offline_runs(tmp_path)[0])
