@@ -101,10 +101,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--bins", type=options.bins, default=15, help=f"equal-width ECE bins (1 to {options.MAX_BINS})"
     )
     p.add_argument(
-        "--missing-policy",
+        "--missing-confidence",
+        dest="missing_policy",
         choices=("exclude", "half", "error"),
         default="exclude",
         help="answered items without a confidence: leave out of ECE/Brier, score as 0.5, or fail",
+    )
+    p.add_argument(  # the earlier name, kept working but not shown
+        "--missing-policy", dest="missing_policy", choices=("exclude", "half", "error"),
+        default=argparse.SUPPRESS, help=argparse.SUPPRESS,
     )
     p.add_argument(
         "--no-hedges",
