@@ -73,9 +73,25 @@ def write_jsonl(path: StrPath, rows: Iterable[dict[str, Any]]) -> None:
         f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
-def _make_stage(folder: Path) -> Path:
+def _make_dirs(folder: Path) -> Path | None:
+    """Create ``folder`` and its missing parents; return the topmost one created (None if it existed)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
+    return missing[-1] if missing else None
+
+
+def _make_stage(folder: Path, created: list[Path]) -> Path:
+    """A staging folder inside ``folder``; folders created on the way are appended to ``created``."""
+    top = _make_dirs(folder)
+    if top is not None:
+        created.append(top)
     return Path(tempfile.mkdtemp(prefix=".calrl-staging-", dir=folder))
+
+
+def _remove_created(created: list[Path]) -> None:
+    """After a failure: remove the folders a staged write created (they hold nothing else)."""
+    for folder in reversed(created):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _move_into(item: Path, dest: Path) -> None:
@@ -93,14 +109,19 @@ def staged_dir(path: StrPath) -> Iterator[Path]:
     before any work is moved), else beside it.
     """
     target = Path(path)
-    tmp = _make_stage(target if target.is_dir() else target.parent)
+    created: list[Path] = []
+    tmp = _make_stage(target if target.is_dir() else target.parent, created)
     try:
         yield tmp
-        target.mkdir(parents=True, exist_ok=True)
+        top = _make_dirs(target)
+        if top is not None:
+            created.append(top)
         for item in sorted(tmp.iterdir()):
             _move_into(item, target / item.name)
+        created.clear()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_created(created)
 
 
 @contextmanager
@@ -109,18 +130,21 @@ def staged_files(paths: Sequence[StrPath]) -> Iterator[list[Path]]:
     every written temporary file is renamed onto its target, else none is."""
     targets = [Path(p) for p in paths]
     stages: dict[Path, Path] = {}
+    created: list[Path] = []
     try:
         for t in targets:
             if t.parent not in stages:
-                stages[t.parent] = _make_stage(t.parent)
+                stages[t.parent] = _make_stage(t.parent, created)
         yield [stages[t.parent] / t.name for t in targets]
         for t in targets:
             staged = stages[t.parent] / t.name
             if staged.exists():
                 _move_into(staged, t)
+        created.clear()
     finally:
         for stage in stages.values():
             shutil.rmtree(stage, ignore_errors=True)
+        _remove_created(created)
 
 
 # ------------------------------------------------------------------------------------ input checks
@@ -160,23 +184,36 @@ def check_input(path: StrPath, *, option: str, allow_dir: bool = False) -> Path:
     return p
 
 
-def open_text(path: StrPath) -> Any:
-    """Open a checked input file as UTF-8 text; a byte-order mark at its start is skipped."""
+def _open_for_reading(path: StrPath) -> Any:
+    """The file opened in binary mode; an OSError becomes a one-line error naming it."""
     try:
-        return open(path, encoding="utf-8-sig", newline=None)
+        return open(path, "rb")  # the caller closes it with ``with``
     except OSError as exc:
         raise file_system_error(exc, str(path), "cannot read") from None
+
+
+def iter_lines(path: StrPath) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each line of a UTF-8 file, streamed; a leading byte-order mark is
+    dropped, and a line that is not UTF-8 is an InputError naming the file and that line."""
+    with _open_for_reading(path) as f:
+        for line_no, raw in enumerate(f, start=1):
+            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield line_no, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start} of the line)",
+                                 path=str(path), line=line_no) from None
 
 
 def read_text(path: StrPath) -> str:
     """The whole of a UTF-8 text file (a leading byte-order mark dropped); one-line errors otherwise."""
+    with _open_for_reading(path) as f:
+        data = f.read()
     try:
-        with open_text(path) as f:
-            return f.read()
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=str(path)) from None
-    except OSError as exc:
-        raise file_system_error(exc, str(path), "cannot read") from None
 
 
 # -------------------------------------------------------------------------------------------- JSON

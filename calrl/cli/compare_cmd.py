@@ -14,7 +14,7 @@ from typing import Any
 from calrl.cli import options
 from calrl.errors import InputError, reports_os_errors
 from calrl.eval.records import ResolvedRecord
-from calrl.io import check_input, check_output, loads_json, open_text
+from calrl.io import check_input, check_output, iter_lines, loads_json
 
 RESOLVED_NAME = "resolved.jsonl"
 PREDICTIONS_NAME = "predictions.jsonl"
@@ -277,18 +277,13 @@ def read_resolved(path: str | Path) -> list[ResolvedRecord]:
     check_input(path, option=RESOLVED_NAME)
     records: list[ResolvedRecord] = []
     seen: set[str] = set()
-    line_no = 0
-    with open_text(path) as f:
-        try:
-            for line_no, raw in enumerate(f, start=1):
-                if raw.strip():
-                    record = _resolved_row(loads_json(raw, path=str(path), line=line_no), str(path), line_no)
-                    if record.id in seen:
-                        raise InputError(f"duplicate id {record.id!r}", path=str(path), line=line_no, field="id")
-                    seen.add(record.id)
-                    records.append(record)
-        except UnicodeDecodeError as exc:
-            raise InputError(f"not UTF-8 text ({exc.reason})", path=str(path), line=line_no + 1) from None
+    for line_no, raw in iter_lines(path):
+        if raw.strip():
+            record = _resolved_row(loads_json(raw, path=str(path), line=line_no), str(path), line_no)
+            if record.id in seen:
+                raise InputError(f"duplicate id {record.id!r}", path=str(path), line=line_no, field="id")
+            seen.add(record.id)
+            records.append(record)
     if not records:
         raise InputError("no records (empty input)", path=str(path))
     return records

@@ -347,10 +347,10 @@ def _rewrite_jsonl(src: Path, out: Path, new_conf: dict[str, float]) -> None:
     """Each non-blank line with its confidence replaced, streamed into a temporary file renamed onto ``out``."""
     import json
 
-    from calrl.io import atomic_path, loads_json, open_text
+    from calrl.io import atomic_path, iter_lines, loads_json
 
-    with open_text(src) as lines, atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for line_no, raw in enumerate(lines, start=1):
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for line_no, raw in iter_lines(src):
             if not raw.strip():
                 continue
             row = loads_json(raw, path=str(src), line=line_no)  # already validated by load_predictions

@@ -15,7 +15,7 @@ from typing import Any
 
 from calrl.errors import InputError
 from calrl.eval.records import PredictionRecord, ResolvedRecord
-from calrl.io import check_input, loads_json, open_text, read_text
+from calrl.io import check_input, iter_lines, loads_json, read_text
 
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
                   ".parquet": "parquet", ".pq": "parquet"}
@@ -80,19 +80,13 @@ def _iter_rows(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def _iter_jsonl(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Rows of a JSONL file, streamed; a byte-order mark at the start is skipped, blank lines too."""
-    line_no = 0
-    with open_text(p) as f:
-        try:
-            for line_no, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                row = loads_json(raw, path=str(p), line=line_no)
-                if not isinstance(row, dict):
-                    raise InputError(f"expected a JSON object per line, got {_type_name(row)}", path=str(p),
-                                     line=line_no)
-                yield line_no, row
-        except UnicodeDecodeError as exc:
-            raise InputError(f"not UTF-8 text ({exc.reason})", path=str(p), line=line_no + 1) from None
+    for line_no, raw in iter_lines(p):
+        if not raw.strip():
+            continue
+        row = loads_json(raw, path=str(p), line=line_no)
+        if not isinstance(row, dict):
+            raise InputError(f"expected a JSON object per line, got {_type_name(row)}", path=str(p), line=line_no)
+        yield line_no, row
 
 
 def _iter_csv(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
