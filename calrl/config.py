@@ -96,6 +96,37 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
+def flag_overrides(flags: Sequence[tuple[str, str]], sections: Mapping[str, type]) -> list[str]:
+    """TRL-style ``--key value`` flags as ``section.key=value`` overrides.
+
+    ``sections`` maps a section name to its dataclass. A bare key (``learning_rate``; dashes read as
+    underscores) goes to the one section with a field of that name; a dotted key (``training.seed``) is
+    kept. A key that no section has, or that several have, is a ConfigError with the close names.
+    """
+    owners: dict[str, list[str]] = {}
+    for section, cls in sections.items():
+        for f in dataclasses.fields(cls):
+            if f.init:
+                owners.setdefault(f.name, []).append(section)
+    out = []
+    for key, value in flags:
+        key = key.replace("-", "_")
+        if "." in key:
+            out.append(f"{key}={value}")
+            continue
+        found = owners.get(key, [])
+        if len(found) == 1:
+            out.append(f"{found[0]}.{key}={value}")
+            continue
+        if found:
+            where = " or ".join(f"--{s}.{key}" for s in found)
+            raise ConfigError(f"option --{key} is ambiguous: it names a key of several sections (did you mean {where}?)")
+        close = difflib.get_close_matches(key, list(owners), n=3, cutoff=0.75)
+        hint = (" (did you mean " + ", ".join(f"--{c} ({owners[c][0]}.{c})" for c in close) + "?)") if close else ""
+        raise ConfigError(f"unknown option --{key}: no recipe section has this key{hint}")
+    return out
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 

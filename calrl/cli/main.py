@@ -1,4 +1,8 @@
-"""The ``calrl`` command: one sub-command per module in ``calrl.cli``; errors become one line."""
+"""The ``calrl`` command: one sub-command per module in ``calrl.cli``; errors become one line.
+
+Every command's help shows each option's default (:class:`HelpFormatter`). A command module may define
+``split_flags(argv) -> (argv, flags)`` to take free-form ``--key value`` flags (``calrl train-*``).
+"""
 
 from __future__ import annotations
 
@@ -22,9 +26,46 @@ COMMANDS: dict[str, str] = {
 }
 
 
+DESCRIPTION = """\
+Calibration-aware post-training of LLMs on Hugging Face TRL: measure whether a model's stated
+confidence matches how often it is right, gate releases on it, fix it after the fact, and train
+with it in the loop."""
+EPILOG = """\
+commands in short:
+  calrl eval --predictions answers.jsonl --out runs/eval      metrics, reliability diagram, report
+  calrl eval --model MODEL --dataset gsm8k --out runs/eval    generate, then the same
+  calrl compare --baseline runs/a --candidate runs/b --out runs/gate    release gate (exit 1 blocks)
+  calrl train-ppo --config configs/ppo_c_threshold.yaml --learning_rate 1e-6
+Run 'calrl COMMAND --help' for a command's options. Exit codes: 0 done, 1 gate blocked, 2 bad input,
+3 training fault."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions kept as written (docstring markup such as ``x`` shown plain), defaults in every help."""
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(text.replace("``", ""))
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or "(default" in text or default is None or default is False
+                or default == argparse.SUPPRESS or not action.option_strings or default == []):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+def _use_formatter(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _use_formatter(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(prog="calrl", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineArgumentParser(prog="calrl", description=DESCRIPTION, epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
     registered: set[str] = set()
     for module_name in COMMANDS.values():
         if module_name in registered:
@@ -37,12 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.add_parser(sub)
         registered.add(module_name)
+    _use_formatter(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    flags: list[tuple[str, str]] = []
+    if argv and argv[0] in COMMANDS:
+        split = getattr(importlib.import_module(COMMANDS[argv[0]]), "split_flags", None)
+        if split is not None:
+            own, flags = split(argv[1:])
+            argv = [argv[0], *own]
     args = parser.parse_args(argv)
+    if flags:
+        args.flags = flags
     try:
         return int(args.func(args) or 0)
     except CalrlError as exc:

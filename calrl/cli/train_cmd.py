@@ -1,9 +1,15 @@
-"""``calrl train-rm | train-ppo | train-grpo | train-rloo --config RECIPE.yaml [section.key=value ...]``.
+"""Train with calibration in the loop, from a YAML recipe (see configs/).
 
-Validates the recipe (every key, then the dataset's columns) before any model loads, trains, and saves
-the model with a model card. The same entry points run under ``accelerate launch`` through
-``scripts/train_*.py``. Exit codes: 0 done, 2 bad recipe or input (one line naming file:line and key),
-3 training fault (a NaN or infinite reward, with the step and the sample).
+calrl train-ppo --config RECIPE.yaml [section.key=value ...] [--key value ...]
+
+Recipe keys are overridden as section.key=value (training.learning_rate=1e-6) or, as with TRL's scripts,
+as --key value / --key=value (--learning_rate 1e-6 finds training.learning_rate; a key that several
+sections have needs its section: --wandb.run_name x). The recipe is validated (every key, then the
+dataset's columns) before any model loads; the model is saved with a model card. The same entry points
+run under accelerate launch through scripts/train_*.py.
+
+Exit codes: 0 done, 2 bad recipe or input (one line naming file:line and key), 3 training fault (a NaN
+or infinite reward, with the step and the sample).
 """
 
 from __future__ import annotations
@@ -20,6 +26,60 @@ HELP = {
 }
 
 
+# this command's own options; any other --flag is a recipe key (see split_flags)
+OWN_OPTIONS = {"--config": True, "--resume": True, "--dry-run": False, "-h": False, "--help": False}
+
+
+def split_flags(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Separate TRL-style recipe flags (``--learning_rate 1e-6``, ``--bf16``, ``--seed=3``) from this
+    command's own arguments; a flag without a value is ``true``. Returns (own arguments, [(key, value)])."""
+    own: list[str] = []
+    flags: list[tuple[str, str]] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        name, has_value, value = token.partition("=")
+        if token == "--":
+            own += argv[i:]
+            break
+        if not token.startswith("--") or name in OWN_OPTIONS:
+            own.append(token)
+            if OWN_OPTIONS.get(name) and not has_value and i + 1 < len(argv):
+                own.append(argv[i + 1])
+                i += 1
+            i += 1
+            continue
+        if not has_value:
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if nxt is not None and not nxt.startswith("--") and not _is_dotted_override(nxt):
+                value, i = nxt, i + 1
+            else:
+                value = "true"
+        flags.append((name[2:], value))
+        i += 1
+    return own, flags
+
+
+def _is_dotted_override(token: str) -> bool:
+    key, eq, _ = token.partition("=")
+    return bool(eq) and "." in key and " " not in key
+
+
+def recipe_sections(method: str) -> dict[str, type]:
+    """Each recipe section's dataclass, the method's trainer config for ``training``."""
+    from calrl.train.recipe import (
+        DataSection,
+        EvalSection,
+        LoraSection,
+        ModelSection,
+        WandbSection,
+        training_config_class,
+    )
+
+    return {"model": ModelSection, "lora": LoraSection, "data": DataSection, "eval": EvalSection,
+            "wandb": WandbSection, "training": training_config_class(method)}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="FILE", help="YAML recipe (see configs/)")
     p.add_argument("--resume", metavar="PATH|latest", default=None,
@@ -27,7 +87,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="validate the recipe and the dataset's columns, load no model, and exit")
     p.add_argument("overrides", nargs="*", metavar="section.key=value",
-                   help="override recipe keys, e.g. training.learning_rate=1e-6 wandb.run_name=try2")
+                   help="override recipe keys, e.g. training.learning_rate=1e-6 wandb.run_name=try2; "
+                        "TRL-style --learning_rate 1e-6 works too")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,14 +96,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         p = subparsers.add_parser(command, help=HELP[method], description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         add_arguments(p)
-        p.set_defaults(func=run, method=method)
+        p.set_defaults(func=run, method=method, flags=[])
 
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from calrl.train.recipe import load_recipe
 
-    recipe = load_recipe(args.config, args.overrides, method=args.method, resume=args.resume,
+    overrides = list(args.overrides)
+    if args.flags:
+        from calrl.config import flag_overrides
+
+        overrides += flag_overrides(args.flags, recipe_sections(args.method))
+    recipe = load_recipe(args.config, overrides, method=args.method, resume=args.resume,
                          check_hardware=not args.dry_run)
     if args.dry_run:
         return _dry_run(recipe)
