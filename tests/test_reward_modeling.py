@@ -244,6 +244,19 @@ def test_max_length_drops_pairs_whose_calibrated_texts_are_too_long(tok, tmp_pat
     assert 0 < len(cut) < len(data)
 
 
+def test_streamed_pairs_train_when_they_carry_the_calibrated_texts(tok, tmp_path):
+    rows = synthetic_pairs(8, seed=9)
+    args = rm_config(tmp_path, max_steps=2, per_device_train_batch_size=4, logging_steps=1)
+    trainer = CalibratedRewardTrainer(build_tiny_reward_model(tok), args=args, processing_class=tok,
+                                      train_dataset=build_calibrated_pairs(rows).to_iterable_dataset())
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss/calibration" in h]
+    assert len(logs) == 2 and logs[-1]["calibration/num_tokens"] > logs[0]["calibration/num_tokens"] > 0
+    with pytest.raises(ConfigError, match="streamed .* 'chosen_high'"):
+        CalibratedRewardTrainer(build_tiny_reward_model(tok), args=args, processing_class=tok,
+                                train_dataset=rows.to_iterable_dataset())
+
+
 def test_remove_unused_columns_must_stay_off():
     with pytest.raises(ConfigError, match="remove_unused_columns"):
         CalibratedRewardConfig(output_dir="x", remove_unused_columns=True, bf16=False, use_cpu=True)

@@ -45,7 +45,7 @@ def test_ppo_and_reward_modeling_import_without_trl():
 
 
 def test_trainer_names_load_on_first_use():
-    import calrl.trainers as trainers
+    from calrl import trainers
     from calrl.trainers.reward import CalibratedRewardTrainer
 
     assert trainers.CalibratedRewardTrainer is CalibratedRewardTrainer

@@ -91,6 +91,10 @@ def tokenize_preference_pairs(dataset: Dataset | IterableDataset, processing_cla
         if has_pairs and "chosen" not in columns:
             missing = next(c for c in CALIBRATED_ID_COLUMNS if c not in columns)
             raise ConfigError(f"{name} dataset is tokenized but has no column '{missing}'", field=missing)
+        if not isinstance(dataset, Dataset):
+            raise ConfigError(f"{name} dataset is streamed ({type(dataset).__name__}) and has no column "
+                              f"'{CALIBRATED_TEXT_COLUMNS[0]}': build the calibrated texts beforehand "
+                              "(build_calibrated_pairs on a datasets.Dataset)", field=CALIBRATED_TEXT_COLUMNS[0])
         dataset = build_calibrated_pairs(dataset, pairs_config)
         has_texts = True
     if not has_pairs:
