@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from calrl.demo.recipes import METHOD_NAMES, POLICIES, RL_POLICIES
-from calrl.eval.report import fmt as format_number
+from calrl.formatting import fmt as format_number
 from calrl.io import write_text
 
 HEADLINE_COLUMNS = (

@@ -6,17 +6,9 @@ import base64
 import html
 from typing import Any
 
+from calrl.formatting import fmt as _fmt
+
 DELTA_ROWS = (("accuracy", "Accuracy"), ("ece", "ECE"), ("brier", "Brier"), ("refusal_rate", "Refusal rate"))
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def _signed(value: Any, digits: int = 4) -> str:
