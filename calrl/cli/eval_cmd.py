@@ -44,9 +44,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--grader", default="auto", metavar="NAME",
                    help="how answers are graded: auto, exact, numeric, mc, any grader registered with "
                         "calrl.grading.register_grader, MODULE:FUNCTION, or a 'calrl.graders' entry point")
-    p.add_argument("--min-slice-size", type=_non_negative_int, default=30,
+    p.add_argument("--min-slice-size", type=options.non_negative_int, default=30,
                    help="slices with fewer items are flagged small")
-    p.add_argument("--bootstrap", type=_non_negative_int, default=200,
+    p.add_argument("--bootstrap", type=options.non_negative_int, default=200,
                    help="bootstrap resamples for the smooth-ECE interval (0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--title", default=None, help="report title (default: 'Calibration report: ' and the model)")
@@ -58,16 +58,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                           "truthfulqa_mc1, ...; see --list-datasets), NAME:PATH for a local copy of one, or a "
                           "local file (JSONL, CSV, Parquet, save_to_disk folder)")
     gen.add_argument("--split", default=None, help="dataset split (default: the set's own)")
-    gen.add_argument("--limit", type=_positive_int, default=None,
+    gen.add_argument("--limit", type=options.positive_int, default=None,
                      help="evaluate N items: the first N, or with --sample-seed a sample stratified by slice")
     gen.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
                      help="with --limit: draw the N items at random with this seed, every slice in proportion")
     gen.add_argument("--prompt-scale", choices=SCALES, default="0-10", help="confidence scale asked for")
     gen.add_argument("--reasons-first", action="store_true", help="ask for reasons before the answer")
     gen.add_argument("--distractor", action="store_true", help="add a distractor answer to the prompt")
-    gen.add_argument("--batch-size", type=_positive_int, default=16, help="prompts generated together")
-    gen.add_argument("--max-new-tokens", type=_positive_int, default=64, help="length limit of each answer")
-    gen.add_argument("--num-samples", type=_non_negative_int, default=0,
+    gen.add_argument("--batch-size", type=options.positive_int, default=16, help="prompts generated together")
+    gen.add_argument("--max-new-tokens", type=options.positive_int, default=64, help="length limit of each answer")
+    gen.add_argument("--num-samples", type=options.non_negative_int, default=0,
                      help="extra sampled answers per question, for consistency signals")
     gen.add_argument("--temperature", type=_positive_float, default=1.0, help="temperature of the samples")
     p.set_defaults(func=run)
@@ -209,20 +209,6 @@ def _print_summary(results: Any, out: Path) -> None:
         print(f"{label:<{width}}  {fmt(lookup(results, key))}")
     print(verdict(results))
     print(f"report: {out / 'report.html'} (also report.md, metrics.json, samples.jsonl, reliability.png)")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def _positive_float(text: str) -> float:
