@@ -257,6 +257,24 @@ def test_streamed_pairs_train_when_they_carry_the_calibrated_texts(tok, tmp_path
                                 train_dataset=rows.to_iterable_dataset())
 
 
+def test_tokenizer_settings_apply_before_calrl_tokenizes(tok, tmp_path):
+    data = synthetic_pairs(4, seed=10)
+    with pytest.raises(ConfigError, match="chat_template_path"):
+        CalibratedRewardTrainer(build_tiny_reward_model(tok), train_dataset=data, processing_class=tok,
+                                args=rm_config(tmp_path, chat_template_path="some-org/some-model"))
+    with pytest.raises(ConfigError, match="eos_token"):
+        CalibratedRewardTrainer(build_tiny_reward_model(tok), train_dataset=data, processing_class=tok,
+                                args=rm_config(tmp_path, eos_token="<not-a-token>"))
+    template = tmp_path / "plain.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }} {% endfor %}")
+    tokenizer = build_word_tokenizer([*GOOD, *BAD, "question answer the is confidence"])
+    trainer = CalibratedRewardTrainer(build_tiny_reward_model(tokenizer), train_dataset=conversational_pairs(2),
+                                      processing_class=tokenizer, args=rm_config(tmp_path, chat_template_path=str(template)))
+    first = conversational_pairs(2)[0]
+    expected = tokenizer(text=" ".join(m["content"] for m in first["chosen"]) + " ")["input_ids"]
+    assert trainer.train_dataset[0]["chosen_ids"] == expected
+
+
 def test_remove_unused_columns_must_stay_off():
     with pytest.raises(ConfigError, match="remove_unused_columns"):
         CalibratedRewardConfig(output_dir="x", remove_unused_columns=True, bf16=False, use_cpu=True)
