@@ -158,7 +158,39 @@ def test_script_runs_under_accelerate_launch(tmp_path):
     assert (tmp_path / "runs" / "tiny_grpo_brier" / "README.md").is_file()
 
 
+def _accelerate(tmp_path, config: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    accelerate = Path(sys.executable).with_name("accelerate")
+    proc = subprocess.run([str(accelerate), "launch", "--config_file", str(REPO / "configs" / "accelerate" / config),
+                           *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 @pytest.mark.slow
+def test_accelerate_launch_runs_n_cpu_processes_with_cpu_multi(tmp_path):
+    """cpu_multi.yaml: two CPU processes that train as one world; cpu.yaml with --num_processes 2 warns."""
+    proc = _accelerate(tmp_path, "cpu_multi.yaml", "--num_processes", "2", str(REPO / "scripts" / "train_ppo.py"),
+                       "--config", str(TINY_PPO_C), "training.output_dir=multi", "training.num_train_epochs=1")
+    state = json.loads((tmp_path / "multi" / "checkpoint-2" / "calrl_ppo_state.json").read_text())
+    assert state["world_size"] == 2 and state["episode"] == 16  # 16 prompts: 2 updates of 2 x 4
+    assert "warning: asked for" not in proc.stdout
+    proc = _accelerate(tmp_path, "cpu.yaml", "--num_processes", "2", str(REPO / "scripts" / "train_ppo.py"),
+                       "--config", str(TINY_PPO_C), "training.output_dir=single", "training.num_train_epochs=1")
+    assert "warning: asked for 2 processes, running 1" in proc.stdout
+    assert json.loads((tmp_path / "single" / "checkpoint-4" / "calrl_ppo_state.json").read_text())["world_size"] == 1
+
+
+def test_processes_that_would_train_alone_are_refused(monkeypatch):
+    from calrl.errors import ConfigError
+    from calrl.train.launch import check_launch
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="trains alone"):
+        check_launch(1)
+    check_launch(2)
+
+
 def _torchrun(tmp_path, script: str, config: Path, *overrides: str) -> subprocess.CompletedProcess:
     """Two gloo processes (torchrun; accelerate launch needs MPI for several CPU processes)."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))

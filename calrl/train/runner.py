@@ -17,6 +17,7 @@ from typing import Any
 
 from calrl.train.checkpoints import checkpoint_step, list_checkpoints, resolve_resume
 from calrl.train.data import TrainingData, load_heldout_items, load_training_data
+from calrl.train.launch import check_launch
 from calrl.train.recipe import TINY, Recipe
 from calrl.train.reporting import (
     RunResult,
@@ -86,6 +87,7 @@ class Runner:
         try:
             callbacks = [NonFiniteLossCallback(), WandbRunIdCallback(run_handle), *self.extra_callbacks]
             trainer = self.build(callbacks)
+            check_launch(trainer.accelerator.num_processes)
             main = trainer.accelerator.is_main_process
             if self.checkpoint and main:
                 print(f"resuming from {self.checkpoint} (step {checkpoint_step(self.checkpoint)})"

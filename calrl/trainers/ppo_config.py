@@ -84,6 +84,8 @@ class CalibratedPPOConfig(TrainingArguments):
     lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
     ds3_gather_for_generation: bool = field(
         default=True, metadata={"help": "Gather ZeRO-3 / FSDP parameters to generate (False: slower, less memory)."})
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata={"help": "DDP: look for unused parameters (every PPO parameter is used)."})
     prompt_column: str = field(default="prompt", metadata={"help": "Dataset column with the prompts "
                                                                    "(text or conversations)."})
 
