@@ -405,7 +405,8 @@ COMPARE_CASES = [
                                  '"confidence_source": "given", "hedged": false}\n'}),
     Case("resolved duplicate id", cmp(), 2, "cand/resolved.jsonl:2: field 'id': duplicate id 'q0'",
          {"cand/resolved.jsonl": _resolved().splitlines()[0] + "\n" + _resolved().splitlines()[0] + "\n"}),
-    Case("no shared id", cmp(), 2, "field 'id': baseline (40 items) and candidate (1 items) share no id",
+    Case("no shared id", cmp(), 2, "field 'id': baseline (40 items) and candidate (1 items) share no id "
+         "(baseline {d}/base/resolved.jsonl, candidate {d}/cand/resolved.jsonl)",
          {"cand/resolved.jsonl": _resolved().splitlines()[0].replace('"q0"', '"zz"') + "\n"}),
     Case("metrics.json without source", ["compare", "--baseline", "{d}/m", "--candidate", "{d}/cand", "--out",
                                          "{d}/g"], 2, "m/metrics.json: field 'source': no item-level records",
@@ -422,7 +423,8 @@ COMPARE_CASES = [
                                                 "{d}/b.jsonl", "--out", "{d}/g"], 2,
          "b.jsonl:3: id 'q2': no 'reference'", {"b.jsonl": _bad_row(correct=_DROP, response="x")}),
     Case("missing policy error", cmp("--missing-policy", "error"), 2,
-         "field 'confidence': 1 answered item(s) of the candidate have no confidence",
+         "field 'confidence': 1 answered item(s) of the candidate have no confidence (first: id 'q0'); choose "
+         "another missing-confidence policy (baseline {d}/base/resolved.jsonl, candidate {d}/cand/resolved.jsonl)",
          {"cand/resolved.jsonl": _resolved().replace('"confidence": 0.05,', '"confidence": null,', 1)}),
     # options
     Case("--out empty", cmp(out=""), 2, "argument --out: empty path"),

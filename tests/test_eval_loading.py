@@ -187,3 +187,35 @@ def test_bad_parquet(tmp_path):
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
     with pytest.raises(InputError, match="cannot read Parquet"):
         load_predictions(tmp_path / "junk.parquet")
+
+
+def test_byte_order_mark_is_skipped_in_jsonl_as_in_csv(tmp_path):
+    plain = write_jsonl(tmp_path / "plain.jsonl", ROWS)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert load_predictions(bom) == load_predictions(plain) == EXPECTED
+    # only at the start of the file: elsewhere U+FEFF is not whitespace JSON allows
+    bom.write_bytes(plain.read_bytes() + "\ufeff".encode() + json.dumps({"id": "z", "abstained": True}).encode())
+    with pytest.raises(InputError, match=r"bom\.jsonl:4: malformed JSON"):
+        load_predictions(bom)
+
+
+def test_nesting_limit_names_file_and_line(tmp_path):
+    from calrl.io import MAX_JSON_DEPTH
+
+    ok = {"id": "a", "correct": True, "confidence": 0.5, "meta": json.loads("[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1))}
+    path = write_jsonl(tmp_path / "deep.jsonl", [ok])
+    assert [r.id for r in load_predictions(path)] == ["a"]  # the limit itself is accepted
+    for depth in (MAX_JSON_DEPTH + 1, 100_000):
+        path.write_text(json.dumps(ok) + "\n" + "[" * depth + "]" * depth + "\n")
+        with pytest.raises(InputError, match=rf"deep\.jsonl:2: JSON nested deeper than {MAX_JSON_DEPTH} levels"):
+            load_predictions(path)
+
+
+def test_resolve_errors_name_the_file_and_line(tmp_path):
+    from calrl.eval.loading import resolve_predictions_file
+
+    path = write_jsonl(tmp_path / "p.jsonl", ROWS[:2] + [{"id": "x", "response": "Paris. Confidence: 9"}])
+    with pytest.raises(InputError) as err:
+        resolve_predictions_file(path)
+    assert str(err.value).startswith(f"{path}:3: id 'x': no 'reference' to grade the response")

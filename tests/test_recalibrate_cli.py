@@ -437,3 +437,40 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(preds_file, tmp_path, c
         "bad_params.json",
     )
     assert not out.exists()
+
+
+def test_fit_warns_when_the_evaluation_items_were_fitted_on(preds_file, tmp_path, capsys):
+    """The sweep's finding: --eval-predictions equal to the fit file reported ECE 0.30 -> 0.00 silently."""
+    cal = tmp_path / "same.json"
+    argv = ["recalibrate", "fit", "--predictions", str(preds_file), "--method", "histogram", "--out", str(cal)]
+    assert main(argv + ["--eval-predictions", str(preds_file)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1350 of the 1350 evaluation items are also fit items" in err
+    doc = json.loads(cal.read_text())
+    (warning,) = doc["evaluation"]["warnings"]
+    assert "--eval-predictions is the --predictions file" in warning
+    assert "Warning: 1350 of the 1350" in (tmp_path / "same_report.md").read_text()
+    # a separate file sharing some ids is named as such; a holdout split never warns
+    part = write_jsonl(tmp_path / "part.jsonl", overconfident_rows(40))
+    cal2 = tmp_path / "part_cal.json"
+    assert main(argv[:-1] + [str(cal2), "--eval-predictions", str(part)]) == 0
+    assert "the two files share ids" in json.loads(cal2.read_text())["evaluation"]["warnings"][0]
+    assert "36 of the 36 evaluation items" in capsys.readouterr().err  # 40 rows, 4 abstentions
+    cal3 = tmp_path / "holdout.json"
+    assert main(argv[:-1] + [str(cal3)]) == 0
+    assert json.loads(cal3.read_text())["evaluation"]["warnings"] == []
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_fit_twice_needs_overwrite_and_replaces_all_four_files(preds_file, tmp_path, capsys):
+    cal = tmp_path / "c.json"
+    argv = ["recalibrate", "fit", "--predictions", str(preds_file), "--method", "platt", "--out", str(cal)]
+    assert main(argv) == 0
+    outputs = [cal] + [tmp_path / f"c{s}" for s in ("_report.md", "_report.html", "_reliability.png")]
+    first = {p: p.read_bytes() for p in outputs}
+    assert main(argv + ["--seed", "1"]) == 2
+    assert "c.json: already exists; choose another --out or pass --overwrite" in capsys.readouterr().err
+    assert all(p.read_bytes() == b for p, b in first.items())
+    assert main(argv + ["--seed", "1", "--overwrite"]) == 0
+    assert json.loads(cal.read_text())["fit"]["split"]["seed"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in outputs)  # no staging left

@@ -148,7 +148,12 @@ def run(args: argparse.Namespace) -> int:
     use_hedges = not args.no_hedges
     baseline, base_src = load_side(sides[0], use_hedges=use_hedges, grader=args.grader)
     candidate, cand_src = load_side(sides[1], use_hedges=use_hedges, grader=args.grader)
-    result = evaluate_gate(baseline, candidate, config)
+    try:
+        result = evaluate_gate(baseline, candidate, config)
+    except InputError as exc:  # matching and policy errors name the field; add the two files
+        if exc.path is not None:
+            raise
+        raise InputError(f"{exc} (baseline {base_src}, candidate {cand_src})") from None
     base_matched, cand_matched, _ = match_records(baseline, candidate)
     gate = result.to_dict()
     gate["sources"] = {"baseline": base_src, "candidate": cand_src}
