@@ -305,7 +305,8 @@ class CalibrationEvalCallback(TrainerCallback):
             self.history.append(result)
             self._log_panels(result, state)  # its scalars were logged with the previous label
             return result
-        policy = unwrap_policy(model if model is not None else getattr(self._trainer, "model", None))
+        wrapped = model if model is not None else getattr(self._trainer, "model", None)
+        policy = unwrap_policy(wrapped)
         candidates = (self.tokenizer, processing_class, tokenizer,
                       getattr(self._trainer, "processing_class", None))
         tok = _tokenizer_of(next((c for c in candidates if c is not None), None))
@@ -319,7 +320,7 @@ class CalibrationEvalCallback(TrainerCallback):
             raise ConfigError("CalibrationEvalCallback needs a tokenizer: the trainer passes none, give "
                               "tokenizer=...", field="tokenizer")
 
-        records = self._generate(policy, tok)
+        records = self._generate(wrapped, tok)
         resolved = self._resolve(records)
         metrics = self._metrics(resolved)
         logged = scalar_metrics(metrics, slice_keys=self.config.slice_keys)
@@ -331,21 +332,19 @@ class CalibrationEvalCallback(TrainerCallback):
         self._log(result, state)
         return result
 
-    def _generate(self, policy: Any, tokenizer: Any) -> list[Any]:
+    def _generate(self, model: Any, tokenizer: Any) -> list[Any]:
+        """Generate with the trainer's model; FSDP / ZeRO-3 shards are gathered for the duration (a collective)."""
         from calrl.eval.generate import generate_predictions
+        from calrl.eval.sharding import generation_model
 
         dist = _distributed_state()
-        was_training = policy.training
-        policy.eval()
-        try:
-            with torch.no_grad():
-                return generate_predictions(
-                    policy, tokenizer, self.items(), prompt=self.config.prompt,
-                    batch_size=self.config.batch_size, max_new_tokens=self.config.max_new_tokens,
-                    accelerator=dist, show_progress=self.config.show_progress,
-                )
-        finally:
-            policy.train(was_training)
+        accelerator = getattr(self._trainer, "accelerator", None)
+        with generation_model(model, accelerator, select=unwrap_policy) as policy, torch.no_grad():
+            return generate_predictions(
+                policy, tokenizer, self.items(), prompt=self.config.prompt,
+                batch_size=self.config.batch_size, max_new_tokens=self.config.max_new_tokens,
+                accelerator=dist, show_progress=self.config.show_progress,
+            )
 
     def _resolve(self, records: list[Any]) -> list[Any]:
         from calrl.eval.runner import resolve_records
