@@ -25,56 +25,78 @@ def _interval(row: dict[str, Any]) -> str:
     return f"[{row['low']:+.4f}, {row['high']:+.4f}]"
 
 
-def _tables(gate: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+Table = tuple[str, list[str], list[list[str]]]
+
+
+def _tables(gate: dict[str, Any]) -> list[Table]:
     """(title, header, rows) of every table of the report, shared by both renderings."""
+    return [_delta_table(gate), _refusal_table(gate["refusal"]), _accuracy_table(gate["accuracy"]),
+            _spread_table(gate["confidence_spread"]), _slice_table(gate)]
+
+
+def _delta_table(gate: dict[str, Any]) -> Table:
     level = next(iter(gate["deltas"].values()), {}).get("level", 0.95)
-    deltas = [
-        [
-            label,
-            _fmt(d["baseline"]),
-            _fmt(d["candidate"]),
-            _signed(d["delta"]),
-            _interval(d),
-            str(d["n_boot"]),
-        ]
+    rows = [
+        [label, _fmt(d["baseline"]), _fmt(d["candidate"]), _signed(d["delta"]), _interval(d), str(d["n_boot"])]
         for key, label in DELTA_ROWS
         if (d := gate["deltas"].get(key)) is not None
     ]
-    ref = gate["refusal"]
+    return (
+        f"Deltas (candidate - baseline, paired bootstrap {level:.0%} interval on matched items)",
+        ["metric", "baseline", "candidate", "delta", "interval", "replicates"],
+        rows,
+    )
+
+
+def _refusal_table(ref: dict[str, Any]) -> Table:
     status = [name for name, hit in (("collapse", ref["collapsed"]), ("explosion", ref["exploded"])) if hit]
-    refusal = [
-        [
-            f"{ref['baseline_refusals']}/{ref['n']} ({_fmt(ref['baseline_rate'], 3)})",
-            f"{ref['candidate_refusals']}/{ref['n']} ({_fmt(ref['candidate_rate'], 3)})",
-            _factor(ref["factor"], ref["factor_infinite"]),
-            _factor(ref["rise_factor"], ref["rise_factor_infinite"]),
-            _fmt(ref["threshold_factor"], 2),
-            _fmt(ref["max_refusal_rate"], 3),
-            f"BLOCKED ({', '.join(status)})" if status else "ok",
-        ]
+    row = [
+        f"{ref['baseline_refusals']}/{ref['n']} ({_fmt(ref['baseline_rate'], 3)})",
+        f"{ref['candidate_refusals']}/{ref['n']} ({_fmt(ref['candidate_rate'], 3)})",
+        _factor(ref["factor"], ref["factor_infinite"]),
+        _factor(ref["rise_factor"], ref["rise_factor_infinite"]),
+        _fmt(ref["threshold_factor"], 2),
+        _fmt(ref["max_refusal_rate"], 3),
+        f"BLOCKED ({', '.join(status)})" if status else "ok",
     ]
-    acc = gate["accuracy"]
-    accuracy = [
-        [
-            _fmt(acc["baseline"]),
-            _fmt(acc["candidate"]),
-            _signed(-acc["drop"]),
-            _interval({"low": acc["interval_low"], "high": acc["interval_high"]}),
-            _fmt(acc["max_accuracy_drop"], 3),
-            "BLOCKED" if acc["blocked"] else "ok",
-        ]
+    return (
+        "Refusals (blocks when they fall or rise by the factor, or exceed the maximum rate)",
+        ["baseline", "candidate", "fell by", "rose by", "factor", "max rate", "status"],
+        [row],
+    )
+
+
+def _accuracy_table(acc: dict[str, Any]) -> Table:
+    row = [
+        _fmt(acc["baseline"]),
+        _fmt(acc["candidate"]),
+        _signed(-acc["drop"]),
+        _interval({"low": acc["interval_low"], "high": acc["interval_high"]}),
+        _fmt(acc["max_accuracy_drop"], 3),
+        "BLOCKED" if acc["blocked"] else "ok",
     ]
-    sp = gate["confidence_spread"]
-    spread = [
+    return (
+        "Accuracy (blocks a drop above the margin whose paired interval lies below 0)",
+        ["baseline", "candidate", "change", "interval", "max drop", "status"],
+        [row],
+    )
+
+
+def _spread_table(sp: dict[str, Any]) -> Table:
+    rows = [
         ["std", _fmt(sp["std_baseline"]), _fmt(sp["std_candidate"]), _fmt(sp["std_ratio"], 3)],
-        [
-            "distinct values",
-            _fmt(sp["distinct_baseline"]),
-            _fmt(sp["distinct_candidate"]),
-            _fmt(sp["distinct_ratio"], 3),
-        ],
+        ["distinct values", _fmt(sp["distinct_baseline"]), _fmt(sp["distinct_candidate"]),
+         _fmt(sp["distinct_ratio"], 3)],
     ]
-    slices = [
+    return (
+        f"Spread of stated confidence (warns below ratio {_fmt(sp['threshold_ratio'], 2)})",
+        ["measure", "baseline", "candidate", "ratio"],
+        rows,
+    )
+
+
+def _slice_table(gate: dict[str, Any]) -> Table:
+    rows = [
         [
             s["key"],
             s["value"],
@@ -89,47 +111,13 @@ def _tables(gate: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
         ]
         for s in gate["slices"]
     ]
-    return [
-        (
-            f"Deltas (candidate - baseline, paired bootstrap {level:.0%} interval on matched items)",
-            ["metric", "baseline", "candidate", "delta", "interval", "replicates"],
-            deltas,
-        ),
-        (
-            "Refusals (blocks when they fall or rise by the factor, or exceed the maximum rate)",
-            ["baseline", "candidate", "fell by", "rose by", "factor", "max rate", "status"],
-            refusal,
-        ),
-        (
-            "Accuracy (blocks a drop above the margin whose paired interval lies below 0)",
-            ["baseline", "candidate", "change", "interval", "max drop", "status"],
-            accuracy,
-        ),
-        (
-            f"Spread of stated confidence (warns below ratio {_fmt(sp['threshold_ratio'], 2)})",
-            ["measure", "baseline", "candidate", "ratio"],
-            spread,
-        ),
-        (
-            (
-                f"ECE by slice (blocks when the rise exceeds {gate['config']['slice_ece_threshold']:g} "
-                f"with >= {gate['config']['min_slice_size']} scored items on both sides)"
-            ),
-            [
-                "key",
-                "value",
-                "n",
-                "scored b/c",
-                "ECE base",
-                "ECE cand",
-                "delta",
-                "acc base",
-                "acc cand",
-                "status",
-            ],
-            slices,
-        ),
-    ]
+    config = gate["config"]
+    return (
+        (f"ECE by slice (blocks when the rise exceeds {config['slice_ece_threshold']:g} "
+        f"with >= {config['min_slice_size']} scored items on both sides)"),
+        ["key", "value", "n", "scored b/c", "ECE base", "ECE cand", "delta", "acc base", "acc cand", "status"],
+        rows,
+    )
 
 
 def _summary_lines(gate: dict[str, Any]) -> list[str]:
