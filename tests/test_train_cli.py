@@ -270,5 +270,5 @@ def test_nan_reward_model_score_stops_ppo_with_the_step_and_the_sample(capsys, m
     code, err = run_cli(["train-ppo", "--config", str(TINY_PPO_C), "wandb.mode=disabled"], capsys)
     assert code == 3 and not any("Traceback" in line for line in err)
     assert re.search(r"^calrl train-ppo: error: step 1: non-finite reward model reward \(nan\) for rollout 0 "
-                     r"\(prompt: '.*what is .*'; response: '.*'\)$", err[-1]), err[-1]
+                     r"\(prompt: '.+'; response: '.*'\)$", err[-1]), err[-1]
     assert not Path("runs/tiny_ppo_c/README.md").exists()  # no model card for a failed run

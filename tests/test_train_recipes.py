@@ -75,7 +75,8 @@ def test_accelerate_configs_parse_with_accelerates_loader(name):
     config = load_config_from_file(str(ACCELERATE[name]))
     kind = str(config.distributed_type).split(".")[-1]
     expected = {"single_gpu": ("NO", 1), "cpu": ("NO", 1), "multi_gpu": ("MULTI_GPU", 8),
-                "deepspeed_zero2": ("DEEPSPEED", 8), "deepspeed_zero3": ("DEEPSPEED", 8), "fsdp": ("FSDP", 8)}
+                "deepspeed_zero2": ("DEEPSPEED", 8), "deepspeed_zero3": ("DEEPSPEED", 8), "fsdp": ("FSDP", 8),
+                "cpu_multi": ("MULTI_GPU", 2)}
     assert (kind, config.num_processes) == expected[name]
     raw = load_yaml(ACCELERATE[name])
     if name.startswith("deepspeed"):

@@ -337,9 +337,24 @@ class CalibratedPPOTrainer(Trainer):
         return metrics
 
     # --------------------------------------------------------------------------------------- loop
+    def _fill_deepspeed_config(self) -> None:
+        """DeepSpeed's batch keys for PPO's micro-batches: one optimiser step per mini-batch (its 'auto' values
+        would come from a prepared dataloader, which the rollout loop does not use)."""
+        plugin = getattr(self.accelerator, "deepspeed_plugin", None)
+        if plugin is None:
+            return
+        args, cfg = self.args, plugin.deepspeed_config
+        micro = min(args.per_device_train_batch_size, args.local_mini_batch_size)
+        cfg["train_micro_batch_size_per_gpu"] = micro
+        cfg["gradient_accumulation_steps"] = args.micro_batches_per_mini_batch
+        cfg["train_batch_size"] = micro * args.micro_batches_per_mini_batch * self.accelerator.num_processes
+        if cfg.get("gradient_clipping") == "auto":
+            cfg["gradient_clipping"] = float(args.max_grad_norm or 0.0)
+
     def _prepare(self) -> None:
         if self._prepared:
             return
+        self._fill_deepspeed_config()
         if self.optimizer is None or self.lr_scheduler is None:
             self.create_optimizer_and_scheduler(num_training_steps=self.max_steps)
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)

@@ -6,8 +6,8 @@ working) and the reward-pipeline keys of calrl (see :class:`~calrl.rewards.pipel
 
 Batch sizes, as in TRL 1.12: one *rollout batch* per process is ``per_device_train_batch_size x
 gradient_accumulation_steps`` prompts (``x`` processes for the global batch); it is split into
-``num_mini_batches`` mini-batches, each of ``gradient_accumulation_steps / num_mini_batches``
-micro-batches of ``per_device_train_batch_size``. calrl takes one optimiser step per mini-batch
+``num_mini_batches`` mini-batches, each cut into micro-batches of at most ``per_device_train_batch_size``
+rows. calrl takes one optimiser step per mini-batch
 (TRL 1.12 took one per ``gradient_accumulation_steps`` micro-batches, which merges the mini-batches
 into one step when ``num_mini_batches > 1``); with ``num_mini_batches: 1`` the two are the same.
 
@@ -154,10 +154,10 @@ class CalibratedPPOConfig(TrainingArguments):
             raise ConfigError(f"must be 'eos' or null, got {self.stop_token!r}", field="stop_token")
         if self.stop_token is not None and self.stop_token_id is not None:
             raise ConfigError("set stop_token or stop_token_id, not both", field="stop_token_id")
-        if self.gradient_accumulation_steps % self.num_mini_batches:
-            raise ConfigError(f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) must be a multiple "
-                              f"of num_mini_batches ({self.num_mini_batches}): each mini-batch is a whole number of "
-                              f"micro-batches", field="num_mini_batches")
+        if self.local_batch_size % self.num_mini_batches:
+            raise ConfigError(f"the rollout batch per process (per_device_train_batch_size x gradient_accumulation_steps"
+                              f" = {self.local_batch_size}) must be a multiple of num_mini_batches "
+                              f"({self.num_mini_batches})", field="num_mini_batches")
         if self.whiten_rewards and self.local_mini_batch_size < 8:
             raise ConfigError(f"whitening rewards needs mini-batches of at least 8 rows per process, got "
                               f"{self.local_mini_batch_size}", field="whiten_rewards")
@@ -174,7 +174,8 @@ class CalibratedPPOConfig(TrainingArguments):
 
     @property
     def micro_batches_per_mini_batch(self) -> int:
-        return self.gradient_accumulation_steps // self.num_mini_batches
+        """Micro-batches of (at most) ``per_device_train_batch_size`` rows in one mini-batch."""
+        return math.ceil(self.local_mini_batch_size / self.per_device_train_batch_size)
 
     def pipeline_config(self) -> RewardPipelineConfig:
         return RewardPipelineConfig(
