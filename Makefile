@@ -3,18 +3,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo demo-quick bench lint clean
+.PHONY: install test test-all demo demo-quick bench bench-ppo gpu-check lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# the everyday suite: everything but the end-to-end multi-process and demo tests (marked slow)
 test: $(STAMP)
+	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" tests
+
+# every test, the slow ones included (what CI runs)
+test-all: $(STAMP)
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
@@ -25,6 +30,15 @@ demo-quick: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python evals/bench_metrics.py
+
+# calrl's PPO update against trl 1.12.0's (own venv: scripts/ppo_parity/setup_venv.sh)
+bench-ppo: $(STAMP)
+	test -x scripts/ppo_parity/.venv/bin/python || bash scripts/ppo_parity/setup_venv.sh
+	$(BIN)/python scripts/bench_ppo.py
+
+# on a lent GPU machine: bash scripts/gpu_check.sh (wheels from scripts/gpu_wheels.sh); here, a CPU dry run
+gpu-check: $(STAMP)
+	PY=$(BIN)/python bash scripts/gpu_check.sh --cpu-dry-run
 
 lint: $(STAMP)
 	$(BIN)/ruff check calrl tests scripts evals

@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "bench_ppo.py"
 
 
+@pytest.mark.slow
 def test_bench_ppo_quick_skip_trl(tmp_path):
     out_json = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--skip-trl", "--device", "cpu",

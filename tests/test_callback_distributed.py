@@ -32,6 +32,7 @@ def _same(a, b):
     return a == b
 
 
+@pytest.mark.slow
 def test_two_process_eval_matches_one_process(tmp_path):
     model, tokenizer = build_scripted_policy()
     model_dir = save_pretrained(model, tokenizer, tmp_path / "policy")

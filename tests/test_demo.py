@@ -151,6 +151,7 @@ def _headline_rows(markdown: str) -> dict[str, list[str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0

@@ -282,6 +282,7 @@ torch.distributed.destroy_process_group()  # a gloo group left open can abort th
 """
 
 
+@pytest.mark.slow
 def test_accelerator_shards_items_and_gathers_each_once(tmp_path, model_dir, loaded):
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)

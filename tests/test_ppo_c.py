@@ -119,6 +119,7 @@ torch.distributed.destroy_process_group()  # a gloo group left open can abort th
 '''
 
 
+@pytest.mark.slow
 def test_two_process_average_and_stats_are_global(tmp_path):
     """torchrun on CPU (gloo): every rank keeps the same moving average and the same batch stats."""
     (tmp_path / "worker.py").write_text(WORKER)

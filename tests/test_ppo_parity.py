@@ -64,8 +64,8 @@ def replay(step, config):
     close(returns, step["returns"], "returns")
     advantages = whitened_advantages(advantages, masks.padding)
     close(advantages, step["advantages"], "whitened advantages")
-    return dict(masks=masks, scores=scores, logprobs=logprobs, values=values, kl=kl, non_score=non_score,
-                advantages=advantages, returns=returns)
+    return {"masks": masks, "scores": scores, "logprobs": logprobs, "values": values, "kl": kl,
+            "non_score": non_score, "advantages": advantages, "returns": returns}
 
 
 def check_losses(step, config, r):

@@ -11,7 +11,12 @@ from transformers import TrainerCallback
 
 from calrl.errors import ConfigError, InputError
 from calrl.rewards.ppo_c import ppo_c_adjustment
-from calrl.testing.tiny import build_scripted_causal_lm, build_tiny_causal_lm, build_tiny_reward_model, build_word_tokenizer
+from calrl.testing.tiny import (
+    build_scripted_causal_lm,
+    build_tiny_causal_lm,
+    build_tiny_reward_model,
+    build_word_tokenizer,
+)
 from calrl.trainers.ppo import CalibratedPPOConfig, CalibratedPPOTrainer
 from calrl.trainers.ppo_checkpoint import COMPLETE_MARKER, STATE_FILE
 
@@ -50,10 +55,10 @@ def conversations():
 def make_trainer(tmp_path, name, *, policy=None, callbacks=(), eval_dataset=None, value_model="rm", data=None,
                  **kwargs):
     tok = build_word_tokenizer(QUESTIONS)
-    settings = dict(output_dir=str(tmp_path / name), use_cpu=True, report_to="none", seed=0, num_train_epochs=2,
-                    per_device_train_batch_size=4, gradient_accumulation_steps=1, num_mini_batches=1,
-                    response_length=8, num_ppo_epochs=1, stop_token="eos", num_sample_generations=0, logging_steps=1,
-                    disable_tqdm=True, save_strategy="no", learning_rate=1e-3)
+    settings = {"output_dir": str(tmp_path / name), "use_cpu": True, "report_to": "none", "seed": 0, "num_train_epochs": 2,
+                    "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "num_mini_batches": 1,
+                    "response_length": 8, "num_ppo_epochs": 1, "stop_token": "eos", "num_sample_generations": 0, "logging_steps": 1,
+                    "disable_tqdm": True, "save_strategy": "no", "learning_rate": 1e-3}
     settings.update(kwargs)
     args = CalibratedPPOConfig(**settings)
     if data is None:
@@ -79,7 +84,7 @@ def recorded(trainer):
 
 
 def test_ppo_c_vs_vanilla_scores_and_logged_components(tmp_path):
-    common = dict(policy=scripted_confidence_lm, correctness_mode="add", total_episodes=8, num_train_epochs=1)
+    common = {"policy": scripted_confidence_lm, "correctness_mode": "add", "total_episodes": 8, "num_train_epochs": 1}
     vanilla = make_trainer(tmp_path, "vanilla", strip_confidence=True, **common)
     vrec, vlog = recorded(vanilla), EventLog()
     vanilla.add_callback(vlog)
@@ -154,9 +159,9 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(tmp_path):
         def on_epoch_end(self, args, state, control, **kwargs):
             control.should_training_stop = True
 
-    settings = dict(num_train_epochs=3, per_device_train_batch_size=2, gradient_accumulation_steps=2,
-                    num_mini_batches=2, num_ppo_epochs=2, save_strategy="epoch", logging_steps=3,
-                    ppo_c_variant="threshold", correctness_mode="add", kl_target=0.1, kl_horizon=100)
+    settings = {"num_train_epochs": 3, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2,
+                    "num_mini_batches": 2, "num_ppo_epochs": 2, "save_strategy": "epoch", "logging_steps": 3,
+                    "ppo_c_variant": "threshold", "correctness_mode": "add", "kl_target": 0.1, "kl_horizon": 100}
     full = make_trainer(tmp_path, "full", **settings)
     full.train()
     make_trainer(tmp_path, "resumed", callbacks=[StopAfterFirstEpoch()], **settings).train()

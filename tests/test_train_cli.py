@@ -210,6 +210,7 @@ def _offline_eval_rows(tmp_path) -> list[dict]:
     return [r for r in read_offline_history(runs[0]) if "eval/ece" in r]
 
 
+@pytest.mark.slow
 def test_two_process_cpu_launch_with_torchrun(tmp_path):
     """GRPO with the Brier reward on 2 processes: every rank logs the same reward-metric keys (else TRL's
     per-key gather deadlocks), and each epoch's calibration eval counts all items once."""
@@ -220,6 +221,7 @@ def test_two_process_cpu_launch_with_torchrun(tmp_path):
     assert [r["eval/epoch"] for r in rows] == [1, 2] and all(r["eval/n"] == 8 for r in rows)
 
 
+@pytest.mark.slow
 def test_two_process_ppo_saves_epoch_checkpoints(tmp_path):
     """PPO under DDP: complete checkpoints with each process's RNG state, each epoch is evaluated once."""
     _torchrun(tmp_path, "train_ppo.py", TINY_PPO_C, "training.output_dir=out")
