@@ -24,8 +24,11 @@ REQUIRED_REAL = {"rm_plain", "rm_calibrated", "ppo", "ppo_m", "ppo_c_threshold",
 def test_the_recipe_set_is_complete():
     assert REQUIRED_REAL <= {p.stem for p in REAL_RECIPES}
     assert {"tiny_rm", "tiny_rm_calibrated", "tiny_ppo", "tiny_ppo_c", "tiny_ppo_c_abstention", "tiny_ppo_m",
-            "tiny_grpo_brier", "tiny_rloo_brier"} <= {p.stem for p in TINY_RECIPES}
-    assert {"single_gpu", "multi_gpu", "deepspeed_zero2", "deepspeed_zero3", "fsdp", "cpu"} <= set(ACCELERATE)
+            "tiny_grpo_brier", "tiny_rloo_brier", "tiny_ppo_c_lora", "tiny_ppo_m_lora",
+            "tiny_grpo_brier_lora"} <= {p.stem for p in TINY_RECIPES}
+    assert {"ppo_c_threshold_lora", "ppo_m_lora", "grpo_brier_lora"} <= {p.stem for p in REAL_RECIPES}
+    assert {"single_gpu", "multi_gpu", "deepspeed_zero2", "deepspeed_zero3", "fsdp", "cpu", "cpu_multi"} \
+        <= set(ACCELERATE)
 
 
 @pytest.mark.parametrize("path", REAL_RECIPES + TINY_RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -255,3 +258,26 @@ def test_lora_adapters_for_the_policy_and_the_reward_model(tmp_path):
     assert code == 0
     config = json.loads(Path("runs/tiny_rm/adapter_config.json").read_text())
     assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"]  # the head trains
+
+
+@pytest.mark.slow
+def test_lora_recipes_train_then_eval_the_adapter_folder_then_compare(tmp_path):
+    """LoRA end to end: the adapter folder names its base (a tiny base is saved beside it), so
+    `calrl eval --model ADAPTER_DIR` loads both; the two evals go through the release gate."""
+    from calrl.cli.main import main
+
+    eval_set = str(Path(__file__).resolve().parents[1] / "calrl" / "data" / "tiny" / "eval.jsonl")
+    for command, name in (("train-ppo", "tiny_ppo_c_lora"), ("train-grpo", "tiny_grpo_brier_lora")):
+        code, _ = train(command, name, "wandb.mode=disabled", "training.num_train_epochs=1")
+        assert code == 0, name
+        out = Path("runs") / name
+        config = json.loads((out / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == "base_model" and (out / "base_model" / "config.json").is_file()
+        assert not (out / "config.json").exists() and "library_name: peft" in (out / "README.md").read_text()
+        assert main(["eval", "--model", str(out), "--dataset", eval_set, "--out", f"evals/{name}",
+                     "--max-new-tokens", "12"]) == 0
+        metrics = json.loads(Path(f"evals/{name}/metrics.json").read_text())
+        assert metrics["config"]["adapter"] == str(out) and metrics["config"]["model"] == str(out / "base_model")
+    code = main(["compare", "--baseline", "evals/tiny_grpo_brier_lora", "--candidate", "evals/tiny_ppo_c_lora",
+                 "--out", "gate"])
+    assert code in (0, 1) and json.loads(Path("gate/gate.json").read_text())["verdict"] in ("pass", "blocked")

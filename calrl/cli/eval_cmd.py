@@ -142,7 +142,10 @@ def _describe_run(results: Any, args: argparse.Namespace, source: str) -> None:
                        use_hedges=not args.no_hedges, bins=args.bins)
     if args.model is not None:
         style = "reasons-first" if args.reasons_first else "answer"
-        config.model, config.adapter, config.dataset, config.split = args.model, args.adapter, args.dataset, args.split
+        from calrl.eval.checkpoint import split_adapter_folder
+
+        model, adapter = (args.model, args.adapter) if args.adapter else split_adapter_folder(args.model)
+        config.model, config.adapter, config.dataset, config.split = model, adapter, args.dataset, args.split
         config.limit, config.sample_seed = args.limit, args.sample_seed
         config.prompt_scale = args.prompt_scale
         config.prompt_style = style + ("+distractor" if args.distractor else "")

@@ -55,6 +55,8 @@ def load_model_for_eval(model: str, adapter: str | None = None, device: str | to
 
     target = torch.device(device) if device is not None else default_device()
     torch_dtype = resolve_dtype(dtype, target)
+    if adapter is None:
+        model, adapter = split_adapter_folder(model)
     _check_model_ref(model)
     adapter_dir = _check_adapter(adapter) if adapter else None
     tokenizer_src = str(adapter_dir) if adapter_dir and (adapter_dir / "tokenizer_config.json").exists() else model
@@ -82,6 +84,27 @@ def load_model_for_eval(model: str, adapter: str | None = None, device: str | to
     net.to(target)
     net.eval()
     return net, tokenizer
+
+
+def split_adapter_folder(model: str) -> tuple[str, str | None]:
+    """``(base model, adapter folder)`` when ``model`` is a PEFT adapter folder, else ``(model, None)``.
+
+    The base is the adapter's ``base_model_name_or_path`` (a hub id, or a path; a relative path is read
+    beside the adapter folder first, as calrl saves a tiny base model in ``<run>/base_model``).
+    """
+    folder = Path(model)
+    config_file = folder / "adapter_config.json"
+    if not folder.is_dir() or (folder / "config.json").is_file() or not config_file.is_file():
+        return model, None
+    try:
+        base = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise InputError(f"not a valid adapter config ({exc})", path=str(config_file)) from None
+    if not base:
+        raise InputError("a LoRA adapter folder without base_model_name_or_path: pass the base model with "
+                         f"--model BASE --adapter {model}", path=str(config_file))
+    beside = folder / base
+    return (str(beside) if not Path(base).is_absolute() and beside.is_dir() else str(base)), model
 
 
 def predict_from_checkpoint(*, model: str, adapter: str | None = None, dataset: str, split: str | None = None,

@@ -103,6 +103,10 @@ class Runner:
                     self.recipe, base_model=base_model_name(self.trained_source()),
                     metrics=metrics if self.uses_heldout else {},
                     global_step=trainer.state.global_step, extra=self.card_sections(trainer)))
+                if self.recipe.lora is not None:
+                    from calrl.train.models import finish_adapter_folder
+
+                    finish_adapter_folder(trainer, args.output_dir, self.trained_source(), self.tokenizer)
             failed = False
             return RunResult(method=self.recipe.method, output_dir=args.output_dir,
                              global_step=trainer.state.global_step, metrics=metrics,
