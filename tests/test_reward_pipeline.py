@@ -7,10 +7,10 @@ import torch
 from trl.experimental.utils import get_reward
 
 from calrl.errors import ConfigError, TrainingFault
-from calrl.testing.tiny import build_tiny_reward_model, build_word_tokenizer
 from calrl.rewards.abstention import AbstentionReward, abstention_threshold
 from calrl.rewards.correctness import CorrectnessReward
 from calrl.rewards.pipeline import RewardPipeline, RewardPipelineConfig
+from calrl.testing.tiny import build_tiny_reward_model, build_word_tokenizer
 
 TOK = build_word_tokenizer(["good bad question what paris london capital france"])
 
@@ -72,14 +72,14 @@ def test_missing_confidence_policies_are_counted():
     neutral = pipeline(ppo_c_variant="difference", ppo_c_init_average=0.0)
     penalty = pipeline(ppo_c_variant="difference", ppo_c_init_average=0.0, missing_confidence="penalty",
                        missing_confidence_penalty=1.5)
-    skip = pipeline(ppo_c_variant="difference", ppo_c_init_average=0.0, missing_confidence="skip")
+    exclude = pipeline(ppo_c_variant="difference", ppo_c_init_average=0.0, missing_confidence="exclude")
     s_neutral, _ = neutral.score_texts(PROMPTS, RESPONSES)
     s_penalty, _ = penalty.score_texts(PROMPTS, RESPONSES)
-    s_skip, _ = skip.score_texts(PROMPTS, RESPONSES)
-    assert s_neutral[3] == 0.0 and s_penalty[3] == -1.5 and s_skip[3] == 0.0
+    s_exclude, _ = exclude.score_texts(PROMPTS, RESPONSES)
+    assert s_neutral[3] == 0.0 and s_penalty[3] == -1.5 and s_exclude[3] == 0.0
     assert neutral.adjuster.average == pytest.approx(0.1 * 1.0)  # mean of 4, -2, 2, 0
-    assert skip.adjuster.average == pytest.approx(0.1 * 4 / 3)  # the missing one is left out
-    for pipe in (neutral, penalty, skip):
+    assert exclude.adjuster.average == pytest.approx(0.1 * 4 / 3)  # the missing one is left out
+    for pipe in (neutral, penalty, exclude):
         assert pipe.missing_total == 1
         assert pipe.pop_stats()["confidence/missing"] == 1
     with pytest.raises(ConfigError, match="missing_confidence"):

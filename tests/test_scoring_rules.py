@@ -114,13 +114,13 @@ def test_abstention_reward_and_scoring_rules_skip_abstentions():
 
 
 @pytest.mark.parametrize("policy, expected", [("half", [0.75, -0.25]), ("worst", [0.0, -1.0]),
-                                              ("skip", [None, None])])
+                                              ("exclude", [None, None])])
 def test_missing_confidence_policy(policy, expected):
     funcs, _ = _funcs(reward_funcs=["brier"], missing_confidence=policy)
     logged = {}
     out = funcs["brier"](["q", "q"], ["42", "7"], reference=["42", "42"],
                          log_metric=lambda k, v: logged.__setitem__(k, v))
-    if policy == "skip":
+    if policy == "exclude":
         assert out == expected
     else:
         assert out == pytest.approx(expected)

@@ -14,6 +14,7 @@ from calrl.confidence.lexicon import (
     detect_hedge,
     find_probability_phrases,
 )
+from calrl.confidence.missing import MISSING_CONFIDENCE, check_missing_policy
 from calrl.confidence.parse import (
     SCALES,
     ConfidenceParse,
@@ -21,8 +22,10 @@ from calrl.confidence.parse import (
     parse_confidence,
     strip_confidence,
 )
+from calrl.confidence.reading import PARSERS, ConfidenceReader, check_parser
 
 __all__ = [
+    "MISSING_CONFIDENCE", "PARSERS", "ConfidenceReader", "check_missing_policy", "check_parser",
     "ABSTENTION_PATTERNS", "ANSWER_CUES", "CLARIFICATION_CUES", "HEDGE_BELOW", "HEDGE_LEXICON", "SCALES",
     "ConfidenceParse", "HedgeMatch", "detect_hedge", "extract_answer", "find_probability_phrases",
     "format_confidence", "is_abstention", "parse_confidence", "strip_confidence",

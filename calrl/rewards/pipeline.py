@@ -3,17 +3,25 @@
 For each rollout (prompt, response, optional references) the final score is computed as:
 
 (a) the reward model scores the prompt plus the response *with its confidence statement removed*
-    (``calrl.confidence.strip_confidence``; on by default with PPO-C, off for vanilla PPO, which
-    scores the response as generated);
+    (the ``confidence_parser``'s strip, :class:`calrl.confidence.ConfidenceReader`; on by default with
+    PPO-C, off for vanilla PPO, which scores the response as generated); with ``normalize_reward`` the
+    score becomes ``(r - mean) / std`` with the RM's stored mean and std (written by ``calrl train-rm``
+    into the RM's ``config.json``, :mod:`calrl.reward_modeling.stats`), as the reference's PPO-C scripts do;
 (b) optionally a rule-based correctness reward for items with references, added to the RM score
     (``correctness_mode="add"``) or replacing it (``"replace"``: the RM is run only on the items
     without references);
-(c) the PPO-C adjustment by the stated confidence (``calrl.confidence.parse_confidence``) when
-    ``ppo_c_variant`` is ``"threshold"`` or ``"difference"``. A response without a confidence is
-    handled by ``missing_confidence``: ``"half"`` (c = 0.5, i.e. no adjustment; it still counts in
-    the moving average, as in the reference), ``"penalty"`` (no adjustment, ``missing_confidence_penalty``
-    subtracted from its score), ``"skip"`` (no adjustment and left out of the moving average);
-    every policy counts the missing ones (``confidence/missing``, ``confidence/parsable_rate``);
+(c) the PPO-C adjustment by the stated confidence (read by the ``confidence_parser``, ``calrl`` or
+    ``reference``) when ``ppo_c_variant`` is ``"threshold"`` or ``"difference"``, then the reward is
+    clamped to [-reward_clamp, reward_clamp] again (``reward_final_clamp``, on by default, as the
+    reference's trainer does; for every variant, vanilla PPO included). The moving average starts from
+    ``ppo_c_init_average``: ``auto`` (the RM's stored mean, in the units the pipeline sees it: 0 after
+    normalisation; the first batch's statistic when the RM has none), ``rm_mean`` (the same, an error
+    without stored statistics), ``first_batch``, or a number. A response without a confidence is
+    handled by ``missing_confidence`` (:mod:`calrl.confidence.missing`): ``"half"`` (c = 0.5, i.e. no
+    adjustment; it still counts in the moving average, as in the reference), ``"penalty"`` (no adjustment,
+    ``missing_confidence_penalty`` subtracted from its score), ``"exclude"`` (no adjustment and left out
+    of the moving average); every policy counts the missing ones (``confidence/missing``,
+    ``confidence/parsable_rate``);
 (d) an abstention (``calrl.confidence.is_abstention``) gets ``abstention_reward`` (a number) or
     keeps its score (``"rm"``).
 
@@ -28,12 +36,16 @@ from typing import Any, Literal
 
 import torch
 
+from calrl.confidence.missing import PPO_MISSING, check_missing_policy
+from calrl.confidence.reading import ConfidenceReader, check_parser
 from calrl.errors import ConfigError, TrainingFault
+from calrl.reward_modeling.stats import stored_reward_stats
 from calrl.rewards.abstention import AbstentionReward
 from calrl.rewards.correctness import CorrectnessReward
-from calrl.rewards.ppo_c import PPOCAdjuster, PPOCConfig
+from calrl.rewards.ppo_c import PPOCAdjuster, PPOCConfig, batch_statistic
 
-MissingConfidencePolicy = Literal["half", "penalty", "skip"]
+MissingConfidencePolicy = Literal["half", "penalty", "exclude"]
+INIT_AVERAGE_CHOICES = ("auto", "rm_mean", "first_batch")
 References = Sequence[Sequence[str] | str | None]
 _STAT_FIELDS = ("n", "rm_sum", "rm_n", "adj_sum", "final_sum", "conf_sum", "conf_n", "missing",
                 "abstained", "correct", "graded")
@@ -46,9 +58,13 @@ class RewardPipelineConfig:
     ppo_c_variant: Literal["none", "threshold", "difference"] = "none"
     ppo_c_weight: float = 0.5
     ppo_c_alpha: float = 0.1
-    ppo_c_init_average: float | None = None
+    ppo_c_init_average: float | str = "auto"
     ppo_c_update_before_adjust: bool = True
+    ppo_c_avg_type: Literal["mean", "std"] = "mean"
     reward_clamp: float = 10.0
+    reward_final_clamp: bool = True
+    normalize_reward: bool = False
+    confidence_parser: Literal["calrl", "reference"] = "calrl"
     strip_confidence: bool | None = None  # None: strip iff PPO-C is on
     use_hedges: bool = False  # also read confidence from hedge words (the reference reads only "Confidence: N")
     missing_confidence: MissingConfidencePolicy = "half"
@@ -61,11 +77,16 @@ class RewardPipelineConfig:
 
     def __post_init__(self) -> None:
         choices = {"ppo_c_variant": ("none", "threshold", "difference"),
-                   "missing_confidence": ("half", "penalty", "skip"),
                    "correctness_mode": ("off", "add", "replace")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"must be one of {', '.join(allowed)}; got {getattr(self, name)!r}", field=name)
+        check_missing_policy(self.missing_confidence, PPO_MISSING)
+        check_parser(self.confidence_parser)
+        init = self.ppo_c_init_average
+        if isinstance(init, bool) or not (isinstance(init, (int, float)) or init in INIT_AVERAGE_CHOICES):
+            raise ConfigError(f"must be a number or one of {', '.join(INIT_AVERAGE_CHOICES)}; got {init!r}",
+                              field="ppo_c_init_average")
         if self.ppo_c_variant != "none":
             self.ppo_c_config()  # validates weight/alpha/clamp
         AbstentionReward(self.abstention_reward)  # validates the value
@@ -80,16 +101,25 @@ class RewardPipelineConfig:
     def strips(self) -> bool:
         return self.adjust if self.strip_confidence is None else self.strip_confidence
 
-    def ppo_c_config(self) -> PPOCConfig:
-        return PPOCConfig(variant=self.ppo_c_variant, weight=self.ppo_c_weight, alpha=self.ppo_c_alpha,
-                          clamp=self.reward_clamp, init_average=self.ppo_c_init_average,
-                          update_before_adjust=self.ppo_c_update_before_adjust)
+    def reader(self) -> ConfidenceReader:
+        """The confidence-reading step of the rewards (the parser's training rules)."""
+        return ConfidenceReader(self.confidence_parser, purpose="reward", use_hedges=self.use_hedges)
 
-
-def _confidence_functions() -> tuple[Callable, Callable]:
-    from calrl.confidence import parse_confidence, strip_confidence
-
-    return parse_confidence, strip_confidence
+    def ppo_c_config(self, rm_stats: dict[str, float] | None = None) -> PPOCConfig:
+        """The PPO-C settings, the initial average resolved against the RM's stored statistics."""
+        init = self.ppo_c_init_average
+        if isinstance(init, str):
+            if init == "rm_mean" and rm_stats is None and self.adjust:
+                raise ConfigError("the reward model has no stored mean (train it with calrl train-rm, or give "
+                                  "a number)", field="ppo_c_init_average")
+            if init == "first_batch" or rm_stats is None:
+                init = None
+            else:
+                init = 0.0 if self.normalize_reward else float(rm_stats["mean"])
+        return PPOCConfig(variant=self.ppo_c_variant if self.adjust else "threshold", weight=self.ppo_c_weight,
+                          alpha=self.ppo_c_alpha, clamp=self.reward_clamp, init_average=init,
+                          update_before_adjust=self.ppo_c_update_before_adjust, avg_type=self.ppo_c_avg_type,
+                          final_clamp=self.reward_final_clamp)
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -140,12 +170,14 @@ class RewardPipeline:
             the rollout's tokens are reused, re-tokenising only responses whose confidence statement was removed).
         policy_tokenizer: the policy's tokenizer (decodes rollouts); needed by :meth:`score_rollouts`.
         accelerator: with several processes, the moving-average mean and the stats are reduced over ranks.
-        parse_confidence / strip_confidence / abstention_detector: override the ``calrl.confidence`` defaults.
+        abstention_detector: overrides ``calrl.confidence.is_abstention``.
+
+    With ``normalize_reward``, or ``ppo_c_init_average`` ``auto``/``rm_mean``, the RM's stored mean and std
+    are read from ``reward_model.config`` (:func:`calrl.reward_modeling.stats.stored_reward_stats`).
     """
 
     def __init__(self, config: RewardPipelineConfig, reward_model: torch.nn.Module, *,
                  reward_tokenizer: Any = None, policy_tokenizer: Any = None, accelerator: Any = None,
-                 parse_confidence: Callable | None = None, strip_confidence: Callable | None = None,
                  abstention_detector: Callable[[str], bool] | None = None,
                  rm_scorer: Callable[[torch.nn.Module, torch.Tensor, int, int], tuple] | None = None) -> None:
         self.config = config
@@ -153,16 +185,17 @@ class RewardPipeline:
         self.reward_tokenizer = reward_tokenizer
         self.policy_tokenizer = policy_tokenizer
         self.accelerator = accelerator
-        if parse_confidence is None or strip_confidence is None:
-            default_parse, default_strip = _confidence_functions()
-            parse_confidence = parse_confidence or default_parse
-            strip_confidence = strip_confidence or default_strip
-        self._parse, self._strip = parse_confidence, strip_confidence
+        self.reader = config.reader()
+        self.rm_stats = stored_reward_stats(reward_model)
+        if config.normalize_reward and self.rm_stats is None:
+            raise ConfigError("the reward model has no stored mean and std (train it with calrl train-rm, "
+                              "which writes them into its config.json)", field="normalize_reward")
         self.abstention = (AbstentionReward(config.abstention_reward) if abstention_detector is None
                            else AbstentionReward(config.abstention_reward, detector=abstention_detector))
         self.correctness = (CorrectnessReward(config.correct_reward, config.wrong_reward, config.grader)
                             if config.correctness_mode != "off" else None)
-        self.adjuster = PPOCAdjuster(config.ppo_c_config(), accelerator=accelerator) if config.adjust else None
+        self.adjuster = (PPOCAdjuster(config.ppo_c_config(self.rm_stats), accelerator=accelerator)
+                         if config.adjust else None)
         if rm_scorer is None:
             from calrl.rewards.sequence_scores import sequence_scores as rm_scorer
         self._rm_scorer = rm_scorer  # (per-position outputs, score at the last non-pad token)
@@ -273,6 +306,8 @@ class RewardPipeline:
         idx = needs_rm.nonzero().flatten().tolist()
         if idx:
             rm_raw[idx] = rm_fn(idx, stripped).detach().float().cpu()
+            if cfg.normalize_reward:
+                rm_raw[idx] = (rm_raw[idx] - self.rm_stats["mean"]) / self.rm_stats["std"]
         elif self._distributed():
             rm_fn([0], stripped)  # keep the RM forward collective (ZeRO-3 gathers weights) on every rank
         base = torch.where(needs_rm, rm_raw, torch.zeros(n))
@@ -286,15 +321,16 @@ class RewardPipeline:
         average = None
         if self.adjuster is not None:
             clamped = self.adjuster.clamp(base)
-            in_average = ~(missing & torch.tensor(cfg.missing_confidence == "skip"))
+            in_average = ~(missing & torch.tensor(cfg.missing_confidence == "exclude"))
             c = torch.where(missing, torch.full((n,), 0.5), confidence)
-            mean = self._global_mean(clamped[in_average]) if update else None
+            mean = self._global_stat(clamped[in_average]) if update else None
             do_update = update and mean is not None
-            _, adjustment = self.adjuster(clamped, c, update=do_update, batch_mean=mean)
+            final, adjustment = self.adjuster(clamped, c, update=do_update, batch_mean=mean)
             average = self.adjuster.average
-            final = clamped + adjustment
         else:
             final = base.clone()
+            if cfg.reward_final_clamp:
+                final = final.clamp(-cfg.reward_clamp, cfg.reward_clamp)
         if cfg.missing_confidence == "penalty":
             final = torch.where(missing, final - cfg.missing_confidence_penalty, final)
 
@@ -311,15 +347,15 @@ class RewardPipeline:
     def _read_texts(self, responses: list[str]) -> list[tuple[float, str, bool]]:
         """(confidence or NaN, text for the RM, abstained) per response; each distinct text is read once."""
         cache: dict[str, tuple[float, str, bool]] = {}
-        strips, use_hedges = self.config.strips, self.config.use_hedges
+        strips = self.config.strips
         out = []
         for r in responses:
             hit = cache.get(r)
             if hit is None:
-                parse = self._parse(r, use_hedges=use_hedges)
+                parse = self.reader.read(r)
                 value = float("nan") if parse.value is None else float(parse.value)
-                # strip_confidence leaves a text without an explicit statement unchanged: skip the call then
-                stripped = self._strip(r) if strips and parse.source == "explicit" else r
+                # the strip leaves a text without an explicit statement unchanged: skip the call then
+                stripped = self.reader.strip(r) if strips and parse.source == "explicit" else r
                 hit = cache[r] = (value, stripped, bool(self.abstention.detector(r)))
             out.append(hit)
         return out
@@ -352,9 +388,12 @@ class RewardPipeline:
         device = self.accelerator.device
         return self.accelerator.reduce(vec.to(device), reduction="sum").cpu()
 
-    def _global_mean(self, values: torch.Tensor) -> float | None:
-        total = self._all_sum(torch.tensor([float(values.sum()), float(values.numel())], dtype=torch.float64))
-        return None if total[1] == 0 else float(total[0] / total[1])
+    def _global_stat(self, values: torch.Tensor) -> float | None:
+        """The moving average's batch statistic (mean or std) of ``values`` over every process."""
+        v = values.double()
+        total = self._all_sum(torch.tensor([float(v.sum()), float((v * v).sum()), float(v.numel())],
+                                           dtype=torch.float64))
+        return batch_statistic(float(total[0]), float(total[1]), float(total[2]), self.config.ppo_c_avg_type)
 
     def _check_finite(self, values: torch.Tensor, prompts: Sequence[str], responses: list[str],
                       step: int | None, update: bool, what: str) -> None:

@@ -24,7 +24,11 @@ A response without a confidence is handled by ``missing_confidence`` and counted
 - ``"half"``: scored as q = 0.5 (the convention of Leng et al.); under a proper rule stating the true p is
   never worse than this, so the policy still gains by stating confidence.
 - ``"worst"``: scored as the most wrong confidence for its outcome (q = 0 if correct, q = 1 if wrong).
-- ``"skip"``: ``None`` (left to the other reward functions).
+- ``"exclude"``: ``None`` (left to the other reward functions).
+
+(One vocabulary with PPO and eval: :mod:`calrl.confidence.missing`.) ``confidence_parser`` (``calrl`` or
+``reference``: the paper's training regex) is the one confidence-reading step,
+:class:`calrl.confidence.ConfidenceReader` with ``purpose="reward"``.
 """
 
 from __future__ import annotations
@@ -37,13 +41,14 @@ from typing import Any
 
 import torch
 
+from calrl.confidence.missing import SCORING_RULE_MISSING
 from calrl.errors import ConfigError
 from calrl.rewards import scoring_rules
 
 REWARD_NAMES = ("correctness", "brier", "log_score", "abstention", "format")
 SCORING_RULES = ("brier", "log_score")
 NEEDS_REFERENCE = ("correctness", "brier", "log_score")
-MISSING_CONFIDENCE_POLICIES = ("half", "worst", "skip")
+MISSING_CONFIDENCE_POLICIES = SCORING_RULE_MISSING
 
 __all__ = [
     "MISSING_CONFIDENCE_POLICIES",
@@ -89,6 +94,9 @@ class RewardFuncsConfig:
     use_hedges: bool = field(
         default=False, metadata={"help": "Read a confidence from hedge phrases when no number is stated."}
     )
+    confidence_parser: str = field(
+        default="calrl", metadata={"help": "'calrl' or 'reference' (the paper's training regex)."}
+    )
     log_score_eps: float = field(default=1e-3, metadata={"help": "Clip q to [eps, 1-eps] in the log score."})
 
     def validate_reward_options(self) -> None:
@@ -115,9 +123,11 @@ class RewardFuncsConfig:
             if not all(isinstance(w, int | float) and math.isfinite(w) for w in self.reward_weights):
                 raise ConfigError(f"weights must be finite numbers, got {self.reward_weights}",
                                   field="reward_weights")
-        if self.missing_confidence not in MISSING_CONFIDENCE_POLICIES:
-            raise ConfigError(f"unknown policy {self.missing_confidence!r}; choose from "
-                              f"{', '.join(MISSING_CONFIDENCE_POLICIES)}", field="missing_confidence")
+        from calrl.confidence.missing import check_missing_policy
+        from calrl.confidence.reading import check_parser
+
+        check_missing_policy(self.missing_confidence, MISSING_CONFIDENCE_POLICIES)
+        check_parser(self.confidence_parser)
         if not isinstance(self.abstention_reward, int | float) or not math.isfinite(self.abstention_reward):
             raise ConfigError(f"must be a finite number, got {self.abstention_reward!r}",
                               field="abstention_reward")
@@ -183,11 +193,11 @@ class ParsedCompletion:
 
 
 @lru_cache(maxsize=8192)
-def parse_completion(text: str, use_hedges: bool = False) -> ParsedCompletion:
+def parse_completion(text: str, use_hedges: bool = False, parser: str = "calrl") -> ParsedCompletion:
     """Answer, stated confidence and abstention of a completion (cached: every reward function asks)."""
-    from calrl.confidence import extract_answer, is_abstention, parse_confidence
+    from calrl.confidence import ConfidenceReader, extract_answer, is_abstention
 
-    parsed = parse_confidence(text, use_hedges=use_hedges)
+    parsed = ConfidenceReader(parser, purpose="reward", use_hedges=use_hedges).read(text)
     return ParsedCompletion(answer=extract_answer(text).strip(), confidence=parsed.value,
                             confidence_source=parsed.source, abstained=bool(is_abstention(text)))
 
@@ -222,7 +232,7 @@ class RewardFunc:
         self.__name__ = self.name
 
     def _parse(self, completions: Sequence[Any]) -> list[ParsedCompletion]:
-        return [parse_completion(completion_text(c), self.config.use_hedges) for c in completions]
+        return [parse_completion(completion_text(c), self.config.use_hedges, self.config.confidence_parser) for c in completions]
 
     def _correct(self, parsed: Sequence[ParsedCompletion], kwargs: Mapping[str, Any]) -> list[bool]:
         from calrl.grading import grade
@@ -287,7 +297,7 @@ class ScoringRuleRewardFunc(RewardFunc):
             q = p.confidence
             if q is None:
                 n_missing += 1
-                if policy == "skip":
+                if policy == "exclude":
                     rewards.append(None)
                     continue
                 q = 0.5 if policy == "half" else (0.0 if c else 1.0)

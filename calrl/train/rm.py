@@ -2,7 +2,8 @@
 
 Trains :class:`calrl.trainers.reward.CalibratedRewardTrainer` on preference pairs, runs the confidence-bias
 probe on held-out pairs at every epoch (``RewardModelProbeCallback``), and writes the reward-model report
-(``reward_model_report.json`` / ``.md``) and a model card beside the saved model. The per-epoch
+(``reward_model_report.json`` / ``.md``) and a model card beside the saved model, with the RM's mean and std
+over the training responses (``reward_stats.json`` and ``config.json``, :mod:`calrl.reward_modeling.stats`). The per-epoch
 ``CalibrationEvalCallback`` of the policy recipes is not attached: a reward model does not generate, and
 its calibration check is the probe.
 """
@@ -61,7 +62,7 @@ class RewardModelRunner(Runner):
         factory = ModelFactory(recipe, vocabulary)
         self.tokenizer = factory.tokenizer(m.reward_model)
         conversational = bool(getattr(self.tokenizer, "chat_template", None))
-        train_pairs = preference_dataset(self.data.train, recipe, conversational)
+        train_pairs = self.train_pairs = preference_dataset(self.data.train, recipe, conversational)
         eval_pairs = preference_dataset(self.data.eval, recipe, conversational) if self.data.eval is not None else None
         self.probe_pairs = eval_pairs if eval_pairs is not None else train_pairs
         self.held_out = eval_pairs is not None
@@ -81,13 +82,17 @@ class RewardModelRunner(Runner):
             write_reward_model_report,
         )
         from calrl.reward_modeling.probe import report_scalars
+        from calrl.reward_modeling.stats import training_reward_statistics, write_reward_statistics
 
         report = reward_model_report(trainer.model, self.tokenizer, self.probe_pairs,
                                      batch_size=self.recipe.eval.probe_batch_size,
                                      config=self.recipe.training.pairs_config())
         report.update(global_step=trainer.state.global_step, held_out=self.held_out)
         self.scalars = report_scalars(report, prefix="")
+        self.reward_stats = training_reward_statistics(trainer.model, self.tokenizer, self.train_pairs,
+                                                       batch_size=self.recipe.eval.probe_batch_size)
         if trainer.accelerator.is_main_process:
+            write_reward_statistics(self.reward_stats, self.recipe.training.output_dir)
             write_reward_model_report(report, self.recipe.training.output_dir)
             import wandb
 
@@ -97,7 +102,9 @@ class RewardModelRunner(Runner):
 
     def card_sections(self, trainer: Any) -> dict[str, dict[str, Any]]:
         title = "Reward-model report (held-out pairs)" if self.held_out else "Reward-model report (training pairs)"
-        return {title: self.scalars}
+        stats = {f"reward {k}": v for k, v in self.reward_stats.items()}
+        return {title: self.scalars,
+                "Reward statistics (training responses; normalize_reward and the PPO-C average)": stats}
 
 
 RUNNER = RewardModelRunner

@@ -94,16 +94,27 @@ class CalibratedPPOConfig(TrainingArguments):
                                                                  "'difference' (PPO-C)."})
     ppo_c_weight: float = field(default=0.5, metadata={"help": "PPO-C weight w."})
     ppo_c_alpha: float = field(default=0.1, metadata={"help": "Moving-average rate alpha."})
-    ppo_c_init_average: float | None = field(
-        default=None, metadata={"help": "Initial moving average (e.g. the RM's mean reward); None: first batch."})
+    ppo_c_init_average: float | str = field(
+        default="auto", metadata={"help": "Initial moving average: 'auto' (the RM's stored mean, else the first "
+                                          "batch), 'rm_mean', 'first_batch' or a number."})
     ppo_c_update_before_adjust: bool = field(
         default=True, metadata={"help": "Update the moving average before adjusting the batch (reference order)."})
+    ppo_c_avg_type: str = field(default="mean", metadata={"help": "Running statistic: 'mean' or 'std' (reference)."})
     reward_clamp: float = field(default=10.0, metadata={"help": "Clamp the RM score to [-c, c] for PPO-C."})
+    reward_final_clamp: bool = field(
+        default=True, metadata={"help": "Clamp the reward to [-reward_clamp, reward_clamp] again after PPO-C "
+                                        "(the reference's trainer does)."})
+    normalize_reward: bool = field(
+        default=False, metadata={"help": "Normalise the RM score with the RM's stored mean and std (reference "
+                                         "PPO-C scripts)."})
+    confidence_parser: str = field(
+        default="calrl", metadata={"help": "'calrl' or 'reference' (the paper's training regex)."})
     strip_confidence: bool | None = field(
         default=None, metadata={"help": "Score the response without its confidence statement; None: iff PPO-C."})
     use_hedges: bool = field(default=False, metadata={"help": "Read confidence from hedge words too."})
     missing_confidence: str = field(
-        default="half", metadata={"help": "'half' (c=0.5, no adjustment), 'penalty' or 'skip' (as in the GRPO rewards)."})
+        default="half", metadata={"help": "'half' (c=0.5, no adjustment), 'penalty' or 'exclude' "
+                                          "(calrl.confidence.missing)."})
     missing_confidence_penalty: float = field(default=1.0, metadata={"help": "Subtracted under 'penalty'."})
     abstention_reward: str = field(
         default="rm", metadata={"help": "Reward of an abstention: a number (a float or a numeric string), "
@@ -181,6 +192,8 @@ class CalibratedPPOConfig(TrainingArguments):
         return RewardPipelineConfig(
             ppo_c_variant=self.ppo_c_variant, ppo_c_weight=self.ppo_c_weight, ppo_c_alpha=self.ppo_c_alpha,
             ppo_c_init_average=self.ppo_c_init_average, ppo_c_update_before_adjust=self.ppo_c_update_before_adjust,
+            ppo_c_avg_type=self.ppo_c_avg_type, reward_final_clamp=self.reward_final_clamp,
+            normalize_reward=self.normalize_reward, confidence_parser=self.confidence_parser,
             reward_clamp=self.reward_clamp, strip_confidence=self.strip_confidence, use_hedges=self.use_hedges,
             missing_confidence=self.missing_confidence, missing_confidence_penalty=self.missing_confidence_penalty,
             abstention_reward=self.abstention_reward, correctness_mode=self.correctness_mode,

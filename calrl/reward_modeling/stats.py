@@ -1,0 +1,70 @@
+"""The reward model's stored mean and standard deviation (for ``normalize_reward`` and the PPO-C average).
+
+The reference's reward model carries a mean and a std of its scores; its PPO-C scripts normalise the
+RM output with them (``--normalize_reward``) and start the PPO-C moving average from the mean. calrl
+computes them at the end of ``calrl train-rm`` over the training responses (chosen and rejected, scored
+as the trainer reads them; std unbiased) and stores them in the RM folder: in ``config.json`` (keys
+``calrl_reward_mean``, ``calrl_reward_std``, ``calrl_reward_count``, read back by
+:func:`stored_reward_stats` from a loaded model's config), in ``reward_stats.json`` and in the model card.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REWARD_STATS_FILE = "reward_stats.json"
+CONFIG_KEYS = {"mean": "calrl_reward_mean", "std": "calrl_reward_std", "count": "calrl_reward_count"}
+
+
+def reward_statistics(scores: torch.Tensor) -> dict[str, float]:
+    """Mean, unbiased std (1.0 when undefined or zero, so that normalising never divides by 0) and count."""
+    s = scores.double().flatten()
+    n = int(s.numel())
+    mean = float(s.mean()) if n else 0.0
+    std = float(s.std()) if n > 1 else 1.0
+    if not math.isfinite(std) or std <= 0.0:
+        std = 1.0
+    return {"mean": mean, "std": std, "count": n}
+
+
+def training_reward_statistics(model: Any, tokenizer: Any, pairs: Any, *, batch_size: int = 16) -> dict[str, float]:
+    """:func:`reward_statistics` of the RM's scores on every chosen and rejected response of ``pairs``."""
+    from calrl.reward_modeling.probe import score_texts
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            scores = [score_texts(model, tokenizer, pairs, column, batch_size=batch_size)
+                      for column in ("chosen", "rejected")]
+    finally:
+        model.train(was_training)
+    return reward_statistics(torch.cat(scores))
+
+
+def write_reward_statistics(stats: dict[str, float], out_dir: str | Path) -> Path:
+    """Write ``reward_stats.json`` and add the statistics to ``config.json`` when the folder has one."""
+    out = Path(out_dir)
+    path = out / REWARD_STATS_FILE
+    path.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    config = out / "config.json"
+    if config.is_file():
+        data = json.loads(config.read_text(encoding="utf-8"))
+        data.update({CONFIG_KEYS[k]: stats[k] for k in CONFIG_KEYS})
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def stored_reward_stats(model: Any) -> dict[str, float] | None:
+    """``{"mean", "std"}`` stored in a loaded reward model's config, or None when it has none."""
+    config = getattr(model, "config", None)
+    mean = getattr(config, CONFIG_KEYS["mean"], None)
+    std = getattr(config, CONFIG_KEYS["std"], None)
+    if mean is None or std is None:
+        return None
+    return {"mean": float(mean), "std": float(std)}
