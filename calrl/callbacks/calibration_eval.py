@@ -2,11 +2,11 @@
 
 :class:`CalibrationEvalCallback` works with every trainer calrl uses, whose loops fire callbacks differently:
 
-- ``transformers.Trainer`` subclasses (TRL's GRPO, RLOO and reward trainers) fire ``on_epoch_begin`` and
-  ``on_epoch_end``: the eval runs at ``on_epoch_end``.
-- ``trl.experimental.ppo.PPOTrainer`` fires only ``on_train_begin``, ``on_step_end``, ``on_save`` and
-  ``on_train_end``, and sets ``state.epoch = episode / len(train_dataset)`` before ``on_step_end``: an epoch
-  ends at the step where ``int(state.epoch)`` increases, and a final partial epoch ends at ``on_train_end``.
+- ``transformers.Trainer`` subclasses (TRL's GRPO, RLOO and reward trainers) and calrl's own PPO trainer
+  fire ``on_epoch_begin`` and ``on_epoch_end``: the eval runs at ``on_epoch_end``.
+- a custom loop that fires only ``on_step_end`` and ``on_train_end`` (as TRL 1.12's PPOTrainer did) with
+  ``state.epoch`` set before ``on_step_end``: an epoch ends at the step where ``int(state.epoch)`` increases,
+  and a final partial epoch ends at ``on_train_end``.
 
 :class:`EpochBoundaryTracker` turns either event stream into one eval per epoch (a trainer that fires
 ``on_epoch_begin`` is never read from ``on_step_end``, so no epoch is evaluated twice). With several
@@ -114,7 +114,7 @@ class EpochBoundaryTracker:
     """Turns a trainer's callback events into "epoch k has ended" exactly once per epoch.
 
     A trainer that fires ``on_epoch_begin`` (every ``transformers.Trainer``) is read only from
-    ``on_epoch_end``; one that never does (TRL's PPOTrainer) is read from ``on_step_end`` (an epoch ends
+    ``on_epoch_end``; one that never does (e.g. TRL 1.12's PPOTrainer) is read from ``on_step_end`` (an epoch ends
     when ``int(state.epoch)`` increases) and ``on_train_end`` (the final partial epoch, once).
     """
 
