@@ -55,16 +55,17 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
 
-def _use_formatter(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = HelpFormatter
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
-                _use_formatter(child)
+class CalrlParser(OneLineArgumentParser):
+    """The parser of ``calrl`` and of every sub-command (argparse builds sub-parsers of the parent's class):
+    one-line usage errors and help that shows each option's default."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["formatter_class"] = HelpFormatter
+        super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(prog="calrl", description=DESCRIPTION, epilog=EPILOG)
+    parser = CalrlParser(prog="calrl", description=DESCRIPTION, epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
     registered: set[str] = set()
     for module_name in COMMANDS.values():
@@ -78,7 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.add_parser(sub)
         registered.add(module_name)
-    _use_formatter(parser)
     return parser
 
 

@@ -57,7 +57,7 @@ class PolicyGradientRunner(Runner):
 
             init_dir = Path(args.output_dir) / TINY_INIT_DIR
             save_pretrained(policy, self.tokenizer, init_dir)
-            policy.config._name_or_path = str(init_dir)
+            policy.config.name_or_path = str(init_dir)
         self.eval_callback = self.calibration_callback()
         trainer = self.trainer_class()(
             model=policy, args=args, train_dataset=Dataset.from_dict(columns), processing_class=self.tokenizer,

@@ -171,11 +171,10 @@ class CalibratedPPOTrainer(Trainer):
             "max_new_tokens": args.response_length, "do_sample": True, "temperature": args.temperature + 1e-7,
             "top_k": 0, "top_p": 1.0, "pad_token_id": self.pad_token_id, "eos_token_id": self.stop_token_id}
         self.max_steps = self._total_updates()
-        self._window: list[dict[str, float]] = []
+        self.log_window: list[dict[str, float]] = []
         self._prepared = False
-        self._last_saved_step = -1
+        self.last_saved_step = -1
         self._resumed_from: str | None = None
-        self.wandb_run_id: str | None = None
 
     # ------------------------------------------------------------------------------------- sizes
     @property
@@ -425,7 +424,7 @@ class CalibratedPPOTrainer(Trainer):
                 metrics = self.training_step_ppo(epoch, batch, start_time)
                 self.state.global_step += 1
                 self.state.epoch = epoch + (batch + 1) / bpe
-                self._window.append(metrics)
+                self.log_window.append(metrics)
                 self.lr_scheduler.step()
                 self.control = self.callback_handler.on_step_end(self.args, self.state, self.control)
                 self._log_save_evaluate()
@@ -438,7 +437,7 @@ class CalibratedPPOTrainer(Trainer):
                 break
 
     def _log_save_evaluate(self) -> None:
-        if self.control.should_log and self._window:
+        if self.control.should_log and self.log_window:
             self.log(self._window_summary())
         if self.control.should_evaluate:
             self.evaluate()
@@ -446,7 +445,7 @@ class CalibratedPPOTrainer(Trainer):
             self.save_checkpoint()
 
     def _window_summary(self) -> dict[str, float]:
-        window, self._window = self._window, []
+        window, self.log_window = self.log_window, []
         out: dict[str, float] = {}
         for key in dict.fromkeys(k for m in window for k in m):
             values = [m[key] for m in window if key in m]
@@ -464,11 +463,11 @@ class CalibratedPPOTrainer(Trainer):
         """Write ``checkpoint-<global_step>`` (staged, completion marker, then renamed) and fire ``on_save``."""
         from calrl.trainers.ppo_io import write_checkpoint
 
-        if self._last_saved_step == self.state.global_step:
+        if self.last_saved_step == self.state.global_step:
             self.control.should_save = False
             return None
         folder = write_checkpoint(self)
-        self._last_saved_step = self.state.global_step
+        self.last_saved_step = self.state.global_step
         self.control = self.callback_handler.on_save(self.args, self.state, self.control)
         return folder
 

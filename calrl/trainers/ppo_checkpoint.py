@@ -5,7 +5,7 @@ A checkpoint folder ``checkpoint-<step>`` holds the policy in Hugging Face forma
 PEFT adapter), ``value_model/`` (or ``value_head.safetensors``), the tokenizer, ``optimizer.pt``,
 ``scheduler.pt``, the RNG states of every process (``rng_state[_<rank>].pt``), ``trainer_state.json``
 (``transformers.TrainerState``) and ``calrl_ppo_state.json`` (episode, KL coefficient, reward-pipeline
-state such as the PPO-C moving average, the unlogged metrics window, the W&B run id). The marker file
+state such as the PPO-C moving average, the unlogged metrics window). The marker file
 ``calrl_complete`` is written last; a folder without it is an interrupted save and is never resumed from.
 """
 

@@ -95,7 +95,7 @@ def write_checkpoint(trainer: CalibratedPPOTrainer) -> Path:
             "global_step": trainer.state.global_step, "episode": trainer.state.episode,
             "kl_controller": trainer.kl_controller.state_dict(),
             "reward_pipeline": trainer.reward_pipeline.state_dict(),
-            "window": trainer._window, "wandb_run_id": trainer.wandb_run_id,
+            "window": trainer.log_window,
             "world_size": acc.num_processes})
     acc.wait_for_everyone()
     if acc.is_main_process:
@@ -164,6 +164,5 @@ def load_checkpoint(trainer: CalibratedPPOTrainer, folder: str | Path, saved: di
     state.episode = int(saved["episode"])
     trainer.kl_controller.load_state_dict(saved["kl_controller"])
     trainer.reward_pipeline.load_state_dict(saved["reward_pipeline"])
-    trainer._window = list(saved.get("window") or [])
-    trainer.wandb_run_id = saved.get("wandb_run_id")
-    trainer._last_saved_step = state.global_step
+    trainer.log_window = list(saved.get("window") or [])
+    trainer.last_saved_step = state.global_step
