@@ -162,37 +162,14 @@ def worker_calrl(warmup: int, steps: int, device: str) -> dict:
 def _scripted_confidence_lm(tok, num_layers: int, hidden_size: int, seed: int = 0):
     """A policy answering "4 confidence: D" (D drawn from 2, 5, 8) then EOS, at the given depth and width.
 
-    The tiny size is ``calrl.testing.tiny.build_scripted_causal_lm``; other sizes are built the same way on
-    ``tiny_config`` (attention and MLP outputs zero, so the current token's embedding alone picks the next),
-    so the forward and backward passes still do the full work of a model of that size.
+    ``calrl.testing.tiny.build_scripted_causal_lm`` at that size (attention and MLP outputs zero, so the current
+    token's embedding alone picks the next), so the forward and backward passes do the full work of the size.
     """
-    import torch
-    from transformers import LlamaForCausalLM
-
-    from calrl.testing.tiny import build_scripted_causal_lm, tiny_config
+    from calrl.testing.tiny import build_scripted_causal_lm
 
     chain = [("<|assistant|>", ["4"]), ("4", ["confidence"]), ("confidence", [":"]), (":", list(DIGITS)),
              *[(d, [tok.eos_token]) for d in DIGITS]]
-    if (num_layers, hidden_size) == (2, 64):
-        return build_scripted_causal_lm(tok, chain, seed=seed)
-    config = tiny_config(tok, num_layers=num_layers, hidden_size=hidden_size)
-    config.tie_word_embeddings = False
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    ids = tok.convert_tokens_to_ids
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        model.model.embed_tokens.weight.zero_()
-        model.lm_head.weight.zero_()
-        for k, (source, successors) in enumerate(chain):
-            model.model.embed_tokens.weight[ids(source), k] = 1.0
-            for successor in successors:
-                model.lm_head.weight[ids(successor), k] = 5.0
-    for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
-        setattr(model.generation_config, key, getattr(tok, key))
-    return model
+    return build_scripted_causal_lm(tok, chain, seed=seed, num_layers=num_layers, hidden_size=hidden_size)
 
 
 def run_share(size: str, variant: str, warmup: int, steps: int, device: str, out: Path) -> dict:

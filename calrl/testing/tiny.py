@@ -119,15 +119,16 @@ def save_pretrained(model, tokenizer, path: str | Path) -> Path:
 
 
 def build_scripted_causal_lm(tokenizer: PreTrainedTokenizerFast, transitions: list[tuple[str, list[str]]], *,
-                             seed: int = 0, logit: float = 5.0) -> LlamaForCausalLM:
+                             seed: int = 0, logit: float = 5.0, **config_kwargs) -> LlamaForCausalLM:
     """A tiny LM whose next token depends only on the current one, following ``transitions``.
 
     Each ``(token, successors)`` pair makes ``token`` continue with one of ``successors`` (uniformly when
     sampling). Attention and MLP outputs are zeroed, so the embedding of the current token alone drives
     the untied output head. Useful where a test needs a policy with known, controllable outputs (e.g.
     ``<|assistant|> -> 4 -> confidence -> : -> {2, 5, 8} -> </s>``); it still trains like any model.
+    ``config_kwargs`` size it like :func:`tiny_config` (e.g. ``num_layers=12, hidden_size=256``).
     """
-    config = tiny_config(tokenizer)
+    config = tiny_config(tokenizer, **config_kwargs)
     config.tie_word_embeddings = False
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
