@@ -14,6 +14,7 @@ import torch
 
 from calrl.data.heldout import load_eval_items
 from calrl.errors import InputError
+from calrl.eval.adapters import split_adapter_folder
 from calrl.eval.generate import generate_predictions
 from calrl.eval.prompts import ElicitationPrompt
 from calrl.eval.records import PredictionRecord
@@ -86,38 +87,18 @@ def load_model_for_eval(model: str, adapter: str | None = None, device: str | to
     return net, tokenizer
 
 
-def split_adapter_folder(model: str) -> tuple[str, str | None]:
-    """``(base model, adapter folder)`` when ``model`` is a PEFT adapter folder, else ``(model, None)``.
-
-    The base is the adapter's ``base_model_name_or_path`` (a hub id, or a path; a relative path is read
-    beside the adapter folder first, as calrl saves a tiny base model in ``<run>/base_model``).
-    """
-    folder = Path(model)
-    config_file = folder / "adapter_config.json"
-    if not folder.is_dir() or (folder / "config.json").is_file() or not config_file.is_file():
-        return model, None
-    try:
-        base = json.loads(config_file.read_text()).get("base_model_name_or_path")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-        raise InputError(f"not a valid adapter config ({exc})", path=str(config_file)) from None
-    if not base:
-        raise InputError("a LoRA adapter folder without base_model_name_or_path: pass the base model with "
-                         f"--model BASE --adapter {model}", path=str(config_file))
-    beside = folder / base
-    return (str(beside) if not Path(base).is_absolute() and beside.is_dir() else str(base)), model
-
-
 def predict_from_checkpoint(*, model: str, adapter: str | None = None, dataset: str, split: str | None = None,
                             limit: int | None = None, sample_seed: int | None = None,
                             prompt: ElicitationPrompt | str,
                             batch_size: int = 16, max_new_tokens: int = 64, num_samples: int = 0,
-                            temperature: float = 1.0) -> list[PredictionRecord]:
+                            temperature: float = 1.0, **retry: Any) -> list[PredictionRecord]:
     """Load the items of ``dataset`` and the checkpoint, then generate a record per item.
 
     ``limit`` keeps the first N items, or with ``sample_seed`` a stratified seeded sample of N.
     ``prompt`` is an ElicitationPrompt or a scale name (``"0-10"``, ``"percent"``, ``"unit"``). Under
     ``accelerate launch`` / ``torchrun`` with several processes, the items are split between them and
-    every process gets all records back.
+    every process gets all records back. ``retry``: ``confidence_retries`` and ``reader`` of
+    :func:`generate_predictions`.
     """
     if isinstance(prompt, str):
         prompt = ElicitationPrompt(scale=prompt)
@@ -131,7 +112,7 @@ def predict_from_checkpoint(*, model: str, adapter: str | None = None, dataset: 
     net, tokenizer = load_model_for_eval(model, adapter=adapter, device=device)
     return generate_predictions(net, tokenizer, items, prompt=prompt, batch_size=batch_size,
                                 max_new_tokens=max_new_tokens, num_samples=num_samples,
-                                temperature=temperature, accelerator=accelerator)
+                                temperature=temperature, accelerator=accelerator, **retry)
 
 
 def _check_model_ref(model: str) -> None:

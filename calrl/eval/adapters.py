@@ -1,0 +1,29 @@
+"""PEFT adapter folders given where a model is expected (``calrl eval --model runs/my_lora_run``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from calrl.errors import InputError
+
+
+def split_adapter_folder(model: str) -> tuple[str, str | None]:
+    """``(base model, adapter folder)`` when ``model`` is a PEFT adapter folder, else ``(model, None)``.
+
+    The base is the adapter's ``base_model_name_or_path`` (a hub id, or a path; a relative path is read
+    beside the adapter folder first, as calrl saves a tiny base model in ``<run>/base_model``).
+    """
+    folder = Path(model)
+    config_file = folder / "adapter_config.json"
+    if not folder.is_dir() or (folder / "config.json").is_file() or not config_file.is_file():
+        return model, None
+    try:
+        base = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise InputError(f"not a valid adapter config ({exc})", path=str(config_file)) from None
+    if not base:
+        raise InputError("a LoRA adapter folder without base_model_name_or_path: pass the base model with "
+                         f"--model BASE --adapter {model}", path=str(config_file))
+    beside = folder / base
+    return (str(beside) if not Path(base).is_absolute() and beside.is_dir() else str(base)), model
