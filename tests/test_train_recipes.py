@@ -281,3 +281,21 @@ def test_lora_recipes_train_then_eval_the_adapter_folder_then_compare(tmp_path):
     code = main(["compare", "--baseline", "evals/tiny_grpo_brier_lora", "--candidate", "evals/tiny_ppo_c_lora",
                  "--out", "gate"])
     assert code in (0, 1) and json.loads(Path("gate/gate.json").read_text())["verdict"] in ("pass", "blocked")
+
+
+@pytest.mark.slow
+def test_resumed_run_continues_the_same_wandb_run(tmp_path, capsys):
+    from calrl.callbacks.wandb_utils import find_offline_runs
+
+    code, _ = train("train-ppo", "tiny_ppo", "training.num_train_epochs=1")
+    assert code == 0
+    first = find_offline_runs(tmp_path / "wandb")
+    saved = json.loads(Path("runs/tiny_ppo/checkpoint-4/calrl_wandb.json").read_text())
+    assert len(first) == 1 and first[0].name.endswith(saved["id"])
+    capsys.readouterr()
+    code, _ = train("train-ppo", "tiny_ppo", "--resume", "latest")
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"resuming from runs/tiny_ppo/checkpoint-4 (step 4), continuing W&B run {saved['id']}" in out
+    runs = find_offline_runs(tmp_path / "wandb")
+    assert len(runs) == 2 and all(r.name.endswith(saved["id"]) for r in runs)  # one run id, continued
