@@ -54,6 +54,7 @@ from calrl.trainers.ppo_core import (
     truncate_after_stop,
     whitened_advantages,
 )
+from calrl.trainers.ppo_metrics import STAT_NAMES, update_metrics, window_summary
 from calrl.trainers.ppo_rollout import (
     EpochSampler,
     PolicyAndValue,
@@ -64,8 +65,6 @@ from calrl.trainers.ppo_rollout import (
 )
 
 __all__ = ["CalibratedPPOConfig", "CalibratedPPOTrainer", "Rollout"]
-LAST_VALUE_KEYS = ("lr", "episode", "eps", "objective/kl_coef", "reward/moving_average")
-_STAT_NAMES = ("approxkl", "pg_clipfrac", "pg_loss", "vf_loss", "vf_clipfrac", "entropy", "ratio")
 
 
 @dataclass
@@ -266,7 +265,7 @@ class CalibratedPPOTrainer(Trainer):
         """``num_ppo_epochs`` passes over the rollout; returns the stats ``7 x epochs x mini x micro``."""
         args, model, acc = self.args, self.model, self.accelerator
         n_micro, per_device = args.micro_batches_per_mini_batch, args.per_device_train_batch_size
-        stats = torch.zeros(len(_STAT_NAMES), args.num_ppo_epochs, args.num_mini_batches, n_micro)
+        stats = torch.zeros(len(STAT_NAMES), args.num_ppo_epochs, args.num_mini_batches, n_micro)
         # accelerate divides each loss by gradient_accumulation_steps; a mini-batch has n_micro micro-batches
         loss_scale = 1.0 if acc.distributed_type == "DEEPSPEED" else acc.gradient_accumulation_steps / n_micro
         generator = self._minibatch_generator()
@@ -298,31 +297,6 @@ class CalibratedPPOTrainer(Trainer):
                 self.optimizer.zero_grad()
         return stats
 
-    def _update_metrics(self, rollout: Rollout, stats: torch.Tensor, start_time: float) -> dict[str, float]:
-        acc = self.accelerator
-        local = torch.stack([
-            rollout.kl.sum(1).mean(), ((-rollout.logprobs) * (~rollout.padding)).sum(1).mean(),
-            rollout.non_score_reward.sum(1).mean(), rollout.scores.mean()]).float()
-        kl, entropy, non_score, scores = acc.reduce(local.to(acc.device), reduction="mean").tolist()
-        gathered = acc.gather(stats.to(acc.device)).reshape(acc.num_processes, *stats.shape)
-        per_stat = gathered.transpose(0, 1).reshape(len(_STAT_NAMES), -1)
-        eos = (rollout.responses == _tokenizer(self.processing_class).eos_token_id).sum().float()
-        metrics = {
-            "eps": int(self.state.episode / max(time.time() - start_time, 1e-9)),
-            "objective/kl": kl, "objective/entropy": entropy, "objective/non_score_reward": non_score,
-            "objective/rlhf_reward": non_score + scores, "objective/scores": scores,
-            "objective/kl_coef": self.kl_controller.value,
-            "policy/approxkl_avg": float(per_stat[0].mean()), "policy/clipfrac_avg": float(per_stat[1].mean()),
-            "loss/policy_avg": float(per_stat[2].mean()), "loss/value_avg": float(per_stat[3].mean()),
-            "val/clipfrac_avg": float(per_stat[4].mean()), "policy/entropy_avg": float(per_stat[5].mean()),
-            "val/ratio": float(per_stat[6].mean()),
-            "val/ratio_var": float(per_stat[6].var()) if per_stat[6].numel() > 1 else 0.0,
-            "val/num_eos_tokens": float(acc.reduce(eos.to(acc.device), reduction="sum")),
-            "lr": self.lr_scheduler.get_last_lr()[0], "episode": self.state.episode,
-        }
-        metrics.update(self.reward_pipeline.pop_stats())
-        return metrics
-
     def training_step_ppo(self, epoch: int, batch: int, start_time: float) -> dict[str, float]:
         """One PPO update on rollout batch ``batch`` of data epoch ``epoch``; returns its metrics."""
         idx = self.sampler.indices(epoch, batch)
@@ -331,7 +305,7 @@ class CalibratedPPOTrainer(Trainer):
         rollout = self.rollout(queries, refs)
         stats = self.optimize(rollout)
         self.state.episode += self.global_batch_size
-        metrics = self._update_metrics(rollout, stats, start_time)
+        metrics = update_metrics(self, rollout, stats, start_time)
         self.kl_controller.update(metrics["objective/kl"], self.global_batch_size)
         return metrics
 
@@ -438,19 +412,12 @@ class CalibratedPPOTrainer(Trainer):
 
     def _log_save_evaluate(self) -> None:
         if self.control.should_log and self.log_window:
-            self.log(self._window_summary())
+            window, self.log_window = self.log_window, []
+            self.log(window_summary(window))
         if self.control.should_evaluate:
             self.evaluate()
         if self.control.should_save:
             self.save_checkpoint()
-
-    def _window_summary(self) -> dict[str, float]:
-        window, self.log_window = self.log_window, []
-        out: dict[str, float] = {}
-        for key in dict.fromkeys(k for m in window for k in m):
-            values = [m[key] for m in window if key in m]
-            out[key] = values[-1] if key in LAST_VALUE_KEYS else sum(values) / len(values)
-        return out
 
     # -------------------------------------------------------------------------------- checkpoints
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:

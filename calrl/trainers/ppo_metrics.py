@@ -1,0 +1,54 @@
+"""The metrics of a PPO update, under TRL's names, and how a logging window of updates is summarised."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from calrl.trainers.ppo import CalibratedPPOTrainer, Rollout
+
+#: keys whose last value in a logging window is logged (the others are averaged over the window)
+LAST_VALUE_KEYS = ("lr", "episode", "eps", "objective/kl_coef", "reward/moving_average")
+#: the per-micro-batch statistics ``CalibratedPPOTrainer.optimize`` returns, in this order
+STAT_NAMES = ("approxkl", "pg_clipfrac", "pg_loss", "vf_loss", "vf_clipfrac", "entropy", "ratio")
+
+
+def update_metrics(trainer: CalibratedPPOTrainer, rollout: Rollout, stats: torch.Tensor,
+                   start_time: float) -> dict[str, float]:
+    """One update's metrics, reduced over processes: TRL 1.12's keys, the KL coefficient, the pipeline's stats."""
+    acc = trainer.accelerator
+    local = torch.stack([
+        rollout.kl.sum(1).mean(), ((-rollout.logprobs) * (~rollout.padding)).sum(1).mean(),
+        rollout.non_score_reward.sum(1).mean(), rollout.scores.mean()]).float()
+    kl, entropy, non_score, scores = acc.reduce(local.to(acc.device), reduction="mean").tolist()
+    gathered = acc.gather(stats.to(acc.device)).reshape(acc.num_processes, *stats.shape)
+    per_stat = gathered.transpose(0, 1).reshape(len(STAT_NAMES), -1)
+    eos_id = getattr(trainer.processing_class, "tokenizer", trainer.processing_class).eos_token_id
+    eos = (rollout.responses == eos_id).sum().float()
+    metrics: dict[str, Any] = {
+        "eps": int(trainer.state.episode / max(time.time() - start_time, 1e-9)),
+        "objective/kl": kl, "objective/entropy": entropy, "objective/non_score_reward": non_score,
+        "objective/rlhf_reward": non_score + scores, "objective/scores": scores,
+        "objective/kl_coef": trainer.kl_controller.value,
+        "policy/approxkl_avg": float(per_stat[0].mean()), "policy/clipfrac_avg": float(per_stat[1].mean()),
+        "loss/policy_avg": float(per_stat[2].mean()), "loss/value_avg": float(per_stat[3].mean()),
+        "val/clipfrac_avg": float(per_stat[4].mean()), "policy/entropy_avg": float(per_stat[5].mean()),
+        "val/ratio": float(per_stat[6].mean()),
+        "val/ratio_var": float(per_stat[6].var()) if per_stat[6].numel() > 1 else 0.0,
+        "val/num_eos_tokens": float(acc.reduce(eos.to(acc.device), reduction="sum")),
+        "lr": trainer.lr_scheduler.get_last_lr()[0], "episode": trainer.state.episode,
+    }
+    metrics.update(trainer.reward_pipeline.pop_stats())
+    return metrics
+
+
+def window_summary(window: list[dict[str, float]]) -> dict[str, float]:
+    """The log of a window of updates: the mean of each key, the last value of :data:`LAST_VALUE_KEYS`."""
+    out: dict[str, float] = {}
+    for key in dict.fromkeys(k for m in window for k in m):
+        values = [m[key] for m in window if key in m]
+        out[key] = values[-1] if key in LAST_VALUE_KEYS else sum(values) / len(values)
+    return out
