@@ -173,7 +173,6 @@ class CalibratedPPOTrainer(Trainer):
         self.log_window: list[dict[str, float]] = []
         self._prepared = False
         self.last_saved_step = -1
-        self._resumed_from: str | None = None
 
     # ------------------------------------------------------------------------------------- sizes
     @property
@@ -366,7 +365,6 @@ class CalibratedPPOTrainer(Trainer):
         self._prepare()
         if checkpoint:
             load_checkpoint(self, checkpoint, saved, weights_only=False)
-            self._resumed_from = str(checkpoint)
         else:
             set_seed(self.args.seed + self.accelerator.process_index * 100003)
         self.control = self.callback_handler.on_train_begin(self.args, self.state, self.control)
