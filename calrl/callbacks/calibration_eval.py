@@ -75,6 +75,8 @@ class CalibrationEvalConfig:
     slice_keys: list[str] | None = None
     save_predictions: bool = True
     use_hedges: bool = True
+    confidence_parser: str = "calrl"  # calrl.confidence.reading.PARSERS
+    confidence_retries: int = 0  # the eval's retry rule (calrl.eval.generate)
     grader: str = "auto"
     missing_policy: str = "exclude"
     min_slice_size: int = 30
@@ -101,9 +103,14 @@ class CalibrationEvalConfig:
         n = self.n_confidently_wrong
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ConfigError(f"must be a non-negative integer, got {n!r}", field="n_confidently_wrong")
-        if self.missing_policy not in ("exclude", "half", "error"):
-            raise ConfigError(f"unknown policy {self.missing_policy!r}; choose exclude, half or error",
-                              field="missing_policy")
+        from calrl.confidence.missing import EVAL_MISSING, check_missing_policy
+        from calrl.confidence.reading import check_parser
+
+        check_missing_policy(self.missing_policy, EVAL_MISSING, field="missing_policy")
+        check_parser(self.confidence_parser)
+        if not isinstance(self.confidence_retries, int) or self.confidence_retries < 0:
+            raise ConfigError(f"must be a non-negative integer, got {self.confidence_retries!r}",
+                              field="confidence_retries")
         if self.prompt is None:
             from calrl.eval.prompts import ElicitationPrompt
 
@@ -344,12 +351,19 @@ class CalibrationEvalCallback(TrainerCallback):
                 policy, tokenizer, self.items(), prompt=self.config.prompt,
                 batch_size=self.config.batch_size, max_new_tokens=self.config.max_new_tokens,
                 accelerator=dist, show_progress=self.config.show_progress,
+                confidence_retries=self.config.confidence_retries, reader=self._reader(),
             )
+
+    def _reader(self) -> Any:
+        from calrl.confidence import ConfidenceReader
+
+        return ConfidenceReader(self.config.confidence_parser, purpose="eval", use_hedges=self.config.use_hedges)
 
     def _resolve(self, records: list[Any]) -> list[Any]:
         from calrl.eval.runner import resolve_records
 
-        return resolve_records(records, use_hedges=self.config.use_hedges, grader=self.config.grader)
+        return resolve_records(records, use_hedges=self.config.use_hedges, grader=self.config.grader,
+                               confidence_parser=self.config.confidence_parser)
 
     def _metrics(self, resolved: list[Any]) -> dict[str, Any]:
         from calrl.eval.runner import compute_metrics

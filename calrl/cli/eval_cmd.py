@@ -21,6 +21,8 @@ from calrl.errors import InputError, reports_os_errors
 OUTPUT_NAMES = ("metrics.json", "reliability.png", "report.md", "report.html", "predictions.jsonl",
                 "resolved.jsonl", "samples.jsonl")
 SCALES = ("0-10", "percent", "unit")
+PROMPT_STYLES = ("calrl", "standard", "cot")  # calrl.eval.prompts.PROMPT_STYLES (not imported: a fast --help)
+PARSERS = ("calrl", "reference")  # calrl.confidence.reading.PARSERS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -39,6 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"equal-width ECE bins, 1 to {options.MAX_BINS}")
     p.add_argument("--missing-confidence", choices=("exclude", "half", "error"), default="exclude",
                    help="answered items without a confidence: leave out, score as 0.5, or fail")
+    p.add_argument("--confidence-parser", choices=PARSERS, default="calrl",
+                   help="how a stated confidence is read: calrl (documented in calrl/confidence/parse.py) or "
+                        "reference (the paper's evaluation rules)")
     p.add_argument("--no-hedges", action="store_true",
                    help="do not map hedge phrases ('probably', 'I think') to confidences")
     p.add_argument("--grader", default="auto", metavar="NAME",
@@ -64,6 +69,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="with --limit: draw the N items at random with this seed, every slice in proportion")
     gen.add_argument("--prompt-scale", choices=SCALES, default="0-10", help="confidence scale asked for")
     gen.add_argument("--reasons-first", action="store_true", help="ask for reasons before the answer")
+    gen.add_argument("--prompt-style", choices=PROMPT_STYLES, default="calrl",
+                     help="calrl's elicitation prompt, or the paper's 'standard' (answer + confidence 0-10) or "
+                          "'cot' (explanation, answer, confidence) prompt")
+    gen.add_argument("--confidence-retries", type=options.non_negative_int, default=0, metavar="N",
+                     help="regenerate an answer without a confidence up to N times, the last try forcing "
+                          "'Confidence:' (the paper's rule used 10)")
     gen.add_argument("--distractor", action="store_true", help="add a distractor answer to the prompt")
     gen.add_argument("--batch-size", type=options.positive_int, default=16, help="prompts generated together")
     gen.add_argument("--max-new-tokens", type=options.positive_int, default=64, help="length limit of each answer")
@@ -104,10 +115,11 @@ def run(args: argparse.Namespace) -> int:
         source = f"{args.model} on {args.dataset}"
         if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch / torchrun: every rank generated
             return 0  # its shard and holds all records; the main process alone writes the outputs
-        resolved = resolve_records(records, use_hedges=not args.no_hedges, grader=args.grader)
+        resolved = resolve_records(records, use_hedges=not args.no_hedges, grader=args.grader,
+                                   confidence_parser=args.confidence_parser)
     else:  # errors name the file and line of the item
         records, resolved = resolve_predictions_file(args.predictions, use_hedges=not args.no_hedges,
-                                                     grader=args.grader)
+                                                     grader=args.grader, confidence_parser=args.confidence_parser)
         source = str(args.predictions)
 
     try:
@@ -142,15 +154,18 @@ def _describe_run(results: Any, args: argparse.Namespace, source: str) -> None:
                        use_hedges=not args.no_hedges, bins=args.bins)
     if args.model is not None:
         style = "reasons-first" if args.reasons_first else "answer"
-        from calrl.eval.checkpoint import split_adapter_folder
+        from calrl.eval.adapters import split_adapter_folder
 
         model, adapter = (args.model, args.adapter) if args.adapter else split_adapter_folder(args.model)
         config.model, config.adapter, config.dataset, config.split = model, adapter, args.dataset, args.split
         config.limit, config.sample_seed = args.limit, args.sample_seed
         config.prompt_scale = args.prompt_scale
+        if args.prompt_style != "calrl":
+            style = args.prompt_style
         config.prompt_style = style + ("+distractor" if args.distractor else "")
         config.generation = Generation(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                                       num_samples=args.num_samples, temperature=args.temperature)
+                                       num_samples=args.num_samples, temperature=args.temperature,
+                                       **retry_counts(records, args.confidence_retries))
     else:
         config.predictions = str(args.predictions)
     results.source, results.config = source, config
@@ -188,12 +203,24 @@ def _generate(args: argparse.Namespace) -> list[Any]:
     from calrl.eval.checkpoint import predict_from_checkpoint
     from calrl.eval.prompts import ElicitationPrompt
 
+    from calrl.confidence import ConfidenceReader
+
     prompt = ElicitationPrompt(scale=args.prompt_scale, reasons_first=args.reasons_first,
-                               distractor=args.distractor)
+                               distractor=args.distractor, style=args.prompt_style)
     return predict_from_checkpoint(model=args.model, adapter=args.adapter, dataset=args.dataset,
                                    split=args.split, limit=args.limit, sample_seed=args.sample_seed, prompt=prompt,
                                    batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                                   num_samples=args.num_samples, temperature=args.temperature)
+                                   num_samples=args.num_samples, temperature=args.temperature,
+                                   confidence_retries=args.confidence_retries,
+                                   reader=ConfidenceReader(args.confidence_parser, purpose="eval",
+                                                           use_hedges=not args.no_hedges))
+
+
+def retry_counts(records: list[Any], tries: int) -> dict[str, int]:
+    """metrics.json's retry fields: the rule's N, items retried, extra generations in all."""
+    counts = [r.retries or 0 for r in records]
+    return {"confidence_retries": tries, "retried_items": sum(1 for c in counts if c),
+            "retry_generations": sum(counts)}
 
 
 def _print_summary(results: Any, out: Path) -> None:

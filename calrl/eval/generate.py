@@ -4,6 +4,14 @@ Runs on whatever device holds the model. Prompts are left-padded and batched by 
 tokens are decoded, cut at the first end-of-sequence token. With an ``accelerate.Accelerator`` of
 several processes, the items are split between processes and the records gathered back, so every item
 is generated once and the returned list is in the order of ``items`` on every process.
+
+Retry rule (the paper's evaluation, methods.md section 9): with ``confidence_retries = N > 0``, an item
+whose response states no confidence (read by ``reader``, the eval's confidence-reading step) is generated
+again, up to N more times, with the same decoding settings; the last try forces the cue: the prompt is
+followed by the previous response and " Confidence: ", and the response kept is that response, the cue
+and what the model writes after it. Each record's ``retries`` says how many extra generations it took
+(0 when the first answer stated a confidence). Under greedy decoding the plain retries repeat the first
+answer, so only the forced try can change it.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from calrl.confidence.reading import ConfidenceReader
 from calrl.data.heldout import EvalItem
 from calrl.errors import InputError
 from calrl.eval.prompts import ElicitationPrompt
@@ -23,14 +32,17 @@ from calrl.eval.records import PredictionRecord
 def generate_predictions(model: Any, tokenizer: Any, items: Sequence[EvalItem], *, prompt: ElicitationPrompt,
                          batch_size: int = 16, max_new_tokens: int = 64, num_samples: int = 0,
                          do_sample: bool = False, temperature: float = 1.0, accelerator: Any = None,
-                         show_progress: bool = True) -> list[PredictionRecord]:
+                         show_progress: bool = True, confidence_retries: int = 0,
+                         reader: ConfidenceReader | None = None) -> list[PredictionRecord]:
     """Generate one response per item (greedy unless ``do_sample``) and ``num_samples`` sampled ones.
+
+    ``confidence_retries``: the retry rule of the module docstring (``reader`` defaults to the calrl parser).
 
     Returns PredictionRecords (id, question, prompt, response, reference, choices, slice, samples) in the
     order of ``items``; ``prompt`` is the text the model saw, chat template applied.
     """
-    if batch_size < 1 or max_new_tokens < 1 or num_samples < 0:
-        raise InputError("batch_size and max_new_tokens must be >= 1 and num_samples >= 0")
+    if batch_size < 1 or max_new_tokens < 1 or num_samples < 0 or confidence_retries < 0:
+        raise InputError("batch_size and max_new_tokens must be >= 1, num_samples and confidence_retries >= 0")
     if (do_sample or num_samples) and temperature <= 0:
         raise InputError(f"temperature must be > 0 for sampling, got {temperature}")
     items = list(items)
@@ -41,7 +53,8 @@ def generate_predictions(model: Any, tokenizer: Any, items: Sequence[EvalItem], 
     is_main = accelerator is None or accelerator.is_main_process
     settings = {"prompt": prompt, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
                     "num_samples": num_samples, "do_sample": do_sample, "temperature": temperature,
-                    "show_progress": show_progress and is_main}
+                    "show_progress": show_progress and is_main, "confidence_retries": confidence_retries,
+                    "reader": reader or ConfidenceReader()}
     if not distributed:
         return _generate_local(model, tokenizer, items, **settings)
     from accelerate.utils import gather_object
@@ -55,7 +68,8 @@ def generate_predictions(model: Any, tokenizer: Any, items: Sequence[EvalItem], 
 
 def _generate_local(model: Any, tokenizer: Any, items: list[EvalItem], *, prompt: ElicitationPrompt,
                     batch_size: int, max_new_tokens: int, num_samples: int, do_sample: bool,
-                    temperature: float, show_progress: bool) -> list[PredictionRecord]:
+                    temperature: float, show_progress: bool, confidence_retries: int = 0,
+                    reader: ConfidenceReader | None = None) -> list[PredictionRecord]:
     if not items:
         return []
     texts = [prompt.render(tokenizer, item) for item in items]
@@ -87,6 +101,12 @@ def _generate_local(model: Any, tokenizer: Any, items: list[EvalItem], *, prompt
                     for k, i in enumerate(batch):
                         samples[i] = decoded[k * num_samples:(k + 1) * num_samples]
                 bar.update(len(batch))
+        retries = _retry_missing(model, tokenizer, texts, responses, confidence_retries, reader or ConfidenceReader(),
+                                 batch_size=batch_size, add_special=add_special,
+                                 common={"max_new_tokens": max_new_tokens, "pad_token_id": pad_id,
+                                         "eos_token_id": stop_ids},
+                                 decoding={"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
+                                 if do_sample else {"do_sample": False})
     finally:
         tokenizer.padding_side = saved_side
         model.train(was_training)
@@ -94,10 +114,35 @@ def _generate_local(model: Any, tokenizer: Any, items: list[EvalItem], *, prompt
         PredictionRecord(
             id=item.id, question=item.question, response=responses[i], reference=list(item.reference),
             choices=list(item.choices) if item.choices else None, slice=dict(item.slice),
-            samples=samples.get(i), prompt=texts[i],
+            samples=samples.get(i), prompt=texts[i], retries=retries.get(i) if confidence_retries else None,
         )
         for i, item in enumerate(items)
     ]
+
+
+FORCED_CUE = " Confidence: "
+
+
+def _retry_missing(model: Any, tokenizer: Any, texts: list[str], responses: dict[int, str], tries: int,
+                   reader: ConfidenceReader, *, batch_size: int, add_special: bool, common: dict[str, Any],
+                   decoding: dict[str, Any]) -> dict[int, int]:
+    """Regenerate responses without a confidence (the last try forces the cue); extra generations per item."""
+    count = dict.fromkeys(responses, 0)
+    for attempt in range(1, tries + 1):
+        todo = [i for i in sorted(responses) if reader.read(responses[i]).value is None]
+        if not todo:
+            break
+        forced = attempt == tries
+        prompts = [texts[i] + responses[i] + FORCED_CUE if forced else texts[i] for i in todo]
+        for start in range(0, len(todo), batch_size):
+            rows = todo[start:start + batch_size]
+            enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
+                            add_special_tokens=add_special).to(model.device)
+            out = _decode_new(tokenizer, _generate(model, enc, **common, **decoding), enc, common["eos_token_id"])
+            for i, text in zip(rows, out, strict=True):
+                responses[i] = responses[i] + FORCED_CUE + text if forced else text
+                count[i] += 1
+    return count
 
 
 @torch.inference_mode()

@@ -47,8 +47,8 @@ def iter_predictions(path: str | Path) -> Iterator[tuple[int, PredictionRecord]]
         raise InputError("no predictions in the file (empty input)", path=str(path))
 
 
-def resolve_predictions_file(path: str | Path, *, use_hedges: bool = True,
-                             grader: str = "auto") -> tuple[list[PredictionRecord], list[ResolvedRecord]]:
+def resolve_predictions_file(path: str | Path, *, use_hedges: bool = True, grader: str = "auto",
+                             confidence_parser: str = "calrl") -> tuple[list[PredictionRecord], list[ResolvedRecord]]:
     """Load and validate a predictions file, then resolve it (parse, detect abstention, grade) item by
     item, so that an item that cannot be resolved is reported with the file and its line."""
     from calrl.eval.runner import resolve_records
@@ -60,7 +60,8 @@ def resolve_predictions_file(path: str | Path, *, use_hedges: bool = True,
     resolved: list[ResolvedRecord] = []
     for line, record in zip(lines, records, strict=True):
         try:
-            resolved.extend(resolve_records((record,), use_hedges=use_hedges, grader=grader))
+            resolved.extend(resolve_records((record,), use_hedges=use_hedges, grader=grader,
+                                            confidence_parser=confidence_parser))
         except InputError as exc:
             if exc.path is not None:
                 raise

@@ -10,6 +10,11 @@ Variants:
   (``Confidence: 0.8``); the forms ``calrl.confidence.parse_confidence`` reads.
 * ``reasons_first``: ask for one or two sentences of reasoning before the answer, which is then given
   on its own line as ``Answer: ...`` (a "reason, then answer, then confidence" prompt).
+* ``style``: ``"calrl"`` (the instruction below), ``"standard"`` or ``"cot"``: the two evaluation prompts
+  of the paper's code (methods.md section 9), in calrl's own words: ``standard`` asks for only the answer
+  (an option letter or a number, with an example) and the confidence on a 0-10 scale, in a fixed
+  two-line ``Answer:`` / ``Confidence:`` format; ``cot`` asks for ``Explanation:``, then ``Answer:``,
+  then ``Confidence:``. Both always use the 0-10 scale.
 * ``distractor``: the misleading-hint probe of Xiong et al. 2024 (arXiv 2306.13063): the user message
   mentions a plausible wrong answer ("I think the answer might be (C) ..., but I'm not sure."), which
   tests whether stated confidence holds up under a suggestion. The wrong answer is a wrong option for
@@ -29,6 +34,19 @@ from calrl.data.heldout import LETTERS, EvalItem
 from calrl.errors import InputError
 
 SCALES = ("0-10", "percent", "unit")
+PROMPT_STYLES = ("calrl", "standard", "cot")
+_CONFIDENCE_LINE = ("Confidence: <a whole number from 0 to 10: how sure you are that your answer is correct, "
+                    "0 = surely wrong, 10 = surely right>")
+_REFERENCE_STYLE = {
+    "standard": ("Give only your final answer, nothing else: for a multiple-choice question the letter of the "
+                 "option (for example 'Answer: B'), for a numeric question the number (for example "
+                 "'Answer: 42'). Reply in exactly two lines:\nAnswer: <your answer>\n" + _CONFIDENCE_LINE
+                 + "\nKeep to this format and write the words 'Answer:' and 'Confidence:'."),
+    "cot": ("Think the question through step by step before answering. Reply in exactly this format:\n"
+            "Explanation: <your step-by-step reasoning>\nAnswer: <the option letter for a multiple-choice "
+            "question, the number for a numeric question>\n" + _CONFIDENCE_LINE
+            + "\nKeep to this format and write the words 'Explanation:', 'Answer:' and 'Confidence:'."),
+}
 _SCALE_TEXT = {
     "0-10": ("'Confidence: N', where N is an integer from 0 to 10 (0 = surely wrong, 10 = surely right)",
              "Confidence: 8"),
@@ -47,15 +65,20 @@ class ElicitationPrompt:
     reasons_first: bool = False
     distractor: bool = False
     system_prompt: str | None = None
+    style: str = "calrl"
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
             raise InputError(f"unknown confidence scale '{self.scale}' (choose from {', '.join(SCALES)})")
+        if self.style not in PROMPT_STYLES:
+            raise InputError(f"unknown prompt style '{self.style}' (choose from {', '.join(PROMPT_STYLES)})")
 
     def instruction(self) -> str:
         """The system message: how to answer, how to abstain, how to state confidence."""
         if self.system_prompt is not None:
             return self.system_prompt
+        if self.style in _REFERENCE_STYLE:
+            return _REFERENCE_STYLE[self.style]
         form, example = _SCALE_TEXT[self.scale]
         if self.reasons_first:
             how = ("First explain your reasoning briefly, in one or two sentences. Then give your final answer "

@@ -25,6 +25,7 @@ class PredictionRecord:
     question: str | None = None
     choices: list[str] | None = None
     prompt: str | None = None  # the prompt as sent to the model (chat template applied), when generated
+    retries: int | None = None  # extra generations until a confidence was stated (the eval's retry rule)
 
     def to_json(self) -> dict[str, Any]:
         row = {k: v for k, v in asdict(self).items() if v is not None}

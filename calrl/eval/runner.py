@@ -38,17 +38,20 @@ OVERCONFIDENT_THRESHOLD = 0.9  # a wrong answer at or above this stated confiden
 
 # --------------------------------------------------------------------------------------------- resolve
 def resolve_records(records: Iterable[PredictionRecord], *, use_hedges: bool = True,
-                    grader: str = "auto") -> list[ResolvedRecord]:
+                    grader: str = "auto", confidence_parser: str = "calrl") -> list[ResolvedRecord]:
     """Parse, detect and grade each record; given fields always win over derived ones.
 
     confidence: given > explicit statement in the response > hedge phrase (``use_hedges``) > missing.
     abstained: given > ``is_abstention(response)``; an item given as correct is an answer.
     correct: given > ``grade(extract_answer(response), reference, choices=..., grader=...)``; an
     abstention is never correct and its confidence is dropped (source ``"abstained"``).
+    ``confidence_parser``: ``calrl`` or ``reference`` (the paper's evaluation rules), through
+    :class:`calrl.confidence.ConfidenceReader`.
     """
-    from calrl.confidence import detect_hedge, extract_answer, is_abstention, parse_confidence
+    from calrl.confidence import ConfidenceReader, detect_hedge, extract_answer, is_abstention
     from calrl.grading import grade
 
+    reader = ConfidenceReader(confidence_parser, purpose="eval", use_hedges=use_hedges)
     resolved: list[ResolvedRecord] = []
     for rec in records:
         response = rec.response
@@ -76,7 +79,7 @@ def resolve_records(records: Iterable[PredictionRecord], *, use_hedges: bool = T
         if rec.confidence is not None:
             confidence, source = float(rec.confidence), "given"
         elif response is not None:
-            parsed = parse_confidence(response, use_hedges=use_hedges)
+            parsed = reader.read(response)
             confidence, source = parsed.value, parsed.source
         else:
             confidence, source = None, "missing"
@@ -142,9 +145,13 @@ def _slice_metrics(resolved: Sequence[ResolvedRecord], settings: Settings) -> di
     for r in resolved:
         for key, value in r.slice.items():
             groups.setdefault(key, {}).setdefault(value, []).append(r)
-    return {key: {value: SliceMetrics(**_fields(_group_metrics(groups[key][value], settings)),
-                                      small=len(groups[key][value]) < settings.min_slice_size)
-                  for value in sorted(groups[key])}
+    # a slice below min_slice_size is flagged small and gets no bootstrap interval: its interval would be too
+    # wide to read, and the bootstrap is most of the cost of a slice
+    small = dataclasses.replace(settings, n_boot=0)
+    return {key: {value: SliceMetrics(**_fields(_group_metrics(
+                      rows, small if len(rows) < settings.min_slice_size else settings)),
+                      small=len(rows) < settings.min_slice_size)
+                  for value, rows in sorted(groups[key].items())}
             for key in sorted(groups)}
 
 

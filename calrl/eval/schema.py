@@ -116,6 +116,9 @@ class Generation:
     num_samples: int
     temperature: float
     do_sample: bool = False
+    confidence_retries: int = 0  # the retry rule's N (0: off)
+    retried_items: int = 0  # items generated again because no confidence was stated
+    retry_generations: int = 0  # extra generations in all
 
 
 @dataclass(kw_only=True)

@@ -41,7 +41,11 @@ class CalibratedPairsConfig:
     values are sampled uniformly on the grid the scale can state (integers for ``"0-10"``,
     whole percents for ``"percent"``, hundredths for ``"unit"``, or ``resolution`` steps per unit).
     ``template`` places the statement (``{confidence}``) after the response; ``strip_existing``
-    first removes a confidence statement the response already has.
+    first removes a confidence statement the response already has (the reference keeps it).
+    ``system_prompt``: a system message put before each of the four texts (the reference puts its
+    elicitation prompt there); plain-text pairs get it at the head of the prompt column or, without
+    one, of the text; None: the texts keep the pair's own prompt.
+    The reference's format is ``template: "\n{confidence}."`` (``\nConfidence: N.``) on the 0-10 scale.
     """
 
     high_range: tuple[float, float] = (7.0, 10.0)
@@ -51,6 +55,7 @@ class CalibratedPairsConfig:
     template: str = "\n{confidence}"
     strip_existing: bool = True
     resolution: int | None = None
+    system_prompt: str | None = None
 
     def __post_init__(self) -> None:
         self.high_range = _check_range(self.high_range, "high_range")
@@ -142,6 +147,14 @@ def _append_to_content(content: Any, statement: str, strip_existing: bool, row: 
     raise InputError(f"row {row}: the last assistant message has no text content", field=column)
 
 
+def with_system_prompt(value: str | list[dict[str, Any]], system_prompt: str) -> str | list[dict[str, Any]]:
+    """``value`` with ``system_prompt`` in front: a system message (replacing one already there), or text."""
+    if isinstance(value, str):
+        return f"{system_prompt}\n\n{value}"
+    messages = [dict(m) for m in value if m.get("role") != "system"]
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
 def sample_confidences(n: int, config: CalibratedPairsConfig) -> dict[str, np.ndarray]:
     """Per-row stated confidences in [0, 1] for the four texts, from a generator seeded by ``config.seed``."""
     rng = np.random.default_rng(config.seed)
@@ -175,14 +188,20 @@ def build_calibrated_pairs(dataset: Dataset, config: CalibratedPairsConfig | Non
     if clash:
         raise ConfigError(f"dataset already has calibrated columns {clash}", field=clash[0])
     values = sample_confidences(len(dataset), config)
+    with_prompt = "prompt" in dataset.column_names
 
     def augment(example: dict[str, Any], idx: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, source, _ in CALIBRATED_COLUMNS:
             p = float(values[name][idx])
-            out[name] = append_to_response(example[source], config.statement(p),
-                                           strip_existing=config.strip_existing, row=idx, column=source)
+            text = append_to_response(example[source], config.statement(p),
+                                      strip_existing=config.strip_existing, row=idx, column=source)
+            if config.system_prompt is not None and not with_prompt:
+                text = with_system_prompt(text, config.system_prompt)
+            out[name] = text
             out[name + CONFIDENCE_COLUMN_SUFFIX] = p
+        if config.system_prompt is not None and with_prompt:
+            out["calibrated_prompt"] = with_system_prompt(example["prompt"], config.system_prompt)
         return out
 
     return dataset.map(augment, with_indices=True, desc="Building calibrated pairs")

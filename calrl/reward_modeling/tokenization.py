@@ -29,6 +29,7 @@ from calrl.reward_modeling.calibrated_data import (
 PREFERENCE_ID_COLUMNS = ("chosen_ids", "rejected_ids")
 CALIBRATED_ID_COLUMNS = tuple(f"{name}_ids" for name in CALIBRATED_TEXT_COLUMNS)
 MARGIN_COLUMN = "margin"
+CALIBRATED_PROMPT_COLUMN = "calibrated_prompt"
 
 
 def tokenize_response(processing_class: PreTrainedTokenizerBase, example: dict[str, Any], column: str) -> list[int]:
@@ -106,7 +107,11 @@ def tokenize_preference_pairs(dataset: Dataset | IterableDataset, processing_cla
         map_kwargs = {"num_proc": num_proc, "desc": f"Tokenizing {name} preference texts"}
     if to_tokenize:
         def tokenize(example: dict[str, Any]) -> dict[str, list[int]]:
-            return {f"{c}_ids": tokenize_response(processing_class, example, c) for c in to_tokenize}
+            # the calibrated texts read their own prompt (with the elicitation system prompt) when there is one
+            calibrated = ({**example, "prompt": example[CALIBRATED_PROMPT_COLUMN]}
+                          if example.get(CALIBRATED_PROMPT_COLUMN) is not None else example)
+            return {f"{c}_ids": tokenize_response(processing_class, calibrated if c in CALIBRATED_TEXT_COLUMNS
+                                                  else example, c) for c in to_tokenize}
 
         dataset = dataset.map(tokenize, **map_kwargs)
     keep = [*PREFERENCE_ID_COLUMNS, *([MARGIN_COLUMN] if MARGIN_COLUMN in columns else []),

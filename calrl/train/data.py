@@ -261,7 +261,9 @@ def calibration_eval_config(recipe: Recipe, items: list[Any]) -> Any:
 
     ev = recipe.eval
     return CalibrationEvalConfig(
-        eval_items=items, prompt=ElicitationPrompt(scale=ev.scale, reasons_first=ev.reasons_first),
+        eval_items=items, prompt=ElicitationPrompt(scale=ev.scale, reasons_first=ev.reasons_first,
+                                                   style=ev.prompt_style),
+        confidence_parser=ev.confidence_parser, confidence_retries=ev.confidence_retries,
         every_n_steps=ev.every_n_steps, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
         n_bins=ev.n_bins, slice_keys=ev.slice_keys, use_hedges=ev.use_hedges, grader=ev.grader,
         missing_policy=ev.missing_policy, min_slice_size=ev.min_slice_size, n_boot=ev.n_boot,
@@ -274,8 +276,9 @@ def eval_item_texts(items: list[Any] | None, recipe: Recipe) -> list[str]:
         return []
     from calrl.eval.prompts import ElicitationPrompt
 
-    prompt = ElicitationPrompt(scale=recipe.eval.scale, reasons_first=recipe.eval.reasons_first)
-    texts = [prompt.instruction()]
+    prompt = ElicitationPrompt(scale=recipe.eval.scale, reasons_first=recipe.eval.reasons_first,
+                               style=recipe.eval.prompt_style)
+    texts = [prompt.instruction(), "Confidence:"]
     for item in items:
         texts.append(prompt.user_message(item))
         texts.extend(item.reference)

@@ -147,6 +147,9 @@ class EvalSection:
 
     ``heldout``: a spec for :func:`calrl.data.heldout.load_eval_items` (``gsm8k``, ``NAME:PATH``, a local
     file, or ``calrl:PATH``); null turns the eval off. ``every_n_steps`` adds step evals.
+    ``prompt_style``: ``calrl``, or the paper's ``standard`` / ``cot`` prompts; ``confidence_parser``:
+    ``calrl`` or ``reference`` (the paper's evaluation rules); ``confidence_retries``: regenerate an answer
+    without a confidence up to N times, the last try forcing ``Confidence:`` (0: off; the paper used 10).
     """
 
     heldout: str | None = None
@@ -155,6 +158,9 @@ class EvalSection:
     every_n_steps: int | None = None
     scale: Literal["0-10", "percent", "unit"] = "0-10"
     reasons_first: bool = False
+    prompt_style: Literal["calrl", "standard", "cot"] = "calrl"
+    confidence_parser: Literal["calrl", "reference"] = "calrl"
+    confidence_retries: int = 0
     batch_size: int = 16
     max_new_tokens: int = 64
     n_bins: int = 15

@@ -36,7 +36,7 @@ from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from calrl.errors import ConfigError
 from calrl.reward_modeling.calibrated_data import SCALES, CalibratedPairsConfig
-from calrl.reward_modeling.losses import calibration_loss
+from calrl.reward_modeling.losses import LOSSES, calibrated_rm_loss, calibration_loss
 from calrl.reward_modeling.tokenization import CALIBRATED_ID_COLUMNS, pad_right, tokenize_preference_pairs
 from calrl.trainers import check_trl_version
 
@@ -60,6 +60,16 @@ class CalibratedRewardConfig(RewardConfig):
     """
 
     calibration_lambda: float = field(default=1.0, metadata={"help": "Weight of the calibration terms; 0 = ordinary RM."})
+    calibration_loss: str = field(
+        default="combined", metadata={"help": "'combined' (BT(chosen, rejected) + lambda * calibration terms) or "
+                                              "'calibration_only' (the published script: fine-tune a trained RM "
+                                              "with the two calibration terms only)."})
+    confidence_system_prompt: str | None = field(
+        default=None, metadata={"help": "System prompt put before the four calibrated texts (the reference puts "
+                                        "its elicitation prompt there); None: none."})
+    strip_existing_confidence: bool = field(
+        default=True, metadata={"help": "Remove a confidence the response already states before appending one "
+                                        "(the reference keeps it)."})
     calibration_margin: float = field(default=0.0, metadata={"help": "Margin inside the calibration BT terms."})
     confidence_high_range: list[float] = field(default_factory=lambda: [7.0, 10.0],
                                                metadata={"help": "High stated-confidence range, 0-10 scale."})
@@ -77,6 +87,11 @@ class CalibratedRewardConfig(RewardConfig):
         super().__post_init__()
         if not isinstance(self.calibration_lambda, (int, float)) or self.calibration_lambda < 0:
             raise ConfigError(f"must be a number >= 0, got {self.calibration_lambda!r}", field="calibration_lambda")
+        if self.calibration_loss not in LOSSES:
+            raise ConfigError(f"must be one of {', '.join(LOSSES)}, got {self.calibration_loss!r}",
+                              field="calibration_loss")
+        if self.calibration_loss == "calibration_only" and self.calibration_lambda == 0:
+            raise ConfigError("calibration_only with calibration_lambda 0 trains nothing", field="calibration_lambda")
         if self.remove_unused_columns:
             raise ConfigError("must be false: calrl drops the unused columns itself when it tokenizes the pairs, "
                               "and TRL's column filtering would drop the calibration columns",
@@ -91,6 +106,8 @@ class CalibratedRewardConfig(RewardConfig):
             scale=self.confidence_scale,
             seed=self.seed if self.confidence_seed is None else self.confidence_seed,
             template=self.confidence_template,
+            strip_existing=self.strip_existing_confidence,
+            system_prompt=self.confidence_system_prompt,
         )
 
 
@@ -215,8 +232,11 @@ class CalibratedRewardTrainer(RewardTrainer):
         inputs = dict(inputs)
         calibration_ids = inputs.pop("calibration_input_ids", None)
         calibration_mask = inputs.pop("calibration_attention_mask", None)
-        preference_loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                                        num_items_in_batch=num_items_in_batch)
+        row_margin = inputs.get("margin")
+        only = self.args.calibration_loss == "calibration_only" and calibration_ids is not None
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not only):  # scored for the metrics only
+            preference_loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                            num_items_in_batch=num_items_in_batch)
         mode = "train" if self.model.training else "eval"
         metrics = self.calibration_metrics[mode]
         gather = self.accelerator.gather_for_metrics
@@ -229,11 +249,11 @@ class CalibratedRewardTrainer(RewardTrainer):
             rewards = model(input_ids=calibration_ids, attention_mask=calibration_mask,
                             use_cache=False).logits.squeeze(-1)
         chosen_high, chosen_low, rejected_high, rejected_low = torch.chunk(rewards, chunks=4)
-        term_chosen, term_rejected = calibration_loss(chosen_high, chosen_low, rejected_high, rejected_low,
-                                                      self.args.calibration_margin)
+        margin = self.args.calibration_margin + (0.0 if row_margin is None else row_margin.to(rewards.dtype))
+        term_chosen, term_rejected = calibration_loss(chosen_high, chosen_low, rejected_high, rejected_low, margin)
         calibration = term_chosen + term_rejected
         if lam != 0:
-            loss = preference_loss + lam * calibration
+            loss = calibrated_rm_loss(preference_loss, calibration, lam, self.args.calibration_loss)
         with torch.no_grad():
             if mode == "train":
                 self.calibration_train_tokens += gather(calibration_mask.sum()).sum().item()
