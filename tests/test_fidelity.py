@@ -177,3 +177,24 @@ def test_reference_calibrated_texts():
     assert 7 <= n <= 10
     assert row["chosen_high"][-1]["content"] == f"A. Confidence: 5\nConfidence: {n}."  # kept, then appended
     assert row["calibrated_prompt"][0] == {"role": "system", "content": "SYS"}
+
+
+# ----------------------------------------------------------------------------------------- retry rule
+def test_retry_until_a_confidence_is_stated_last_try_forced():
+    from calrl.data.heldout import EvalItem
+    from calrl.eval.generate import generate_predictions
+    from calrl.eval.prompts import ElicitationPrompt
+    from calrl.testing.tiny import build_scripted_causal_lm, build_word_tokenizer
+
+    tok = build_word_tokenizer(["paris confidence 7 question capital"])
+    chain = [("<|assistant|>", ["paris"]), ("paris", [tok.eos_token]), (":", ["7"]), ("7", [tok.eos_token])]
+    model = build_scripted_causal_lm(tok, chain)
+    items = [EvalItem(id="a", question="capital", reference=["paris"])]
+    records = generate_predictions(model, tok, items, prompt=ElicitationPrompt(style="standard"),
+                                   max_new_tokens=4, confidence_retries=3, show_progress=False)
+    # greedy: tries 1 and 2 repeat "paris"; try 3 appends " Confidence: " and the model writes 7
+    assert records[0].retries == 3
+    assert ConfidenceReader().read(records[0].response).value == pytest.approx(0.7)
+    plain = generate_predictions(model, tok, items, prompt=ElicitationPrompt(), max_new_tokens=4,
+                                 show_progress=False)
+    assert plain[0].retries is None and ConfidenceReader().read(plain[0].response).value is None
