@@ -29,10 +29,10 @@ def test_reward_parsers(text, reference, calrl):
 
 
 def test_reference_strip_removes_every_statement_and_leaves_variants():
-    assert REF_REWARD.strip("Paris. Confidence: 8.") == "Paris."
-    assert REF_REWARD.strip("A Confidence: 3, B confidence: 9/10!") == "A B"
-    assert REF_REWARD.strip("Paris. Confidence: 80%") == "Paris. %"  # the % sign stays
-    assert REF_REWARD.strip("Paris. **Confidence:** 9") == "Paris. **Confidence:** 9"
+    assert REF_REWARD.strip_statements("Paris. Confidence: 8.") == "Paris."
+    assert REF_REWARD.strip_statements("A Confidence: 3, B confidence: 9/10!") == "A B"
+    assert REF_REWARD.strip_statements("Paris. Confidence: 80%") == "Paris. %"  # the % sign stays
+    assert REF_REWARD.strip_statements("Paris. **Confidence:** 9") == "Paris. **Confidence:** 9"
 
 
 @pytest.mark.parametrize("text, value", [

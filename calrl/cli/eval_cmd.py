@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         if exc.path is not None or args.predictions is None:
             raise
         raise InputError(str(exc), path=str(args.predictions)) from None
-    _describe_run(results, args, source)
+    _describe_run(results, args, source, records)
     title = args.title or f"Calibration report: {results.model_label}"
 
     with staged_dir(out) as tmp:
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe_run(results: Any, args: argparse.Namespace, source: str) -> None:
+def _describe_run(results: Any, args: argparse.Namespace, source: str, records: list[Any]) -> None:
     """Fill the reproducibility blocks of metrics.json: what was evaluated, how, and with which versions."""
     from calrl.eval.schema import SCHEMA_VERSION, Generation, RunConfig, collect_versions
 
@@ -200,10 +200,9 @@ class _ListDatasets(argparse.Action):
 
 
 def _generate(args: argparse.Namespace) -> list[Any]:
+    from calrl.confidence import ConfidenceReader
     from calrl.eval.checkpoint import predict_from_checkpoint
     from calrl.eval.prompts import ElicitationPrompt
-
-    from calrl.confidence import ConfidenceReader
 
     prompt = ElicitationPrompt(scale=args.prompt_scale, reasons_first=args.reasons_first,
                                distractor=args.distractor, style=args.prompt_style)

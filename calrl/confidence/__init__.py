@@ -25,8 +25,24 @@ from calrl.confidence.parse import (
 from calrl.confidence.reading import PARSERS, ConfidenceReader, check_parser
 
 __all__ = [
-    "MISSING_CONFIDENCE", "PARSERS", "ConfidenceReader", "check_missing_policy", "check_parser",
-    "ABSTENTION_PATTERNS", "ANSWER_CUES", "CLARIFICATION_CUES", "HEDGE_BELOW", "HEDGE_LEXICON", "SCALES",
-    "ConfidenceParse", "HedgeMatch", "detect_hedge", "extract_answer", "find_probability_phrases",
-    "format_confidence", "is_abstention", "parse_confidence", "strip_confidence",
+    "ABSTENTION_PATTERNS",
+    "ANSWER_CUES",
+    "CLARIFICATION_CUES",
+    "HEDGE_BELOW",
+    "HEDGE_LEXICON",
+    "MISSING_CONFIDENCE",
+    "PARSERS",
+    "SCALES",
+    "ConfidenceParse",
+    "ConfidenceReader",
+    "HedgeMatch",
+    "check_missing_policy",
+    "check_parser",
+    "detect_hedge",
+    "extract_answer",
+    "find_probability_phrases",
+    "format_confidence",
+    "is_abstention",
+    "parse_confidence",
+    "strip_confidence",
 ]

@@ -116,7 +116,7 @@ class ConfidenceReader:
             return parse_confidence(text, use_hedges=self.use_hedges)
         return _reference_reward(text) if self.purpose == "reward" else _reference_eval(text)
 
-    def strip(self, text: str) -> str:
+    def strip_statements(self, text: str) -> str:
         """``text`` without its confidence statements, as the reward model should read it."""
         if self.parser == "calrl":
             return strip_confidence(text)

@@ -355,7 +355,7 @@ class RewardPipeline:
                 parse = self.reader.read(r)
                 value = float("nan") if parse.value is None else float(parse.value)
                 # the strip leaves a text without an explicit statement unchanged: skip the call then
-                stripped = self.reader.strip(r) if strips and parse.source == "explicit" else r
+                stripped = self.reader.strip_statements(r) if strips and parse.source == "explicit" else r
                 hit = cache[r] = (value, stripped, bool(self.abstention.detector(r)))
             out.append(hit)
         return out
