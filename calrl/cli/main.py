@@ -83,6 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:  # Ctrl-C while the command modules import (seconds: torch) is an interruption too, not a traceback
+        args = _parse(argv)
+    except KeyboardInterrupt:
+        print("calrl: interrupted", file=sys.stderr)
+        return 130
+    try:
+        return int(args.func(args) or 0)
+    except CalrlError as exc:
+        print(f"calrl {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"calrl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     flags: list[tuple[str, str]] = []
@@ -94,14 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if flags:
         args.flags = flags
-    try:
-        return int(args.func(args) or 0)
-    except CalrlError as exc:
-        print(f"calrl {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"calrl {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return args
 
 
 if __name__ == "__main__":

@@ -8,14 +8,22 @@ sections have needs its section: --wandb.run_name x). The recipe is validated (e
 dataset's columns) before any model loads; the model is saved with a model card. The same entry points
 run under accelerate launch through scripts/train_*.py.
 
-Exit codes: 0 done, 2 bad recipe or input (one line naming file:line and key), 3 training fault (a NaN
-or infinite reward, with the step and the sample).
+An output_dir holding an earlier run (its model or checkpoints) is refused unless --resume continues it or
+--overwrite replaces it (the earlier model and checkpoints are deleted when the new run starts training). The
+final model and its card are written through a staging folder; a failed or interrupted run (Ctrl-C) leaves
+its complete checkpoints and nothing half-written, and its W&B run is marked failed. --dry-run runs every
+check of a real run (recipe, output folder, data, held-out set, checkpoint to resume) and loads no model.
+
+Exit codes: 0 done, 2 bad recipe or input (one line naming file:line and key, or the path of a file-system
+fault), 3 training fault (a NaN or infinite reward, with the step and the sample), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+
+from calrl.errors import InputError, reports_os_errors
 
 COMMAND_METHODS = {"train-rm": "rm", "train-ppo": "ppo", "train-grpo": "grpo", "train-rloo": "rloo"}
 HELP = {
@@ -27,7 +35,8 @@ HELP = {
 
 
 # this command's own options; any other --flag is a recipe key (see split_flags)
-OWN_OPTIONS = {"--config": True, "--resume": True, "--dry-run": False, "-h": False, "--help": False}
+OWN_OPTIONS = {"--config": True, "--resume": True, "--dry-run": False, "--overwrite": False, "-h": False,
+               "--help": False}
 
 
 def split_flags(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -85,7 +94,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="PATH|latest", default=None,
                    help="resume from a checkpoint folder, or the newest checkpoint-* in the output folder")
     p.add_argument("--dry-run", action="store_true",
-                   help="validate the recipe and the dataset's columns, load no model, and exit")
+                   help="run every check of a real run (recipe, output folder, data, held-out set, checkpoint to "
+                        "resume), load no model, and exit")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run (model and checkpoints) in the recipe's output_dir; refused by default")
     p.add_argument("overrides", nargs="*", metavar="section.key=value",
                    help="override recipe keys, e.g. training.learning_rate=1e-6 wandb.run_name=try2; "
                         "TRL-style --learning_rate 1e-6 works too")
@@ -99,9 +111,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         p.set_defaults(func=run, method=method, flags=[])
 
 
+@reports_os_errors
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from calrl.train.recipe import load_recipe
+
+    if args.resume is not None and args.overwrite:
+        raise InputError("--resume continues the run in output_dir and --overwrite replaces it: choose one")
 
     overrides = list(args.overrides)
     if args.flags:
@@ -111,22 +127,26 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.config, overrides, method=args.method, resume=args.resume,
                          check_hardware=not args.dry_run)
     if args.dry_run:
-        return _dry_run(recipe)
+        return _dry_run(recipe, overwrite=args.overwrite)
     from calrl.train.runner import run_recipe
 
-    result = run_recipe(recipe)
+    result = run_recipe(recipe, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         print(result.summary())
     return 0
 
 
-def _dry_run(recipe) -> int:
-    """Check the recipe and the data as the runner would, without loading models."""
-    from calrl.train.data import load_heldout_items, load_training_data
+def _dry_run(recipe, *, overwrite: bool) -> int:
+    """Run the runner's checks (everything a real run refuses before loading a model), then stop."""
+    from calrl.train.runner import runner_for
 
-    data = load_training_data(recipe)
-    items = load_heldout_items(recipe) if recipe.method != "rm" else None
+    runner = runner_for(recipe, overwrite=overwrite)
+    runner.check()
+    data = runner.data
     print(f"{recipe.path}: ok ({recipe.method}, {len(data.train)} training rows"
           + (f", {len(data.eval)} held-out rows" if data.eval is not None else "")
-          + (f", {len(items)} eval items" if items else "") + ")")
+          + (f", {len(runner.items)} eval items" if runner.items else "")
+          + (f"; would resume from {runner.checkpoint}" if runner.checkpoint else "") + ")")
+    for reason in runner.skipped:
+        print(f"would skip {reason}")
     return 0

@@ -175,11 +175,17 @@ def _smooth_ece_rows(conf: Tensor, corr: Tensor, sigma: float | None) -> tuple[T
         coef = _cosine_coefficients(_grid_masses(conf, residual, m))
         bandwidth = torch.full((conf.shape[0],), float(sigma), dtype=conf.dtype, device=conf.device)
         return _smece_at(coef, bandwidth, n), bandwidth
+    # A row whose residual is zero everywhere (every item exactly calibrated, e.g. a small bootstrap resample
+    # of correct items at confidence 1) has smECE 0 at every bandwidth and grid, and its bisection runs to the
+    # floor SIGMA_MIN: it must not force the finest grid on the other rows. The grid is refined from the
+    # smallest bandwidth among the rows with a nonzero residual.
+    active = residual.abs().amax(-1) > 0
     m = _MIN_INTERVALS
     while True:
         coef = _cosine_coefficients(_grid_masses(conf, residual, m))
         value, bandwidth = _fixed_point(coef, n)
-        finer = _intervals_for(float(bandwidth.min()))  # one host sync per grid refinement
+        smallest = torch.where(active, bandwidth, torch.ones_like(bandwidth)).min()
+        finer = _intervals_for(float(smallest))  # one host sync per grid refinement
         if finer <= m:
             return value, bandwidth
         m = finer

@@ -75,7 +75,7 @@ class RewardModelRunner(Runner):
             eval_dataset=eval_pairs, processing_class=self.tokenizer, callbacks=[probe, *callbacks],
             peft_config=peft_config(recipe, "SEQ_CLS"))
 
-    def final_metrics(self, trainer: Any) -> dict[str, Any]:
+    def final_metrics(self, trainer: Any, out_dir: Path) -> dict[str, Any]:
         from calrl.reward_modeling import (
             log_reward_model_report,
             reward_model_report,
@@ -92,8 +92,8 @@ class RewardModelRunner(Runner):
         self.reward_stats = training_reward_statistics(trainer.model, self.tokenizer, self.train_pairs,
                                                        batch_size=self.recipe.eval.probe_batch_size)
         if trainer.accelerator.is_main_process:
-            write_reward_statistics(self.reward_stats, self.recipe.training.output_dir)
-            write_reward_model_report(report, self.recipe.training.output_dir)
+            write_reward_statistics(self.reward_stats, out_dir)
+            write_reward_model_report(report, out_dir)
             import wandb
 
             if wandb.run is not None:

@@ -1,11 +1,15 @@
 """The one template every training runner follows (PPO, GRPO, RLOO, reward model).
 
-1. :meth:`Runner.check` reads everything that can be wrong without a model: the dataset and its columns,
-   the held-out items of the calibration eval, the checkpoint to resume from;
+1. :meth:`Runner.check` reads everything that can be wrong without a model: the output folder (a writable
+   folder, holding no earlier run unless resuming or overwriting), the dataset and its columns, the held-out
+   items of the calibration eval, the checkpoint to resume from (complete, of this method, whole files);
+   ``calrl train-* --dry-run`` runs exactly this;
 2. :meth:`Runner.build` loads the models and builds the trainer (the method's part);
 3. :meth:`Runner.run` starts (or continues) the W&B run, trains, saves the model, its tokenizer and its
-   model card, and returns a :class:`~calrl.train.reporting.RunResult`; the W&B run is marked failed when
-   training raises.
+   model card through a staging folder (:mod:`calrl.train.output`), and returns a
+   :class:`~calrl.train.reporting.RunResult`. When training raises (Ctrl-C included) the W&B run is marked
+   failed, and the interrupted checkpoint, the staging folders and the folders the run created empty are
+   removed: what is left is the complete checkpoints.
 """
 
 from __future__ import annotations
@@ -13,11 +17,26 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
-from calrl.train.checkpoints import checkpoint_step, list_checkpoints, resolve_resume
+from calrl.train.checkpoints import (
+    CheckpointMarkerCallback,
+    checkpoint_step,
+    list_checkpoints,
+    resolve_resume,
+)
 from calrl.train.data import TrainingData, load_heldout_items, load_training_data
 from calrl.train.launch import check_launch
+from calrl.train.output import (
+    FINAL_STAGE,
+    check_output_dir,
+    clean_failed_run,
+    clear_previous_run,
+    final_stage,
+    missing_folders,
+    publish_final,
+)
 from calrl.train.recipe import TINY, Recipe
 from calrl.train.reporting import (
     RunResult,
@@ -38,8 +57,10 @@ class Runner:
 
     uses_heldout = True  # the per-epoch calibration eval (policies); a reward model has its probe instead
 
-    def __init__(self, recipe: Recipe, callbacks: list[Any] | None = None) -> None:
+    def __init__(self, recipe: Recipe, callbacks: list[Any] | None = None, *, overwrite: bool = False) -> None:
         self.recipe = recipe
+        self.overwrite = overwrite
+        self.skipped: list[str] = []  # newer checkpoints ``--resume latest`` passed over, and why
         self.extra_callbacks = list(callbacks or [])
         self.data: TrainingData | None = None
         self.items: list[Any] | None = None
@@ -49,10 +70,12 @@ class Runner:
 
     # ------------------------------------------------------------------ steps
     def check(self) -> None:
-        """Everything checked before any model loads."""
+        """Everything checked before any model loads (``--dry-run`` runs only this)."""
+        resuming = getattr(self.recipe.training, "resume_from_checkpoint", None) not in (None, "", False)
+        check_output_dir(self.recipe, overwrite=self.overwrite, resuming=resuming)
         self.data = load_training_data(self.recipe)
         self.items = load_heldout_items(self.recipe) if self.uses_heldout else None
-        self.checkpoint = resolve_resume(self.recipe)
+        self.checkpoint, self.skipped = resolve_resume(self.recipe)
 
     def build(self, callbacks: list[Any]) -> Any:
         raise NotImplementedError
@@ -63,7 +86,8 @@ class Runner:
     def card_sections(self, trainer: Any) -> dict[str, dict[str, Any]]:
         return {}
 
-    def final_metrics(self, trainer: Any) -> dict[str, Any]:
+    def final_metrics(self, trainer: Any, out_dir: Path) -> dict[str, Any]:
+        """The metrics of the card; ``out_dir`` is the staging folder for any report file written with them."""
         return final_calibration_metrics(self.eval_callback)
 
     def calibration_callback(self) -> Any:
@@ -80,44 +104,82 @@ class Runner:
         from calrl.train.callbacks import NonFiniteLossCallback, WandbRunIdCallback
 
         self.check()
-        args = self.recipe.training
+        out = Path(self.recipe.training.output_dir)
+        created = missing_folders(out)
         resume_id = saved_wandb_id(self.checkpoint)
         run_handle = start_wandb(self.recipe, resume_id=resume_id)
-        failed = True
+        failed, main = True, int(os.environ.get("RANK", "0")) == 0
         try:
             callbacks = [NonFiniteLossCallback(), WandbRunIdCallback(run_handle), *self.extra_callbacks]
             trainer = self.build(callbacks)
+            if self.recipe.method != "ppo":  # calrl's PPO trainer marks its own checkpoints
+                trainer.add_callback(CheckpointMarkerCallback(self.recipe.method))
+            # TRL's trainers write their own README.md into output_dir at every checkpoint: a card for a model
+            # that is not there yet. calrl's card is written with the final model (save).
+            trainer.create_model_card = _no_trl_card
             check_launch(trainer.accelerator.num_processes)
             main = trainer.accelerator.is_main_process
-            if self.checkpoint and main:
-                print(f"resuming from {self.checkpoint} (step {checkpoint_step(self.checkpoint)})"
-                      + (f", continuing W&B run {resume_id}" if resume_id and run_handle is not None else ""),
-                      flush=True)
-            trainer.train(resume_from_checkpoint=self.checkpoint)
-            trainer.save_model(args.output_dir)
-            metrics = self.final_metrics(trainer)
             if main:
-                if self.tokenizer is not None:
-                    self.tokenizer.save_pretrained(args.output_dir)
-                write_model_card(args.output_dir, model_card(
-                    self.recipe, base_model=base_model_name(self.trained_source()),
-                    metrics=metrics if self.uses_heldout else {},
-                    global_step=trainer.state.global_step, extra=self.card_sections(trainer)))
-                if self.recipe.lora is not None:
-                    from calrl.train.models import finish_adapter_folder
-
-                    finish_adapter_folder(trainer, args.output_dir, self.trained_source(), self.tokenizer)
+                self._announce(out, resume_id if run_handle is not None else None)
+            trainer.accelerator.wait_for_everyone()
+            trainer.train(resume_from_checkpoint=self.checkpoint)
+            result = self.save(trainer, out, run_handle)
             failed = False
-            return RunResult(method=self.recipe.method, output_dir=args.output_dir,
-                             global_step=trainer.state.global_step, metrics=metrics,
-                             checkpoints=list_checkpoints(args.output_dir), wandb_dir=getattr(run_handle, "dir", None),
-                             resumed_from=self.checkpoint)
+            return result
         finally:
+            if failed and main:
+                clean_failed_run(out, self.recipe.method, created)
             finish_wandb(run_handle, failed=failed)
 
+    def _announce(self, out: Path, resume_id: str | None) -> None:
+        """Print what the run resumes from (and skipped), or what ``--overwrite`` deleted."""
+        for reason in self.skipped:
+            print(f"skipping {reason}", flush=True)
+        if self.checkpoint:
+            print(f"resuming from {self.checkpoint} (step {checkpoint_step(self.checkpoint)})"
+                  + (f", continuing W&B run {resume_id}" if resume_id else ""), flush=True)
+        elif self.overwrite:
+            removed = clear_previous_run(out)
+            if removed:
+                print(f"--overwrite: deleted the earlier run's {', '.join(removed)} in {out}", flush=True)
 
-def run_recipe(recipe: Recipe, callbacks: list[Any] | None = None) -> RunResult:
-    """Run the recipe's method (imports only that runner); ``callbacks`` are added to the trainer's.
+    def save(self, trainer: Any, out: Path, run_handle: Any) -> RunResult:
+        """Save the model, tokenizer, reports and card into a staging folder, then rename them into ``out``."""
+        acc = trainer.accelerator
+        main = acc.is_main_process
+        stage = out / FINAL_STAGE
+        if main:
+            stage = final_stage(out)
+        acc.wait_for_everyone()
+        trainer.save_model(str(stage))
+        metrics = self.final_metrics(trainer, stage)
+        if main:
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(stage)
+            write_model_card(stage, model_card(
+                self.recipe, base_model=base_model_name(self.trained_source()),
+                metrics=metrics if self.uses_heldout else {},
+                global_step=trainer.state.global_step, extra=self.card_sections(trainer)))
+            publish_final(stage, out)
+        acc.wait_for_everyone()
+        return RunResult(method=self.recipe.method, output_dir=str(out), global_step=trainer.state.global_step,
+                         metrics=metrics, checkpoints=list_checkpoints(out), wandb_dir=getattr(run_handle, "dir", None),
+                         resumed_from=self.checkpoint)
+
+
+def _no_trl_card(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def runner_for(recipe: Recipe, callbacks: list[Any] | None = None, *, overwrite: bool = False) -> Runner:
+    """The recipe's method runner (imports only that runner's module)."""
+    module = importlib.import_module(f"calrl.train.{recipe.method}")
+    return module.RUNNER(recipe, callbacks, overwrite=overwrite)
+
+
+def run_recipe(recipe: Recipe, callbacks: list[Any] | None = None, *, overwrite: bool = False) -> RunResult:
+    """Run the recipe's method (imports only that runner); ``callbacks`` are added to the trainer's;
+    ``overwrite`` replaces an earlier run in the output folder (``--overwrite``).
 
     A CPU run of a tiny model uses one intra-op thread (unless ``OMP_NUM_THREADS`` says otherwise): at this
     size extra threads only add synchronisation, and on a busy 2-core machine they made the tiny PPO recipe
@@ -128,5 +190,4 @@ def run_recipe(recipe: Recipe, callbacks: list[Any] | None = None) -> RunResult:
         import torch
 
         torch.set_num_threads(1)
-    module = importlib.import_module(f"calrl.train.{recipe.method}")
-    return module.RUNNER(recipe, callbacks).run()
+    return runner_for(recipe, callbacks, overwrite=overwrite).run()

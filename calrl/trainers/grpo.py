@@ -19,6 +19,7 @@ from trl import GRPOConfig, GRPOTrainer
 from calrl.errors import ConfigError
 from calrl.rewards.reward_funcs import SCORING_RULES, RewardFuncsConfig, build_reward_funcs
 from calrl.trainers import check_trl_version
+from calrl.trainers.validation import POLICY_GRADIENT_RULES, TRAINING_RULES, check_numbers
 
 logger = logging.getLogger(__name__)
 check_trl_version()
@@ -50,6 +51,7 @@ class CalibratedGRPOConfig(GRPOConfig, RewardFuncsConfig):
     )
 
     def __post_init__(self) -> None:
+        check_numbers(self, TRAINING_RULES, POLICY_GRADIENT_RULES)
         super().__post_init__()
         if self.scale_rewards not in SCALE_REWARDS:
             raise ConfigError(f"must be one of {', '.join(SCALE_REWARDS)} (or true/false), got "

@@ -39,6 +39,7 @@ from calrl.reward_modeling.calibrated_data import SCALES, CalibratedPairsConfig
 from calrl.reward_modeling.losses import LOSSES, calibrated_rm_loss, calibration_loss
 from calrl.reward_modeling.tokenization import CALIBRATED_ID_COLUMNS, pad_right, tokenize_preference_pairs
 from calrl.trainers import check_trl_version
+from calrl.trainers.validation import REWARD_MODEL_RULES, TRAINING_RULES, check_numbers
 
 check_trl_version()
 
@@ -84,6 +85,7 @@ class CalibratedRewardConfig(RewardConfig):
     )
 
     def __post_init__(self) -> None:
+        check_numbers(self, TRAINING_RULES, REWARD_MODEL_RULES)
         super().__post_init__()
         if not isinstance(self.calibration_lambda, (int, float)) or self.calibration_lambda < 0:
             raise ConfigError(f"must be a number >= 0, got {self.calibration_lambda!r}", field="calibration_lambda")

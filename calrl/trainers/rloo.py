@@ -16,6 +16,7 @@ from trl import RLOOConfig, RLOOTrainer
 from calrl.rewards.reward_funcs import RewardFuncsConfig
 from calrl.trainers import check_trl_version
 from calrl.trainers.grpo import ScoringRuleRewardsMixin
+from calrl.trainers.validation import POLICY_GRADIENT_RULES, TRAINING_RULES, check_numbers
 
 check_trl_version()
 
@@ -28,6 +29,7 @@ class CalibratedRLOOConfig(RLOOConfig, RewardFuncsConfig):
     """
 
     def __post_init__(self) -> None:
+        check_numbers(self, TRAINING_RULES, POLICY_GRADIENT_RULES)
         super().__post_init__()
         self.validate_reward_options()
 

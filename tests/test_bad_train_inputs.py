@@ -1,0 +1,325 @@
+"""Bad input to ``calrl train-*``: one table, each row run twice (``--dry-run`` and a real run).
+
+Every case starts in a fresh folder holding a finished tiny GRPO run (trained once per module) and a regular
+file, plus what the case adds. Both runs must exit 2 with one line on stderr naming the file, key or path (no
+traceback), load no model, and leave every file and folder that existed byte-identical and add none: the dry
+run reports exactly what the real run refuses. Then a few real runs: ``--resume latest`` past a damaged
+checkpoint, ``--overwrite``, file-system faults while saving, and Ctrl-C at several moments (subprocesses).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from calrl.cli.main import main
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "configs" / "tests"
+GRPO, RLOO, PPO, RM = (TESTS / f"{n}.yaml" for n in ("tiny_grpo_brier", "tiny_rloo_brier", "tiny_ppo", "tiny_rm"))
+QUIET = ["training.report_to=none"]
+
+
+@pytest.fixture(scope="module")
+def finished_grpo(tmp_path_factory) -> Path:
+    """A finished tiny GRPO run (model, card, checkpoint-4 and checkpoint-8)."""
+    out = tmp_path_factory.mktemp("grpo") / "run"
+    assert main(["train-grpo", "--config", str(GRPO), *QUIET, f"training.output_dir={out}"]) == 0
+    return out
+
+
+@pytest.fixture
+def no_models(monkeypatch):
+    from calrl.train import models as common
+
+    def refuse(*_, **__):
+        raise AssertionError("a model was loaded before the checks")
+
+    for name in ("tokenizer", "causal_lm", "sequence_classifier"):
+        monkeypatch.setattr(common.ModelFactory, name, refuse)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if "wandb" in p.parts:
+            continue
+        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+    return out
+
+
+# ------------------------------------------------------------------------------------------- cases
+def _checkpoint(tmp: Path, source: Path, edit: Callable[[Path], None] | None = None, name="ck") -> Path:
+    dest = tmp / name
+    shutil.copytree(source / "checkpoint-4", dest)
+    if edit:
+        edit(dest)
+    return dest
+
+
+def _truncate(name: str, size: int = 100) -> Callable[[Path], None]:
+    return lambda d: os.truncate(d / name, size)
+
+
+def _write(name: str, text: str) -> Callable[[Path], None]:
+    return lambda d: (d / name).write_text(text)
+
+
+def _drop(name: str) -> Callable[[Path], None]:
+    return lambda d: (d / name).unlink()
+
+
+@dataclass
+class Case:
+    id: str
+    recipe: Path
+    args: list[str]
+    pattern: str  # a part of the one stderr line
+    setup: Callable[[Path, Path], list[str]] | None = None  # (tmp, finished run) -> extra args
+    extra: list[str] = field(default_factory=list)
+
+
+def _resume(edit=None):
+    def setup(tmp: Path, run: Path) -> list[str]:
+        return ["--resume", str(_checkpoint(tmp, run, edit))]
+    return setup
+
+
+def _latest_with(edit):
+    def setup(tmp: Path, run: Path) -> list[str]:
+        out = tmp / "partial"
+        out.mkdir()
+        _checkpoint(out, run, edit, name="checkpoint-4")
+        return ["--resume", "latest", f"training.output_dir={out}"]
+    return setup
+
+
+def _into_finished(tmp: Path, run: Path) -> list[str]:
+    shutil.copytree(run, tmp / "earlier")
+    return [f"training.output_dir={tmp / 'earlier'}"]
+
+
+def _under_file(tmp: Path, run: Path) -> list[str]:
+    return [f"training.output_dir={tmp / 'afile.txt' / 'out'}"]
+
+
+def _is_file(tmp: Path, run: Path) -> list[str]:
+    return [f"training.output_dir={tmp / 'afile.txt'}"]
+
+
+CASES = [
+    # numbers: range and finiteness, per method
+    Case("grpo-lr-negative", GRPO, ["training.learning_rate=-1e-4"], "key 'training.learning_rate': must be a non-negative"),
+    Case("grpo-lr-nan", GRPO, ["training.learning_rate=nan"], "key 'training.learning_rate'"),
+    Case("grpo-completion-0", GRPO, ["training.max_completion_length=0"], "key 'training.max_completion_length'"),
+    Case("grpo-epochs-minus-1", GRPO, ["training.num_train_epochs=-1"], "key 'training.num_train_epochs'"),
+    Case("grpo-beta-nan", GRPO, ["training.beta=nan"], "key 'training.beta'"),
+    Case("grpo-temperature-0", GRPO, ["training.temperature=0"], "key 'training.temperature'"),
+    Case("grpo-top-p", GRPO, ["training.top_p=1.5"], "key 'training.top_p': must be a finite number in (0, 1]"),
+    Case("grpo-one-generation", GRPO, ["training.num_generations=1"], "key 'training.num_generations'"),
+    Case("grpo-weight-nan", GRPO, ["training.reward_weights=[nan, 1.0]"], "key 'training.reward_weights'"),
+    Case("grpo-abstention-inf", GRPO, ["training.abstention_reward=inf"], "key 'training.abstention_reward'"),
+    Case("grpo-max-steps-0", GRPO, ["training.max_steps=0"], "key 'training.max_steps'"),
+    Case("grpo-adam-beta1", GRPO, ["training.adam_beta1=1.0"], "key 'training.adam_beta1'"),
+    Case("rloo-epochs-0", RLOO, ["training.num_train_epochs=0"], "key 'training.num_train_epochs': must be a positive"),
+    Case("rloo-beta-nan", RLOO, ["training.beta=nan"], "key 'training.beta'"),
+    Case("rloo-batch-0", RLOO, ["training.per_device_train_batch_size=0"], "key 'training.per_device_train_batch_size'"),
+    Case("rm-lr-nan", RM, ["training.learning_rate=nan"], "key 'training.learning_rate'"),
+    Case("rm-lambda-nan", RM, ["training.calibration_lambda=nan"], "key 'training.calibration_lambda'"),
+    Case("rm-max-length-0", RM, ["training.max_length=0"], "key 'training.max_length'"),
+    Case("rm-seed-negative", RM, ["training.seed=-1"], "key 'training.seed'"),
+    Case("ppo-kl-nan", PPO, ["training.kl_coef=nan"], "key 'training.kl_coef'"),
+    Case("ppo-lr-negative", PPO, ["training.learning_rate=-1"], "key 'training.learning_rate'"),
+    # the output folder
+    Case("output-is-file", GRPO, [], "afile.txt is a file, not a folder", setup=_is_file),
+    Case("output-under-file", GRPO, [], "a file, not a folder", setup=_under_file),
+    Case("output-holds-run", GRPO, [], "holds an earlier run (model.safetensors", setup=_into_finished),
+    Case("output-holds-run-rm", RM, [], "pass --resume latest to continue it, --overwrite", setup=_into_finished),
+    # resuming
+    Case("resume-missing", GRPO, ["--resume", "./nope"], "resume: checkpoint folder './nope' not found"),
+    Case("resume-file", GRPO, ["--resume", "afile.txt"], "is a file, not a checkpoint folder"),
+    Case("resume-latest-none", GRPO, ["--resume", "latest", "training.output_dir=fresh"],
+         "resume 'latest': no complete checkpoint-* folder in fresh"),
+    Case("resume-latest-incomplete", GRPO, [], "1 incomplete or damaged", setup=_latest_with(_drop("calrl_checkpoint.json"))),
+    Case("resume-truncated-weights", GRPO, [], "model.safetensors: truncated",
+         setup=_resume(_truncate("model.safetensors"))),
+    Case("resume-truncated-optimizer", GRPO, [], "optimizer.pt: truncated or damaged",
+         setup=_resume(_truncate("optimizer.pt", 200))),
+    Case("resume-garbage-state", GRPO, [], "trainer_state.json: not valid JSON",
+         setup=_resume(_write("trainer_state.json", "{\"global_step\": 4, garbage"))),
+    Case("resume-empty-state", GRPO, [], "trainer_state.json: not valid JSON", setup=_resume(_write("trainer_state.json", ""))),
+    Case("resume-no-marker", GRPO, [], "not a complete train-grpo checkpoint (no calrl_checkpoint.json",
+         setup=_resume(_drop("calrl_checkpoint.json"))),
+    Case("resume-empty-folder", GRPO, [], "not a complete train-grpo checkpoint",
+         setup=lambda tmp, run: ["--resume", str((tmp / "empty").mkdir() or tmp / "empty")]),
+    Case("resume-grpo-as-rloo", RLOO, [], "a checkpoint of train-grpo, not train-rloo", setup=_resume()),
+    Case("resume-grpo-as-rm", RM, [], "a checkpoint of train-grpo, not train-rm", setup=_resume()),
+    Case("resume-grpo-as-ppo", PPO, [], "a checkpoint of another method", setup=_resume()),
+    Case("resume-ppo-as-grpo", GRPO, [], "a checkpoint of train-ppo, not train-grpo",
+         setup=_resume(_write("calrl_ppo_state.json", "{}"))),
+    Case("resume-and-overwrite", GRPO, ["--resume", "latest", "--overwrite"], "choose one"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_train_input(case, tmp_path, finished_grpo, capsys, no_models):
+    (tmp_path / "afile.txt").write_text("a regular file\n")
+    extra = case.setup(tmp_path, finished_grpo) if case.setup else []
+    before = snapshot(tmp_path)
+    method = {GRPO: "grpo", RLOO: "rloo", PPO: "ppo", RM: "rm"}[case.recipe]
+    for dry in (["--dry-run"], []):
+        argv = [f"train-{method}", "--config", str(case.recipe), *dry, *case.args, *extra, *QUIET]
+        code = main(argv)
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert code == 2, (dry, captured.out, captured.err)
+        assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+        assert case.pattern in lines[0], lines[0]
+        assert snapshot(tmp_path) == before, f"{dry}: files changed"
+
+
+# ------------------------------------------------------------------------------------- real runs
+def test_resume_latest_skips_a_damaged_checkpoint_and_says_which_it_took(finished_grpo, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finished_grpo, out)
+    os.truncate(out / "checkpoint-8" / "model.safetensors", 1000)
+    code = main(["train-grpo", "--config", str(GRPO), "--resume", "latest", *QUIET, f"training.output_dir={out}",
+                 "training.num_train_epochs=3"])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert f"skipping {out / 'checkpoint-8' / 'model.safetensors'}: truncated" in text
+    assert f"resuming from {out / 'checkpoint-4'} (step 4)" in text
+    assert json.loads((out / "checkpoint-12" / "trainer_state.json").read_text())["global_step"] == 12
+    # the damaged checkpoint-8 was saved again by the resumed run, completely
+    assert json.loads((out / "checkpoint-8" / "calrl_checkpoint.json").read_text()) == {"method": "grpo",
+                                                                                       "global_step": 8}
+    assert not (out / ".calrl-final-staging").exists()
+
+
+def test_overwrite_replaces_the_earlier_run_only_when_asked(tmp_path, capsys):
+    out = tmp_path / "rm"
+    base = ["train-rm", "--config", str(RM), *QUIET, f"training.output_dir={out}"]
+    assert main(base) == 0
+    first = snapshot(out)
+    capsys.readouterr()
+    assert main(base) == 2
+    assert "holds an earlier run" in capsys.readouterr().err
+    assert snapshot(out) == first
+    assert main([*base[:3], "--overwrite", *base[3:], "training.seed=1"]) == 0
+    assert "--overwrite: deleted the earlier run's" in capsys.readouterr().out
+    assert (out / "README.md").is_file() and (out / "model.safetensors").is_file()
+    assert snapshot(out)["model.safetensors"] != first["model.safetensors"]  # seed 1: another model
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "final"])
+def test_file_system_fault_while_saving_is_one_line_and_leaves_nothing_half_written(where, tmp_path, capsys,
+                                                                                 monkeypatch):
+    from calrl.train import runner as runner_module
+
+    out = tmp_path / "run"
+    finished = []
+    monkeypatch.setattr(runner_module, "finish_wandb", lambda run, failed: finished.append(failed))
+    if where == "checkpoint":
+        from transformers import Trainer
+
+        real = Trainer._save_checkpoint
+
+        def full_disk(self, model, trial):
+            real(self, model, trial)
+            if self.state.global_step == 6:  # the second checkpoint: written, then the disk is full
+                raise OSError(errno.ENOSPC, "No space left on device", str(out / "checkpoint-6" / "optimizer.pt"))
+
+        monkeypatch.setattr(Trainer, "_save_checkpoint", full_disk)
+    else:
+        def read_only(stage, dest):
+            raise OSError(errno.EROFS, "Read-only file system", str(dest / "model.safetensors"))
+
+        monkeypatch.setattr(runner_module, "publish_final", read_only)
+    code = main(["train-rm", "--config", str(RM), *QUIET, f"training.output_dir={out}"])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # progress bars of the run come before it
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    reason = "no space left on device" if where == "checkpoint" else "read-only file system"
+    assert last.startswith("calrl train-rm: error: ") and reason in last and str(out) in last, last
+    assert finished == [True]  # the W&B run is finished as failed
+    assert not (out / "README.md").exists() and not (out / "model.safetensors").exists()
+    assert not (out / ".calrl-final-staging").exists()
+    left = sorted(p.name for p in out.glob("checkpoint-*"))
+    assert left == ["checkpoint-3"] if where == "checkpoint" else ["checkpoint-3", "checkpoint-6"]
+
+
+def test_a_failed_run_leaves_no_empty_output_folder(tmp_path, capsys, monkeypatch):
+    from calrl.train.rm import RewardModelRunner
+
+    def broken(self, callbacks):
+        raise OSError(errno.EACCES, "Permission denied", str(tmp_path / "models" / "x"))
+
+    monkeypatch.setattr(RewardModelRunner, "build", broken)
+    out = tmp_path / "new" / "run"
+    assert main(["train-rm", "--config", str(RM), *QUIET, f"training.output_dir={out}"]) == 2
+    assert "permission denied" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+# --------------------------------------------------------------------------------------- Ctrl-C
+def _interrupt(tmp_path: Path, command: str, recipe: Path, when: Callable[[Path], bool]) -> tuple[int, str, Path]:
+    out = tmp_path / "run"
+    env = dict(os.environ, WANDB_MODE="offline", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "calrl", command, "--config", str(recipe), *QUIET,
+                             f"training.output_dir={out}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path)
+    start = time.monotonic()
+    while proc.poll() is None and not when(out) and time.monotonic() - start < 120:
+        time.sleep(0.002)
+    assert proc.poll() is None, "the run ended before the moment to interrupt it"
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 15, "did not stop within seconds"
+    return proc.returncode, err, out
+
+
+def _saving(out: Path) -> bool:
+    """A checkpoint save has started and not finished (PPO's staging folder, or Trainer's unmarked folder)."""
+    if any(out.glob(".checkpoint-*.staging")):
+        return True
+    return any(p.is_dir() and not (p / "calrl_checkpoint.json").exists() for p in out.glob("checkpoint-*"))
+
+
+def _training(out: Path) -> bool:
+    return any(out.glob("checkpoint-*/calrl_*"))  # a first complete checkpoint: training goes on
+
+
+def _final(out: Path) -> bool:
+    return (out / ".calrl-final-staging").exists()
+
+
+@pytest.mark.parametrize(("command", "recipe", "when"), [
+    ("train-ppo", PPO, _saving), ("train-grpo", GRPO, _saving), ("train-grpo", GRPO, _training),
+    ("train-rm", RM, _final)], ids=["ppo-during-save", "grpo-during-save", "grpo-during-training", "rm-final-save"])
+def test_ctrl_c_stops_with_130_and_leaves_complete_checkpoints(command, recipe, when, tmp_path):
+    from calrl.train.checkpoints import checkpoint_problem
+
+    code, err, out = _interrupt(tmp_path, command, recipe, when)
+    assert code == 130, err[-2000:]
+    assert "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].endswith("interrupted")
+    method = command.removeprefix("train-")
+    for checkpoint in out.glob("checkpoint-*"):
+        assert checkpoint_problem(checkpoint, method) is None, checkpoint
+    assert not (out / "README.md").exists() or (out / "model.safetensors").exists()
+    assert not out.exists() or not list(out.glob(".*staging*"))
