@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "train-grpo": "calrl.cli.train_cmd",
     "train-rloo": "calrl.cli.train_cmd",
     "demo": "calrl.cli.demo_cmd",
+    "data": "calrl.cli.data_cmd",
 }
 
 
