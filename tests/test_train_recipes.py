@@ -16,6 +16,9 @@ from calrl.train.recipe import METHODS, load_recipe, training_config_class
 REPO = Path(__file__).resolve().parents[1]
 REAL_RECIPES = sorted((REPO / "configs").glob("*.yaml"))
 TINY_RECIPES = sorted((REPO / "configs" / "tests").glob("*.yaml"))
+PAPER_RECIPES = sorted((REPO / "configs" / "paper").glob("*.yaml"))
+PAPER_MODELS = ("llama3-8b", "qwen2.5-0.5b", "qwen2.5-1.5b")
+PAPER_KINDS = ("rm", "rm_calibrated", "ppo", "ppo_m", "ppo_c_threshold", "ppo_c_difference")
 ACCELERATE = {p.stem: p for p in (REPO / "configs" / "accelerate").glob("*.yaml")}
 REQUIRED_REAL = {"rm_plain", "rm_calibrated", "ppo", "ppo_m", "ppo_c_threshold", "ppo_c_difference",
                  "ppo_c_abstention", "grpo_brier", "rloo_brier"}
@@ -29,9 +32,10 @@ def test_the_recipe_set_is_complete():
     assert {"ppo_c_threshold_lora", "ppo_m_lora", "grpo_brier_lora"} <= {p.stem for p in REAL_RECIPES}
     assert {"single_gpu", "multi_gpu", "deepspeed_zero2", "deepspeed_zero3", "fsdp", "cpu", "cpu_multi"} \
         <= set(ACCELERATE)
+    assert {f"{m}_{k}" for m in PAPER_MODELS for k in PAPER_KINDS} <= {p.stem for p in PAPER_RECIPES}
 
 
-@pytest.mark.parametrize("path", REAL_RECIPES + TINY_RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize("path", REAL_RECIPES + TINY_RECIPES + PAPER_RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_recipe_validates_without_loading_models(path):
     recipe = load_recipe(path, check_hardware=False)
     assert recipe.method in METHODS
@@ -60,6 +64,63 @@ def test_real_recipes_carry_the_reference_hyperparameters():
     assert abst.wrong_reward < abst.abstention_reward < abst.correct_reward
     grpo = load_recipe(REPO / "configs" / "grpo_brier.yaml", check_hardware=False).training
     assert grpo.scale_rewards == "none" and "brier" in grpo.reward_funcs
+
+
+PAPER_SYSTEM_PROMPT_START = "For the following question, provide your best response first, followed by your confidence"
+
+
+@pytest.mark.parametrize("model", PAPER_MODELS)
+def test_paper_recipes_carry_the_reference_settings(model):
+    """Values read off scripts/general_scripts/*.sh and OpenRLHF/openrlhf/cli/*.py of SeanLeng1/Reward-Calibration."""
+    def load(kind):
+        return load_recipe(REPO / "configs" / "paper" / f"{model}_{kind}.yaml", check_hardware=False)
+
+    rm = load("rm").training
+    assert (rm.calibration_lambda, rm.learning_rate, rm.num_train_epochs, rm.weight_decay) == (0.0, 2e-6, 2, 0.01)
+    assert rm.per_device_train_batch_size * rm.gradient_accumulation_steps * 8 == 512  # train_rm.sh L13
+    crm = load("rm_calibrated")
+    t = crm.training
+    assert (t.calibration_loss, t.calibration_lambda, t.learning_rate, t.num_train_epochs) == \
+        ("calibration_only", 1.0, 9e-6, 1)
+    assert t.per_device_train_batch_size * t.gradient_accumulation_steps * 8 == 256  # train_crm.sh L13
+    assert (list(t.confidence_high_range), list(t.confidence_low_range)) == ([7, 10], [0, 3])
+    assert t.confidence_template == "\n{confidence}." and t.strip_existing_confidence is False
+    assert t.confidence_system_prompt.startswith(PAPER_SYSTEM_PROMPT_START)
+    assert t.confidence_system_prompt.endswith("Explicitly include the word 'Confidence:' in your response.")
+    assert "```Example Format:\n<Your responses>\nConfidence: <Insert" in t.confidence_system_prompt
+    assert crm.model.reward_model == ("OpenLLMAI/Llama-3-8b-rm-mixture" if model == "llama3-8b"
+                                      else f"runs/paper/{model}_rm")  # train_crm.sh L15: a trained RM
+    for kind in ("ppo", "ppo_m", "ppo_c_threshold", "ppo_c_difference"):
+        recipe = load(kind)
+        p = recipe.training
+        assert (p.learning_rate, p.kl_coef, p.num_ppo_epochs, p.cliprange, p.cliprange_value) == (5e-7, 0.01, 1, 0.2, 0.2)
+        assert (p.gamma, p.lam, p.temperature, p.response_length, p.max_prompt_length) == (1.0, 0.95, 1.0, 1024, 1024)
+        rollout = p.per_device_train_batch_size * p.gradient_accumulation_steps * 8
+        assert (rollout, rollout // p.num_mini_batches) == (512, 64)
+        assert p.normalize_reward is True and p.missing_eos_penalty is None and p.reward_final_clamp is True
+        assert recipe.data.columns.prompt == "confidence_prompt" and recipe.data.confidence_prompt_fraction == 0.0
+        e = recipe.eval
+        assert (e.prompt_style, e.confidence_parser, e.confidence_retries, e.n_bins) == ("cot", "reference", 10, 10)
+        if kind.startswith("ppo_c"):
+            assert p.confidence_parser == "reference" and p.ppo_c_init_average == "auto"
+            assert (p.ppo_c_alpha, p.reward_clamp, p.missing_confidence) == (0.1, 10.0, "half")
+        else:
+            assert p.ppo_c_variant == "none"
+    assert (load("ppo_c_difference").training.ppo_c_variant, load("ppo_c_difference").training.ppo_c_weight) == \
+        ("difference", 2.0)  # train-ppo-c-llama.sh L38-39
+    assert (load("ppo_c_threshold").training.ppo_c_variant, load("ppo_c_threshold").training.ppo_c_weight) == \
+        ("threshold", 0.5)  # train_cppo.py --w / --adjustment_type defaults
+    assert load("ppo_m").model.reward_model == f"runs/paper/{model}_rm_calibrated"
+
+
+def test_paper_recipes_cite_a_source_on_every_setting():
+    for path in PAPER_RECIPES:
+        lines = path.read_text().splitlines()
+        assert "SeanLeng1/Reward-Calibration" in path.read_text()
+        for key in ("learning_rate:", "kl_coef:", "ppo_c_weight:", "ppo_c_variant:", "normalize_reward:",
+                    "calibration_loss:", "confidence_template:", "num_train_epochs:"):
+            for line in (x for x in lines if x.strip().startswith(key)):
+                assert "#" in line.split(key, 1)[1], f"{path.name}: {line.strip()} cites no source"
 
 
 def test_overrides_reach_every_section(tmp_path):
