@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from calrl.cli import options
+from calrl.confidence.reading import PARSERS
 from calrl.errors import InputError, reports_os_errors
+from calrl.eval.prompts import PROMPT_STYLES
 
 # every file eval may write into --out: an --out holding one of them is refused unless --overwrite
 OUTPUT_NAMES = ("metrics.json", "reliability.png", "report.md", "report.html", "predictions.jsonl",
                 "resolved.jsonl", "samples.jsonl")
 SCALES = ("0-10", "percent", "unit")
-PROMPT_STYLES = ("calrl", "standard", "cot")  # calrl.eval.prompts.PROMPT_STYLES (not imported: a fast --help)
-PARSERS = ("calrl", "reference")  # calrl.confidence.reading.PARSERS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
