@@ -4,9 +4,12 @@ Stages (per seed unless said otherwise), each a process run through calrl's publ
 
 1. world (once): the world's files: held-out items (``data/eval.jsonl``), RL prompts, preference pairs;
 2. ``sft``: the policy trained from scratch (``python -m calrl.demo.sft``);
-3. ``rm_plain`` / ``rm_calibrated``: ``calrl train-rm`` on the biased preference pairs (lambda 0 / PPO-M);
-4. policies: ``calrl train-ppo`` (PPO, PPO-M, PPO-C, PPO-C + abstention) and ``calrl train-grpo``
-   (GRPO + Brier), same prompts, epochs and seed;
+3. ``rm_base``: ``calrl train-rm`` on the raters' fact checks (correct vs wrong, no bias), from the SFT policy
+   with a seeded score head; ``rm_plain`` / ``rm_calibrated``: ``calrl train-rm`` on the biased preference
+   pairs (lambda 0 / PPO-M), from ``rm_base``;
+4. policies: ``calrl train-ppo`` (PPO, PPO-M, PPO-C on the reward model alone; the same with the rule-based
+   correctness reward added; PPO-C + abstention) and ``calrl train-grpo`` (GRPO + Brier), same prompts,
+   epochs and seed;
 5. ``calrl eval --model POLICY --dataset data/eval.jsonl`` for every policy, and ``calrl compare`` of every
    RL policy against vanilla PPO and against SFT;
 6. (in process) ``summary.json`` and ``report.md`` / ``report.html``.
@@ -19,6 +22,7 @@ import os
 import platform
 import random
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,6 +34,7 @@ from calrl.demo.recipes import (
     METHOD_NAMES,
     POLICIES,
     RL_POLICIES,
+    RM_BASE,
     EvalSettings,
     GRPOSettings,
     PPOSettings,
@@ -37,10 +42,11 @@ from calrl.demo.recipes import (
     RewardModelSettings,
     grpo_recipe,
     ppo_recipe,
+    reward_model_of,
     reward_model_recipe,
     write_recipe,
 )
-from calrl.demo.report import write_report
+from calrl.demo.report import readme_table, write_report
 from calrl.demo.runner import StudyRunner, Task
 from calrl.demo.sft import SFTModelConfig, SFTTargetConfig
 from calrl.demo.summary import build_summary
@@ -48,6 +54,10 @@ from calrl.demo.world import WorldConfig, build_world
 from calrl.io import write_json, write_jsonl
 
 CLI = [sys.executable, "-m", "calrl.cli.main"]
+# A stage runs again when its marker is missing or its fingerprint changed (an interrupted study, a changed
+# setting): it then replaces what an earlier run of it left in its folder. calrl train-*, eval and compare
+# refuse to replace earlier results unless told, so every stage command says so.
+RERUN = ("--overwrite",)
 STAGE_ORDER = ("world", "sft", "reward models", "policies", "eval", "gate", "report")
 
 
@@ -63,6 +73,7 @@ class StudyConfig:
     sft: SFTModelConfig = field(default_factory=SFTModelConfig)
     recipes: RecipeSettings = field(default_factory=RecipeSettings)
     rl_prompt_limit: int | None = None
+    n_test_pairs: int = 200  # held-out correct-vs-wrong pairs of the reward models' probe
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -71,7 +82,7 @@ class StudyConfig:
 
 
 def full_config(out: Path, seeds: list[int] | None = None, jobs: int | None = None) -> StudyConfig:
-    return StudyConfig(out=out, seeds=seeds or [0, 1, 2], jobs=jobs or default_jobs())
+    return StudyConfig(out=out, seeds=seeds or [0, 1, 2, 3, 4], jobs=jobs or default_jobs())
 
 
 def quick_config(out: Path, seeds: list[int] | None = None, jobs: int | None = None) -> StudyConfig:
@@ -79,7 +90,7 @@ def quick_config(out: Path, seeds: list[int] | None = None, jobs: int | None = N
     return StudyConfig(
         out=out, seeds=seeds or [0], quick=True, jobs=jobs or default_jobs(),
         sft=SFTModelConfig(short_epochs=10.0, epochs=2.0),
-        recipes=RecipeSettings(rm=RewardModelSettings(epochs=1.0), ppo=PPOSettings(epochs=1.0),
+        recipes=RecipeSettings(rm=RewardModelSettings(epochs=1.0, base_epochs=1.0), ppo=PPOSettings(epochs=1.0),
                                grpo=GRPOSettings(epochs=1.0, num_generations=4),
                                eval=EvalSettings(bootstrap=50, gate_bootstrap=50)),
         rl_prompt_limit=32,
@@ -92,8 +103,11 @@ def default_jobs() -> int:
 
 # -------------------------------------------------------------------------------------------- world files
 def write_world_files(config: StudyConfig, layout: Layout) -> dict[str, int]:
-    """The world's held-out items, RL prompts and preference pairs (train: all kinds; test: correctness only)."""
-    from calrl.demo.preferences import PreferenceConfig, build_preference_rows
+    """The world's held-out items, RL prompts, the raters' fact checks and the biased preference pairs.
+
+    Held-out pairs (``test``, for the reward models' probe) are correct-vs-wrong pairs with the full prompt,
+    drawn apart from the training pairs (other draws on the same checkable people)."""
+    from calrl.demo.preferences import PreferenceConfig, build_factcheck_rows, build_preference_rows
     from calrl.demo.sft import prompt_messages
 
     world = build_world(config.world)
@@ -102,14 +116,19 @@ def write_world_files(config: StudyConfig, layout: Layout) -> dict[str, int]:
     prompts = world.rl_items[: config.rl_prompt_limit] if config.rl_prompt_limit else world.rl_items
     write_jsonl(layout.prompts_file, ({"prompt": prompt_messages(item), "reference": item.reference,
                                         "group": item.slice["group"]} for item in prompts))
-    rows = build_preference_rows(world, PreferenceConfig(seed=config.world.seed))
-    n_test = max(8, len(rows) // 6)
-    test = [r for r in rows[:n_test] if r["kind"] == "correctness"]
-    train = rows[n_test:]
+    seed = config.world.seed
+    train = build_preference_rows(world, PreferenceConfig(seed=seed))
+    test = build_factcheck_rows(world, config.n_test_pairs, seed=seed * 1000 + 3, system=True)
+    rm = config.recipes.rm
+    checks = (build_factcheck_rows(world, rm.base_short_pairs, seed=seed * 1000 + 1, system=False)
+              + build_factcheck_rows(world, rm.base_full_pairs, seed=seed * 1000 + 2, system=True))
+    random.Random(seed).shuffle(checks)
     write_jsonl(layout.preferences / "train.jsonl", train)
     write_jsonl(layout.preferences / "test.jsonl", test)
+    write_jsonl(layout.factchecks / "train.jsonl", checks)
+    write_jsonl(layout.factchecks / "test.jsonl", test)
     counts = {"eval_items": len(world.eval_items), "rl_prompts": len(prompts), "preference_train": len(train),
-              "preference_test": len(test), "sft_items": len(world.sft_items)}
+              "preference_test": len(test), "factcheck_train": len(checks), "sft_items": len(world.sft_items)}
     write_json(layout.data / "counts.json", counts)
     return counts
 
@@ -122,6 +141,7 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
     for seed in config.seeds:
         s = f"seed{seed}"
         sft_dir = layout.model_dir(seed, "sft")
+        init_dir = layout.model_dir(seed, "rm_init")
         sft_model = SFTModelConfig(**{**asdict(config.sft), "seed": seed})
         model_file = layout.seed_dir(seed) / "sft_config.json"
 
@@ -131,31 +151,37 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
                     + layout.world_config.read_text())
 
         tasks.append(Task(
-            name=f"{s}/sft", stage="sft", prepare=prep_sft, outputs=[sft_dir / "config.json"],
-            command=lambda sft_dir=sft_dir, model_file=model_file, seed=seed: [
+            name=f"{s}/sft", stage="sft", prepare=prep_sft,
+            outputs=[sft_dir / "config.json", init_dir / "config.json"],
+            command=lambda sft_dir=sft_dir, model_file=model_file, seed=seed, init_dir=init_dir: [
                 sys.executable, "-m", "calrl.demo.sft", "--world", str(layout.world_config),
-                "--model", str(model_file), "--out", str(sft_dir),
+                "--model", str(model_file), "--out", str(sft_dir), "--reward-init", str(init_dir),
                 "--wandb-dir", str(sft_dir), "--run-name", f"seed{seed}-sft"]))
 
-        for rm in ("rm_plain", "rm_calibrated"):
+        for rm in (RM_BASE, "rm_plain", "rm_calibrated"):
             recipe_path = layout.recipe(seed, rm)
             rm_dir = layout.model_dir(seed, rm)
+            data_dir = layout.factchecks if rm == RM_BASE else layout.preferences
+            start = init_dir if rm == RM_BASE else layout.model_dir(seed, RM_BASE)
 
-            def prep_rm(rm=rm, recipe_path=recipe_path, rm_dir=rm_dir, seed=seed, sft_dir=sft_dir) -> str:
-                recipe = reward_model_recipe(rm, sft_dir=sft_dir, preferences_dir=layout.preferences, out_dir=rm_dir,
+            def prep_rm(rm=rm, recipe_path=recipe_path, rm_dir=rm_dir, seed=seed, data_dir=data_dir,
+                        start=start) -> str:
+                recipe = reward_model_recipe(rm, init_dir=start, preferences_dir=data_dir, out_dir=rm_dir,
                                              seed=seed, settings=r.rm)
                 write_recipe(recipe, recipe_path)
-                return recipe_path.read_text() + _file_digest(layout.preferences / "train.jsonl")
+                return recipe_path.read_text() + _file_digest(data_dir / "train.jsonl") + _file_digest(
+                    data_dir / "test.jsonl")
 
-            tasks.append(Task(name=f"{s}/{rm}", stage="reward models", deps=[f"{s}/sft"], prepare=prep_rm,
+            rm_deps = [f"{s}/sft"] if rm == RM_BASE else [f"{s}/{RM_BASE}"]
+            tasks.append(Task(name=f"{s}/{rm}", stage="reward models", deps=rm_deps, prepare=prep_rm,
                               outputs=[rm_dir / "reward_model_report.json"],
                               command=lambda recipe_path=recipe_path: [*CLI, "train-rm", "--config",
-                                                                       str(recipe_path)]))
+                                                                       str(recipe_path), *RERUN]))
 
         for policy in RL_POLICIES:
             recipe_path = layout.recipe(seed, policy)
             out_dir = layout.model_dir(seed, policy)
-            rm_name = "rm_calibrated" if policy == "ppo_m" else "rm_plain"
+            rm_name = reward_model_of(policy)
             deps = [f"{s}/sft"] if policy == "grpo_brier" else [f"{s}/{rm_name}"]
 
             def prep_policy(policy=policy, recipe_path=recipe_path, out_dir=out_dir, seed=seed, sft_dir=sft_dir,
@@ -175,7 +201,7 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
             tasks.append(Task(name=f"{s}/{policy}", stage="policies", deps=deps, prepare=prep_policy,
                               outputs=[out_dir / "config.json"],
                               command=lambda command=command, recipe_path=recipe_path: [*CLI, command, "--config",
-                                                                                        str(recipe_path)]))
+                                                                                        str(recipe_path), *RERUN]))
 
         for policy in POLICIES:
             eval_dir = layout.eval_dir(seed, policy)
@@ -184,7 +210,7 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
                 name=f"{s}/eval/{policy}", stage="eval", deps=[f"{s}/{policy}"],
                 prepare=lambda: _file_digest(layout.eval_file), outputs=[eval_dir / "metrics.json"],
                 command=lambda eval_dir=eval_dir, model_dir=model_dir, policy=policy, seed=seed: [
-                    *CLI, "eval", "--model", str(model_dir), "--dataset", str(layout.eval_file),
+                    *CLI, "eval", *RERUN, "--model", str(model_dir), "--dataset", str(layout.eval_file),
                     "--out", str(eval_dir), "--prompt-scale", "0-10", "--batch-size", str(r.eval.batch_size),
                     "--max-new-tokens", str(r.eval.max_new_tokens), "--bootstrap", str(r.eval.bootstrap),
                     "--seed", str(seed), "--title", f"{METHOD_NAMES[policy]} (seed {seed})"]))
@@ -196,7 +222,7 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
                 deps=[f"{s}/eval/{candidate}", f"{s}/eval/{baseline}"], outputs=[gate_dir / "gate.json"],
                 ok_codes=(0, 1),  # 1 = the gate blocks: a verdict, not a failure
                 command=lambda gate_dir=gate_dir, candidate=candidate, baseline=baseline, seed=seed: [
-                    *CLI, "compare", "--baseline", str(layout.eval_dir(seed, baseline)),
+                    *CLI, "compare", *RERUN, "--baseline", str(layout.eval_dir(seed, baseline)),
                     "--candidate", str(layout.eval_dir(seed, candidate)), "--out", str(gate_dir),
                     "--bootstrap", str(r.eval.gate_bootstrap), "--seed", str(seed)]))
     return tasks
@@ -209,16 +235,33 @@ def _file_digest(path: Path) -> str:
 
 
 def study_env(config: StudyConfig) -> dict[str, str]:
-    """Offline, quiet, one thread per process when processes run side by side."""
+    """Offline, quiet, and one thread per process whatever ``jobs`` is: a float sum split over threads may
+    add in another order (the numbers would then depend on ``--jobs`` and on the machine's core count), and
+    PYTHONHASHSEED fixes the order of any set iteration a stage might do."""
     env = {
         "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1",
         "MPLBACKEND": "Agg", "HF_DATASETS_CACHE": str(config.out / ".cache" / "datasets"),
         "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1",
     }
-    if config.jobs > 1:
-        env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"})
     return env
+
+
+def code_version() -> dict[str, Any]:
+    """The git commit of the calrl checkout that ran the study, and whether its tracked files had changes."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", "calrl")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
 def machine_description() -> dict[str, Any]:
@@ -240,6 +283,7 @@ def run_study(config: StudyConfig, *, fresh: bool = False, show_progress: bool =
     out.mkdir(parents=True, exist_ok=True)
     layout = Layout(out)
     started = time.time()
+    load_start = _load_average()
     random.seed(0)
 
     t0 = time.time()
@@ -252,10 +296,22 @@ def run_study(config: StudyConfig, *, fresh: bool = False, show_progress: bool =
     summary = build_summary(config, layout, results, counts=counts, machine=machine_description(),
                             command=command)
     summary["timings"]["world_seconds"] = round(world_seconds, 2)
+    summary["code"] = code_version()
+    summary["load_average"] = {"start": load_start, "end": _load_average()}
     summary["timings"]["wall_seconds"] = round(time.time() - started, 1)
     write_json(out / "summary.json", summary)
     report = write_report(summary, layout)
     summary["timings"]["report_seconds"] = round(time.time() - t0, 2)
     summary["timings"]["wall_seconds"] = round(time.time() - started, 1)
     write_json(out / "summary.json", summary)
+    if show_progress:
+        print(readme_table(summary))
     return report
+
+
+def _load_average() -> list[float] | None:
+    """The machine's 1-, 5- and 15-minute load averages (how busy the cores were), where the OS tells."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None

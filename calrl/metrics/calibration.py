@@ -168,8 +168,28 @@ def _fixed_point(coef: Tensor, n: int) -> tuple[Tensor, Tensor]:
 
 def _smooth_ece_rows(conf: Tensor, corr: Tensor, sigma: float | None) -> tuple[Tensor, Tensor]:
     """smECE and bandwidth per row of checked [rows, n] inputs (n > 0)."""
-    n = conf.shape[-1]
-    residual = corr - conf
+    return _solve(conf, corr - conf, conf.shape[-1], sigma)
+
+
+def smooth_ece_weighted(confidence: Tensor, correct: Tensor, counts: Tensor) -> Tensor:
+    """smECE (self-consistent bandwidth) of rows of *counted* items: row r holds ``counts[r, g]`` copies of
+    the item (``confidence[g]``, ``correct[g]``); ``counts`` is [rows, G], every row summing to the same n.
+
+    Equal to :func:`smooth_ece` on the items written out (up to float summation order); the cost depends on
+    G, not n: :func:`calrl.metrics.bootstrap.smooth_ece_bootstrap` draws its resamples as counts this way.
+    """
+    conf, corr = check_pair(confidence, correct, validate_args=False)
+    weights = counts.to(conf.dtype)
+    n = round(float(weights[0].sum())) if weights.shape[0] else 0
+    rows = weights.shape[0]
+    if n == 0 or rows == 0:
+        return torch.full((rows,), float("nan"), dtype=_out_dtype(confidence), device=conf.device)
+    value, _ = _solve(conf.expand(rows, -1), weights * (corr - conf), n, None)
+    return value.to(_out_dtype(confidence))
+
+
+def _solve(conf: Tensor, residual: Tensor, n: int, sigma: float | None) -> tuple[Tensor, Tensor]:
+    """smECE and bandwidth per row, from the items' confidences and (weighted) residuals [rows, k]."""
     if sigma is not None:
         m = _intervals_for(sigma)
         coef = _cosine_coefficients(_grid_masses(conf, residual, m))

@@ -160,6 +160,10 @@ class Runner:
                 self.recipe, base_model=base_model_name(self.trained_source()),
                 metrics=metrics if self.uses_heldout else {},
                 global_step=trainer.state.global_step, extra=self.card_sections(trainer)))
+            if self.recipe.lora is not None:
+                from calrl.train.models import finish_adapter_folder
+
+                finish_adapter_folder(trainer, str(stage), self.trained_source(), self.tokenizer)
             publish_final(stage, out)
         acc.wait_for_everyone()
         return RunResult(method=self.recipe.method, output_dir=str(out), global_step=trainer.state.global_step,
