@@ -23,9 +23,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default runs/demo, or runs/demo-quick with --quick)")
     p.add_argument("--seeds", default=None, metavar="N,N,...",
-                   help="seeds of the runs (default 0,1,2; --quick: 0)")
+                   help="seeds of the runs (default 0,1,2,3,4; --quick: 0)")
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="processes run side by side (default: min(2, CPU cores))")
+    p.add_argument("--readme-table", action="store_true",
+                   help="run nothing: print the README's headline tables (machine, wall time, commit) from "
+                        "OUT/summary.json, exactly as the study printed them when it finished")
     p.set_defaults(func=run)
 
 
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo"))
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder", path=str(out))
+    if args.readme_table:
+        return print_readme_table(out)
     config = (quick_config if args.quick else full_config)(out, seeds=seeds, jobs=args.jobs)
     command = "calrl demo" + (" --quick" if args.quick else "") + (f" --seeds {args.seeds}" if args.seeds else "")
     print(f"calrl demo: {'quick run' if args.quick else 'full study'}, seeds {config.seeds}, "
@@ -64,4 +69,20 @@ def run(args: argparse.Namespace) -> int:
             print(tail)
         return 1
     print(f"calrl demo: done. Report: {report} (also {out / 'report.md'}, summary: {out / 'summary.json'})")
+    return 0
+
+
+def print_readme_table(out: Path) -> int:
+    import json
+
+    from calrl.demo.report import readme_table
+
+    path = out / "summary.json"
+    if not path.is_file():
+        raise InputError("no summary.json here: run `calrl demo` first (or pass its --out)", path=str(path))
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read the study's summary: {exc}", path=str(path)) from None
+    print(readme_table(summary))
     return 0

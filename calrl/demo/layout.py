@@ -17,6 +17,7 @@ class Layout:
         self.eval_file = self.data / "eval.jsonl"
         self.prompts_file = self.data / "rl_prompts.jsonl"
         self.preferences = self.data / "preferences"
+        self.factchecks = self.data / "factchecks"
         self.world_config = self.data / "world_config.json"
         self.recipes = out / "recipes"
         self.evals = out / "evals"
@@ -41,7 +42,9 @@ class Layout:
 
 
 def gate_pairs() -> list[tuple[str, str]]:
-    """(candidate, baseline): every RL policy against SFT, and every other RL policy against vanilla PPO."""
-    pairs = [(p, "sft") for p in RL_POLICIES]
-    pairs += [(p, "ppo") for p in RL_POLICIES if p != "ppo"]
+    """(candidate, baseline): vanilla PPO (with and without the correctness reward) against SFT, PPO-M and
+    PPO-C against vanilla PPO, and the other verifiable-reward policies against PPO + correctness."""
+    pairs = [("ppo", "sft"), ("ppo_v", "sft"), ("ppo_m", "ppo"), ("ppo_c", "ppo")]
+    pairs += [(p, "ppo_v") for p in RL_POLICIES if p.endswith("_v") and p != "ppo_v"]
+    pairs += [(p, "ppo_v") for p in ("ppo_c_abstain", "grpo_brier")]
     return pairs

@@ -69,3 +69,28 @@ def build_preference_rows(world: World, config: PreferenceConfig | None = None) 
             "group": item.slice["group"],
         })
     return rows
+
+
+def build_factcheck_rows(world: World, n: int, *, seed: int, system: bool) -> list[dict[str, Any]]:
+    """``n`` correct-vs-wrong pairs (each side with a random stated confidence) on people the raters can check.
+
+    These are the raters' fact checks, without the confidence bias: the reward models first learn from them
+    which answers are right (stage ``rm_base`` of the study). ``system=False`` leaves the 100-token system
+    prompt out (the user message only), which makes the pairs about seven times cheaper to train on; the
+    held-out pairs keep it, so the probe measures the reward model on exactly the text PPO scores.
+    """
+    rng = random.Random(seed)
+    known = [item for item in world.eval_items if item.slice["group"] != "fact-never"]
+    rows = []
+    for _ in range(n):
+        item = rng.choice(known)
+        chosen = answer_text(item.reference[0], rng.randint(0, 10) / 10)
+        rejected = answer_text(world.wrong_answer(item, rng), rng.randint(0, 10) / 10)
+        rows.append({
+            "prompt": prompt_messages(item)[(0 if system else 1):],
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+            "kind": "correctness",
+            "group": item.slice["group"],
+        })
+    return rows

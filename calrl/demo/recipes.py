@@ -4,20 +4,25 @@ The demo writes them and runs them with ``calrl train-rm``, ``calrl train-ppo`` 
 exactly as a user would run the recipes in ``configs/`` on a real model. Every policy gets the same prompts,
 the same number of epochs over them and the same seed; only the method differs:
 
-========================  =============================================================================
-policy                    what differs
-========================  =============================================================================
-``ppo``                   vanilla PPO, ordinary reward model (scores the response with its confidence)
-``ppo_m``                 vanilla PPO with the calibrated reward model (PPO-M)
-``ppo_c``                 PPO-C (difference): ordinary RM on the response without its confidence, adjusted
-``ppo_c_abstain``         PPO-C with abstention as a rewarded outcome, on the verifiable reward only
-                          (correct 1, wrong 0, "I don't know" ``abstention_reward``), as
-                          ``configs/ppo_c_abstention.yaml`` does for GSM8K
-``grpo_brier``            GRPO with the RLCR reward (correctness + Brier on the stated confidence)
-========================  =============================================================================
+=============================  ========================================================================
+policy                         what differs
+=============================  ========================================================================
+``ppo``                        vanilla PPO, ordinary reward model (scores the response with its confidence)
+``ppo_m``                      vanilla PPO with the calibrated reward model (PPO-M)
+``ppo_c``                      PPO-C (difference): ordinary RM on the response without its confidence,
+                               adjusted by the stated confidence
+``ppo_v`` / ``ppo_m_v`` /      the same three with the rule-based correctness reward (1 right, 0 wrong)
+``ppo_c_v``                    added to the reward model's score (the verifiable-reward variants)
+``ppo_c_abstain``              PPO-C with abstention as a rewarded outcome, on the verifiable reward only
+                               (correct 1, wrong 0, "I don't know" ``abstention_reward``), as
+                               ``configs/ppo_c_abstention.yaml`` does for GSM8K
+``grpo_brier``                 GRPO with the RLCR reward (correctness + Brier on the stated confidence)
+=============================  ========================================================================
 
-Every PPO variant adds the rule-based correctness reward (1 right, 0 wrong) to the reward model's score,
-and a response without a parsable confidence loses ``missing_confidence_penalty``; the README says why.
+The main comparison (``MAIN_POLICIES``) is the reward model alone: the reward models learn right from wrong
+from the raters' fact checks first (``rm_base``), so nothing else is needed to track correctness. The
+verifiable-reward policies (``VERIFIABLE_POLICIES``) form the second table. Every PPO variant penalises a
+response without a parsable confidence (``missing_confidence_penalty``); the README says why.
 """
 
 from __future__ import annotations
@@ -28,26 +33,42 @@ from typing import Any
 
 import yaml
 
-POLICIES = ("sft", "ppo", "ppo_m", "ppo_c", "ppo_c_abstain", "grpo_brier")
+MAIN_POLICIES = ("sft", "ppo", "ppo_m", "ppo_c")  # the reward model alone
+VERIFIABLE_POLICIES = ("ppo_v", "ppo_m_v", "ppo_c_v", "ppo_c_abstain", "grpo_brier")  # + rule-based correctness
+POLICIES = (*MAIN_POLICIES, *VERIFIABLE_POLICIES)
 RL_POLICIES = POLICIES[1:]
 METHOD_NAMES = {
     "sft": "SFT (no RL)",
     "ppo": "PPO",
     "ppo_m": "PPO-M",
     "ppo_c": "PPO-C",
+    "ppo_v": "PPO + correctness",
+    "ppo_m_v": "PPO-M + correctness",
+    "ppo_c_v": "PPO-C + correctness",
     "ppo_c_abstain": "PPO-C + abstention",
     "grpo_brier": "GRPO + Brier",
 }
 REWARD_MODELS = ("rm_plain", "rm_calibrated")
+RM_BASE = "rm_base"  # the fact-checking reward model both reward models start from
+
+
+def reward_model_of(policy: str) -> str:
+    """The reward model a PPO policy is trained against (GRPO + Brier uses none)."""
+    return "rm_calibrated" if policy.removesuffix("_v") == "ppo_m" else "rm_plain"
 WANDB_PROJECT = "calrl-demo"
 
 
 @dataclass
 class RewardModelSettings:
     epochs: float = 4.0
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-4
     batch_size: int = 32
     calibration_lambda: float = 1.0  # of the calibrated RM; the plain one has 0
+    # rm_base: the raters' fact checks (correct vs wrong, no confidence bias), mostly without the system prompt
+    base_epochs: float = 3.0
+    base_learning_rate: float = 1e-3
+    base_short_pairs: int = 3000
+    base_full_pairs: int = 500
 
 
 @dataclass
@@ -61,7 +82,7 @@ class PPOSettings:
     response_length: int = 12
     ppo_c_weight: float = 0.5
     ppo_c_alpha: float = 0.1
-    correctness_mode: str = "add"  # rule-based correctness reward (1 right / 0 wrong) added to the RM score
+    verifiable_correctness_mode: str = "add"  # the *_v policies: correctness reward (1 / 0) added to the RM score
     ppo_c_variant: str = "difference"
     missing_confidence_penalty: float = 0.5
     abstention_reward: float = 0.35  # ppo_c_abstain: abstaining pays exactly when P(correct) < 0.35
@@ -106,21 +127,25 @@ def _common(run_name: str, out_dir: Path, seed: int, tags: list[str]) -> dict[st
     }
 
 
-def reward_model_recipe(name: str, *, sft_dir: Path, preferences_dir: Path, out_dir: Path, seed: int,
+def reward_model_recipe(name: str, *, init_dir: Path, preferences_dir: Path, out_dir: Path, seed: int,
                         settings: RewardModelSettings) -> dict[str, Any]:
-    """The ordinary (``rm_plain``) or calibrated (``rm_calibrated``, PPO-M) reward model, initialised from SFT."""
+    """``rm_base`` (the raters' fact checks, from the SFT policy with a seeded score head), or the ordinary
+    (``rm_plain``) or calibrated (``rm_calibrated``, PPO-M) reward model on the biased pairs, from ``rm_base``."""
     calibrated = name == "rm_calibrated"
-    base = _common(f"seed{seed}-{name}", out_dir, seed, ["rm", "calibrated" if calibrated else "plain"])
+    is_base = name == RM_BASE
+    base = _common(f"seed{seed}-{name}", out_dir, seed,
+                   ["rm", "base" if is_base else ("calibrated" if calibrated else "plain")])
     base["training"].update({
         "calibration_lambda": settings.calibration_lambda if calibrated else 0.0,
         "confidence_high_range": [7, 10], "confidence_low_range": [0, 3], "confidence_scale": "0-10",
-        "num_train_epochs": settings.epochs, "learning_rate": settings.learning_rate,
+        "num_train_epochs": settings.base_epochs if is_base else settings.epochs,
+        "learning_rate": settings.base_learning_rate if is_base else settings.learning_rate,
         "per_device_train_batch_size": settings.batch_size, "per_device_eval_batch_size": 64,
         "lr_scheduler_type": "cosine", "warmup_steps": 0.1, "max_length": 256, "eval_strategy": "no",
     })
     return {
         "method": "rm",
-        "model": {"reward_model": str(sft_dir), "tokenizer": str(sft_dir), "dtype": "float32"},
+        "model": {"reward_model": str(init_dir), "tokenizer": str(init_dir), "dtype": "float32"},
         "data": {"train": str(preferences_dir), "split": "train", "eval_split": "test",
                  "confidence_prompt_fraction": 0.0},
         "eval": {"probe_batch_size": 64},
@@ -147,9 +172,10 @@ def ppo_recipe(policy: str, *, sft_dir: Path, rm_dir: Path, prompts_file: Path, 
         "missing_eos_penalty": 1.0, "num_sample_generations": 0,
         "ppo_c_variant": "none", "missing_confidence": "penalty",
         "missing_confidence_penalty": settings.missing_confidence_penalty,
-        "correctness_mode": settings.correctness_mode, "correct_reward": 1.0, "wrong_reward": 0.0,
+        "correctness_mode": settings.verifiable_correctness_mode if policy.endswith("_v") else "off",
+        "correct_reward": 1.0, "wrong_reward": 0.0,
     })
-    if policy in ("ppo_c", "ppo_c_abstain"):
+    if policy in ("ppo_c", "ppo_c_v", "ppo_c_abstain"):
         training.update({"ppo_c_variant": settings.ppo_c_variant, "ppo_c_weight": settings.ppo_c_weight,
                          "ppo_c_alpha": settings.ppo_c_alpha})
     if policy == "ppo_c_abstain":

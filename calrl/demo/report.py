@@ -10,7 +10,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from calrl.demo.recipes import METHOD_NAMES, POLICIES, RL_POLICIES
+from calrl.demo.recipes import MAIN_POLICIES, METHOD_NAMES, POLICIES, RL_POLICIES, VERIFIABLE_POLICIES
 from calrl.formatting import fmt as format_number
 from calrl.io import write_text
 
@@ -19,10 +19,17 @@ HEADLINE_COLUMNS = (
     ("brier", "Brier"), ("auroc", "AUROC"), ("refusal_rate", "refusal"), ("mean_confidence", "mean conf."),
 )
 CHECK_TEXT = {
-    "ppo_more_overconfident_than_sft": "Vanilla PPO ends more overconfident than SFT (higher mean confidence and ECE)",
-    "ppo_m_lower_ece_than_ppo_same_accuracy": "PPO-M: lower ECE than vanilla PPO, accuracy within 2 points",
-    "ppo_c_lower_ece_than_ppo_same_accuracy": "PPO-C: lower ECE than vanilla PPO, accuracy within 2 points",
-    "abstention_on_wrong_slices": "PPO-C + abstention abstains mostly on slices PPO-C gets wrong (accuracy < 0.5)",
+    "ppo_more_overconfident_than_sft": "PPO (reward model alone) ends more confident and worse calibrated than SFT "
+                                       "(higher mean confidence and higher ECE)",
+    "ppo_v_more_overconfident_than_sft": "PPO + correctness ends more confident and worse calibrated than SFT",
+    "ppo_m_lower_ece_than_ppo_same_accuracy": "PPO-M: ECE at least 30% lower than PPO's, accuracy within 2 points",
+    "ppo_c_lower_ece_than_ppo_same_accuracy": "PPO-C: ECE at least 30% lower than PPO's, accuracy within 2 points",
+    "ppo_m_v_lower_ece_than_ppo_v_same_accuracy": "PPO-M + correctness: ECE at least 30% lower than PPO + "
+                                                  "correctness, accuracy within 2 points",
+    "ppo_c_v_lower_ece_than_ppo_v_same_accuracy": "PPO-C + correctness: ECE at least 30% lower than PPO + "
+                                                  "correctness, accuracy within 2 points",
+    "abstention_on_wrong_slices": "PPO-C + abstention abstains mostly on slices PPO-C + correctness gets wrong "
+                                  "(accuracy < 0.5)",
 }
 
 
@@ -41,11 +48,52 @@ def fmt_agg(agg: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ tables
-def headline_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def headline_table(summary: dict[str, Any], policies: tuple[str, ...] = MAIN_POLICIES
+                   ) -> tuple[list[str], list[list[str]]]:
+    """Mean ± std over seeds of each policy's held-out metrics (default: the main comparison, RM alone)."""
     header = ["policy", *[label for _, label in HEADLINE_COLUMNS]]
     rows = [[summary["policies"][p]["method"], *[fmt_agg(summary["policies"][p][k]) for k, _ in HEADLINE_COLUMNS]]
-            for p in POLICIES]
+            for p in policies]
     return header, rows
+
+
+def verifiable_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The second table: SFT and the policies trained with the rule-based correctness (verifiable) reward."""
+    return headline_table(summary, ("sft", *VERIFIABLE_POLICIES))
+
+
+def _interval(low: Any, high: Any) -> str:
+    return "n/a" if low is None or high is None else f"[{fmt(low)}, {fmt(high)}]"
+
+
+def ece_difference_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per compared method: ECE(method) - ECE(its PPO) per seed (with calrl compare's item-level interval),
+    mean ± std over seeds, the paired seed-bootstrap interval of the mean, and the seeds where it holds."""
+    seeds = summary["seeds"]
+    header = ["method", "vs", *[f"seed {s}" for s in seeds], "mean ± std", "95% interval (seeds)",
+              "holds (ECE -30%, acc. ±2 pts)"]
+    rows = []
+    for key, check in summary["checks"].items():
+        diff = check.get("numbers", {}).get("ece_difference")
+        if diff is None:
+            continue
+        policy, base = key.split("_lower_ece_than_")[0], key.split("_lower_ece_than_")[1].removesuffix("_same_accuracy")
+        cells = []
+        for d, iv in zip(diff["per_seed"], diff["per_seed_item_interval"]):
+            cells.append("n/a" if d is None else fmt(d) + (f" {_interval(*iv)}" if iv else ""))
+        rows.append([METHOD_NAMES[policy], METHOD_NAMES[base], *cells, fmt_agg(diff), _interval(diff["low"], diff["high"]),
+                     f"{check['seeds_passed']} of {check['seeds']} seeds"])
+    return header, rows
+
+
+def claims_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per expected outcome: in how many seeds it holds on its own, and whether on the means."""
+    lines = []
+    for key, c in summary["checks"].items():
+        means = {True: "holds", False: "does not hold", None: "n/a"}[c.get("on_means")]
+        lines.append(f"{CHECK_TEXT.get(key, key)}: holds in {c['seeds_passed']} of {c['seeds']} seeds "
+                     f"({means} on the means)")
+    return lines
 
 
 def slice_table(summary: dict[str, Any], key: str) -> tuple[list[str], list[list[str]]]:
@@ -59,7 +107,8 @@ def slice_table(summary: dict[str, Any], key: str) -> tuple[list[str], list[list
 def rm_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["reward model", "preference accuracy", "prefers high conf. (correct answer)",
               "prefers high conf. (wrong answer)", "mean r(high)-r(low), correct", "mean r(high)-r(low), wrong"]
-    names = {"rm_plain": "ordinary (lambda = 0)", "rm_calibrated": "calibrated (PPO-M)"}
+    names = {"rm_base": "fact checks only (start of both)", "rm_plain": "ordinary (lambda = 0)",
+             "rm_calibrated": "calibrated (PPO-M)"}
     rows = []
     for rm, entry in summary["reward_models"].items():
         rows.append([names.get(rm, rm), fmt_agg(entry["preference_accuracy"]),
@@ -141,78 +190,76 @@ def paragraphs(summary: dict[str, Any]) -> dict[str, str]:
                   f"{fmt(sft['mean_confidence'])}, ECE {fmt(sft['ece'])}, refusal rate {fmt(sft['refusal_rate'])}. "
                   f"Per slice ({per_slice}). This is the starting point every RL policy shares.")
 
-    check = summary["checks"]["ppo_more_overconfident_than_sft"]
-    verdict = ("It ends more overconfident than SFT, as the biased reward model predicts" if check["passed"]
-               else "It did NOT end more overconfident than SFT on both counts (mean confidence and ECE)")
-    verdict += f" (on its own in {check['seeds_passed']} of {check['seeds']} seeds)."
     probe = summary["reward_models"]["rm_plain"]
-    out["ppo"] = (f"Vanilla PPO against the ordinary reward model ({over}): "
-                  f"{_change(sft['mean_confidence'], ppo['mean_confidence'], 'mean confidence')}, "
-                  f"{_change(sft['ece'], ppo['ece'], 'ECE')}, "
-                  f"{_change(sft['accuracy'], ppo['accuracy'], 'accuracy', points=True)} (SFT -> PPO). {verdict} "
-                  f"The ordinary reward model prefers the high-confidence version of a wrong answer "
-                  f"{fmt(probe['rejected_prefers_high_rate']['mean'])} of the time.")
+    cal = summary["reward_models"]["rm_calibrated"]
+    for ppo, label in (("ppo", "Vanilla PPO against the ordinary reward model alone"),
+                       ("ppo_v", ("Vanilla PPO against the ordinary reward model plus the rule-based "
+                                  "correctness reward"))):
+        check = summary["checks"][f"{ppo}_more_overconfident_than_sft"]
+        p = {k: _m(summary, ppo, k) for k in ("accuracy", "ece", "mean_confidence")}
+        verdict = (f"More confident and worse calibrated than SFT in {check['seeds_passed']} of {check['seeds']} "
+                   f"seeds on its own ({'and' if check['on_means'] else 'but not'} on the means).")
+        out[ppo] = (f"{label} ({over}): {_change(sft['mean_confidence'], p['mean_confidence'], 'mean confidence')}, "
+                    f"{_change(sft['ece'], p['ece'], 'ECE')}, "
+                    f"{_change(sft['accuracy'], p['accuracy'], 'accuracy', points=True)} (SFT -> PPO). {verdict} "
+                    f"The ordinary reward model prefers the high-confidence version of a wrong answer "
+                    f"{fmt(probe['rejected_prefers_high_rate']['mean'])} of the time, and the correct answer of a "
+                    f"correct-vs-wrong pair {fmt(probe['preference_accuracy']['mean'])} of the time.")
 
-    for policy, label in (("ppo_m", "PPO-M"), ("ppo_c", "PPO-C")):
-        c = summary["checks"][f"{policy}_lower_ece_than_ppo_same_accuracy"]
+    for policy, base in (("ppo_m", "ppo"), ("ppo_c", "ppo"), ("ppo_m_v", "ppo_v"), ("ppo_c_v", "ppo_v")):
+        c = summary["checks"][f"{policy}_lower_ece_than_{base}_same_accuracy"]
+        b = {k: _m(summary, base, k) for k in ("accuracy", "ece", "mean_confidence")}
         ece, acc = _m(summary, policy, "ece"), _m(summary, policy, "accuracy")
         conf = _m(summary, policy, "mean_confidence")
-        seeds = f" Seed by seed this holds in {c['seeds_passed']} of {c['seeds']}."
-        if c["passed"]:
-            verdict = "On the means it meets the expectation: lower ECE than vanilla PPO with accuracy within 2 points."
-        else:
-            parts = []
-            if ece is not None and ppo["ece"] is not None and ece >= ppo["ece"]:
-                parts.append("its ECE is not lower than vanilla PPO's")
-            if acc is not None and ppo["accuracy"] is not None and abs(acc - ppo["accuracy"]) > 0.02:
-                parts.append("its accuracy differs from vanilla PPO's by more than 2 points")
-            verdict = "It did NOT help as expected: " + " and ".join(parts or ["numbers missing"]) + "."
-        verdict += seeds
+        diff = c["numbers"]["ece_difference"]
+        verdict = (f"ECE at least 30% lower than {METHOD_NAMES[base]}'s with accuracy within 2 points: in "
+                   f"{c['seeds_passed']} of {c['seeds']} seeds on its own ({'and' if c['on_means'] else 'but not'}"
+                   f" on the means). ECE difference {fmt(diff['mean'])} ± {fmt(diff['std'])} over seeds, 95% "
+                   f"paired bootstrap interval over seeds {_interval(diff['low'], diff['high'])}.")
         extra = ""
         if policy == "ppo_m":
-            cal = summary["reward_models"]["rm_calibrated"]
             extra = (f" The calibrated reward model prefers high confidence on wrong answers "
                      f"{fmt(cal['rejected_prefers_high_rate']['mean'])} of the time (ordinary RM: "
                      f"{fmt(probe['rejected_prefers_high_rate']['mean'])}) and on correct answers "
                      f"{fmt(cal['chosen_prefers_high_rate']['mean'])} (ordinary: "
                      f"{fmt(probe['chosen_prefers_high_rate']['mean'])}); the reward it adds for a high over a "
                      f"low stated confidence is {fmt(cal['rejected_reward_difference']['mean'])} on wrong answers "
-                     f"(ordinary: {fmt(probe['rejected_reward_difference']['mean'])}). Its held-out preference "
-                     f"accuracy on correct-vs-wrong pairs is {fmt(cal['preference_accuracy']['mean'])}: it cannot "
-                     "tell right from wrong here, so what the calibrated loss changes is the size of the "
-                     "confidence bonus, not its direction.")
-        out[policy] = (f"{label} ({over}) against vanilla PPO: {_change(ppo['ece'], ece, 'ECE')}, "
-                       f"{_change(ppo['mean_confidence'], conf, 'mean confidence')}, "
-                       f"{_change(ppo['accuracy'], acc, 'accuracy', points=True)}. {verdict}{extra}")
+                     f"(ordinary: {fmt(probe['rejected_reward_difference']['mean'])}); its held-out preference "
+                     f"accuracy on correct-vs-wrong pairs is {fmt(cal['preference_accuracy']['mean'])}.")
+        out[policy] = (f"{METHOD_NAMES[policy]} ({over}) against {METHOD_NAMES[base]}: "
+                       f"{_change(b['ece'], ece, 'ECE')}, {_change(b['mean_confidence'], conf, 'mean confidence')}, "
+                       f"{_change(b['accuracy'], acc, 'accuracy', points=True)}. {verdict}{extra}")
 
     ab = summary["checks"]["abstention_on_wrong_slices"]
     refusal = _m(summary, "ppo_c_abstain", "refusal_rate")
     acc_ans = _m(summary, "ppo_c_abstain", "accuracy_answered")
-    ref_acc_ans = _m(summary, "ppo_c", "accuracy_answered")
+    ref_acc_ans = _m(summary, "ppo_c_v", "accuracy_answered")
     share = ab["numbers"]["share_on_wrong_slices"]
     slice_ref = summary["policies"]["ppo_c_abstain"]["slice_refusal_rate"]
     where = ", ".join(f"{g} {fmt(v['mean'])}" for g, v in slice_ref.items())
     if share is None:
         verdict = "It never abstained on the held-out set, so the abstention reward had no visible effect."
     elif ab["passed"]:
-        verdict = (f"{fmt(share)} of its abstentions fall on slices PPO-C answers correctly less than half the "
-                   "time: it abstains mostly where it would be wrong.")
+        verdict = (f"{fmt(share)} of its abstentions fall on slices PPO-C + correctness answers correctly less "
+                   f"than half the time (more than half in {ab['seeds_passed']} of {ab['seeds']} seeds).")
     else:
-        verdict = (f"Only {fmt(share)} of its abstentions fall on slices PPO-C gets wrong more often than right: "
-                   "it did NOT abstain mostly where it would be wrong.")
+        verdict = (f"Only {fmt(share)} of its abstentions fall on slices PPO-C + correctness gets wrong more "
+                   "often than right: it did NOT abstain mostly where it would be wrong.")
     rewards = ", ".join(f"seed {s}: {fmt(v)}" for s, v in summary["abstention_reward"].items())
     out["ppo_c_abstain"] = (f"PPO-C with an abstention reward ({rewards}) ({over}): refusal rate {fmt(refusal)} "
                             f"(per slice: {where}); accuracy on answered questions "
-                            f"{_change(ref_acc_ans, acc_ans, 'vs PPO-C')}. {verdict}")
+                            f"{_change(ref_acc_ans, acc_ans, 'vs PPO-C + correctness')}. {verdict}")
 
     g = {k: _m(summary, "grpo_brier", k) for k in ("accuracy", "ece", "mean_confidence", "auroc")}
+    ppo = {k: _m(summary, "ppo_v", k) for k in ("accuracy", "ece")}
     if g["ece"] is not None and sft["ece"] is not None and ppo["ece"] is not None:
         if g["ece"] < min(sft["ece"], ppo["ece"]):
-            verdict = "Its ECE is the lower of both SFT's and vanilla PPO's."
+            verdict = "Its ECE is below both SFT's and PPO + correctness's (on the means)."
         elif g["ece"] < ppo["ece"]:
-            verdict = "Its ECE is below vanilla PPO's but not below SFT's: the Brier reward did not improve on SFT."
+            verdict = ("Its ECE is below PPO + correctness's but not below SFT's: the Brier reward did not improve "
+                       "on SFT.")
         else:
-            verdict = "Its ECE is not below vanilla PPO's: the Brier reward did NOT help here."
+            verdict = "Its ECE is not below PPO + correctness's: the Brier reward did NOT help here."
     else:
         verdict = ""
     out["grpo_brier"] = (f"GRPO with the Brier (RLCR) reward, no std scaling ({over}): "
@@ -304,6 +351,51 @@ def plot_ece_per_epoch(summary: dict[str, Any], path: Path) -> Path:
     return path
 
 
+# ------------------------------------------------------------------------------------------ README table
+def readme_table(summary: dict[str, Any]) -> str:
+    """The README's headline block, from ``summary.json`` alone: how it was measured (command, seeds, commit,
+    machine, load, wall clock), the two held-out tables, the reward models, the ECE differences and in how
+    many seeds each claim holds. ``calrl demo`` prints it when it finishes; ``calrl demo --readme-table``
+    prints it again from the summary."""
+    m = summary["machine"]
+    code = summary.get("code") or {}
+    commit = (code.get("commit") or "unknown")[:12] + (" with uncommitted changes in calrl/" if code.get("dirty") else "")
+    load = summary.get("load_average") or {}
+    loads = " -> ".join("/".join(fmt(x, 2) for x in v) for v in (load.get("start"), load.get("end")) if v)
+    wall = summary["timings"].get("wall_seconds")
+    wall_text = "n/a" if wall is None else f"{wall:.0f} s ({int(wall // 60)} min {int(wall % 60)} s)"
+    n_jobs = summary["config"].get("jobs")
+    setup = (
+        f"Command: `{summary['command']}` (seeds {', '.join(str(s) for s in summary['seeds'])}; {n_jobs} "
+        f"process(es) side by side). Commit: {commit}. Machine: {m['processor']}, {m['cpu_count']} CPU cores"
+        f"{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}, {m['platform']}, Python {m['python']}, "
+        f"torch {m['torch']}. Load average (1/5/15 min) at start -> end: {loads or 'n/a'}. Wall clock: {wall_text}. "
+        f"Held-out set: {summary['counts']['eval_items']} questions; mean ± standard deviation over the seeds "
+        "(`summary.json`).")
+    lines = [
+        setup,
+        "",
+        "Reward model alone (the main comparison):",
+        "",
+        _md_table(*headline_table(summary)),
+        "",
+        "With the rule-based correctness (verifiable) reward:",
+        "",
+        _md_table(*verifiable_table(summary)),
+        "",
+        "Reward models (held-out correct-vs-wrong pairs, `calrl train-rm`'s probe):",
+        "",
+        _md_table(*rm_table(summary)),
+        "",
+        "ECE(method) - ECE(PPO) per seed [calrl compare's 95% interval over held-out items]:",
+        "",
+        _md_table(*ece_difference_table(summary)),
+        "",
+        *[f"- {line}" for line in claims_lines(summary)],
+    ]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------ writers
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
@@ -326,14 +418,15 @@ def sections(summary: dict[str, Any], plots: dict[str, str]) -> list[tuple[str, 
              f"torch {m['torch']}. Held-out items: {summary['counts']['eval_items']}; RL prompts: "
              f"{summary['counts']['rl_prompts']}. Numbers are mean ± standard deviation over the seeds"
              + (" (quick run: one seed, few steps; not a result)." if summary["quick"] else "."))
-    checks = [f"{'PASS' if c['passed'] else ('n/a' if c['passed'] is None else 'FAIL')} on the means: "
-              f"{CHECK_TEXT.get(k, k)} (holds in {c['seeds_passed']} of {c['seeds']} seeds on their own)"
-              for k, c in summary["checks"].items()]
+    checks = [f"{'PASS' if c['passed'] else ('n/a' if c['passed'] is None else 'FAIL')} (every seed): {line}"
+              for c, line in zip(summary["checks"].values(), claims_lines(summary))]
     paras = paragraphs(summary)
     out: list[tuple[str, str, Any]] = [
         ("Setup", "text", intro),
         ("Held-out results", "table", headline_table(summary)),
+        ("Held-out results with the verifiable (rule-based correctness) reward", "table", verifiable_table(summary)),
         ("What the study was expected to show", "list", checks),
+        ("ECE difference to vanilla PPO, per seed", "table", ece_difference_table(summary)),
         ("What each method did", "list", [f"**{METHOD_NAMES[p]}.** {paras[p]}" for p in POLICIES]),
         ("Reliability diagrams (bins pooled over seeds)", "image", plots["reliability"]),
         ("ECE per slice", "table", slice_table(summary, "slice_ece")),
@@ -404,10 +497,13 @@ def write_report(summary: dict[str, Any], layout: Any) -> Path:
 
 __all__ = [
     "RL_POLICIES",
+    "claims_lines",
+    "ece_difference_table",
     "fmt",
     "fmt_agg",
     "headline_table",
     "paragraphs",
+    "readme_table",
     "render_html",
     "render_markdown",
     "write_report",

@@ -143,6 +143,25 @@ def train_sft(world: World, out_dir: str | Path, *, model_config: SFTModelConfig
     return out_dir
 
 
+def save_reward_init(source: str | Path, out_dir: str | Path, *, seed: int) -> Path:
+    """``source`` (a causal LM folder) as a one-output sequence classifier whose new score head is drawn from
+    ``seed``, saved whole to ``out_dir``: the reward models start from it.
+
+    ``calrl train-rm`` would otherwise draw the head when it loads the causal LM, from torch's default
+    generator, whose seed differs in every process: two runs of the same recipe then trained different
+    reward models (the demo's first source of run-to-run differences)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return Path(out_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m calrl.demo.sft``: the SFT stage as its own process (the study runs stages side by side)."""
     import argparse
@@ -157,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--wandb-dir", default=None)
     p.add_argument("--run-name", default=None)
+    p.add_argument("--reward-init", default=None, metavar="DIR",
+                   help="also save the trained policy as a sequence classifier with a seeded score head here")
     args = p.parse_args(argv)
     world = build_world(WorldConfig(**json.loads(Path(args.world).read_text())))
     model_config = SFTModelConfig(**json.loads(Path(args.model).read_text()))
@@ -173,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if run is not None:
             run.finish()
+    if args.reward_init:
+        save_reward_init(args.out, args.reward_init, seed=model_config.seed)
     return 0
 
 

@@ -16,13 +16,17 @@ from typing import Any
 
 from calrl.callbacks.eval_files import read_eval_history
 from calrl.demo.layout import Layout, gate_pairs
-from calrl.demo.recipes import METHOD_NAMES, POLICIES, REWARD_MODELS
+from calrl.demo.recipes import METHOD_NAMES, POLICIES, REWARD_MODELS, RM_BASE
 from calrl.demo.world import GROUPS
 
 METRIC_KEYS = ("accuracy", "accuracy_answered", "ece", "smece", "brier", "auroc", "refusal_rate",
                "mean_confidence")
 SLICE_KEY = "group"
 ACCURACY_MARGIN = 0.02  # "accuracy within 2 points" of vanilla PPO
+ECE_REDUCTION = 0.30  # PPO-M / PPO-C: "at least 30% lower ECE than vanilla PPO"
+N_SEED_BOOTSTRAP = 2000  # resamples of the seeds for the paired interval of the mean ECE difference
+# (method, its vanilla-PPO baseline) of the ECE comparisons: the main table and the verifiable-reward table
+ECE_COMPARISONS = (("ppo_m", "ppo"), ("ppo_c", "ppo"), ("ppo_m_v", "ppo_v"), ("ppo_c_v", "ppo_v"))
 
 
 def policy_numbers(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +76,7 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
         policies[policy] = entry
 
     reward_models = {}
-    for rm in REWARD_MODELS:
+    for rm in (RM_BASE, *REWARD_MODELS):
         per_seed = {}
         for seed in seeds:
             report = _read_json(layout.model_dir(seed, rm) / "reward_model_report.json")
@@ -95,7 +99,10 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
     for seed in seeds:
         for candidate, baseline in gate_pairs():
             gate = _read_json(layout.gate_dir(seed, candidate, baseline) / "gate.json")
+            ece = (gate.get("deltas") or {}).get("ece") or {}
             gates.append({"seed": seed, "candidate": candidate, "baseline": baseline, "verdict": gate["verdict"],
+                          "ece_delta": ece.get("delta"), "ece_delta_low": ece.get("low"),
+                          "ece_delta_high": ece.get("high"), "ece_delta_level": ece.get("level"),
                           "reasons": [r["code"] for r in gate.get("reasons", [])],
                           "warnings": [w["code"] for w in gate.get("warnings", [])],
                           "file": str(layout.gate_dir(seed, candidate, baseline) / "gate.json")})
@@ -156,45 +163,81 @@ def _count(flags: list[bool | None]) -> dict[str, int]:
 
 
 def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
-    """The outcomes issue 4 expects "if the recipes work", judged on the means over seeds (``passed``), with
-    the number of seeds in which each holds on its own (``seeds_passed``) and the numbers behind it."""
+    """What the study is expected to show, judged seed by seed: ``seeds_passed`` of ``seeds``; ``passed`` is
+    true only when it holds in every seed (``on_means`` says whether it holds on the means over seeds)."""
     checks: dict[str, Any] = {}
-    sft_conf, ppo_conf = _mean(summary, "sft", "mean_confidence"), _mean(summary, "ppo", "mean_confidence")
-    sft_ece, ppo_ece = _mean(summary, "sft", "ece"), _mean(summary, "ppo", "ece")
 
     def overconfident(sc: float | None, pc: float | None, se: float | None, pe: float | None) -> bool | None:
         return None if None in (sc, pc, se, pe) else (pc > sc and pe > se)
 
-    per_seed = [overconfident(*v) for v in zip(_seed_values(summary, "sft", "mean_confidence"),
-                                                _seed_values(summary, "ppo", "mean_confidence"),
-                                                _seed_values(summary, "sft", "ece"), _seed_values(summary, "ppo", "ece"))]
-    checks["ppo_more_overconfident_than_sft"] = {
-        "passed": overconfident(sft_conf, ppo_conf, sft_ece, ppo_ece), **_count(per_seed),
-        "numbers": {"sft_mean_confidence": sft_conf, "ppo_mean_confidence": ppo_conf, "sft_ece": sft_ece,
-                    "ppo_ece": ppo_ece},
-    }
-    ppo_acc = _mean(summary, "ppo", "accuracy")
-
     def better(ece: float | None, acc: float | None, base_ece: float | None, base_acc: float | None) -> bool | None:
         if None in (ece, acc, base_ece, base_acc):
             return None
-        return ece < base_ece and abs(acc - base_acc) <= ACCURACY_MARGIN
+        return ece <= (1 - ECE_REDUCTION) * base_ece and abs(acc - base_acc) <= ACCURACY_MARGIN
 
-    for policy in ("ppo_m", "ppo_c"):
-        ece, acc = _mean(summary, policy, "ece"), _mean(summary, policy, "accuracy")
-        per_seed = [better(*v) for v in zip(_seed_values(summary, policy, "ece"), _seed_values(summary, policy, "accuracy"),
-                                            _seed_values(summary, "ppo", "ece"), _seed_values(summary, "ppo", "accuracy"))]
-        checks[f"{policy}_lower_ece_than_ppo_same_accuracy"] = {
-            "passed": better(ece, acc, ppo_ece, ppo_acc), **_count(per_seed),
-            "numbers": {f"{policy}_ece": ece, "ppo_ece": ppo_ece, f"{policy}_accuracy": acc,
-                        "ppo_accuracy": ppo_acc, "accuracy_margin": ACCURACY_MARGIN},
+    for ppo in ("ppo", "ppo_v"):
+        keys = ("mean_confidence", "ece")
+        per_seed = [overconfident(*v) for v in zip(_seed_values(summary, "sft", keys[0]),
+                                                    _seed_values(summary, ppo, keys[0]),
+                                                    _seed_values(summary, "sft", keys[1]),
+                                                    _seed_values(summary, ppo, keys[1]))]
+        means = {f"{who}_{k}": _mean(summary, who, k) for who in ("sft", ppo) for k in keys}
+        checks[f"{ppo}_more_overconfident_than_sft"] = {
+            **_verdict(per_seed, overconfident(means[f"sft_{keys[0]}"], means[f"{ppo}_{keys[0]}"],
+                                               means[f"sft_{keys[1]}"], means[f"{ppo}_{keys[1]}"])),
+            "numbers": means}
+
+    for policy, base in ECE_COMPARISONS:
+        values = [_seed_values(summary, policy, "ece"), _seed_values(summary, policy, "accuracy"),
+                  _seed_values(summary, base, "ece"), _seed_values(summary, base, "accuracy")]
+        per_seed = [better(*v) for v in zip(*values)]
+        means = [_mean(summary, policy, "ece"), _mean(summary, policy, "accuracy"), _mean(summary, base, "ece"),
+                 _mean(summary, base, "accuracy")]
+        checks[f"{policy}_lower_ece_than_{base}_same_accuracy"] = {
+            **_verdict(per_seed, better(*means)),
+            "numbers": {f"{policy}_ece": means[0], f"{policy}_accuracy": means[1], f"{base}_ece": means[2],
+                        f"{base}_accuracy": means[3], "ece_reduction": ECE_REDUCTION,
+                        "accuracy_margin": ACCURACY_MARGIN,
+                        "ece_difference": ece_difference(summary, policy, base)},
         }
     checks["abstention_on_wrong_slices"] = abstention_check(summary)
     return checks
 
 
+def _verdict(per_seed: list[bool | None], on_means: bool | None) -> dict[str, Any]:
+    known = [f for f in per_seed if f is not None]
+    return {"passed": (all(known) if known and len(known) == len(per_seed) else None), "on_means": on_means,
+            "per_seed": per_seed, **_count(per_seed)}
+
+
+def ece_difference(summary: dict[str, Any], policy: str, base: str) -> dict[str, Any]:
+    """ECE(policy) - ECE(base) per seed (paired: same seed, same SFT policy and held-out items), their mean,
+    spread and a paired bootstrap interval of the mean over seeds (the seeds resampled with replacement,
+    ``N_SEED_BOOTSTRAP`` times, seeded), and each seed's own interval over held-out items from
+    ``calrl compare`` (``gate.json`` deltas) when that pair was gated."""
+    import random
+
+    diffs = [None if None in (a, b) else a - b
+             for a, b in zip(_seed_values(summary, policy, "ece"), _seed_values(summary, base, "ece"))]
+    present = [d for d in diffs if d is not None]
+    out: dict[str, Any] = {"per_seed": diffs, **aggregate(present), "low": None, "high": None,
+                           "level": 0.95, "n_boot": N_SEED_BOOTSTRAP}
+    out.pop("values", None)
+    if len(present) > 1:
+        rng = random.Random(0)
+        means = sorted(statistics.fmean(rng.choices(present, k=len(present))) for _ in range(N_SEED_BOOTSTRAP))
+        out["low"] = means[int(0.025 * N_SEED_BOOTSTRAP)]
+        out["high"] = means[int(0.975 * N_SEED_BOOTSTRAP) - 1]
+    gates = {g["seed"]: g for g in summary.get("gates", []) if (g["candidate"], g["baseline"]) == (policy, base)}
+    out["per_seed_item_interval"] = [
+        [gates[s].get("ece_delta_low"), gates[s].get("ece_delta_high")] if s in gates else None
+        for s in summary["seeds"]]
+    return out
+
+
 def abstention_check(summary: dict[str, Any]) -> dict[str, Any]:
-    """Do ppo_c_abstain's abstentions fall on the slices PPO-C (same seed, no abstention reward) gets wrong?
+    """Do ppo_c_abstain's abstentions fall on the slices PPO-C + correctness (same seed, no abstention reward)
+    gets wrong?
 
     Per seed: the abstentions of each slice, weighted by PPO-C's accuracy on that slice, give the accuracy
     the abstained questions would have had ("accuracy where it abstained"); "mostly on wrong slices" is the
@@ -203,7 +246,7 @@ def abstention_check(summary: dict[str, Any]) -> dict[str, Any]:
     per_seed = {}
     for seed in summary["seeds"]:
         abst = summary["policies"]["ppo_c_abstain"]["per_seed"][str(seed)]
-        ref = summary["policies"]["ppo_c"]["per_seed"][str(seed)]
+        ref = summary["policies"]["ppo_c_v"]["per_seed"][str(seed)]
         n_abst = {g: v or 0 for g, v in abst["slice_n_abstained"].items()}
         total = sum(n_abst.values())
         if total == 0:
@@ -217,8 +260,8 @@ def abstention_check(summary: dict[str, Any]) -> dict[str, Any]:
                                "accuracy_where_abstained": where, "reference_accuracy": ref["accuracy"]}
     shares = [v["share_on_wrong_slices"] for v in per_seed.values()]
     agg = aggregate(shares)
-    return {"passed": None if agg["mean"] is None else agg["mean"] > 0.5,
-            **_count([None if v is None else v > 0.5 for v in shares]),
+    return {**_verdict([None if v is None else v > 0.5 for v in shares],
+                       None if agg["mean"] is None else agg["mean"] > 0.5),
             "numbers": {"share_on_wrong_slices": agg["mean"], "per_seed": per_seed}}
 
 
