@@ -170,6 +170,8 @@ def find_probability_phrases(text: str) -> list[HedgeMatch]:
     """
     norm, index = normalise_spacing(text)
     found: list[HedgeMatch] = []
+    if _BY_FIRST_WORD.keys().isdisjoint(_WORD_RE.findall(norm)):  # most responses: no phrase can start
+        return found
     resume = 0
     for word in _WORD_RE.finditer(norm):
         if word.start() < resume:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from calrl.confidence import ConfidenceReader, detect_hedge, extract_answer, is_abstention
 from calrl.errors import InputError
 from calrl.eval.records import PredictionRecord, ResolvedRecord
 from calrl.eval.schema import (
@@ -29,6 +30,7 @@ from calrl.eval.schema import (
     SliceMetrics,
     SmoothECE,
 )
+from calrl.grading import grade
 
 MISSING_POLICIES = ("exclude", "half", "error")
 CONFIDENCE_SOURCES = ("given", "explicit", "hedge", "missing", "abstained")
@@ -44,13 +46,11 @@ def resolve_records(records: Iterable[PredictionRecord], *, use_hedges: bool = T
     confidence: given > explicit statement in the response > hedge phrase (``use_hedges``) > missing.
     abstained: given > ``is_abstention(response)``; an item given as correct is an answer.
     correct: given > ``grade(extract_answer(response), reference, choices=..., grader=...)``; an
-    abstention is never correct and its confidence is dropped (source ``"abstained"``).
+    abstention is never correct and its confidence is dropped (source ``"abstained"``). The resolved record
+    shares the slice mapping of its prediction record (not copied: 10^6 items would hold two copies).
     ``confidence_parser``: ``calrl`` or ``reference`` (the paper's evaluation rules), through
     :class:`calrl.confidence.ConfidenceReader`.
     """
-    from calrl.confidence import ConfidenceReader, detect_hedge, extract_answer, is_abstention
-    from calrl.grading import grade
-
     reader = ConfidenceReader(confidence_parser, purpose="eval", use_hedges=use_hedges)
     resolved: list[ResolvedRecord] = []
     for rec in records:
@@ -72,7 +72,7 @@ def resolve_records(records: Iterable[PredictionRecord], *, use_hedges: bool = T
         if abstained:
             resolved.append(ResolvedRecord(id=rec.id, abstained=True, correct=False, confidence=None,
                                            confidence_source="abstained", hedged=hedged,
-                                           slice=dict(rec.slice), samples=rec.samples, answer=None,
+                                           slice=rec.slice, samples=rec.samples, answer=None,
                                            response=response, reference=rec.reference))
             continue
 
@@ -93,7 +93,7 @@ def resolve_records(records: Iterable[PredictionRecord], *, use_hedges: bool = T
             correct = bool(grade(answer or "", rec.reference, choices=rec.choices, grader=grader))
 
         resolved.append(ResolvedRecord(id=rec.id, abstained=False, correct=correct, confidence=confidence,
-                                       confidence_source=source, hedged=hedged, slice=dict(rec.slice),
+                                       confidence_source=source, hedged=hedged, slice=rec.slice,
                                        samples=rec.samples, answer=answer, response=response,
                                        reference=rec.reference))
     return resolved
