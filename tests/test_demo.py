@@ -2,8 +2,9 @@
 
 The end-to-end test checks that every stage ran through the public commands and left its files, that
 ``summary.json`` holds exactly what each policy's ``metrics.json`` says, that the report shows exactly the
-summary's numbers, and that a second run reuses every finished stage. It does not check the outcome (the
-quick run is too short to mean anything).
+summary's numbers, that ``calrl demo --readme-table`` prints exactly the block the run printed, and that a
+second run reuses every finished stage. Of the outcome it checks only what the quick run is meant to show:
+vanilla PPO ends more confident than SFT.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 from calrl.cli.main import main
 from calrl.demo.preferences import build_preference_rows
-from calrl.demo.recipes import POLICIES, REWARD_MODELS, RL_POLICIES
+from calrl.demo.recipes import MAIN_POLICIES, POLICIES, REWARD_MODELS, RL_POLICIES, RM_BASE
 from calrl.demo.report import CHECK_TEXT, HEADLINE_COLUMNS, fmt_agg
 from calrl.demo.sft import ABSTAIN_TEXT, SFTTargetConfig, build_demo_tokenizer, sft_target
 from calrl.demo.study import Layout, build_tasks, full_config, gate_pairs, quick_config, write_world_files
@@ -109,11 +110,11 @@ def test_recipes_validate_against_the_recipe_schema(tmp_path):
     layout = Layout(config.out)
     write_world_files(config, layout)
     for seed in config.seeds:  # fake what the recipes point at, so validation reaches every key
-        for name in ("sft", *REWARD_MODELS):
+        for name in ("sft", "rm_init", RM_BASE, *REWARD_MODELS):
             (layout.model_dir(seed, name)).mkdir(parents=True)
     tasks = {t.name: t for t in build_tasks(config, layout)}
-    methods = {"rm_plain": "rm", "rm_calibrated": "rm", "grpo_brier": "grpo"}
-    for name in (*REWARD_MODELS, *RL_POLICIES):
+    methods = {RM_BASE: "rm", "rm_plain": "rm", "rm_calibrated": "rm", "grpo_brier": "grpo"}
+    for name in (RM_BASE, *REWARD_MODELS, *RL_POLICIES):
         task = tasks[f"seed0/{name}"]
         task.prepare()
         recipe = load_recipe(layout.recipe(0, name), method=methods.get(name, "ppo"))
@@ -121,10 +122,20 @@ def test_recipes_validate_against_the_recipe_schema(tmp_path):
     abstain = load_recipe(layout.recipe(0, "ppo_c_abstain"), method="ppo").training
     assert abstain.abstention_reward == pytest.approx(config.recipes.ppo.abstention_reward)
     assert abstain.correctness_mode == "replace" and abstain.ppo_c_variant == "difference"
+    # the main comparison: the reward model alone; the *_v variants add the rule-based correctness reward
+    for name in ("ppo", "ppo_m", "ppo_c"):
+        training = load_recipe(layout.recipe(0, name), method="ppo").training
+        assert training.correctness_mode == "off", name
+        assert load_recipe(layout.recipe(0, name + "_v"), method="ppo").training.correctness_mode == "add", name
     ppo_c = load_recipe(layout.recipe(0, "ppo_c"), method="ppo").training
-    assert ppo_c.ppo_c_variant == "difference" and ppo_c.correctness_mode == "add"
+    assert ppo_c.ppo_c_variant == "difference"
     assert load_recipe(layout.recipe(0, "ppo"), method="ppo").training.ppo_c_variant == "none"
-    assert load_recipe(layout.recipe(0, "ppo_m"), method="ppo").model.reward_model.endswith("rm_calibrated")
+    for name in ("ppo_m", "ppo_m_v"):
+        assert load_recipe(layout.recipe(0, name), method="ppo").model.reward_model.endswith("rm_calibrated")
+    # both reward models start from the fact-checking one, which starts from the seeded classifier
+    for name in REWARD_MODELS:
+        assert load_recipe(layout.recipe(0, name), method="rm").model.reward_model.endswith(RM_BASE)
+    assert load_recipe(layout.recipe(0, RM_BASE), method="rm").model.reward_model.endswith("rm_init")
     assert len([t for t in tasks if "/gate/" in t]) == len(gate_pairs()) * len(config.seeds)
 
 
@@ -157,22 +168,29 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert str(out / "report.html") in printed
+    assert main(["demo", "--readme-table", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| PPO |" in table and table.strip() in printed  # the block the run printed when it finished
 
     summary = json.loads((out / "summary.json").read_text())
     layout = Layout(out)
     assert summary["quick"] is True and summary["seeds"] == [0]
+    assert list(summary["policies"]) == list(MAIN_POLICIES)
+    # what the quick run must show: vanilla PPO on the reward model alone ends more confident than SFT
+    assert summary["policies"]["ppo"]["mean_confidence"]["mean"] > summary["policies"]["sft"]["mean_confidence"]["mean"]
     for name in ("report.md", "report.html", "plots/reliability.png", "plots/ece_per_epoch.png"):
         assert (out / name).is_file(), name
 
     # an offline W&B run per training run, and the per-epoch ECE read back from the policy runs
-    for name in ("sft", *REWARD_MODELS, *RL_POLICIES):
+    quick_rl = [p for p in RL_POLICIES if p in MAIN_POLICIES]
+    for name in ("sft", RM_BASE, *REWARD_MODELS, *quick_rl):
         assert list((layout.model_dir(0, name) / "wandb").glob("offline-run-*/run-*.wandb")), name
-    for policy in RL_POLICIES:  # the per-epoch calibration eval of each RL run, from its W&B run
+    for policy in quick_rl:  # the per-epoch calibration eval of each RL run, from its W&B run
         history = summary["policies"][policy]["ece_per_epoch"]["0"]
         assert history and all("ece" in row for row in history), policy
 
     # summary == each policy's metrics.json (written by `calrl eval`)
-    for policy in POLICIES:
+    for policy in MAIN_POLICIES:
         metrics = json.loads((layout.eval_dir(0, policy) / "metrics.json").read_text())
         assert (layout.eval_dir(0, policy) / "predictions.jsonl").is_file()
         entry = summary["policies"][policy]
@@ -187,7 +205,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
             assert agg["values"] == [metrics["slices"]["group"][group]["ece"]]
 
     # gates: every RL policy against SFT and against vanilla PPO, verdicts as `calrl compare` wrote them
-    assert {(g["candidate"], g["baseline"]) for g in summary["gates"]} == set(gate_pairs())
+    assert {(g["candidate"], g["baseline"]) for g in summary["gates"]} == set(gate_pairs(MAIN_POLICIES))
     for g in summary["gates"]:
         assert json.loads(Path(g["file"]).read_text())["verdict"] == g["verdict"]
     for rm in REWARD_MODELS:
@@ -198,7 +216,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     markdown = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
     rows = _headline_rows(markdown)
-    for policy in POLICIES:
+    for policy in MAIN_POLICIES:
         entry = summary["policies"][policy]
         expected = [fmt_agg(entry[key]) for key, _ in HEADLINE_COLUMNS]
         assert rows[entry["method"]] == expected, policy
@@ -218,5 +236,5 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
 
 def test_quick_config_is_smaller_than_full(tmp_path):
     quick, full = quick_config(tmp_path), full_config(tmp_path)
-    assert quick.seeds == [0] and len(full.seeds) >= 3
+    assert quick.seeds == [0] and len(full.seeds) == 5 and set(full.policies) == set(POLICIES)
     assert quick.sft.epochs < full.sft.epochs and quick.recipes.ppo.epochs <= full.recipes.ppo.epochs

@@ -48,8 +48,8 @@ def test_reward_model_stage_is_reproducible(tmp_path):
     outputs = []
     for run in ("a", "b"):
         init = tmp_path / run / "rm_init"
-        _run([sys.executable, "-c", "import sys; from calrl.demo.sft import save_reward_init; "
-              "save_reward_init(sys.argv[1], sys.argv[2], seed=0)", str(tmp_path / "sft"), str(init)], env)
+        code = "import sys; from calrl.demo.sft import save_reward_init; save_reward_init(*sys.argv[1:], seed=0)"
+        _run([sys.executable, "-c", code, str(tmp_path / "sft"), str(init)], env)
         out = tmp_path / run / "rm_base"
         recipe = reward_model_recipe("rm_base", init_dir=init, preferences_dir=data, out_dir=out, seed=0,
                                      settings=RewardModelSettings(base_epochs=1.0, batch_size=8))

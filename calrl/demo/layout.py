@@ -41,10 +41,13 @@ class Layout:
         return self.recipes / f"seed{seed}" / f"{name}.yaml"
 
 
-def gate_pairs() -> list[tuple[str, str]]:
+def gate_pairs(policies: tuple[str, ...] | list[str] | None = None) -> list[tuple[str, str]]:
     """(candidate, baseline): vanilla PPO (with and without the correctness reward) against SFT, PPO-M and
-    PPO-C against vanilla PPO, and the other verifiable-reward policies against PPO + correctness."""
+    PPO-C against vanilla PPO, and the other verifiable-reward policies against PPO + correctness; only the
+    pairs whose two policies are in ``policies`` (default: all)."""
     pairs = [("ppo", "sft"), ("ppo_v", "sft"), ("ppo_m", "ppo"), ("ppo_c", "ppo")]
     pairs += [(p, "ppo_v") for p in RL_POLICIES if p.endswith("_v") and p != "ppo_v"]
     pairs += [(p, "ppo_v") for p in ("ppo_c_abstain", "grpo_brier")]
+    if policies is not None:
+        pairs = [(c, b) for c, b in pairs if c in policies and b in policies]
     return pairs

@@ -48,12 +48,17 @@ def fmt_agg(agg: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ tables
+def ran(summary: dict[str, Any], policies: tuple[str, ...] = POLICIES) -> list[str]:
+    """The policies of ``policies`` this study ran (the quick run leaves the verifiable-reward ones out)."""
+    return [p for p in policies if p in summary["policies"]]
+
+
 def headline_table(summary: dict[str, Any], policies: tuple[str, ...] = MAIN_POLICIES
                    ) -> tuple[list[str], list[list[str]]]:
     """Mean ± std over seeds of each policy's held-out metrics (default: the main comparison, RM alone)."""
     header = ["policy", *[label for _, label in HEADLINE_COLUMNS]]
     rows = [[summary["policies"][p]["method"], *[fmt_agg(summary["policies"][p][k]) for k, _ in HEADLINE_COLUMNS]]
-            for p in policies]
+            for p in ran(summary, policies)]
     return header, rows
 
 
@@ -100,7 +105,7 @@ def slice_table(summary: dict[str, Any], key: str) -> tuple[list[str], list[list
     slices = summary["slices"]
     header = ["policy", *slices]
     rows = [[summary["policies"][p]["method"],
-             *[fmt_agg(summary["policies"][p][key].get(g, {"mean": None})) for g in slices]] for p in POLICIES]
+             *[fmt_agg(summary["policies"][p][key].get(g, {"mean": None})) for g in slices]] for p in ran(summary)]
     return header, rows
 
 
@@ -141,11 +146,11 @@ def gate_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def epoch_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """ECE after each epoch (mean over the seeds that have that epoch's eval), from the calibration evals the
     training runs saved (``calibration_eval/epoch-<k>/metrics.json``)."""
-    epochs = sorted({h["epoch"] for p in POLICIES for hist in summary["policies"][p]["ece_per_epoch"].values()
+    epochs = sorted({h["epoch"] for p in ran(summary) for hist in summary["policies"][p]["ece_per_epoch"].values()
                      for h in hist})
     header = ["policy", *[f"epoch {k}" for k in epochs]]
     rows = []
-    for p in RL_POLICIES:  # the SFT run has no per-epoch calibration eval
+    for p in ran(summary, RL_POLICIES):  # the SFT run has no per-epoch calibration eval
         hist = summary["policies"][p]["ece_per_epoch"]
         cells = []
         for k in epochs:
@@ -195,6 +200,8 @@ def paragraphs(summary: dict[str, Any]) -> dict[str, str]:
     for ppo, label in (("ppo", "Vanilla PPO against the ordinary reward model alone"),
                        ("ppo_v", ("Vanilla PPO against the ordinary reward model plus the rule-based "
                                   "correctness reward"))):
+        if ppo not in summary["policies"]:
+            continue
         check = summary["checks"][f"{ppo}_more_overconfident_than_sft"]
         p = {k: _m(summary, ppo, k) for k in ("accuracy", "ece", "mean_confidence")}
         verdict = (f"More confident and worse calibrated than SFT in {check['seeds_passed']} of {check['seeds']} "
@@ -207,6 +214,8 @@ def paragraphs(summary: dict[str, Any]) -> dict[str, str]:
                     f"correct-vs-wrong pair {fmt(probe['preference_accuracy']['mean'])} of the time.")
 
     for policy, base in (("ppo_m", "ppo"), ("ppo_c", "ppo"), ("ppo_m_v", "ppo_v"), ("ppo_c_v", "ppo_v")):
+        if policy not in summary["policies"] or base not in summary["policies"]:
+            continue
         c = summary["checks"][f"{policy}_lower_ece_than_{base}_same_accuracy"]
         b = {k: _m(summary, base, k) for k in ("accuracy", "ece", "mean_confidence")}
         ece, acc = _m(summary, policy, "ece"), _m(summary, policy, "accuracy")
@@ -230,43 +239,45 @@ def paragraphs(summary: dict[str, Any]) -> dict[str, str]:
                        f"{_change(b['ece'], ece, 'ECE')}, {_change(b['mean_confidence'], conf, 'mean confidence')}, "
                        f"{_change(b['accuracy'], acc, 'accuracy', points=True)}. {verdict}{extra}")
 
-    ab = summary["checks"]["abstention_on_wrong_slices"]
-    refusal = _m(summary, "ppo_c_abstain", "refusal_rate")
-    acc_ans = _m(summary, "ppo_c_abstain", "accuracy_answered")
-    ref_acc_ans = _m(summary, "ppo_c_v", "accuracy_answered")
-    share = ab["numbers"]["share_on_wrong_slices"]
-    slice_ref = summary["policies"]["ppo_c_abstain"]["slice_refusal_rate"]
-    where = ", ".join(f"{g} {fmt(v['mean'])}" for g, v in slice_ref.items())
-    if share is None:
-        verdict = "It never abstained on the held-out set, so the abstention reward had no visible effect."
-    elif ab["passed"]:
-        verdict = (f"{fmt(share)} of its abstentions fall on slices PPO-C + correctness answers correctly less "
-                   f"than half the time (more than half in {ab['seeds_passed']} of {ab['seeds']} seeds).")
-    else:
-        verdict = (f"Only {fmt(share)} of its abstentions fall on slices PPO-C + correctness gets wrong more "
-                   "often than right: it did NOT abstain mostly where it would be wrong.")
-    rewards = ", ".join(f"seed {s}: {fmt(v)}" for s, v in summary["abstention_reward"].items())
-    out["ppo_c_abstain"] = (f"PPO-C with an abstention reward ({rewards}) ({over}): refusal rate {fmt(refusal)} "
-                            f"(per slice: {where}); accuracy on answered questions "
-                            f"{_change(ref_acc_ans, acc_ans, 'vs PPO-C + correctness')}. {verdict}")
-
-    g = {k: _m(summary, "grpo_brier", k) for k in ("accuracy", "ece", "mean_confidence", "auroc")}
-    ppo = {k: _m(summary, "ppo_v", k) for k in ("accuracy", "ece")}
-    if g["ece"] is not None and sft["ece"] is not None and ppo["ece"] is not None:
-        if g["ece"] < min(sft["ece"], ppo["ece"]):
-            verdict = "Its ECE is below both SFT's and PPO + correctness's (on the means)."
-        elif g["ece"] < ppo["ece"]:
-            verdict = ("Its ECE is below PPO + correctness's but not below SFT's: the Brier reward did not improve "
-                       "on SFT.")
+    if {"ppo_c_abstain", "ppo_c_v"} <= set(summary["policies"]):
+        ab = summary["checks"]["abstention_on_wrong_slices"]
+        refusal = _m(summary, "ppo_c_abstain", "refusal_rate")
+        acc_ans = _m(summary, "ppo_c_abstain", "accuracy_answered")
+        ref_acc_ans = _m(summary, "ppo_c_v", "accuracy_answered")
+        share = ab["numbers"]["share_on_wrong_slices"]
+        slice_ref = summary["policies"]["ppo_c_abstain"]["slice_refusal_rate"]
+        where = ", ".join(f"{g} {fmt(v['mean'])}" for g, v in slice_ref.items())
+        if share is None:
+            verdict = "It never abstained on the held-out set, so the abstention reward had no visible effect."
+        elif ab["passed"]:
+            verdict = (f"{fmt(share)} of its abstentions fall on slices PPO-C + correctness answers correctly less "
+                       f"than half the time (more than half in {ab['seeds_passed']} of {ab['seeds']} seeds).")
         else:
-            verdict = "Its ECE is not below PPO + correctness's: the Brier reward did NOT help here."
-    else:
-        verdict = ""
-    out["grpo_brier"] = (f"GRPO with the Brier (RLCR) reward, no std scaling ({over}): "
-                         f"{_change(sft['ece'], g['ece'], 'ECE')}, "
-                         f"{_change(sft['mean_confidence'], g['mean_confidence'], 'mean confidence')}, "
-                         f"{_change(sft['accuracy'], g['accuracy'], 'accuracy', points=True)} (SFT -> GRPO), "
-                         f"AUROC {fmt(g['auroc'])}. {verdict}")
+            verdict = (f"Only {fmt(share)} of its abstentions fall on slices PPO-C + correctness gets wrong more "
+                       "often than right: it did NOT abstain mostly where it would be wrong.")
+        rewards = ", ".join(f"seed {s}: {fmt(v)}" for s, v in summary["abstention_reward"].items())
+        out["ppo_c_abstain"] = (f"PPO-C with an abstention reward ({rewards}) ({over}): refusal rate {fmt(refusal)} "
+                                f"(per slice: {where}); accuracy on answered questions "
+                                f"{_change(ref_acc_ans, acc_ans, 'vs PPO-C + correctness')}. {verdict}")
+
+    if {"grpo_brier", "ppo_v"} <= set(summary["policies"]):
+        g = {k: _m(summary, "grpo_brier", k) for k in ("accuracy", "ece", "mean_confidence", "auroc")}
+        ppo = {k: _m(summary, "ppo_v", k) for k in ("accuracy", "ece")}
+        if g["ece"] is not None and sft["ece"] is not None and ppo["ece"] is not None:
+            if g["ece"] < min(sft["ece"], ppo["ece"]):
+                verdict = "Its ECE is below both SFT's and PPO + correctness's (on the means)."
+            elif g["ece"] < ppo["ece"]:
+                verdict = ("Its ECE is below PPO + correctness's but not below SFT's: the Brier reward did not improve "
+                           "on SFT.")
+            else:
+                verdict = "Its ECE is not below PPO + correctness's: the Brier reward did NOT help here."
+        else:
+            verdict = ""
+        out["grpo_brier"] = (f"GRPO with the Brier (RLCR) reward, no std scaling ({over}): "
+                             f"{_change(sft['ece'], g['ece'], 'ECE')}, "
+                             f"{_change(sft['mean_confidence'], g['mean_confidence'], 'mean confidence')}, "
+                             f"{_change(sft['accuracy'], g['accuracy'], 'accuracy', points=True)} (SFT -> GRPO), "
+                             f"AUROC {fmt(g['auroc'])}. {verdict}")
     return out
 
 
@@ -280,8 +291,9 @@ def plot_reliability_grid(summary: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(POLICIES), figsize=(3.0 * len(POLICIES), 3.3), sharey=True)
-    for ax, policy in zip(axes, POLICIES):
+    policies = ran(summary)
+    fig, axes = plt.subplots(1, len(policies), figsize=(3.0 * len(policies), 3.3), sharey=True)
+    for ax, policy in zip(axes, policies):
         pooled: dict[int, list[float]] = {}
         for seed in summary["seeds"]:
             metrics = json.loads(Path(summary["policies"][policy]["per_seed"][str(seed)]["metrics_file"]).read_text())
@@ -318,10 +330,10 @@ def plot_ece_per_epoch(summary: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
-    colors = dict(zip(POLICIES, ("black", "tab:red", "tab:green", "tab:blue", "tab:purple", "tab:orange")))
+    colors = {p: plt.get_cmap("tab10")(i) for i, p in enumerate(POLICIES)}
     sft_by_seed = {str(seed): summary["policies"]["sft"]["per_seed"][str(seed)]["ece"] for seed in summary["seeds"]}
     longest = 0
-    for policy in RL_POLICIES:
+    for policy in ran(summary, RL_POLICIES):
         by_epoch: dict[int, list[float]] = {}
         for seed, hist in summary["policies"][policy]["ece_per_epoch"].items():
             if sft_by_seed.get(seed) is not None:
@@ -379,10 +391,8 @@ def readme_table(summary: dict[str, Any]) -> str:
         "",
         _md_table(*headline_table(summary)),
         "",
-        "With the rule-based correctness (verifiable) reward:",
-        "",
-        _md_table(*verifiable_table(summary)),
-        "",
+        *(["With the rule-based correctness (verifiable) reward:", "", _md_table(*verifiable_table(summary)), ""]
+          if ran(summary, VERIFIABLE_POLICIES) else []),
         "Reward models (held-out correct-vs-wrong pairs, `calrl train-rm`'s probe):",
         "",
         _md_table(*rm_table(summary)),
@@ -424,10 +434,11 @@ def sections(summary: dict[str, Any], plots: dict[str, str]) -> list[tuple[str, 
     out: list[tuple[str, str, Any]] = [
         ("Setup", "text", intro),
         ("Held-out results", "table", headline_table(summary)),
-        ("Held-out results with the verifiable (rule-based correctness) reward", "table", verifiable_table(summary)),
+        *([("Held-out results with the verifiable (rule-based correctness) reward", "table",
+            verifiable_table(summary))] if ran(summary, VERIFIABLE_POLICIES) else []),
         ("What the study was expected to show", "list", checks),
         ("ECE difference to vanilla PPO, per seed", "table", ece_difference_table(summary)),
-        ("What each method did", "list", [f"**{METHOD_NAMES[p]}.** {paras[p]}" for p in POLICIES]),
+        ("What each method did", "list", [f"**{METHOD_NAMES[p]}.** {paras[p]}" for p in ran(summary) if p in paras]),
         ("Reliability diagrams (bins pooled over seeds)", "image", plots["reliability"]),
         ("ECE per slice", "table", slice_table(summary, "slice_ece")),
         ("Accuracy per slice", "table", slice_table(summary, "slice_accuracy")),

@@ -31,12 +31,12 @@ from typing import Any
 
 from calrl.demo.layout import Layout, gate_pairs
 from calrl.demo.recipes import (
+    MAIN_POLICIES,
     METHOD_NAMES,
     POLICIES,
     RL_POLICIES,
     RM_BASE,
     EvalSettings,
-    GRPOSettings,
     PPOSettings,
     RecipeSettings,
     RewardModelSettings,
@@ -74,6 +74,7 @@ class StudyConfig:
     recipes: RecipeSettings = field(default_factory=RecipeSettings)
     rl_prompt_limit: int | None = None
     n_test_pairs: int = 200  # held-out correct-vs-wrong pairs of the reward models' probe
+    policies: tuple[str, ...] = POLICIES  # SFT and the RL policies this study trains and evaluates
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -86,14 +87,17 @@ def full_config(out: Path, seeds: list[int] | None = None, jobs: int | None = No
 
 
 def quick_config(out: Path, seeds: list[int] | None = None, jobs: int | None = None) -> StudyConfig:
-    """One seed, fewer steps: the same stages and files in a few minutes (what the test suite runs)."""
+    """One seed, the main comparison only (SFT, PPO, PPO-M, PPO-C on the reward model alone), fewer steps:
+    the same stages and files in under 3 minutes on 2 cores (what the test suite runs). Long enough to show
+    vanilla PPO growing more confident than SFT; one seed is not a result."""
     return StudyConfig(
-        out=out, seeds=seeds or [0], quick=True, jobs=jobs or default_jobs(),
-        sft=SFTModelConfig(short_epochs=10.0, epochs=2.0),
-        recipes=RecipeSettings(rm=RewardModelSettings(epochs=1.0, base_epochs=1.0), ppo=PPOSettings(epochs=1.0),
-                               grpo=GRPOSettings(epochs=1.0, num_generations=4),
+        out=out, seeds=seeds or [0], quick=True, jobs=jobs or default_jobs(), policies=MAIN_POLICIES,
+        sft=SFTModelConfig(short_epochs=30.0, epochs=4.0),
+        recipes=RecipeSettings(rm=RewardModelSettings(epochs=2.0, base_epochs=1.0, base_short_pairs=2000,
+                                                      base_full_pairs=300),
+                               ppo=PPOSettings(epochs=2.0),
                                eval=EvalSettings(bootstrap=50, gate_bootstrap=50)),
-        rl_prompt_limit=32,
+        rl_prompt_limit=128, n_test_pairs=100,
     )
 
 
@@ -178,7 +182,7 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
                               command=lambda recipe_path=recipe_path: [*CLI, "train-rm", "--config",
                                                                        str(recipe_path), *RERUN]))
 
-        for policy in RL_POLICIES:
+        for policy in (p for p in RL_POLICIES if p in config.policies):
             recipe_path = layout.recipe(seed, policy)
             out_dir = layout.model_dir(seed, policy)
             rm_name = reward_model_of(policy)
@@ -203,7 +207,7 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
                               command=lambda command=command, recipe_path=recipe_path: [*CLI, command, "--config",
                                                                                         str(recipe_path), *RERUN]))
 
-        for policy in POLICIES:
+        for policy in config.policies:
             eval_dir = layout.eval_dir(seed, policy)
             model_dir = layout.model_dir(seed, policy)
             tasks.append(Task(
@@ -215,7 +219,7 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
                     "--max-new-tokens", str(r.eval.max_new_tokens), "--bootstrap", str(r.eval.bootstrap),
                     "--seed", str(seed), "--title", f"{METHOD_NAMES[policy]} (seed {seed})"]))
 
-        for candidate, baseline in gate_pairs():
+        for candidate, baseline in gate_pairs(config.policies):
             gate_dir = layout.gate_dir(seed, candidate, baseline)
             tasks.append(Task(
                 name=f"{s}/gate/{candidate}-vs-{baseline}", stage="gate",

@@ -16,7 +16,7 @@ from typing import Any
 
 from calrl.callbacks.eval_files import read_eval_history
 from calrl.demo.layout import Layout, gate_pairs
-from calrl.demo.recipes import METHOD_NAMES, POLICIES, REWARD_MODELS, RM_BASE
+from calrl.demo.recipes import METHOD_NAMES, REWARD_MODELS, RM_BASE
 from calrl.demo.world import GROUPS
 
 METRIC_KEYS = ("accuracy", "accuracy_answered", "ece", "smece", "brier", "auroc", "refusal_rate",
@@ -60,7 +60,7 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
                   machine: dict[str, Any], command: str) -> dict[str, Any]:
     seeds = list(config.seeds)
     policies: dict[str, Any] = {}
-    for policy in POLICIES:
+    for policy in config.policies:
         per_seed = {}
         for seed in seeds:
             path = layout.eval_dir(seed, policy) / "metrics.json"
@@ -97,7 +97,7 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
 
     gates = []
     for seed in seeds:
-        for candidate, baseline in gate_pairs():
+        for candidate, baseline in gate_pairs(config.policies):
             gate = _read_json(layout.gate_dir(seed, candidate, baseline) / "gate.json")
             ece = (gate.get("deltas") or {}).get("ece") or {}
             gates.append({"seed": seed, "candidate": candidate, "baseline": baseline, "verdict": gate["verdict"],
@@ -108,7 +108,7 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
                           "file": str(layout.gate_dir(seed, candidate, baseline) / "gate.json")})
 
     abstention = {}
-    for seed in seeds:
+    for seed in seeds if "ppo_c_abstain" in config.policies else ():
         recipe = layout.recipe(seed, "ppo_c_abstain")
         value = _recipe_value(recipe, "abstention_reward")
         abstention[str(seed)] = None if value is None else float(value)
@@ -175,7 +175,10 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
             return None
         return ece <= (1 - ECE_REDUCTION) * base_ece and abs(acc - base_acc) <= ACCURACY_MARGIN
 
+    ran = set(summary["policies"])
     for ppo in ("ppo", "ppo_v"):
+        if ppo not in ran:
+            continue
         keys = ("mean_confidence", "ece")
         per_seed = [overconfident(*v) for v in zip(_seed_values(summary, "sft", keys[0]),
                                                     _seed_values(summary, ppo, keys[0]),
@@ -188,6 +191,8 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
             "numbers": means}
 
     for policy, base in ECE_COMPARISONS:
+        if not {policy, base} <= ran:
+            continue
         values = [_seed_values(summary, policy, "ece"), _seed_values(summary, policy, "accuracy"),
                   _seed_values(summary, base, "ece"), _seed_values(summary, base, "accuracy")]
         per_seed = [better(*v) for v in zip(*values)]
@@ -200,7 +205,8 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
                         "accuracy_margin": ACCURACY_MARGIN,
                         "ece_difference": ece_difference(summary, policy, base)},
         }
-    checks["abstention_on_wrong_slices"] = abstention_check(summary)
+    if {"ppo_c_abstain", "ppo_c_v"} <= ran:
+        checks["abstention_on_wrong_slices"] = abstention_check(summary)
     return checks
 
 
