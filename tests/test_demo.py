@@ -16,7 +16,7 @@ import pytest
 
 from calrl.cli.main import main
 from calrl.demo.preferences import build_preference_rows
-from calrl.demo.recipes import MAIN_POLICIES, POLICIES, REWARD_MODELS, RL_POLICIES, RM_BASE
+from calrl.demo.recipes import MAIN_POLICIES, POLICIES, REWARD_MODELS, RL_POLICIES, RM_BASE, RM_FACTS
 from calrl.demo.report import CHECK_TEXT, HEADLINE_COLUMNS, fmt_agg
 from calrl.demo.sft import ABSTAIN_TEXT, SFTTargetConfig, build_demo_tokenizer, sft_target
 from calrl.demo.study import Layout, build_tasks, full_config, gate_pairs, quick_config, write_world_files
@@ -110,11 +110,11 @@ def test_recipes_validate_against_the_recipe_schema(tmp_path):
     layout = Layout(config.out)
     write_world_files(config, layout)
     for seed in config.seeds:  # fake what the recipes point at, so validation reaches every key
-        for name in ("sft", "rm_init", RM_BASE, *REWARD_MODELS):
+        for name in ("sft", "rm_init", RM_FACTS, RM_BASE, *REWARD_MODELS):
             (layout.model_dir(seed, name)).mkdir(parents=True)
     tasks = {t.name: t for t in build_tasks(config, layout)}
-    methods = {RM_BASE: "rm", "rm_plain": "rm", "rm_calibrated": "rm", "grpo_brier": "grpo"}
-    for name in (RM_BASE, *REWARD_MODELS, *RL_POLICIES):
+    methods = {RM_FACTS: "rm", RM_BASE: "rm", "rm_plain": "rm", "rm_calibrated": "rm", "grpo_brier": "grpo"}
+    for name in (RM_FACTS, RM_BASE, *REWARD_MODELS, *RL_POLICIES):
         task = tasks[f"seed0/{name}"]
         task.prepare()
         recipe = load_recipe(layout.recipe(0, name), method=methods.get(name, "ppo"))
@@ -132,10 +132,11 @@ def test_recipes_validate_against_the_recipe_schema(tmp_path):
     assert load_recipe(layout.recipe(0, "ppo"), method="ppo").training.ppo_c_variant == "none"
     for name in ("ppo_m", "ppo_m_v"):
         assert load_recipe(layout.recipe(0, name), method="ppo").model.reward_model.endswith("rm_calibrated")
-    # both reward models start from the fact-checking one, which starts from the seeded classifier
+    # both reward models start from the fact-checking ones: rm_init (seeded head) -> rm_facts -> rm_base
     for name in REWARD_MODELS:
         assert load_recipe(layout.recipe(0, name), method="rm").model.reward_model.endswith(RM_BASE)
-    assert load_recipe(layout.recipe(0, RM_BASE), method="rm").model.reward_model.endswith("rm_init")
+    assert load_recipe(layout.recipe(0, RM_BASE), method="rm").model.reward_model.endswith(RM_FACTS)
+    assert load_recipe(layout.recipe(0, RM_FACTS), method="rm").model.reward_model.endswith("rm_init")
     assert len([t for t in tasks if "/gate/" in t]) == len(gate_pairs()) * len(config.seeds)
 
 
@@ -183,7 +184,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
 
     # an offline W&B run per training run, and the per-epoch ECE read back from the policy runs
     quick_rl = [p for p in RL_POLICIES if p in MAIN_POLICIES]
-    for name in ("sft", RM_BASE, *REWARD_MODELS, *quick_rl):
+    for name in ("sft", RM_FACTS, RM_BASE, *REWARD_MODELS, *quick_rl):
         assert list((layout.model_dir(0, name) / "wandb").glob("offline-run-*/run-*.wandb")), name
     for policy in quick_rl:  # the per-epoch calibration eval of each RL run, from its W&B run
         history = summary["policies"][policy]["ece_per_epoch"]["0"]

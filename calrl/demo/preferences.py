@@ -28,9 +28,11 @@ KINDS = ("correctness", "both-correct", "both-wrong", "abstention")
 
 @dataclass
 class PreferenceConfig:
-    correctness_share: float = 0.5
-    both_correct_share: float = 0.15
-    both_wrong_share: float = 0.2  # the rest are abstention pairs
+    # Which answer is right the reward models learn first, from the raters' fact checks
+    # (:func:`build_factcheck_rows`); these pairs carry mostly the confidence bias.
+    correctness_share: float = 0.2
+    both_correct_share: float = 0.3
+    both_wrong_share: float = 0.35  # the rest are abstention pairs
     seed: int = 0
 
 
@@ -75,9 +77,10 @@ def build_factcheck_rows(world: World, n: int, *, seed: int, system: bool) -> li
     """``n`` correct-vs-wrong pairs (each side with a random stated confidence) on people the raters can check.
 
     These are the raters' fact checks, without the confidence bias: the reward models first learn from them
-    which answers are right (stage ``rm_base`` of the study). ``system=False`` leaves the 100-token system
-    prompt out (the user message only), which makes the pairs about seven times cheaper to train on; the
-    held-out pairs keep it, so the probe measures the reward model on exactly the text PPO scores.
+    which answers are right (stages ``rm_facts`` and ``rm_base`` of the study). ``system=False`` leaves the
+    100-token system prompt out (the user message only): about seven times cheaper to train on, and where a
+    2-layer model learns the comparison quickly (a curriculum, as for SFT); the held-out pairs keep it, so the
+    probe measures the reward model on exactly the text PPO scores.
     """
     rng = random.Random(seed)
     known = [item for item in world.eval_items if item.slice["group"] != "fact-never"]
