@@ -121,6 +121,19 @@ def bootstrap_interval(metric_fn: MetricFn, confidence: Tensor, correct: Tensor,
 #: smooth_ece_bootstrap draws its resamples as counts over the distinct (confidence, correct) pairs when there
 #: are at most this many of them and at most a quarter as many as items.
 MAX_COUNTED_PAIRS = 4096
+#: Above this many items, confidences that take too many distinct values are rounded to multiples of
+#: ``ROUNDING`` (the spacing of the finest smooth-ECE grid) *for the resamples only*, and counted.
+ROUNDED_ABOVE = 1 << 17
+ROUNDING = 2.0**-14
+
+
+def _counted_pairs(confidence: Tensor, correct: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The distinct (confidence, correct) pairs and how many items each has: (confidences, corrects, counts)."""
+    conf = confidence.reshape(-1)
+    right, n_right = torch.unique(conf[correct], return_counts=True)
+    wrong, n_wrong = torch.unique(conf[~correct], return_counts=True)
+    labels = torch.cat([torch.ones_like(right, dtype=torch.bool), torch.zeros_like(wrong, dtype=torch.bool)])
+    return torch.cat([right, wrong]), labels, torch.cat([n_right, n_wrong])
 
 
 def smooth_ece_bootstrap(confidence: Tensor, correct: Tensor, n_boot: int = 200, alpha: float = 0.05,
@@ -133,20 +146,23 @@ def smooth_ece_bootstrap(confidence: Tensor, correct: Tensor, n_boot: int = 200,
     few distinct pairs (see :data:`MAX_COUNTED_PAIRS`) each resample is drawn as those counts (a chain of
     binomials: the same distribution as index resampling) and solved on the counted pairs
     (:func:`~calrl.metrics.calibration.smooth_ece_weighted`): the cost no longer grows with the number of
-    items (10^6 items, 22 pairs: milliseconds). Otherwise items are resampled by index.
+    items (10^6 items, 22 pairs: milliseconds). With more than :data:`ROUNDED_ABOVE` items and many distinct
+    confidences, the resamples (not the reported value) use confidences rounded to multiples of
+    :data:`ROUNDING` (at most 3e-5 away), counted the same way. Otherwise items are resampled by index.
     """
     _check_alpha(alpha, n_boot)
-    check_pair(confidence, correct, validate_args=False)
+    correct = check_pair(confidence, correct, validate_args=False)[1].bool()
     if confidence.ndim != 1:
         raise ValueError("smooth_ece_bootstrap takes 1-D inputs")
     n = confidence.numel()
     if n > 0:
-        pairs, counts = torch.unique(torch.stack([confidence.double(), correct.double()]), dim=1,
-                                     return_counts=True)
-        if pairs.shape[1] <= min(MAX_COUNTED_PAIRS, n // 4):
+        points, labels, counts = _counted_pairs(confidence, correct)
+        if points.numel() > min(MAX_COUNTED_PAIRS, n // 4) and n > ROUNDED_ABOVE:
+            points, labels, counts = _counted_pairs(torch.round(confidence / ROUNDING) * ROUNDING, correct)
+        if points.numel() <= min(MAX_COUNTED_PAIRS, n // 4) or n > ROUNDED_ABOVE:
             value = smooth_ece(confidence, correct).reshape(())
             draws = multinomial_counts(counts, n_boot, generator)
-            values = smooth_ece_weighted(pairs[0].to(confidence.dtype), pairs[1] > 0.5, draws)
+            values = smooth_ece_weighted(points, labels, draws)
             low, high = _percentile_interval(values.to(value.dtype), alpha)
             return value, low, high
     return bootstrap_interval(smooth_ece, confidence, correct, n_boot=n_boot, generator=generator, alpha=alpha,
