@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -132,86 +131,134 @@ def compute_results(resolved: Sequence[ResolvedRecord], *, n_bins: int = 15, mis
 
     settings = Settings(n_bins=n_bins, missing_policy=missing_policy, min_slice_size=min_slice_size,
                         n_boot=n_boot, seed=seed)
-    overall = _group_metrics(resolved, settings)
-    return EvalResults(**_fields(overall), slices=_slice_metrics(resolved, settings), settings=settings)
+    columns = _Columns.of(resolved)
+    overall = _group_metrics(columns, None, resolved, settings)
+    return EvalResults(**_fields(overall), slices=_slice_metrics(resolved, columns, settings), settings=settings)
 
 
 def _fields(group: GroupMetrics) -> dict[str, Any]:
     return {f.name: getattr(group, f.name) for f in dataclasses.fields(GroupMetrics)}
 
 
-def _slice_metrics(resolved: Sequence[ResolvedRecord], settings: Settings) -> dict[str, dict[str, SliceMetrics]]:
-    groups: dict[str, dict[str, list[ResolvedRecord]]] = {}
-    for r in resolved:
+@dataclasses.dataclass
+class _Columns:
+    """The fields the metrics read, one tensor per field over all records (read once, indexed per group)."""
+
+    abstained: torch.Tensor
+    correct: torch.Tensor
+    confidence: torch.Tensor  # NaN where missing
+    hedged: torch.Tensor
+    source: torch.Tensor  # index into CONFIDENCE_SOURCES (len(CONFIDENCE_SOURCES) for another source)
+    has_samples: bool
+
+    @classmethod
+    def of(cls, resolved: Sequence[ResolvedRecord]) -> _Columns:
+        codes = {s: i for i, s in enumerate(CONFIDENCE_SOURCES)}
+        other = len(CONFIDENCE_SOURCES)
+        nan = math.nan
+        return cls(abstained=torch.tensor([r.abstained for r in resolved], dtype=torch.bool),
+                   correct=torch.tensor([bool(r.correct) for r in resolved], dtype=torch.bool),
+                   confidence=torch.tensor([nan if r.confidence is None else r.confidence for r in resolved],
+                                           dtype=torch.float64),
+                   hedged=torch.tensor([bool(r.hedged) for r in resolved], dtype=torch.bool),
+                   source=torch.tensor([codes.get(r.confidence_source, other) for r in resolved], dtype=torch.long),
+                   has_samples=any(r.samples for r in resolved))
+
+    def take(self, index: torch.Tensor | None) -> _Columns:
+        if index is None:
+            return self
+        return _Columns(self.abstained[index], self.correct[index], self.confidence[index], self.hedged[index],
+                        self.source[index], self.has_samples)
+
+
+def _slice_metrics(resolved: Sequence[ResolvedRecord], columns: _Columns,
+                   settings: Settings) -> dict[str, dict[str, SliceMetrics]]:
+    groups: dict[str, dict[str, list[int]]] = {}
+    for i, r in enumerate(resolved):
         for key, value in r.slice.items():
-            groups.setdefault(key, {}).setdefault(value, []).append(r)
+            groups.setdefault(key, {}).setdefault(value, []).append(i)
     # a slice below min_slice_size is flagged small and gets no bootstrap interval: its interval would be too
     # wide to read, and the bootstrap is most of the cost of a slice
     small = dataclasses.replace(settings, n_boot=0)
-    return {key: {value: SliceMetrics(**_fields(_group_metrics(
-                      rows, small if len(rows) < settings.min_slice_size else settings)),
-                      small=len(rows) < settings.min_slice_size)
-                  for value, rows in sorted(groups[key].items())}
-            for key in sorted(groups)}
+    out: dict[str, dict[str, SliceMetrics]] = {}
+    for key in sorted(groups):
+        out[key] = {}
+        for value, rows in sorted(groups[key].items()):
+            is_small = len(rows) < settings.min_slice_size
+            members = [resolved[i] for i in rows] if columns.has_samples else []
+            metrics = _group_metrics(columns, torch.tensor(rows, dtype=torch.long), members,
+                                     small if is_small else settings)
+            out[key][value] = SliceMetrics(**_fields(metrics), small=is_small)
+    return out
 
 
-def _group_metrics(resolved: Sequence[ResolvedRecord], settings: Settings) -> GroupMetrics:
+def _group_metrics(all_columns: _Columns, index: torch.Tensor | None, members: Sequence[ResolvedRecord],
+                   settings: Settings) -> GroupMetrics:
+    """The metrics of the records at ``index`` (None: all); ``members`` are those records (read only for
+    the sampled answers' consistency, and only when some record has samples)."""
     from calrl import metrics as M
 
+    cols = all_columns.take(index)
     n_bins = settings.n_bins
-    n = len(resolved)
-    answered = [r for r in resolved if not r.abstained]
-    n_correct = sum(r.correct for r in answered)
-    missing = [r for r in answered if r.confidence is None]
+    n = int(cols.abstained.numel())
+    answered = ~cols.abstained
+    n_answered = int(answered.sum())
+    n_correct = int((cols.correct & answered).sum())
+    missing = answered & torch.isnan(cols.confidence)
     if settings.missing_policy == "half":
-        scored = [(0.5 if r.confidence is None else r.confidence, r.correct) for r in answered]
+        keep = answered
+        conf = torch.where(missing, 0.5, cols.confidence)[keep]
     else:
-        scored = [(r.confidence, r.correct) for r in answered if r.confidence is not None]
-
-    conf = torch.tensor([c for c, _ in scored], dtype=torch.float64)
-    corr = torch.tensor([bool(y) for _, y in scored], dtype=torch.bool)
+        keep = answered & ~missing
+        conf = cols.confidence[keep]
+    corr = cols.correct[keep]
     calibration: dict[str, Any] = {"ece": None, "ece_equal_mass": None, "mce": None,
                                    "smece": SmoothECE(value=None), "brier": None, "auroc": None,
                                    "aurc": None, "mean_confidence": None}
-    if scored:
-        both_classes = bool(corr.any()) and not bool(corr.all())
-        generator = torch.Generator().manual_seed(settings.seed)
-        if settings.n_boot > 0:
-            value, low, high = M.smooth_ece_bootstrap(conf, corr, n_boot=settings.n_boot, generator=generator)
-        else:
-            value, low, high = M.smooth_ece(conf, corr), None, None
-        calibration = {
-            "ece": _f(M.expected_calibration_error(conf, corr, n_bins=n_bins, norm="l1")),
-            "ece_equal_mass": _f(M.equal_mass_ece(conf, corr, n_bins=n_bins)),
-            "mce": _f(M.max_calibration_error(conf, corr, n_bins=n_bins)),
-            "smece": SmoothECE(value=_f(value), low=_f(low), high=_f(high)),
-            "brier": _f(M.brier_score(conf, corr)),
-            "auroc": _f(M.binary_auroc(conf, corr)) if both_classes else None,
-            "aurc": _f(M.aurc(conf, corr)),
-            "mean_confidence": _f(conf.mean()),
-        }
+    if conf.numel():
+        calibration = _calibration(M, conf, corr, n_bins, settings)
 
-    wrong = [r for r in answered if not r.correct]
-    sources = Counter(r.confidence_source for r in resolved)
+    wrong = answered & ~cols.correct
+    n_wrong = int(wrong.sum())
+    sources = torch.bincount(cols.source, minlength=len(CONFIDENCE_SOURCES) + 1)
+    with_conf = ~torch.isnan(cols.confidence)
     return GroupMetrics(
         n=n,
-        n_answered=len(answered),
-        n_abstained=n - len(answered),
-        n_scored=len(scored),
+        n_answered=n_answered,
+        n_abstained=n - n_answered,
+        n_scored=int(conf.numel()),
         accuracy=n_correct / n,
-        accuracy_answered=_ratio(n_correct, len(answered)),
-        refusal_rate=(n - len(answered)) / n,
+        accuracy_answered=_ratio(n_correct, n_answered),
+        refusal_rate=(n - n_answered) / n,
         **calibration,
         hedged_error_rate=_ratio(
-            sum(r.hedged or (r.confidence is not None and r.confidence < HEDGE_THRESHOLD) for r in wrong),
-            len(wrong)),
+            int((wrong & (cols.hedged | (with_conf & (cols.confidence < HEDGE_THRESHOLD)))).sum()), n_wrong),
         overconfident_error_rate=_ratio(
-            sum(r.confidence is not None and r.confidence >= OVERCONFIDENT_THRESHOLD for r in wrong), len(wrong)),
-        missing_confidence=MissingConfidence(count=len(missing), policy=settings.missing_policy),
-        confidence_sources={s: sources.get(s, 0) for s in CONFIDENCE_SOURCES},
-        reliability=_reliability(conf, corr, n_bins) if scored else [],
-        consistency=_consistency(resolved),
+            int((wrong & with_conf & (cols.confidence >= OVERCONFIDENT_THRESHOLD)).sum()), n_wrong),
+        missing_confidence=MissingConfidence(count=int(missing.sum()), policy=settings.missing_policy),
+        confidence_sources={s: int(sources[i]) for i, s in enumerate(CONFIDENCE_SOURCES)},
+        reliability=_reliability(conf, corr, n_bins) if conf.numel() else [],
+        consistency=_consistency(members) if all_columns.has_samples else None,
     )
+
+
+def _calibration(M: Any, conf: torch.Tensor, corr: torch.Tensor, n_bins: int, settings: Settings) -> dict[str, Any]:
+    both_classes = bool(corr.any()) and not bool(corr.all())
+    generator = torch.Generator().manual_seed(settings.seed)
+    if settings.n_boot > 0:
+        value, low, high = M.smooth_ece_bootstrap(conf, corr, n_boot=settings.n_boot, generator=generator)
+    else:
+        value, low, high = M.smooth_ece(conf, corr), None, None
+    return {
+        "ece": _f(M.expected_calibration_error(conf, corr, n_bins=n_bins, norm="l1")),
+        "ece_equal_mass": _f(M.equal_mass_ece(conf, corr, n_bins=n_bins)),
+        "mce": _f(M.max_calibration_error(conf, corr, n_bins=n_bins)),
+        "smece": SmoothECE(value=_f(value), low=_f(low), high=_f(high)),
+        "brier": _f(M.brier_score(conf, corr)),
+        "auroc": _f(M.binary_auroc(conf, corr)) if both_classes else None,
+        "aurc": _f(M.aurc(conf, corr)),
+        "mean_confidence": _f(conf.mean()),
+    }
 
 
 def _reliability(conf: torch.Tensor, corr: torch.Tensor, n_bins: int) -> list[ReliabilityBin]:
