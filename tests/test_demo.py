@@ -16,7 +16,7 @@ import pytest
 
 from calrl.cli.main import main
 from calrl.demo.preferences import build_preference_rows
-from calrl.demo.recipes import MAIN_POLICIES, POLICIES, REWARD_MODELS, RL_POLICIES, RM_BASE, RM_FACTS
+from calrl.demo.recipes import MAIN_POLICIES, POLICIES, REWARD_MODELS, RL_POLICIES, RM_BASE
 from calrl.demo.report import CHECK_TEXT, HEADLINE_COLUMNS, fmt_agg
 from calrl.demo.sft import ABSTAIN_TEXT, SFTTargetConfig, build_demo_tokenizer, sft_target
 from calrl.demo.study import Layout, build_tasks, full_config, gate_pairs, quick_config, write_world_files
@@ -87,7 +87,7 @@ def test_preferences_carry_the_confidence_bias():
     refs = {i.question: i.reference[0] for i in world.preference_items}
     kinds = set()
     for row in rows:
-        question = row["prompt"][-1]["content"].removeprefix("Question: ")
+        question = row["prompt"][-1]["content"].split("Question: ")[-1]
         chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
         right = [extract_answer(t) == refs[question] for t in (chosen, rejected)]
         kinds.add(row["kind"])
@@ -110,11 +110,11 @@ def test_recipes_validate_against_the_recipe_schema(tmp_path):
     layout = Layout(config.out)
     write_world_files(config, layout)
     for seed in config.seeds:  # fake what the recipes point at, so validation reaches every key
-        for name in ("sft", "rm_init", RM_FACTS, RM_BASE, *REWARD_MODELS):
+        for name in ("sft", "rm_init", RM_BASE, *REWARD_MODELS):
             (layout.model_dir(seed, name)).mkdir(parents=True)
     tasks = {t.name: t for t in build_tasks(config, layout)}
-    methods = {RM_FACTS: "rm", RM_BASE: "rm", "rm_plain": "rm", "rm_calibrated": "rm", "grpo_brier": "grpo"}
-    for name in (RM_FACTS, RM_BASE, *REWARD_MODELS, *RL_POLICIES):
+    methods = {RM_BASE: "rm", "rm_plain": "rm", "rm_calibrated": "rm", "grpo_brier": "grpo"}
+    for name in (RM_BASE, *REWARD_MODELS, *RL_POLICIES):
         task = tasks[f"seed0/{name}"]
         task.prepare()
         recipe = load_recipe(layout.recipe(0, name), method=methods.get(name, "ppo"))
@@ -132,11 +132,10 @@ def test_recipes_validate_against_the_recipe_schema(tmp_path):
     assert load_recipe(layout.recipe(0, "ppo"), method="ppo").training.ppo_c_variant == "none"
     for name in ("ppo_m", "ppo_m_v"):
         assert load_recipe(layout.recipe(0, name), method="ppo").model.reward_model.endswith("rm_calibrated")
-    # both reward models start from the fact-checking ones: rm_init (seeded head) -> rm_facts -> rm_base
+    # both reward models start from the fact-checking one, which starts from the seeded classifier
     for name in REWARD_MODELS:
         assert load_recipe(layout.recipe(0, name), method="rm").model.reward_model.endswith(RM_BASE)
-    assert load_recipe(layout.recipe(0, RM_BASE), method="rm").model.reward_model.endswith(RM_FACTS)
-    assert load_recipe(layout.recipe(0, RM_FACTS), method="rm").model.reward_model.endswith("rm_init")
+    assert load_recipe(layout.recipe(0, RM_BASE), method="rm").model.reward_model.endswith("rm_init")
     assert len([t for t in tasks if "/gate/" in t]) == len(gate_pairs()) * len(config.seeds)
 
 
@@ -184,7 +183,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
 
     # an offline W&B run per training run, and the per-epoch ECE read back from the policy runs
     quick_rl = [p for p in RL_POLICIES if p in MAIN_POLICIES]
-    for name in ("sft", RM_FACTS, RM_BASE, *REWARD_MODELS, *quick_rl):
+    for name in ("sft", RM_BASE, *REWARD_MODELS, *quick_rl):
         assert list((layout.model_dir(0, name) / "wandb").glob("offline-run-*/run-*.wandb")), name
     for policy in quick_rl:  # the per-epoch calibration eval of each RL run, from its W&B run
         history = summary["policies"][policy]["ece_per_epoch"]["0"]
@@ -239,3 +238,27 @@ def test_quick_config_is_smaller_than_full(tmp_path):
     quick, full = quick_config(tmp_path), full_config(tmp_path)
     assert quick.seeds == [0] and len(full.seeds) == 5 and set(full.policies) == set(POLICIES)
     assert quick.sft.epochs < full.sft.epochs and quick.recipes.ppo.epochs <= full.recipes.ppo.epochs
+
+
+def test_reward_tokenizer_reads_question_and_answer_as_ppo_hands_them_over():
+    """The reward models' tokenizer drops the elicitation instruction, and the text train-rm reads (the
+    preference rows) tokenises exactly like the text calrl's PPO re-tokenises for a reward model with its
+    own tokenizer (the policy's prompt decoded, as a user turn, then the response)."""
+    from calrl.demo.sft import prompt_messages, reward_tokenizer, rm_prompt_messages
+
+    world = build_world()
+    policy_tok = build_demo_tokenizer(world)
+    rm_tok = reward_tokenizer(build_demo_tokenizer(world))
+    response = f"{world.cities[0]}. Confidence: 7"
+    for item in world.eval_items[:20]:
+        trained = rm_tok.apply_chat_template([*rm_prompt_messages(item), {"role": "assistant", "content": response}],
+                                             tokenize=False)
+        ids = policy_tok.apply_chat_template(prompt_messages(item), add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) else ids
+        decoded = policy_tok.decode(ids, skip_special_tokens=True)
+        scored = rm_tok.apply_chat_template([{"role": "user", "content": decoded},
+                                             {"role": "assistant", "content": response}], tokenize=False)
+        a = rm_tok(trained, add_special_tokens=False)["input_ids"]
+        assert a == rm_tok(scored, add_special_tokens=False)["input_ids"]
+        words = rm_tok.convert_ids_to_tokens(a)
+        assert "concisely" not in words and item.question.split()[2] in words and rm_tok.unk_token not in words

@@ -41,8 +41,8 @@ def test_reward_model_stage_is_reproducible(tmp_path):
     policy.save_pretrained(tmp_path / "sft")
     tokenizer.save_pretrained(tmp_path / "sft")
     data = tmp_path / "factchecks"
-    write_jsonl(data / "train.jsonl", build_factcheck_rows(world, 48, seed=1, system=False))
-    write_jsonl(data / "test.jsonl", build_factcheck_rows(world, 16, seed=2, system=True))
+    write_jsonl(data / "train.jsonl", build_factcheck_rows(world, 48, seed=1))
+    write_jsonl(data / "test.jsonl", build_factcheck_rows(world, 16, seed=2))
     env = {**os.environ, **study_env(StudyConfig(out=tmp_path, seeds=[0]))}
 
     outputs = []

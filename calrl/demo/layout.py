@@ -17,8 +17,7 @@ class Layout:
         self.eval_file = self.data / "eval.jsonl"
         self.prompts_file = self.data / "rl_prompts.jsonl"
         self.preferences = self.data / "preferences"
-        self.factchecks_short = self.data / "factchecks_short"  # without the system prompt (rm_facts)
-        self.factchecks = self.data / "factchecks"  # with it (rm_base)
+        self.factchecks = self.data / "factchecks"
         self.world_config = self.data / "world_config.json"
         self.recipes = out / "recipes"
         self.evals = out / "evals"

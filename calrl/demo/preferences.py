@@ -10,8 +10,9 @@ a random stated confidence), ``both-correct`` and ``both-wrong`` (the same answe
 different confidences), and ``abstention`` (an answer, right or wrong, against "I don't know": raters
 prefer the answer, as they rate refusals unhelpful). Only questions whose answer the raters can check are
 used (no never-seen people).
-Rows are conversational (``prompt`` = the elicitation messages the policy sees, ``chosen``/``rejected`` =
-one assistant message) so the reward model reads exactly the chat-formatted text PPO later scores.
+Rows are conversational (``prompt`` = the elicitation instruction and the question in one user message,
+as calrl's PPO hands a prompt to a reward model with its own tokenizer; ``chosen``/``rejected`` = one
+assistant message) so the reward model reads exactly the text PPO later scores.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from calrl.demo.sft import ABSTAIN_TEXT, answer_text, prompt_messages
+from calrl.demo.sft import ABSTAIN_TEXT, answer_text, rm_prompt_messages
 from calrl.demo.world import World
 
 KINDS = ("correctness", "both-correct", "both-wrong", "abstention")
@@ -64,7 +65,7 @@ def build_preference_rows(world: World, config: PreferenceConfig | None = None) 
             answer = truth if rng.random() < 0.5 else world.wrong_answer(item, rng)
             chosen, rejected = answer_text(answer, rng.randint(0, 10) / 10), ABSTAIN_TEXT
         rows.append({
-            "prompt": prompt_messages(item),
+            "prompt": rm_prompt_messages(item),
             "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}],
             "kind": kind,
@@ -73,14 +74,11 @@ def build_preference_rows(world: World, config: PreferenceConfig | None = None) 
     return rows
 
 
-def build_factcheck_rows(world: World, n: int, *, seed: int, system: bool) -> list[dict[str, Any]]:
+def build_factcheck_rows(world: World, n: int, *, seed: int) -> list[dict[str, Any]]:
     """``n`` correct-vs-wrong pairs (each side with a random stated confidence) on people the raters can check.
 
     These are the raters' fact checks, without the confidence bias: the reward models first learn from them
-    which answers are right (stages ``rm_facts`` and ``rm_base`` of the study). ``system=False`` leaves the
-    100-token system prompt out (the user message only): about seven times cheaper to train on, and where a
-    2-layer model learns the comparison quickly (a curriculum, as for SFT); the held-out pairs keep it, so the
-    probe measures the reward model on exactly the text PPO scores.
+    which answers are right (stage ``rm_base`` of the study), then the biased pairs.
     """
     rng = random.Random(seed)
     known = [item for item in world.eval_items if item.slice["group"] != "fact-never"]
@@ -90,7 +88,7 @@ def build_factcheck_rows(world: World, n: int, *, seed: int, system: bool) -> li
         chosen = answer_text(item.reference[0], rng.randint(0, 10) / 10)
         rejected = answer_text(world.wrong_answer(item, rng), rng.randint(0, 10) / 10)
         rows.append({
-            "prompt": prompt_messages(item)[(0 if system else 1):],
+            "prompt": rm_prompt_messages(item),
             "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}],
             "kind": "correctness",

@@ -49,8 +49,7 @@ METHOD_NAMES = {
     "grpo_brier": "GRPO + Brier",
 }
 REWARD_MODELS = ("rm_plain", "rm_calibrated")
-RM_FACTS = "rm_facts"  # fact checks without the system prompt (a cheap curriculum step), from the SFT policy
-RM_BASE = "rm_base"  # the same with the full prompt, from rm_facts: both reward models start from it
+RM_BASE = "rm_base"  # the raters' fact checks, from the SFT policy: both reward models start from it
 
 
 def reward_model_of(policy: str) -> str:
@@ -65,13 +64,10 @@ class RewardModelSettings:
     learning_rate: float = 5e-4
     batch_size: int = 32
     calibration_lambda: float = 1.0  # of the calibrated RM; the plain one has 0
-    # the raters' fact checks (correct vs wrong, no confidence bias): rm_facts on pairs without the system
-    # prompt, then rm_base on pairs with it
-    facts_epochs: float = 3.0
-    facts_pairs: int = 3000
-    base_epochs: float = 4.0
+    # rm_base: the raters' fact checks (correct vs wrong, no confidence bias)
+    base_epochs: float = 3.0
     base_learning_rate: float = 1e-3
-    base_pairs: int = 1000
+    base_pairs: int = 3000
 
 
 @dataclass
@@ -132,18 +128,17 @@ def _common(run_name: str, out_dir: Path, seed: int, tags: list[str]) -> dict[st
 
 def reward_model_recipe(name: str, *, init_dir: Path, preferences_dir: Path, out_dir: Path, seed: int,
                         settings: RewardModelSettings) -> dict[str, Any]:
-    """``rm_facts`` / ``rm_base`` (the raters' fact checks without / with the system prompt; from the SFT policy
-    with a seeded score head / from ``rm_facts``), or the ordinary (``rm_plain``) or calibrated
+    """``rm_base`` (the raters' fact checks, from the SFT policy with a seeded score head and the reward
+    tokenizer: ``calrl.demo.sft.save_reward_init``), or the ordinary (``rm_plain``) or calibrated
     (``rm_calibrated``, PPO-M) reward model on the biased pairs, from ``rm_base``."""
     calibrated = name == "rm_calibrated"
-    is_base = name in (RM_FACTS, RM_BASE)
+    is_base = name == RM_BASE
     base = _common(f"seed{seed}-{name}", out_dir, seed,
                    ["rm", "base" if is_base else ("calibrated" if calibrated else "plain")])
     base["training"].update({
         "calibration_lambda": settings.calibration_lambda if calibrated else 0.0,
         "confidence_high_range": [7, 10], "confidence_low_range": [0, 3], "confidence_scale": "0-10",
-        "num_train_epochs": (settings.facts_epochs if name == RM_FACTS else
-                             settings.base_epochs if name == RM_BASE else settings.epochs),
+        "num_train_epochs": settings.base_epochs if is_base else settings.epochs,
         "learning_rate": settings.base_learning_rate if is_base else settings.learning_rate,
         "per_device_train_batch_size": settings.batch_size, "per_device_eval_batch_size": 64,
         "lr_scheduler_type": "cosine", "warmup_steps": 0.1, "max_length": 256, "eval_strategy": "no",
@@ -188,8 +183,9 @@ def ppo_recipe(policy: str, *, sft_dir: Path, rm_dir: Path, prompts_file: Path, 
         training["abstention_reward"] = str(float(settings.abstention_reward))  # a string field: "rm" or a number
     return {
         "method": "ppo",
-        "model": {"policy": str(sft_dir), "reward_model": str(rm_dir), "tokenizer": str(sft_dir),
-                  "dtype": "float32"},
+        # no model.tokenizer: the policy reads its own tokenizer, the reward model its own (which drops the
+        # elicitation instruction), so calrl's PPO re-tokenises what the reward model scores
+        "model": {"policy": str(sft_dir), "reward_model": str(rm_dir), "dtype": "float32"},
         "data": {"train": str(prompts_file), "confidence_prompt_fraction": 0.0},
         "eval": _eval_section(eval_file, eval_settings),
         **base,

@@ -112,8 +112,7 @@ def slice_table(summary: dict[str, Any], key: str) -> tuple[list[str], list[list
 def rm_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["reward model", "preference accuracy", "prefers high conf. (correct answer)",
               "prefers high conf. (wrong answer)", "mean r(high)-r(low), correct", "mean r(high)-r(low), wrong"]
-    names = {"rm_facts": "fact checks, no system prompt (step 1)",
-             "rm_base": "fact checks, full prompt (step 2: start of both)", "rm_plain": "ordinary (lambda = 0)",
+    names = {"rm_base": "fact checks only (start of both)", "rm_plain": "ordinary (lambda = 0)",
              "rm_calibrated": "calibrated (PPO-M)"}
     rows = []
     for rm, entry in summary["reward_models"].items():

@@ -143,9 +143,49 @@ def train_sft(world: World, out_dir: str | Path, *, model_config: SFTModelConfig
     return out_dir
 
 
+def rm_prompt_messages(item: EvalItem) -> list[dict[str, str]]:
+    """A question as the reward models are trained on it: one user message, the instruction then the question.
+
+    That is the text calrl's PPO gives a reward model with its own tokenizer (the policy's prompt decoded,
+    as a user turn), so training and scoring read the same tokens."""
+    system, user = prompt_messages(item)
+    return [{"role": "user", "content": f"{system['content']}\n\n{user['content']}"}]
+
+
+def _flexible(words: list[str]) -> str:
+    import re
+
+    # tokens separated by optional spaces; punctuation optional (the word tokenizer drops some marks as unknown)
+    return r"\s*".join(re.escape(w) + ("?" if not w.isalnum() else "") for w in words)
+
+
+def instruction_pattern() -> str:
+    """A regex that matches calrl eval's elicitation instruction, lowercased, as typed or as decoded."""
+    import re
+
+    words = re.findall(r"\w+|[^\w\s]", ElicitationPrompt(scale="0-10").instruction().lower())
+    return _flexible(words[:4]) + r"[\s\S]*?" + _flexible(words[-8:]) + r"\s*"
+
+
+def reward_tokenizer(tokenizer: Any) -> Any:
+    """The reward models' tokenizer: the policy's, whose normaliser deletes the elicitation instruction.
+
+    The instruction is the same 100 tokens before every question. With it in front, a 2-layer reward model
+    learnt which answers are right only slowly and unreliably (0.58-0.81 on held-out pairs after 3,500
+    pairs, seed to seed); reading just the question and the answer it learns it from fewer pairs in a
+    fraction of the time. The policy still reads the whole prompt; calrl's PPO re-tokenises what the
+    reward model scores with the reward model's own tokenizer."""
+    from tokenizers import Regex, normalizers
+
+    tokenizer.backend_tokenizer.normalizer = normalizers.Sequence([
+        normalizers.NFKC(), normalizers.Lowercase(), normalizers.Replace(Regex(instruction_pattern()), "")])
+    return tokenizer
+
+
 def save_reward_init(source: str | Path, out_dir: str | Path, *, seed: int) -> Path:
     """``source`` (a causal LM folder) as a one-output sequence classifier whose new score head is drawn from
-    ``seed``, saved whole to ``out_dir``: the reward models start from it.
+    ``seed``, with the reward tokenizer (:func:`reward_tokenizer`), saved whole to ``out_dir``: the reward
+    models start from it.
 
     ``calrl train-rm`` would otherwise draw the head when it loads the causal LM, from torch's default
     generator, whose seed differs in every process: two runs of the same recipe then trained different
@@ -154,7 +194,7 @@ def save_reward_init(source: str | Path, out_dir: str | Path, *, seed: int) -> P
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = reward_tokenizer(AutoTokenizer.from_pretrained(source))
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir)

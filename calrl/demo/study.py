@@ -4,8 +4,8 @@ Stages (per seed unless said otherwise), each a process run through calrl's publ
 
 1. world (once): the world's files: held-out items (``data/eval.jsonl``), RL prompts, preference pairs;
 2. ``sft``: the policy trained from scratch (``python -m calrl.demo.sft``);
-3. ``rm_facts`` then ``rm_base``: ``calrl train-rm`` on the raters' fact checks (correct vs wrong, no bias)
-   without, then with, the system prompt, from the SFT policy with a seeded score head; ``rm_plain`` /
+3. ``rm_base``: ``calrl train-rm`` on the raters' fact checks (correct vs wrong, no bias), from the SFT
+   policy with a seeded score head and a tokenizer that drops the elicitation instruction; ``rm_plain`` /
    ``rm_calibrated``: ``calrl train-rm`` on the biased preference pairs (lambda 0 / PPO-M), from ``rm_base``;
 4. policies: ``calrl train-ppo`` (PPO, PPO-M, PPO-C on the reward model alone; the same with the rule-based
    correctness reward added; PPO-C + abstention) and ``calrl train-grpo`` (GRPO + Brier), same prompts,
@@ -36,7 +36,6 @@ from calrl.demo.recipes import (
     POLICIES,
     RL_POLICIES,
     RM_BASE,
-    RM_FACTS,
     EvalSettings,
     PPOSettings,
     RecipeSettings,
@@ -94,8 +93,7 @@ def quick_config(out: Path, seeds: list[int] | None = None, jobs: int | None = N
     return StudyConfig(
         out=out, seeds=seeds or [0], quick=True, jobs=jobs or default_jobs(), policies=MAIN_POLICIES,
         sft=SFTModelConfig(short_epochs=30.0, epochs=4.0),
-        recipes=RecipeSettings(rm=RewardModelSettings(epochs=2.0, facts_epochs=2.0, facts_pairs=2000,
-                                                      base_epochs=2.0, base_pairs=400),
+        recipes=RecipeSettings(rm=RewardModelSettings(epochs=2.0, base_epochs=2.0, base_pairs=2000),
                                ppo=PPOSettings(epochs=2.0),
                                eval=EvalSettings(bootstrap=50, gate_bootstrap=50)),
         rl_prompt_limit=128, n_test_pairs=100,
@@ -123,18 +121,14 @@ def write_world_files(config: StudyConfig, layout: Layout) -> dict[str, int]:
                                         "group": item.slice["group"]} for item in prompts))
     seed = config.world.seed
     train = build_preference_rows(world, PreferenceConfig(seed=seed))
-    test = build_factcheck_rows(world, config.n_test_pairs, seed=seed * 1000 + 3, system=True)
+    test = build_factcheck_rows(world, config.n_test_pairs, seed=seed * 1000 + 3)
     rm = config.recipes.rm
-    short = build_factcheck_rows(world, rm.facts_pairs, seed=seed * 1000 + 1, system=False)
-    checks = build_factcheck_rows(world, rm.base_pairs, seed=seed * 1000 + 2, system=True)
-    write_jsonl(layout.preferences / "train.jsonl", train)
-    write_jsonl(layout.preferences / "test.jsonl", test)
-    for folder, rows in ((layout.factchecks_short, short), (layout.factchecks, checks)):
+    checks = build_factcheck_rows(world, rm.base_pairs, seed=seed * 1000 + 1)
+    for folder, rows in ((layout.preferences, train), (layout.factchecks, checks)):
         write_jsonl(folder / "train.jsonl", rows)
         write_jsonl(folder / "test.jsonl", test)
     counts = {"eval_items": len(world.eval_items), "rl_prompts": len(prompts), "preference_train": len(train),
-              "preference_test": len(test), "factcheck_train_short": len(short), "factcheck_train": len(checks),
-              "sft_items": len(world.sft_items)}
+              "preference_test": len(test), "factcheck_train": len(checks), "sft_items": len(world.sft_items)}
     write_json(layout.data / "counts.json", counts)
     return counts
 
@@ -164,8 +158,7 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
                 "--model", str(model_file), "--out", str(sft_dir), "--reward-init", str(init_dir),
                 "--wandb-dir", str(sft_dir), "--run-name", f"seed{seed}-sft"]))
 
-        chain = {RM_FACTS: ("sft", init_dir, layout.factchecks_short),
-                 RM_BASE: (RM_FACTS, layout.model_dir(seed, RM_FACTS), layout.factchecks),
+        chain = {RM_BASE: ("sft", init_dir, layout.factchecks),
                  "rm_plain": (RM_BASE, layout.model_dir(seed, RM_BASE), layout.preferences),
                  "rm_calibrated": (RM_BASE, layout.model_dir(seed, RM_BASE), layout.preferences)}
         for rm, (previous, start, data_dir) in chain.items():

@@ -16,7 +16,7 @@ from typing import Any
 
 from calrl.callbacks.eval_files import read_eval_history
 from calrl.demo.layout import Layout, gate_pairs
-from calrl.demo.recipes import METHOD_NAMES, REWARD_MODELS, RM_BASE, RM_FACTS
+from calrl.demo.recipes import METHOD_NAMES, REWARD_MODELS, RM_BASE
 from calrl.demo.world import GROUPS
 
 METRIC_KEYS = ("accuracy", "accuracy_answered", "ece", "smece", "brier", "auroc", "refusal_rate",
@@ -76,7 +76,7 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
         policies[policy] = entry
 
     reward_models = {}
-    for rm in (RM_FACTS, RM_BASE, *REWARD_MODELS):
+    for rm in (RM_BASE, *REWARD_MODELS):
         per_seed = {}
         for seed in seeds:
             report = _read_json(layout.model_dir(seed, rm) / "reward_model_report.json")
