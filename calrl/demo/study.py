@@ -92,7 +92,7 @@ def quick_config(out: Path, seeds: list[int] | None = None, jobs: int | None = N
     vanilla PPO growing more confident than SFT; one seed is not a result."""
     return StudyConfig(
         out=out, seeds=seeds or [0], quick=True, jobs=jobs or default_jobs(), policies=MAIN_POLICIES,
-        sft=SFTModelConfig(short_epochs=30.0, epochs=4.0),
+        # the full SFT schedule: a shorter one left the policy refusing most questions (nothing to compare)
         recipes=RecipeSettings(rm=RewardModelSettings(epochs=2.0, base_epochs=2.0, base_pairs=2000),
                                ppo=PPOSettings(epochs=2.0),
                                eval=EvalSettings(bootstrap=50, gate_bootstrap=50)),
