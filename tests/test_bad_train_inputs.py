@@ -262,6 +262,21 @@ def test_file_system_fault_while_saving_is_one_line_and_leaves_nothing_half_writ
     assert left == ["checkpoint-3"] if where == "checkpoint" else ["checkpoint-3", "checkpoint-6"]
 
 
+def test_torch_write_failure_is_a_file_system_error(tmp_path, capsys, monkeypatch):
+    from transformers import Trainer
+
+    def torch_disk_full(self, model, trial):  # what torch.save raises when the disk is full
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", torch_disk_full)
+    out = tmp_path / "run"
+    assert main(["train-rm", "--config", str(RM), *QUIET, f"training.output_dir={out}"]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith(f"calrl train-rm: error: {out}: torch.save could not write")
+    assert not out.exists() or not list(out.glob("checkpoint-*"))
+
+
 def test_a_failed_run_leaves_no_empty_output_folder(tmp_path, capsys, monkeypatch):
     from calrl.train.rm import RewardModelRunner
 

@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from calrl.errors import InputError, reports_os_errors
+from calrl.errors import FileSystemError, InputError, reports_os_errors
 
+# torch.save reports a failed write (ENOSPC, EIO ...) as a RuntimeError from its zip writer, without the errno
+TORCH_WRITE_FAILURES = ("inline_container.cc", "PytorchStreamWriter", "file write failed")
 COMMAND_METHODS = {"train-rm": "rm", "train-ppo": "ppo", "train-grpo": "grpo", "train-rloo": "rloo"}
 HELP = {
     "rm": "train a reward model (ordinary, or calibrated for PPO-M)",
@@ -130,7 +132,14 @@ def run(args: argparse.Namespace) -> int:
         return _dry_run(recipe, overwrite=args.overwrite)
     from calrl.train.runner import run_recipe
 
-    result = run_recipe(recipe, overwrite=args.overwrite)
+    try:
+        result = run_recipe(recipe, overwrite=args.overwrite)
+    except RuntimeError as exc:
+        if not any(mark in str(exc) for mark in TORCH_WRITE_FAILURES):
+            raise
+        raise FileSystemError("torch.save could not write a checkpoint or model file (disk full, quota, or the "
+                              f"file system refused the write): {str(exc).splitlines()[0][:120]}",
+                              path=str(recipe.training.output_dir)) from None
     if int(os.environ.get("RANK", "0")) == 0:
         print(result.summary())
     return 0
