@@ -22,6 +22,10 @@ CHECK_TEXT = {
     "ppo_more_overconfident_than_sft": "PPO (reward model alone) ends more confident and worse calibrated than SFT "
                                        "(higher mean confidence and higher ECE)",
     "ppo_v_more_overconfident_than_sft": "PPO + correctness ends more confident and worse calibrated than SFT",
+    "ppo_more_confident_every_slice": "PPO (reward model alone) states higher confidence than SFT in every slice "
+                                      "and has higher ECE",
+    "ppo_v_more_confident_every_slice": "PPO + correctness states higher confidence than SFT in every slice and "
+                                        "has higher ECE",
     "ppo_m_lower_ece_than_ppo_same_accuracy": "PPO-M: ECE at least 30% lower than PPO's, accuracy within 2 points",
     "ppo_c_lower_ece_than_ppo_same_accuracy": "PPO-C: ECE at least 30% lower than PPO's, accuracy within 2 points",
     "ppo_m_v_lower_ece_than_ppo_v_same_accuracy": "PPO-M + correctness: ECE at least 30% lower than PPO + "
@@ -95,9 +99,8 @@ def claims_lines(summary: dict[str, Any]) -> list[str]:
     """One line per expected outcome: in how many seeds it holds on its own, and whether on the means."""
     lines = []
     for key, c in summary["checks"].items():
-        means = {True: "holds", False: "does not hold", None: "n/a"}[c.get("on_means")]
-        lines.append(f"{CHECK_TEXT.get(key, key)}: holds in {c['seeds_passed']} of {c['seeds']} seeds "
-                     f"({means} on the means)")
+        means = {True: " (holds on the means)", False: " (does not hold on the means)", None: ""}[c.get("on_means")]
+        lines.append(f"{CHECK_TEXT.get(key, key)}: holds in {c['seeds_passed']} of {c['seeds']} seeds{means}")
     return lines
 
 
@@ -204,8 +207,11 @@ def paragraphs(summary: dict[str, Any]) -> dict[str, str]:
             continue
         check = summary["checks"][f"{ppo}_more_overconfident_than_sft"]
         p = {k: _m(summary, ppo, k) for k in ("accuracy", "ece", "mean_confidence")}
-        verdict = (f"More confident and worse calibrated than SFT in {check['seeds_passed']} of {check['seeds']} "
-                   f"seeds on its own ({'and' if check['on_means'] else 'but not'} on the means).")
+        slices = summary["checks"][f"{ppo}_more_confident_every_slice"]
+        verdict = (f"Higher mean confidence (answered questions) and ECE than SFT in {check['seeds_passed']} of "
+                   f"{check['seeds']} seeds on its own ({'and' if check['on_means'] else 'but not'} on the means); "
+                   f"higher stated confidence in every slice and higher ECE in {slices['seeds_passed']} of "
+                   f"{slices['seeds']} seeds.")
         out[ppo] = (f"{label} ({over}): {_change(sft['mean_confidence'], p['mean_confidence'], 'mean confidence')}, "
                     f"{_change(sft['ece'], p['ece'], 'ECE')}, "
                     f"{_change(sft['accuracy'], p['accuracy'], 'accuracy', points=True)} (SFT -> PPO). {verdict} "

@@ -189,6 +189,11 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
             **_verdict(per_seed, overconfident(means[f"sft_{keys[0]}"], means[f"{ppo}_{keys[0]}"],
                                                means[f"sft_{keys[1]}"], means[f"{ppo}_{keys[1]}"])),
             "numbers": means}
+        # The mean confidence above is over answered questions, so it also moves with what a policy refuses
+        # (SFT refuses mostly the never-seen people, where it states its lowest confidences): the same claim
+        # slice by slice, stated confidence higher in every slice, and ECE higher overall.
+        per_seed = [slices_more_confident(summary, ppo, seed) for seed in summary["seeds"]]
+        checks[f"{ppo}_more_confident_every_slice"] = {**_verdict(per_seed, None), "numbers": {}}
 
     for policy, base in ECE_COMPARISONS:
         if not {policy, base} <= ran:
@@ -208,6 +213,15 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
     if {"ppo_c_abstain", "ppo_c_v"} <= ran:
         checks["abstention_on_wrong_slices"] = abstention_check(summary)
     return checks
+
+
+def slices_more_confident(summary: dict[str, Any], policy: str, seed: int) -> bool | None:
+    """In one seed: ``policy`` states a higher mean confidence than SFT in every slice and has a higher ECE."""
+    mine, sft = summary["policies"][policy]["per_seed"][str(seed)], summary["policies"]["sft"]["per_seed"][str(seed)]
+    pairs = [(mine["slice_mean_confidence"].get(g), sft["slice_mean_confidence"].get(g)) for g in summary["slices"]]
+    if any(None in p for p in pairs) or None in (mine["ece"], sft["ece"]):
+        return None
+    return all(a > b for a, b in pairs) and mine["ece"] > sft["ece"]
 
 
 def _verdict(per_seed: list[bool | None], on_means: bool | None) -> dict[str, Any]:
