@@ -16,6 +16,7 @@ sure"`` and ``"i don ' t think"`` match like ``"i'm not sure"``); ``i'm`` also m
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,6 +101,13 @@ class HedgeMatch:
 _APOSTROPHE_TABLE = str.maketrans(_APOSTROPHES)
 
 
+# Parsing one response reads its normalised form several times (confidence statements, abstention, answer,
+# hedges): the last few results are kept, so each text is normalised and scanned once. Every cached result
+# is immutable (strings, tuples, frozen matches); the caches are bounded, so they hold a few texts at most.
+_RECENT = 32
+
+
+@functools.lru_cache(maxsize=_RECENT)
 def normalise_spacing(text: str) -> tuple[str, Sequence[int]]:
     """Lowercase ``text``, straighten apostrophes and join split contractions.
 
@@ -128,7 +136,7 @@ def normalise_spacing(text: str) -> tuple[str, Sequence[int]]:
             keep = list(zip(bounds[::2], bounds[1::2], strict=True))  # the text between the dropped spans
             norm = "".join(norm[a:b] for a, b in keep)
             index = [j for a, b in keep for j in index[a:b]]
-    return norm, index
+    return norm, index if isinstance(index, range) else tuple(index)  # immutable: the result is cached
 
 
 def original_span(index: Sequence[int], start: int, end: int) -> tuple[int, int]:
@@ -168,10 +176,15 @@ def find_probability_phrases(text: str) -> list[HedgeMatch]:
 
     At each word the longest phrase starting there wins.
     """
+    return list(_probability_phrases(text))
+
+
+@functools.lru_cache(maxsize=_RECENT)
+def _probability_phrases(text: str) -> tuple[HedgeMatch, ...]:
     norm, index = normalise_spacing(text)
     found: list[HedgeMatch] = []
     if _BY_FIRST_WORD.keys().isdisjoint(_WORD_RE.findall(norm)):  # most responses: no phrase can start
-        return found
+        return ()
     resume = 0
     for word in _WORD_RE.finditer(norm):
         if word.start() < resume:
@@ -182,7 +195,7 @@ def find_probability_phrases(text: str) -> list[HedgeMatch]:
                 found.append(HedgeMatch(phrase, HEDGE_LEXICON[phrase], original_span(index, m.start(), m.end())))
                 resume = m.end()
                 break
-    return found
+    return tuple(found)
 
 
 def detect_hedge(text: str) -> HedgeMatch | None:

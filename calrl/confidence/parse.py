@@ -22,11 +22,12 @@ Rules (a generalisation of the PPO-M/PPO-C regex ``Confidence:\\s*(\\d+(\\.\\d+)
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
 
-from calrl.confidence.lexicon import find_probability_phrases, normalise_spacing, original_span
+from calrl.confidence.lexicon import _RECENT, find_probability_phrases, normalise_spacing, original_span
 from calrl.errors import InputError
 
 _NUM = r"[-+]?(?:\d+(?:[ ]?\.[ ]?\d+)?|\.\d+)"  # "8", "8.5", "8. 5" (tokenizer spacing), ".8"
@@ -99,7 +100,8 @@ def _value(num: str, pct: str | None, den: str | None) -> float | None:
     return min(1.0, max(0.0, v))
 
 
-def _explicit_statements(text: str) -> list[_Explicit]:
+@functools.lru_cache(maxsize=_RECENT)  # a response is read by parse_confidence and stripped twice (abstention, answer)
+def _explicit_statements(text: str) -> tuple[_Explicit, ...]:
     """All explicit confidence statements of ``text``, ordered by position, without overlaps."""
     norm, index = normalise_spacing(text)
     found: list[tuple[int, int, float]] = []
@@ -126,7 +128,7 @@ def _explicit_statements(text: str) -> list[_Explicit]:
             continue  # inside an earlier statement ("Confidence: 8/10" contains "8/10")
         kept.append(_Explicit(v, original_span(index, start, end)))
         last_end = end
-    return kept
+    return tuple(kept)
 
 
 def parse_confidence(text: str, *, use_hedges: bool = True) -> ConfidenceParse:
@@ -161,6 +163,7 @@ def _remove_spans(text: str, spans: list[tuple[int, int]]) -> str:
     return "\n".join(lines).strip()
 
 
+@functools.lru_cache(maxsize=_RECENT)  # is_abstention and extract_answer both strip the same response
 def strip_confidence(text: str) -> str:
     """``text`` without its explicit confidence statements (all of them), for reward-model scoring.
 

@@ -22,6 +22,9 @@ SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv
 # CSV cells of these fields may hold JSON text (a list or an object).
 JSON_CELL_FIELDS = ("reference", "slice", "samples", "choices")
 TRUE_WORDS, FALSE_WORDS = {"true", "1", "yes"}, {"false", "0", "no"}
+# Records with equal slices share one slice mapping (10^6 items of a few slice values would otherwise hold
+# 10^6 equal dicts); up to this many distinct slices are shared, the rest keep their own.
+MAX_SHARED_SLICES = 1 << 16
 
 
 def load_predictions(path: str | Path) -> list[PredictionRecord]:
@@ -36,12 +39,15 @@ def iter_predictions(path: str | Path) -> Iterator[tuple[int, PredictionRecord]]
     """
     p = check_input(path, option="--predictions", allow_dir=True)
     seen: dict[str, int] = {}
+    slices: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
     for line, row in _iter_rows(p):
         record = record_from_row(row, path=str(path), line=line)
         if record.id in seen:
             raise InputError(f"duplicate id {record.id!r} (lines {seen[record.id]} and {line})",
                              path=str(path), line=line, field="id")
         seen[record.id] = line
+        if record.slice and len(slices) < MAX_SHARED_SLICES:
+            record.slice = slices.setdefault(tuple(record.slice.items()), record.slice)
         yield line, record
     if not seen:
         raise InputError("no predictions in the file (empty input)", path=str(path))
@@ -51,17 +57,19 @@ def resolve_predictions_file(path: str | Path, *, use_hedges: bool = True, grade
                              confidence_parser: str = "calrl") -> tuple[list[PredictionRecord], list[ResolvedRecord]]:
     """Load and validate a predictions file, then resolve it (parse, detect abstention, grade) item by
     item, so that an item that cannot be resolved is reported with the file and its line."""
-    from calrl.eval.runner import resolve_records
+    from calrl.confidence import ConfidenceReader
+    from calrl.eval.runner import resolve_record
 
     lines, records = [], []
     for line, record in iter_predictions(path):  # the whole file is validated before any item resolves
         lines.append(line)
         records.append(record)
+    reader: ConfidenceReader | None = None
     resolved: list[ResolvedRecord] = []
     for line, record in zip(lines, records, strict=True):
-        try:
-            resolved.extend(resolve_records((record,), use_hedges=use_hedges, grader=grader,
-                                            confidence_parser=confidence_parser))
+        try:  # the reader is made here, once: an unknown parser is reported as before, at the first item
+            reader = reader or ConfidenceReader(confidence_parser, purpose="eval", use_hedges=use_hedges)
+            resolved.append(resolve_record(record, reader=reader, grader=grader))
         except InputError as exc:
             if exc.path is not None:
                 raise

@@ -51,51 +51,49 @@ def resolve_records(records: Iterable[PredictionRecord], *, use_hedges: bool = T
     :class:`calrl.confidence.ConfidenceReader`.
     """
     reader = ConfidenceReader(confidence_parser, purpose="eval", use_hedges=use_hedges)
-    resolved: list[ResolvedRecord] = []
-    for rec in records:
-        response = rec.response
-        hedged = bool(response) and detect_hedge(response) is not None
+    return [resolve_record(rec, reader=reader, grader=grader) for rec in records]
 
-        if rec.abstained is not None:
-            abstained = rec.abstained
-            if abstained and rec.correct:
-                raise InputError(f"id {rec.id!r}: 'abstained' and 'correct' are both true; an abstention "
-                                 "is never a correct answer")
-        elif rec.correct is True:
-            abstained = False
-        else:
-            abstained = bool(response) and is_abstention(response)
 
-        answer = extract_answer(response) if response is not None and not abstained else None
+def resolve_record(rec: PredictionRecord, *, reader: ConfidenceReader, grader: str = "auto") -> ResolvedRecord:
+    """One record of :func:`resolve_records`, its confidence read by ``reader``."""
+    response = rec.response
+    hedged = bool(response) and detect_hedge(response) is not None
 
-        if abstained:
-            resolved.append(ResolvedRecord(id=rec.id, abstained=True, correct=False, confidence=None,
-                                           confidence_source="abstained", hedged=hedged,
-                                           slice=rec.slice, samples=rec.samples, answer=None,
-                                           response=response, reference=rec.reference))
-            continue
+    if rec.abstained is not None:
+        abstained = rec.abstained
+        if abstained and rec.correct:
+            raise InputError(f"id {rec.id!r}: 'abstained' and 'correct' are both true; an abstention "
+                             "is never a correct answer")
+    elif rec.correct is True:
+        abstained = False
+    else:
+        abstained = bool(response) and is_abstention(response)
 
-        if rec.confidence is not None:
-            confidence, source = float(rec.confidence), "given"
-        elif response is not None:
-            parsed = reader.read(response)
-            confidence, source = parsed.value, parsed.source
-        else:
-            confidence, source = None, "missing"
+    if abstained:
+        return ResolvedRecord(id=rec.id, abstained=True, correct=False, confidence=None,
+                              confidence_source="abstained", hedged=hedged, slice=rec.slice, samples=rec.samples,
+                              answer=None, response=response, reference=rec.reference)
+    answer = extract_answer(response) if response is not None else None
 
-        if rec.correct is not None:
-            correct = bool(rec.correct)
-        else:
-            if not rec.reference:
-                raise InputError(f"id {rec.id!r}: no 'reference' to grade the response against "
-                                 "(give 'reference' or 'correct')")
-            correct = bool(grade(answer or "", rec.reference, choices=rec.choices, grader=grader))
+    if rec.confidence is not None:
+        confidence, source = float(rec.confidence), "given"
+    elif response is not None:
+        parsed = reader.read(response)
+        confidence, source = parsed.value, parsed.source
+    else:
+        confidence, source = None, "missing"
 
-        resolved.append(ResolvedRecord(id=rec.id, abstained=False, correct=correct, confidence=confidence,
-                                       confidence_source=source, hedged=hedged, slice=rec.slice,
-                                       samples=rec.samples, answer=answer, response=response,
-                                       reference=rec.reference))
-    return resolved
+    if rec.correct is not None:
+        correct = bool(rec.correct)
+    else:
+        if not rec.reference:
+            raise InputError(f"id {rec.id!r}: no 'reference' to grade the response against "
+                             "(give 'reference' or 'correct')")
+        correct = bool(grade(answer or "", rec.reference, choices=rec.choices, grader=grader))
+
+    return ResolvedRecord(id=rec.id, abstained=False, correct=correct, confidence=confidence,
+                          confidence_source=source, hedged=hedged, slice=rec.slice, samples=rec.samples,
+                          answer=answer, response=response, reference=rec.reference)
 
 
 # --------------------------------------------------------------------------------------------- metrics
