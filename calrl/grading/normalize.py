@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -9,6 +10,10 @@ import unicodedata
 
 _ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation) | {"\u2018", "\u2019", "\u201c", "\u201d", "\u2013", "\u2014", "\u2026"}
+_DROP_PUNCT = str.maketrans("", "", "".join(sorted(_PUNCT)))
+# Grading one item normalises the answer, its final phrase and each reference, and the references of an
+# eval repeat: the last results are kept (strings and floats, immutable).
+_RECENT = 1024
 
 _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
           "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
@@ -92,17 +97,19 @@ _ANY_NUMBER_RE = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=_RECENT)
 def normalize_answer(s: str) -> str:
     """Lowercase, drop punctuation and the articles a/an/the, collapse whitespace (SQuAD convention).
 
     Unicode is NFKC-normalised first, so full-width digits and curly quotes behave like ASCII.
     """
     s = unicodedata.normalize("NFKC", s or "").lower()
-    s = "".join(ch for ch in s if ch not in _PUNCT)
+    s = s.translate(_DROP_PUNCT)
     s = _ARTICLES_RE.sub(" ", s)
     return " ".join(s.split())
 
 
+@functools.lru_cache(maxsize=_RECENT)
 def parse_number(s: str) -> float | None:
     """The number that ``s`` is, or None: ``"1,234"``, ``"42.0"``, ``"$42"``, ``"42%"`` (-> 42),
     ``"-3"``, ``"3/4"`` (-> 0.75), ``"three"``, ``"twenty-one"``, ``"three hundred sixty-six"``,
