@@ -26,6 +26,10 @@ CHECK_TEXT = {
                                       "and has higher ECE",
     "ppo_v_more_confident_every_slice": "PPO + correctness states higher confidence than SFT in every slice and "
                                         "has higher ECE",
+    "ppo_more_confident_on_never_seen": "PPO (reward model alone) states higher confidence than SFT on the "
+                                        "never-seen people (answers it cannot know) and has higher ECE",
+    "ppo_v_more_confident_on_never_seen": "PPO + correctness states higher confidence than SFT on the never-seen "
+                                          "people and has higher ECE",
     "ppo_m_lower_ece_than_ppo_same_accuracy": "PPO-M: ECE at least 30% lower than PPO's, accuracy within 2 points",
     "ppo_c_lower_ece_than_ppo_same_accuracy": "PPO-C: ECE at least 30% lower than PPO's, accuracy within 2 points",
     "ppo_m_v_lower_ece_than_ppo_v_same_accuracy": "PPO-M + correctness: ECE at least 30% lower than PPO + "

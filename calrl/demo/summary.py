@@ -194,6 +194,8 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
         # slice by slice, stated confidence higher in every slice, and ECE higher overall.
         per_seed = [slices_more_confident(summary, ppo, seed) for seed in summary["seeds"]]
         checks[f"{ppo}_more_confident_every_slice"] = {**_verdict(per_seed, None), "numbers": {}}
+        per_seed = [slices_more_confident(summary, ppo, seed, slices=("fact-never",)) for seed in summary["seeds"]]
+        checks[f"{ppo}_more_confident_on_never_seen"] = {**_verdict(per_seed, None), "numbers": {}}
 
     for policy, base in ECE_COMPARISONS:
         if not {policy, base} <= ran:
@@ -215,10 +217,13 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
     return checks
 
 
-def slices_more_confident(summary: dict[str, Any], policy: str, seed: int) -> bool | None:
-    """In one seed: ``policy`` states a higher mean confidence than SFT in every slice and has a higher ECE."""
+def slices_more_confident(summary: dict[str, Any], policy: str, seed: int,
+                          slices: tuple[str, ...] | None = None) -> bool | None:
+    """In one seed: ``policy`` states a higher mean confidence than SFT in every slice of ``slices`` (default:
+    all) and has a higher ECE overall."""
     mine, sft = summary["policies"][policy]["per_seed"][str(seed)], summary["policies"]["sft"]["per_seed"][str(seed)]
-    pairs = [(mine["slice_mean_confidence"].get(g), sft["slice_mean_confidence"].get(g)) for g in summary["slices"]]
+    pairs = [(mine["slice_mean_confidence"].get(g), sft["slice_mean_confidence"].get(g))
+             for g in (slices or summary["slices"])]
     if any(None in p for p in pairs) or None in (mine["ece"], sft["ece"]):
         return None
     return all(a > b for a, b in pairs) and mine["ece"] > sft["ece"]
