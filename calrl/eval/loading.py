@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+from array import array
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +23,10 @@ SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv
 # CSV cells of these fields may hold JSON text (a list or an object).
 JSON_CELL_FIELDS = ("reference", "slice", "samples", "choices")
 TRUE_WORDS, FALSE_WORDS = {"true", "1", "yes"}, {"false", "0", "no"}
-# Records with equal slices share one slice mapping (10^6 items of a few slice values would otherwise hold
-# 10^6 equal dicts); up to this many distinct slices are shared, the rest keep their own.
-MAX_SHARED_SLICES = 1 << 16
+# Records with equal slices, or equal reference lists, share one object (10^6 items of a few slice values
+# or of a few answers, letters or numbers, would otherwise hold 10^6 equal dicts and lists); up to this many
+# distinct values are shared, the rest keep their own. Nothing changes a record's slice or reference.
+MAX_SHARED_VALUES = 1 << 16
 
 
 def load_predictions(path: str | Path) -> list[PredictionRecord]:
@@ -39,18 +41,26 @@ def iter_predictions(path: str | Path) -> Iterator[tuple[int, PredictionRecord]]
     """
     p = check_input(path, option="--predictions", allow_dir=True)
     seen: dict[str, int] = {}
-    slices: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+    shared: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})  # slices, references
     for line, row in _iter_rows(p):
         record = record_from_row(row, path=str(path), line=line)
         if record.id in seen:
             raise InputError(f"duplicate id {record.id!r} (lines {seen[record.id]} and {line})",
                              path=str(path), line=line, field="id")
         seen[record.id] = line
-        if record.slice and len(slices) < MAX_SHARED_SLICES:
-            record.slice = slices.setdefault(tuple(record.slice.items()), record.slice)
+        _share_equal_values(record, shared)
         yield line, record
     if not seen:
         raise InputError("no predictions in the file (empty input)", path=str(path))
+
+
+def _share_equal_values(record: PredictionRecord, shared: tuple[dict[Any, Any], dict[Any, Any]]) -> None:
+    """Point ``record``'s slice and reference at the first equal one seen (see ``MAX_SHARED_VALUES``)."""
+    slices, references = shared
+    if record.slice and len(slices) < MAX_SHARED_VALUES:
+        record.slice = slices.setdefault(tuple(record.slice.items()), record.slice)
+    if record.reference and len(references) < MAX_SHARED_VALUES:
+        record.reference = references.setdefault(tuple(record.reference), record.reference)
 
 
 def resolve_predictions_file(path: str | Path, *, use_hedges: bool = True, grader: str = "auto",
@@ -60,7 +70,7 @@ def resolve_predictions_file(path: str | Path, *, use_hedges: bool = True, grade
     from calrl.confidence import ConfidenceReader
     from calrl.eval.runner import resolve_record
 
-    lines, records = [], []
+    lines, records = array("q"), []  # an array: 10^6 line numbers as ints would take 32 MB more
     for line, record in iter_predictions(path):  # the whole file is validated before any item resolves
         lines.append(line)
         records.append(record)

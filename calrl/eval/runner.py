@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from array import array
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -74,6 +75,8 @@ def resolve_record(rec: PredictionRecord, *, reader: ConfidenceReader, grader: s
                               confidence_source="abstained", hedged=hedged, slice=rec.slice, samples=rec.samples,
                               answer=None, response=response, reference=rec.reference)
     answer = extract_answer(response) if response is not None else None
+    if answer and rec.reference:  # a right answer holds its reference's string, not an equal copy (memory)
+        answer = next((ref for ref in rec.reference if ref == answer), answer)
 
     if rec.confidence is not None:
         confidence, source = float(rec.confidence), "given"
@@ -171,10 +174,7 @@ class _Columns:
 
 def _slice_metrics(resolved: Sequence[ResolvedRecord], columns: _Columns,
                    settings: Settings) -> dict[str, dict[str, SliceMetrics]]:
-    groups: dict[str, dict[str, list[int]]] = {}
-    for i, r in enumerate(resolved):
-        for key, value in r.slice.items():
-            groups.setdefault(key, {}).setdefault(value, []).append(i)
+    groups = _slice_rows(resolved)
     # a slice below min_slice_size is flagged small and gets no bootstrap interval: its interval would be too
     # wide to read, and the bootstrap is most of the cost of a slice
     small = dataclasses.replace(settings, n_boot=0)
@@ -182,11 +182,32 @@ def _slice_metrics(resolved: Sequence[ResolvedRecord], columns: _Columns,
     for key in sorted(groups):
         out[key] = {}
         for value, rows in sorted(groups[key].items()):
-            is_small = len(rows) < settings.min_slice_size
-            members = [resolved[i] for i in rows] if columns.has_samples else []
-            metrics = _group_metrics(columns, torch.tensor(rows, dtype=torch.long), members,
-                                     small if is_small else settings)
+            is_small = int(rows.numel()) < settings.min_slice_size
+            members = [resolved[i] for i in rows.tolist()] if columns.has_samples else []
+            metrics = _group_metrics(columns, rows, members, small if is_small else settings)
             out[key][value] = SliceMetrics(**_fields(metrics), small=is_small)
+    return out
+
+
+def _slice_rows(resolved: Sequence[ResolvedRecord]) -> dict[str, dict[str, torch.Tensor]]:
+    """For each slice key and value, the indices of its records (increasing, a long tensor).
+
+    A code per record and key is kept in an array (8 bytes a record) instead of a list of Python ints
+    per value (about 40 bytes a record and key).
+    """
+    codes: dict[str, dict[str, int]] = {}
+    columns: dict[str, array] = {}
+    for i, r in enumerate(resolved):
+        for key, value in r.slice.items():
+            column = columns.get(key)
+            if column is None:
+                column = columns[key] = array("q", [-1]) * len(resolved)
+                codes[key] = {}
+            column[i] = codes[key].setdefault(value, len(codes[key]))
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, column in columns.items():
+        per_record = torch.frombuffer(column, dtype=torch.int64) if len(column) else torch.empty(0, dtype=torch.long)
+        out[key] = {value: torch.nonzero(per_record == code).flatten() for value, code in codes[key].items()}
     return out
 
 
