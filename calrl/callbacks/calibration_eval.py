@@ -202,25 +202,28 @@ def _distributed_state() -> Any:
     return PartialState()
 
 
-def scalar_metrics(metrics: dict[str, Any], *, slice_keys: list[str] | None = None,
-                   prefix: str = "eval") -> dict[str, float]:
-    """The scalars to log from a ``compute_metrics`` dict (None -> NaN, so each key appears every eval)."""
+def scalar_metrics(results: Any, *, slice_keys: list[str] | None = None, prefix: str = "eval") -> dict[str, float]:
+    """The scalars to log from the typed results of an eval (:class:`calrl.eval.schema.EvalResults`, or its
+    ``metrics.json`` mapping); a missing value is NaN, so each key appears in every eval."""
+    from calrl.eval.schema import EvalResults
+
+    if not isinstance(results, EvalResults):
+        results = EvalResults.from_json(results)
+
     def num(value: Any) -> float:
         return float("nan") if value is None else float(value)
 
-    out = {f"{prefix}/{key}": num(metrics.get(key)) for key in SCALAR_KEYS}
-    smece = metrics.get("smece")
-    out[f"{prefix}/smece"] = num(smece.get("value") if isinstance(smece, dict) else smece)
-    out[f"{prefix}/n"] = float(metrics.get("n", 0))
-    missing = metrics.get("missing_confidence", {}).get("count")
-    if missing is not None and metrics.get("n_answered"):
-        out[f"{prefix}/missing_confidence_rate"] = missing / metrics["n_answered"]
-    for key, values in (metrics.get("slices") or {}).items():
+    out = {f"{prefix}/{key}": num(getattr(results, key)) for key in SCALAR_KEYS}
+    out[f"{prefix}/smece"] = num(results.smece.value)
+    out[f"{prefix}/n"] = float(results.n)
+    if results.n_answered:
+        out[f"{prefix}/missing_confidence_rate"] = results.missing_confidence.count / results.n_answered
+    for key, values in results.slices.items():
         if slice_keys is not None and key not in slice_keys:
             continue
-        for value, m in values.items():
+        for value, group in values.items():
             for name in SLICE_SCALAR_KEYS:
-                out[f"{prefix}/slice/{key}={value}/{name}"] = num(m.get(name))
+                out[f"{prefix}/slice/{key}={value}/{name}"] = num(getattr(group, name))
     return out
 
 
@@ -329,8 +332,9 @@ class CalibrationEvalCallback(TrainerCallback):
 
         records = self._generate(wrapped, tok)
         resolved = self._resolve(records)
-        metrics = self._metrics(resolved)
-        logged = scalar_metrics(metrics, slice_keys=self.config.slice_keys)
+        results = self._results(resolved)
+        metrics = results.to_json()
+        logged = scalar_metrics(results, slice_keys=self.config.slice_keys)
         logged["eval/epoch"] = float(state.epoch or 0.0)
         result = EvalResult(label=label, step=state.global_step, epoch=state.epoch, metrics=metrics,
                             logged=logged, records=records, resolved=resolved)
@@ -365,10 +369,10 @@ class CalibrationEvalCallback(TrainerCallback):
         return resolve_records(records, use_hedges=self.config.use_hedges, grader=self.config.grader,
                                confidence_parser=self.config.confidence_parser)
 
-    def _metrics(self, resolved: list[Any]) -> dict[str, Any]:
-        from calrl.eval.runner import compute_metrics
+    def _results(self, resolved: list[Any]) -> Any:
+        from calrl.eval.runner import compute_results
 
-        return compute_metrics(resolved, n_bins=self.config.n_bins, missing_policy=self.config.missing_policy,
+        return compute_results(resolved, n_bins=self.config.n_bins, missing_policy=self.config.missing_policy,
                                min_slice_size=self.config.min_slice_size, n_boot=self.config.n_boot,
                                seed=self.config.seed)
 

@@ -8,6 +8,7 @@ resolved here. Exit code 0 when the gate passes, 1 when it blocks, 2 on bad inpu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -168,20 +169,16 @@ def side_metrics(
     candidate: list[ResolvedRecord],
     config: Any,
 ) -> dict[str, dict[str, Any]]:
-    """``compute_metrics`` of each side on the matched items (summary keys and reliability bins)."""
-    from calrl.eval.runner import compute_metrics
+    """The typed results of each side on the matched items: summary metrics and reliability bins, as JSON."""
+    from calrl.eval.runner import compute_results
+    from calrl.formatting import json_safe
 
     out = {}
     for name, records in (("baseline", baseline), ("candidate", candidate)):
-        m = compute_metrics(
-            records,
-            n_bins=config.n_bins,
-            missing_policy=config.missing_policy,
-            min_slice_size=config.min_slice_size,
-            n_boot=0,
-            seed=config.seed,
-        )
-        out[name] = {**{k: m.get(k) for k in SUMMARY_KEYS}, "reliability": m["reliability"]}
+        results = compute_results(records, n_bins=config.n_bins, missing_policy=config.missing_policy,
+                                  min_slice_size=config.min_slice_size, n_boot=0, seed=config.seed)
+        out[name] = json_safe({**{k: getattr(results, k) for k in SUMMARY_KEYS},
+                               "reliability": [dataclasses.asdict(b) for b in results.reliability]})
     return out
 
 
