@@ -238,7 +238,10 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
 def test_quick_config_is_smaller_than_full(tmp_path):
     quick, full = quick_config(tmp_path), full_config(tmp_path)
     assert quick.seeds == [0] and len(full.seeds) == 5 and set(full.policies) == set(POLICIES)
-    assert quick.sft.epochs < full.sft.epochs and quick.recipes.ppo.epochs <= full.recipes.ppo.epochs
+    # the same SFT (a shorter one left SFT refusing most questions), fewer RL prompts, policies and RM steps
+    assert quick.sft == full.sft and quick.recipes.ppo.epochs <= full.recipes.ppo.epochs
+    assert quick.rl_prompt_limit < full.world.n_rl_prompts and len(quick.policies) < len(full.policies)
+    assert quick.recipes.rm.base_pairs < full.recipes.rm.base_pairs
 
 
 def test_reward_tokenizer_reads_question_and_answer_as_ppo_hands_them_over():
