@@ -89,11 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         preds = root / "predictions.jsonl"
         size = make_file(preds, args.n, args.seed)
         print(f"predictions file: {args.n} rows, {size / 1e6:.1f} MB ({preds})")
+        load_before = os.getloadavg()[0]
         peer = run_child(_PANDAS, str(preds))
         ours = run_child(_CALRL, str(preds), str(root / "eval"), str(args.bootstrap))
+        load_after = os.getloadavg()[0]
         if ours["code"] != 0 or peer["rows"] != args.n:
             sys.exit(f"calrl eval exit code {ours['code']}, pandas rows {peer['rows']}")
 
+    # timings on a shared machine depend on what else runs: the 1-minute load average, on os.cpu_count() cores
+    print(f"load average {load_before:.2f} before, {load_after:.2f} after ({os.cpu_count()} cores)")
     rows = [("calrl eval (parse, grade, metrics, report)", ours), ("pandas.read_json(lines=True)", peer)]
     print(f"{'':46s} {'seconds':>9s} {'peak MB':>9s}")
     for label, r in rows:
