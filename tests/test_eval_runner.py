@@ -201,3 +201,33 @@ def test_consistency_answer_outside_the_samples_agrees_with_none():
     c = compute_metrics(recs, n_boot=0)["consistency"]
     assert c["agreement_rate"]["mean"] == pytest.approx((0.0 + 0.5) / 2)
     assert c["agreement_rate"]["auroc"] == 0.0
+
+
+def test_metrics_run_on_one_thread_and_restore_the_thread_count() -> None:
+    """compute_results runs on one thread whatever torch's setting (metrics.json is then the same on every
+    machine: a large sum split across threads changed the last digit) and restores the setting."""
+    import json
+    import random
+
+    import torch
+
+    from calrl.eval.records import ResolvedRecord
+    from calrl.eval.runner import compute_results
+
+    rng = random.Random(0)
+    items = []
+    for i in range(50_000):  # with 2 threads, torch gave this Brier score a different last digit
+        k = rng.randint(0, 10)
+        items.append(ResolvedRecord(id=f"i{i}", abstained=False, correct=rng.random() < (k / 10) ** 1.5,
+                                    confidence=k / 10, confidence_source="explicit", hedged=False,
+                                    slice={"domain": "ab"[i % 2]}))
+    before = torch.get_num_threads()
+    outputs = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            outputs.append(json.dumps(compute_results(items, n_boot=10).to_json()))
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    assert outputs[0] == outputs[1]

@@ -8,10 +8,11 @@ carry no confidence, so every calibration metric is computed on answered items o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -132,9 +133,31 @@ def compute_results(resolved: Sequence[ResolvedRecord], *, n_bins: int = 15, mis
 
     settings = Settings(n_bins=n_bins, missing_policy=missing_policy, min_slice_size=min_slice_size,
                         n_boot=n_boot, seed=seed)
-    columns = _Columns.of(resolved)
-    overall = _group_metrics(columns, None, resolved, settings)
-    return EvalResults(**_fields(overall), slices=_slice_metrics(resolved, columns, settings), settings=settings)
+    with _one_thread():
+        columns = _Columns.of(resolved)
+        overall = _group_metrics(columns, None, resolved, settings)
+        slices = _slice_metrics(resolved, columns, settings)
+    return EvalResults(**_fields(overall), slices=slices, settings=settings)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the metrics on one CPU thread, then restore torch's thread count.
+
+    The metrics are many small tensor operations: on 10^6 items they took 2.1 s on one thread and
+    8-12 s on two (a 2-core machine with other work on it). One thread also makes metrics.json the same
+    on every machine: torch splits a large sum across threads, so the last digit of e.g. the Brier score
+    of 5x10^4 items depended on the machine's thread count.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _fields(group: GroupMetrics) -> dict[str, Any]:
