@@ -111,6 +111,11 @@ class Runner:
         failed, main = True, int(os.environ.get("RANK", "0")) == 0
         try:
             callbacks = [NonFiniteLossCallback(), WandbRunIdCallback(run_handle), *self.extra_callbacks]
+            # seed before any model is built: a freshly initialised head (a reward model's score layer on a
+            # causal LM) must not depend on the process's random start (torch seeds every process differently)
+            from transformers import set_seed
+
+            set_seed(int(getattr(self.recipe.training, "seed", 0)))
             trainer = self.build(callbacks)
             if self.recipe.method != "ppo":  # calrl's PPO trainer marks its own checkpoints
                 trainer.add_callback(CheckpointMarkerCallback(self.recipe.method))
