@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import csv
 import math
-from array import array
 import sys
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
