@@ -152,7 +152,7 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
 
         tasks.append(Task(
             name=f"{s}/sft", stage="sft", prepare=prep_sft,
-            outputs=[sft_dir / "config.json", init_dir / "config.json"],
+            outputs=[*_model_files(sft_dir), *_model_files(init_dir)],
             command=lambda sft_dir=sft_dir, model_file=model_file, seed=seed, init_dir=init_dir: [
                 sys.executable, "-m", "calrl.demo.sft", "--world", str(layout.world_config),
                 "--model", str(model_file), "--out", str(sft_dir), "--reward-init", str(init_dir),
@@ -174,7 +174,7 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
                     data_dir / "test.jsonl")
 
             tasks.append(Task(name=f"{s}/{rm}", stage="reward models", deps=[f"{s}/{previous}"], prepare=prep_rm,
-                              outputs=[rm_dir / "reward_model_report.json"],
+                              outputs=[rm_dir / "reward_model_report.json", *_model_files(rm_dir)],
                               command=lambda recipe_path=recipe_path: [*CLI, "train-rm", "--config",
                                                                        str(recipe_path), *RERUN]))
 
@@ -199,7 +199,7 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
 
             command = "train-grpo" if policy == "grpo_brier" else "train-ppo"
             tasks.append(Task(name=f"{s}/{policy}", stage="policies", deps=deps, prepare=prep_policy,
-                              outputs=[out_dir / "config.json"],
+                              outputs=_model_files(out_dir),
                               command=lambda command=command, recipe_path=recipe_path: [*CLI, command, "--config",
                                                                                         str(recipe_path), *RERUN]))
 
@@ -226,6 +226,11 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
                     "--candidate", str(layout.eval_dir(seed, candidate)), "--out", str(gate_dir),
                     "--bootstrap", str(r.eval.gate_bootstrap), "--seed", str(seed)]))
     return tasks
+
+
+def _model_files(folder: Path) -> list[Path]:
+    """What a stage's saved model must still hold for its marker to be trusted (a deleted model reruns it)."""
+    return [folder / "config.json", folder / "model.safetensors"]
 
 
 def _file_digest(path: Path) -> str:
