@@ -11,11 +11,20 @@ from __future__ import annotations
 import torch
 
 
+def first_true_indices(bools: torch.Tensor) -> torch.Tensor:
+    """Index of the first ``True`` of each row (the row length when there is none).
+
+    >>> first_true_indices(torch.tensor([[False, True, True], [False, False, False]])).tolist()
+    [1, 3]
+    """
+    width = bools.shape[-1]
+    positions = torch.arange(width, device=bools.device).expand_as(bools)
+    return torch.where(bools, positions, torch.full_like(positions, width)).min(-1).values
+
+
 def first_pad_index(tokens: torch.Tensor, pad_token_id: int) -> torch.Tensor:
     """Index of the first pad token of each row (the row length when there is none)."""
-    width = tokens.shape[-1]
-    positions = torch.arange(width, device=tokens.device).expand_as(tokens)
-    return torch.where(tokens == pad_token_id, positions, torch.full_like(positions, width)).min(-1).values
+    return first_true_indices(tokens == pad_token_id)
 
 
 def padded_inputs(query_responses: torch.Tensor, pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -21,19 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
+from calrl.rewards.sequence_scores import first_true_indices
+
 #: The log-probability written at padding positions (they never enter a loss: every mean is masked).
 INVALID_LOGPROB = 1.0
-
-
-def first_true_indices(bools: torch.Tensor) -> torch.Tensor:
-    """Index of the first ``True`` of each row (the row length when there is none).
-
-    >>> first_true_indices(torch.tensor([[False, True, True], [False, False, False]])).tolist()
-    [1, 3]
-    """
-    width = bools.shape[-1]
-    positions = torch.arange(width, device=bools.device).expand_as(bools)
-    return torch.where(bools, positions, torch.full_like(positions, width)).min(-1).values
 
 
 def truncate_after_stop(responses: torch.Tensor, stop_token_id: int, pad_token_id: int) -> torch.Tensor:
