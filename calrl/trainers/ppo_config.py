@@ -19,25 +19,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from transformers import TrainingArguments
 
 from calrl.errors import ConfigError
 from calrl.rewards.pipeline import RewardPipelineConfig
-
-
-def _positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if not ok or isinstance(value, bool) or not math.isfinite(float(value)) or value < 0 or (value == 0 and not allow_zero):
-        kind = "integer" if integer else "number"
-        raise ConfigError(f"must be a {'non-negative' if allow_zero else 'positive'} {kind}, got {value!r}",
-                          field=name)
-
-
-def _finite(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise ConfigError(f"must be a finite number, got {value!r}", field=name)
+from calrl.trainers.validation import PPO_RULES, TRAINING_RULES, check_numbers
 
 
 @dataclass
@@ -139,26 +127,7 @@ class CalibratedPPOConfig(TrainingArguments):
         self.pipeline_config()  # validate early, before any model is used
 
     def _check_ppo_keys(self) -> None:
-        for name in ("num_mini_batches", "num_ppo_epochs", "response_length", "local_rollout_forward_batch_size",
-                     "per_device_train_batch_size", "gradient_accumulation_steps", "kl_horizon"):
-            _positive(name, getattr(self, name), integer=True)
-        _positive("num_sample_generations", self.num_sample_generations, integer=True, allow_zero=True)
-        for name in ("total_episodes", "max_prompt_length"):
-            if getattr(self, name) is not None:
-                _positive(name, getattr(self, name), integer=True)
-        _positive("learning_rate", self.learning_rate, allow_zero=True)
-        _positive("temperature", self.temperature)
-        for name in ("kl_coef", "cliprange", "cliprange_value", "vf_coef", "num_train_epochs"):
-            _positive(name, getattr(self, name), allow_zero=name in ("kl_coef", "vf_coef"))
-        for name in ("gamma", "lam"):
-            value = getattr(self, name)
-            _finite(name, value)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"must be in [0, 1], got {value}", field=name)
-        if self.kl_target is not None:
-            _positive("kl_target", self.kl_target)
-        if self.missing_eos_penalty is not None:
-            _finite("missing_eos_penalty", self.missing_eos_penalty)
+        check_numbers(self, TRAINING_RULES, PPO_RULES)
         if self.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"must be 'k1' or 'k3', got {self.kl_estimator!r}", field="kl_estimator")
         if self.stop_token not in (None, "eos"):

@@ -4,7 +4,7 @@
 0`` or ``max_completion_length: 0`` and fail (or silently do nothing) after the models have loaded. The configs
 of GRPO, RLOO and the reward model call :func:`check_numbers` with :data:`TRAINING_RULES` plus their own table
 at the start of their ``__post_init__``, so a bad value is a one-line :class:`~calrl.errors.ConfigError` naming
-the key before any model loads. (The PPO config has its own checks in :mod:`calrl.trainers.ppo_config`.)
+the key before any model loads; the PPO config does the same with :data:`PPO_RULES`.
 """
 
 from __future__ import annotations
@@ -111,6 +111,27 @@ POLICY_GRADIENT_RULES: dict[str, Rule] = {
     "epsilon": POSITIVE,
     "epsilon_high": OPTIONAL_POSITIVE,
     "reward_clip_range": Rule(optional=True),  # RLOO: a pair, checked by check_pair below
+}
+
+#: calrl's PPO keys (TRL 1.12 names, the adaptive KL controller's, and the reward pipeline's numbers).
+PPO_RULES: dict[str, Rule] = {
+    "num_mini_batches": POSITIVE_INT,
+    "num_ppo_epochs": POSITIVE_INT,
+    "response_length": POSITIVE_INT,
+    "local_rollout_forward_batch_size": POSITIVE_INT,
+    "kl_horizon": POSITIVE_INT,
+    "num_sample_generations": NON_NEGATIVE_INT,
+    "total_episodes": OPTIONAL_POSITIVE_INT,
+    "max_prompt_length": OPTIONAL_POSITIVE_INT,
+    "temperature": POSITIVE,
+    "cliprange": POSITIVE,
+    "cliprange_value": POSITIVE,
+    "kl_coef": NON_NEGATIVE,
+    "vf_coef": NON_NEGATIVE,
+    "gamma": UNIT,
+    "lam": UNIT,
+    "kl_target": OPTIONAL_POSITIVE,
+    "missing_eos_penalty": Rule(optional=True),
 }
 
 #: The reward model's keys (TRL's RewardConfig and calrl's calibrated loss).
