@@ -23,9 +23,9 @@ from transformers import TrainerCallback
 
 from calrl.errors import ConfigError, InputError
 from calrl.train.recipe import Recipe
+from calrl.trainers.ppo_checkpoint import COMPLETE_MARKER as PPO_MARKER
+from calrl.trainers.ppo_checkpoint import STATE_FILE as PPO_STATE
 
-PPO_MARKER = "calrl_complete"
-PPO_STATE = "calrl_ppo_state.json"
 MARKER = "calrl_checkpoint.json"  # written last into a Trainer checkpoint (GRPO, RLOO, reward model)
 TRAINER_STATE = "trainer_state.json"
 

@@ -130,6 +130,7 @@ class CalibratedPPOTrainer(Trainer):
         if tok.pad_token_id is None:
             raise ConfigError("the tokenizer has no pad token (set tokenizer.pad_token)", field="processing_class")
         self.pad_token_id = int(tok.pad_token_id)
+        self.eos_token_id = tok.eos_token_id
         self.stop_token_id = tok.eos_token_id if args.stop_token == "eos" else args.stop_token_id
         if peft_config is not None:
             from peft import get_peft_model
@@ -240,7 +241,7 @@ class CalibratedPPOTrainer(Trainer):
         final = responses if self.stop_token_id is None else truncate_after_stop(responses, self.stop_token_id, pad)
         scores = self.compute_rewards(torch.cat([queries, final], 1), context, references).float()
         if args.missing_eos_penalty is not None:
-            has_eos = (final == _tokenizer(self.processing_class).eos_token_id).any(-1)
+            has_eos = (final == self.eos_token_id).any(-1)
             scores = torch.where(has_eos, scores, scores - args.missing_eos_penalty)
         masks = response_masks(final, pad)
         logprobs = logprobs.masked_fill(masks.padding, INVALID_LOGPROB)

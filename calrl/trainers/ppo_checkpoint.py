@@ -15,7 +15,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +55,13 @@ def is_complete(folder: str | os.PathLike[str]) -> bool:
     return (Path(folder) / COMPLETE_MARKER).is_file()
 
 
-def staging_folder(output_dir: str | os.PathLike[str], name: str) -> Path:
-    """A fresh hidden folder beside the final checkpoint (same file system, so the rename is atomic)."""
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{name}.", dir=output_dir))
+def complete_checkpoints(output_dir: str | os.PathLike[str]) -> list[Path]:
+    """The complete ``checkpoint-N`` folders of ``output_dir``, oldest (smallest N) first."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    found = (p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit() and is_complete(p))
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
 def publish(staging: Path, final: Path) -> None:
@@ -74,10 +76,7 @@ def rotate(output_dir: str | os.PathLike[str], keep: int | None, protect: Path |
     """Delete the oldest complete checkpoints beyond ``keep`` (``None``: keep all)."""
     if not keep or keep < 1:
         return
-    found = sorted((p for p in Path(output_dir).glob("checkpoint-*")
-                    if p.is_dir() and p.name.split("-")[-1].isdigit() and is_complete(p)),
-                   key=lambda p: int(p.name.split("-")[-1]))
-    for old in found[:-keep]:
+    for old in complete_checkpoints(output_dir)[:-keep]:
         if protect is None or old.resolve() != protect.resolve():
             shutil.rmtree(old, ignore_errors=True)
 

@@ -19,12 +19,8 @@ ADAPTER_FILE = "adapter_model.safetensors"
 
 def newest_complete_checkpoint(output_dir: str | Path) -> Path | None:
     """The complete ``checkpoint-N`` with the largest N (interrupted saves are skipped)."""
-    out = Path(output_dir)
-    if not out.is_dir():
-        return None
-    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()
-             and ckpt.is_complete(p)]
-    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    found = ckpt.complete_checkpoints(output_dir)
+    return found[-1] if found else None
 
 
 def resolve_checkpoint(value: Any, output_dir: str) -> str | None:
@@ -41,10 +37,6 @@ def resolve_checkpoint(value: Any, output_dir: str) -> str | None:
 
 def _split_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-def _tokenizer(trainer: CalibratedPPOTrainer) -> Any:
-    return trainer.processing_class
 
 
 def save_policy(trainer: CalibratedPPOTrainer, folder: Path, state: dict[str, torch.Tensor] | None = None) -> None:

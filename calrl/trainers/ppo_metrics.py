@@ -26,8 +26,7 @@ def update_metrics(trainer: CalibratedPPOTrainer, rollout: Rollout, stats: torch
     kl, entropy, non_score, scores = acc.reduce(local.to(acc.device), reduction="mean").tolist()
     gathered = acc.gather(stats.to(acc.device)).reshape(acc.num_processes, *stats.shape)
     per_stat = gathered.transpose(0, 1).reshape(len(STAT_NAMES), -1)
-    eos_id = getattr(trainer.processing_class, "tokenizer", trainer.processing_class).eos_token_id
-    eos = (rollout.responses == eos_id).sum().float()
+    eos = (rollout.responses == trainer.eos_token_id).sum().float()
     metrics: dict[str, Any] = {
         "eps": int(trainer.state.episode / max(time.time() - start_time, 1e-9)),
         "objective/kl": kl, "objective/entropy": entropy, "objective/non_score_reward": non_score,
