@@ -10,12 +10,13 @@ vanilla PPO ends more confident than SFT.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from calrl.cli.main import main
-from calrl.demo.preferences import build_preference_rows
+from calrl.demo.preferences import build_factcheck_rows, build_preference_rows
 from calrl.demo.recipes import MAIN_POLICIES, POLICIES, REWARD_MODELS, RL_POLICIES, RM_BASE
 from calrl.demo.report import CHECK_TEXT, HEADLINE_COLUMNS, fmt_agg
 from calrl.demo.sft import ABSTAIN_TEXT, SFTTargetConfig, build_demo_tokenizer, sft_target
@@ -39,8 +40,11 @@ def test_world_is_deterministic_with_knowable_slices():
             assert set(demos[name]) == {city}
         elif freq == "rarely":  # once true, once a rumour
             assert sorted(demos[name]) == sorted([city, next(c for c in demos[name] if c != city)])
-    # raters only judge people whose city was ever written down
-    assert all(i.slice["group"] != "fact-never" for i in a.preference_items)
+        else:  # one random guess
+            assert len(demos[name]) == a.config.never_guesses
+    # RL prompts ask about the well-known and the never-seen people; raters judge answers about anyone
+    assert {i.slice["group"] for i in a.rl_items} == {"fact-often", "fact-never"}
+    assert {i.slice["group"] for i in a.preference_items} == set(GROUPS)
 
 
 def test_eval_answers_are_checkable():
@@ -85,7 +89,7 @@ def test_preferences_carry_the_confidence_bias():
     world = build_world()
     rows = build_preference_rows(world)
     refs = {i.question: i.reference[0] for i in world.preference_items}
-    kinds = set()
+    kinds, alone = set(), []
     for row in rows:
         question = row["prompt"][-1]["content"].split("Question: ")[-1]
         chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
@@ -93,12 +97,32 @@ def test_preferences_carry_the_confidence_bias():
         kinds.add(row["kind"])
         if row["kind"] == "correctness":
             assert right == [True, False]
+            alone.append(parse_confidence(chosen).value is None)
+            assert (parse_confidence(rejected).value is None) == alone[-1]
         elif row["kind"] == "abstention":
             assert rejected == ABSTAIN_TEXT and parse_confidence(chosen).value is not None
         else:  # equal correctness: the rater prefers the more confident statement
             assert right[0] == right[1] == (row["kind"] == "both-correct")
             assert parse_confidence(chosen).value > parse_confidence(rejected).value
     assert kinds == {"correctness", "both-correct", "both-wrong", "abstention"}
+    assert 0.15 < sum(alone) / len(alone) < 0.35  # a quarter of the fact checks: answers alone (as PPO-C scores)
+
+
+def test_fact_checks_alone_are_what_ppo_c_gives_the_reward_model():
+    """The first reward stage reads the answers alone, exactly as PPO-C strips a response before scoring."""
+    from calrl.confidence import ConfidenceReader, parse_confidence
+
+    world = build_world()
+    with_conf = build_factcheck_rows(world, 50, seed=1)
+    alone = build_factcheck_rows(world, 50, seed=1, with_confidence=False)
+    reader = ConfidenceReader(purpose="reward")
+    for a, b in zip(with_conf, alone):
+        assert a["prompt"] == b["prompt"] and a["kind"] == b["kind"] == "correctness"
+        for column in ("chosen", "rejected"):
+            text = b[column][0]["content"]
+            assert text == reader.strip_statements(a[column][0]["content"]) and text.endswith(".")
+            assert parse_confidence(text).value is None
+    assert {r["group"] for r in alone} == set(GROUPS)  # the raters can check anyone
 
 
 # ---------------------------------------------------------------------------------------------- recipes
@@ -106,12 +130,14 @@ def test_recipes_validate_against_the_recipe_schema(tmp_path):
     """Every recipe the study writes passes calrl's recipe validation (no model is loaded)."""
     from calrl.train.recipe import load_recipe
 
-    config = full_config(tmp_path / "study")
+    config = full_config(tmp_path / "study", policies=POLICIES)  # every recipe the study can write
     layout = Layout(config.out)
     write_world_files(config, layout)
     for seed in config.seeds:  # fake what the recipes point at, so validation reaches every key
         for name in ("sft", "rm_init", RM_BASE, *REWARD_MODELS):
             (layout.model_dir(seed, name)).mkdir(parents=True)
+        layout.filtered(seed).parent.mkdir(parents=True)
+        shutil.copyfile(layout.preferences / "train.jsonl", layout.filtered(seed))  # as if the filter kept all
     tasks = {t.name: t for t in build_tasks(config, layout)}
     methods = {RM_BASE: "rm", "rm_plain": "rm", "rm_calibrated": "rm", "grpo_brier": "grpo"}
     for name in (RM_BASE, *REWARD_MODELS, *RL_POLICIES):
@@ -125,17 +151,24 @@ def test_recipes_validate_against_the_recipe_schema(tmp_path):
     # the main comparison: the reward model alone; the *_v variants add the rule-based correctness reward
     for name in ("ppo", "ppo_m", "ppo_c"):
         training = load_recipe(layout.recipe(0, name), method="ppo").training
-        assert training.correctness_mode == "off", name
-        assert load_recipe(layout.recipe(0, name + "_v"), method="ppo").training.correctness_mode == "add", name
+        assert training.correctness_mode == "off" and training.normalize_reward, name
+    assert load_recipe(layout.recipe(0, "ppo_v"), method="ppo").training.correctness_mode == "add"
     ppo_c = load_recipe(layout.recipe(0, "ppo_c"), method="ppo").training
     assert ppo_c.ppo_c_variant == "difference"
     assert load_recipe(layout.recipe(0, "ppo"), method="ppo").training.ppo_c_variant == "none"
-    for name in ("ppo_m", "ppo_m_v"):
-        assert load_recipe(layout.recipe(0, name), method="ppo").model.reward_model.endswith("rm_calibrated")
-    # both reward models start from the fact-checking one, which starts from the seeded classifier
-    for name in REWARD_MODELS:
-        assert load_recipe(layout.recipe(0, name), method="rm").model.reward_model.endswith(RM_BASE)
+    assert load_recipe(layout.recipe(0, "ppo_m"), method="ppo").model.reward_model.endswith("rm_calibrated")
+    # the chain: seeded classifier -> fact checks (answers alone) -> ordinary RM -> filter -> calibrated RM
     assert load_recipe(layout.recipe(0, RM_BASE), method="rm").model.reward_model.endswith("rm_init")
+    plain = load_recipe(layout.recipe(0, "rm_plain"), method="rm")
+    assert plain.model.reward_model.endswith(RM_BASE) and plain.training.calibration_lambda == 0
+    calibrated = load_recipe(layout.recipe(0, "rm_calibrated"), method="rm")
+    assert calibrated.model.reward_model.endswith("rm_plain") and calibrated.training.calibration_lambda > 0
+    assert calibrated.data.train == str(layout.calibration_pairs(0))
+    assert tasks["seed0/rm_calibrated"].deps == ["seed0/filter"] and tasks["seed0/filter"].deps == ["seed0/rm_plain"]
+    command = tasks["seed0/filter"].command()
+    assert command[3:5] == ["data", "filter-preferences"]
+    assert [command[i + 1] for i, c in enumerate(command) if c == "--reward-model"] == [
+        str(layout.model_dir(0, RM_BASE)), str(layout.model_dir(0, "rm_plain"))]
     assert len([t for t in tasks if "/gate/" in t]) == len(gate_pairs()) * len(config.seeds)
 
 
@@ -143,6 +176,10 @@ def test_bad_seeds_are_one_line_errors(capsys):
     assert main(["demo", "--seeds", "1,x"]) == 2
     assert "--seeds" in capsys.readouterr().err
     assert main(["demo", "--seeds", "1,1"]) == 2
+    assert main(["demo", "--policies", "sft,ppo,ppo_cc"]) == 2
+    assert "did you mean ppo_c?" in capsys.readouterr().err
+    assert main(["demo", "--policies", "sft,ppo_m"]) == 2  # everything is compared with SFT and PPO
+    assert "include sft and ppo" in capsys.readouterr().err
 
 
 def test_aggregate_mean_and_spread():
@@ -237,11 +274,12 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
 
 def test_quick_config_is_smaller_than_full(tmp_path):
     quick, full = quick_config(tmp_path), full_config(tmp_path)
-    assert quick.seeds == [0] and len(full.seeds) == 5 and set(full.policies) == set(POLICIES)
-    # the same SFT (a shorter one left SFT refusing most questions), fewer RL prompts, policies and RM steps
-    assert quick.sft == full.sft and quick.recipes.ppo.epochs <= full.recipes.ppo.epochs
-    assert quick.rl_prompt_limit < full.world.n_rl_prompts and len(quick.policies) < len(full.policies)
-    assert quick.recipes.rm.base_pairs < full.recipes.rm.base_pairs
+    assert quick.seeds == [0] and len(full.seeds) == 5 and set(full.policies) < set(POLICIES)
+    assert quick_config(tmp_path, policies=POLICIES).policies == POLICIES
+    # the same SFT (a shorter one left SFT refusing most questions), fewer PPO epochs, policies and RM steps
+    assert quick.sft == full.sft and quick.recipes.ppo.epochs < full.recipes.ppo.epochs
+    assert len(quick.policies) < len(full.policies) and quick.recipes.rm.base_pairs < full.recipes.rm.base_pairs
+    assert quick.recipes.rm.preference_pairs < full.recipes.rm.preference_pairs
 
 
 def test_reward_tokenizer_reads_question_and_answer_as_ppo_hands_them_over():

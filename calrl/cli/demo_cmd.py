@@ -24,6 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="output folder (default runs/demo, or runs/demo-quick with --quick)")
     p.add_argument("--seeds", default=None, metavar="N,N,...",
                    help="seeds of the runs (default 0,1,2,3,4; --quick: 0)")
+    p.add_argument("--policies", default=None, metavar="P,P,...",
+                   help="the policies to train and compare (default: sft,ppo,ppo_m,ppo_c,ppo_v,grpo_brier; --quick: "
+                        "sft,ppo,ppo_m,ppo_c); also ppo_c_abstain (PPO-C with abstention, outside the time budget)")
     p.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="processes run side by side (default: min(2, CPU cores))")
     p.add_argument("--readme-table", action="store_true",
@@ -44,11 +47,33 @@ def parse_seeds(text: str | None) -> list[int] | None:
     return seeds
 
 
+def parse_policies(text: str | None) -> tuple[str, ...] | None:
+    """``--policies``: known names, each once, SFT and vanilla PPO included (everything is compared with them)."""
+    import difflib
+
+    from calrl.demo.recipes import POLICIES
+
+    if text is None:
+        return None
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    for name in names:
+        if name not in POLICIES:
+            close = difflib.get_close_matches(name, POLICIES, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise InputError(f"--policies: unknown policy {name!r} (known: {', '.join(POLICIES)}){hint}",
+                             field="policies")
+    if len(set(names)) != len(names) or not {"sft", "ppo"} <= set(names):
+        raise InputError(f"--policies must name each policy once and include sft and ppo, got {text!r}",
+                         field="policies")
+    return tuple(p for p in POLICIES if p in names)
+
+
 def run(args: argparse.Namespace) -> int:
     from calrl.demo.runner import StageFailed, log_tail
     from calrl.demo.study import full_config, quick_config, run_study
 
     seeds = parse_seeds(args.seeds)
+    policies = parse_policies(args.policies)
     if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}", field="jobs")
     out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo"))
@@ -56,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("exists and is not a folder", path=str(out))
     if args.readme_table:
         return print_readme_table(out)
-    config = (quick_config if args.quick else full_config)(out, seeds=seeds, jobs=args.jobs)
-    command = "calrl demo" + (" --quick" if args.quick else "") + (f" --seeds {args.seeds}" if args.seeds else "")
+    config = (quick_config if args.quick else full_config)(out, seeds=seeds, jobs=args.jobs, policies=policies)
+    command = ("calrl demo" + (" --quick" if args.quick else "") + (f" --seeds {args.seeds}" if args.seeds else "")
+               + (f" --policies {','.join(policies)}" if policies else ""))
     print(f"calrl demo: {'quick run' if args.quick else 'full study'}, seeds {config.seeds}, "
           f"{config.jobs} process(es) side by side, output {out}")
     try:

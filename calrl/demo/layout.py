@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from calrl.demo.recipes import RL_POLICIES
-
 
 class Layout:
     """Where every file of the study lives under ``out``."""
@@ -31,6 +29,15 @@ class Layout:
         """A training run's output folder (its checkpoint, W&B run and per-epoch calibration evals)."""
         return self.seed_dir(seed) / name
 
+    def filtered(self, seed: int) -> Path:
+        """What ``calrl data filter-preferences`` kept of the comparisons (per seed: it scores them with that
+        seed's reward models), its report beside it."""
+        return self.seed_dir(seed) / "filter" / "kept.jsonl"
+
+    def calibration_pairs(self, seed: int) -> Path:
+        """The calibrated reward model's data folder: the kept comparisons (``train``) and the held-out pairs."""
+        return self.seed_dir(seed) / "calibration_pairs"
+
     def eval_dir(self, seed: int, policy: str) -> Path:
         return self.evals / f"seed{seed}" / policy
 
@@ -46,7 +53,6 @@ def gate_pairs(policies: tuple[str, ...] | list[str] | None = None) -> list[tupl
     PPO-C against vanilla PPO, and the other verifiable-reward policies against PPO + correctness; only the
     pairs whose two policies are in ``policies`` (default: all)."""
     pairs = [("ppo", "sft"), ("ppo_v", "sft"), ("ppo_m", "ppo"), ("ppo_c", "ppo")]
-    pairs += [(p, "ppo_v") for p in RL_POLICIES if p.endswith("_v") and p != "ppo_v"]
     pairs += [(p, "ppo_v") for p in ("ppo_c_abstain", "grpo_brier")]
     if policies is not None:
         pairs = [(c, b) for c, b in pairs if c in policies and b in policies]

@@ -1,15 +1,18 @@
-"""Stage 2 of the study: preference data that carries the documented human bias.
+"""Stage 2 of the study: the raters' data, which carries the documented human bias.
 
 Simulated raters compare two responses to the same question. They prefer the correct one when exactly
 one is correct (whatever the stated confidences), and, when both are correct or both are wrong, they
 prefer the one stated with more confidence (Leng et al., arXiv 2410.09724, methods.md section 1). The
 second rule is the bias: it rewards confidence on wrong answers too.
 
-Kinds of pair (shares set by :class:`PreferenceConfig`): ``correctness`` (one right, one wrong, each with
-a random stated confidence), ``both-correct`` and ``both-wrong`` (the same answer stated with two
+Kinds of pair (shares set by :class:`PreferenceConfig`): ``correctness`` (fact checks: one right, one wrong,
+each with a random stated confidence, or both without one), ``both-correct`` and ``both-wrong`` (the same answer stated with two
 different confidences), and ``abstention`` (an answer, right or wrong, against "I don't know": raters
-prefer the answer, as they rate refusals unhelpful). Only questions whose answer the raters can check are
-used (no never-seen people).
+prefer the answer, as they rate refusals unhelpful). The raters hold the registry of the world, so they can
+check an answer about anyone, the people the policy never saw included: a reward model that does not know
+those answers are wrong cannot teach the policy to doubt them (seen: PPO-M and PPO-C raised the stated
+confidence on the never-seen people nearly as much as PPO). :func:`build_factcheck_rows` gives the fact checks alone, with or without the
+confidence statements (the first reward stage reads the answers alone).
 Rows are conversational (``prompt`` = the elicitation instruction and the question in one user message,
 as calrl's PPO hands a prompt to a reward model with its own tokenizer; ``chosen``/``rejected`` = one
 assistant message) so the reward model reads exactly the text PPO later scores.
@@ -21,6 +24,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from calrl.confidence import strip_confidence
 from calrl.demo.sft import ABSTAIN_TEXT, answer_text, rm_prompt_messages
 from calrl.demo.world import World
 
@@ -29,11 +33,17 @@ KINDS = ("correctness", "both-correct", "both-wrong", "abstention")
 
 @dataclass
 class PreferenceConfig:
-    # Which answer is right the reward models learn first, from the raters' fact checks
-    # (:func:`build_factcheck_rows`); these pairs carry mostly the confidence bias.
-    correctness_share: float = 0.2
-    both_correct_share: float = 0.3
-    both_wrong_share: float = 0.35  # the rest are abstention pairs
+    """The raters' comparisons. ``correctness`` pairs are fact checks of answers stated with confidences
+    (no bias: the right one wins whatever the confidences); the ``both-*`` pairs carry the bias."""
+
+    n_pairs: int = 4000
+    correctness_share: float = 0.5
+    # share of the fact checks whose two answers carry no confidence statement: PPO-C's reward model scores
+    # responses with the statement removed, so it must keep reading answers alone well (without these, PPO-C's
+    # policy found a city the ordinary RM scored high for anyone, and answered it to 11 of 40 well-known people)
+    answer_alone_share: float = 0.25
+    both_correct_share: float = 0.2
+    both_wrong_share: float = 0.2  # the rest are abstention pairs
     seed: int = 0
 
 
@@ -44,17 +54,21 @@ def _two_levels(rng: random.Random) -> tuple[float, float]:
 
 
 def build_preference_rows(world: World, config: PreferenceConfig | None = None) -> list[dict[str, Any]]:
-    """One preference pair per preference prompt of the world, with its kind recorded."""
+    """``config.n_pairs`` preference pairs on the world's preference prompts (drawn with replacement), with
+    their kind recorded."""
     config = config or PreferenceConfig()
     rng = random.Random(config.seed)
     rows = []
-    for item in world.preference_items:
+    for _ in range(config.n_pairs):
+        item = rng.choice(world.preference_items)
         truth = item.reference[0]
         draw = rng.random()
         if draw < config.correctness_share:
             kind = "correctness"
             chosen = answer_text(truth, rng.randint(0, 10) / 10)
             rejected = answer_text(world.wrong_answer(item, rng), rng.randint(0, 10) / 10)
+            if rng.random() < config.answer_alone_share:
+                chosen, rejected = strip_confidence(chosen), strip_confidence(rejected)
         elif draw < config.correctness_share + config.both_correct_share + config.both_wrong_share:
             kind = "both-correct" if draw < config.correctness_share + config.both_correct_share else "both-wrong"
             answer = truth if kind == "both-correct" else world.wrong_answer(item, rng)
@@ -74,19 +88,24 @@ def build_preference_rows(world: World, config: PreferenceConfig | None = None) 
     return rows
 
 
-def build_factcheck_rows(world: World, n: int, *, seed: int) -> list[dict[str, Any]]:
-    """``n`` correct-vs-wrong pairs (each side with a random stated confidence) on people the raters can check.
+def build_factcheck_rows(world: World, n: int, *, seed: int, with_confidence: bool = True) -> list[dict[str, Any]]:
+    """``n`` correct-vs-wrong pairs about anyone in the world, each side with a random stated confidence,
+    or (``with_confidence=False``) the answers alone, exactly as PPO-C hands a response to the reward model
+    (:func:`calrl.confidence.strip_confidence`).
 
-    These are the raters' fact checks, without the confidence bias: the reward models first learn from them
-    which answers are right (stage ``rm_base`` of the study), then the biased pairs.
+    These are the raters' fact checks, without the confidence bias. The answers alone are the first reward
+    stage of the study (``rm_base``): a 2-layer reward model learns which city is right quickly from them, and
+    slowly and on some seeds not at all when a random confidence statement follows every answer (seen: held-out
+    accuracy 0.5-0.7 after 9,000 pairs on two of five seeds, 0.92-0.98 on every seed with this curriculum).
     """
     rng = random.Random(seed)
-    known = [item for item in world.eval_items if item.slice["group"] != "fact-never"]
     rows = []
     for _ in range(n):
-        item = rng.choice(known)
+        item = rng.choice(world.eval_items)
         chosen = answer_text(item.reference[0], rng.randint(0, 10) / 10)
         rejected = answer_text(world.wrong_answer(item, rng), rng.randint(0, 10) / 10)
+        if not with_confidence:
+            chosen, rejected = strip_confidence(chosen), strip_confidence(rejected)
         rows.append({
             "prompt": rm_prompt_messages(item),
             "chosen": [{"role": "assistant", "content": chosen}],

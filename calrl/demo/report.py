@@ -32,11 +32,7 @@ CHECK_TEXT = {
                                           "people and has higher ECE",
     "ppo_m_lower_ece_than_ppo_same_accuracy": "PPO-M: ECE at least 30% lower than PPO's, accuracy within 2 points",
     "ppo_c_lower_ece_than_ppo_same_accuracy": "PPO-C: ECE at least 30% lower than PPO's, accuracy within 2 points",
-    "ppo_m_v_lower_ece_than_ppo_v_same_accuracy": "PPO-M + correctness: ECE at least 30% lower than PPO + "
-                                                  "correctness, accuracy within 2 points",
-    "ppo_c_v_lower_ece_than_ppo_v_same_accuracy": "PPO-C + correctness: ECE at least 30% lower than PPO + "
-                                                  "correctness, accuracy within 2 points",
-    "abstention_on_wrong_slices": "PPO-C + abstention abstains mostly on slices PPO-C + correctness gets wrong "
+    "abstention_on_wrong_slices": "PPO-C + abstention abstains mostly on slices PPO + correctness gets wrong "
                                   "(accuracy < 0.5)",
 }
 
@@ -119,8 +115,9 @@ def slice_table(summary: dict[str, Any], key: str) -> tuple[list[str], list[list
 def rm_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["reward model", "preference accuracy", "prefers high conf. (correct answer)",
               "prefers high conf. (wrong answer)", "mean r(high)-r(low), correct", "mean r(high)-r(low), wrong"]
-    names = {"rm_base": "fact checks only (start of both)", "rm_plain": "ordinary (lambda = 0)",
-             "rm_calibrated": "calibrated (PPO-M)"}
+    names = {"rm_base": "fact checks, answers alone (start of the ordinary RM)",
+             "rm_plain": "ordinary (all comparisons, lambda = 0)",
+             "rm_calibrated": "calibrated (PPO-M: ordinary + calibration terms, filtered half)"}
     rows = []
     for rm, entry in summary["reward_models"].items():
         rows.append([names.get(rm, rm), fmt_agg(entry["preference_accuracy"]),
@@ -223,7 +220,7 @@ def paragraphs(summary: dict[str, Any]) -> dict[str, str]:
                     f"{fmt(probe['rejected_prefers_high_rate']['mean'])} of the time, and the correct answer of a "
                     f"correct-vs-wrong pair {fmt(probe['preference_accuracy']['mean'])} of the time.")
 
-    for policy, base in (("ppo_m", "ppo"), ("ppo_c", "ppo"), ("ppo_m_v", "ppo_v"), ("ppo_c_v", "ppo_v")):
+    for policy, base in (("ppo_m", "ppo"), ("ppo_c", "ppo")):
         if policy not in summary["policies"] or base not in summary["policies"]:
             continue
         c = summary["checks"][f"{policy}_lower_ece_than_{base}_same_accuracy"]
@@ -249,26 +246,26 @@ def paragraphs(summary: dict[str, Any]) -> dict[str, str]:
                        f"{_change(b['ece'], ece, 'ECE')}, {_change(b['mean_confidence'], conf, 'mean confidence')}, "
                        f"{_change(b['accuracy'], acc, 'accuracy', points=True)}. {verdict}{extra}")
 
-    if {"ppo_c_abstain", "ppo_c_v"} <= set(summary["policies"]):
+    if {"ppo_c_abstain", "ppo_v"} <= set(summary["policies"]):
         ab = summary["checks"]["abstention_on_wrong_slices"]
         refusal = _m(summary, "ppo_c_abstain", "refusal_rate")
         acc_ans = _m(summary, "ppo_c_abstain", "accuracy_answered")
-        ref_acc_ans = _m(summary, "ppo_c_v", "accuracy_answered")
+        ref_acc_ans = _m(summary, "ppo_v", "accuracy_answered")
         share = ab["numbers"]["share_on_wrong_slices"]
         slice_ref = summary["policies"]["ppo_c_abstain"]["slice_refusal_rate"]
         where = ", ".join(f"{g} {fmt(v['mean'])}" for g, v in slice_ref.items())
         if share is None:
             verdict = "It never abstained on the held-out set, so the abstention reward had no visible effect."
         elif ab["passed"]:
-            verdict = (f"{fmt(share)} of its abstentions fall on slices PPO-C + correctness answers correctly less "
+            verdict = (f"{fmt(share)} of its abstentions fall on slices PPO + correctness answers correctly less "
                        f"than half the time (more than half in {ab['seeds_passed']} of {ab['seeds']} seeds).")
         else:
-            verdict = (f"Only {fmt(share)} of its abstentions fall on slices PPO-C + correctness gets wrong more "
+            verdict = (f"Only {fmt(share)} of its abstentions fall on slices PPO + correctness gets wrong more "
                        "often than right: it did NOT abstain mostly where it would be wrong.")
         rewards = ", ".join(f"seed {s}: {fmt(v)}" for s, v in summary["abstention_reward"].items())
         out["ppo_c_abstain"] = (f"PPO-C with an abstention reward ({rewards}) ({over}): refusal rate {fmt(refusal)} "
                                 f"(per slice: {where}); accuracy on answered questions "
-                                f"{_change(ref_acc_ans, acc_ans, 'vs PPO-C + correctness')}. {verdict}")
+                                f"{_change(ref_acc_ans, acc_ans, 'vs PPO + correctness')}. {verdict}")
 
     if {"grpo_brier", "ppo_v"} <= set(summary["policies"]):
         g = {k: _m(summary, "grpo_brier", k) for k in ("accuracy", "ece", "mean_confidence", "auroc")}
@@ -302,7 +299,9 @@ def plot_reliability_grid(summary: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     policies = ran(summary)
-    fig, axes = plt.subplots(1, len(policies), figsize=(3.0 * len(policies), 3.3), sharey=True)
+    fig, axes = plt.subplots(1, len(policies), figsize=(3.0 * len(policies), 3.3), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
     for ax, policy in zip(axes, policies):
         pooled: dict[int, list[float]] = {}
         for seed in summary["seeds"]:

@@ -36,7 +36,7 @@ ABSTAIN_SHARE = {"fact-often": 0.0, "fact-rarely": 0.1, "fact-never": 0.3}
 
 @dataclass
 class SFTTargetConfig:
-    confidence_noise: float = 0.1  # stated confidence = prior + uniform(-noise, noise), then rounded
+    confidence_noise: float = 0.3  # stated confidence = prior + uniform(-noise, noise), clipped to [0, 1], rounded
     abstain: bool = True
     seed: int = 0
 

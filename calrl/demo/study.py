@@ -4,9 +4,12 @@ Stages (per seed unless said otherwise), each a process run through calrl's publ
 
 1. world (once): the world's files: held-out items (``data/eval.jsonl``), RL prompts, preference pairs;
 2. ``sft``: the policy trained from scratch (``python -m calrl.demo.sft``);
-3. ``rm_base``: ``calrl train-rm`` on the raters' fact checks (correct vs wrong, no bias), from the SFT
-   policy with a seeded score head and a tokenizer that drops the elicitation instruction; ``rm_plain`` /
-   ``rm_calibrated``: ``calrl train-rm`` on the biased preference pairs (lambda 0 / PPO-M), from ``rm_base``;
+3. reward models: ``rm_base``: ``calrl train-rm`` on the raters' fact checks, answers alone (correct vs wrong,
+   no bias), from the SFT policy with a seeded score head and a tokenizer that drops the elicitation
+   instruction; ``rm_plain``, the ordinary RM: ``calrl train-rm`` on all the raters' comparisons (fact checks
+   with stated confidences and the biased pairs), from ``rm_base``; ``filter``: ``calrl data
+   filter-preferences`` keeps the stronger half of the comparisons by ``rm_base`` and ``rm_plain``;
+   ``rm_calibrated`` (PPO-M): ``rm_plain`` fine-tuned on that half with the calibration terms;
 4. policies: ``calrl train-ppo`` (PPO, PPO-M, PPO-C on the reward model alone; the same with the rule-based
    correctness reward added; PPO-C + abstention) and ``calrl train-grpo`` (GRPO + Brier), same prompts,
    epochs and seed;
@@ -31,9 +34,9 @@ from typing import Any
 
 from calrl.demo.layout import Layout, gate_pairs
 from calrl.demo.recipes import (
+    FULL_POLICIES,
     MAIN_POLICIES,
     METHOD_NAMES,
-    POLICIES,
     RL_POLICIES,
     RM_BASE,
     EvalSettings,
@@ -72,9 +75,8 @@ class StudyConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     sft: SFTModelConfig = field(default_factory=SFTModelConfig)
     recipes: RecipeSettings = field(default_factory=RecipeSettings)
-    rl_prompt_limit: int | None = None
     n_test_pairs: int = 200  # held-out correct-vs-wrong pairs of the reward models' probe
-    policies: tuple[str, ...] = POLICIES  # SFT and the RL policies this study trains and evaluates
+    policies: tuple[str, ...] = FULL_POLICIES  # SFT and the RL policies this study trains and evaluates
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -82,21 +84,25 @@ class StudyConfig:
         return d
 
 
-def full_config(out: Path, seeds: list[int] | None = None, jobs: int | None = None) -> StudyConfig:
-    return StudyConfig(out=out, seeds=seeds or [0, 1, 2, 3, 4], jobs=jobs or default_jobs())
+def full_config(out: Path, seeds: list[int] | None = None, jobs: int | None = None,
+                policies: tuple[str, ...] | None = None) -> StudyConfig:
+    return StudyConfig(out=out, seeds=seeds or [0, 1, 2, 3, 4], jobs=jobs or default_jobs(),
+                       policies=policies or FULL_POLICIES)
 
 
-def quick_config(out: Path, seeds: list[int] | None = None, jobs: int | None = None) -> StudyConfig:
+def quick_config(out: Path, seeds: list[int] | None = None, jobs: int | None = None,
+                 policies: tuple[str, ...] | None = None) -> StudyConfig:
     """One seed, the main comparison only (SFT, PPO, PPO-M, PPO-C on the reward model alone), fewer steps:
     the same stages and files in under 3 minutes on 2 cores (what the test suite runs). Long enough to show
-    vanilla PPO growing more confident than SFT; one seed is not a result."""
+    vanilla PPO growing more confident than SFT on the never-seen people; one seed is not a result."""
     return StudyConfig(
-        out=out, seeds=seeds or [0], quick=True, jobs=jobs or default_jobs(), policies=MAIN_POLICIES,
+        out=out, seeds=seeds or [0], quick=True, jobs=jobs or default_jobs(), policies=policies or MAIN_POLICIES,
         # the full SFT schedule: a shorter one left the policy refusing most questions (nothing to compare)
-        recipes=RecipeSettings(rm=RewardModelSettings(epochs=2.0, base_epochs=2.0, base_pairs=2000),
+        recipes=RecipeSettings(rm=RewardModelSettings(base_epochs=2.0, base_pairs=2000, epochs=3.0,
+                                                      preference_pairs=2500),
                                ppo=PPOSettings(epochs=2.0),
                                eval=EvalSettings(bootstrap=50, gate_bootstrap=50)),
-        rl_prompt_limit=128, n_test_pairs=100,
+        n_test_pairs=100,
     )
 
 
@@ -116,14 +122,14 @@ def write_world_files(config: StudyConfig, layout: Layout) -> dict[str, int]:
     world = build_world(config.world)
     write_json(layout.world_config, asdict(config.world))
     write_jsonl(layout.eval_file, (item.to_json() for item in world.eval_items))
-    prompts = world.rl_items[: config.rl_prompt_limit] if config.rl_prompt_limit else world.rl_items
+    prompts = world.rl_items
     write_jsonl(layout.prompts_file, ({"prompt": prompt_messages(item), "reference": item.reference,
                                         "group": item.slice["group"]} for item in prompts))
     seed = config.world.seed
-    train = build_preference_rows(world, PreferenceConfig(seed=seed))
-    test = build_factcheck_rows(world, config.n_test_pairs, seed=seed * 1000 + 3)
     rm = config.recipes.rm
-    checks = build_factcheck_rows(world, rm.base_pairs, seed=seed * 1000 + 1)
+    train = build_preference_rows(world, PreferenceConfig(n_pairs=rm.preference_pairs, seed=seed))
+    test = build_factcheck_rows(world, config.n_test_pairs, seed=seed * 1000 + 3)
+    checks = build_factcheck_rows(world, rm.base_pairs, seed=seed * 1000 + 1, with_confidence=False)
     for folder, rows in ((layout.preferences, train), (layout.factchecks, checks)):
         write_jsonl(folder / "train.jsonl", rows)
         write_jsonl(folder / "test.jsonl", test)
@@ -158,15 +164,27 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
                 "--model", str(model_file), "--out", str(sft_dir), "--reward-init", str(init_dir),
                 "--wandb-dir", str(sft_dir), "--run-name", f"seed{seed}-sft"]))
 
+        calibration_pairs = layout.calibration_pairs(seed)
+        kept = layout.filtered(seed)
+        tasks.append(Task(
+            name=f"{s}/filter", stage="reward models", deps=[f"{s}/rm_plain"],
+            prepare=lambda: _file_digest(layout.preferences / "train.jsonl"), outputs=[kept],
+            command=lambda seed=seed, kept=kept: [
+                *CLI, "data", "filter-preferences", *RERUN, "--input", str(layout.preferences / "train.jsonl"),
+                "--reward-model", str(layout.model_dir(seed, RM_BASE)),
+                "--reward-model", str(layout.model_dir(seed, "rm_plain")),
+                "--keep-fraction", str(r.rm.keep_fraction), "--batch-size", "64", "--out", str(kept)]))
         chain = {RM_BASE: ("sft", init_dir, layout.factchecks),
                  "rm_plain": (RM_BASE, layout.model_dir(seed, RM_BASE), layout.preferences),
-                 "rm_calibrated": (RM_BASE, layout.model_dir(seed, RM_BASE), layout.preferences)}
+                 "rm_calibrated": ("filter", layout.model_dir(seed, "rm_plain"), calibration_pairs)}
         for rm, (previous, start, data_dir) in chain.items():
             recipe_path = layout.recipe(seed, rm)
             rm_dir = layout.model_dir(seed, rm)
 
             def prep_rm(rm=rm, recipe_path=recipe_path, rm_dir=rm_dir, seed=seed, data_dir=data_dir,
                         start=start) -> str:
+                if rm == "rm_calibrated":
+                    write_calibration_pairs(layout.filtered(seed), layout.preferences / "test.jsonl", data_dir)
                 recipe = reward_model_recipe(rm, init_dir=start, preferences_dir=data_dir, out_dir=rm_dir,
                                              seed=seed, settings=r.rm)
                 write_recipe(recipe, recipe_path)
@@ -226,6 +244,16 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
                     "--candidate", str(layout.eval_dir(seed, candidate)), "--out", str(gate_dir),
                     "--bootstrap", str(r.eval.gate_bootstrap), "--seed", str(seed)]))
     return tasks
+
+
+def write_calibration_pairs(kept: Path, test: Path, folder: Path) -> None:
+    """The calibrated reward model's data folder: the kept comparisons with the columns of the held-out pairs
+    (the filter's score columns dropped, so both splits load with one schema) and the held-out pairs."""
+    from calrl.data.readers import read_rows
+
+    columns = ("prompt", "chosen", "rejected", "kind", "group")
+    write_jsonl(folder / "train.jsonl", ({c: row[c] for c in columns} for row in read_rows(kept)))
+    shutil.copyfile(test, folder / "test.jsonl")
 
 
 def _model_files(folder: Path) -> list[Path]:

@@ -26,7 +26,8 @@ ACCURACY_MARGIN = 0.02  # "accuracy within 2 points" of vanilla PPO
 ECE_REDUCTION = 0.30  # PPO-M / PPO-C: "at least 30% lower ECE than vanilla PPO"
 N_SEED_BOOTSTRAP = 2000  # resamples of the seeds for the paired interval of the mean ECE difference
 # (method, its vanilla-PPO baseline) of the ECE comparisons: the main table and the verifiable-reward table
-ECE_COMPARISONS = (("ppo_m", "ppo"), ("ppo_c", "ppo"), ("ppo_m_v", "ppo_v"), ("ppo_c_v", "ppo_v"))
+ECE_COMPARISONS = (("ppo_m", "ppo"), ("ppo_c", "ppo"))
+ABSTENTION_REFERENCE = "ppo_v"  # what PPO-C + abstention's abstentions are judged against (same seed, no abstention)
 
 
 def policy_numbers(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +55,21 @@ def aggregate(values: list[float | None]) -> dict[str, Any]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def filter_composition(layout: Layout, seeds: list[int]) -> dict[str, Any]:
+    """Per seed, how many comparisons of each kind ``calrl data filter-preferences`` kept for the calibrated
+    reward model (the stronger half by preference strength should be mostly the fact checks)."""
+    from collections import Counter
+
+    from calrl.data.readers import read_rows
+
+    per_seed = {}
+    for seed in seeds:
+        path = layout.filtered(seed)
+        per_seed[str(seed)] = dict(sorted(Counter(r.get("kind") for r in read_rows(path)).items())) if path.is_file() \
+            else {}
+    return {"per_seed": per_seed}
 
 
 def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, counts: dict[str, int],
@@ -125,6 +141,7 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
         "slices": list(GROUPS),
         "policies": policies,
         "reward_models": reward_models,
+        "calibration_filter": filter_composition(layout, seeds),
         "abstention_reward": abstention,
         "gates": gates,
         "timings": stage_timings(results),
@@ -212,7 +229,7 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
                         "accuracy_margin": ACCURACY_MARGIN,
                         "ece_difference": ece_difference(summary, policy, base)},
         }
-    if {"ppo_c_abstain", "ppo_c_v"} <= ran:
+    if {"ppo_c_abstain", ABSTENTION_REFERENCE} <= ran:
         checks["abstention_on_wrong_slices"] = abstention_check(summary)
     return checks
 
@@ -261,17 +278,17 @@ def ece_difference(summary: dict[str, Any], policy: str, base: str) -> dict[str,
 
 
 def abstention_check(summary: dict[str, Any]) -> dict[str, Any]:
-    """Do ppo_c_abstain's abstentions fall on the slices PPO-C + correctness (same seed, no abstention reward)
+    """Do ppo_c_abstain's abstentions fall on the slices PPO + correctness (same seed, no abstention reward)
     gets wrong?
 
     Per seed: the abstentions of each slice, weighted by PPO-C's accuracy on that slice, give the accuracy
     the abstained questions would have had ("accuracy where it abstained"); "mostly on wrong slices" is the
-    share of abstentions in slices where PPO-C is right less than half the time.
+    share of abstentions in slices where PPO + correctness is right less than half the time.
     """
     per_seed = {}
     for seed in summary["seeds"]:
         abst = summary["policies"]["ppo_c_abstain"]["per_seed"][str(seed)]
-        ref = summary["policies"]["ppo_c_v"]["per_seed"][str(seed)]
+        ref = summary["policies"][ABSTENTION_REFERENCE]["per_seed"][str(seed)]
         n_abst = {g: v or 0 for g, v in abst["slice_n_abstained"].items()}
         total = sum(n_abst.values())
         if total == 0:

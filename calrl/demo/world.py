@@ -9,8 +9,9 @@ Every person belongs to one slice, recorded on each item as ``group``:
 * ``fact-never``: the demonstrations only guess a city at random, so the answer cannot be known (about one
   guess in ``n_cities`` is right).
 
-The held-out split asks about every person once; RL prompts ask about anyone; preference prompts only about
-people whose city a rater can check (not the never-seen ones). Nothing here reads the network; the same
+The held-out split asks about every person once; RL prompts ask about the well-known and the never-seen people
+(``WorldConfig.rl_frequencies`` says why not the rarely-seen ones); preference prompts about anyone: the raters
+hold the registry, so they can check every answer, including those about people the policy never saw. Nothing here reads the network; the same
 seed gives the same world on every machine.
 
 (A draft also had sums of growing length; a 2-layer model trained from scratch within the time budget
@@ -38,8 +39,13 @@ class WorldConfig:
     n_cities: int = 8
     people_per_frequency: int = 40
     often_repeats: int = 6  # SFT demonstrations of an often-person's true city
-    never_guesses: int = 2  # SFT demonstrations that guess a never-person's city (a random city each)
+    never_guesses: int = 1  # SFT demonstrations that guess a never-person's city (a random city each)
     n_rl_prompts: int = 256
+    # whom the RL prompts ask about: the well-known and the never-seen people. Not the rarely-seen ones: the
+    # reward models know their true city and the policy is torn between two, so PPO would teach it their
+    # cities, faster or slower by method, and the methods' accuracies would differ by what PPO taught them
+    # rather than by how they state confidence (seen: +15 to +28 points on that slice after 16 updates)
+    rl_frequencies: tuple[str, ...] = ("often", "never")
     n_preference_prompts: int = 600
 
 
@@ -103,11 +109,11 @@ def build_world(config: WorldConfig | None = None) -> World:
         world.eval_items.append(fact_item(f"eval-{name}", name, city, freq))
     rng.shuffle(world.sft_items)
 
-    known = [n for n, (_, f) in people.items() if f != "never"]
+    asked = [n for n, (_, f) in people.items() if f in config.rl_frequencies]
     for j in range(config.n_rl_prompts):
-        name = rng.choice(names)
+        name = rng.choice(asked)
         world.rl_items.append(fact_item(f"rl-{j}", name, *people[name]))
     for j in range(config.n_preference_prompts):
-        name = rng.choice(known)
+        name = rng.choice(names)
         world.preference_items.append(fact_item(f"pref-{j}", name, *people[name]))
     return world
