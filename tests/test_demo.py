@@ -172,6 +172,19 @@ def test_recipes_validate_against_the_recipe_schema(tmp_path):
     assert len([t for t in tasks if "/gate/" in t]) == len(gate_pairs()) * len(config.seeds)
 
 
+def test_tasks_launch_stage_by_stage(tmp_path):
+    """Long chains first: every seed's SFT, then the reward models, policies, evals and gates, seed by seed."""
+    from calrl.demo.study import STAGE_ORDER, scheduled
+
+    config = full_config(tmp_path / "study", seeds=[0, 1])
+    tasks = build_tasks(config, Layout(config.out))
+    order = scheduled(tasks)
+    assert sorted(t.name for t in order) == sorted(t.name for t in tasks)
+    ranks = [STAGE_ORDER.index(t.stage) for t in order]
+    assert ranks == sorted(ranks) and [t.name for t in order[:2]] == ["seed0/sft", "seed1/sft"]
+    assert order[-1].stage == "gate"
+
+
 def test_bad_seeds_are_one_line_errors(capsys):
     assert main(["demo", "--seeds", "1,x"]) == 2
     assert "--seeds" in capsys.readouterr().err

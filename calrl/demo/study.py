@@ -256,6 +256,15 @@ def write_calibration_pairs(kept: Path, test: Path, folder: Path) -> None:
     shutil.copyfile(test, folder / "test.jsonl")
 
 
+def scheduled(tasks: list[Task]) -> list[Task]:
+    """The tasks in launch order: earlier stages first (every seed's SFT, then the reward models, the policies,
+    the evals, the gates), seed by seed within a stage. The runner starts the first ready task of the list, so
+    the long chains (SFT -> reward models -> PPO) start early and the short evals and gates fill the end; in
+    seed order, the last seed's chain ran alone on one core at the end (measured: 17.5 min for 15 min of work
+    on two cores)."""
+    return sorted(tasks, key=lambda t: STAGE_ORDER.index(t.stage))
+
+
 def _model_files(folder: Path) -> list[Path]:
     """What a stage's saved model must still hold for its marker to be trusted (a deleted model reruns it)."""
     return [folder / "config.json", folder / "model.safetensors"]
@@ -323,7 +332,7 @@ def run_study(config: StudyConfig, *, fresh: bool = False, show_progress: bool =
     counts = write_world_files(config, layout)
     world_seconds = time.time() - t0
     runner = StudyRunner(out, jobs=config.jobs, env=study_env(config), show_progress=show_progress)
-    results = runner.run(build_tasks(config, layout))
+    results = runner.run(scheduled(build_tasks(config, layout)))
 
     t0 = time.time()
     summary = build_summary(config, layout, results, counts=counts, machine=machine_description(),
