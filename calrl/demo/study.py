@@ -141,108 +141,140 @@ def write_world_files(config: StudyConfig, layout: Layout) -> dict[str, int]:
 
 # --------------------------------------------------------------------------------------------- the tasks
 def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
-    r = config.recipes
+    """Every stage process of the study, seed by seed (``scheduled`` orders them for launch)."""
     tasks: list[Task] = []
-
     for seed in config.seeds:
-        s = f"seed{seed}"
-        sft_dir = layout.model_dir(seed, "sft")
-        init_dir = layout.model_dir(seed, "rm_init")
-        sft_model = SFTModelConfig(**{**asdict(config.sft), "seed": seed})
-        model_file = layout.seed_dir(seed) / "sft_config.json"
+        tasks += _sft_task(config, layout, seed)
+        tasks += _reward_model_tasks(config, layout, seed)
+        tasks += _policy_tasks(config, layout, seed)
+        tasks += _eval_and_gate_tasks(config, layout, seed)
+    return tasks
 
-        def prep_sft(model_file: Path = model_file, sft_model: SFTModelConfig = sft_model) -> str:
-            write_json(model_file, asdict(sft_model))
-            return (json.dumps([asdict(sft_model), asdict(SFTTargetConfig())], sort_keys=True)
-                    + layout.world_config.read_text())
 
+def _sft_task(config: StudyConfig, layout: Layout, seed: int) -> list[Task]:
+    """The SFT run (which also saves the reward models' seeded starting point, ``rm_init``)."""
+    s = f"seed{seed}"
+    tasks: list[Task] = []
+    sft_dir = layout.model_dir(seed, "sft")
+    init_dir = layout.model_dir(seed, "rm_init")
+    sft_model = SFTModelConfig(**{**asdict(config.sft), "seed": seed})
+    model_file = layout.seed_dir(seed) / "sft_config.json"
+
+    def prep_sft(model_file: Path = model_file, sft_model: SFTModelConfig = sft_model) -> str:
+        write_json(model_file, asdict(sft_model))
+        return (json.dumps([asdict(sft_model), asdict(SFTTargetConfig())], sort_keys=True)
+                + layout.world_config.read_text())
+
+    tasks.append(Task(
+        name=f"{s}/sft", stage="sft", prepare=prep_sft,
+        outputs=[*_model_files(sft_dir), *_model_files(init_dir)],
+        command=lambda sft_dir=sft_dir, model_file=model_file, seed=seed, init_dir=init_dir: [
+            sys.executable, "-m", "calrl.demo.sft", "--world", str(layout.world_config),
+            "--model", str(model_file), "--out", str(sft_dir), "--reward-init", str(init_dir),
+            "--wandb-dir", str(sft_dir), "--run-name", f"seed{seed}-sft"]))
+
+    return tasks
+
+
+def _reward_model_tasks(config: StudyConfig, layout: Layout, seed: int) -> list[Task]:
+    """rm_base -> rm_plain -> filter -> rm_calibrated."""
+    r, s = config.recipes, f"seed{seed}"
+    init_dir = layout.model_dir(seed, "rm_init")
+    tasks: list[Task] = []
+    calibration_pairs = layout.calibration_pairs(seed)
+    kept = layout.filtered(seed)
+    tasks.append(Task(
+        name=f"{s}/filter", stage="reward models", deps=[f"{s}/rm_plain"],
+        prepare=lambda: _file_digest(layout.preferences / "train.jsonl"), outputs=[kept],
+        command=lambda seed=seed, kept=kept: [
+            *CLI, "data", "filter-preferences", *RERUN, "--input", str(layout.preferences / "train.jsonl"),
+            "--reward-model", str(layout.model_dir(seed, RM_BASE)),
+            "--reward-model", str(layout.model_dir(seed, "rm_plain")),
+            "--keep-fraction", str(r.rm.keep_fraction), "--batch-size", "64", "--out", str(kept)]))
+    chain = {RM_BASE: ("sft", init_dir, layout.factchecks),
+             "rm_plain": (RM_BASE, layout.model_dir(seed, RM_BASE), layout.preferences),
+             "rm_calibrated": ("filter", layout.model_dir(seed, "rm_plain"), calibration_pairs)}
+    for rm, (previous, start, data_dir) in chain.items():
+        recipe_path = layout.recipe(seed, rm)
+        rm_dir = layout.model_dir(seed, rm)
+
+        def prep_rm(rm=rm, recipe_path=recipe_path, rm_dir=rm_dir, seed=seed, data_dir=data_dir,
+                    start=start) -> str:
+            if rm == "rm_calibrated":
+                write_calibration_pairs(layout.filtered(seed), layout.preferences / "test.jsonl", data_dir)
+            recipe = reward_model_recipe(rm, init_dir=start, preferences_dir=data_dir, out_dir=rm_dir,
+                                         seed=seed, settings=r.rm)
+            write_recipe(recipe, recipe_path)
+            return recipe_path.read_text() + _file_digest(data_dir / "train.jsonl") + _file_digest(
+                data_dir / "test.jsonl")
+
+        tasks.append(Task(name=f"{s}/{rm}", stage="reward models", deps=[f"{s}/{previous}"], prepare=prep_rm,
+                          outputs=[rm_dir / "reward_model_report.json", *_model_files(rm_dir)],
+                          command=lambda recipe_path=recipe_path: [*CLI, "train-rm", "--config",
+                                                                   str(recipe_path), *RERUN]))
+
+    return tasks
+
+
+def _policy_tasks(config: StudyConfig, layout: Layout, seed: int) -> list[Task]:
+    """The RL policies: train-ppo against their reward model, train-grpo with the Brier reward."""
+    r, s = config.recipes, f"seed{seed}"
+    sft_dir = layout.model_dir(seed, "sft")
+    tasks: list[Task] = []
+    for policy in (p for p in RL_POLICIES if p in config.policies):
+        recipe_path = layout.recipe(seed, policy)
+        out_dir = layout.model_dir(seed, policy)
+        rm_name = reward_model_of(policy)
+        deps = [f"{s}/sft"] if policy == "grpo_brier" else [f"{s}/{rm_name}"]
+
+        def prep_policy(policy=policy, recipe_path=recipe_path, out_dir=out_dir, seed=seed, sft_dir=sft_dir,
+                        rm_name=rm_name) -> str:
+            if policy == "grpo_brier":
+                recipe = grpo_recipe(sft_dir=sft_dir, prompts_file=layout.prompts_file, eval_file=layout.eval_file,
+                                     out_dir=out_dir, seed=seed, settings=r.grpo, eval_settings=r.eval,
+                                     response_length=r.ppo.response_length)
+            else:
+                recipe = ppo_recipe(policy, sft_dir=sft_dir, rm_dir=layout.model_dir(seed, rm_name),
+                                    prompts_file=layout.prompts_file, eval_file=layout.eval_file,
+                                    out_dir=out_dir, seed=seed, settings=r.ppo, eval_settings=r.eval)
+            write_recipe(recipe, recipe_path)
+            return recipe_path.read_text() + _file_digest(layout.prompts_file) + _file_digest(layout.eval_file)
+
+        command = "train-grpo" if policy == "grpo_brier" else "train-ppo"
+        tasks.append(Task(name=f"{s}/{policy}", stage="policies", deps=deps, prepare=prep_policy,
+                          outputs=_model_files(out_dir),
+                          command=lambda command=command, recipe_path=recipe_path: [*CLI, command, "--config",
+                                                                                    str(recipe_path), *RERUN]))
+
+    return tasks
+
+
+def _eval_and_gate_tasks(config: StudyConfig, layout: Layout, seed: int) -> list[Task]:
+    """calrl eval of every policy, calrl compare of the gated pairs."""
+    r, s = config.recipes, f"seed{seed}"
+    tasks: list[Task] = []
+    for policy in config.policies:
+        eval_dir = layout.eval_dir(seed, policy)
+        model_dir = layout.model_dir(seed, policy)
         tasks.append(Task(
-            name=f"{s}/sft", stage="sft", prepare=prep_sft,
-            outputs=[*_model_files(sft_dir), *_model_files(init_dir)],
-            command=lambda sft_dir=sft_dir, model_file=model_file, seed=seed, init_dir=init_dir: [
-                sys.executable, "-m", "calrl.demo.sft", "--world", str(layout.world_config),
-                "--model", str(model_file), "--out", str(sft_dir), "--reward-init", str(init_dir),
-                "--wandb-dir", str(sft_dir), "--run-name", f"seed{seed}-sft"]))
+            name=f"{s}/eval/{policy}", stage="eval", deps=[f"{s}/{policy}"],
+            prepare=lambda: _file_digest(layout.eval_file), outputs=[eval_dir / "metrics.json"],
+            command=lambda eval_dir=eval_dir, model_dir=model_dir, policy=policy, seed=seed: [
+                *CLI, "eval", *RERUN, "--model", str(model_dir), "--dataset", str(layout.eval_file),
+                "--out", str(eval_dir), "--prompt-scale", "0-10", "--batch-size", str(r.eval.batch_size),
+                "--max-new-tokens", str(r.eval.max_new_tokens), "--bootstrap", str(r.eval.bootstrap),
+                "--seed", str(seed), "--title", f"{METHOD_NAMES[policy]} (seed {seed})"]))
 
-        calibration_pairs = layout.calibration_pairs(seed)
-        kept = layout.filtered(seed)
+    for candidate, baseline in gate_pairs(config.policies):
+        gate_dir = layout.gate_dir(seed, candidate, baseline)
         tasks.append(Task(
-            name=f"{s}/filter", stage="reward models", deps=[f"{s}/rm_plain"],
-            prepare=lambda: _file_digest(layout.preferences / "train.jsonl"), outputs=[kept],
-            command=lambda seed=seed, kept=kept: [
-                *CLI, "data", "filter-preferences", *RERUN, "--input", str(layout.preferences / "train.jsonl"),
-                "--reward-model", str(layout.model_dir(seed, RM_BASE)),
-                "--reward-model", str(layout.model_dir(seed, "rm_plain")),
-                "--keep-fraction", str(r.rm.keep_fraction), "--batch-size", "64", "--out", str(kept)]))
-        chain = {RM_BASE: ("sft", init_dir, layout.factchecks),
-                 "rm_plain": (RM_BASE, layout.model_dir(seed, RM_BASE), layout.preferences),
-                 "rm_calibrated": ("filter", layout.model_dir(seed, "rm_plain"), calibration_pairs)}
-        for rm, (previous, start, data_dir) in chain.items():
-            recipe_path = layout.recipe(seed, rm)
-            rm_dir = layout.model_dir(seed, rm)
-
-            def prep_rm(rm=rm, recipe_path=recipe_path, rm_dir=rm_dir, seed=seed, data_dir=data_dir,
-                        start=start) -> str:
-                if rm == "rm_calibrated":
-                    write_calibration_pairs(layout.filtered(seed), layout.preferences / "test.jsonl", data_dir)
-                recipe = reward_model_recipe(rm, init_dir=start, preferences_dir=data_dir, out_dir=rm_dir,
-                                             seed=seed, settings=r.rm)
-                write_recipe(recipe, recipe_path)
-                return recipe_path.read_text() + _file_digest(data_dir / "train.jsonl") + _file_digest(
-                    data_dir / "test.jsonl")
-
-            tasks.append(Task(name=f"{s}/{rm}", stage="reward models", deps=[f"{s}/{previous}"], prepare=prep_rm,
-                              outputs=[rm_dir / "reward_model_report.json", *_model_files(rm_dir)],
-                              command=lambda recipe_path=recipe_path: [*CLI, "train-rm", "--config",
-                                                                       str(recipe_path), *RERUN]))
-
-        for policy in (p for p in RL_POLICIES if p in config.policies):
-            recipe_path = layout.recipe(seed, policy)
-            out_dir = layout.model_dir(seed, policy)
-            rm_name = reward_model_of(policy)
-            deps = [f"{s}/sft"] if policy == "grpo_brier" else [f"{s}/{rm_name}"]
-
-            def prep_policy(policy=policy, recipe_path=recipe_path, out_dir=out_dir, seed=seed, sft_dir=sft_dir,
-                            rm_name=rm_name) -> str:
-                if policy == "grpo_brier":
-                    recipe = grpo_recipe(sft_dir=sft_dir, prompts_file=layout.prompts_file, eval_file=layout.eval_file,
-                                         out_dir=out_dir, seed=seed, settings=r.grpo, eval_settings=r.eval,
-                                         response_length=r.ppo.response_length)
-                else:
-                    recipe = ppo_recipe(policy, sft_dir=sft_dir, rm_dir=layout.model_dir(seed, rm_name),
-                                        prompts_file=layout.prompts_file, eval_file=layout.eval_file,
-                                        out_dir=out_dir, seed=seed, settings=r.ppo, eval_settings=r.eval)
-                write_recipe(recipe, recipe_path)
-                return recipe_path.read_text() + _file_digest(layout.prompts_file) + _file_digest(layout.eval_file)
-
-            command = "train-grpo" if policy == "grpo_brier" else "train-ppo"
-            tasks.append(Task(name=f"{s}/{policy}", stage="policies", deps=deps, prepare=prep_policy,
-                              outputs=_model_files(out_dir),
-                              command=lambda command=command, recipe_path=recipe_path: [*CLI, command, "--config",
-                                                                                        str(recipe_path), *RERUN]))
-
-        for policy in config.policies:
-            eval_dir = layout.eval_dir(seed, policy)
-            model_dir = layout.model_dir(seed, policy)
-            tasks.append(Task(
-                name=f"{s}/eval/{policy}", stage="eval", deps=[f"{s}/{policy}"],
-                prepare=lambda: _file_digest(layout.eval_file), outputs=[eval_dir / "metrics.json"],
-                command=lambda eval_dir=eval_dir, model_dir=model_dir, policy=policy, seed=seed: [
-                    *CLI, "eval", *RERUN, "--model", str(model_dir), "--dataset", str(layout.eval_file),
-                    "--out", str(eval_dir), "--prompt-scale", "0-10", "--batch-size", str(r.eval.batch_size),
-                    "--max-new-tokens", str(r.eval.max_new_tokens), "--bootstrap", str(r.eval.bootstrap),
-                    "--seed", str(seed), "--title", f"{METHOD_NAMES[policy]} (seed {seed})"]))
-
-        for candidate, baseline in gate_pairs(config.policies):
-            gate_dir = layout.gate_dir(seed, candidate, baseline)
-            tasks.append(Task(
-                name=f"{s}/gate/{candidate}-vs-{baseline}", stage="gate",
-                deps=[f"{s}/eval/{candidate}", f"{s}/eval/{baseline}"], outputs=[gate_dir / "gate.json"],
-                ok_codes=(0, 1),  # 1 = the gate blocks: a verdict, not a failure
-                command=lambda gate_dir=gate_dir, candidate=candidate, baseline=baseline, seed=seed: [
-                    *CLI, "compare", *RERUN, "--baseline", str(layout.eval_dir(seed, baseline)),
-                    "--candidate", str(layout.eval_dir(seed, candidate)), "--out", str(gate_dir),
-                    "--bootstrap", str(r.eval.gate_bootstrap), "--seed", str(seed)]))
+            name=f"{s}/gate/{candidate}-vs-{baseline}", stage="gate",
+            deps=[f"{s}/eval/{candidate}", f"{s}/eval/{baseline}"], outputs=[gate_dir / "gate.json"],
+            ok_codes=(0, 1),  # 1 = the gate blocks: a verdict, not a failure
+            command=lambda gate_dir=gate_dir, candidate=candidate, baseline=baseline, seed=seed: [
+                *CLI, "compare", *RERUN, "--baseline", str(layout.eval_dir(seed, baseline)),
+                "--candidate", str(layout.eval_dir(seed, candidate)), "--out", str(gate_dir),
+                "--bootstrap", str(r.eval.gate_bootstrap), "--seed", str(seed)]))
     return tasks
 
 
