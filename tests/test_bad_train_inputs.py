@@ -294,9 +294,13 @@ def test_a_failed_run_leaves_no_empty_output_folder(tmp_path, capsys, monkeypatc
 def _interrupt(tmp_path: Path, command: str, recipe: Path, when: Callable[[Path], bool]) -> tuple[int, str, Path]:
     out = tmp_path / "run"
     env = dict(os.environ, WANDB_MODE="offline", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    # A shell without job control starts background commands with SIGINT ignored, and the ignore is inherited
+    # down to this child, where Python then leaves it ignored (seen: CI launched with `&` exited 0 here): give
+    # the child the default disposition, as a terminal's Ctrl-C finds it.
     proc = subprocess.Popen([sys.executable, "-m", "calrl", command, "--config", str(recipe), *QUIET,
                              f"training.output_dir={out}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=tmp_path)
+                            text=True, env=env, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     start = time.monotonic()
     while proc.poll() is None and not when(out) and time.monotonic() - start < 120:
         time.sleep(0.002)
