@@ -26,3 +26,15 @@ def _isolated_wandb_dir(tmp_path, monkeypatch):
 
     if "wandb" in sys.modules:  # wandb keeps its settings (WANDB_DIR among them) for the process
         sys.modules["wandb"].teardown()
+
+
+@pytest.fixture
+def no_models(monkeypatch):
+    """Fail the test if any model or tokenizer is built (bad input must be refused before that)."""
+    from calrl.train import models as common
+
+    def refuse(*_, **__):
+        raise AssertionError("a model was loaded before the recipe and data were validated")
+
+    for name in ("tokenizer", "causal_lm", "sequence_classifier"):
+        monkeypatch.setattr(common.ModelFactory, name, refuse)

@@ -40,17 +40,6 @@ def finished_grpo(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def no_models(monkeypatch):
-    from calrl.train import models as common
-
-    def refuse(*_, **__):
-        raise AssertionError("a model was loaded before the checks")
-
-    for name in ("tokenizer", "causal_lm", "sequence_classifier"):
-        monkeypatch.setattr(common.ModelFactory, name, refuse)
-
-
 def snapshot(root: Path) -> dict[str, str]:
     out = {}
     for p in sorted(root.rglob("*")):
@@ -295,12 +284,16 @@ def _interrupt(tmp_path: Path, command: str, recipe: Path, when: Callable[[Path]
     out = tmp_path / "run"
     env = dict(os.environ, WANDB_MODE="offline", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     # A shell without job control starts background commands with SIGINT ignored, and the ignore is inherited
-    # down to this child, where Python then leaves it ignored (seen: CI launched with `&` exited 0 here): give
-    # the child the default disposition, as a terminal's Ctrl-C finds it.
-    proc = subprocess.Popen([sys.executable, "-m", "calrl", command, "--config", str(recipe), *QUIET,
-                             f"training.output_dir={out}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=tmp_path,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # down to this child, where Python then leaves it ignored (seen: CI launched with `&` exited 0 here). A
+    # handler, unlike an ignore, does not survive exec: with one set here the child starts with the default
+    # disposition, as a terminal's Ctrl-C finds it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "calrl", command, "--config", str(recipe), *QUIET,
+                                 f"training.output_dir={out}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env, cwd=tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     start = time.monotonic()
     while proc.poll() is None and not when(out) and time.monotonic() - start < 120:
         time.sleep(0.002)

@@ -17,18 +17,6 @@ TINY_PPO_C = REPO / "configs" / "tests" / "tiny_ppo_c.yaml"
 TINY_GRPO = REPO / "configs" / "tests" / "tiny_grpo_brier.yaml"
 
 
-@pytest.fixture
-def no_models(monkeypatch):
-    """Fail the test if any model or tokenizer is built."""
-    from calrl.train import models as common
-
-    def refuse(*_, **__):
-        raise AssertionError("a model was loaded before the recipe and data were validated")
-
-    for name in ("tokenizer", "causal_lm", "sequence_classifier"):
-        monkeypatch.setattr(common.ModelFactory, name, refuse)
-
-
 def run_cli(argv, capsys):
     code = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
