@@ -6,13 +6,13 @@ prefer the one stated with more confidence (Leng et al., arXiv 2410.09724, metho
 second rule is the bias: it rewards confidence on wrong answers too.
 
 Kinds of pair (shares set by :class:`PreferenceConfig`): ``correctness`` (fact checks: one right, one wrong,
-each with a random stated confidence, or both without one), ``both-correct`` and ``both-wrong`` (the same answer stated with two
-different confidences), and ``abstention`` (an answer, right or wrong, against "I don't know": raters
+each with a random stated confidence, or both without one), ``both-correct`` and ``both-wrong`` (the
+same answer stated with two different confidences), and ``abstention`` (an answer, right or wrong, against "I don't know": raters
 prefer the answer, as they rate refusals unhelpful). The raters hold the registry of the world, so they can
 check an answer about anyone, the people the policy never saw included: a reward model that does not know
 those answers are wrong cannot teach the policy to doubt them (seen: PPO-M and PPO-C raised the stated
-confidence on the never-seen people nearly as much as PPO). :func:`build_factcheck_rows` gives the fact checks alone, with or without the
-confidence statements (the first reward stage reads the answers alone).
+confidence on the never-seen people nearly as much as PPO). :func:`build_factcheck_rows` gives the fact
+checks alone, with or without the confidence statements (the first reward stage reads the answers alone).
 Rows are conversational (``prompt`` = the elicitation instruction and the question in one user message,
 as calrl's PPO hands a prompt to a reward model with its own tokenizer; ``chosen``/``rejected`` = one
 assistant message) so the reward model reads exactly the text PPO later scores.
@@ -47,6 +47,13 @@ class PreferenceConfig:
     seed: int = 0
 
 
+def _fact_check(world: World, item: Any, rng: random.Random) -> tuple[str, str]:
+    """(right answer, wrong answer) to ``item``, each with a random stated confidence on the 0-10 grid."""
+    chosen = answer_text(item.reference[0], rng.randint(0, 10) / 10)
+    rejected = answer_text(world.wrong_answer(item, rng), rng.randint(0, 10) / 10)
+    return chosen, rejected
+
+
 def _two_levels(rng: random.Random) -> tuple[float, float]:
     """Two different stated confidences on the 0-10 grid, (higher, lower)."""
     a, b = rng.sample(range(11), 2)
@@ -65,8 +72,7 @@ def build_preference_rows(world: World, config: PreferenceConfig | None = None) 
         draw = rng.random()
         if draw < config.correctness_share:
             kind = "correctness"
-            chosen = answer_text(truth, rng.randint(0, 10) / 10)
-            rejected = answer_text(world.wrong_answer(item, rng), rng.randint(0, 10) / 10)
+            chosen, rejected = _fact_check(world, item, rng)
             if rng.random() < config.answer_alone_share:
                 chosen, rejected = strip_confidence(chosen), strip_confidence(rejected)
         elif draw < config.correctness_share + config.both_correct_share + config.both_wrong_share:
@@ -102,8 +108,7 @@ def build_factcheck_rows(world: World, n: int, *, seed: int, with_confidence: bo
     rows = []
     for _ in range(n):
         item = rng.choice(world.eval_items)
-        chosen = answer_text(item.reference[0], rng.randint(0, 10) / 10)
-        rejected = answer_text(world.wrong_answer(item, rng), rng.randint(0, 10) / 10)
+        chosen, rejected = _fact_check(world, item, rng)
         if not with_confidence:
             chosen, rejected = strip_confidence(chosen), strip_confidence(rejected)
         rows.append({

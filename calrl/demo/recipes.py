@@ -43,6 +43,8 @@ POLICIES = (*MAIN_POLICIES, *VERIFIABLE_POLICIES)
 # on 2 cores; `calrl demo --policies ...` adds it
 FULL_POLICIES = (*MAIN_POLICIES, "ppo_v", "grpo_brier")
 RL_POLICIES = POLICIES[1:]
+ECE_COMPARISONS = (("ppo_m", "ppo"), ("ppo_c", "ppo"))  # (method, baseline) of the per-seed ECE claims
+ABSTENTION_REFERENCE = "ppo_v"  # what PPO-C + abstention's abstentions are judged against (same seed, no abstention)
 METHOD_NAMES = {
     "sft": "SFT (no RL)",
     "ppo": "PPO",

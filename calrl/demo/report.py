@@ -10,7 +10,15 @@ import html
 from pathlib import Path
 from typing import Any
 
-from calrl.demo.recipes import MAIN_POLICIES, METHOD_NAMES, POLICIES, RL_POLICIES, VERIFIABLE_POLICIES
+from calrl.demo.recipes import (
+    ABSTENTION_REFERENCE,
+    ECE_COMPARISONS,
+    MAIN_POLICIES,
+    METHOD_NAMES,
+    POLICIES,
+    RL_POLICIES,
+    VERIFIABLE_POLICIES,
+)
 from calrl.formatting import fmt as format_number
 from calrl.io import write_text
 
@@ -220,7 +228,7 @@ def paragraphs(summary: dict[str, Any]) -> dict[str, str]:
                     f"{fmt(probe['rejected_prefers_high_rate']['mean'])} of the time, and the correct answer of a "
                     f"correct-vs-wrong pair {fmt(probe['preference_accuracy']['mean'])} of the time.")
 
-    for policy, base in (("ppo_m", "ppo"), ("ppo_c", "ppo")):
+    for policy, base in ECE_COMPARISONS:
         if policy not in summary["policies"] or base not in summary["policies"]:
             continue
         c = summary["checks"][f"{policy}_lower_ece_than_{base}_same_accuracy"]
@@ -246,11 +254,11 @@ def paragraphs(summary: dict[str, Any]) -> dict[str, str]:
                        f"{_change(b['ece'], ece, 'ECE')}, {_change(b['mean_confidence'], conf, 'mean confidence')}, "
                        f"{_change(b['accuracy'], acc, 'accuracy', points=True)}. {verdict}{extra}")
 
-    if {"ppo_c_abstain", "ppo_v"} <= set(summary["policies"]):
+    if {"ppo_c_abstain", ABSTENTION_REFERENCE} <= set(summary["policies"]):
         ab = summary["checks"]["abstention_on_wrong_slices"]
         refusal = _m(summary, "ppo_c_abstain", "refusal_rate")
         acc_ans = _m(summary, "ppo_c_abstain", "accuracy_answered")
-        ref_acc_ans = _m(summary, "ppo_v", "accuracy_answered")
+        ref_acc_ans = _m(summary, ABSTENTION_REFERENCE, "accuracy_answered")
         share = ab["numbers"]["share_on_wrong_slices"]
         slice_ref = summary["policies"]["ppo_c_abstain"]["slice_refusal_rate"]
         where = ", ".join(f"{g} {fmt(v['mean'])}" for g, v in slice_ref.items())

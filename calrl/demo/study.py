@@ -10,8 +10,9 @@ Stages (per seed unless said otherwise), each a process run through calrl's publ
    with stated confidences and the biased pairs), from ``rm_base``; ``filter``: ``calrl data
    filter-preferences`` keeps the stronger half of the comparisons by ``rm_base`` and ``rm_plain``;
    ``rm_calibrated`` (PPO-M): ``rm_plain`` fine-tuned on that half with the calibration terms;
-4. policies: ``calrl train-ppo`` (PPO, PPO-M, PPO-C on the reward model alone; the same with the rule-based
-   correctness reward added; PPO-C + abstention) and ``calrl train-grpo`` (GRPO + Brier), same prompts,
+4. policies: ``calrl train-ppo`` (PPO, PPO-M, PPO-C on the reward model alone; PPO with the rule-based
+   correctness reward added; PPO-C + abstention when ``--policies`` names it) and ``calrl train-grpo``
+   (GRPO + Brier), same prompts,
    epochs and seed;
 5. ``calrl eval --model POLICY --dataset data/eval.jsonl`` for every policy, and ``calrl compare`` of every
    RL policy against vanilla PPO and against SFT;
@@ -122,9 +123,8 @@ def write_world_files(config: StudyConfig, layout: Layout) -> dict[str, int]:
     world = build_world(config.world)
     write_json(layout.world_config, asdict(config.world))
     write_jsonl(layout.eval_file, (item.to_json() for item in world.eval_items))
-    prompts = world.rl_items
     write_jsonl(layout.prompts_file, ({"prompt": prompt_messages(item), "reference": item.reference,
-                                        "group": item.slice["group"]} for item in prompts))
+                                        "group": item.slice["group"]} for item in world.rl_items))
     seed = config.world.seed
     rm = config.recipes.rm
     train = build_preference_rows(world, PreferenceConfig(n_pairs=rm.preference_pairs, seed=seed))
@@ -133,7 +133,7 @@ def write_world_files(config: StudyConfig, layout: Layout) -> dict[str, int]:
     for folder, rows in ((layout.preferences, train), (layout.factchecks, checks)):
         write_jsonl(folder / "train.jsonl", rows)
         write_jsonl(folder / "test.jsonl", test)
-    counts = {"eval_items": len(world.eval_items), "rl_prompts": len(prompts), "preference_train": len(train),
+    counts = {"eval_items": len(world.eval_items), "rl_prompts": len(world.rl_items), "preference_train": len(train),
               "preference_test": len(test), "factcheck_train": len(checks), "sft_items": len(world.sft_items)}
     write_json(layout.data / "counts.json", counts)
     return counts
@@ -144,17 +144,15 @@ def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
     """Every stage process of the study, seed by seed (``scheduled`` orders them for launch)."""
     tasks: list[Task] = []
     for seed in config.seeds:
-        tasks += _sft_task(config, layout, seed)
+        tasks.append(_sft_task(config, layout, seed))
         tasks += _reward_model_tasks(config, layout, seed)
         tasks += _policy_tasks(config, layout, seed)
         tasks += _eval_and_gate_tasks(config, layout, seed)
     return tasks
 
 
-def _sft_task(config: StudyConfig, layout: Layout, seed: int) -> list[Task]:
+def _sft_task(config: StudyConfig, layout: Layout, seed: int) -> Task:
     """The SFT run (which also saves the reward models' seeded starting point, ``rm_init``)."""
-    s = f"seed{seed}"
-    tasks: list[Task] = []
     sft_dir = layout.model_dir(seed, "sft")
     init_dir = layout.model_dir(seed, "rm_init")
     sft_model = SFTModelConfig(**{**asdict(config.sft), "seed": seed})
@@ -165,15 +163,13 @@ def _sft_task(config: StudyConfig, layout: Layout, seed: int) -> list[Task]:
         return (json.dumps([asdict(sft_model), asdict(SFTTargetConfig())], sort_keys=True)
                 + layout.world_config.read_text())
 
-    tasks.append(Task(
-        name=f"{s}/sft", stage="sft", prepare=prep_sft,
+    return Task(
+        name=f"seed{seed}/sft", stage="sft", prepare=prep_sft,
         outputs=[*_model_files(sft_dir), *_model_files(init_dir)],
-        command=lambda sft_dir=sft_dir, model_file=model_file, seed=seed, init_dir=init_dir: [
+        command=lambda: [
             sys.executable, "-m", "calrl.demo.sft", "--world", str(layout.world_config),
             "--model", str(model_file), "--out", str(sft_dir), "--reward-init", str(init_dir),
-            "--wandb-dir", str(sft_dir), "--run-name", f"seed{seed}-sft"]))
-
-    return tasks
+            "--wandb-dir", str(sft_dir), "--run-name", f"seed{seed}-sft"])
 
 
 def _reward_model_tasks(config: StudyConfig, layout: Layout, seed: int) -> list[Task]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from calrl.callbacks.eval_files import read_eval_history
 from calrl.demo.layout import Layout, gate_pairs
-from calrl.demo.recipes import METHOD_NAMES, REWARD_MODELS, RM_BASE
+from calrl.demo.recipes import ABSTENTION_REFERENCE, ECE_COMPARISONS, METHOD_NAMES, REWARD_MODELS, RM_BASE
 from calrl.demo.world import GROUPS
 
 METRIC_KEYS = ("accuracy", "accuracy_answered", "ece", "smece", "brier", "auroc", "refusal_rate",
@@ -26,8 +26,6 @@ ACCURACY_MARGIN = 0.02  # "accuracy within 2 points" of vanilla PPO
 ECE_REDUCTION = 0.30  # PPO-M / PPO-C: "at least 30% lower ECE than vanilla PPO"
 N_SEED_BOOTSTRAP = 2000  # resamples of the seeds for the paired interval of the mean ECE difference
 # (method, its vanilla-PPO baseline) of the ECE comparisons: the main table and the verifiable-reward table
-ECE_COMPARISONS = (("ppo_m", "ppo"), ("ppo_c", "ppo"))
-ABSTENTION_REFERENCE = "ppo_v"  # what PPO-C + abstention's abstentions are judged against (same seed, no abstention)
 
 
 def policy_numbers(metrics: dict[str, Any]) -> dict[str, Any]:
