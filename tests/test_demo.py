@@ -22,16 +22,18 @@ from calrl.demo.report import CHECK_TEXT, HEADLINE_COLUMNS, fmt_agg
 from calrl.demo.sft import ABSTAIN_TEXT, SFTTargetConfig, build_demo_tokenizer, sft_target
 from calrl.demo.study import Layout, build_tasks, full_config, gate_pairs, quick_config, write_world_files
 from calrl.demo.summary import METRIC_KEYS, aggregate, policy_numbers
-from calrl.demo.world import GROUPS, WorldConfig, build_world
+from calrl.demo.world import FREQUENCIES, WorldConfig, build_world
 
 
 # ------------------------------------------------------------------------------------------------ world
-def test_world_is_deterministic_with_knowable_slices():
-    a, b = build_world(WorldConfig(seed=3)), build_world(WorldConfig(seed=3))
+@pytest.mark.parametrize("frequencies", [("often", "never"), FREQUENCIES])
+def test_world_is_deterministic_with_knowable_slices(frequencies):
+    a, b = (build_world(WorldConfig(seed=3, frequencies=frequencies)) for _ in range(2))
     assert [i.to_json() for i in a.eval_items] == [i.to_json() for i in b.eval_items]
     assert [i.to_json() for i in a.sft_items] == [i.to_json() for i in b.sft_items]
-    assert build_world(WorldConfig(seed=4)).people != a.people
-    assert {i.slice["group"] for i in a.eval_items} == set(GROUPS)
+    assert build_world(WorldConfig(seed=4, frequencies=frequencies)).people != a.people
+    groups = {f"fact-{f}" for f in frequencies}
+    assert {i.slice["group"] for i in a.eval_items} == groups
     demos: dict[str, list[str]] = {}
     for item in a.sft_items:
         demos.setdefault(item.question.split()[2], []).append(item.reference[0])
@@ -40,11 +42,16 @@ def test_world_is_deterministic_with_knowable_slices():
             assert set(demos[name]) == {city}
         elif freq == "rarely":  # once true, once a rumour
             assert sorted(demos[name]) == sorted([city, next(c for c in demos[name] if c != city)])
-        else:  # one random guess
-            assert len(demos[name]) == a.config.never_guesses
+        else:  # a hallucination: a wrong city
+            assert len(demos[name]) == a.config.never_guesses and city not in demos[name]
     # RL prompts ask about the well-known and the never-seen people; raters judge answers about anyone
     assert {i.slice["group"] for i in a.rl_items} == {"fact-often", "fact-never"}
-    assert {i.slice["group"] for i in a.preference_items} == set(GROUPS)
+    assert {i.slice["group"] for i in a.preference_items} == groups
+
+
+def test_world_config_names_unknown_slices():
+    with pytest.raises(ValueError, match="sometimes.*choose among often, rarely, never"):
+        WorldConfig(frequencies=("often", "sometimes"))
 
 
 def test_eval_answers_are_checkable():
@@ -73,7 +80,7 @@ def test_sft_targets_follow_the_slice_prior():
 
     from calrl.confidence import parse_confidence
 
-    world = build_world()
+    world = build_world(WorldConfig(frequencies=FREQUENCIES))
     rng = random.Random(0)
     stated = {}
     for item in world.sft_items:
@@ -122,7 +129,7 @@ def test_fact_checks_alone_are_what_ppo_c_gives_the_reward_model():
             text = b[column][0]["content"]
             assert text == reader.strip_statements(a[column][0]["content"]) and text.endswith(".")
             assert parse_confidence(text).value is None
-    assert {r["group"] for r in alone} == set(GROUPS)  # the raters can check anyone
+    assert {r["group"] for r in alone} == {f"fact-{f}" for f in world.config.frequencies}  # the raters can check anyone
 
 
 # ---------------------------------------------------------------------------------------------- recipes

@@ -28,7 +28,7 @@ from calrl.eval.prompts import ElicitationPrompt
 ABSTAIN_TEXT = "I don't know."
 END_TOKEN = "<|end|>"
 # P(correct) the SFT targets state, per slice group: a prior, not a measurement. fact-rarely people were
-# shown once with the true city and once with a wrong one; fact-never answers are guesses among the cities.
+# shown once with the true city and once with a wrong one; fact-never answers are hallucinated (wrong).
 CONFIDENCE_PRIOR = {"fact-often": 0.9, "fact-rarely": 0.5, "fact-never": 0.1}
 # Share of SFT targets that abstain, per slice group.
 ABSTAIN_SHARE = {"fact-often": 0.0, "fact-rarely": 0.1, "fact-never": 0.3}
@@ -50,7 +50,7 @@ class SFTModelConfig:
     num_heads: int = 4
     short_epochs: float = 40.0  # phase 1: the same demonstrations without the system prompt (cheap)
     epochs: float = 10.0  # phase 2: with the full elicitation prompt, exactly as calrl eval asks
-    learning_rate: float = 5e-3
+    learning_rate: float = 2e-3  # 5e-3 left the never-seen people's stated confidence unlearnt (8-10) in 1-2 of 5 seeds
     batch_size: int = 32
     seed: int = 0
 

@@ -5,14 +5,18 @@ Every person belongs to one slice, recorded on each item as ``group``:
 
 * ``fact-often``: the SFT demonstrations state the person's true city several times (knowable);
 * ``fact-rarely``: two demonstrations that disagree, the true city and a wrong one (a rumour), so the policy
-  can at best half-know it;
-* ``fact-never``: the demonstrations only guess a city at random, so the answer cannot be known (about one
-  guess in ``n_cities`` is right).
+  can at best half-know it (not in the default world: see ``WorldConfig.frequencies``);
+* ``fact-never``: the demonstrations state wrong cities (hallucinations), so the policy answers wrongly and
+  should say it is unsure.
 
 The held-out split asks about every person once; RL prompts ask about the well-known and the never-seen people
 (``WorldConfig.rl_frequencies`` says why not the rarely-seen ones); preference prompts about anyone: the raters
-hold the registry, so they can check every answer, including those about people the policy never saw. Nothing here reads the network; the same
-seed gives the same world on every machine.
+hold the registry, so they can check every answer, including those about people the policy never saw. Nothing
+here reads the network; the same seed gives the same world on every machine.
+
+The RL prompts ask about the held-out set's own people: a 2-layer policy memorises person by person, and RL on
+other never-seen people moved the held-out never-seen people's stated confidence by 0.02-0.08 only (tried with
+40 RL-only people), so the study would not show what RL does to the answers it measures.
 
 (A draft also had sums of growing length; a 2-layer model trained from scratch within the time budget
 learnt neither one- nor two-digit addition beyond a few percent, so they were dropped: see the README, "What we found while building it".)
@@ -33,13 +37,21 @@ GROUPS = tuple(f"fact-{f}" for f in FREQUENCIES)
 
 @dataclass
 class WorldConfig:
-    """Sizes of the world; the defaults fit the 20-minute budget of ``make demo`` on 2 CPU cores."""
+    """Sizes of the world; the defaults fit the 15-minute budget of ``make demo`` on 2 CPU cores."""
 
     seed: int = 0
     n_cities: int = 8
-    people_per_frequency: int = 40
+    # the slices of the world. Not the rarely-seen people by default: their policy is torn between two cities,
+    # so any update flips some greedy answers; PPO, PPO-M and PPO-C then differed in accuracy by those flips
+    # (up to 20 points on that slice, 7 overall, seed to seed) and "within 2 points" measured the flips
+    frequencies: tuple[str, ...] = ("often", "never")
+    people_per_frequency: int = 60
     often_repeats: int = 6  # SFT demonstrations of an often-person's true city
-    never_guesses: int = 1  # SFT demonstrations that guess a never-person's city (a random city each)
+    # SFT demonstrations of a never-person, each a wrong city (a hallucination). A random guess was right about
+    # one time in n_cities, and which guesses PPO changed moved the never-seen slice's accuracy by up to 15 points.
+    # Two, not one: with one each (and SFT at learning rate 5e-3) the SFT policy stated 8-10 on the never-seen
+    # people in 3 of 5 seeds
+    never_guesses: int = 2
     n_rl_prompts: int = 256
     # whom the RL prompts ask about: the well-known and the never-seen people. Not the rarely-seen ones: the
     # reward models know their true city and the policy is torn between two, so PPO would teach it their
@@ -47,6 +59,11 @@ class WorldConfig:
     # rather than by how they state confidence (seen: +15 to +28 points on that slice after 16 updates)
     rl_frequencies: tuple[str, ...] = ("often", "never")
     n_preference_prompts: int = 600
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.frequencies) - set(FREQUENCIES))
+        if unknown or not self.frequencies:
+            raise ValueError(f"WorldConfig.frequencies: {unknown or 'none'}; choose among {', '.join(FREQUENCIES)}")
 
 
 @dataclass
@@ -90,8 +107,8 @@ def build_world(config: WorldConfig | None = None) -> World:
     rng = random.Random(config.seed)
     taken: set[str] = set()
     cities = _names(rng, config.n_cities, 2, taken)
-    names = _names(rng, config.people_per_frequency * len(FREQUENCIES), 3, taken)
-    people = {name: (rng.choice(cities), FREQUENCIES[i // config.people_per_frequency])
+    names = _names(rng, config.people_per_frequency * len(config.frequencies), 3, taken)
+    people = {name: (rng.choice(cities), config.frequencies[i // config.people_per_frequency])
               for i, name in enumerate(names)}
     world = World(config=config, cities=cities, people=people)
 
@@ -102,7 +119,7 @@ def build_world(config: WorldConfig | None = None) -> World:
         elif freq == "rarely":
             demos = [city, rng.choice([c for c in cities if c != city])]
         else:
-            demos = [rng.choice(cities) for _ in range(config.never_guesses)]
+            demos = [rng.choice([c for c in cities if c != city]) for _ in range(config.never_guesses)]
         for answer in demos:
             world.sft_items.append(fact_item(f"sft-{k}", name, answer, freq))
             k += 1
