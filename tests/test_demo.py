@@ -236,6 +236,10 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     # what the quick run must show: vanilla PPO on the reward model alone states more confidence than SFT
     # where it cannot know the answer (the never-seen people), and its ECE is higher
     assert summary["checks"]["ppo_more_confident_on_never_seen"]["per_seed"] == [True]
+    # the slices are the world's (the default world has no rarely-seen people), so every per-slice check has a
+    # verdict
+    assert summary["slices"] == ["fact-often", "fact-never"]
+    assert None not in summary["checks"]["ppo_more_confident_every_slice"]["per_seed"]
     for name in ("report.md", "report.html", "plots/reliability.png", "plots/ece_per_epoch.png"):
         assert (out / name).is_file(), name
 
@@ -296,8 +300,9 @@ def test_quick_config_is_smaller_than_full(tmp_path):
     quick, full = quick_config(tmp_path), full_config(tmp_path)
     assert quick.seeds == [0] and len(full.seeds) == 5 and set(full.policies) < set(POLICIES)
     assert quick_config(tmp_path, policies=POLICIES).policies == POLICIES
-    # the same SFT (a shorter one left SFT refusing most questions), fewer PPO epochs, policies and RM steps
-    assert quick.sft == full.sft and quick.recipes.ppo.epochs < full.recipes.ppo.epochs
+    # the same SFT (a shorter one left SFT refusing most questions) and PPO (with 2 epochs instead of 3, PPO did
+    # not raise the never-seen people's confidence); fewer policies and RM steps
+    assert quick.sft == full.sft and quick.recipes.ppo == full.recipes.ppo
     assert len(quick.policies) < len(full.policies) and quick.recipes.rm.base_pairs < full.recipes.rm.base_pairs
     assert quick.recipes.rm.preference_pairs < full.recipes.rm.preference_pairs
 

@@ -136,7 +136,7 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
         "counts": counts,
         "metric_keys": list(METRIC_KEYS),
         "slice_key": SLICE_KEY,
-        "slices": list(GROUPS),
+        "slices": [g for g in GROUPS if g.removeprefix("fact-") in config.world.frequencies],  # the world's
         "policies": policies,
         "reward_models": reward_models,
         "calibration_filter": filter_composition(layout, seeds),
