@@ -32,7 +32,8 @@ def test_world_is_deterministic_with_knowable_slices(frequencies):
     assert [i.to_json() for i in a.eval_items] == [i.to_json() for i in b.eval_items]
     assert [i.to_json() for i in a.sft_items] == [i.to_json() for i in b.sft_items]
     assert build_world(WorldConfig(seed=4, frequencies=frequencies)).people != a.people
-    groups = {f"fact-{f}" for f in frequencies}
+    groups = set(a.config.groups)
+    assert groups == {f"fact-{f}" for f in frequencies}
     assert {i.slice["group"] for i in a.eval_items} == groups
     demos: dict[str, list[str]] = {}
     for item in a.sft_items:
@@ -129,7 +130,7 @@ def test_fact_checks_alone_are_what_ppo_c_gives_the_reward_model():
             text = b[column][0]["content"]
             assert text == reader.strip_statements(a[column][0]["content"]) and text.endswith(".")
             assert parse_confidence(text).value is None
-    assert {r["group"] for r in alone} == {f"fact-{f}" for f in world.config.frequencies}  # the raters can check anyone
+    assert {r["group"] for r in alone} == set(world.config.groups)  # the raters can check anyone
 
 
 # ---------------------------------------------------------------------------------------------- recipes

@@ -90,8 +90,8 @@ class RewardModelSettings:
 @dataclass
 class PPOSettings:
     epochs: float = 3.0
-    # 4.5e-4 with a 10% warmup: at 3e-4 PPO raised the never-seen people's stated confidence by only 0.1-0.2
-    # (ECE +0.03-0.07, the per-seed comparisons then within noise); at 6e-4 without warmup the policy of one seed
+    # 4.5e-4 with a 10% warmup: at 3e-4 PPO raised the never-seen people's stated confidence by only 0.12-0.23
+    # (ECE +0.04-0.08, the per-seed comparisons then within noise); at 6e-4 without warmup the policy of one seed
     # in five dropped the confidence statement within 3 updates (KL 11-13 nats)
     learning_rate: float = 4.5e-4
     warmup: float = 0.1  # share of the updates the learning rate warms up over (``warmup_steps`` below 1)

@@ -17,7 +17,7 @@ from typing import Any
 from calrl.callbacks.eval_files import read_eval_history
 from calrl.demo.layout import Layout, gate_pairs
 from calrl.demo.recipes import ABSTENTION_REFERENCE, ECE_COMPARISONS, METHOD_NAMES, REWARD_MODELS, RM_BASE
-from calrl.demo.world import GROUPS
+from calrl.demo.world import GROUPS, group_of
 
 METRIC_KEYS = ("accuracy", "accuracy_answered", "ece", "smece", "brier", "auroc", "refusal_rate",
                "mean_confidence")
@@ -25,7 +25,6 @@ SLICE_KEY = "group"
 ACCURACY_MARGIN = 0.02  # "accuracy within 2 points" of vanilla PPO
 ECE_REDUCTION = 0.30  # PPO-M / PPO-C: "at least 30% lower ECE than vanilla PPO"
 N_SEED_BOOTSTRAP = 2000  # resamples of the seeds for the paired interval of the mean ECE difference
-# (method, its vanilla-PPO baseline) of the ECE comparisons: the main table and the verifiable-reward table
 
 
 def policy_numbers(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +135,7 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
         "counts": counts,
         "metric_keys": list(METRIC_KEYS),
         "slice_key": SLICE_KEY,
-        "slices": [g for g in GROUPS if g.removeprefix("fact-") in config.world.frequencies],  # the world's
+        "slices": list(config.world.groups),
         "policies": policies,
         "reward_models": reward_models,
         "calibration_filter": filter_composition(layout, seeds),
@@ -209,7 +208,7 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
         # slice by slice, stated confidence higher in every slice, and ECE higher overall.
         per_seed = [slices_more_confident(summary, ppo, seed) for seed in summary["seeds"]]
         checks[f"{ppo}_more_confident_every_slice"] = {**_verdict(per_seed, None), "numbers": {}}
-        per_seed = [slices_more_confident(summary, ppo, seed, slices=("fact-never",)) for seed in summary["seeds"]]
+        per_seed = [slices_more_confident(summary, ppo, seed, slices=(group_of("never"),)) for seed in summary["seeds"]]
         checks[f"{ppo}_more_confident_on_never_seen"] = {**_verdict(per_seed, None), "numbers": {}}
 
     for policy, base in ECE_COMPARISONS:

@@ -32,7 +32,14 @@ from calrl.data.heldout import EvalItem
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z"]
 _VOWELS = ["a", "e", "i", "o", "u"]
 FREQUENCIES = ("often", "rarely", "never")
-GROUPS = tuple(f"fact-{f}" for f in FREQUENCIES)
+
+
+def group_of(frequency: str) -> str:
+    """The slice (``group``) of the people seen with ``frequency``: ``fact-often`` and so on."""
+    return f"fact-{frequency}"
+
+
+GROUPS = tuple(group_of(f) for f in FREQUENCIES)
 
 
 @dataclass
@@ -65,6 +72,11 @@ class WorldConfig:
         if unknown or not self.frequencies:
             raise ValueError(f"WorldConfig.frequencies: {unknown or 'none'}; choose among {', '.join(FREQUENCIES)}")
 
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The slices of this world, in ``GROUPS`` order."""
+        return tuple(g for g in GROUPS if g in {group_of(f) for f in self.frequencies})
+
 
 @dataclass
 class World:
@@ -83,7 +95,7 @@ class World:
 
     def wrong_answer(self, item: EvalItem, rng: random.Random) -> str:
         """Another city than the item's reference."""
-        return rng.choice([c for c in self.cities if c != item.reference[0]])
+        return other_city(self.cities, item.reference[0], rng)
 
 
 def _names(rng: random.Random, n: int, syllables: int, taken: set[str]) -> list[str]:
@@ -96,9 +108,14 @@ def _names(rng: random.Random, n: int, syllables: int, taken: set[str]) -> list[
     return out
 
 
+def other_city(cities: list[str], city: str, rng: random.Random) -> str:
+    """A city drawn from ``cities`` other than ``city`` (a wrong answer, a rumour, a hallucination)."""
+    return rng.choice([c for c in cities if c != city])
+
+
 def fact_item(uid: str, person: str, city: str, frequency: str) -> EvalItem:
     return EvalItem(id=uid, question=f"where does {person} live ?", reference=[city], choices=None,
-                    slice={"group": f"fact-{frequency}"})
+                    slice={"group": group_of(frequency)})
 
 
 def build_world(config: WorldConfig | None = None) -> World:
@@ -117,9 +134,9 @@ def build_world(config: WorldConfig | None = None) -> World:
         if freq == "often":
             demos = [city] * config.often_repeats
         elif freq == "rarely":
-            demos = [city, rng.choice([c for c in cities if c != city])]
+            demos = [city, other_city(cities, city, rng)]
         else:
-            demos = [rng.choice([c for c in cities if c != city]) for _ in range(config.never_guesses)]
+            demos = [other_city(cities, city, rng) for _ in range(config.never_guesses)]
         for answer in demos:
             world.sft_items.append(fact_item(f"sft-{k}", name, answer, freq))
             k += 1
