@@ -11,6 +11,7 @@ from transformers import TrainerCallback
 
 from calrl.errors import ConfigError, InputError
 from calrl.rewards.ppo_c import ppo_c_adjustment
+from calrl.rewards.sequence_scores import head_outputs
 from calrl.testing.tiny import (
     build_scripted_causal_lm,
     build_tiny_causal_lm,
@@ -267,3 +268,28 @@ def test_value_model_must_not_be_the_reward_model(tmp_path):
         CalibratedPPOTrainer(args=args, processing_class=tok, model=scripted_confidence_lm(tok), ref_model=None,
                              reward_model=shared, value_model=shared,
                              train_dataset=Dataset.from_dict({"prompt": QUESTIONS}))
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_value_model_is_read_on_the_normalised_scale(tmp_path, normalize):
+    """Under normalize_reward a separate value model's outputs are (raw - mean) / std with its stored statistics,
+    as the reference's critic is; without it they are raw."""
+    tok = build_word_tokenizer(QUESTIONS)
+    reward, value = build_tiny_reward_model(tok, seed=2), build_tiny_reward_model(tok, seed=1)
+    for model, (mean, std) in ((reward, (0.5, 2.0)), (value, (3.0, 4.0))):
+        model.config.calrl_reward_mean, model.config.calrl_reward_std = mean, std
+    args = CalibratedPPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", seed=0,
+                               num_train_epochs=1, per_device_train_batch_size=4, response_length=6,
+                               num_ppo_epochs=1, stop_token="eos", num_sample_generations=0, disable_tqdm=True,
+                               save_strategy="no", normalize_reward=normalize)
+    trainer = CalibratedPPOTrainer(args, tok, build_tiny_causal_lm(tok), None, reward,
+                                   Dataset.from_dict({"prompt": conversations()}), value)
+    ids = torch.tensor([tok(QUESTIONS[0], add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        raw = head_outputs(value, ids, tok.pad_token_id).squeeze(-1)
+        read = trainer.model.values(ids, tok.pad_token_id)
+        logits_and_values = trainer.model(ids, tok.pad_token_id)[1]
+    expected = (raw - 3.0) / 4.0 if normalize else raw
+    torch.testing.assert_close(read, expected)
+    torch.testing.assert_close(logits_and_values, expected)
+    assert not torch.allclose(read, (raw - 3.0) / 4.0 if not normalize else raw)

@@ -37,6 +37,7 @@ from transformers import Trainer, TrainerState
 
 from calrl.errors import ConfigError, InputError
 from calrl.eval.sharding import generation_model
+from calrl.reward_modeling.stats import stored_reward_stats
 from calrl.rewards.pipeline import RewardPipeline
 from calrl.rewards.sequence_scores import padded_inputs
 from calrl.trainers import ppo_checkpoint as ckpt
@@ -151,7 +152,10 @@ class CalibratedPPOTrainer(Trainer):
             max_prompt_length=args.max_prompt_length)
         if args.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
-        super().__init__(model=PolicyAndValue(model, value_model), args=args, data_collator=data_collator,
+        # under normalize_reward the value model is read on the normalised reward's scale, with its own stored
+        # statistics (a value model loaded from the RM carries the RM's), as the reference's critic is
+        value_stats = stored_reward_stats(value_model) if args.normalize_reward and value_model is not None else None
+        super().__init__(model=PolicyAndValue(model, value_model, value_stats), args=args, data_collator=data_collator,
                          train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=processing_class,
                          callbacks=callbacks, optimizers=optimizers)
         device = self.accelerator.device

@@ -94,7 +94,8 @@ class CalibratedPPOConfig(TrainingArguments):
                                         "(the reference's trainer does)."})
     normalize_reward: bool = field(
         default=False, metadata={"help": "Normalise the RM score with the RM's stored mean and std (reference "
-                                         "PPO-C scripts)."})
+                                         "PPO-C scripts); a separate value model's outputs likewise, with its own "
+                                         "stored statistics (the reference's critic)."})
     confidence_parser: str = field(
         default="calrl", metadata={"help": "'calrl' or 'reference' (the paper's training regex)."})
     strip_confidence: bool | None = field(

@@ -21,13 +21,20 @@ class PolicyAndValue(torch.nn.Module):
 
     ``value_model`` is a one-output sequence classifier read at every position; with ``value_model=None``
     a linear value head on the policy's last hidden state is trained instead (a shared backbone).
+    ``value_stats`` (``{"mean", "std"}``): the separate value model's outputs are read as
+    ``(output - mean) / std``, as the reference's critic is under ``--normalize_reward`` (its values then live on
+    the normalised reward's scale from the first update; read raw, a value model loaded from the RM starts off by
+    the RM's scale).
     ``forward`` returns ``(policy logits, values)`` for left-padded rows (``B x T x V``, ``B x T``).
     """
 
-    def __init__(self, policy: torch.nn.Module, value_model: torch.nn.Module | None) -> None:
+    def __init__(self, policy: torch.nn.Module, value_model: torch.nn.Module | None,
+                 value_stats: dict[str, float] | None = None) -> None:
         super().__init__()
         self.policy = policy
         self.value_model = value_model
+        self.value_shift, self.value_scale = (0.0, 1.0) if value_stats is None else (
+            float(value_stats["mean"]), float(value_stats["std"]))
         self.value_head = None
         if value_model is None:
             hidden = policy.config.get_text_config().hidden_size
@@ -44,14 +51,18 @@ class PolicyAndValue(torch.nn.Module):
             hidden = out.hidden_states[-1]
             values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
         else:
-            values = head_outputs(self.value_model, query_responses, pad_token_id).squeeze(-1)
+            values = self._value_model_outputs(query_responses, pad_token_id)
         return out.logits, values
 
     def values(self, query_responses: torch.Tensor, pad_token_id: int) -> torch.Tensor:
         """Values at every position (no policy logits when the value model is separate)."""
         if self.value_head is None:
-            return head_outputs(self.value_model, query_responses, pad_token_id).squeeze(-1)
+            return self._value_model_outputs(query_responses, pad_token_id)
         return self.forward(query_responses, pad_token_id)[1]
+
+    def _value_model_outputs(self, query_responses: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+        raw = head_outputs(self.value_model, query_responses, pad_token_id).squeeze(-1)
+        return (raw - self.value_shift) / self.value_scale
 
 
 # ------------------------------------------------------------------------------------------ prompts
