@@ -171,6 +171,7 @@ def test_recipes_validate_against_the_recipe_schema(tmp_path):
     assert plain.model.reward_model.endswith(RM_BASE) and plain.training.calibration_lambda == 0
     calibrated = load_recipe(layout.recipe(0, "rm_calibrated"), method="rm")
     assert calibrated.model.reward_model.endswith("rm_plain") and calibrated.training.calibration_lambda > 0
+    assert calibrated.training.pairs_config().pairing == "ordered" and plain.training.pairs_config().pairing == "ranges"
     assert calibrated.data.train == str(layout.calibration_pairs(0))
     assert tasks["seed0/rm_calibrated"].deps == ["seed0/filter"] and tasks["seed0/filter"].deps == ["seed0/rm_plain"]
     command = tasks["seed0/filter"].command()

@@ -30,6 +30,7 @@ from calrl.reward_modeling import (
     tokenize_response,
     write_reward_model_report,
 )
+from calrl.reward_modeling.probe import probe_pairs_config
 from calrl.testing.tiny import build_tiny_reward_model, build_word_tokenizer
 from calrl.trainers import CalibratedRewardConfig, CalibratedRewardTrainer
 
@@ -115,6 +116,26 @@ def test_sampled_values_cover_the_grid():
     assert set(out["rejected_low_confidence"]) == {0.0, 0.1, 0.2, 0.3}
 
 
+def test_ordered_pairing_orders_every_pair_over_the_whole_span():
+    config = CalibratedPairsConfig(seed=0, pairing="ordered")
+    out = build_calibrated_pairs(synthetic_pairs(400, seed=0), config)
+    grid = {round(k / 10, 1) for k in range(11)}
+    for source in ("chosen", "rejected"):
+        high, low = out[f"{source}_high_confidence"], out[f"{source}_low_confidence"]
+        assert all(h > lo for h, lo in zip(high, low))
+        assert set(high) == grid - {0.0} and set(low) == grid - {1.0}  # every value, inside the ranges too
+        assert any(0.7 <= lo for lo in low) and any(h <= 0.3 for h in high)
+    # the span follows the ranges' ends; the probe still compares the ranges whatever the pairing
+    narrow = build_calibrated_pairs(synthetic_pairs(200, seed=0),
+                                    CalibratedPairsConfig(seed=0, pairing="ordered", high_range=(6, 8),
+                                                          low_range=(2, 4)))
+    values = set(narrow["chosen_high_confidence"]) | set(narrow["chosen_low_confidence"])
+    assert values == {0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8}
+    assert probe_pairs_config(config).pairing == "ranges"
+    assert CalibratedRewardConfig(output_dir="x", confidence_pairing="ordered", bf16=False,
+                                  use_cpu=True).pairs_config().pairing == "ordered"
+
+
 def test_conversational_pairs_append_to_last_assistant_message():
     data = conversational_pairs()
     out = build_calibrated_pairs(data, CalibratedPairsConfig(scale="percent", seed=1))
@@ -142,6 +163,10 @@ def test_bad_input_names_the_problem():
         CalibratedPairsConfig(high_range=(5, 10), low_range=(0, 6))
     with pytest.raises(ConfigError, match="scale"):
         CalibratedPairsConfig(scale="stars")
+    with pytest.raises(ConfigError, match="did you mean 'ordered'"):
+        CalibratedPairsConfig(pairing="orderd")
+    with pytest.raises(ConfigError, match="pairing"):
+        CalibratedRewardConfig(output_dir="x", confidence_pairing="sorted", bf16=False, use_cpu=True)
     with pytest.raises(ConfigError, match="high_range"):
         CalibratedPairsConfig(high_range=(7, 12))
     no_assistant = Dataset.from_list([{"chosen": [{"role": "user", "content": "q"}],

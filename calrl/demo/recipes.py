@@ -85,6 +85,11 @@ class RewardModelSettings:
     calibrated_epochs: float = 2.0
     calibrated_learning_rate: float = 5e-4
     calibration_lambda: float = 3.0
+    # the calibration terms order two different confidences drawn from 0-10 (calrl's "ordered" pairing), not a
+    # value from 7-10 against one from 0-3 (the reference's "ranges"): the reference's pairs leave the reward flat
+    # inside 7-10, and PPO-M's policy let its stated confidence on the well-known people drift from 0.95 to
+    # 0.77-0.84 in 2 of 5 seeds (ECE above PPO's there); with "ordered" it stays at 0.90-1.00 (docs/demo_findings.md)
+    calibration_pairing: str = "ordered"
 
 
 @dataclass
@@ -164,6 +169,8 @@ def reward_model_recipe(name: str, *, init_dir: Path, preferences_dir: Path, out
                   }.get(name, (settings.epochs, settings.learning_rate))
     base = _common(f"seed{seed}-{name}", out_dir, seed,
                    ["rm", "base" if is_base else ("calibrated" if calibrated else "plain")])
+    if calibrated:
+        base["training"]["confidence_pairing"] = settings.calibration_pairing
     base["training"].update({
         "calibration_lambda": settings.calibration_lambda if calibrated else 0.0,
         "confidence_high_range": [7, 10], "confidence_low_range": [0, 3], "confidence_scale": "0-10",

@@ -10,6 +10,7 @@ stated values are stored beside the texts.
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ CALIBRATED_COLUMNS = (
 )
 CALIBRATED_TEXT_COLUMNS = tuple(name for name, _, _ in CALIBRATED_COLUMNS)
 CONFIDENCE_COLUMN_SUFFIX = "_confidence"
+PAIRINGS = ("ranges", "ordered")
 
 
 @dataclass
@@ -46,6 +48,13 @@ class CalibratedPairsConfig:
     elicitation prompt there); plain-text pairs get it at the head of the prompt column or, without
     one, of the text; None: the texts keep the pair's own prompt.
     The reference's format is ``template: "\n{confidence}."`` (``\nConfidence: N.``) on the 0-10 scale.
+    ``pairing``: ``"ranges"`` (the reference) draws the high text's value from ``high_range`` and the low text's
+    from ``low_range``, independently, so a reward model learns high against low and nothing inside a range;
+    ``"ordered"`` (calrl) draws two different values from the whole span ``[low_range[0], high_range[1]]`` and
+    gives the higher to the high text, so the calibration terms order every pair of values (on a right answer
+    9 over 7, on a wrong one 2 over 4). Departure from the reference, offered as a mode: with ``"ranges"`` a
+    reward model is flat inside each range, and a policy trained on it has no reason to state 10 rather than 7
+    about what it knows (seen in the demo: stated confidence on known facts drifting from 0.95 to 0.77).
     """
 
     high_range: tuple[float, float] = (7.0, 10.0)
@@ -56,6 +65,7 @@ class CalibratedPairsConfig:
     strip_existing: bool = True
     resolution: int | None = None
     system_prompt: str | None = None
+    pairing: str = "ranges"
 
     def __post_init__(self) -> None:
         self.high_range = _check_range(self.high_range, "high_range")
@@ -65,6 +75,11 @@ class CalibratedPairsConfig:
                 f"low_range {list(self.low_range)} must lie below high_range {list(self.high_range)}",
                 field="low_range",
             )
+        if self.pairing not in PAIRINGS:
+            close = difflib.get_close_matches(str(self.pairing), PAIRINGS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown pairing {self.pairing!r}; expected one of {list(PAIRINGS)}{hint}",
+                              field="pairing")
         if self.scale not in SCALES:
             raise ConfigError(f"unknown scale {self.scale!r}; expected one of {list(SCALES)}", field="scale")
         if "{confidence}" not in self.template:
@@ -159,6 +174,15 @@ def sample_confidences(n: int, config: CalibratedPairsConfig) -> dict[str, np.nd
     """Per-row stated confidences in [0, 1] for the four texts, from a generator seeded by ``config.seed``."""
     rng = np.random.default_rng(config.seed)
     out = {}
+    if config.pairing == "ordered":
+        lo, hi = config.grid_bounds((config.low_range[0], config.high_range[1]))
+        for source in ("chosen", "rejected"):
+            first = rng.integers(lo, hi + 1, size=n)
+            second = rng.integers(lo, hi, size=n)  # uniform over the values other than ``first``
+            second = second + (second >= first)
+            out[f"{source}_high"] = np.maximum(first, second) / config.steps
+            out[f"{source}_low"] = np.minimum(first, second) / config.steps
+        return {name: out[name] for name in CALIBRATED_TEXT_COLUMNS}
     for name, _, level in CALIBRATED_COLUMNS:
         lo, hi = config.grid_bounds(config.high_range if level == "high" else config.low_range)
         out[name] = rng.integers(lo, hi + 1, size=n) / config.steps

@@ -8,6 +8,7 @@ both; a calibrated one on chosen responses only.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,12 @@ def preference_stats(better: torch.Tensor, worse: torch.Tensor) -> dict[str, flo
     }
 
 
+def probe_pairs_config(config: CalibratedPairsConfig | None) -> CalibratedPairsConfig:
+    """The probe's pairs: ``config`` with ``pairing="ranges"`` (the high range against the low range), whatever
+    pairing the reward model trained on, so that the reports of both pairings measure the same thing."""
+    return replace(config or CalibratedPairsConfig(), pairing="ranges")
+
+
 def reward_model_report(model, tokenizer: PreTrainedTokenizerBase, pairs_dataset: Dataset, *,
                         batch_size: int = 16, config: CalibratedPairsConfig | None = None,
                         show_progress: bool = False) -> dict[str, Any]:
@@ -68,7 +75,7 @@ def reward_model_report(model, tokenizer: PreTrainedTokenizerBase, pairs_dataset
     check_preference_columns(pairs_dataset.column_names)
     if len(pairs_dataset) == 0:
         raise ValueError("the pairs dataset is empty")
-    config = config or CalibratedPairsConfig()
+    config = probe_pairs_config(config)
     if not all(c in pairs_dataset.column_names for c in CALIBRATED_TEXT_COLUMNS):
         pairs_dataset = build_calibrated_pairs(pairs_dataset, config)
     was_training = model.training
@@ -180,7 +187,7 @@ class RewardModelProbeCallback(TrainerCallback):
     def __init__(self, pairs_dataset: Dataset, *, config: CalibratedPairsConfig | None = None, batch_size: int = 16,
                  on_epoch: bool = True, on_evaluate: bool = True, out_dir: str | Path | None = None) -> None:
         check_preference_columns(pairs_dataset.column_names)
-        self.config = config or CalibratedPairsConfig()
+        self.config = probe_pairs_config(config)
         if not all(c in pairs_dataset.column_names for c in CALIBRATED_TEXT_COLUMNS):
             pairs_dataset = build_calibrated_pairs(pairs_dataset, self.config)
         self.pairs = pairs_dataset

@@ -53,6 +53,7 @@ class CalibratedRewardConfig(RewardConfig):
     calibration_lambda: weight of the two calibration terms (0 = ordinary reward model).
     calibration_margin: margin inside the calibration BT terms.
     confidence_high_range / confidence_low_range: stated-confidence ranges on the 0-10 scale.
+    confidence_pairing: how the high and low values are drawn (``CalibratedPairsConfig.pairing``).
     confidence_scale: "0-10", "percent" or "unit" (phrasing of calrl.confidence.format_confidence).
     confidence_seed: seed of the confidence sampling (defaults to ``seed``).
     confidence_template: where the statement goes after the response.
@@ -76,6 +77,10 @@ class CalibratedRewardConfig(RewardConfig):
                                                metadata={"help": "High stated-confidence range, 0-10 scale."})
     confidence_low_range: list[float] = field(default_factory=lambda: [0.0, 3.0],
                                               metadata={"help": "Low stated-confidence range, 0-10 scale."})
+    confidence_pairing: str = field(
+        default="ranges", metadata={"help": "'ranges' (the reference: high text from the high range, low text from "
+                                            "the low range) or 'ordered' (two different values from the whole span, "
+                                            "the higher one high: the calibration terms order every pair)."})
     confidence_scale: str = field(default="0-10", metadata={"help": f"One of {list(SCALES)}."})
     confidence_seed: int | None = field(default=None, metadata={"help": "Seed of the sampling (default: seed)."})
     confidence_template: str = field(default="\n{confidence}", metadata={"help": "Statement placement."})
@@ -110,6 +115,7 @@ class CalibratedRewardConfig(RewardConfig):
             template=self.confidence_template,
             strip_existing=self.strip_existing_confidence,
             system_prompt=self.confidence_system_prompt,
+            pairing=self.confidence_pairing,
         )
 
 
