@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from calrl.cli.main import main
+from calrl.demo import report_prose
 from calrl.demo.preferences import build_factcheck_rows, build_preference_rows
 from calrl.demo.recipes import MAIN_POLICIES, POLICIES, REWARD_MODELS, RL_POLICIES, RM_BASE
 from calrl.demo.report import CHECK_TEXT, HEADLINE_COLUMNS, fmt_agg
@@ -208,6 +209,32 @@ def test_aggregate_mean_and_spread():
     agg = aggregate([0.1, 0.3, None])
     assert agg["mean"] == pytest.approx(0.2) and agg["std"] == pytest.approx(0.1414, abs=1e-4) and agg["n"] == 2
     assert aggregate([None])["mean"] is None
+
+
+@pytest.mark.parametrize("share,passed,expected", [
+    (None, None, "It never abstained on the held-out set"),
+    (0.8, True, ("0.800 of its abstentions fall on slices PPO + correctness answers correctly less than half the time "
+                "(more than half in 2 of 3 seeds)")),
+    (0.3, False, ("Only 0.300 of its abstentions fall on slices PPO + correctness gets wrong more often than right: it "
+                 "did NOT abstain mostly where it would be wrong")),
+])
+def test_abstention_paragraph_says_where_the_abstentions_fell(share, passed, expected):
+    def agg(value):
+        return {"mean": value, "std": 0.0, "n": 1, "values": [value]}
+
+    summary = {
+        "seeds": [0, 1, 2], "abstention_reward": {"0": 0.35},
+        "checks": {"abstention_on_wrong_slices": {"numbers": {"share_on_wrong_slices": share}, "passed": passed,
+                                                  "seeds_passed": 2, "seeds": 3}},
+        "policies": {"ppo_c_abstain": {"refusal_rate": agg(0.25), "accuracy_answered": agg(0.7),
+                                       "slice_refusal_rate": {"fact-often": agg(0.0), "fact-never": agg(0.5)}},
+                     "ppo_v": {"accuracy_answered": agg(0.5)}},
+    }
+    text = report_prose._abstention_paragraph(summary)
+    assert text.startswith("PPO-C with an abstention reward (seed 0: 0.350) (over 3 seeds): refusal rate 0.250 "
+                           "(per slice: fact-often 0.000, fact-never 0.500); accuracy on answered questions vs PPO + "
+                           "correctness 0.500 -> 0.700.")
+    assert expected in text
 
 
 # ------------------------------------------------------------------------------------------- end to end

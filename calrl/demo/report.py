@@ -1,7 +1,8 @@
-"""``report.md`` and ``report.html`` of the study, written from ``summary.json`` only.
+"""``report.md`` and ``report.html`` of the study, and the README's results block, from ``summary.json`` only.
 
-Every number in the report is formatted from the summary with :func:`fmt` (so the report equals the summary),
-and the paragraphs are generated from those numbers, saying plainly where a method did not help.
+The tables are here; every number is formatted with :func:`calrl.demo.report_prose.fmt` (so the report equals the
+summary), the paragraphs and claim lines come from :mod:`calrl.demo.report_prose` and the plots from
+:mod:`calrl.demo.report_plots`.
 """
 
 from __future__ import annotations
@@ -10,61 +11,18 @@ import html
 from pathlib import Path
 from typing import Any
 
-from calrl.demo.recipes import (
-    ABSTENTION_REFERENCE,
-    ECE_COMPARISONS,
-    MAIN_POLICIES,
-    METHOD_NAMES,
-    POLICIES,
-    RL_POLICIES,
-    VERIFIABLE_POLICIES,
-)
-from calrl.formatting import fmt as format_number
+from calrl.demo.recipes import MAIN_POLICIES, METHOD_NAMES, RL_POLICIES, VERIFIABLE_POLICIES
+from calrl.demo.report_plots import plot_ece_per_epoch, plot_reliability_grid
+from calrl.demo.report_prose import CHECK_TEXT, claims_lines, fmt, fmt_agg, interval, paragraphs, ran
 from calrl.io import write_text
 
 HEADLINE_COLUMNS = (
     ("accuracy", "accuracy"), ("accuracy_answered", "acc. answered"), ("ece", "ECE"), ("smece", "smooth ECE"),
     ("brier", "Brier"), ("auroc", "AUROC"), ("refusal_rate", "refusal"), ("mean_confidence", "mean conf."),
 )
-CHECK_TEXT = {
-    "ppo_more_overconfident_than_sft": "PPO (reward model alone) ends more confident and worse calibrated than SFT "
-                                       "(higher mean confidence and higher ECE)",
-    "ppo_v_more_overconfident_than_sft": "PPO + correctness ends more confident and worse calibrated than SFT",
-    "ppo_more_confident_every_slice": "PPO (reward model alone) states higher confidence than SFT in every slice "
-                                      "and has higher ECE",
-    "ppo_v_more_confident_every_slice": "PPO + correctness states higher confidence than SFT in every slice and "
-                                        "has higher ECE",
-    "ppo_more_confident_on_never_seen": "PPO (reward model alone) states higher confidence than SFT on the "
-                                        "never-seen people (answers it cannot know) and has higher ECE",
-    "ppo_v_more_confident_on_never_seen": "PPO + correctness states higher confidence than SFT on the never-seen "
-                                          "people and has higher ECE",
-    "ppo_m_lower_ece_than_ppo_same_accuracy": "PPO-M: ECE at least 30% lower than PPO's, accuracy within 2 points",
-    "ppo_c_lower_ece_than_ppo_same_accuracy": "PPO-C: ECE at least 30% lower than PPO's, accuracy within 2 points",
-    "abstention_on_wrong_slices": "PPO-C + abstention abstains mostly on slices PPO + correctness gets wrong "
-                                  "(accuracy < 0.5)",
-}
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """One number as the demo report shows it (3 decimals; ``n/a`` for missing)."""
-    return format_number(value, digits)
-
-
-def fmt_agg(agg: dict[str, Any]) -> str:
-    """``mean ± std`` of an aggregate (just the mean for one seed)."""
-    if agg.get("mean") is None:
-        return "n/a"
-    if agg.get("n", 0) > 1:
-        return f"{fmt(agg['mean'])} ± {fmt(agg['std'])}"
-    return fmt(agg["mean"])
 
 
 # ------------------------------------------------------------------------------------------------ tables
-def ran(summary: dict[str, Any], policies: tuple[str, ...] = POLICIES) -> list[str]:
-    """The policies of ``policies`` this study ran (the quick run leaves the verifiable-reward ones out)."""
-    return [p for p in policies if p in summary["policies"]]
-
-
 def headline_table(summary: dict[str, Any], policies: tuple[str, ...] = MAIN_POLICIES
                    ) -> tuple[list[str], list[list[str]]]:
     """Mean ± std over seeds of each policy's held-out metrics (default: the main comparison, RM alone)."""
@@ -77,10 +35,6 @@ def headline_table(summary: dict[str, Any], policies: tuple[str, ...] = MAIN_POL
 def verifiable_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The second table: SFT and the policies trained with the rule-based correctness (verifiable) reward."""
     return headline_table(summary, ("sft", *VERIFIABLE_POLICIES))
-
-
-def _interval(low: Any, high: Any) -> str:
-    return "n/a" if low is None or high is None else f"[{fmt(low)}, {fmt(high)}]"
 
 
 def ece_difference_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -97,19 +51,10 @@ def ece_difference_table(summary: dict[str, Any]) -> tuple[list[str], list[list[
         policy, base = key.split("_lower_ece_than_")[0], key.split("_lower_ece_than_")[1].removesuffix("_same_accuracy")
         cells = []
         for d, iv in zip(diff["per_seed"], diff["per_seed_item_interval"]):
-            cells.append("n/a" if d is None else fmt(d) + (f" {_interval(*iv)}" if iv else ""))
-        rows.append([METHOD_NAMES[policy], METHOD_NAMES[base], *cells, fmt_agg(diff), _interval(diff["low"], diff["high"]),
+            cells.append("n/a" if d is None else fmt(d) + (f" {interval(*iv)}" if iv else ""))
+        rows.append([METHOD_NAMES[policy], METHOD_NAMES[base], *cells, fmt_agg(diff), interval(diff["low"], diff["high"]),
                      f"{check['seeds_passed']} of {check['seeds']} seeds"])
     return header, rows
-
-
-def claims_lines(summary: dict[str, Any]) -> list[str]:
-    """One line per expected outcome: in how many seeds it holds on its own, and whether on the means."""
-    lines = []
-    for key, c in summary["checks"].items():
-        means = {True: " (holds on the means)", False: " (does not hold on the means)", None: ""}[c.get("on_means")]
-        lines.append(f"{CHECK_TEXT.get(key, key)}: holds in {c['seeds_passed']} of {c['seeds']} seeds{means}")
-    return lines
 
 
 def slice_table(summary: dict[str, Any], key: str) -> tuple[list[str], list[list[str]]]:
@@ -177,207 +122,6 @@ def timing_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = [[stage, fmt(seconds, 1)] for stage, seconds in per_stage.items()]
     rows.append(["wall clock of the run that wrote this report", fmt(summary["timings"].get("wall_seconds"), 1)])
     return ["stage", "process seconds"], rows
-
-
-# ------------------------------------------------------------------------------------------- paragraphs
-def _m(summary: dict[str, Any], policy: str, key: str) -> float | None:
-    return summary["policies"][policy][key]["mean"]
-
-
-def _change(a: float | None, b: float | None, what: str, *, points: bool = False) -> str:
-    if a is None or b is None:
-        return f"{what} could not be compared"
-    if points:
-        return f"{what} {fmt(a)} -> {fmt(b)} ({(b - a) * 100:+.1f} points)"
-    return f"{what} {fmt(a)} -> {fmt(b)}"
-
-
-def paragraphs(summary: dict[str, Any]) -> dict[str, str]:
-    """One plain paragraph per policy, generated from the summary's numbers."""
-    n = len(summary["seeds"])
-    over = f"over {n} seed{'s' if n > 1 else ''}"
-    out: dict[str, str] = {}
-    sft = {k: _m(summary, "sft", k) for k in ("accuracy", "ece", "mean_confidence", "refusal_rate")}
-    ppo = {k: _m(summary, "ppo", k) for k in ("accuracy", "ece", "mean_confidence", "refusal_rate")}
-    slice_acc = summary["policies"]["sft"]["slice_accuracy"]
-    slice_conf = summary["policies"]["sft"]["slice_mean_confidence"]
-    per_slice = "; ".join(f"{g}: accuracy {fmt(slice_acc[g]['mean'])}, stated {fmt(slice_conf.get(g, {}).get('mean'))}"
-                          for g in summary["slices"] if g in slice_acc)
-    out["sft"] = (f"SFT ({over}): accuracy {fmt(sft['accuracy'])}, mean stated confidence "
-                  f"{fmt(sft['mean_confidence'])}, ECE {fmt(sft['ece'])}, refusal rate {fmt(sft['refusal_rate'])}. "
-                  f"Per slice ({per_slice}). This is the starting point every RL policy shares.")
-
-    probe = summary["reward_models"]["rm_plain"]
-    cal = summary["reward_models"]["rm_calibrated"]
-    for ppo, label in (("ppo", "Vanilla PPO against the ordinary reward model alone"),
-                       ("ppo_v", ("Vanilla PPO against the ordinary reward model plus the rule-based "
-                                  "correctness reward"))):
-        if ppo not in summary["policies"]:
-            continue
-        check = summary["checks"][f"{ppo}_more_overconfident_than_sft"]
-        p = {k: _m(summary, ppo, k) for k in ("accuracy", "ece", "mean_confidence")}
-        slices = summary["checks"][f"{ppo}_more_confident_every_slice"]
-        verdict = (f"Higher mean confidence (answered questions) and ECE than SFT in {check['seeds_passed']} of "
-                   f"{check['seeds']} seeds on its own ({'and' if check['on_means'] else 'but not'} on the means); "
-                   f"higher stated confidence in every slice and higher ECE in {slices['seeds_passed']} of "
-                   f"{slices['seeds']} seeds.")
-        out[ppo] = (f"{label} ({over}): {_change(sft['mean_confidence'], p['mean_confidence'], 'mean confidence')}, "
-                    f"{_change(sft['ece'], p['ece'], 'ECE')}, "
-                    f"{_change(sft['accuracy'], p['accuracy'], 'accuracy', points=True)} (SFT -> PPO). {verdict} "
-                    f"The ordinary reward model prefers the high-confidence version of a wrong answer "
-                    f"{fmt(probe['rejected_prefers_high_rate']['mean'])} of the time, and the correct answer of a "
-                    f"correct-vs-wrong pair {fmt(probe['preference_accuracy']['mean'])} of the time.")
-
-    for policy, base in ECE_COMPARISONS:
-        if policy not in summary["policies"] or base not in summary["policies"]:
-            continue
-        c = summary["checks"][f"{policy}_lower_ece_than_{base}_same_accuracy"]
-        b = {k: _m(summary, base, k) for k in ("accuracy", "ece", "mean_confidence")}
-        ece, acc = _m(summary, policy, "ece"), _m(summary, policy, "accuracy")
-        conf = _m(summary, policy, "mean_confidence")
-        diff = c["numbers"]["ece_difference"]
-        verdict = (f"ECE at least 30% lower than {METHOD_NAMES[base]}'s with accuracy within 2 points: in "
-                   f"{c['seeds_passed']} of {c['seeds']} seeds on its own ({'and' if c['on_means'] else 'but not'}"
-                   f" on the means). ECE difference {fmt(diff['mean'])} ± {fmt(diff['std'])} over seeds, 95% "
-                   f"paired bootstrap interval over seeds {_interval(diff['low'], diff['high'])}.")
-        extra = ""
-        if policy == "ppo_m":
-            extra = (f" The calibrated reward model prefers high confidence on wrong answers "
-                     f"{fmt(cal['rejected_prefers_high_rate']['mean'])} of the time (ordinary RM: "
-                     f"{fmt(probe['rejected_prefers_high_rate']['mean'])}) and on correct answers "
-                     f"{fmt(cal['chosen_prefers_high_rate']['mean'])} (ordinary: "
-                     f"{fmt(probe['chosen_prefers_high_rate']['mean'])}); the reward it adds for a high over a "
-                     f"low stated confidence is {fmt(cal['rejected_reward_difference']['mean'])} on wrong answers "
-                     f"(ordinary: {fmt(probe['rejected_reward_difference']['mean'])}); its held-out preference "
-                     f"accuracy on correct-vs-wrong pairs is {fmt(cal['preference_accuracy']['mean'])}.")
-        out[policy] = (f"{METHOD_NAMES[policy]} ({over}) against {METHOD_NAMES[base]}: "
-                       f"{_change(b['ece'], ece, 'ECE')}, {_change(b['mean_confidence'], conf, 'mean confidence')}, "
-                       f"{_change(b['accuracy'], acc, 'accuracy', points=True)}. {verdict}{extra}")
-
-    if {"ppo_c_abstain", ABSTENTION_REFERENCE} <= set(summary["policies"]):
-        ab = summary["checks"]["abstention_on_wrong_slices"]
-        refusal = _m(summary, "ppo_c_abstain", "refusal_rate")
-        acc_ans = _m(summary, "ppo_c_abstain", "accuracy_answered")
-        ref_acc_ans = _m(summary, ABSTENTION_REFERENCE, "accuracy_answered")
-        share = ab["numbers"]["share_on_wrong_slices"]
-        slice_ref = summary["policies"]["ppo_c_abstain"]["slice_refusal_rate"]
-        where = ", ".join(f"{g} {fmt(v['mean'])}" for g, v in slice_ref.items())
-        if share is None:
-            verdict = "It never abstained on the held-out set, so the abstention reward had no visible effect."
-        elif ab["passed"]:
-            verdict = (f"{fmt(share)} of its abstentions fall on slices PPO + correctness answers correctly less "
-                       f"than half the time (more than half in {ab['seeds_passed']} of {ab['seeds']} seeds).")
-        else:
-            verdict = (f"Only {fmt(share)} of its abstentions fall on slices PPO + correctness gets wrong more "
-                       "often than right: it did NOT abstain mostly where it would be wrong.")
-        rewards = ", ".join(f"seed {s}: {fmt(v)}" for s, v in summary["abstention_reward"].items())
-        out["ppo_c_abstain"] = (f"PPO-C with an abstention reward ({rewards}) ({over}): refusal rate {fmt(refusal)} "
-                                f"(per slice: {where}); accuracy on answered questions "
-                                f"{_change(ref_acc_ans, acc_ans, 'vs PPO + correctness')}. {verdict}")
-
-    if {"grpo_brier", "ppo_v"} <= set(summary["policies"]):
-        g = {k: _m(summary, "grpo_brier", k) for k in ("accuracy", "ece", "mean_confidence", "auroc")}
-        ppo = {k: _m(summary, "ppo_v", k) for k in ("accuracy", "ece")}
-        if g["ece"] is not None and sft["ece"] is not None and ppo["ece"] is not None:
-            if g["ece"] < min(sft["ece"], ppo["ece"]):
-                verdict = "Its ECE is below both SFT's and PPO + correctness's (on the means)."
-            elif g["ece"] < ppo["ece"]:
-                verdict = ("Its ECE is below PPO + correctness's but not below SFT's: the Brier reward did not improve "
-                           "on SFT.")
-            else:
-                verdict = "Its ECE is not below PPO + correctness's: the Brier reward did NOT help here."
-        else:
-            verdict = ""
-        out["grpo_brier"] = (f"GRPO with the Brier (RLCR) reward, no std scaling ({over}): "
-                             f"{_change(sft['ece'], g['ece'], 'ECE')}, "
-                             f"{_change(sft['mean_confidence'], g['mean_confidence'], 'mean confidence')}, "
-                             f"{_change(sft['accuracy'], g['accuracy'], 'accuracy', points=True)} (SFT -> GRPO), "
-                             f"AUROC {fmt(g['auroc'])}. {verdict}")
-    return out
-
-
-# ------------------------------------------------------------------------------------------------ plots
-def plot_reliability_grid(summary: dict[str, Any], path: Path) -> Path:
-    """One reliability diagram per policy, side by side (bins pooled over seeds)."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    policies = ran(summary)
-    fig, axes = plt.subplots(1, len(policies), figsize=(3.0 * len(policies), 3.3), sharey=True,
-                             squeeze=False)
-    axes = axes[0]
-    for ax, policy in zip(axes, policies):
-        pooled: dict[int, list[float]] = {}
-        for seed in summary["seeds"]:
-            metrics = json.loads(Path(summary["policies"][policy]["per_seed"][str(seed)]["metrics_file"]).read_text())
-            for i, b in enumerate(metrics.get("reliability") or []):
-                if b["count"]:
-                    acc = pooled.setdefault(i, [0.0, 0.0, 0.0, b["lower"], b["upper"]])
-                    acc[0] += b["count"]
-                    acc[1] += b["count"] * b["mean_confidence"]
-                    acc[2] += b["count"] * b["accuracy"]
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-        total = sum(v[0] for v in pooled.values()) or 1
-        for count, conf_sum, acc_sum, lower, upper in pooled.values():
-            ax.bar((lower + upper) / 2, acc_sum / count, width=(upper - lower) * 0.9, color="tab:blue", alpha=0.35)
-            ax.scatter([conf_sum / count], [acc_sum / count], s=15 + 300 * count / total, color="tab:blue")
-        ece = summary["policies"][policy]["ece"]["mean"]
-        ax.set_title(f"{METHOD_NAMES[policy]}\nECE {fmt(ece)}", fontsize=9)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("stated confidence", fontsize=8)
-    axes[0].set_ylabel("accuracy", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_ece_per_epoch(summary: dict[str, Any], path: Path) -> Path:
-    """Held-out ECE after each epoch of every RL method, from the runs' saved calibration evals: the mean over seeds as a
-    line, the range over seeds shaded, starting from SFT's ECE (epoch 0, the policy every run starts from)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
-    colors = {p: plt.get_cmap("tab10")(i) for i, p in enumerate(POLICIES)}
-    sft_by_seed = {str(seed): summary["policies"]["sft"]["per_seed"][str(seed)]["ece"] for seed in summary["seeds"]}
-    longest = 0
-    for policy in ran(summary, RL_POLICIES):
-        by_epoch: dict[int, list[float]] = {}
-        for seed, hist in summary["policies"][policy]["ece_per_epoch"].items():
-            if sft_by_seed.get(seed) is not None:
-                by_epoch.setdefault(0, []).append(sft_by_seed[seed])
-            for h in hist:
-                if h["ece"] is not None:
-                    by_epoch.setdefault(int(h["epoch"]), []).append(h["ece"])
-        if len(by_epoch) < 2:
-            continue
-        epochs = sorted(by_epoch)
-        longest = max(longest, epochs[-1])
-        means = [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
-        ax.plot(epochs, means, marker="o", ms=4, color=colors[policy], label=METHOD_NAMES[policy])
-        if len(summary["seeds"]) > 1:
-            ax.fill_between(epochs, [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs],
-                            color=colors[policy], alpha=0.12, lw=0)
-    ax.set_xticks(range(longest + 1))
-    ax.set_xticklabels(["SFT"] + [str(k) for k in range(1, longest + 1)])
-    ax.set_xlabel("calibration eval at the end of epoch k (line: mean over seeds; band: range over seeds)")
-    ax.set_ylabel("ECE (held-out)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 # ------------------------------------------------------------------------------------------ README table
@@ -524,6 +268,8 @@ def write_report(summary: dict[str, Any], layout: Any) -> Path:
 
 
 __all__ = [
+    "CHECK_TEXT",
+    "HEADLINE_COLUMNS",
     "RL_POLICIES",
     "claims_lines",
     "ece_difference_table",
@@ -531,6 +277,8 @@ __all__ = [
     "fmt_agg",
     "headline_table",
     "paragraphs",
+    "plot_ece_per_epoch",
+    "plot_reliability_grid",
     "readme_table",
     "render_html",
     "render_markdown",

@@ -1,0 +1,218 @@
+"""The report's prose and number formatting, from ``summary.json`` only.
+
+:func:`fmt` formats every number the report shows (so the report equals the summary); :func:`claims_lines` says in
+how many seeds each expected outcome holds; :func:`paragraphs` writes one plain paragraph per policy from those
+numbers, saying plainly where a method did not help.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from calrl.demo.recipes import ABSTENTION_REFERENCE, ECE_COMPARISONS, METHOD_NAMES, POLICIES
+from calrl.formatting import fmt as format_number
+
+CHECK_TEXT = {
+    "ppo_more_overconfident_than_sft": "PPO (reward model alone) ends more confident and worse calibrated than SFT "
+                                       "(higher mean confidence and higher ECE)",
+    "ppo_v_more_overconfident_than_sft": "PPO + correctness ends more confident and worse calibrated than SFT",
+    "ppo_more_confident_every_slice": "PPO (reward model alone) states higher confidence than SFT in every slice "
+                                      "and has higher ECE",
+    "ppo_v_more_confident_every_slice": "PPO + correctness states higher confidence than SFT in every slice and "
+                                        "has higher ECE",
+    "ppo_more_confident_on_never_seen": "PPO (reward model alone) states higher confidence than SFT on the "
+                                        "never-seen people (answers it cannot know) and has higher ECE",
+    "ppo_v_more_confident_on_never_seen": "PPO + correctness states higher confidence than SFT on the never-seen "
+                                          "people and has higher ECE",
+    "ppo_m_lower_ece_than_ppo_same_accuracy": "PPO-M: ECE at least 30% lower than PPO's, accuracy within 2 points",
+    "ppo_c_lower_ece_than_ppo_same_accuracy": "PPO-C: ECE at least 30% lower than PPO's, accuracy within 2 points",
+    "abstention_on_wrong_slices": "PPO-C + abstention abstains mostly on slices PPO + correctness gets wrong "
+                                  "(accuracy < 0.5)",
+}
+
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """One number as the demo report shows it (3 decimals; ``n/a`` for missing)."""
+    return format_number(value, digits)
+
+
+def fmt_agg(agg: dict[str, Any]) -> str:
+    """``mean ± std`` of an aggregate (just the mean for one seed)."""
+    if agg.get("mean") is None:
+        return "n/a"
+    if agg.get("n", 0) > 1:
+        return f"{fmt(agg['mean'])} ± {fmt(agg['std'])}"
+    return fmt(agg["mean"])
+
+
+
+def ran(summary: dict[str, Any], policies: tuple[str, ...] = POLICIES) -> list[str]:
+    """The policies of ``policies`` this study ran (the quick run leaves the verifiable-reward ones out)."""
+    return [p for p in policies if p in summary["policies"]]
+
+
+
+def interval(low: Any, high: Any) -> str:
+    return "n/a" if low is None or high is None else f"[{fmt(low)}, {fmt(high)}]"
+
+
+
+def claims_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per expected outcome: in how many seeds it holds on its own, and whether on the means."""
+    lines = []
+    for key, c in summary["checks"].items():
+        means = {True: " (holds on the means)", False: " (does not hold on the means)", None: ""}[c.get("on_means")]
+        lines.append(f"{CHECK_TEXT.get(key, key)}: holds in {c['seeds_passed']} of {c['seeds']} seeds{means}")
+    return lines
+
+
+
+# ------------------------------------------------------------------------------------------- paragraphs
+def _m(summary: dict[str, Any], policy: str, key: str) -> float | None:
+    return summary["policies"][policy][key]["mean"]
+
+
+def _means(summary: dict[str, Any], policy: str, keys: tuple[str, ...]) -> dict[str, float | None]:
+    return {k: _m(summary, policy, k) for k in keys}
+
+
+def _change(a: float | None, b: float | None, what: str, *, points: bool = False) -> str:
+    if a is None or b is None:
+        return f"{what} could not be compared"
+    if points:
+        return f"{what} {fmt(a)} -> {fmt(b)} ({(b - a) * 100:+.1f} points)"
+    return f"{what} {fmt(a)} -> {fmt(b)}"
+
+
+def _over(summary: dict[str, Any]) -> str:
+    n = len(summary["seeds"])
+    return f"over {n} seed{'s' if n > 1 else ''}"
+
+
+def _sft_paragraph(summary: dict[str, Any]) -> str:
+    sft = _means(summary, "sft", ("accuracy", "ece", "mean_confidence", "refusal_rate"))
+    slice_acc = summary["policies"]["sft"]["slice_accuracy"]
+    slice_conf = summary["policies"]["sft"]["slice_mean_confidence"]
+    per_slice = "; ".join(f"{g}: accuracy {fmt(slice_acc[g]['mean'])}, stated {fmt(slice_conf.get(g, {}).get('mean'))}"
+                          for g in summary["slices"] if g in slice_acc)
+    return (f"SFT ({_over(summary)}): accuracy {fmt(sft['accuracy'])}, mean stated confidence "
+            f"{fmt(sft['mean_confidence'])}, ECE {fmt(sft['ece'])}, refusal rate {fmt(sft['refusal_rate'])}. "
+            f"Per slice ({per_slice}). This is the starting point every RL policy shares.")
+
+
+def _overconfidence_paragraph(summary: dict[str, Any], ppo: str, label: str) -> str:
+    """Vanilla PPO (``ppo`` or ``ppo_v``) against SFT: the overconfidence claim."""
+    sft = _means(summary, "sft", ("accuracy", "ece", "mean_confidence"))
+    p = _means(summary, ppo, ("accuracy", "ece", "mean_confidence"))
+    probe = summary["reward_models"]["rm_plain"]
+    check = summary["checks"][f"{ppo}_more_overconfident_than_sft"]
+    slices = summary["checks"][f"{ppo}_more_confident_every_slice"]
+    verdict = (f"Higher mean confidence (answered questions) and ECE than SFT in {check['seeds_passed']} of "
+               f"{check['seeds']} seeds on its own ({'and' if check['on_means'] else 'but not'} on the means); "
+               f"higher stated confidence in every slice and higher ECE in {slices['seeds_passed']} of "
+               f"{slices['seeds']} seeds.")
+    return (f"{label} ({_over(summary)}): {_change(sft['mean_confidence'], p['mean_confidence'], 'mean confidence')}, "
+            f"{_change(sft['ece'], p['ece'], 'ECE')}, "
+            f"{_change(sft['accuracy'], p['accuracy'], 'accuracy', points=True)} (SFT -> PPO). {verdict} "
+            f"The ordinary reward model prefers the high-confidence version of a wrong answer "
+            f"{fmt(probe['rejected_prefers_high_rate']['mean'])} of the time, and the correct answer of a "
+            f"correct-vs-wrong pair {fmt(probe['preference_accuracy']['mean'])} of the time.")
+
+
+def _calibrated_rm_sentence(summary: dict[str, Any]) -> str:
+    """What PPO-M's reward model learnt, against the ordinary one (the probe's numbers)."""
+    probe = summary["reward_models"]["rm_plain"]
+    cal = summary["reward_models"]["rm_calibrated"]
+    return (f" The calibrated reward model prefers high confidence on wrong answers "
+            f"{fmt(cal['rejected_prefers_high_rate']['mean'])} of the time (ordinary RM: "
+            f"{fmt(probe['rejected_prefers_high_rate']['mean'])}) and on correct answers "
+            f"{fmt(cal['chosen_prefers_high_rate']['mean'])} (ordinary: "
+            f"{fmt(probe['chosen_prefers_high_rate']['mean'])}); the reward it adds for a high over a "
+            f"low stated confidence is {fmt(cal['rejected_reward_difference']['mean'])} on wrong answers "
+            f"(ordinary: {fmt(probe['rejected_reward_difference']['mean'])}); its held-out preference "
+            f"accuracy on correct-vs-wrong pairs is {fmt(cal['preference_accuracy']['mean'])}.")
+
+
+def _comparison_paragraph(summary: dict[str, Any], policy: str, base: str) -> str:
+    """A calibrated method against its PPO: the lower-ECE-at-the-same-accuracy claim."""
+    c = summary["checks"][f"{policy}_lower_ece_than_{base}_same_accuracy"]
+    b = _means(summary, base, ("accuracy", "ece", "mean_confidence"))
+    p = _means(summary, policy, ("accuracy", "ece", "mean_confidence"))
+    diff = c["numbers"]["ece_difference"]
+    verdict = (f"ECE at least 30% lower than {METHOD_NAMES[base]}'s with accuracy within 2 points: in "
+               f"{c['seeds_passed']} of {c['seeds']} seeds on its own ({'and' if c['on_means'] else 'but not'}"
+               f" on the means). ECE difference {fmt(diff['mean'])} ± {fmt(diff['std'])} over seeds, 95% "
+               f"paired bootstrap interval over seeds {interval(diff['low'], diff['high'])}.")
+    extra = _calibrated_rm_sentence(summary) if policy == "ppo_m" else ""
+    return (f"{METHOD_NAMES[policy]} ({_over(summary)}) against {METHOD_NAMES[base]}: "
+            f"{_change(b['ece'], p['ece'], 'ECE')}, {_change(b['mean_confidence'], p['mean_confidence'], 'mean confidence')}, "
+            f"{_change(b['accuracy'], p['accuracy'], 'accuracy', points=True)}. {verdict}{extra}")
+
+
+def _abstention_paragraph(summary: dict[str, Any]) -> str:
+    """PPO-C with abstention: where its abstentions fall."""
+    ab = summary["checks"]["abstention_on_wrong_slices"]
+    refusal = _m(summary, "ppo_c_abstain", "refusal_rate")
+    acc_ans = _m(summary, "ppo_c_abstain", "accuracy_answered")
+    ref_acc_ans = _m(summary, ABSTENTION_REFERENCE, "accuracy_answered")
+    share = ab["numbers"]["share_on_wrong_slices"]
+    slice_ref = summary["policies"]["ppo_c_abstain"]["slice_refusal_rate"]
+    where = ", ".join(f"{g} {fmt(v['mean'])}" for g, v in slice_ref.items())
+    if share is None:
+        verdict = "It never abstained on the held-out set, so the abstention reward had no visible effect."
+    elif ab["passed"]:
+        verdict = (f"{fmt(share)} of its abstentions fall on slices PPO + correctness answers correctly less "
+                   f"than half the time (more than half in {ab['seeds_passed']} of {ab['seeds']} seeds).")
+    else:
+        verdict = (f"Only {fmt(share)} of its abstentions fall on slices PPO + correctness gets wrong more "
+                   "often than right: it did NOT abstain mostly where it would be wrong.")
+    rewards = ", ".join(f"seed {s}: {fmt(v)}" for s, v in summary["abstention_reward"].items())
+    return (f"PPO-C with an abstention reward ({rewards}) ({_over(summary)}): refusal rate {fmt(refusal)} "
+            f"(per slice: {where}); accuracy on answered questions "
+            f"{_change(ref_acc_ans, acc_ans, 'vs PPO + correctness')}. {verdict}")
+
+
+def _grpo_paragraph(summary: dict[str, Any]) -> str:
+    """GRPO with the Brier reward against SFT and PPO + correctness."""
+    sft = _means(summary, "sft", ("accuracy", "ece", "mean_confidence"))
+    g = _means(summary, "grpo_brier", ("accuracy", "ece", "mean_confidence", "auroc"))
+    ppo_ece = _m(summary, "ppo_v", "ece")
+    if g["ece"] is not None and sft["ece"] is not None and ppo_ece is not None:
+        if g["ece"] < min(sft["ece"], ppo_ece):
+            verdict = "Its ECE is below both SFT's and PPO + correctness's (on the means)."
+        elif g["ece"] < ppo_ece:
+            verdict = ("Its ECE is below PPO + correctness's but not below SFT's: the Brier reward did not improve "
+                       "on SFT.")
+        else:
+            verdict = "Its ECE is not below PPO + correctness's: the Brier reward did NOT help here."
+    else:
+        verdict = ""
+    return (f"GRPO with the Brier (RLCR) reward, no std scaling ({_over(summary)}): "
+            f"{_change(sft['ece'], g['ece'], 'ECE')}, "
+            f"{_change(sft['mean_confidence'], g['mean_confidence'], 'mean confidence')}, "
+            f"{_change(sft['accuracy'], g['accuracy'], 'accuracy', points=True)} (SFT -> GRPO), "
+            f"AUROC {fmt(g['auroc'])}. {verdict}")
+
+
+OVERCONFIDENCE_LABELS = {
+    "ppo": "Vanilla PPO against the ordinary reward model alone",
+    "ppo_v": "Vanilla PPO against the ordinary reward model plus the rule-based correctness reward",
+}
+
+
+def paragraphs(summary: dict[str, Any]) -> dict[str, str]:
+    """One plain paragraph per policy the study ran, generated from the summary's numbers."""
+    ran_here = set(summary["policies"])
+    out = {"sft": _sft_paragraph(summary)}
+    for ppo, label in OVERCONFIDENCE_LABELS.items():
+        if ppo in ran_here:
+            out[ppo] = _overconfidence_paragraph(summary, ppo, label)
+    for policy, base in ECE_COMPARISONS:
+        if {policy, base} <= ran_here:
+            out[policy] = _comparison_paragraph(summary, policy, base)
+    if {"ppo_c_abstain", ABSTENTION_REFERENCE} <= ran_here:
+        out["ppo_c_abstain"] = _abstention_paragraph(summary)
+    if {"grpo_brier", "ppo_v"} <= ran_here:
+        out["grpo_brier"] = _grpo_paragraph(summary)
+    return out
