@@ -23,7 +23,7 @@ from calrl.demo.report import CHECK_TEXT, HEADLINE_COLUMNS, fmt_agg
 from calrl.demo.sft import ABSTAIN_TEXT, SFTTargetConfig, build_demo_tokenizer, sft_target
 from calrl.demo.study import Layout, build_tasks, full_config, gate_pairs, quick_config, write_world_files
 from calrl.demo.summary import METRIC_KEYS, aggregate, policy_numbers
-from calrl.demo.world import FREQUENCIES, WorldConfig, build_world
+from calrl.demo.world import FREQUENCIES, WorldConfig, build_world, group_of
 
 
 # ------------------------------------------------------------------------------------------------ world
@@ -34,7 +34,7 @@ def test_world_is_deterministic_with_knowable_slices(frequencies):
     assert [i.to_json() for i in a.sft_items] == [i.to_json() for i in b.sft_items]
     assert build_world(WorldConfig(seed=4, frequencies=frequencies)).people != a.people
     groups = set(a.config.groups)
-    assert groups == {f"fact-{f}" for f in frequencies}
+    assert groups == {group_of(f) for f in frequencies}
     assert {i.slice["group"] for i in a.eval_items} == groups
     demos: dict[str, list[str]] = {}
     for item in a.sft_items:
@@ -54,6 +54,8 @@ def test_world_is_deterministic_with_knowable_slices(frequencies):
 def test_world_config_names_unknown_slices():
     with pytest.raises(ValueError, match="sometimes.*choose among often, rarely, never"):
         WorldConfig(frequencies=("often", "sometimes"))
+    with pytest.raises(ValueError, match="rl_frequencies.*ask about nobody"):
+        WorldConfig(frequencies=("rarely",))
 
 
 def test_eval_answers_are_checkable():

@@ -78,6 +78,9 @@ class WorldConfig:
         unknown = sorted(set(self.frequencies) - set(FREQUENCIES))
         if unknown or not self.frequencies:
             raise ValueError(f"WorldConfig.frequencies: {unknown or 'none'}; choose among {', '.join(FREQUENCIES)}")
+        if not set(self.rl_frequencies) & set(self.frequencies):
+            raise ValueError(f"WorldConfig.rl_frequencies {list(self.rl_frequencies)}: the RL prompts would ask about "
+                             f"nobody; choose among the world's slices {', '.join(self.frequencies)}")
 
     @property
     def groups(self) -> tuple[str, ...]:
