@@ -38,11 +38,13 @@ import torch
 
 from calrl.confidence.missing import PPO_MISSING, check_missing_policy
 from calrl.confidence.reading import ConfidenceReader, check_parser
+from calrl.data.chat import Prompt, render_prompt
 from calrl.errors import ConfigError, TrainingFault
 from calrl.reward_modeling.stats import stored_reward_stats
 from calrl.rewards.abstention import AbstentionReward
 from calrl.rewards.correctness import CorrectnessReward
 from calrl.rewards.ppo_c import PPOCAdjuster, PPOCConfig, batch_statistic
+from calrl.rewards.sequence_scores import forward_scores, reward_model_ids, tokenizers_agree
 
 MissingConfidencePolicy = Literal["half", "penalty", "exclude"]
 INIT_AVERAGE_CHOICES = ("auto", "rm_mean", "first_batch")
@@ -169,6 +171,8 @@ class RewardPipeline:
         reward_tokenizer: its tokenizer; ``None`` means it shares the policy's tokenizer (fast path:
             the rollout's tokens are reused, re-tokenising only responses whose confidence statement was removed).
         policy_tokenizer: the policy's tokenizer (decodes rollouts); needed by :meth:`score_rollouts`.
+        stop_token_id: the token that ends a policy response (default the policy's EOS): a re-tokenised response
+            keeps it, and a reward model with its own tokenizer reads its own EOS in its place.
         accelerator: with several processes, the moving-average mean and the stats are reduced over ranks.
         abstention_detector: overrides ``calrl.confidence.is_abstention``.
 
@@ -179,11 +183,17 @@ class RewardPipeline:
     def __init__(self, config: RewardPipelineConfig, reward_model: torch.nn.Module, *,
                  reward_tokenizer: Any = None, policy_tokenizer: Any = None, accelerator: Any = None,
                  abstention_detector: Callable[[str], bool] | None = None,
-                 rm_scorer: Callable[[torch.nn.Module, torch.Tensor, int, int], tuple] | None = None) -> None:
+                 rm_scorer: Callable[[torch.nn.Module, torch.Tensor, int, int], tuple] | None = None,
+                 stop_token_id: int | None = None) -> None:
         self.config = config
         self.reward_model = reward_model
         self.reward_tokenizer = reward_tokenizer
         self.policy_tokenizer = policy_tokenizer
+        # the RM reads the rollout's own tokens when its tokenizer agrees with the policy's, else the text
+        self.reuses_tokens = (reward_tokenizer is None or policy_tokenizer is None
+                              or tokenizers_agree(reward_tokenizer, policy_tokenizer))
+        self.stop_token_id = stop_token_id if stop_token_id is not None else getattr(policy_tokenizer, "eos_token_id",
+                                                                                     None)
         self.accelerator = accelerator
         self.reader = config.reader()
         self.rm_stats = stored_reward_stats(reward_model)
@@ -204,33 +214,39 @@ class RewardPipeline:
         self.missing_total = 0  # rollouts without a parsable confidence, over the whole run
 
     # ------------------------------------------------------------------ public API
-    def score_texts(self, prompts: Sequence[str], responses: Sequence[str], references: References | None = None,
+    def score_texts(self, prompts: Sequence[Prompt], responses: Sequence[str], references: References | None = None,
                     *, step: int | None = None, update: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
-        """Score decoded rollouts; the RM reads ``prompt`` + response through its own tokenizer."""
+        """Score finished rollouts given as text: each prompt (text or conversation) and its whole response.
+
+        The RM reads them in its own tokens (:func:`~calrl.rewards.sequence_scores.reward_model_ids`, ended).
+        """
         tok = self.reward_tokenizer or self.policy_tokenizer
         if tok is None:
             raise ValueError("score_texts needs a reward_tokenizer (or policy_tokenizer)")
 
         def rm_fn(idx: list[int], stripped: list[str]) -> torch.Tensor:
-            return self._rm_on_texts(tok, [prompts[i] for i in idx], [stripped[i] for i in idx])
+            return self._rm_on_ids(tok, [reward_model_ids(tok, prompts[i], stripped[i], ended=True) for i in idx])
 
-        return self._score(list(prompts), list(responses), references, rm_fn, step=step, update=update)
+        shown = [p if isinstance(p, str) else render_prompt(tok, p) for p in prompts]
+        return self._score(shown, list(responses), references, rm_fn, step=step, update=update)
 
     @torch.no_grad()
     def score_rollouts(self, query_responses: torch.Tensor, context_length: int, pad_token_id: int,
-                       references: References | None = None, *, step: int | None = None,
-                       update: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
-        """Score PPO rollouts: ``query_responses`` = left-padded queries + (truncated, pad-filled) responses."""
+                       references: References | None = None, *, prompts: Sequence[Prompt | None] | None = None,
+                       step: int | None = None, update: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+        """Score PPO rollouts: ``query_responses`` = left-padded queries + (truncated, pad-filled) responses.
+
+        ``prompts``: each row's prompt as given (text or conversation; ``None`` rows and ``prompts=None`` are read
+        from the query's tokens, decoded with their special tokens), for a reward model with its own tokenizer.
+        """
         tok = self.policy_tokenizer
         queries, responses_ids = query_responses[:, :context_length], query_responses[:, context_length:]
         responses = tok.batch_decode(responses_ids, skip_special_tokens=True)
-        prompts = _LazyDecoded(tok, queries)  # decoded only if needed (other RM tokenizer, fault message)
-        same_tokenizer = self.reward_tokenizer is None or self.reward_tokenizer is tok
+        decoded = _LazyDecoded(tok, queries)  # decoded only if needed (other RM tokenizer, fault message)
 
         def rm_fn(idx: list[int], stripped: list[str]) -> torch.Tensor:
-            if not same_tokenizer:
-                return self._rm_on_texts(self.reward_tokenizer, [prompts[i] for i in idx],
-                                         [stripped[i] for i in idx])
+            if not self.reuses_tokens:
+                return self._rm_on_rollout_texts(queries, responses_ids, pad_token_id, prompts, stripped, idx)
             rows = self._rebuild_rows(query_responses, context_length, pad_token_id,
                                       [(i, stripped[i] if stripped[i] != responses[i] else None) for i in idx])
             # Drop trailing columns that are padding in every row: the RM is causal and read at each row's
@@ -240,7 +256,7 @@ class RewardPipeline:
             return self._rm_scorer(self.reward_model, rows[:, :context_length + width], pad_token_id,
                                    context_length)[1]
 
-        scores, stats = self._score(prompts, responses, references, rm_fn, step=step, update=update)
+        scores, stats = self._score(decoded, responses, references, rm_fn, step=step, update=update)
         return scores.to(query_responses.device), stats
 
     def pop_stats(self) -> dict[str, float]:
@@ -411,28 +427,39 @@ class RewardPipeline:
             f"{where}: non-finite {what} reward ({float(values[i])}) for rollout {i} "
             f"(prompt: {_short(prompts[i])!r}; response: {_short(responses[i])!r})")
 
-    def _rm_on_texts(self, tokenizer: Any, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        """RM scores of prompt + response texts through ``tokenizer`` (its chat template when it has one)."""
-        if getattr(tokenizer, "chat_template", None):
-            texts = [tokenizer.apply_chat_template([{"role": "user", "content": p},
-                                                    {"role": "assistant", "content": r}], tokenize=False)
-                     for p, r in zip(prompts, responses)]
-        else:
-            texts = [f"{p}\n{r}" for p, r in zip(prompts, responses)]
-        device = next(self.reward_model.parameters()).device
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        with torch.no_grad():
-            return self.reward_model(**enc).logits[:, 0]
+    def _rm_on_ids(self, tokenizer: Any, rows: list[list[int]]) -> torch.Tensor:
+        """RM scores of rows of the RM's own token ids, each as if scored alone."""
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return forward_scores(self.reward_model, rows, pad)
+
+    def _rm_on_rollout_texts(self, queries: torch.Tensor, responses_ids: torch.Tensor, pad_token_id: int,
+                             prompts: Sequence[Prompt | None] | None, stripped: list[str],
+                             idx: list[int]) -> torch.Tensor:
+        """RM scores of rollouts read in the RM's own tokens: the prompt as given (or decoded), the response text,
+        and the RM's end of sequence where the policy's response ended with its stop token."""
+        tok, rm_tok, stop = self.policy_tokenizer, self.reward_tokenizer, self.stop_token_id
+        ended = (responses_ids == stop).any(1).tolist() if stop is not None else [False] * len(stripped)
+        # a special stop token is dropped from the decoded text: the RM's own EOS (or the stop token's text) replaces
+        # it; an ordinary stop token is still in the text
+        special = stop is not None and stop in tok.all_special_ids
+        stop_text = None if stop is None or stop == tok.eos_token_id else tok.decode([stop])
+        rows = []
+        for i in idx:
+            prompt = prompts[i] if prompts is not None else None
+            if prompt is None:
+                prompt = tok.decode(queries[i][queries[i] != pad_token_id], skip_special_tokens=False)
+            rows.append(reward_model_ids(rm_tok, prompt, stripped[i], ended=ended[i] and special, stop_text=stop_text))
+        return self._rm_on_ids(rm_tok, rows)
 
     def _rebuild_rows(self, query_responses: torch.Tensor, context_length: int, pad_token_id: int,
                       rows: list[tuple[int, str | None]]) -> torch.Tensor:
         """Stack the RM input rows: the rollout's own tokens where nothing was stripped, else query + re-tokenised text.
 
-        A re-tokenised response keeps the stop (EOS) token when the original had one, since the RM is
-        read at the last non-pad token.
+        A re-tokenised response keeps the stop token when the original had one, since the RM is read at the last
+        non-pad token.
         """
         tok = self.policy_tokenizer
-        eos = tok.eos_token_id
+        eos = self.stop_token_id
         changed = [(k, i, text) for k, (i, text) in enumerate(rows) if text is not None]
         if not changed:
             return query_responses[[i for i, _ in rows]]
@@ -442,7 +469,8 @@ class RewardPipeline:
         else:
             encoded = tok([text for _, _, text in changed], add_special_tokens=False)["input_ids"]
         had_eos = (query_responses[[i for _, i, _ in changed], context_length:] == eos).any(1).tolist()
-        new_ids = [list(ids) + ([eos] if e else []) for ids, e in zip(encoded, had_eos)]
+        keep = eos in tok.all_special_ids  # an ordinary stop token is still in the decoded text
+        new_ids = [list(ids) + ([eos] if e and keep else []) for ids, e in zip(encoded, had_eos)]
         width = max(query_responses.shape[1] - context_length, *map(len, new_ids))
         out = torch.full((len(rows), context_length + width), pad_token_id, dtype=query_responses.dtype,
                          device=query_responses.device)

@@ -5,17 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from calrl.data.chat import render_prompt
 from calrl.errors import InputError
 from calrl.train.data import first_line
 from calrl.train.recipe import TINY, Recipe
 
 logger = logging.getLogger(__name__)
-
-def render_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
-    """The generation prompt of a conversation (chat template, else the contents one per line)."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return "\n".join(str(m.get("content", "")) for m in messages) + "\n"
 
 
 def initial_policy(factory: ModelFactory, recipe: Recipe, source: str, conversations: list[Any],
@@ -24,7 +19,7 @@ def initial_policy(factory: ModelFactory, recipe: Recipe, source: str, conversat
 
     ``device``: where the warm-up runs (the accelerator's device; the model is left there).
     """
-    model = factory.causal_lm(source)
+    model = factory.causal_lm(source, trained=recipe.lora is None)  # under LoRA the base stays frozen
     tiny = recipe.model.tiny
     if source != TINY or tiny.warmup_steps <= 0:
         return model
@@ -50,18 +45,26 @@ class ModelFactory:
         self._tiny_tokenizer: Any = None
         self._tokenizers: dict[str, Any] = {}
 
-    def _kwargs(self) -> dict[str, Any]:
-        m = self.recipe.model
-        kwargs: dict[str, Any] = {"trust_remote_code": m.trust_remote_code}
-        if m.dtype != "auto":
-            import torch
+    def _dtype(self, trained: bool) -> Any:
+        """The load dtype: ``model.dtype`` for weights that train (``auto``: float32 master weights), else
+        ``model.frozen_dtype`` (``auto``: the checkpoint's own)."""
+        import torch
 
-            kwargs["dtype"] = getattr(torch, m.dtype)
-        else:
-            kwargs["dtype"] = "auto"
+        name = self.recipe.model.dtype if trained else self.recipe.model.frozen_dtype
+        if name == "auto":
+            return torch.float32 if trained else "auto"
+        return getattr(torch, name)
+
+    def _kwargs(self, trained: bool) -> dict[str, Any]:
+        m = self.recipe.model
+        kwargs: dict[str, Any] = {"trust_remote_code": m.trust_remote_code, "dtype": self._dtype(trained)}
         if m.attn_implementation:
             kwargs["attn_implementation"] = m.attn_implementation
         return kwargs
+
+    def _tiny(self, model: Any, trained: bool) -> Any:
+        dtype = self._dtype(trained)
+        return model if isinstance(dtype, str) else model.to(dtype)
 
     def tokenizer(self, source: str) -> Any:
         """The tokenizer of ``source`` (``tiny``: the shared tiny word tokenizer); pads on the left."""
@@ -83,33 +86,36 @@ class ModelFactory:
             self._tokenizers[source] = tok
         return self._tokenizers[source]
 
-    def causal_lm(self, source: str, *, seed_offset: int = 0) -> Any:
+    def causal_lm(self, source: str, *, seed_offset: int = 0, trained: bool = True) -> Any:
+        """A causal LM; ``trained``: its weights train (``model.dtype``), else ``model.frozen_dtype``."""
         if source == TINY:
             from calrl.testing.tiny import build_tiny_causal_lm
 
             t = self.recipe.model.tiny
-            return build_tiny_causal_lm(self.tokenizer(TINY), seed=t.seed + seed_offset, hidden_size=t.hidden_size,
-                                        num_layers=t.num_layers, num_heads=t.num_heads)
+            return self._tiny(build_tiny_causal_lm(self.tokenizer(TINY), seed=t.seed + seed_offset,
+                                                   hidden_size=t.hidden_size, num_layers=t.num_layers,
+                                                   num_heads=t.num_heads), trained)
         from transformers import AutoModelForCausalLM
 
-        model = _load(AutoModelForCausalLM.from_pretrained, source, "model", **self._kwargs())
+        model = _load(AutoModelForCausalLM.from_pretrained, source, "model", **self._kwargs(trained))
         tok = self.tokenizer(source)
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = tok.pad_token_id
         return model
 
-    def sequence_classifier(self, source: str, *, seed_offset: int = 0) -> Any:
-        """A one-output sequence classifier (reward or value model)."""
+    def sequence_classifier(self, source: str, *, seed_offset: int = 0, trained: bool = True) -> Any:
+        """A one-output sequence classifier (reward or value model); ``trained`` as for :meth:`causal_lm`."""
         if source == TINY:
             from calrl.testing.tiny import build_tiny_reward_model
 
             t = self.recipe.model.tiny
-            return build_tiny_reward_model(self.tokenizer(TINY), seed=t.seed + seed_offset, hidden_size=t.hidden_size,
-                                           num_layers=t.num_layers, num_heads=t.num_heads)
+            return self._tiny(build_tiny_reward_model(self.tokenizer(TINY), seed=t.seed + seed_offset,
+                                                      hidden_size=t.hidden_size, num_layers=t.num_layers,
+                                                      num_heads=t.num_heads), trained)
         from transformers import AutoModelForSequenceClassification
 
         model = _load(AutoModelForSequenceClassification.from_pretrained, source, "model", num_labels=1,
-                      **self._kwargs())
+                      **self._kwargs(trained))
         if model.config.pad_token_id is None:
             model.config.pad_token_id = self.tokenizer(source).pad_token_id
         return model

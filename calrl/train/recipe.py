@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -65,6 +66,14 @@ class ModelSection:
     ``policy``: the model trained by PPO/GRPO/RLOO. ``reward_model``: the model trained by ``rm``, or the
     scorer of PPO. ``value_model``: PPO's critic (default: ``reward_model``, as in the reference).
     ``ref``: PPO's reference policy (default: ``policy``). ``tokenizer``: default the trained model's.
+
+    Precision: ``dtype`` is the dtype of the weights that train (the policy, PPO's value model, the reward model of
+    ``rm``); ``auto`` means float32, the master weights that mixed precision (``training.bf16``/``fp16``, accelerate's
+    ``mixed_precision``; DeepSpeed's ``bf16``) computes from. ``bfloat16``/``float16`` trained weights stepped by a
+    plain optimizer lose most updates at RLHF learning rates and are refused unless DeepSpeed (which keeps float32
+    master copies) launches the run, or ``low_precision_weights: true`` opts in. ``frozen_dtype`` is the dtype of
+    the weights that do not train (PPO's reference and reward model, the base model under a LoRA adapter);
+    ``auto``: the checkpoint's own.
     """
 
     policy: str | None = None
@@ -73,6 +82,8 @@ class ModelSection:
     ref: str | None = None
     tokenizer: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    frozen_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    low_precision_weights: bool = False
     trust_remote_code: bool = False
     attn_implementation: str | None = None
     tiny: TinyModelSection = field(default_factory=TinyModelSection)
@@ -313,7 +324,30 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
     recipe = Recipe(method=method, model=model, lora=lora, data=data_section, eval=eval_section,
                     wandb=wandb_section, training=training, path=path_str, raw=_plain(data), lines=lines)
     _check_models(recipe)
+    _check_precision(recipe)
     return recipe
+
+
+LOW_PRECISION = ("bfloat16", "float16")
+
+
+def launched_with_deepspeed(training: Any) -> bool:
+    """Whether DeepSpeed runs the optimiser (``accelerate launch`` with a DeepSpeed config, or ``deepspeed``)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" or bool(getattr(training, "deepspeed",
+                                                                                              None))
+
+
+def _check_precision(recipe: Recipe) -> None:
+    m = recipe.model
+    full = recipe.lora is None or recipe.method == "ppo"  # PPO's value model always trains in full
+    if m.dtype not in LOW_PRECISION or not full or m.low_precision_weights or launched_with_deepspeed(recipe.training):
+        return
+    lr = getattr(recipe.training, "learning_rate", None)
+    raise ConfigError(
+        f"key 'model.dtype': {m.dtype} trained weights with a plain optimizer have no float32 master copy (at "
+        f"learning rate {lr:g} most updates round away); use 'dtype: float32' with 'training.bf16: true' (mixed "
+        f"precision), launch with DeepSpeed, or opt in with 'model.low_precision_weights: true'",
+        path=recipe.path, line=recipe.line_of("model", "dtype"))
 
 
 def _check_models(recipe: Recipe) -> None:

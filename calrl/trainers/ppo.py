@@ -59,9 +59,12 @@ from calrl.trainers.ppo_metrics import STAT_NAMES, update_metrics, window_summar
 from calrl.trainers.ppo_rollout import (
     EpochSampler,
     PolicyAndValue,
+    check_value_vocabulary,
+    disable_dropout,
     left_pad,
     prompt_rows,
     response_logits,
+    rollout_generation_config,
     sample_responses,
 )
 
@@ -88,14 +91,6 @@ class Rollout:
     padding_p1: torch.Tensor
 
 
-def _disable_dropout(model: torch.nn.Module | None) -> None:
-    if model is None:
-        return
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-
-
 def _tokenizer(processing_class: Any) -> Any:
     inner = getattr(processing_class, "tokenizer", None)
     return inner if inner is not None else processing_class
@@ -109,15 +104,17 @@ class CalibratedPPOTrainer(Trainer):
     LoRA), ``reward_model`` (a one-output sequence classifier), ``train_dataset`` (``prompt`` as text or
     conversations, or tokenized ``input_ids``; an optional reference column), ``value_model`` (a one-output
     sequence classifier, e.g. loaded from the RM's path; ``None``: a value head on the policy).
-    Keyword-only: ``reward_tokenizer`` (the RM's own tokenizer, when it differs from the policy's),
-    ``reward_pipeline`` (a ready pipeline instead of the one built from ``args``), ``peft_config``.
+    Keyword-only: ``reward_tokenizer`` (the RM's own tokenizer: the RM then reads each rollout as the conversation
+    in its own tokens, unless the two tokenizers agree), ``value_tokenizer`` (the value model's; it must have the
+    policy's vocabulary, since the value model reads the policy's tokens), ``reward_pipeline`` (a ready pipeline
+    instead of the one built from ``args``), ``peft_config``.
     """
 
     def __init__(self, args: CalibratedPPOConfig, processing_class: Any, model: Any, ref_model: Any = None,
                  reward_model: Any = None, train_dataset: Any = None, value_model: Any = None,
                  data_collator: Any = None, eval_dataset: Any = None, optimizers: tuple = (None, None),
                  callbacks: list[Any] | None = None, peft_config: Any = None, *, reward_tokenizer: Any = None,
-                 reward_pipeline: RewardPipeline | None = None) -> None:
+                 reward_pipeline: RewardPipeline | None = None, value_tokenizer: Any = None) -> None:
         if train_dataset is None:
             raise ConfigError("CalibratedPPOTrainer needs a train_dataset of prompts", field="train_dataset")
         if reward_model is None and reward_pipeline is None:
@@ -133,6 +130,7 @@ class CalibratedPPOTrainer(Trainer):
         self.pad_token_id = int(tok.pad_token_id)
         self.eos_token_id = tok.eos_token_id
         self.stop_token_id = tok.eos_token_id if args.stop_token == "eos" else args.stop_token_id
+        check_value_vocabulary(value_model, value_tokenizer, tok)
         if peft_config is not None:
             from peft import get_peft_model
 
@@ -141,7 +139,7 @@ class CalibratedPPOTrainer(Trainer):
         if ref_model is None and not self.is_peft_model:
             ref_model = copy.deepcopy(model)
         for module in (model, ref_model, value_model, reward_model):
-            _disable_dropout(module)
+            disable_dropout(module)
         self.ref_model = ref_model
         self.reward_model = reward_model
         self.prompts = prompt_rows(train_dataset, tok, prompt_column=args.prompt_column,
@@ -155,7 +153,9 @@ class CalibratedPPOTrainer(Trainer):
         # under normalize_reward the value model is read on the normalised reward's scale, with its own stored
         # statistics (a value model loaded from the RM carries the RM's), as the reference's critic is
         value_stats = stored_reward_stats(value_model) if args.normalize_reward and value_model is not None else None
-        super().__init__(model=PolicyAndValue(model, value_model, value_stats), args=args, data_collator=data_collator,
+        wrapper = PolicyAndValue(model, value_model, value_stats, ref_adapter=args.ref_adapter_name,
+                                 model_adapter=args.model_adapter_name)
+        super().__init__(model=wrapper, args=args, data_collator=data_collator,
                          train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=processing_class,
                          callbacks=callbacks, optimizers=optimizers)
         device = self.accelerator.device
@@ -168,12 +168,17 @@ class CalibratedPPOTrainer(Trainer):
                                     rank=rank, world=world)
         if reward_pipeline is None:
             reward_pipeline = RewardPipeline(args.pipeline_config(), reward_model, reward_tokenizer=reward_tokenizer,
-                                             policy_tokenizer=tok, accelerator=self.accelerator)
+                                             policy_tokenizer=tok, accelerator=self.accelerator,
+                                             stop_token_id=self.stop_token_id)
         self.reward_pipeline = reward_pipeline
         self.kl_controller = KLController(args.kl_coef, target=args.kl_target, horizon=args.kl_horizon)
-        self.generation_kwargs = {
-            "max_new_tokens": args.response_length, "do_sample": True, "temperature": args.temperature + 1e-7,
-            "top_k": 0, "top_p": 1.0, "pad_token_id": self.pad_token_id, "eos_token_id": self.stop_token_id}
+        # the recipe's settings alone (a checkpoint's generation_config never leaks in): ppo_rollout
+        self.generation_config = rollout_generation_config(
+            max_new_tokens=args.response_length, pad_token_id=self.pad_token_id, stop_token_id=self.stop_token_id,
+            temperature=args.temperature)
+        self.greedy_generation_config = rollout_generation_config(
+            max_new_tokens=args.response_length, pad_token_id=self.pad_token_id, stop_token_id=self.stop_token_id,
+            temperature=None)
         self.max_steps = self._total_updates()
         self.log_window: list[dict[str, float]] = []
         self._prepared = False
@@ -194,58 +199,52 @@ class CalibratedPPOTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------ rewards
     def compute_rewards(self, query_responses: torch.Tensor, context_length: int,
-                        references: list[list[str] | None] | None, *, update: bool = True) -> torch.Tensor:
+                        references: list[list[str] | None] | None, *, update: bool = True,
+                        prompts: list[Any] | None = None) -> torch.Tensor:
         """The score of each rollout (query + truncated response): the reward pipeline's final reward.
 
         ``update=False`` scores without moving the PPO-C average or counting statistics (evaluation).
+        ``prompts``: each row's prompt as given (text or conversation), for a reward model with its own tokenizer.
         Override this method to plug in another reward.
         """
         scores, _ = self.reward_pipeline.score_rollouts(query_responses, context_length, self.pad_token_id,
-                                                        references, step=self.state.global_step + 1, update=update)
+                                                        references, prompts=prompts,
+                                                        step=self.state.global_step + 1, update=update)
         return scores.to(query_responses.device)
 
     # ------------------------------------------------------------------------------------ rollout
-    def _policy_module(self) -> Any:
-        return self.accelerator.unwrap_model(self.model).policy
-
     @torch.no_grad()
     def _reference_logprobs(self, query_responses: torch.Tensor, responses: torch.Tensor, context: int) -> torch.Tensor:
-        policy = self._policy_module()
         if self.ref_model is not None:
-            scope, model = nullcontext(), self.ref_model
-        elif self.args.ref_adapter_name:
-            policy.set_adapter(self.args.ref_adapter_name)
-            scope, model = nullcontext(), policy
-        else:
-            scope, model = policy.disable_adapter(), policy
-        try:
-            with scope:
-                out = model(**padded_inputs(query_responses, self.pad_token_id), return_dict=True, use_cache=False)
-                return token_logprobs(response_logits(out.logits, context, self.args.temperature).float(), responses)
-        finally:
-            if self.ref_model is None and self.args.ref_adapter_name:
-                policy.set_adapter(self.args.model_adapter_name or "default")
+            logits = self.ref_model(**padded_inputs(query_responses, self.pad_token_id), return_dict=True,
+                                    use_cache=False).logits
+        else:  # LoRA: the policy with its adapter off, through the trained module's own forward (FSDP gathers)
+            logits = self.model(query_responses, self.pad_token_id, "reference")[0]
+        return token_logprobs(response_logits(logits, context, self.args.temperature), responses)
 
     @torch.no_grad()
-    def rollout(self, queries: torch.Tensor, references: list[list[str] | None] | None) -> Rollout:
-        """Generate, score and compute advantages for one batch of left-padded ``queries``."""
+    def rollout(self, queries: torch.Tensor, references: list[list[str] | None] | None,
+                prompts: list[Any] | None = None) -> Rollout:
+        """Generate, score and compute advantages for one batch of left-padded ``queries`` (``prompts``: as given)."""
         args, pad, context = self.args, self.pad_token_id, queries.shape[1]
+        # every forward of the rollout in the training forward's precision (accelerate's mixed precision)
         with generation_model(self.model, self.accelerator, gather=args.ds3_gather_for_generation,
-                              select=lambda m: m.policy) as policy:
+                              select=lambda m: m.policy) as policy, self.accelerator.autocast():
             responses, logprobs = sample_responses(policy, queries, chunk=args.local_rollout_forward_batch_size,
-                                                   pad_token_id=pad, generation_kwargs=self.generation_kwargs)
+                                                   pad_token_id=pad, generation_config=self.generation_config)
         query_responses = torch.cat([queries, responses], 1)
-        wrapper = self.accelerator.unwrap_model(self.model)
         ref_logprobs, values = [], []
-        for start in range(0, queries.shape[0], args.local_rollout_forward_batch_size):
-            rows = slice(start, start + args.local_rollout_forward_batch_size)
-            ref_logprobs.append(self._reference_logprobs(query_responses[rows], responses[rows], context))
-            values.append(wrapper.values(query_responses[rows], pad)[:, context - 1:-1].float())
+        with self.accelerator.autocast():
+            for start in range(0, queries.shape[0], args.local_rollout_forward_batch_size):
+                rows = slice(start, start + args.local_rollout_forward_batch_size)
+                ref_logprobs.append(self._reference_logprobs(query_responses[rows], responses[rows], context))
+                values.append(self.model(query_responses[rows], pad, "values")[1][:, context - 1:-1].float())
         ref_logprobs, values = torch.cat(ref_logprobs), torch.cat(values)
         final = responses if self.stop_token_id is None else truncate_after_stop(responses, self.stop_token_id, pad)
-        scores = self.compute_rewards(torch.cat([queries, final], 1), context, references).float()
-        if args.missing_eos_penalty is not None:
-            has_eos = (final == self.eos_token_id).any(-1)
+        scores = self.compute_rewards(torch.cat([queries, final], 1), context, references, prompts=prompts).float()
+        if args.missing_eos_penalty is not None:  # a response that never reached the stop token (truncation's)
+            ended_with = self.stop_token_id if self.stop_token_id is not None else self.eos_token_id
+            has_eos = (final == ended_with).any(-1)
             scores = torch.where(has_eos, scores, scores - args.missing_eos_penalty)
         masks = response_masks(final, pad)
         logprobs = logprobs.masked_fill(masks.padding, INVALID_LOGPROB)
@@ -306,7 +305,8 @@ class CalibratedPPOTrainer(Trainer):
         idx = self.sampler.indices(epoch, batch)
         queries = left_pad([self.prompts.input_ids[i] for i in idx], self.pad_token_id, self.accelerator.device)
         refs = None if self.prompts.references is None else [self.prompts.references[i] for i in idx]
-        rollout = self.rollout(queries, refs)
+        given = None if self.prompts.prompts is None else [self.prompts.prompts[i] for i in idx]
+        rollout = self.rollout(queries, refs, given)
         stats = self.optimize(rollout)
         self.state.episode += self.global_batch_size
         metrics = update_metrics(self, rollout, stats, start_time)
