@@ -237,7 +237,8 @@ def rollout_generation_config(*, max_new_tokens: int, pad_token_id: int, stop_to
     keeps a checkpoint's own settings (``repetition_penalty``, ``suppress_tokens``...) out while generating, so the
     log-probabilities of a rollout are those of the distribution the training forward computes.
     """
-    sampling = ({"do_sample": True, "temperature": temperature + 1e-7, "top_k": 0, "top_p": 1.0}
+    sampling = ({"do_sample": True, "temperature": temperature + 1e-7, "top_k": 0, "top_p": 1.0,
+                 "return_dict_in_generate": True, "output_scores": True}  # the sampled tokens' scores
                 if temperature is not None else {"do_sample": False})
     return GenerationConfig(max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, eos_token_id=stop_token_id,
                             num_beams=1, num_return_sequences=1, use_cache=True, **sampling)
@@ -273,8 +274,7 @@ def sample_responses(policy: Any, queries: torch.Tensor, *, chunk: int, pad_toke
             q = queries[start:start + chunk]
             mask = q != pad_token_id
             out = model.generate(input_ids=q.masked_fill(~mask, 0), attention_mask=mask.long(),
-                                 generation_config=generation_config, return_dict_in_generate=True,
-                                 output_scores=True)
+                                 generation_config=generation_config)
             tokens = out.sequences[:, context:]
             scores = torch.stack(out.scores, 1)
             responses.append(tokens)
