@@ -8,7 +8,12 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from calrl.errors import ConfigError
-from calrl.testing.tiny import build_tiny_causal_lm, build_tiny_reward_model, build_word_tokenizer, save_pretrained
+from calrl.testing.tiny import (
+    build_tiny_causal_lm,
+    build_tiny_reward_model,
+    build_word_tokenizer,
+    save_pretrained,
+)
 from calrl.train import recipe as recipe_module
 from calrl.train.ppo import PPORunner
 from calrl.train.recipe import load_recipe

@@ -36,7 +36,7 @@ import torch
 from transformers import Trainer, TrainerState
 
 from calrl.errors import ConfigError, InputError
-from calrl.eval.sharding import generation_model
+from calrl.eval.sharding import fsdp_sharded, generation_model, reshard
 from calrl.reward_modeling.stats import stored_reward_stats
 from calrl.rewards.pipeline import RewardPipeline
 from calrl.rewards.sequence_scores import padded_inputs
@@ -336,6 +336,12 @@ class CalibratedPPOTrainer(Trainer):
             self.create_optimizer_and_scheduler(num_training_steps=self.max_steps)
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.model_wrapped = self.model
+        if fsdp_sharded(self.model):
+            # FSDP2 initialises its sharding state at the root module's first forward, which must come before
+            # any inner module runs (generation runs the bare policy): one token through the root
+            with torch.no_grad():
+                self.model(torch.full((1, 1), self.eos_token_id, device=self.accelerator.device), self.pad_token_id)
+            reshard(self.model)
         handler = self.callback_handler
         handler.model, handler.optimizer, handler.lr_scheduler = self.model, self.optimizer, self.lr_scheduler
         self._prepared = True
