@@ -101,7 +101,12 @@ def test_paper_recipes_carry_the_reference_settings(model):
         assert recipe.data.columns.prompt == "confidence_prompt" and recipe.data.confidence_prompt_fraction == 0.0
         e = recipe.eval
         assert (e.prompt_style, e.confidence_parser, e.confidence_retries, e.n_bins) == ("cot", "reference", 10, 10)
+        # the reference's dynamics, by name (docs/fidelity.md)
+        assert (p.critic_learning_rate, p.critic_max_grad_norm) == (9e-6, 1.0)
+        assert (p.loss_aggregation, p.advantage_whitening, p.score_placement, p.scheduler_cadence) == \
+            ("sequence_mean", "global", "last_token", "per_optimizer_step")
         if kind.startswith("ppo_c"):
+            assert p.ppo_c_average_cadence == "per_micro_batch"
             assert p.confidence_parser == "reference" and p.ppo_c_init_average == "auto"
             assert (p.ppo_c_alpha, p.reward_clamp, p.missing_confidence) == (0.1, 10.0, "half")
         else:

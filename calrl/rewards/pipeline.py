@@ -63,6 +63,7 @@ class RewardPipelineConfig:
     ppo_c_init_average: float | str = "auto"
     ppo_c_update_before_adjust: bool = True
     ppo_c_avg_type: Literal["mean", "std"] = "mean"
+    ppo_c_average_chunk: int | None = None  # None: one update per batch over every process; N: per N local rows
     reward_clamp: float = 10.0
     reward_final_clamp: bool = True
     normalize_reward: bool = False
@@ -89,6 +90,9 @@ class RewardPipelineConfig:
         if isinstance(init, bool) or not (isinstance(init, (int, float)) or init in INIT_AVERAGE_CHOICES):
             raise ConfigError(f"must be a number or one of {', '.join(INIT_AVERAGE_CHOICES)}; got {init!r}",
                               field="ppo_c_init_average")
+        chunk = self.ppo_c_average_chunk
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+            raise ConfigError(f"must be a positive integer or null, got {chunk!r}", field="ppo_c_average_chunk")
         if self.ppo_c_variant != "none":
             self.ppo_c_config()  # validates weight/alpha/clamp
         AbstentionReward(self.abstention_reward)  # validates the value
@@ -339,9 +343,12 @@ class RewardPipeline:
             clamped = self.adjuster.clamp(base)
             in_average = ~(missing & torch.tensor(cfg.missing_confidence == "exclude"))
             c = torch.where(missing, torch.full((n,), 0.5), confidence)
-            mean = self._global_stat(clamped[in_average]) if update else None
-            do_update = update and mean is not None
-            final, adjustment = self.adjuster(clamped, c, update=do_update, batch_mean=mean)
+            if update and cfg.ppo_c_average_chunk:
+                final, adjustment = self._adjust_per_chunk(clamped, c, in_average, cfg.ppo_c_average_chunk)
+            else:
+                mean = self._global_stat(clamped[in_average]) if update else None
+                do_update = update and mean is not None
+                final, adjustment = self.adjuster(clamped, c, update=do_update, batch_mean=mean)
             average = self.adjuster.average
         else:
             final = base.clone()
@@ -359,6 +366,21 @@ class RewardPipeline:
                                    average=average, stripped=stripped)
         stats = self._batch_stats(update)
         return final, stats
+
+    def _adjust_per_chunk(self, clamped: torch.Tensor, c: torch.Tensor, in_average: torch.Tensor,
+                          chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """PPO-C with the moving average updated per ``chunk`` consecutive rows of this process, in order, each
+        chunk adjusted with the average its own statistic just moved: the reference's cadence (one update per
+        micro-batch of experience on each process, the processes' averages apart)."""
+        finals, adjustments = [], []
+        for start in range(0, clamped.numel(), chunk):
+            rows = slice(start, start + chunk)
+            v = clamped[rows][in_average[rows]].double()
+            mean = batch_statistic(float(v.sum()), float((v * v).sum()), float(v.numel()), self.config.ppo_c_avg_type)
+            final, adjustment = self.adjuster(clamped[rows], c[rows], update=mean is not None, batch_mean=mean)
+            finals.append(final)
+            adjustments.append(adjustment)
+        return torch.cat(finals), torch.cat(adjustments)
 
     def _read_texts(self, responses: list[str]) -> list[tuple[float, str, bool]]:
         """(confidence or NaN, text for the RM, abstained) per response; each distinct text is read once."""

@@ -56,6 +56,7 @@ from calrl.trainers.ppo_core import (
     whitened_advantages,
 )
 from calrl.trainers.ppo_metrics import STAT_NAMES, update_metrics, window_summary
+from calrl.trainers.ppo_optim import clip_gradients, critic_optimizer, global_moments
 from calrl.trainers.ppo_rollout import (
     EpochSampler,
     PolicyAndValue,
@@ -251,15 +252,25 @@ class CalibratedPPOTrainer(Trainer):
         ref_logprobs = ref_logprobs.masked_fill(masks.padding, INVALID_LOGPROB)
         values = values.masked_fill(masks.padding_p1, 0.0)
         kl = per_token_kl(logprobs, ref_logprobs, args.kl_estimator)
-        rewards, non_score = token_rewards(scores, kl, masks, self.kl_controller.value, whiten=args.whiten_rewards)
+        rewards, non_score = token_rewards(scores, kl, masks, self.kl_controller.value, whiten=args.whiten_rewards,
+                                           placement=args.score_placement)
         advantages, returns = generalized_advantages(rewards, values, args.gamma, args.lam)
         return Rollout(query_responses=query_responses, responses=responses, context_length=context,
                        logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, scores=scores, kl=kl,
                        non_score_reward=non_score, rewards=rewards,
-                       advantages=whitened_advantages(advantages, masks.padding), returns=returns,
+                       advantages=whitened_advantages(advantages, masks.padding, global_moments(
+                           self.accelerator, advantages, masks.padding, args.advantage_whitening)), returns=returns,
                        padding=masks.padding, padding_p1=masks.padding_p1)
 
     # ----------------------------------------------------------------------------------- optimise
+    def create_optimizer(self, model: Any = None) -> Any:
+        """``transformers.Trainer``'s optimiser, or with ``critic_learning_rate`` one whose value-model groups
+        have their own rate (:func:`calrl.trainers.ppo_optim.critic_optimizer`)."""
+        if self.args.critic_learning_rate is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        self.optimizer = critic_optimizer(self, model if model is not None else self.model)
+        return self.optimizer
+
     def _minibatch_generator(self) -> torch.Generator:
         seed = self.args.seed * 1_000_003 + self.state.global_step * 7919 + self.accelerator.process_index
         return torch.Generator().manual_seed(seed)
@@ -287,17 +298,19 @@ class CalibratedPPOTrainer(Trainer):
                             token_logprobs(logits, rollout.responses[idx]).float(), rollout.logprobs[idx],
                             rollout.advantages[idx], values[:, rollout.context_length - 1:-1].float(),
                             rollout.values[idx], rollout.returns[idx], rollout.padding[idx], rollout.padding_p1[idx],
-                            cliprange=args.cliprange, cliprange_value=args.cliprange_value, vf_coef=args.vf_coef)
+                            cliprange=args.cliprange, cliprange_value=args.cliprange_value, vf_coef=args.vf_coef,
+                            aggregation=args.loss_aggregation)
                         acc.backward(out.loss * loss_scale)
                     with torch.no_grad():
                         entropy = entropy_from_logits(logits.float()).mean()
                     stats[:, epoch, mini, micro] = torch.stack([
                         out.approxkl, out.pg_clipfrac, out.pg_loss, out.vf_loss, out.vf_clipfrac, entropy,
                         out.ratio_mean]).float().cpu()
-                if args.max_grad_norm and args.max_grad_norm > 0:
-                    acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                clip_gradients(self)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
+                if args.scheduler_cadence == "per_optimizer_step":
+                    self.lr_scheduler.step()
         return stats
 
     def training_step_ppo(self, epoch: int, batch: int, start_time: float) -> dict[str, float]:
@@ -333,7 +346,9 @@ class CalibratedPPOTrainer(Trainer):
             return
         self._fill_deepspeed_config()
         if self.optimizer is None or self.lr_scheduler is None:
-            self.create_optimizer_and_scheduler(num_training_steps=self.max_steps)
+            steps = self.max_steps * (self.args.num_ppo_epochs * self.args.num_mini_batches
+                                      if self.args.scheduler_cadence == "per_optimizer_step" else 1)
+            self.create_optimizer_and_scheduler(num_training_steps=steps)
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.model_wrapped = self.model
         if fsdp_sharded(self.model):
@@ -408,7 +423,8 @@ class CalibratedPPOTrainer(Trainer):
                 self.state.global_step += 1
                 self.state.epoch = epoch + (batch + 1) / bpe
                 self.log_window.append(metrics)
-                self.lr_scheduler.step()
+                if self.args.scheduler_cadence == "per_update":
+                    self.lr_scheduler.step()
                 self.control = self.callback_handler.on_step_end(self.args, self.state, self.control)
                 self._log_save_evaluate()
                 self._maybe_sample_table()
