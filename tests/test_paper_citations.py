@@ -21,14 +21,26 @@ PAPER = sorted((REPO / "configs" / "paper").glob("*.yaml"))
 CITATION = re.compile(r"([\w./-]+\.(?:sh|py)) L(\d+)(?:-(\d+))? --(\w+)")
 # file name -> "flag:line ..." (read from the reference at 25ecc96)
 REFERENCE_LINES = {
-    "train-ppo-c-llama.sh": "actor_l2:26 actor_learning_rate:24 adjustment_type:39 alpha:37 bf16:23 generate_max_len:21 gradient_checkpointing:40 init_kl_coef:28 input_key:31 logging_steps:13 max_epochs:19 max_samples:33 micro_rollout_batch_size:17 normalize_reward:34 pretrain:9 prompt_data:29 prompt_max_len:20 reward_pretrain:10 rollout_batch_size:18 train_batch_size:16 w:38",
-    "train-ppo-llama.sh": "actor_l2:27 actor_learning_rate:25 bf16:24 generate_max_len:22 gradient_checkpointing:38 init_kl_coef:29 input_key:32 logging_steps:14 max_epochs:20 max_samples:34 micro_rollout_batch_size:18 normalize_reward:35 pretrain:10 prompt_data:30 prompt_max_len:21 reward_pretrain:11 rollout_batch_size:19 train_batch_size:17",
-    "train_cppo.py": "adam_betas:355 adjustment_type:439 alpha:435 avg_type:441 eps_clip:337 gamma:340 lambd:339 num_episodes:325 seed:358 temperature:345 value_clip:338 w:437",
+    "train-ppo-c-llama.sh": ("actor_l2:26 actor_learning_rate:24 adjustment_type:39 alpha:37 bf16:23 generate_max_len:21 "
+                             "gradient_checkpointing:40 init_kl_coef:28 input_key:31 logging_steps:13 max_epochs:19 max_samples:33 "
+                             "micro_rollout_batch_size:17 normalize_reward:34 pretrain:9 prompt_data:29 prompt_max_len:20 reward_pretrain:10 "
+                             "rollout_batch_size:18 train_batch_size:16 w:38 zero_stage:22 adam_offload:35"),
+    "train-ppo-llama.sh": ("actor_l2:27 actor_learning_rate:25 bf16:24 generate_max_len:22 gradient_checkpointing:38 init_kl_coef:29 "
+                           "input_key:32 logging_steps:14 max_epochs:20 max_samples:34 micro_rollout_batch_size:18 normalize_reward:35 "
+                           "pretrain:10 prompt_data:30 prompt_max_len:21 reward_pretrain:11 rollout_batch_size:19 train_batch_size:17 "
+                           "zero_stage:23 adam_offload:36"),
+    "train_cppo.py": ("adam_betas:355 adjustment_type:439 alpha:435 avg_type:441 eps_clip:337 gamma:340 "
+                      "lambd:339 num_episodes:325 seed:358 temperature:345 value_clip:338 w:437"),
     "train_crm.py": "adam_betas:229 calibrated_loss_coef:232 l2:228 max_norm:194 seed:196",
-    "train_crm.sh": "bf16:16 chosen_key:25 dataset:21 eval_split:29 gradient_checkpointing:30 learning_rate:20 logging_steps:11 max_epochs:17 max_len:18 micro_train_batch_size:14 pretrain:15 rejected_key:26 train_batch_size:13 train_split:28",
-    "train_ppo.py": "adam_betas:350 eps_clip:332 gamma:335 lambd:334 num_episodes:320 seed:353 temperature:340 value_clip:333",
+    "train_crm.sh": ("bf16:16 chosen_key:25 dataset:21 eval_split:29 gradient_checkpointing:30 learning_rate:20 "
+                     "logging_steps:11 max_epochs:17 max_len:18 micro_train_batch_size:14 pretrain:15 rejected_key:26 "
+                     "train_batch_size:13 train_split:28 zero_stage:19"),
+    "train_ppo.py": ("adam_betas:350 eps_clip:332 gamma:335 lambd:334 num_episodes:320 seed:353 "
+                     "temperature:340 value_clip:333"),
     "train_rm.py": "adam_betas:221 eval_split:241",
-    "train_rm.sh": "bf16:16 chosen_key:25 dataset:21 gradient_checkpointing:29 l2:28 learning_rate:20 logging_steps:11 max_epochs:17 max_len:18 micro_train_batch_size:14 rejected_key:26 train_batch_size:13",
+    "train_rm.sh": ("bf16:16 chosen_key:25 dataset:21 gradient_checkpointing:29 l2:28 learning_rate:20 "
+                    "logging_steps:11 max_epochs:17 max_len:18 micro_train_batch_size:14 rejected_key:26 train_batch_size:13 "
+                    "zero_stage:19"),
 }
 
 

@@ -8,6 +8,8 @@ A recipe has these sections (each a dataclass below, checked by :func:`calrl.con
 - ``data``: the training dataset and its columns (:class:`DataSection`);
 - ``eval``: the held-out set of the per-epoch calibration eval (:class:`EvalSection`);
 - ``wandb``: project, run name, tags (:class:`WandbSection`);
+- ``launch``: how the run is meant to be launched (:class:`LaunchSection`: the accelerate config), which
+  ``--dry-run`` sizes the memory by;
 - ``training``: the method's trainer config (``CalibratedRewardConfig``, ``CalibratedPPOConfig``,
   ``CalibratedGRPOConfig`` or ``CalibratedRLOOConfig``; any of their keys, TRL's included).
 
@@ -36,7 +38,7 @@ TRAINING_CONFIGS = {
     "grpo": "calrl.trainers.grpo:CalibratedGRPOConfig",
     "rloo": "calrl.trainers.rloo:CalibratedRLOOConfig",
 }
-SECTIONS = ("method", "model", "lora", "data", "eval", "wandb", "training")
+SECTIONS = ("method", "model", "lora", "data", "eval", "wandb", "launch", "training")
 TINY = "tiny"
 
 
@@ -185,6 +187,16 @@ class WandbSection:
 
 
 @dataclass
+class LaunchSection:
+    """How the recipe is meant to run: ``accelerate_config`` names the accelerate config file it is launched with
+    (``accelerate launch --config_file FILE``; a path from the working directory, else beside the recipe).
+    ``calrl train-* --dry-run`` estimates the memory per process under it (``--accelerate-config`` overrides
+    it; under ``accelerate launch`` the launch's own settings win)."""
+
+    accelerate_config: str | None = None
+
+
+@dataclass
 class Recipe:
     """A validated recipe."""
 
@@ -195,6 +207,7 @@ class Recipe:
     eval: EvalSection
     wandb: WandbSection
     training: Any
+    launch: LaunchSection = field(default_factory=LaunchSection)
     path: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the YAML mapping, overrides applied
     lines: dict[str, Any] = field(default_factory=dict, repr=False)  # key -> line, per section
@@ -285,6 +298,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
     data_section = _section(DataSection, data.get("data"), path=path_str, section="data", top=data)
     eval_section = _section(EvalSection, data.get("eval"), path=path_str, section="eval", top=data)
     wandb_section = _section(WandbSection, data.get("wandb"), path=path_str, section="wandb", top=data)
+    launch_section = _section(LaunchSection, data.get("launch"), path=path_str, section="launch", top=data)
 
     training_data = dict(data.get("training") or {})
     if data.get("training") is not None and not isinstance(data["training"], dict):
@@ -311,7 +325,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
         setattr(training, key, value)
 
     recipe = Recipe(method=method, model=model, lora=lora, data=data_section, eval=eval_section,
-                    wandb=wandb_section, training=training, path=path_str, raw=_plain(data), lines=lines)
+                    wandb=wandb_section, training=training, launch=launch_section, path=path_str, raw=_plain(data),
+                    lines=lines)
     _check_models(recipe)
     return recipe
 
