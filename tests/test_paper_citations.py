@@ -38,6 +38,8 @@ REFERENCE_LINES = {
     "train_ppo.py": ("adam_betas:350 eps_clip:332 gamma:335 lambd:334 num_episodes:320 seed:353 "
                      "temperature:340 value_clip:333"),
     "train_rm.py": "adam_betas:221 eval_split:241",
+    "query.py": "top_k:48",
+    "query.sh": "seed:85 temperature:93",
     "train_rm.sh": ("bf16:16 chosen_key:25 dataset:21 gradient_checkpointing:29 l2:28 learning_rate:20 "
                     "logging_steps:11 max_epochs:17 max_len:18 micro_train_batch_size:14 rejected_key:26 train_batch_size:13 "
                     "zero_stage:19"),

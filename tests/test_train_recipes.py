@@ -100,7 +100,9 @@ def test_paper_recipes_carry_the_reference_settings(model):
         assert p.normalize_reward is True and p.missing_eos_penalty is None and p.reward_final_clamp is True
         assert recipe.data.columns.prompt == "confidence_prompt" and recipe.data.confidence_prompt_fraction == 0.0
         e = recipe.eval
-        assert (e.prompt_style, e.confidence_parser, e.confidence_retries, e.n_bins) == ("cot", "reference", 10, 10)
+        assert (e.prompt_style, e.confidence_parser, e.confidence_retries, e.n_bins) == ("cot", "reference", 11, 10)
+        assert (e.retry_when, e.forced_retry_tokens, e.option_format) == ("reference", 16, "({letter}) {text}")
+        assert (e.do_sample, e.temperature, e.top_k, e.generation_seed) == (True, 1.0, 50, 1234)
         if kind.startswith("ppo_c"):
             assert p.confidence_parser == "reference" and p.ppo_c_init_average == "auto"
             assert (p.ppo_c_alpha, p.reward_clamp, p.missing_confidence) == (0.1, 10.0, "half")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from calrl.config import apply_overrides, build, load_yaml
-from calrl.errors import ConfigError
+from calrl.errors import ConfigError, InputError
 
 METHODS = ("rm", "ppo", "grpo", "rloo")
 # method -> "module:class" of its trainer config (imported lazily: TRL is slow to import)
@@ -151,7 +151,12 @@ class EvalSection:
     file, or ``calrl:PATH``); null turns the eval off. ``every_n_steps`` adds step evals.
     ``prompt_style``: ``calrl``, or the paper's ``standard`` / ``cot`` prompts; ``confidence_parser``:
     ``calrl`` or ``reference`` (the paper's evaluation rules); ``confidence_retries``: regenerate an answer
-    without a confidence up to N times, the last try forcing ``Confidence:`` (0: off; the paper used 10).
+    without a confidence up to N times, the last try forcing ``Confidence:`` (0: off; the paper's code: 10 plain
+    tries and a forced one, 11). ``prompt_template``: a prompt-template file (:mod:`calrl.eval.prompt_template`;
+    a path from the working directory, else beside the recipe) whose words replace the built-in prompt;
+    ``option_format``: one option line (``"({letter}) {text}"``); ``retry_when``: ``parsed`` or ``reference``
+    (what counts as no confidence); ``forced_retry_tokens``: new tokens of the forced try (null: max_new_tokens);
+    ``do_sample`` / ``temperature`` / ``top_k`` / ``generation_seed``: sampled answers instead of greedy ones.
     """
 
     heldout: str | None = None
@@ -163,6 +168,14 @@ class EvalSection:
     prompt_style: Literal["calrl", "standard", "cot"] = "calrl"
     confidence_parser: Literal["calrl", "reference"] = "calrl"
     confidence_retries: int = 0
+    prompt_template: str | None = None
+    option_format: str | None = None
+    retry_when: Literal["parsed", "reference"] = "parsed"
+    forced_retry_tokens: int | None = None
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    generation_seed: int | None = None
     batch_size: int = 16
     max_new_tokens: int = 64
     n_bins: int = 15
@@ -173,6 +186,29 @@ class EvalSection:
     slice_keys: list[str] | None = None
     n_boot: int = 0
     probe_batch_size: int = 16  # rm: batch size of the confidence-bias probe
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ConfigError(f"must be > 0, got {self.temperature}", field="temperature")
+        if self.top_k < 0:
+            raise ConfigError(f"must be >= 0, got {self.top_k}", field="top_k")
+        if self.forced_retry_tokens is not None and self.forced_retry_tokens < 1:
+            raise ConfigError(f"must be a positive integer or null, got {self.forced_retry_tokens}",
+                              field="forced_retry_tokens")
+        if self.option_format is not None:
+            from calrl.eval.prompts import check_option_format
+
+            try:
+                check_option_format(self.option_format)
+            except InputError as exc:
+                raise ConfigError(str(exc), field="option_format") from None
+
+    def generation(self) -> dict[str, Any]:
+        """The generation settings beyond the retry count, as :func:`calrl.eval.generate.generate_predictions`
+        takes them."""
+        return {"do_sample": self.do_sample, "temperature": self.temperature, "top_k": self.top_k,
+                "seed": self.generation_seed, "retry_when": self.retry_when,
+                "forced_max_new_tokens": self.forced_retry_tokens}
 
 
 @dataclass

@@ -28,7 +28,7 @@ from calrl.train.checkpoints import (
     list_checkpoints,
     resolve_resume,
 )
-from calrl.train.data import TrainingData, load_heldout_items, load_training_data
+from calrl.train.data import TrainingData, eval_prompt, load_heldout_items, load_training_data
 from calrl.train.launch import check_launch
 from calrl.train.output import (
     FINAL_STAGE,
@@ -97,6 +97,8 @@ class Runner:
 
         def heldout() -> None:
             self.items = load_heldout_items(recipe) if self.uses_heldout else None
+            if self.items:
+                eval_prompt(recipe)  # its prompt-template file, read and checked
 
         def resume() -> None:
             self.checkpoint, self.skipped = resolve_resume(recipe)
