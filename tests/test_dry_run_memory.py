@@ -127,7 +127,12 @@ def test_parameter_count_from_a_config_only_folder_matches_the_hand_count(tmp_pa
 
 
 def test_parameter_count_matches_a_tiny_model_saved_with_its_weights(tmp_path):
-    from calrl.testing.tiny import build_tiny_causal_lm, build_tiny_reward_model, build_word_tokenizer, save_pretrained
+    from calrl.testing.tiny import (
+        build_tiny_causal_lm,
+        build_tiny_reward_model,
+        build_word_tokenizer,
+        save_pretrained,
+    )
 
     tok = build_word_tokenizer(["a b c d e"])
     lm, rm = build_tiny_causal_lm(tok), build_tiny_reward_model(tok)
@@ -167,7 +172,12 @@ def test_every_paper_recipe_names_the_reference_s_launch():
 @pytest.fixture
 def model_folders(tmp_path):
     """A tiny policy and reward model saved with weights, and a config-only folder of a bigger policy."""
-    from calrl.testing.tiny import build_tiny_causal_lm, build_tiny_reward_model, build_word_tokenizer, save_pretrained
+    from calrl.testing.tiny import (
+        build_tiny_causal_lm,
+        build_tiny_reward_model,
+        build_word_tokenizer,
+        save_pretrained,
+    )
 
     tok = build_word_tokenizer(["what is one plus one ? two"])
     save_pretrained(build_tiny_causal_lm(tok), tok, tmp_path / "policy")

@@ -12,7 +12,9 @@ An output_dir holding an earlier run (its model or checkpoints) is refused unles
 --overwrite replaces it (the earlier model and checkpoints are deleted when the new run starts training). The
 final model and its card are written through a staging folder; a failed or interrupted run (Ctrl-C) leaves
 its complete checkpoints and nothing half-written, and its W&B run is marked failed. --dry-run runs every
-check of a real run (recipe, output folder, data, held-out set, checkpoint to resume) and loads no model.
+check of a real run (recipe, output folder, model paths, data, held-out set, checkpoint to resume), lists every
+problem it finds, prints the memory per process of every model under the launch (sized from their configs), and
+loads no weights.
 
 Exit codes: 0 done, 2 bad recipe or input (one line naming file:line and key, or the path of a file-system
 fault), 3 training fault (a NaN or infinite reward, with the step and the sample), 130 interrupted (Ctrl-C).
@@ -171,6 +173,8 @@ def _dry_run(recipe, args: argparse.Namespace) -> int:
     except CalrlError as exc:
         lines, warnings = [], []
         problems.append(str(exc))
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch: the estimate once, the problems per process
+        lines, warnings = [], []
     for line in lines:
         print(line)
     for warning in warnings:
@@ -196,7 +200,7 @@ def _memory_estimate(recipe, args: argparse.Namespace) -> tuple[list[str], list[
     strategy = launch_strategy(recipe, processes=args.num_processes)
     plan = memory_plan(recipe, strategy, parse_model_configs(args.model_config))
     if args.gpu_memory is not None:
-        device, name = args.gpu_memory * GIB, f"a {args.gpu_memory:g} GiB GPU (--gpu-memory)"
+        device, name = args.gpu_memory * GIB, f"--gpu-memory {args.gpu_memory:g}"
     else:
         device, name = device_memory()
     return report(plan, device_bytes=device, device_name=name)
