@@ -216,7 +216,12 @@ def test_dry_run_warns_when_the_model_states_do_not_fit(model_folders, capsys):
                  f"model.reward_model={t / 'rm'}", f"training.output_dir={t / 'out'}", "--gpu-memory", "0.00001"])
     captured = capsys.readouterr()
     assert code == 0
-    assert "warning: will not fit:" in captured.err and "per process" in captured.err
+    assert "warning: will not fit:" in captured.err and "of model states" in captured.err
+    # a CPU recipe without --gpu-memory: its processes together, against this machine's memory
+    code = main(["train-rm", "--config", str(REPO / "configs" / "tests" / "tiny_rm.yaml"), "--dry-run",
+                 f"model.reward_model={t / 'rm'}", f"training.output_dir={t / 'out'}", "training.use_cpu=true"])
+    out = capsys.readouterr().out
+    assert code == 0 and "on the CPU:" in out and "device: this machine's memory" in out
 
 
 def test_dry_run_lists_every_problem_at_once(model_folders, capsys, no_models):

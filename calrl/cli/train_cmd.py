@@ -194,13 +194,15 @@ def _dry_run(recipe, args: argparse.Namespace) -> int:
 
 
 def _memory_estimate(recipe, args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    from calrl.train.memory import GIB, device_memory
+    from calrl.train.memory import GIB, device_memory, host_memory
     from calrl.train.preflight import launch_strategy, memory_plan, parse_model_configs, report
 
     strategy = launch_strategy(recipe, processes=args.num_processes)
     plan = memory_plan(recipe, strategy, parse_model_configs(args.model_config))
     if args.gpu_memory is not None:
         device, name = args.gpu_memory * GIB, f"--gpu-memory {args.gpu_memory:g}"
+    elif strategy.use_cpu:
+        device, name = host_memory(), "this machine's memory"
     else:
         device, name = device_memory()
     return report(plan, device_bytes=device, device_name=name)

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calrl.errors import ConfigError, InputError
+from calrl.errors import InputError
 
 GIB = 1024**3
 HALF = {"bfloat16": 2, "float16": 2, "bf16": 2, "fp16": 2}
@@ -393,9 +393,3 @@ def gib(value: float) -> str:
 
 def count(value: int) -> str:
     return f"{value / 1e9:.2f}B" if value >= 1e9 else f"{value / 1e6:.1f}M"
-
-
-def check_processes(value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise ConfigError(f"--num-processes must be at least 1, got {value}")
-    return value

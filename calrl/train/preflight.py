@@ -249,15 +249,16 @@ def report(plan: MemoryPlan, *, device_bytes: float | None, device_name: str) ->
     lines.append(f"  per process{sized}: {gib(total)}"
                  + (f"; host memory per machine for offloaded states: {gib(plan.host_total)}" if plan.host_total else ""))
     warnings = [f"{r.role}: {r.note}" for r in plan.rows if r.states is None and r.source != TINY]
-    if plan.strategy.use_cpu:
-        lines.append(f"  on the CPU: {gib(total * plan.strategy.processes)} for {plan.strategy.processes} process(es)")
+    if plan.strategy.use_cpu:  # the processes share this machine's memory
+        total *= plan.strategy.processes
+        lines.append(f"  on the CPU: {gib(total)} for {plan.strategy.processes} process(es)")
     if device_bytes is None:
         lines.append(f"  device: {device_name} (--gpu-memory GIB compares with a GPU of that size)")
         return lines, warnings
     share = total / device_bytes
     lines.append(f"  device: {device_name}, {gib(device_bytes)}: model states take {share:.0%}")
     if share > 1:
-        warnings.append(f"will not fit: {gib(total)} of model states per process, {gib(device_bytes)} on the "
+        warnings.append(f"will not fit: {gib(total)} of model states, {gib(device_bytes)} on the "
                         f"device ({device_name}); use more processes, ZeRO-3 or optimiser offload "
                         "(configs/accelerate/), or LoRA")
     elif share > TIGHT:
