@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,7 +226,8 @@ def read_config(source: str, *, trust_remote_code: bool = False) -> Any:
     return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
 
 
-def model_size(config: Any, kind: str, *, dtype: str = "auto", lora: Any = None) -> ModelSize:
+def model_size(config: Any, kind: str, *, dtype: str = "auto", lora: Any = None,
+               trust_remote_code: bool = False) -> ModelSize:
     """Count the parameters of ``config``'s model (``kind``: ``causal_lm`` or ``sequence_classifier``, one
     label) built on the meta device. ``dtype`` as the recipe's ``model.dtype`` (``auto``: the config's)."""
     import copy
@@ -239,7 +241,7 @@ def model_size(config: Any, kind: str, *, dtype: str = "auto", lora: Any = None)
         config.num_labels = 1
     loader = AutoModelForSequenceClassification if kind == "sequence_classifier" else AutoModelForCausalLM
     with init_empty_weights():
-        model = loader.from_config(config)
+        model = loader.from_config(config, trust_remote_code=trust_remote_code)
     model.tie_weights()  # init_empty_weights builds before tying; shared weights count once
     params = sum(p.numel() for p in model.parameters())
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
@@ -259,7 +261,9 @@ def _lora_parameters(model: Any, lora: Any, kind: str) -> int:
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules, bias=lora.bias,
                         modules_to_save=lora.modules_to_save or (["score"] if kind == "sequence_classifier" else None),
                         task_type="SEQ_CLS" if kind == "sequence_classifier" else "CAUSAL_LM")
-    peft_model = get_peft_model(model, config)
+    with warnings.catch_warnings():  # transformers' deprecation notes from inside peft
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model = get_peft_model(model, config)
     return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
 
 

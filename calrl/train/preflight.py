@@ -217,7 +217,8 @@ def _size(recipe: Recipe, use: ModelUse, configs: dict[str, str]) -> Any:
             why = why or f"no config for '{source}' ({reason})"
             continue
         lora = recipe.lora if use.lora else None
-        return model_size(config, use.kind, dtype=recipe.model.dtype, lora=lora)
+        return model_size(config, use.kind, dtype=recipe.model.dtype, lora=lora,
+                          trust_remote_code=recipe.model.trust_remote_code)
     return f"not sized: {why}; give --model-config {use.names[0]}=PATH (a config.json)"
 
 
