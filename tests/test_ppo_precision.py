@@ -14,7 +14,6 @@ from calrl.testing.tiny import (
     build_word_tokenizer,
     save_pretrained,
 )
-from calrl.train import recipe as recipe_module
 from calrl.train.ppo import PPORunner
 from calrl.train.recipe import load_recipe
 
@@ -31,14 +30,10 @@ def test_low_precision_trained_weights_are_refused_unless_opted_in(monkeypatch):
     assert load_recipe(TINY_PPO, ["model.dtype=bfloat16", "model.low_precision_weights=true"]).model.dtype == \
         "bfloat16"
     assert load_recipe(TINY_PPO, ["model.frozen_dtype=bfloat16"]).model.frozen_dtype == "bfloat16"
-    # DeepSpeed's bf16 keeps float32 master copies (TrainingArguments needs deepspeed installed to build under
-    # its launch, so the launch is simulated where the check reads it)
-    assert not recipe_module.launched_with_deepspeed(None)
-    monkeypatch.setattr(recipe_module, "launched_with_deepspeed", lambda training: True)
-    assert load_recipe(TINY_PPO, ["model.dtype=bfloat16"]).model.dtype == "bfloat16"
-    monkeypatch.undo()
-    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    assert recipe_module.launched_with_deepspeed(None)
+    # DeepSpeed's bf16 keeps float32 master copies: a recipe launched with a DeepSpeed config may store bf16 weights
+    zero2 = REPO / "configs" / "accelerate" / "deepspeed_zero2.yaml"
+    assert load_recipe(TINY_PPO, ["model.dtype=bfloat16", f"launch.accelerate_config={zero2}"]).model.dtype == \
+        "bfloat16"
 
 
 class KeepModel(TrainerCallback):

@@ -230,7 +230,8 @@ def test_question_sets_as_training_data(capsys, no_models):
     """``items:NAME:PATH`` reads a held-out-style set (here the GSM8K fixture) as prompts with references."""
     gsm8k = REPO / "tests" / "fixtures" / "heldout" / "gsm8k"
     argv = ["train-grpo", "--config", str(REPO / "configs" / "grpo_brier.yaml"), "--dry-run",
-            f"data.train=items:gsm8k:{gsm8k}", "data.split=test", f"eval.heldout=gsm8k:{gsm8k}", "eval.split=test"]
+            f"data.train=items:gsm8k:{gsm8k}", "data.split=test", f"eval.heldout=gsm8k:{gsm8k}", "eval.split=test",
+            "model.policy=tiny"]  # the recipe's hub model is not in this machine's cache: a dry-run problem
     assert main(argv) == 0
     assert re.search(r"ok \(grpo, \d+ training rows, \d+ eval items\)", capsys.readouterr().out)
     from calrl.train.data import load_training_data
@@ -249,8 +250,8 @@ def test_nan_reward_model_score_stops_ppo_with_the_step_and_the_sample(capsys, m
 
     build = common.ModelFactory.sequence_classifier
 
-    def nan_reward_model(self, source, *, seed_offset=0):
-        model = build(self, source, seed_offset=seed_offset)
+    def nan_reward_model(self, source, *, seed_offset=0, **kwargs):
+        model = build(self, source, seed_offset=seed_offset, **kwargs)
         if seed_offset == 2:  # the reward model (the value model is offset 1)
             with torch.no_grad():
                 model.score.weight.fill_(float("nan"))

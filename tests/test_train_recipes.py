@@ -88,7 +88,7 @@ def test_paper_recipes_carry_the_reference_settings(model):
     assert t.confidence_system_prompt.startswith(PAPER_SYSTEM_PROMPT_START)
     assert t.confidence_system_prompt.endswith("Explicitly include the word 'Confidence:' in your response.")
     assert "```Example Format:\n<Your responses>\nConfidence: <Insert" in t.confidence_system_prompt
-    assert crm.model.reward_model == ("OpenLLMAI/Llama-3-8b-rm-mixture" if model == "llama3-8b"
+    assert crm.model.reward_model == ("models/llama3-8b-rm-mixture" if model == "llama3-8b"  # converted
                                       else f"runs/paper/{model}_rm")  # train_crm.sh L15: a trained RM
     for kind in ("ppo", "ppo_m", "ppo_c_threshold", "ppo_c_difference"):
         recipe = load(kind)
@@ -100,7 +100,9 @@ def test_paper_recipes_carry_the_reference_settings(model):
         assert p.normalize_reward is True and p.missing_eos_penalty is None and p.reward_final_clamp is True
         assert recipe.data.columns.prompt == "confidence_prompt" and recipe.data.confidence_prompt_fraction == 0.0
         e = recipe.eval
-        assert (e.prompt_style, e.confidence_parser, e.confidence_retries, e.n_bins) == ("cot", "reference", 10, 10)
+        assert (e.prompt_style, e.confidence_parser, e.confidence_retries, e.n_bins) == ("cot", "reference", 11, 10)
+        assert (e.retry_when, e.forced_retry_tokens, e.option_format) == ("reference", 16, "({letter}) {text}")
+        assert (e.do_sample, e.temperature, e.top_k, e.generation_seed) == (True, 1.0, 50, 1234)
         # the reference's dynamics, by name (docs/fidelity.md)
         assert (p.critic_learning_rate, p.critic_max_grad_norm) == (9e-6, 1.0)
         assert (p.loss_aggregation, p.advantage_whitening, p.score_placement, p.scheduler_cadence) == \
@@ -145,11 +147,13 @@ def test_accelerate_configs_parse_with_accelerates_loader(name):
     kind = str(config.distributed_type).split(".")[-1]
     expected = {"single_gpu": ("NO", 1), "cpu": ("NO", 1), "multi_gpu": ("MULTI_GPU", 8),
                 "deepspeed_zero2": ("DEEPSPEED", 8), "deepspeed_zero3": ("DEEPSPEED", 8), "fsdp": ("FSDP", 8),
-                "cpu_multi": ("MULTI_GPU", 2)}
+                "cpu_multi": ("MULTI_GPU", 2), "deepspeed_zero2_offload": ("DEEPSPEED", 8)}
     assert (kind, config.num_processes) == expected[name]
     raw = load_yaml(ACCELERATE[name])
     if name.startswith("deepspeed"):
-        assert config.deepspeed_config["zero_stage"] == int(name[-1])
+        assert config.deepspeed_config["zero_stage"] == int(name.split("_")[1][-1])
+        offload = config.deepspeed_config["offload_optimizer_device"]
+        assert offload == ("cpu" if name.endswith("_offload") else "none")
     if name == "fsdp":
         assert config.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
         assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "Qwen2DecoderLayer"

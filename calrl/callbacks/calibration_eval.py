@@ -77,6 +77,7 @@ class CalibrationEvalConfig:
     use_hedges: bool = True
     confidence_parser: str = "calrl"  # calrl.confidence.reading.PARSERS
     confidence_retries: int = 0  # the eval's retry rule (calrl.eval.generate)
+    generation: dict[str, Any] = field(default_factory=dict)  # more generate_predictions settings (do_sample ...)
     grader: str = "auto"
     missing_policy: str = "exclude"
     min_slice_size: int = 30
@@ -355,7 +356,7 @@ class CalibrationEvalCallback(TrainerCallback):
                 policy, tokenizer, self.items(), prompt=self.config.prompt,
                 batch_size=self.config.batch_size, max_new_tokens=self.config.max_new_tokens,
                 accelerator=dist, show_progress=self.config.show_progress,
-                confidence_retries=self.config.confidence_retries, reader=self._reader(),
+                confidence_retries=self.config.confidence_retries, reader=self._reader(), **self.config.generation,
             )
 
     def _reader(self) -> Any:

@@ -72,15 +72,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--prompt-style", choices=PROMPT_STYLES, default="calrl",
                      help="calrl's elicitation prompt, or the paper's 'standard' (answer + confidence 0-10) or "
                           "'cot' (explanation, answer, confidence) prompt")
+    gen.add_argument("--prompt-template", metavar="FILE", default=None,
+                     help="a YAML file with the prompt's words (system, user, options_intro, option, answer_type, "
+                          "demo; calrl/eval/prompt_template.py); docs/fidelity.md says how to write the paper's")
+    gen.add_argument("--option-format", metavar="FORMAT", default=None,
+                     help="one multiple-choice option line, with {letter} and {text} (default '{letter}. {text}', "
+                          "the paper's '({letter}) {text}')")
     gen.add_argument("--confidence-retries", type=options.non_negative_int, default=0, metavar="N",
                      help="regenerate an answer without a confidence up to N times, the last try forcing "
-                          "'Confidence:' (the paper's rule used 10)")
+                          "'Confidence:' (the paper's code: 10 plain tries and a forced one, N = 11)")
+    gen.add_argument("--retry-when", choices=("parsed", "reference"), default="parsed",
+                     help="what counts as no confidence: the parser reads none, or the paper's test (no "
+                          "'Confidence:' followed by digits)")
+    gen.add_argument("--forced-retry-tokens", type=options.positive_int, default=None, metavar="N",
+                     help="new tokens of the forced try (default --max-new-tokens; the paper's code: 16)")
     gen.add_argument("--distractor", action="store_true", help="add a distractor answer to the prompt")
     gen.add_argument("--batch-size", type=options.positive_int, default=16, help="prompts generated together")
     gen.add_argument("--max-new-tokens", type=options.positive_int, default=64, help="length limit of each answer")
     gen.add_argument("--num-samples", type=options.non_negative_int, default=0,
                      help="extra sampled answers per question, for consistency signals")
-    gen.add_argument("--temperature", type=_positive_float, default=1.0, help="temperature of the samples")
+    gen.add_argument("--temperature", type=_positive_float, default=1.0,
+                     help="sampling temperature (of --do-sample answers and of the --num-samples)")
+    gen.add_argument("--do-sample", action="store_true",
+                     help="sample the answers (with --temperature, --top-k) instead of greedy decoding")
+    gen.add_argument("--top-k", type=options.non_negative_int, default=0, metavar="K",
+                     help="sample from the K most likely tokens (0: all; the paper's code: 50)")
+    gen.add_argument("--generation-seed", type=int, default=None, metavar="SEED",
+                     help="seed of the sampled answers (the paper's query.sh: 1234)")
     p.set_defaults(func=run)
 
 
@@ -94,9 +112,11 @@ def run(args: argparse.Namespace) -> int:
     from calrl.grading import get_grader
     from calrl.io import staged_dir, write_json, write_jsonl
 
-    gen_only = ("adapter", "dataset", "split", "limit", "sample_seed")
+    gen_only = ("adapter", "dataset", "split", "limit", "sample_seed", "prompt_template", "option_format",
+                "forced_retry_tokens", "generation_seed")
     if args.model is None and any(getattr(args, a) is not None for a in gen_only):
-        raise InputError("--adapter, --dataset, --split, --limit and --sample-seed only apply with --model")
+        raise InputError("--adapter, --dataset, --split, --limit, --sample-seed, --prompt-template, --option-format, "
+                         "--forced-retry-tokens and --generation-seed only apply with --model")
     if args.sample_seed is not None and args.limit is None:
         raise InputError("--sample-seed draws the --limit items: give --limit N too")
     get_grader(args.grader)  # an unknown grader fails before any model loads
@@ -160,11 +180,16 @@ def _describe_run(results: Any, args: argparse.Namespace, source: str, records: 
         config.model, config.adapter, config.dataset, config.split = model, adapter, args.dataset, args.split
         config.limit, config.sample_seed = args.limit, args.sample_seed
         config.prompt_scale = args.prompt_scale
-        if args.prompt_style != "calrl":
+        config.prompt_template, config.option_format = args.prompt_template, args.option_format
+        if args.prompt_template:
+            style = "template"
+        elif args.prompt_style != "calrl":
             style = args.prompt_style
         config.prompt_style = style + ("+distractor" if args.distractor else "")
         config.generation = Generation(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                        num_samples=args.num_samples, temperature=args.temperature,
+                                       do_sample=args.do_sample, top_k=args.top_k, seed=args.generation_seed,
+                                       retry_when=args.retry_when, forced_max_new_tokens=args.forced_retry_tokens,
                                        **retry_counts(records, args.confidence_retries))
     else:
         config.predictions = str(args.predictions)
@@ -204,15 +229,23 @@ def _generate(args: argparse.Namespace) -> list[Any]:
     from calrl.eval.checkpoint import predict_from_checkpoint
     from calrl.eval.prompts import ElicitationPrompt
 
+    template = None
+    if args.prompt_template:
+        from calrl.eval.prompt_template import load_prompt_template
+
+        template = load_prompt_template(args.prompt_template)
     prompt = ElicitationPrompt(scale=args.prompt_scale, reasons_first=args.reasons_first,
-                               distractor=args.distractor, style=args.prompt_style)
+                               distractor=args.distractor, style=args.prompt_style, template=template,
+                               option_format=args.option_format)
     return predict_from_checkpoint(model=args.model, adapter=args.adapter, dataset=args.dataset,
                                    split=args.split, limit=args.limit, sample_seed=args.sample_seed, prompt=prompt,
                                    batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                    num_samples=args.num_samples, temperature=args.temperature,
                                    confidence_retries=args.confidence_retries,
                                    reader=ConfidenceReader(args.confidence_parser, purpose="eval",
-                                                           use_hedges=not args.no_hedges))
+                                                           use_hedges=not args.no_hedges),
+                                   do_sample=args.do_sample, top_k=args.top_k, seed=args.generation_seed,
+                                   retry_when=args.retry_when, forced_max_new_tokens=args.forced_retry_tokens)
 
 
 def retry_counts(records: list[Any], tries: int) -> dict[str, int]:

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "train-rloo": "calrl.cli.train_cmd",
     "demo": "calrl.cli.demo_cmd",
     "data": "calrl.cli.data_cmd",
+    "convert-rm": "calrl.cli.convert_cmd",
 }
 
 

@@ -12,7 +12,9 @@ An output_dir holding an earlier run (its model or checkpoints) is refused unles
 --overwrite replaces it (the earlier model and checkpoints are deleted when the new run starts training). The
 final model and its card are written through a staging folder; a failed or interrupted run (Ctrl-C) leaves
 its complete checkpoints and nothing half-written, and its W&B run is marked failed. --dry-run runs every
-check of a real run (recipe, output folder, data, held-out set, checkpoint to resume) and loads no model.
+check of a real run (recipe, output folder, model paths, data, held-out set, checkpoint to resume), lists every
+problem it finds, prints the memory per process of every model under the launch (sized from their configs), and
+loads no weights.
 
 Exit codes: 0 done, 2 bad recipe or input (one line naming file:line and key, or the path of a file-system
 fault), 3 training fault (a NaN or infinite reward, with the step and the sample), 130 interrupted (Ctrl-C).
@@ -23,7 +25,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from calrl.errors import FileSystemError, InputError, reports_os_errors
+from calrl.cli import options
+from calrl.errors import CalrlError, FileSystemError, InputError, reports_os_errors
 
 # torch.save reports a failed write (ENOSPC, EIO ...) as a RuntimeError from its zip writer, without the errno
 TORCH_WRITE_FAILURES = ("inline_container.cc", "PytorchStreamWriter", "file write failed")
@@ -38,7 +41,7 @@ HELP = {
 
 # this command's own options; any other --flag is a recipe key (see split_flags)
 OWN_OPTIONS = {"--config": True, "--resume": True, "--dry-run": False, "--overwrite": False, "-h": False,
-               "--help": False}
+               "--help": False, "--num-processes": True, "--gpu-memory": True, "--model-config": True}
 
 
 def split_flags(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -81,6 +84,7 @@ def recipe_sections(method: str) -> dict[str, type]:
     from calrl.train.recipe import (
         DataSection,
         EvalSection,
+        LaunchSection,
         LoraSection,
         ModelSection,
         WandbSection,
@@ -88,7 +92,7 @@ def recipe_sections(method: str) -> dict[str, type]:
     )
 
     return {"model": ModelSection, "lora": LoraSection, "data": DataSection, "eval": EvalSection,
-            "wandb": WandbSection, "training": training_config_class(method)}
+            "wandb": WandbSection, "launch": LaunchSection, "training": training_config_class(method)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,8 +100,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="PATH|latest", default=None,
                    help="resume from a checkpoint folder, or the newest checkpoint-* in the output folder")
     p.add_argument("--dry-run", action="store_true",
-                   help="run every check of a real run (recipe, output folder, data, held-out set, checkpoint to "
-                        "resume), load no model, and exit")
+                   help="run every check of a real run (recipe, output folder, model paths, data, held-out set, "
+                        "checkpoint to resume) and list every problem found; print the memory per process of every "
+                        "model under the launch (launch.accelerate_config, --accelerate_config FILE, or accelerate "
+                        "launch's own settings); load no weights, and exit")
+    plan = p.add_argument_group("memory estimate of --dry-run")
+    plan.add_argument("--num-processes", type=options.positive_int, default=None, metavar="N",
+                      help="processes to size for (default: the accelerate config's num_processes)")
+    plan.add_argument("--gpu-memory", type=options.positive_float, default=None, metavar="GIB",
+                      help="compare with a GPU of this many GiB (default: the GPU of this machine, when there is one)")
+    plan.add_argument("--model-config", action="append", default=None, metavar="[NAME=]PATH",
+                      help="a local config.json (or folder) to size a model whose config cannot be read (a hub id "
+                           "offline); NAME: policy, reward_model, value_model, reference, a recipe key or a model id; "
+                           "without NAME: every such model")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run (model and checkpoints) in the recipe's output_dir; refused by default")
     p.add_argument("overrides", nargs="*", metavar="section.key=value",
@@ -129,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.config, overrides, method=args.method, resume=args.resume,
                          check_hardware=not args.dry_run)
     if args.dry_run:
-        return _dry_run(recipe, overwrite=args.overwrite)
+        return _dry_run(recipe, args)
     from calrl.train.runner import run_recipe
 
     try:
@@ -145,12 +160,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(recipe, *, overwrite: bool) -> int:
-    """Run the runner's checks (everything a real run refuses before loading a model), then stop."""
+def _dry_run(recipe, args: argparse.Namespace) -> int:
+    """Run every check a real run makes before loading a model, print the memory estimate, list every problem."""
+    import sys
+
     from calrl.train.runner import runner_for
 
-    runner = runner_for(recipe, overwrite=overwrite)
-    runner.check()
+    runner = runner_for(recipe, overwrite=args.overwrite)
+    problems = [str(p) for p in runner.problems(hub=True)]
+    try:
+        lines, warnings = _memory_estimate(recipe, args)
+    except CalrlError as exc:
+        lines, warnings = [], []
+        problems.append(str(exc))
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch: the estimate once, the problems per process
+        lines, warnings = [], []
+    for line in lines:
+        print(line)
+    for warning in warnings:
+        print(f"calrl train-{recipe.method}: warning: {warning}", file=sys.stderr)
+    if problems:
+        for problem in problems:
+            print(f"calrl train-{recipe.method}: error: {problem}", file=sys.stderr)
+        return 2
     data = runner.data
     print(f"{recipe.path}: ok ({recipe.method}, {len(data.train)} training rows"
           + (f", {len(data.eval)} held-out rows" if data.eval is not None else "")
@@ -159,3 +191,18 @@ def _dry_run(recipe, *, overwrite: bool) -> int:
     for reason in runner.skipped:
         print(f"would skip {reason}")
     return 0
+
+
+def _memory_estimate(recipe, args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    from calrl.train.memory import GIB, device_memory, host_memory
+    from calrl.train.preflight import launch_strategy, memory_plan, parse_model_configs, report
+
+    strategy = launch_strategy(recipe, processes=args.num_processes)
+    plan = memory_plan(recipe, strategy, parse_model_configs(args.model_config))
+    if args.gpu_memory is not None:
+        device, name = args.gpu_memory * GIB, f"--gpu-memory {args.gpu_memory:g}"
+    elif strategy.use_cpu:
+        device, name = host_memory(), "this machine's memory"
+    else:
+        device, name = device_memory()
+    return report(plan, device_bytes=device, device_name=name)

@@ -119,6 +119,10 @@ class Generation:
     confidence_retries: int = 0  # the retry rule's N (0: off)
     retried_items: int = 0  # items generated again because no confidence was stated
     retry_generations: int = 0  # extra generations in all
+    top_k: int = 0  # sampling's top-k (0: off)
+    seed: int | None = None  # seed of the sampled answers
+    retry_when: str = "parsed"  # what counts as no confidence: parsed or reference (calrl.eval.generate)
+    forced_max_new_tokens: int | None = None  # new tokens of the forced retry (None: max_new_tokens)
 
 
 @dataclass(kw_only=True)
@@ -134,6 +138,8 @@ class RunConfig:
     sample_seed: int | None = None  # seed of the stratified --limit subset
     prompt_scale: str | None = None
     prompt_style: str | None = None  # "answer" or "reasons-first", "+distractor" when the hint is on
+    prompt_template: str | None = None  # the --prompt-template file, when one gave the prompt's words
+    option_format: str | None = None  # the --option-format of multiple-choice options
     generation: Generation | None = None
     missing_confidence: str | None = None
     grader: str | None = None

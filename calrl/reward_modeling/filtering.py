@@ -176,16 +176,18 @@ class RewardModelScorer:
 
     @classmethod
     def from_pretrained(cls, path: str, *, normalize: bool = True, batch_size: int = 16) -> RewardModelScorer:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from calrl.reward_modeling.loading import load_sequence_classifier
 
         if Path(path).exists() or path.startswith((".", "/", "~")):
             check_input(Path(path).expanduser(), option="--reward-model", allow_dir=True)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForSequenceClassification.from_pretrained(path)
         except Exception as exc:  # noqa: BLE001 - hub and loading errors come in many kinds
             message = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise InputError(f"cannot load the reward model: {message}", path=path) from None
+            raise InputError(f"cannot load the reward model's tokenizer: {message}", path=path) from None
+        model = load_sequence_classifier(path, num_labels=None)  # a random score head would filter by noise
         if int(getattr(model.config, "num_labels", 1)) != 1:
             raise InputError(f"a reward model has one output, this one has {model.config.num_labels}", path=path)
         if model.config.pad_token_id is None:

@@ -255,14 +255,32 @@ def load_heldout_items(recipe: Recipe) -> list[Any] | None:
     return items
 
 
-def calibration_eval_config(recipe: Recipe, items: list[Any]) -> Any:
-    from calrl.callbacks.calibration_eval import CalibrationEvalConfig
+def eval_prompt(recipe: Recipe) -> Any:
+    """The ElicitationPrompt of the calibration eval (its ``prompt_template`` file read and checked)."""
     from calrl.eval.prompts import ElicitationPrompt
 
     ev = recipe.eval
+    template = None
+    if ev.prompt_template:
+        from calrl.eval.prompt_template import load_prompt_template
+
+        path = Path(ev.prompt_template).expanduser()
+        if not path.exists() and (recipe.base_dir / ev.prompt_template).exists():
+            path = recipe.base_dir / ev.prompt_template
+        if not path.is_file():
+            raise ConfigError(f"key 'eval.prompt_template': '{ev.prompt_template}' is not a file", path=recipe.path,
+                              line=recipe.line_of("eval", "prompt_template"))
+        template = load_prompt_template(path)
+    return ElicitationPrompt(scale=ev.scale, reasons_first=ev.reasons_first, style=ev.prompt_style,
+                             template=template, option_format=ev.option_format)
+
+
+def calibration_eval_config(recipe: Recipe, items: list[Any]) -> Any:
+    from calrl.callbacks.calibration_eval import CalibrationEvalConfig
+
+    ev = recipe.eval
     return CalibrationEvalConfig(
-        eval_items=items, prompt=ElicitationPrompt(scale=ev.scale, reasons_first=ev.reasons_first,
-                                                   style=ev.prompt_style),
+        eval_items=items, prompt=eval_prompt(recipe), generation=ev.generation(),
         confidence_parser=ev.confidence_parser, confidence_retries=ev.confidence_retries,
         every_n_steps=ev.every_n_steps, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
         n_bins=ev.n_bins, slice_keys=ev.slice_keys, use_hedges=ev.use_hedges, grader=ev.grader,
@@ -274,13 +292,10 @@ def eval_item_texts(items: list[Any] | None, recipe: Recipe) -> list[str]:
     """Words the tiny tokenizer needs for the eval: the elicitation prompt, the questions and answers."""
     if not items:
         return []
-    from calrl.eval.prompts import ElicitationPrompt
-
-    prompt = ElicitationPrompt(scale=recipe.eval.scale, reasons_first=recipe.eval.reasons_first,
-                               style=recipe.eval.prompt_style)
+    prompt = eval_prompt(recipe)
     texts = [prompt.instruction(), "Confidence:"]
     for item in items:
-        texts.append(prompt.user_message(item))
+        texts.extend((prompt.instruction(item), prompt.user_message(item)))
         texts.extend(item.reference)
     return texts
 

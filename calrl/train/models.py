@@ -104,7 +104,10 @@ class ModelFactory:
         return model
 
     def sequence_classifier(self, source: str, *, seed_offset: int = 0, trained: bool = True) -> Any:
-        """A one-output sequence classifier (reward or value model); ``trained`` as for :meth:`causal_lm`."""
+        """A one-output sequence classifier (reward or value model); ``trained`` as for :meth:`causal_lm`. One whose
+        score head would be initialised at random is refused (:mod:`calrl.reward_modeling.loading`), except the
+        reward model ``train-rm`` starts from a base model (its head is what it trains; not under
+        ``calibration_loss: calibration_only``, which fine-tunes a trained reward model)."""
         if source == TINY:
             from calrl.testing.tiny import build_tiny_reward_model
 
@@ -112,10 +115,13 @@ class ModelFactory:
             return self._tiny(build_tiny_reward_model(self.tokenizer(TINY), seed=t.seed + seed_offset,
                                                       hidden_size=t.hidden_size, num_layers=t.num_layers,
                                                       num_heads=t.num_heads), trained)
-        from transformers import AutoModelForSequenceClassification
+        from calrl.reward_modeling.loading import load_sequence_classifier
 
-        model = _load(AutoModelForSequenceClassification.from_pretrained, source, "model", num_labels=1,
-                      **self._kwargs(trained))
+        m, args = self.recipe.model, self.recipe.training
+        trains_rm = self.recipe.method == "rm"
+        new_head = trains_rm and getattr(args, "calibration_loss", "combined") != "calibration_only"
+        role = "value model" if source != m.reward_model else "reward model"
+        model = load_sequence_classifier(source, role=role, allow_new_head=new_head, **self._kwargs(trained))
         if model.config.pad_token_id is None:
             model.config.pad_token_id = self.tokenizer(source).pad_token_id
         return model

@@ -8,6 +8,8 @@ A recipe has these sections (each a dataclass below, checked by :func:`calrl.con
 - ``data``: the training dataset and its columns (:class:`DataSection`);
 - ``eval``: the held-out set of the per-epoch calibration eval (:class:`EvalSection`);
 - ``wandb``: project, run name, tags (:class:`WandbSection`);
+- ``launch``: how the run is meant to be launched (:class:`LaunchSection`: the accelerate config), which
+  ``--dry-run`` sizes the memory by;
 - ``training``: the method's trainer config (``CalibratedRewardConfig``, ``CalibratedPPOConfig``,
   ``CalibratedGRPOConfig`` or ``CalibratedRLOOConfig``; any of their keys, TRL's included).
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from calrl.config import apply_overrides, build, load_yaml
-from calrl.errors import ConfigError
+from calrl.errors import ConfigError, InputError
 
 METHODS = ("rm", "ppo", "grpo", "rloo")
 # method -> "module:class" of its trainer config (imported lazily: TRL is slow to import)
@@ -37,7 +38,7 @@ TRAINING_CONFIGS = {
     "grpo": "calrl.trainers.grpo:CalibratedGRPOConfig",
     "rloo": "calrl.trainers.rloo:CalibratedRLOOConfig",
 }
-SECTIONS = ("method", "model", "lora", "data", "eval", "wandb", "training")
+SECTIONS = ("method", "model", "lora", "data", "eval", "wandb", "launch", "training")
 TINY = "tiny"
 
 
@@ -160,7 +161,12 @@ class EvalSection:
     file, or ``calrl:PATH``); null turns the eval off. ``every_n_steps`` adds step evals.
     ``prompt_style``: ``calrl``, or the paper's ``standard`` / ``cot`` prompts; ``confidence_parser``:
     ``calrl`` or ``reference`` (the paper's evaluation rules); ``confidence_retries``: regenerate an answer
-    without a confidence up to N times, the last try forcing ``Confidence:`` (0: off; the paper used 10).
+    without a confidence up to N times, the last try forcing ``Confidence:`` (0: off; the paper's code: 10 plain
+    tries and a forced one, 11). ``prompt_template``: a prompt-template file (:mod:`calrl.eval.prompt_template`;
+    a path from the working directory, else beside the recipe) whose words replace the built-in prompt;
+    ``option_format``: one option line (``"({letter}) {text}"``); ``retry_when``: ``parsed`` or ``reference``
+    (what counts as no confidence); ``forced_retry_tokens``: new tokens of the forced try (null: max_new_tokens);
+    ``do_sample`` / ``temperature`` / ``top_k`` / ``generation_seed``: sampled answers instead of greedy ones.
     """
 
     heldout: str | None = None
@@ -172,6 +178,14 @@ class EvalSection:
     prompt_style: Literal["calrl", "standard", "cot"] = "calrl"
     confidence_parser: Literal["calrl", "reference"] = "calrl"
     confidence_retries: int = 0
+    prompt_template: str | None = None
+    option_format: str | None = None
+    retry_when: Literal["parsed", "reference"] = "parsed"
+    forced_retry_tokens: int | None = None
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    generation_seed: int | None = None
     batch_size: int = 16
     max_new_tokens: int = 64
     n_bins: int = 15
@@ -182,6 +196,29 @@ class EvalSection:
     slice_keys: list[str] | None = None
     n_boot: int = 0
     probe_batch_size: int = 16  # rm: batch size of the confidence-bias probe
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ConfigError(f"must be > 0, got {self.temperature}", field="temperature")
+        if self.top_k < 0:
+            raise ConfigError(f"must be >= 0, got {self.top_k}", field="top_k")
+        if self.forced_retry_tokens is not None and self.forced_retry_tokens < 1:
+            raise ConfigError(f"must be a positive integer or null, got {self.forced_retry_tokens}",
+                              field="forced_retry_tokens")
+        if self.option_format is not None:
+            from calrl.eval.prompts import check_option_format
+
+            try:
+                check_option_format(self.option_format)
+            except InputError as exc:
+                raise ConfigError(str(exc), field="option_format") from None
+
+    def generation(self) -> dict[str, Any]:
+        """The generation settings beyond the retry count, as :func:`calrl.eval.generate.generate_predictions`
+        takes them."""
+        return {"do_sample": self.do_sample, "temperature": self.temperature, "top_k": self.top_k,
+                "seed": self.generation_seed, "retry_when": self.retry_when,
+                "forced_max_new_tokens": self.forced_retry_tokens}
 
 
 @dataclass
@@ -196,6 +233,16 @@ class WandbSection:
 
 
 @dataclass
+class LaunchSection:
+    """How the recipe is meant to run: ``accelerate_config`` names the accelerate config file it is launched with
+    (``accelerate launch --config_file FILE``; a path from the working directory, else beside the recipe).
+    ``calrl train-* --dry-run`` estimates the memory per process under it (``--accelerate-config`` overrides
+    it; under ``accelerate launch`` the launch's own settings win)."""
+
+    accelerate_config: str | None = None
+
+
+@dataclass
 class Recipe:
     """A validated recipe."""
 
@@ -206,6 +253,7 @@ class Recipe:
     eval: EvalSection
     wandb: WandbSection
     training: Any
+    launch: LaunchSection = field(default_factory=LaunchSection)
     path: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the YAML mapping, overrides applied
     lines: dict[str, Any] = field(default_factory=dict, repr=False)  # key -> line, per section
@@ -296,6 +344,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
     data_section = _section(DataSection, data.get("data"), path=path_str, section="data", top=data)
     eval_section = _section(EvalSection, data.get("eval"), path=path_str, section="eval", top=data)
     wandb_section = _section(WandbSection, data.get("wandb"), path=path_str, section="wandb", top=data)
+    launch_section = _section(LaunchSection, data.get("launch"), path=path_str, section="launch", top=data)
 
     training_data = dict(data.get("training") or {})
     if data.get("training") is not None and not isinstance(data["training"], dict):
@@ -322,7 +371,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
         setattr(training, key, value)
 
     recipe = Recipe(method=method, model=model, lora=lora, data=data_section, eval=eval_section,
-                    wandb=wandb_section, training=training, path=path_str, raw=_plain(data), lines=lines)
+                    wandb=wandb_section, training=training, launch=launch_section, path=path_str, raw=_plain(data),
+                    lines=lines)
     _check_models(recipe)
     _check_precision(recipe)
     return recipe
@@ -331,16 +381,23 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
 LOW_PRECISION = ("bfloat16", "float16")
 
 
-def launched_with_deepspeed(training: Any) -> bool:
-    """Whether DeepSpeed runs the optimiser (``accelerate launch`` with a DeepSpeed config, or ``deepspeed``)."""
-    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" or bool(getattr(training, "deepspeed",
-                                                                                              None))
+def optimiser_keeps_float32_masters(recipe: Recipe) -> bool:
+    """Whether DeepSpeed runs the optimiser (it keeps float32 master copies of bf16/fp16 weights): ``training.
+    deepspeed``, ``accelerate launch`` with a DeepSpeed config, or the recipe's ``launch.accelerate_config``."""
+    if getattr(recipe.training, "deepspeed", None):
+        return True
+    from calrl.train.preflight import launch_strategy  # preflight reads recipes: imported when needed
+
+    try:
+        return launch_strategy(recipe).kind == "deepspeed"
+    except (ConfigError, InputError):  # an unreadable launch config is the dry run's problem to report
+        return False
 
 
 def _check_precision(recipe: Recipe) -> None:
     m = recipe.model
     full = recipe.lora is None or recipe.method == "ppo"  # PPO's value model always trains in full
-    if m.dtype not in LOW_PRECISION or not full or m.low_precision_weights or launched_with_deepspeed(recipe.training):
+    if m.dtype not in LOW_PRECISION or not full or m.low_precision_weights or optimiser_keeps_float32_masters(recipe):
         return
     lr = getattr(recipe.training, "learning_rate", None)
     raise ConfigError(

@@ -17,16 +17,18 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from calrl.errors import CalrlError
 from calrl.train.checkpoints import (
     CheckpointMarkerCallback,
     checkpoint_step,
     list_checkpoints,
     resolve_resume,
 )
-from calrl.train.data import TrainingData, load_heldout_items, load_training_data
+from calrl.train.data import TrainingData, eval_prompt, load_heldout_items, load_training_data
 from calrl.train.launch import check_launch
 from calrl.train.output import (
     FINAL_STAGE,
@@ -37,6 +39,7 @@ from calrl.train.output import (
     missing_folders,
     publish_final,
 )
+from calrl.train.preflight import check_model_source, model_sources
 from calrl.train.recipe import TINY, Recipe
 from calrl.train.reporting import (
     RunResult,
@@ -70,12 +73,44 @@ class Runner:
 
     # ------------------------------------------------------------------ steps
     def check(self) -> None:
-        """Everything checked before any model loads (``--dry-run`` runs only this)."""
-        resuming = getattr(self.recipe.training, "resume_from_checkpoint", None) not in (None, "", False)
-        check_output_dir(self.recipe, overwrite=self.overwrite, resuming=resuming)
-        self.data = load_training_data(self.recipe)
-        self.items = load_heldout_items(self.recipe) if self.uses_heldout else None
-        self.checkpoint, self.skipped = resolve_resume(self.recipe)
+        """Everything checked before any model loads; the first problem is raised."""
+        for step in self.check_steps():
+            step()
+
+    def problems(self, *, hub: bool = True) -> list[CalrlError]:
+        """Every problem the checks find, all of them (``--dry-run``); ``hub``: hub ids must be reachable too."""
+        found = []
+        for step in self.check_steps(hub=hub):
+            try:
+                step()
+            except CalrlError as exc:
+                found.append(exc)
+        return found
+
+    def check_steps(self, *, hub: bool = False) -> list[Callable[[], None]]:
+        """The checks in order: output folder, model paths, training data, held-out items, checkpoint to resume."""
+        recipe = self.recipe
+        resuming = getattr(recipe.training, "resume_from_checkpoint", None) not in (None, "", False)
+
+        def data() -> None:
+            self.data = load_training_data(recipe)
+
+        def heldout() -> None:
+            self.items = load_heldout_items(recipe) if self.uses_heldout else None
+            if self.items:
+                eval_prompt(recipe)  # its prompt-template file, read and checked
+
+        def resume() -> None:
+            self.checkpoint, self.skipped = resolve_resume(recipe)
+
+        def model(use: Any) -> Callable[[], None]:
+            return lambda: check_model_source(recipe, use, hub=hub)
+
+        uses: dict[tuple[str, str], Any] = {}
+        for use in model_sources(recipe):  # a source named by one key is checked once, under its first role
+            uses.setdefault((use.key, use.source), use)
+        return [lambda: check_output_dir(recipe, overwrite=self.overwrite, resuming=resuming),
+                *(model(u) for u in uses.values()), data, heldout, resume]
 
     def build(self, callbacks: list[Any]) -> Any:
         raise NotImplementedError
