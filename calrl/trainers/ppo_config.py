@@ -100,6 +100,10 @@ class CalibratedPPOConfig(TrainingArguments):
         default="calrl", metadata={"help": "'calrl' or 'reference' (the paper's training regex)."})
     strip_confidence: bool | None = field(
         default=None, metadata={"help": "Score the response without its confidence statement; None: iff PPO-C."})
+    strip_append_eos: bool = field(
+        default=False, metadata={"help": "Read a stripped rollout that does not end with the stop token (cut at "
+                                         "response_length, or padded with another token) with ' ' and the stop "
+                                         "token after it, as the reference does (RewardPipelineConfig)."})
     use_hedges: bool = field(default=False, metadata={"help": "Read confidence from hedge words too."})
     missing_confidence: str = field(
         default="half", metadata={"help": "'half' (c=0.5, no adjustment), 'penalty' or 'exclude' "
@@ -164,7 +168,8 @@ class CalibratedPPOConfig(TrainingArguments):
             ppo_c_init_average=self.ppo_c_init_average, ppo_c_update_before_adjust=self.ppo_c_update_before_adjust,
             ppo_c_avg_type=self.ppo_c_avg_type, reward_final_clamp=self.reward_final_clamp,
             normalize_reward=self.normalize_reward, confidence_parser=self.confidence_parser,
-            reward_clamp=self.reward_clamp, strip_confidence=self.strip_confidence, use_hedges=self.use_hedges,
+            reward_clamp=self.reward_clamp, strip_confidence=self.strip_confidence,
+            strip_append_eos=self.strip_append_eos, use_hedges=self.use_hedges,
             missing_confidence=self.missing_confidence, missing_confidence_penalty=self.missing_confidence_penalty,
             abstention_reward=self.abstention_reward, correctness_mode=self.correctness_mode,
             correct_reward=self.correct_reward, wrong_reward=self.wrong_reward, grader=self.grader)
