@@ -78,11 +78,13 @@ def test_paper_recipes_carry_the_reference_settings(model):
     rm = load("rm").training
     assert (rm.calibration_lambda, rm.learning_rate, rm.num_train_epochs, rm.weight_decay) == (0.0, 2e-6, 2, 0.01)
     assert rm.per_device_train_batch_size * rm.gradient_accumulation_steps * 8 == 512  # train_rm.sh L13
+    assert (rm.reward_stats_split, rm.long_pairs) == ("eval", "truncate")  # rm_trainer.py L243-260, reward_dataset.py
     crm = load("rm_calibrated")
     t = crm.training
     assert (t.calibration_loss, t.calibration_lambda, t.learning_rate, t.num_train_epochs) == \
         ("calibration_only", 1.0, 9e-6, 1)
     assert t.per_device_train_batch_size * t.gradient_accumulation_steps * 8 == 256  # train_crm.sh L13
+    assert (t.reward_stats_split, t.long_pairs) == ("eval", "truncate")  # crm_trainer.py L322-341
     assert (list(t.confidence_high_range), list(t.confidence_low_range)) == ([7, 10], [0, 3])
     assert t.confidence_template == "\n{confidence}." and t.strip_existing_confidence is False
     assert t.confidence_system_prompt.startswith(PAPER_SYSTEM_PROMPT_START)
@@ -111,8 +113,9 @@ def test_paper_recipes_carry_the_reference_settings(model):
             assert p.ppo_c_average_cadence == "per_micro_batch"
             assert p.confidence_parser == "reference" and p.ppo_c_init_average == "auto"
             assert (p.ppo_c_alpha, p.reward_clamp, p.missing_confidence) == (0.1, 10.0, "half")
+            assert p.strip_append_eos is True  # calibrated_experience_maker.py L183-185
         else:
-            assert p.ppo_c_variant == "none"
+            assert p.ppo_c_variant == "none" and p.strip_append_eos is False
     assert (load("ppo_c_difference").training.ppo_c_variant, load("ppo_c_difference").training.ppo_c_weight) == \
         ("difference", 2.0)  # train-ppo-c-llama.sh L38-39
     assert (load("ppo_c_threshold").training.ppo_c_variant, load("ppo_c_threshold").training.ppo_c_weight) == \

@@ -69,6 +69,7 @@ class RewardPipelineConfig:
     normalize_reward: bool = False
     confidence_parser: Literal["calrl", "reference"] = "calrl"
     strip_confidence: bool | None = None  # None: strip iff PPO-C is on
+    strip_append_eos: bool = False  # the reference's " " + EOS after some stripped rollouts (score_rollouts)
     use_hedges: bool = False  # also read confidence from hedge words (the reference reads only "Confidence: N")
     missing_confidence: MissingConfidencePolicy = "half"
     missing_confidence_penalty: float = 1.0
@@ -95,6 +96,9 @@ class RewardPipelineConfig:
             raise ConfigError(f"must be a positive integer or null, got {chunk!r}", field="ppo_c_average_chunk")
         if self.ppo_c_variant != "none":
             self.ppo_c_config()  # validates weight/alpha/clamp
+        if self.strip_append_eos and not self.strips:
+            raise ConfigError("appends to the texts whose confidence statement is removed, and none is (PPO-C off "
+                              "and strip_confidence not true)", field="strip_append_eos")
         AbstentionReward(self.abstention_reward)  # validates the value
         if self.correctness_mode != "off":
             CorrectnessReward(self.correct_reward, self.wrong_reward)
@@ -249,10 +253,17 @@ class RewardPipeline:
         decoded = _LazyDecoded(tok, queries)  # decoded only if needed (other RM tokenizer, fault message)
 
         def rm_fn(idx: list[int], stripped: list[str]) -> torch.Tensor:
+            # strip_append_eos (the reference's calibrated_experience_maker.py L183-185): a stripped text, right-stripped,
+            # + " " + EOS unless its row (decoded with special tokens) ends with EOS: here, with the stop token
+            stop = self.stop_token_id
+            space_eos = [self.config.strip_append_eos and stop is not None and s != r and last != stop
+                         for s, r, last in zip(stripped, responses, query_responses[:, -1].tolist())]
             if not self.reuses_tokens:
-                return self._rm_on_rollout_texts(queries, responses_ids, pad_token_id, prompts, stripped, idx)
+                return self._rm_on_rollout_texts(queries, responses_ids, pad_token_id, prompts, stripped, idx,
+                                                 space_eos)
             rows = self._rebuild_rows(query_responses, context_length, pad_token_id,
-                                      [(i, stripped[i] if stripped[i] != responses[i] else None) for i in idx])
+                                      [(i, stripped[i] if stripped[i] != responses[i] else None) for i in idx],
+                                      space_eos)
             # Drop trailing columns that are padding in every row: the RM is causal and read at each row's
             # last non-pad token, so the scores are unchanged and the forward is shorter.
             used = (rows[:, context_length:] != pad_token_id).any(0).nonzero()
@@ -456,9 +467,10 @@ class RewardPipeline:
 
     def _rm_on_rollout_texts(self, queries: torch.Tensor, responses_ids: torch.Tensor, pad_token_id: int,
                              prompts: Sequence[Prompt | None] | None, stripped: list[str],
-                             idx: list[int]) -> torch.Tensor:
+                             idx: list[int], space_eos: list[bool]) -> torch.Tensor:
         """RM scores of rollouts read in the RM's own tokens: the prompt as given (or decoded), the response text,
-        and the RM's end of sequence where the policy's response ended with its stop token."""
+        and the RM's end of sequence where the policy's response ended with its stop token (then " " and the RM's
+        EOS where ``space_eos``)."""
         tok, rm_tok, stop = self.policy_tokenizer, self.reward_tokenizer, self.stop_token_id
         ended = (responses_ids == stop).any(1).tolist() if stop is not None else [False] * len(stripped)
         # a special stop token is dropped from the decoded text: the RM's own EOS (or the stop token's text) replaces
@@ -470,29 +482,35 @@ class RewardPipeline:
             prompt = prompts[i] if prompts is not None else None
             if prompt is None:
                 prompt = tok.decode(queries[i][queries[i] != pad_token_id], skip_special_tokens=False)
-            rows.append(reward_model_ids(rm_tok, prompt, stripped[i], ended=ended[i] and special, stop_text=stop_text))
+            text = stripped[i].rstrip() if space_eos[i] and not ended[i] else stripped[i]
+            rows.append(reward_model_ids(rm_tok, prompt, text, ended=ended[i] and special, stop_text=stop_text,
+                                         space_eos=space_eos[i]))
         return self._rm_on_ids(rm_tok, rows)
 
     def _rebuild_rows(self, query_responses: torch.Tensor, context_length: int, pad_token_id: int,
-                      rows: list[tuple[int, str | None]]) -> torch.Tensor:
+                      rows: list[tuple[int, str | None]], space_eos: list[bool]) -> torch.Tensor:
         """Stack the RM input rows: the rollout's own tokens where nothing was stripped, else query + re-tokenised text.
 
         A re-tokenised response keeps the stop token when the original had one, since the RM is read at the last
-        non-pad token.
+        non-pad token; then " " and the stop token where ``space_eos``.
         """
         tok = self.policy_tokenizer
         eos = self.stop_token_id
         changed = [(k, i, text) for k, (i, text) in enumerate(rows) if text is not None]
         if not changed:
             return query_responses[[i for i, _ in rows]]
+        had_eos = (query_responses[[i for _, i, _ in changed], context_length:] == eos).any(1).tolist()
+        appends = [space_eos[i] for _, i, _ in changed]
+        texts = [text.rstrip() if a and not e else text for (_, _, text), a, e in zip(changed, appends, had_eos)]
         backend = getattr(tok, "backend_tokenizer", None)
         if backend is not None:  # one call per text: avoids the thread-pool start-up of a batch encode
-            encoded = [backend.encode(text, add_special_tokens=False).ids for _, _, text in changed]
+            encoded = [backend.encode(text, add_special_tokens=False).ids for text in texts]
         else:
-            encoded = tok([text for _, _, text in changed], add_special_tokens=False)["input_ids"]
-        had_eos = (query_responses[[i for _, i, _ in changed], context_length:] == eos).any(1).tolist()
+            encoded = tok(texts, add_special_tokens=False)["input_ids"]
+        space = list(tok(" ", add_special_tokens=False)["input_ids"]) if any(appends) else []
         keep = eos in tok.all_special_ids  # an ordinary stop token is still in the decoded text
-        new_ids = [list(ids) + ([eos] if e and keep else []) for ids, e in zip(encoded, had_eos)]
+        new_ids = [list(ids) + ([eos] if e and keep else []) + (space + [eos] if a else [])
+                   for ids, e, a in zip(encoded, had_eos, appends)]
         width = max(query_responses.shape[1] - context_length, *map(len, new_ids))
         out = torch.full((len(rows), context_length + width), pad_token_id, dtype=query_responses.dtype,
                          device=query_responses.device)

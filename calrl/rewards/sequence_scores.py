@@ -110,13 +110,14 @@ def same_vocabulary(a: Any, b: Any) -> bool:
 
 
 def reward_model_ids(tokenizer: Any, prompt: Prompt, response: str, *, ended: bool,
-                     stop_text: str | None = None) -> list[int]:
+                     stop_text: str | None = None, space_eos: bool = False) -> list[int]:
     """The token ids a reward model reads for one rollout, in its own tokens and format.
 
     The prompt through the reward model's own chat template with the generation prompt (a conversation keeps its
     system turn and roles; plain text as written), then the response, each tokenized on its own and joined as a
     policy's prompt and generated tokens are; then, when the response ended, the reward model's EOS (or the
-    tokens of ``stop_text``, a stop token other than EOS), as a policy with this tokenizer would have written it.
+    tokens of ``stop_text``, a stop token other than EOS), as a policy with this tokenizer would have written it;
+    then, with ``space_eos``, the tokens of " " and the EOS (the reference's " " + EOS after a stripped text).
     No special tokens are added: a chat template writes its own.
     """
     def encode(text: str) -> list[int]:
@@ -128,6 +129,8 @@ def reward_model_ids(tokenizer: Any, prompt: Prompt, response: str, *, ended: bo
             ids += encode(stop_text)
         elif tokenizer.eos_token_id is not None:
             ids.append(tokenizer.eos_token_id)
+    if space_eos and tokenizer.eos_token_id is not None:
+        ids += encode(" ") + [tokenizer.eos_token_id]
     return ids
 
 

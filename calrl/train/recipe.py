@@ -375,6 +375,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
                     lines=lines)
     _check_models(recipe)
     _check_precision(recipe)
+    _check_reward_stats_split(recipe)
     return recipe
 
 
@@ -414,6 +415,14 @@ def _check_models(recipe: Recipe) -> None:
         if not getattr(recipe.model, name):
             raise ConfigError(f"missing key 'model.{name}' (a path, a hub id or '{TINY}')", path=recipe.path,
                               line=_line(recipe.lines, "model"))
+
+
+def _check_reward_stats_split(recipe: Recipe) -> None:
+    d = recipe.data
+    if getattr(recipe.training, "reward_stats_split", None) == "eval" and d.eval_split is None and not d.eval_fraction:
+        raise ConfigError("key 'training.reward_stats_split': 'eval' needs an eval split, and this recipe has none "
+                          "(set data.eval_split or data.eval_fraction, or use 'train')", path=recipe.path,
+                          line=recipe.line_of("training", "reward_stats_split"))
 
 
 def _plain(obj: Any) -> Any:

@@ -134,6 +134,10 @@ class CalibratedPPOConfig(TrainingArguments):
         default="calrl", metadata={"help": "'calrl' or 'reference' (the paper's training regex)."})
     strip_confidence: bool | None = field(
         default=None, metadata={"help": "Score the response without its confidence statement; None: iff PPO-C."})
+    strip_append_eos: bool = field(
+        default=False, metadata={"help": "Read a stripped rollout that does not end with the stop token (cut at "
+                                         "response_length, or padded with another token) with ' ' and the stop "
+                                         "token after it, as the reference does (RewardPipelineConfig)."})
     use_hedges: bool = field(default=False, metadata={"help": "Read confidence from hedge words too."})
     missing_confidence: str = field(
         default="half", metadata={"help": "'half' (c=0.5, no adjustment), 'penalty' or 'exclude' "
@@ -206,7 +210,8 @@ class CalibratedPPOConfig(TrainingArguments):
             ppo_c_average_chunk=(self.local_rollout_forward_batch_size
                                  if self.ppo_c_average_cadence == "per_micro_batch" else None),
             normalize_reward=self.normalize_reward, confidence_parser=self.confidence_parser,
-            reward_clamp=self.reward_clamp, strip_confidence=self.strip_confidence, use_hedges=self.use_hedges,
+            reward_clamp=self.reward_clamp, strip_confidence=self.strip_confidence,
+            strip_append_eos=self.strip_append_eos, use_hedges=self.use_hedges,
             missing_confidence=self.missing_confidence, missing_confidence_penalty=self.missing_confidence_penalty,
             abstention_reward=self.abstention_reward, correctness_mode=self.correctness_mode,
             correct_reward=self.correct_reward, wrong_reward=self.wrong_reward, grader=self.grader)
