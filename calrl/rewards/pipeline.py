@@ -44,6 +44,7 @@ from calrl.reward_modeling.stats import stored_reward_stats
 from calrl.rewards.abstention import AbstentionReward
 from calrl.rewards.correctness import CorrectnessReward
 from calrl.rewards.ppo_c import PPOCAdjuster, PPOCConfig, batch_statistic
+from calrl.rewards.rm_inputs import rebuild_rows, rows_in_own_tokens
 from calrl.rewards.sequence_scores import forward_scores, reward_model_ids, tokenizers_agree
 
 MissingConfidencePolicy = Literal["half", "penalty", "exclude"]
@@ -259,11 +260,12 @@ class RewardPipeline:
             space_eos = [self.config.strip_append_eos and stop is not None and s != r and last != stop
                          for s, r, last in zip(stripped, responses, query_responses[:, -1].tolist())]
             if not self.reuses_tokens:
-                return self._rm_on_rollout_texts(queries, responses_ids, pad_token_id, prompts, stripped, idx,
-                                                 space_eos)
-            rows = self._rebuild_rows(query_responses, context_length, pad_token_id,
-                                      [(i, stripped[i] if stripped[i] != responses[i] else None) for i in idx],
-                                      space_eos)
+                return self._rm_on_ids(self.reward_tokenizer, rows_in_own_tokens(
+                    self.policy_tokenizer, self.reward_tokenizer, self.stop_token_id, queries, responses_ids,
+                    pad_token_id, prompts, stripped, idx, space_eos))
+            rows = rebuild_rows(self.policy_tokenizer, self.stop_token_id, query_responses, context_length,
+                                pad_token_id, [(i, stripped[i] if stripped[i] != responses[i] else None) for i in idx],
+                                space_eos)
             # Drop trailing columns that are padding in every row: the RM is causal and read at each row's
             # last non-pad token, so the scores are unchanged and the forward is shorter.
             used = (rows[:, context_length:] != pad_token_id).any(0).nonzero()
@@ -464,59 +466,3 @@ class RewardPipeline:
         """RM scores of rows of the RM's own token ids, each as if scored alone."""
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         return forward_scores(self.reward_model, rows, pad)
-
-    def _rm_on_rollout_texts(self, queries: torch.Tensor, responses_ids: torch.Tensor, pad_token_id: int,
-                             prompts: Sequence[Prompt | None] | None, stripped: list[str],
-                             idx: list[int], space_eos: list[bool]) -> torch.Tensor:
-        """RM scores of rollouts read in the RM's own tokens: the prompt as given (or decoded), the response text,
-        and the RM's end of sequence where the policy's response ended with its stop token (then " " and the RM's
-        EOS where ``space_eos``)."""
-        tok, rm_tok, stop = self.policy_tokenizer, self.reward_tokenizer, self.stop_token_id
-        ended = (responses_ids == stop).any(1).tolist() if stop is not None else [False] * len(stripped)
-        # a special stop token is dropped from the decoded text: the RM's own EOS (or the stop token's text) replaces
-        # it; an ordinary stop token is still in the text
-        special = stop is not None and stop in tok.all_special_ids
-        stop_text = None if stop is None or stop == tok.eos_token_id else tok.decode([stop])
-        rows = []
-        for i in idx:
-            prompt = prompts[i] if prompts is not None else None
-            if prompt is None:
-                prompt = tok.decode(queries[i][queries[i] != pad_token_id], skip_special_tokens=False)
-            text = stripped[i].rstrip() if space_eos[i] and not ended[i] else stripped[i]
-            rows.append(reward_model_ids(rm_tok, prompt, text, ended=ended[i] and special, stop_text=stop_text,
-                                         space_eos=space_eos[i]))
-        return self._rm_on_ids(rm_tok, rows)
-
-    def _rebuild_rows(self, query_responses: torch.Tensor, context_length: int, pad_token_id: int,
-                      rows: list[tuple[int, str | None]], space_eos: list[bool]) -> torch.Tensor:
-        """Stack the RM input rows: the rollout's own tokens where nothing was stripped, else query + re-tokenised text.
-
-        A re-tokenised response keeps the stop token when the original had one, since the RM is read at the last
-        non-pad token; then " " and the stop token where ``space_eos``.
-        """
-        tok = self.policy_tokenizer
-        eos = self.stop_token_id
-        changed = [(k, i, text) for k, (i, text) in enumerate(rows) if text is not None]
-        if not changed:
-            return query_responses[[i for i, _ in rows]]
-        had_eos = (query_responses[[i for _, i, _ in changed], context_length:] == eos).any(1).tolist()
-        appends = [space_eos[i] for _, i, _ in changed]
-        texts = [text.rstrip() if a and not e else text for (_, _, text), a, e in zip(changed, appends, had_eos)]
-        backend = getattr(tok, "backend_tokenizer", None)
-        if backend is not None:  # one call per text: avoids the thread-pool start-up of a batch encode
-            encoded = [backend.encode(text, add_special_tokens=False).ids for text in texts]
-        else:
-            encoded = tok(texts, add_special_tokens=False)["input_ids"]
-        space = list(tok(" ", add_special_tokens=False)["input_ids"]) if any(appends) else []
-        keep = eos in tok.all_special_ids  # an ordinary stop token is still in the decoded text
-        new_ids = [list(ids) + ([eos] if e and keep else []) + (space + [eos] if a else [])
-                   for ids, e, a in zip(encoded, had_eos, appends)]
-        width = max(query_responses.shape[1] - context_length, *map(len, new_ids))
-        out = torch.full((len(rows), context_length + width), pad_token_id, dtype=query_responses.dtype,
-                         device=query_responses.device)
-        out[:, :query_responses.shape[1]] = query_responses[[i for i, _ in rows]]
-        block = torch.full((len(changed), width), pad_token_id, dtype=out.dtype)  # built on CPU, copied once
-        for row, ids in enumerate(new_ids):
-            block[row, :len(ids)] = torch.tensor(ids, dtype=out.dtype)
-        out[[k for k, _, _ in changed], context_length:] = block.to(out.device)
-        return out
