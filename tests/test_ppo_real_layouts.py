@@ -212,3 +212,28 @@ def test_low_precision_log_probabilities_stay_in_float32():
     out = token_logprobs(logits, tokens)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, token_logprobs(logits.float(), tokens), rtol=0, atol=1e-6)
+
+
+def test_checkpoint_is_marked_complete_after_the_callbacks_files(tmp_path):
+    """on_save callbacks (W&B run id, the eval's copy) write into the checkpoint before its completion marker."""
+    from transformers import TrainerCallback
+
+    from calrl.trainers.ppo_checkpoint import COMPLETE_MARKER, complete_checkpoints
+
+    seen = []
+
+    class WritesOnSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = tmp_path / "out" / f"checkpoint-{state.global_step}"
+            seen.append((folder.is_dir(), (folder / COMPLETE_MARKER).exists()))
+            (folder / "callback_file.json").write_text("{}")
+
+    tok = policy_tokenizer()
+    trainer = CalibratedPPOTrainer(ppo_args(tmp_path, max_steps=1, save_strategy="steps", save_steps=1), tok,
+                                   build_tiny_causal_lm(tok), None, build_tiny_reward_model(tok, seed=2),
+                                   Dataset.from_dict({"prompt": conversations()}), build_tiny_reward_model(tok, seed=1),
+                                   callbacks=[WritesOnSave()])
+    trainer.train()
+    assert seen == [(True, False)]  # in place, not yet complete, while the callbacks write
+    [checkpoint] = complete_checkpoints(tmp_path / "out")
+    assert (checkpoint / "callback_file.json").is_file() and (checkpoint / COMPLETE_MARKER).is_file()

@@ -452,8 +452,10 @@ class CalibratedPPOTrainer(Trainer):
         save_policy(self, Path(output_dir or self.args.output_dir))
 
     def save_checkpoint(self) -> Path | None:
-        """Write ``checkpoint-<global_step>`` (staged, completion marker, then renamed) and fire ``on_save``."""
-        from calrl.trainers.ppo_io import write_checkpoint
+        """Write ``checkpoint-<global_step>`` (staged, renamed into place), fire ``on_save`` (callbacks add their
+        files: the W&B run id, the eval's copy), then mark it complete: an interruption anywhere before leaves no
+        checkpoint that resume would take for whole."""
+        from calrl.trainers.ppo_io import finish_checkpoint, write_checkpoint
 
         if self.last_saved_step == self.state.global_step:
             self.control.should_save = False
@@ -461,6 +463,7 @@ class CalibratedPPOTrainer(Trainer):
         folder = write_checkpoint(self)
         self.last_saved_step = self.state.global_step
         self.control = self.callback_handler.on_save(self.args, self.state, self.control)
+        finish_checkpoint(self, folder)
         return folder
 
     # --------------------------------------------------------------------------------- evaluation

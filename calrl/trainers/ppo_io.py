@@ -67,7 +67,8 @@ def _save_value(trainer: CalibratedPPOTrainer, folder: Path, state: dict[str, to
 
 
 def write_checkpoint(trainer: CalibratedPPOTrainer) -> Path:
-    """Write ``checkpoint-<step>`` through a staging folder; every process takes part (gathers, RNG files)."""
+    """Write ``checkpoint-<step>`` through a staging folder and rename it into place, not yet marked complete
+    (:func:`finish_checkpoint` does, after ``on_save``); every process takes part (gathers, RNG files)."""
     acc, args = trainer.accelerator, trainer.args
     name = f"checkpoint-{trainer.state.global_step}"
     out = Path(args.output_dir)
@@ -94,9 +95,17 @@ def write_checkpoint(trainer: CalibratedPPOTrainer) -> Path:
     acc.wait_for_everyone()
     if acc.is_main_process:
         ckpt.publish(staging, final)
-        ckpt.rotate(out, args.save_total_limit, protect=final)
     acc.wait_for_everyone()
     return final
+
+
+def finish_checkpoint(trainer: CalibratedPPOTrainer, folder: Path) -> None:
+    """After the ``on_save`` callbacks wrote into ``folder``: the completion marker last, then the rotation."""
+    acc = trainer.accelerator
+    if acc.is_main_process:
+        ckpt.mark_complete(folder)
+        ckpt.rotate(trainer.args.output_dir, trainer.args.save_total_limit, protect=folder)
+    acc.wait_for_everyone()
 
 
 def _optimizer_state(trainer: CalibratedPPOTrainer) -> dict[str, Any]:
