@@ -3,10 +3,11 @@
 calrl train-ppo --config RECIPE.yaml [section.key=value ...] [--key value ...]
 
 Recipe keys are overridden as section.key=value (training.learning_rate=1e-6) or, as with TRL's scripts,
-as --key value / --key=value (--learning_rate 1e-6 finds training.learning_rate; a key that several
-sections have needs its section: --wandb.run_name x). The recipe is validated (every key, then the
-dataset's columns) before any model loads; the model is saved with a model card. The same entry points
-run under accelerate launch through scripts/train_*.py.
+as --key value / --key=value: TRL's flags (--run_name, --seed, --output_dir, --report_to,
+--per_device_train_batch_size ...; listed below) each set one recipe key, any other --key goes to the one
+section with that key (a key that several sections have needs its section: --eval.limit 8). The recipe is
+validated (every key, then the dataset's columns) before any model loads; the model is saved with a model
+card. The same entry points run under accelerate launch through scripts/train_*.py.
 
 An output_dir holding an earlier run (its model or checkpoints) is refused unless --resume continues it or
 --overwrite replaces it (the earlier model and checkpoints are deleted when the new run starts training). The
@@ -21,9 +22,11 @@ fault), 3 training fault (a NaN or infinite reward, with the step and the sample
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 from calrl.errors import FileSystemError, InputError, reports_os_errors
+from calrl.trl_flags import flags_help
 
 # torch.save reports a failed write (ENOSPC, EIO ...) as a RuntimeError from its zip writer, without the errno
 TORCH_WRITE_FAILURES = ("inline_container.cc", "PytorchStreamWriter", "file write failed")
@@ -61,11 +64,12 @@ def split_flags(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
             i += 1
             continue
         if not has_value:
-            nxt = argv[i + 1] if i + 1 < len(argv) else None
-            if nxt is not None and not nxt.startswith("--") and not _is_dotted_override(nxt):
-                value, i = nxt, i + 1
-            else:
-                value = "true"
+            values = []
+            while i + 1 < len(argv) and not argv[i + 1].startswith("--") and not _is_dotted_override(argv[i + 1]):
+                values.append(argv[i + 1])
+                i += 1
+            # several values (--lora_target_modules q_proj v_proj, as TRL takes lists) are a YAML list
+            value = "true" if not values else values[0] if len(values) == 1 else json.dumps(values)
         flags.append((name[2:], value))
         i += 1
     return own, flags
@@ -74,21 +78,6 @@ def split_flags(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
 def _is_dotted_override(token: str) -> bool:
     key, eq, _ = token.partition("=")
     return bool(eq) and "." in key and " " not in key
-
-
-def recipe_sections(method: str) -> dict[str, type]:
-    """Each recipe section's dataclass, the method's trainer config for ``training``."""
-    from calrl.train.recipe import (
-        DataSection,
-        EvalSection,
-        LoraSection,
-        ModelSection,
-        WandbSection,
-        training_config_class,
-    )
-
-    return {"model": ModelSection, "lora": LoraSection, "data": DataSection, "eval": EvalSection,
-            "wandb": WandbSection, "training": training_config_class(method)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -107,7 +96,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     for command, method in COMMAND_METHODS.items():
-        p = subparsers.add_parser(command, help=HELP[method], description=__doc__,
+        p = subparsers.add_parser(command, help=HELP[method], description=__doc__, epilog=flags_help(method),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         add_arguments(p)
         p.set_defaults(func=run, method=method, flags=[])
@@ -123,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     if args.flags:
-        from calrl.config import flag_overrides
+        from calrl.train.recipe import trl_flag_overrides
 
-        overrides += flag_overrides(args.flags, recipe_sections(args.method))
+        overrides += trl_flag_overrides(args.flags, args.method)
     recipe = load_recipe(args.config, overrides, method=args.method, resume=args.resume,
                          check_hardware=not args.dry_run)
     if args.dry_run:

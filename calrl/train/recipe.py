@@ -18,6 +18,7 @@ the line and the key. Command-line overrides (``training.learning_rate=1e-6``) a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import re
 import warnings
@@ -218,6 +219,23 @@ class Recipe:
         return self.model.reward_model if self.method == "rm" else self.model.policy
 
 
+def trl_flag_overrides(flags: list[tuple[str, str]] | tuple[tuple[str, str], ...], method: str) -> list[str]:
+    """TRL-style ``--key value`` flags as ``section.key=value`` overrides (:data:`calrl.trl_flags.TRL_FLAGS`
+    first, then the one section with that key); an unknown or ambiguous key is a ConfigError with the close
+    names."""
+    from calrl.config import flag_overrides
+    from calrl.trl_flags import aliases, peft_switch
+
+    translated = []
+    for key, value in flags:
+        if key.replace("-", "_") == "use_peft":
+            key, value = "lora", peft_switch(value)
+        translated.append((key, value))
+    sections = {"model": ModelSection, "lora": LoraSection, "data": DataSection, "eval": EvalSection,
+                "wandb": WandbSection, "training": training_config_class(method)}
+    return flag_overrides(translated, sections, aliases={**aliases(method), "lora": "lora"})
+
+
 def training_config_class(method: str) -> type:
     module, _, name = TRAINING_CONFIGS[method].partition(":")
     return getattr(importlib.import_module(module), name)
@@ -293,8 +311,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
     training_data.setdefault("output_dir", f"runs/{stem}")
     training_data.setdefault("report_to", "wandb")
     training_data.setdefault("save_strategy", "epoch")
-    if wandb_section.run_name:
-        training_data.setdefault("run_name", wandb_section.run_name)
+    wandb_section = _one_name(wandb_section, training_data, data, path_str)
     if resume is not None:
         training_data["resume_from_checkpoint"] = resume
     deferred = {}
@@ -314,6 +331,35 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
                     wandb=wandb_section, training=training, path=path_str, raw=_plain(data), lines=lines)
     _check_models(recipe)
     return recipe
+
+
+# (training key, wandb key): TRL's key wins; the wandb section's key is its default
+SHARED_NAMES = (("run_name", "run_name"), ("project", "project"))
+
+
+def _one_name(wandb_section: WandbSection, training_data: dict[str, Any], data: dict[str, Any],
+              path: str) -> WandbSection:
+    """Make ``training.run_name`` / ``training.project`` and the W&B ones one value each.
+
+    The training key (TRL's ``--run_name``) wins; without it the ``wandb`` key is its default. Both written in
+    the file with different values is an error naming both lines.
+    """
+    replaced = {}
+    for train_key, wandb_key in SHARED_NAMES:
+        given = training_data.get(train_key)
+        own = getattr(wandb_section, wandb_key)
+        if given is None:
+            if own is not None:
+                training_data[train_key] = own
+            continue
+        given = str(given)
+        train_line = _line(data.get("training") or {}, train_key)
+        wandb_line = _line(data.get("wandb") or {}, wandb_key)
+        if own is not None and own != given and train_line is not None and wandb_line is not None:
+            raise ConfigError(f"key 'training.{train_key}' ({given!r}, line {train_line}) and 'wandb.{wandb_key}' "
+                              f"({own!r}) name the same thing differently: keep one", path=path, line=wandb_line)
+        replaced[wandb_key] = given
+    return dataclasses.replace(wandb_section, **replaced) if replaced else wandb_section
 
 
 def _check_models(recipe: Recipe) -> None:
