@@ -168,7 +168,8 @@ class Runner:
             if self.recipe.lora is not None:
                 from calrl.train.models import finish_adapter_folder
 
-                finish_adapter_folder(trainer, str(stage), self.trained_source(), self.tokenizer)
+                finish_adapter_folder(trainer, str(stage), self.trained_source(), self.tokenizer,
+                                      final_dir=str(out))
             publish_final(stage, out)
         acc.wait_for_everyone()
         return RunResult(method=self.recipe.method, output_dir=str(out), global_step=trainer.state.global_step,
