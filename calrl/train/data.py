@@ -264,7 +264,8 @@ def calibration_eval_config(recipe: Recipe, items: list[Any]) -> Any:
         eval_items=items, prompt=ElicitationPrompt(scale=ev.scale, reasons_first=ev.reasons_first,
                                                    style=ev.prompt_style),
         confidence_parser=ev.confidence_parser, confidence_retries=ev.confidence_retries,
-        every_n_steps=ev.every_n_steps, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
+        every_n_steps=ev.every_n_steps, eval_on_start=ev.at_start, batch_size=ev.batch_size,
+        max_new_tokens=ev.max_new_tokens,
         n_bins=ev.n_bins, slice_keys=ev.slice_keys, use_hedges=ev.use_hedges, grader=ev.grader,
         missing_policy=ev.missing_policy, min_slice_size=ev.min_slice_size, n_boot=ev.n_boot,
         seed=int(getattr(recipe.training, "seed", 0)))

@@ -147,7 +147,9 @@ class EvalSection:
     """The per-epoch calibration eval (``CalibrationEvalCallback``) of PPO, GRPO and RLOO.
 
     ``heldout``: a spec for :func:`calrl.data.heldout.load_eval_items` (``gsm8k``, ``NAME:PATH``, a local
-    file, or ``calrl:PATH``); null turns the eval off. ``every_n_steps`` adds step evals.
+    file, or ``calrl:PATH``); null turns the eval off. ``every_n_steps`` adds step evals. ``at_start`` (on by
+    default) evaluates the policy before the first step (``epoch-0``, logged at step 0), so every W&B chart
+    starts at the policy before RL; a resumed run does not repeat it.
     ``prompt_style``: ``calrl``, or the paper's ``standard`` / ``cot`` prompts; ``confidence_parser``:
     ``calrl`` or ``reference`` (the paper's evaluation rules); ``confidence_retries``: regenerate an answer
     without a confidence up to N times, the last try forcing ``Confidence:`` (0: off; the paper used 10).
@@ -157,6 +159,7 @@ class EvalSection:
     split: str | None = None
     limit: int | None = None
     every_n_steps: int | None = None
+    at_start: bool = True
     scale: Literal["0-10", "percent", "unit"] = "0-10"
     reasons_first: bool = False
     prompt_style: Literal["calrl", "standard", "cot"] = "calrl"
