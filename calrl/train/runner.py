@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from calrl.io import write_text
 from calrl.train.checkpoints import (
     CheckpointMarkerCallback,
     checkpoint_step,
@@ -39,11 +40,13 @@ from calrl.train.output import (
 )
 from calrl.train.recipe import TINY, Recipe
 from calrl.train.reporting import (
+    RECIPE_FILE,
     RunResult,
     base_model_name,
     final_calibration_metrics,
     finish_wandb,
     model_card,
+    run_recipe_text,
     saved_wandb_id,
     start_wandb,
     write_model_card,
@@ -161,6 +164,7 @@ class Runner:
         if main:
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(stage)
+            write_text(stage / RECIPE_FILE, run_recipe_text(self.recipe))
             write_model_card(stage, model_card(
                 self.recipe, base_model=base_model_name(self.trained_source()),
                 metrics=metrics if self.uses_heldout else {},
