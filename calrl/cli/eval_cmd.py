@@ -264,7 +264,9 @@ def _generate(args: argparse.Namespace) -> list[Any]:
     from calrl.confidence import ConfidenceReader
     from calrl.eval.checkpoint import predict_from_checkpoint
     from calrl.eval.prompts import ElicitationPrompt
+    from calrl.progress import quiet_library_bars
 
+    quiet_library_bars()  # in a log: no weight-loading bar (generation shows its own progress)
     prompt = ElicitationPrompt(scale=args.prompt_scale, reasons_first=args.reasons_first,
                                distractor=args.distractor, style=args.prompt_style)
     return predict_from_checkpoint(model=args.model, adapter=args.adapter, dataset=args.dataset,

@@ -281,7 +281,8 @@ def calibration_eval_config(recipe: Recipe, items: list[Any]) -> Any:
         max_new_tokens=ev.max_new_tokens,
         n_bins=ev.n_bins, slice_keys=ev.slice_keys, use_hedges=ev.use_hedges, grader=ev.grader,
         missing_policy=ev.missing_policy, min_slice_size=ev.min_slice_size, n_boot=ev.n_boot,
-        seed=int(getattr(recipe.training, "seed", 0)))
+        seed=int(getattr(recipe.training, "seed", 0)),
+        show_progress=not getattr(recipe.training, "disable_tqdm", False))  # as the trainer's own bar
 
 
 def eval_item_texts(items: list[Any] | None, recipe: Recipe) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from calrl.errors import InputError
@@ -38,7 +39,8 @@ def initial_policy(factory: ModelFactory, recipe: Recipe, source: str, conversat
     tokenizer = factory.tokenizer(TINY)
     return warm_up_tiny_policy(model, tokenizer, [render_prompt(tokenizer, m) for m in conversations], references,
                                steps=tiny.warmup_steps, learning_rate=tiny.warmup_learning_rate,
-                               confidences=tiny.warmup_confidences, seed=tiny.seed)
+                               confidences=tiny.warmup_confidences, seed=tiny.seed,
+                               show_progress=int(os.environ.get("RANK", "0") or 0) == 0)
 
 
 class ModelFactory:

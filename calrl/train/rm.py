@@ -84,13 +84,15 @@ class RewardModelRunner(Runner):
         from calrl.reward_modeling.probe import report_scalars
         from calrl.reward_modeling.stats import training_reward_statistics, write_reward_statistics
 
+        shown = trainer.accelerator.is_main_process and not self.recipe.training.disable_tqdm
         report = reward_model_report(trainer.model, self.tokenizer, self.probe_pairs,
                                      batch_size=self.recipe.eval.probe_batch_size,
-                                     config=self.recipe.training.pairs_config())
+                                     config=self.recipe.training.pairs_config(), show_progress=shown)
         report.update(global_step=trainer.state.global_step, held_out=self.held_out)
         self.scalars = report_scalars(report, prefix="")
         self.reward_stats = training_reward_statistics(trainer.model, self.tokenizer, self.train_pairs,
-                                                       batch_size=self.recipe.eval.probe_batch_size)
+                                                       batch_size=self.recipe.eval.probe_batch_size,
+                                                       show_progress=shown)
         if trainer.accelerator.is_main_process:
             write_reward_statistics(self.reward_stats, out_dir)
             write_reward_model_report(report, out_dir)

@@ -104,9 +104,11 @@ class Runner:
 
     # ------------------------------------------------------------------ template
     def run(self) -> RunResult:
-        from calrl.train.callbacks import NonFiniteLossCallback, WandbRunIdCallback
+        from calrl.progress import quiet_library_bars
+        from calrl.train.callbacks import NonFiniteLossCallback, WandbRunIdCallback, use_line_progress
 
         self.check()
+        quiet_library_bars()
         out = Path(self.recipe.training.output_dir)
         created = missing_folders(out)
         resume_id = saved_wandb_id(self.checkpoint)
@@ -120,6 +122,7 @@ class Runner:
 
             set_seed(int(getattr(self.recipe.training, "seed", 0)))
             trainer = self.build(callbacks)
+            use_line_progress(trainer)
             if self.recipe.method != "ppo":  # calrl's PPO trainer marks its own checkpoints
                 trainer.add_callback(CheckpointMarkerCallback(self.recipe.method))
             # TRL's trainers write their own README.md into output_dir at every checkpoint: a card for a model
