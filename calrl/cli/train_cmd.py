@@ -9,6 +9,13 @@ section with that key (a key that several sections have needs its section: --eva
 validated (every key, then the dataset's columns) before any model loads; the model is saved with a model
 card. The same entry points run under accelerate launch through scripts/train_*.py.
 
+Several processes: --num_processes N [--accelerate_config FILE] checks the recipe here, then starts the
+processes with accelerate launch (as TRL's CLI does); a bad recipe is one line and exit code 2 before any
+process starts, and a process that fails prints one line (the main process for an error every process
+meets) with the run's exit code, without the launcher's traceback. Typed as `accelerate launch ...
+scripts/train_*.py`, the error line is printed once too, but accelerate's launcher then adds its own
+traceback (ChildFailedError) and exits with code 1.
+
 An output_dir holding an earlier run (its model or checkpoints) is refused unless --resume continues it or
 --overwrite replaces it (the earlier model and checkpoints are deleted when the new run starts training). The
 final model and its card are written through a staging folder; a failed or interrupted run (Ctrl-C) leaves
@@ -25,6 +32,7 @@ import argparse
 import json
 import os
 
+from calrl.cli.options import positive_int
 from calrl.errors import FileSystemError, InputError, reports_os_errors
 from calrl.trl_flags import flags_help
 
@@ -41,7 +49,7 @@ HELP = {
 
 # this command's own options; any other --flag is a recipe key (see split_flags)
 OWN_OPTIONS = {"--config": True, "--resume": True, "--dry-run": False, "--overwrite": False, "-h": False,
-               "--help": False}
+               "--help": False, "--num_processes": True, "--accelerate_config": True}
 
 
 def split_flags(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -89,6 +97,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "resume), load no model, and exit")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run (model and checkpoints) in the recipe's output_dir; refused by default")
+    p.add_argument("--num_processes", type=positive_int, default=None, metavar="N",
+                   help="check the recipe, then start N processes with accelerate launch (one error line, the "
+                        "run's exit code)")
+    p.add_argument("--accelerate_config", default=None, metavar="FILE",
+                   help="accelerate config of those processes (configs/accelerate/*.yaml; e.g. cpu_multi.yaml "
+                        "for several CPU processes); implies launching")
     p.add_argument("overrides", nargs="*", metavar="section.key=value",
                    help="override recipe keys, e.g. training.learning_rate=1e-6 wandb.run_name=try2; "
                         "TRL-style --learning_rate 1e-6 works too")
@@ -110,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None and args.overwrite:
         raise InputError("--resume continues the run in output_dir and --overwrite replaces it: choose one")
 
+    launching = args.num_processes is not None or args.accelerate_config is not None
+    if launching:
+        _check_launcher(args)
     overrides = list(args.overrides)
     if args.flags:
         from calrl.train.recipe import trl_flag_overrides
@@ -119,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
                          check_hardware=not args.dry_run)
     if args.dry_run:
         return _dry_run(recipe, overwrite=args.overwrite)
+    if launching:
+        return _launch(args, recipe)
     from calrl.train.runner import run_recipe
 
     try:
@@ -132,6 +151,27 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(result.summary())
     return 0
+
+
+def _check_launcher(args: argparse.Namespace) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 or "LOCAL_RANK" in os.environ:
+        raise InputError("--num_processes / --accelerate_config start processes: this one was started by a "
+                         "launcher already (drop them, or run calrl without accelerate launch / torchrun)")
+    if args.accelerate_config is not None and not os.path.isfile(args.accelerate_config):
+        raise InputError("accelerate config file not found", path=args.accelerate_config)
+
+
+def _launch(args: argparse.Namespace, recipe) -> int:
+    """Check the recipe as a dry run does (quietly), then run this command in accelerate's processes."""
+    from calrl.train.launch import launch_processes
+    from calrl.train.runner import runner_for
+
+    runner_for(recipe, overwrite=args.overwrite).check()
+    child = ["--config", args.config, *(["--resume", args.resume] if args.resume else []),
+             *(["--overwrite"] if args.overwrite else []), *args.overrides,
+             *(f"--{key}={value}" for key, value in args.flags)]
+    return launch_processes(f"train-{args.method}", child, accelerate_config=args.accelerate_config,
+                            num_processes=args.num_processes)
 
 
 def _dry_run(recipe, *, overwrite: bool) -> int:

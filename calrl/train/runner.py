@@ -59,6 +59,7 @@ class Runner:
     """Base of the method runners; subclasses implement :meth:`build` (and may extend the card)."""
 
     uses_heldout = True  # the per-epoch calibration eval (policies); a reward model has its probe instead
+    unit = "pairs"  # what a row of a training batch is (a reward model's: a preference pair)
 
     def __init__(self, recipe: Recipe, callbacks: list[Any] | None = None, *, overwrite: bool = False) -> None:
         self.recipe = recipe
@@ -131,6 +132,7 @@ class Runner:
             check_launch(trainer.accelerator.num_processes)
             main = trainer.accelerator.is_main_process
             if main:
+                print(self.startup_line(trainer), flush=True)
                 self._announce(out, resume_id if run_handle is not None else None)
             trainer.accelerator.wait_for_everyone()
             trainer.train(resume_from_checkpoint=self.checkpoint)
@@ -141,6 +143,22 @@ class Runner:
             if failed and main:
                 clean_failed_run(out, self.recipe.method, created)
             finish_wandb(run_handle, failed=failed)
+
+    def startup_line(self, trainer: Any) -> str:
+        """What runs where: processes, device, precision and the effective batch sizes (printed at start)."""
+        acc, args = trainer.accelerator, trainer.args
+        n = acc.num_processes
+        dtype = str(next(trainer.model.parameters()).dtype).removeprefix("torch.")
+        mixed = None if acc.mixed_precision in (None, "no") else str(acc.mixed_precision)
+        kind = str(acc.distributed_type).rsplit(".", 1)[-1]
+        return (f"train-{self.recipe.method}: {count(n, 'process', 'processes')}" + (f" ({kind})" if n > 1 else "")
+                + f" on {acc.device.type}, {dtype} weights" + (f", {mixed} mixed precision" if mixed else "")
+                + "; " + self.batch_sizes(args, n))
+
+    def batch_sizes(self, args: Any, n: int) -> str:
+        per, accum = args.per_device_train_batch_size, args.gradient_accumulation_steps
+        return (f"batch: {per} {self.unit} per device x {accum} accumulation x {count(n, 'process', 'processes')} = "
+                f"{per * accum * n} {self.unit} per optimiser step")
 
     def _announce(self, out: Path, resume_id: str | None) -> None:
         """Print what the run resumes from (and skipped), or what ``--overwrite`` deleted."""
@@ -182,6 +200,10 @@ class Runner:
         return RunResult(method=self.recipe.method, output_dir=str(out), global_step=trainer.state.global_step,
                          metrics=metrics, checkpoints=list_checkpoints(out), wandb_dir=getattr(run_handle, "dir", None),
                          resumed_from=self.checkpoint)
+
+
+def count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _no_trl_card(*args: Any, **kwargs: Any) -> None:
