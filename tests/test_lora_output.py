@@ -71,3 +71,15 @@ def test_a_moved_run_still_finds_the_base_it_carries(tmp_path):
     model, _ = load_model_for_eval(str(moved), device="cpu", merge_adapter=False)
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=ids).logits, expected)
+
+
+def test_a_checkpoint_adapter_takes_the_runs_base(tmp_path):
+    """PEFT saves a checkpoint's adapter of an in-memory base naming no base: calrl reads the run's base_model."""
+    run = tmp_path / "runs" / "lora"
+    _tiny_lora_run(run)
+    checkpoint = run / "checkpoint-4"
+    checkpoint.mkdir()
+    config = json.loads((run / "adapter_config.json").read_text())
+    (checkpoint / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": None}))
+    shutil.copy(run / "adapter_model.safetensors", checkpoint)
+    assert split_adapter_folder(str(checkpoint)) == (str(run / "base_model"), str(checkpoint))

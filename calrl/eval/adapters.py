@@ -17,7 +17,8 @@ def split_adapter_folder(model: str) -> tuple[str, str | None]:
 
     The base is the adapter's ``base_model_name_or_path`` (a hub id, or a path). A base saved with the run
     (``<run>/base_model``) is read beside the adapter folder, wherever the run was moved or copied to; another
-    relative path is read beside the adapter folder first.
+    relative path is read beside the adapter folder first. A ``checkpoint-N`` adapter of such a run (PEFT saves
+    it naming no base) takes the run's ``base_model``.
     """
     folder = Path(model)
     config_file = folder / "adapter_config.json"
@@ -27,6 +28,9 @@ def split_adapter_folder(model: str) -> tuple[str, str | None]:
         base = json.loads(config_file.read_text()).get("base_model_name_or_path")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
         raise InputError(f"not a valid adapter config ({exc})", path=str(config_file)) from None
+    run_base = folder.parent / BASE_MODEL_DIR
+    if not base and folder.name.startswith("checkpoint-") and (run_base / "config.json").is_file():
+        return str(run_base), model
     if not base:
         raise InputError("a LoRA adapter folder without base_model_name_or_path: pass the base model with "
                          f"--model BASE --adapter {model}", path=str(config_file))
