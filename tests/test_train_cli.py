@@ -206,7 +206,7 @@ def test_two_process_cpu_launch_with_torchrun(tmp_path):
     # 8 prompts x 2 generations, 4 per process: a global batch of 8 -> 2 steps per epoch with 2 processes
     assert "train-grpo: 4 steps, model saved to runs/tiny_grpo_brier" in proc.stdout
     rows = _offline_eval_rows(tmp_path)
-    assert [r["eval/epoch"] for r in rows] == [1, 2] and all(r["eval/n"] == 8 for r in rows)
+    assert [r["eval/epoch"] for r in rows] == [0, 1, 2] and all(r["eval/n"] == 8 for r in rows)
 
 
 @pytest.mark.slow
@@ -222,8 +222,8 @@ def test_two_process_ppo_saves_epoch_checkpoints(tmp_path):
                 "optimizer.pt", "value_model"} <= files, files
         state = json.loads((out / name / "calrl_ppo_state.json").read_text())
         assert state["world_size"] == 2 and state["episode"] == 8 * int(name.split("-")[1])
-    assert sorted(p.name for p in (out / "calibration_eval").iterdir()) == ["epoch-1", "epoch-2"]
-    assert [r["eval/epoch"] for r in _offline_eval_rows(tmp_path)] == [1, 2]
+    assert sorted(p.name for p in (out / "calibration_eval").iterdir()) == ["epoch-0", "epoch-1", "epoch-2"]
+    assert [r["eval/epoch"] for r in _offline_eval_rows(tmp_path)] == [0, 1, 2]
 
 
 def test_question_sets_as_training_data(capsys, no_models):

@@ -58,7 +58,8 @@ class CalibrationEvalConfig:
     ``eval_items`` is a list of :class:`~calrl.data.heldout.EvalItem` or a dataset spec for
     :func:`~calrl.data.heldout.load_eval_items` (loaded once, when training starts). ``every_n_steps`` adds
     an eval every N optimiser steps on top of the per-epoch evals; ``eval_on_start`` adds one of the
-    initial policy (``epoch-0``). ``slice_keys`` limits the per-slice scalars logged (None: every slice key).
+    initial policy (``epoch-0`` at step 0; not repeated when a run resumes; the recipe key ``eval.at_start``,
+    on by default in recipes). ``slice_keys`` limits the per-slice scalars logged (None: every slice key).
     ``n_confidently_wrong`` is how many of each eval's most confidently wrong answers go into the W&B table
     ``eval/confidently_wrong`` (0: no table); ``log_table`` turns every W&B table and chart off.
     """
@@ -264,8 +265,8 @@ class CalibrationEvalCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.tracker.train_begin(state.epoch)
         self.items()  # a bad dataset spec fails now, not after the first epoch
-        if self.config.eval_on_start:
-            self.evaluate(epoch_label(self.tracker.last_epoch), args, state, **kwargs)
+        if self.config.eval_on_start and state.global_step == 0:  # a resumed run has its start eval already
+            self.evaluate(epoch_label(0), args, state, **kwargs)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.tracker.epoch_begin()

@@ -27,13 +27,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from calrl.confidence.reading import ConfidenceReader
 from calrl.data.heldout import EvalItem
 from calrl.errors import InputError
 from calrl.eval.prompts import ElicitationPrompt
 from calrl.eval.records import PredictionRecord
+from calrl.progress import progress
 
 
 def generate_predictions(model: Any, tokenizer: Any, items: Sequence[EvalItem], *, prompt: ElicitationPrompt,
@@ -107,7 +107,7 @@ def _generate_local(model: Any, tokenizer: Any, items: list[EvalItem], *, prompt
     was_training = model.training
     model.eval()
     try:
-        with tqdm(total=len(items), desc="generating", unit="item", disable=not show_progress) as bar:
+        with progress(total=len(items), desc="generating", unit="item", disable=not show_progress) as bar:
             for start in range(0, len(items), batch_size):
                 batch = by_length[start:start + batch_size]
                 enc = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,

@@ -212,7 +212,7 @@ class RewardModelScorer:
     def __call__(self, rows: Sequence[dict[str, Any]], column: str) -> torch.Tensor:
         from calrl.reward_modeling.probe import score_texts
 
-        raw = score_texts(self.model, self.tokenizer, rows, column, batch_size=self.batch_size)
+        raw = score_texts(self.model, self.tokenizer, rows, column, batch_size=self.batch_size, show_progress=True)
         return (raw.double() - self.mean) / self.std
 
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from calrl.io import write_json, write_text
+from calrl.progress import progress
 from calrl.reward_modeling.calibrated_data import (
     CALIBRATED_TEXT_COLUMNS,
     CalibratedPairsConfig,
@@ -38,7 +38,8 @@ def score_texts(model, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, col
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = [tokenize_response(tokenizer, ex, column) for ex in dataset]
     rewards = [forward_scores(model, ids[start:start + batch_size], pad_id).cpu()
-               for start in tqdm(range(0, len(ids), batch_size), desc=f"Scoring {column}", disable=not show_progress)]
+               for start in progress(range(0, len(ids), batch_size), desc=f"scoring {column}", unit="batch",
+                                     disable=not show_progress)]
     return torch.cat(rewards) if rewards else torch.empty(0)
 
 

@@ -38,7 +38,8 @@ def reward_statistics(scores: torch.Tensor) -> dict[str, float]:
     return {"mean": mean, "std": std, "count": n}
 
 
-def training_reward_statistics(model: Any, tokenizer: Any, pairs: Any, *, batch_size: int = 16) -> dict[str, float]:
+def training_reward_statistics(model: Any, tokenizer: Any, pairs: Any, *, batch_size: int = 16,
+                               show_progress: bool = False) -> dict[str, float]:
     """:func:`reward_statistics` of the RM's scores on every chosen and rejected response of ``pairs``."""
     from calrl.reward_modeling.probe import score_texts
 
@@ -46,7 +47,7 @@ def training_reward_statistics(model: Any, tokenizer: Any, pairs: Any, *, batch_
     model.eval()
     try:
         with torch.no_grad():
-            scores = [score_texts(model, tokenizer, pairs, column, batch_size=batch_size)
+            scores = [score_texts(model, tokenizer, pairs, column, batch_size=batch_size, show_progress=show_progress)
                       for column in ("chosen", "rejected")]
     finally:
         model.train(was_training)

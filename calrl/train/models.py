@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from calrl.data.chat import render_prompt
@@ -33,7 +34,8 @@ def initial_policy(factory: ModelFactory, recipe: Recipe, source: str, conversat
     tokenizer = factory.tokenizer(TINY)
     return warm_up_tiny_policy(model, tokenizer, [render_prompt(tokenizer, m) for m in conversations], references,
                                steps=tiny.warmup_steps, learning_rate=tiny.warmup_learning_rate,
-                               confidences=tiny.warmup_confidences, seed=tiny.seed)
+                               confidences=tiny.warmup_confidences, seed=tiny.seed,
+                               show_progress=int(os.environ.get("RANK", "0") or 0) == 0)
 
 
 class ModelFactory:
@@ -149,21 +151,20 @@ def peft_config(recipe: Recipe, task_type: str) -> Any:
                       task_type=task_type)
 
 
-
-
-BASE_MODEL_DIR = "base_model"
-
-
-def finish_adapter_folder(trainer: Any, output_dir: str, source: str, tokenizer: Any = None) -> None:
+def finish_adapter_folder(trainer: Any, output_dir: str, source: str, tokenizer: Any = None, *,
+                          final_dir: str | None = None) -> None:
     """Make a LoRA run's output folder loadable on its own: the adapter names its base model.
 
     A hub id or a local path is written as ``base_model_name_or_path``; a ``tiny`` base (built in memory) is
-    saved beside the adapter in ``base_model/`` and named by that relative path (``calrl eval --model DIR``
-    reads it there). Called on the main process after the adapter is saved; it unloads the adapter.
+    saved beside the adapter in ``base_model/`` and named by its absolute path in ``final_dir`` (the folder
+    ``output_dir`` is renamed to; default ``output_dir``), so ``AutoPeftModelForCausalLM.from_pretrained(run)``
+    works from any working directory; ``calrl eval --model RUN`` reads ``RUN/base_model`` wherever the run
+    was moved. Called on the main process after the adapter is saved; it unloads the adapter.
     """
     import json
     from pathlib import Path
 
+    from calrl.eval.adapters import BASE_MODEL_DIR
     from calrl.io import write_json
 
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -177,7 +178,7 @@ def finish_adapter_folder(trainer: Any, output_dir: str, source: str, tokenizer:
         base.save_pretrained(str(Path(output_dir) / BASE_MODEL_DIR))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(Path(output_dir) / BASE_MODEL_DIR))
-        config["base_model_name_or_path"] = BASE_MODEL_DIR
+        config["base_model_name_or_path"] = str(Path(final_dir or output_dir).resolve() / BASE_MODEL_DIR)
     elif not config.get("base_model_name_or_path"):
         config["base_model_name_or_path"] = source
     write_json(config_file, config)

@@ -20,7 +20,7 @@ from calrl.train.data import (
 )
 from calrl.train.models import ModelFactory, initial_policy, peft_config
 from calrl.train.recipe import TINY, Recipe
-from calrl.train.runner import Runner
+from calrl.train.runner import Runner, count
 
 logger = logging.getLogger(__name__)
 VALUE_HEAD = "head"
@@ -28,6 +28,14 @@ VALUE_HEAD = "head"
 
 class PPORunner(Runner):
     """Builds :class:`~calrl.trainers.ppo.CalibratedPPOTrainer` from a recipe."""
+
+    def batch_sizes(self, args: Any, n: int) -> str:
+        per, accum = args.per_device_train_batch_size, args.gradient_accumulation_steps
+        minis, epochs = args.num_mini_batches, args.num_ppo_epochs
+        return (f"rollout: {per} prompts per device x {accum} accumulation x {count(n, 'process', 'processes')} = "
+                f"{per * accum * n} prompts per PPO update; {count(minis, 'mini-batch', 'mini-batches')} x "
+                f"{count(epochs, 'PPO epoch', 'PPO epochs')} = {count(minis * epochs, 'optimiser step', 'optimiser steps')}"
+                " per update")
 
     def build(self, callbacks: list[Any]) -> Any:
         from datasets import Dataset

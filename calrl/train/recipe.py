@@ -20,6 +20,7 @@ the line and the key. Command-line overrides (``training.learning_rate=1e-6``) a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import re
 import warnings
@@ -158,7 +159,9 @@ class EvalSection:
     """The per-epoch calibration eval (``CalibrationEvalCallback``) of PPO, GRPO and RLOO.
 
     ``heldout``: a spec for :func:`calrl.data.heldout.load_eval_items` (``gsm8k``, ``NAME:PATH``, a local
-    file, or ``calrl:PATH``); null turns the eval off. ``every_n_steps`` adds step evals.
+    file, or ``calrl:PATH``); null turns the eval off. ``every_n_steps`` adds step evals. ``at_start`` (on by
+    default) evaluates the policy before the first step (``epoch-0``, logged at step 0), so every W&B chart
+    starts at the policy before RL; a resumed run does not repeat it.
     ``prompt_style``: ``calrl``, or the paper's ``standard`` / ``cot`` prompts; ``confidence_parser``:
     ``calrl`` or ``reference`` (the paper's evaluation rules); ``confidence_retries``: regenerate an answer
     without a confidence up to N times, the last try forcing ``Confidence:`` (0: off; the paper's code: 10 plain
@@ -173,6 +176,7 @@ class EvalSection:
     split: str | None = None
     limit: int | None = None
     every_n_steps: int | None = None
+    at_start: bool = True
     scale: Literal["0-10", "percent", "unit"] = "0-10"
     reasons_first: bool = False
     prompt_style: Literal["calrl", "standard", "cot"] = "calrl"
@@ -277,6 +281,23 @@ class Recipe:
         return self.model.reward_model if self.method == "rm" else self.model.policy
 
 
+def trl_flag_overrides(flags: list[tuple[str, str]] | tuple[tuple[str, str], ...], method: str) -> list[str]:
+    """TRL-style ``--key value`` flags as ``section.key=value`` overrides (:data:`calrl.trl_flags.TRL_FLAGS`
+    first, then the one section with that key); an unknown or ambiguous key is a ConfigError with the close
+    names."""
+    from calrl.config import flag_overrides
+    from calrl.trl_flags import aliases, peft_switch
+
+    translated = []
+    for key, value in flags:
+        if key.replace("-", "_") == "use_peft":
+            key, value = "lora", peft_switch(value)
+        translated.append((key, value))
+    sections = {"model": ModelSection, "lora": LoraSection, "data": DataSection, "eval": EvalSection,
+                "wandb": WandbSection, "training": training_config_class(method)}
+    return flag_overrides(translated, sections, aliases={**aliases(method), "lora": "lora"})
+
+
 def training_config_class(method: str) -> type:
     module, _, name = TRAINING_CONFIGS[method].partition(":")
     return getattr(importlib.import_module(module), name)
@@ -353,8 +374,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
     training_data.setdefault("output_dir", f"runs/{stem}")
     training_data.setdefault("report_to", "wandb")
     training_data.setdefault("save_strategy", "epoch")
-    if wandb_section.run_name:
-        training_data.setdefault("run_name", wandb_section.run_name)
+    wandb_section = _one_name(wandb_section, training_data, data, path_str)
     if resume is not None:
         training_data["resume_from_checkpoint"] = resume
     deferred = {}
@@ -406,6 +426,35 @@ def _check_precision(recipe: Recipe) -> None:
         f"learning rate {lr:g} most updates round away); use 'dtype: float32' with 'training.bf16: true' (mixed "
         f"precision), launch with DeepSpeed, or opt in with 'model.low_precision_weights: true'",
         path=recipe.path, line=recipe.line_of("model", "dtype"))
+
+
+# (training key, wandb key): TRL's key wins; the wandb section's key is its default
+SHARED_NAMES = (("run_name", "run_name"), ("project", "project"))
+
+
+def _one_name(wandb_section: WandbSection, training_data: dict[str, Any], data: dict[str, Any],
+              path: str) -> WandbSection:
+    """Make ``training.run_name`` / ``training.project`` and the W&B ones one value each.
+
+    The training key (TRL's ``--run_name``) wins; without it the ``wandb`` key is its default. Both written in
+    the file with different values is an error naming both lines.
+    """
+    replaced = {}
+    for train_key, wandb_key in SHARED_NAMES:
+        given = training_data.get(train_key)
+        own = getattr(wandb_section, wandb_key)
+        if given is None:
+            if own is not None:
+                training_data[train_key] = own
+            continue
+        given = str(given)
+        train_line = _line(data.get("training") or {}, train_key)
+        wandb_line = _line(data.get("wandb") or {}, wandb_key)
+        if own is not None and own != given and train_line is not None and wandb_line is not None:
+            raise ConfigError(f"key 'training.{train_key}' ({given!r}, line {train_line}) and 'wandb.{wandb_key}' "
+                              f"({own!r}) name the same thing differently: keep one", path=path, line=wandb_line)
+        replaced[wandb_key] = given
+    return dataclasses.replace(wandb_section, **replaced) if replaced else wandb_section
 
 
 def _check_models(recipe: Recipe) -> None:

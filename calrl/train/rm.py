@@ -92,12 +92,13 @@ class RewardModelRunner(Runner):
         from calrl.reward_modeling.probe import report_scalars
         from calrl.reward_modeling.stats import write_reward_statistics
 
+        shown = trainer.accelerator.is_main_process and not self.recipe.training.disable_tqdm
         report = reward_model_report(trainer.model, self.tokenizer, self.probe_pairs,
                                      batch_size=self.recipe.eval.probe_batch_size,
-                                     config=self.recipe.training.pairs_config())
+                                     config=self.recipe.training.pairs_config(), show_progress=shown)
         report.update(global_step=trainer.state.global_step, held_out=self.held_out)
         self.scalars = report_scalars(report, prefix="")
-        self.reward_stats = self.reward_statistics(trainer)
+        self.reward_stats = self.reward_statistics(trainer, shown)
         if trainer.accelerator.is_main_process:
             write_reward_statistics(self.reward_stats, out_dir)
             write_reward_model_report(report, out_dir)
@@ -107,21 +108,22 @@ class RewardModelRunner(Runner):
                 log_reward_model_report(report, wandb.run, step_metrics={"train/global_step": trainer.state.global_step})
         return self.scalars
 
-    def reward_statistics(self, trainer: Any) -> dict[str, float]:
+    def reward_statistics(self, trainer: Any, shown: bool = False) -> dict[str, float]:
         """The RM's mean/std over the responses ``training.reward_stats_split`` names (:mod:`..stats`)."""
         from calrl.reward_modeling.stats import dataset_reward_statistics, training_reward_statistics
         from calrl.reward_modeling.tokenization import CALIBRATED_ID_COLUMNS, PREFERENCE_ID_COLUMNS
 
         batch_size = self.recipe.eval.probe_batch_size
         if self.recipe.training.reward_stats_split == "train":
-            return training_reward_statistics(trainer.model, self.tokenizer, self.train_pairs, batch_size=batch_size)
+            return training_reward_statistics(trainer.model, self.tokenizer, self.train_pairs, batch_size=batch_size,
+                                              show_progress=shown)
         # the reference's: every sequence its evaluation scores, as the trainer reads it (load_recipe has checked
         # that there is an eval split)
         dataset = trainer.eval_dataset
         columns = [c for c in (*PREFERENCE_ID_COLUMNS, *CALIBRATED_ID_COLUMNS) if c in dataset.column_names]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         return dataset_reward_statistics(trainer.model, dataset, columns, pad, batch_size=batch_size,
-                                         show_progress=trainer.accelerator.is_main_process)
+                                         show_progress=shown)
 
     def card_sections(self, trainer: Any) -> dict[str, dict[str, Any]]:
         title = "Reward-model report (held-out pairs)" if self.held_out else "Reward-model report (training pairs)"
