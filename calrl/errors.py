@@ -9,8 +9,47 @@ from __future__ import annotations
 
 import errno
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+#: Longest error line printed (characters, the ``calrl CMD: error:`` prefix included), and the longest run
+#: of characters without a space echoed whole (a path, a value): longer ones are cut in the middle.
+MAX_ERROR_LINE = 299
+MAX_ECHOED_RUN = 120
+
+
+def error_line(prefix: str, message: str, suffix: str = "") -> str:
+    """The one line printed for an error: ``prefix + message + suffix``, under ``MAX_ERROR_LINE`` characters.
+
+    Every error reaches the user through here (the CLI's handler and its argument parser), so no
+    message can print a huge value whole or break the line: control characters, line breaks and
+    unpaired surrogates are shown escaped (``\\n``, ``\\x00``, ``\\ud800``); every run of more than
+    ``MAX_ECHOED_RUN`` characters without a space, then the message as a whole if the line is still too
+    long, keeps its start and end with ``...(N more characters)...`` between them.
+    """
+    text = _RUN.sub(lambda m: _cut(m.group(), MAX_ECHOED_RUN), _printable(message))
+    return prefix + _cut(text, max(40, MAX_ERROR_LINE - len(prefix) - len(suffix))) + suffix
+
+
+_RUN = re.compile(rf"\S{{{MAX_ECHOED_RUN + 1},}}")
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    r"""``text`` with control characters, line and paragraph separators and lone surrogates escaped."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else its start and end with the count cut between."""
+    if len(text) <= limit:
+        return text
+    # the marker takes up to 35 characters ("...(999,999,999,999 more characters)..."); keep 3/4 of the
+    # rest at the start (where a value's name and kind are) and 1/4 at the end (a path's file name)
+    keep = max(limit - 35, 8)
+    head, tail = keep - keep // 4, keep // 4
+    return f"{text[:head]}...({len(text) - head - tail:,} more characters)...{text[len(text) - tail:]}"
 
 
 class CalrlError(Exception):
@@ -33,7 +72,7 @@ class InputError(CalrlError):
             where = f"{path}:{line}: " if line is not None else f"{path}: "
         what = f"field '{field}': " if field is not None else ""
         super().__init__(f"{where}{what}{message}")
-        self.path, self.line, self.field = path, line, field
+        self.path, self.line, self.field, self.reason = path, line, field, message
 
 
 class ConfigError(InputError):

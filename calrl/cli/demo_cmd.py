@@ -12,7 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from calrl.cli import options
 from calrl.errors import InputError
+
+#: Most stage processes run side by side (each holds a model; more than the cores only slows them down).
+MAX_JOBS = 64
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--policies", default=None, metavar="P,P,...",
                    help="the policies to train and compare (default: sft,ppo,ppo_m,ppo_c,ppo_v,grpo_brier; --quick: "
                         "sft,ppo,ppo_m,ppo_c); also ppo_c_abstain (PPO-C with abstention, outside the time budget)")
-    p.add_argument("--jobs", type=int, default=None, metavar="N",
+    p.add_argument("--jobs", type=options.int_range(1, MAX_JOBS), default=None, metavar="N",
                    help="processes run side by side (default: min(2, CPU cores))")
     p.add_argument("--readme-table", action="store_true",
                    help="run nothing: print the README's headline tables (machine, wall time, commit) from "
@@ -39,9 +43,10 @@ def parse_seeds(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise InputError(f"--seeds must be comma-separated integers, got {text!r}", field="seeds") from None
+        seeds = [options.seed(part) for part in text.split(",") if part.strip()]
+    except argparse.ArgumentTypeError as exc:
+        raise InputError(f"--seeds must be comma-separated integers from 0 to {options.MAX_SEED}: {exc}",
+                         field="seeds") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise InputError(f"--seeds must name at least one seed, each once, got {text!r}", field="seeds")
     return seeds

@@ -17,6 +17,7 @@ from typing import Any
 from calrl.cli import options
 from calrl.confidence.reading import PARSERS
 from calrl.errors import InputError, reports_os_errors
+from calrl.eval.limits import MAX_NEW_TOKENS, MAX_RETRIES, MAX_SAMPLES
 from calrl.eval.prompts import PROMPT_STYLES
 
 # every file eval may write into --out: an --out holding one of them is refused unless --overwrite
@@ -51,9 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "calrl.grading.register_grader, MODULE:FUNCTION, or a 'calrl.graders' entry point")
     p.add_argument("--min-slice-size", type=options.non_negative_int, default=30,
                    help="slices with fewer items are flagged small")
-    p.add_argument("--bootstrap", type=options.non_negative_int, default=200,
+    p.add_argument("--bootstrap", type=options.bootstrap, default=200,
                    help="bootstrap resamples for the smooth-ECE interval (0 = none)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--seed", type=options.seed, default=0, help="bootstrap seed")
     p.add_argument("--title", default=None, help="report title (default: 'Calibration report: ' and the model)")
 
     gen = p.add_argument_group("generating from a checkpoint (with --model)")
@@ -65,20 +66,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--split", default=None, help="dataset split (default: the set's own)")
     gen.add_argument("--limit", type=options.positive_int, default=None,
                      help="evaluate N items: the first N, or with --sample-seed a sample stratified by slice")
-    gen.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
+    gen.add_argument("--sample-seed", type=options.seed, default=None, metavar="SEED",
                      help="with --limit: draw the N items at random with this seed, every slice in proportion")
     gen.add_argument("--prompt-scale", choices=SCALES, default="0-10", help="confidence scale asked for")
     gen.add_argument("--reasons-first", action="store_true", help="ask for reasons before the answer")
     gen.add_argument("--prompt-style", choices=PROMPT_STYLES, default="calrl",
                      help="calrl's elicitation prompt, or the paper's 'standard' (answer + confidence 0-10) or "
                           "'cot' (explanation, answer, confidence) prompt")
-    gen.add_argument("--confidence-retries", type=options.non_negative_int, default=0, metavar="N",
+    gen.add_argument("--confidence-retries", type=options.int_range(0, MAX_RETRIES), default=0, metavar="N",
                      help="regenerate an answer without a confidence up to N times, the last try forcing "
                           "'Confidence:' (the paper's rule used 10)")
     gen.add_argument("--distractor", action="store_true", help="add a distractor answer to the prompt")
-    gen.add_argument("--batch-size", type=options.positive_int, default=16, help="prompts generated together")
-    gen.add_argument("--max-new-tokens", type=options.positive_int, default=64, help="length limit of each answer")
-    gen.add_argument("--num-samples", type=options.non_negative_int, default=0,
+    gen.add_argument("--batch-size", type=options.batch_size, default=16, help="prompts generated together")
+    gen.add_argument("--max-new-tokens", type=options.int_range(1, MAX_NEW_TOKENS), default=64, help="length limit of each answer")
+    gen.add_argument("--num-samples", type=options.int_range(0, MAX_SAMPLES), default=0,
                      help="extra sampled answers per question, for consistency signals")
     gen.add_argument("--temperature", type=_positive_float, default=1.0, help="temperature of the samples")
     p.set_defaults(func=run)
@@ -241,7 +242,7 @@ def _print_summary(results: Any, out: Path) -> None:
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = options.finite_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value

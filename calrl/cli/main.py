@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from calrl.cli.options import OneLineArgumentParser
-from calrl.errors import CalrlError
+from calrl.errors import CalrlError, error_line
 
 # sub-command name -> module in calrl.cli exposing add_parser(subparsers) and run(args) -> int
 COMMANDS: dict[str, str] = {
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CalrlError as exc:
-        print(f"calrl {args.command}: error: {exc}", file=sys.stderr)
+        print(error_line(f"calrl {args.command}: error: ", str(exc)), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"calrl {args.command}: interrupted", file=sys.stderr)

@@ -65,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     fit.add_argument("--report-dir", default=None, type=options.non_empty_path,
                      help="folder of the report (beside --out when not given)")
-    fit.add_argument("--seed", type=int, default=0, help="seed of the holdout split")
+    fit.add_argument("--seed", type=options.seed, default=0, help="seed of the holdout split")
     options.add_overwrite(fit, "an existing calibrator and report")
     _resolve_options(fit)
     fit.set_defaults(func=run)

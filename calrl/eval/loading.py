@@ -166,24 +166,29 @@ def _iter_parquet(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from calrl.data.readers import check_arrow_table
+
     try:
         table = pq.read_table(p)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"cannot read Parquet: {exc}", path=str(p)) from None
-    yield from enumerate(table.to_pylist(), start=1)
+    yield from enumerate(check_arrow_table(table, p).to_pylist(), start=1)
 
 
 def _iter_dataset(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     import datasets
 
-    try:
-        ds = datasets.load_from_disk(str(p))
-    except (OSError, ValueError) as exc:  # not a save_to_disk folder (FileNotFoundError), or unreadable
-        raise InputError(f"not a saved datasets folder: {exc}", path=str(p)) from None
+    from calrl.data.readers import check_arrow_table, is_saved_dataset, open_saved
+
+    if not is_saved_dataset(p):
+        raise InputError("not a saved datasets folder (no dataset_info.json, dataset_dict.json or state.json)",
+                         path=str(p))
+    ds = open_saved(p)
     if isinstance(ds, datasets.DatasetDict):
         if len(ds) != 1:
             raise InputError(f"a DatasetDict with splits {sorted(ds)}; save a single split", path=str(p))
         ds = next(iter(ds.values()))
+    check_arrow_table(ds.data.table, p)
     yield from enumerate(ds, start=1)
 
 
