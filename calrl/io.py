@@ -241,7 +241,10 @@ def loads_json(text: str, *, path: str, line: int | None = None, field: str | No
     key path of the bad value); ``what`` names the text in the message (e.g. ``"JSON in CSV cell"``)."""
     too_deep = f"{what} nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
     try:
-        value = json.loads(text)
+        value = _DECODER.decode(text)
+    except _DuplicateKey as exc:
+        raise InputError(f"duplicate key in {what} (an object names it twice; which value is meant?)", path=path,
+                         line=line, field=_key_path(field, exc.key)) from None
     except json.JSONDecodeError as exc:
         where = line if line is not None else exc.lineno
         raise InputError(f"malformed {what}: {exc.msg} (column {exc.colno})", path=path, line=where,
@@ -268,6 +271,26 @@ def loads_json(text: str, *, path: str, line: int | None = None, field: str | No
     return value
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's dict; a key given twice raises _DuplicateKey (Python's json would keep the last silently)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+#: One decoder for every user file: made once (json.loads with a hook would build one per call).
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 

@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    for arg in argv:  # bytes that are not UTF-8 reach Python as lone surrogates: no output could be written
+        if any("\ud800" <= c <= "\udfff" for c in arg):
+            parser.error(f"argument {arg!r} is not valid text (bytes that are not UTF-8); rename the file or "
+                         "fix the value")
     flags: list[tuple[str, str]] = []
     if argv and argv[0] in COMMANDS:
         split = getattr(importlib.import_module(COMMANDS[argv[0]]), "split_flags", None)

@@ -63,6 +63,6 @@ def check_slice_values(counts: dict[str, int]) -> None:
     total = sum(counts.values())
     if total > MAX_SLICE_VALUES:
         key, most = max(counts.items(), key=lambda kv: kv[1])
-        raise InputError(f"{total:,} distinct slice values, more than the {MAX_SLICE_VALUES:,} an evaluation "
-                         f"reports (key {key!r} has {most:,}); slices are groups such as a domain or a difficulty: "
+        raise InputError(f"{total:,} distinct slice values (key {key!r}: {most:,}), more than the "
+                         f"{MAX_SLICE_VALUES:,} an evaluation reports; slices are groups (a domain, a difficulty): "
                          "drop or coarsen that key", field="slice")

@@ -26,7 +26,7 @@ from calrl.train.checkpoints import (
     list_checkpoints,
     resolve_resume,
 )
-from calrl.train.data import TrainingData, load_heldout_items, load_training_data
+from calrl.train.data import TrainingData, check_eval_config, load_heldout_items, load_training_data
 from calrl.train.launch import check_launch
 from calrl.train.output import (
     FINAL_STAGE,
@@ -75,6 +75,8 @@ class Runner:
         check_output_dir(self.recipe, overwrite=self.overwrite, resuming=resuming)
         self.data = load_training_data(self.recipe)
         self.items = load_heldout_items(self.recipe) if self.uses_heldout else None
+        if self.items:  # the eval's settings are checked now, not at the first eval after training started
+            check_eval_config(self.recipe, self.items)
         self.checkpoint, self.skipped = resolve_resume(self.recipe)
 
     def build(self, callbacks: list[Any]) -> Any:
