@@ -247,7 +247,8 @@ def loads_json(text: str, *, path: str, line: int | None = None, field: str | No
                          line=line, field=_key_path(field, exc.key)) from None
     except json.JSONDecodeError as exc:
         where = line if line is not None else exc.lineno
-        raise InputError(f"malformed {what}: {exc.msg} (column {exc.colno})", path=path, line=where,
+        found = "a byte-order mark (U+FEFF) inside the text" if text[exc.pos:exc.pos + 1] == "\ufeff" else exc.msg
+        raise InputError(f"malformed {what}: {found} (column {exc.colno})", path=path, line=where,
                          field=field) from None
     except RecursionError:
         raise InputError(too_deep, path=path, line=line, field=field) from None

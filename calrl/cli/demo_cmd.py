@@ -104,16 +104,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_readme_table(out: Path) -> int:
-    import json
-
     from calrl.demo.report import readme_table
+    from calrl.io import check_input, loads_json, read_text
 
     path = out / "summary.json"
-    if not path.is_file():
+    if not path.exists():
         raise InputError("no summary.json here: run `calrl demo` first (or pass its --out)", path=str(path))
+    summary = loads_json(read_text(check_input(path, option="summary.json")), path=str(path))
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the study's summary: {exc}", path=str(path)) from None
-    print(readme_table(summary))
+        table = readme_table(summary)
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:  # a file calrl demo did not write
+        missing = f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else type(exc).__name__
+        raise InputError(f"not a summary written by calrl demo ({missing})", path=str(path)) from None
+    print(table)
     return 0

@@ -16,7 +16,7 @@ from typing import Any
 
 from calrl.data.items import EvalItem
 from calrl.errors import InputError
-from calrl.io import iter_lines, loads_json, read_text
+from calrl.io import check_input, iter_lines, loads_json, read_text
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 _SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")
@@ -63,6 +63,7 @@ def cell_text(row: dict[str, Any], path: str) -> str:
 
 def load_generic(path: Path, *, split: str | None) -> list[EvalItem]:
     lines: list[int] = []  # the file line of each row, for JSONL and CSV
+    check_input(path, option="dataset", allow_dir=True)  # a FIFO would block, a device never end
     if path.is_dir():
         if not is_saved_dataset(path):
             raise InputError("a folder must be a datasets.save_to_disk folder (or use NAME:PATH for a "
@@ -217,6 +218,7 @@ def load_saved(path: Path, split: str | None, *, preferred: str | None) -> list[
 def read_rows(path: Path, *, csv_columns: tuple[str, ...] | None = None, question: str = "question",
                lines: list[int] | None = None) -> list[dict[str, Any]]:
     """The rows of a data file; ``lines`` (when given) receives each JSONL/CSV row's line number."""
+    check_input(path, option="data file")
     lines = lines if lines is not None else []
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
@@ -258,17 +260,28 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
     return data
 
 
+def csv_error(exc: Exception, path: Path, line_num: int) -> InputError:
+    """The one-line error of a ``csv.Error`` raised after ``line_num`` lines (``csv``'s own count)."""
+    if "unexpected end of data" in str(exc):  # a quoted cell not closed: its record starts on the next line
+        return InputError("malformed CSV: a quoted cell is not closed before the end of the file", path=str(path),
+                          line=line_num + 1)
+    return InputError(f"malformed CSV: {exc}", path=str(path), line=line_num)
+
+
 def _read_csv(path: Path, *, csv_columns: tuple[str, ...] | None, question: str,
               lines: list[int]) -> list[dict[str, Any]]:
-    reader = csv.reader(read_text(path).splitlines(keepends=True))
+    reader = csv.reader(read_text(path).splitlines(keepends=True), strict=True)  # strict: a cut file fails
     try:
         table = [(reader.line_num, cells) for cells in reader]  # line_num: where the record ends
     except csv.Error as exc:
-        raise InputError(f"malformed CSV: {exc}", path=str(path), line=reader.line_num) from None
+        raise csv_error(exc, path, reader.line_num) from None
     if not table:
         return []
     header_less = csv_columns is not None and question not in table[0][1]
     names = list(csv_columns) if header_less else table[0][1]
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise InputError("duplicate column (the header names it twice)", path=str(path), line=1, field=twice)
     rows = []
     for number, cells in table if header_less else table[1:]:
         if not any(c.strip() for c in cells):
