@@ -29,11 +29,36 @@ def error_line(prefix: str, message: str, suffix: str = "") -> str:
     long, keeps its start and end with ``...(N more characters)...`` between them.
     """
     text = _RUN.sub(lambda m: _cut(m.group(), MAX_ECHOED_RUN), _printable(message))
-    return prefix + _cut(text, max(40, MAX_ERROR_LINE - len(prefix) - len(suffix))) + suffix
+    limit = max(40, MAX_ERROR_LINE - len(prefix) - len(suffix))
+    return prefix + _cut(_shorten_runs(text, limit), limit) + suffix
 
 
 _RUN = re.compile(rf"\S{{{MAX_ECHOED_RUN + 1},}}")
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def _shorten_runs(text: str, limit: int, shortest: int = 56) -> str:
+    """``text`` with its longest runs without a space (paths, values) cut first, each to no fewer than
+    ``shortest`` characters, until it fits ``limit``: the words around them are what the user acts on."""
+    excess = len(text) - limit
+    if excess <= 0:
+        return text
+    runs = sorted(re.finditer(rf"\S{{{shortest + 1},}}", text), key=lambda m: m.end() - m.start(), reverse=True)
+    cuts: dict[int, tuple[int, str]] = {}
+    for m in runs:
+        if excess <= 0:
+            break
+        run = m.group()
+        short = _cut(run, max(shortest, len(run) - excess), head_share=0.5)
+        if len(short) < len(run):
+            cuts[m.start()] = (m.end(), short)
+            excess -= len(run) - len(short)
+    out, pos = [], 0
+    for start in sorted(cuts):
+        end, short = cuts[start]
+        out += [text[pos:start], short]
+        pos = end
+    return "".join(out) + text[pos:]
 
 
 def _printable(text: str) -> str:
@@ -41,14 +66,17 @@ def _printable(text: str) -> str:
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
-def _cut(text: str, limit: int) -> str:
-    """``text`` if it has at most ``limit`` characters, else its start and end with the count cut between."""
+def _cut(text: str, limit: int, head_share: float = 0.75) -> str:
+    """``text`` if it has at most ``limit`` characters, else its start and end with the count cut between.
+
+    The marker takes up to 35 characters (``...(999,999,999,999 more characters)...``); of the rest,
+    ``head_share`` is kept at the start (a value's beginning) and the remainder at the end (a path's file name).
+    """
     if len(text) <= limit:
         return text
-    # the marker takes up to 35 characters ("...(999,999,999,999 more characters)..."); keep 3/4 of the
-    # rest at the start (where a value's name and kind are) and 1/4 at the end (a path's file name)
     keep = max(limit - 35, 8)
-    head, tail = keep - keep // 4, keep // 4
+    head = round(keep * head_share)
+    tail = keep - head
     return f"{text[:head]}...({len(text) - head - tail:,} more characters)...{text[len(text) - tail:]}"
 
 

@@ -172,7 +172,7 @@ def resolve_resume(recipe: Recipe) -> tuple[str | None, list[str]]:
     if str(value) == "latest" or value is True:
         found, skipped = latest_checkpoint(out, recipe.method)
         if found is None:
-            why = f" ({len(skipped)} incomplete or damaged: {skipped[0]})" if skipped else ""
+            why = f"; {len(skipped)} incomplete or damaged, the first: {skipped[0]}" if skipped else ""
             raise ConfigError(f"resume 'latest': no complete checkpoint-* folder in {out}{why}", path=recipe.path,
                               line=line)
         return found, skipped
