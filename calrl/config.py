@@ -112,8 +112,10 @@ def _check_expanded(data: Any, path: str) -> None:
         total = 1
         if isinstance(value, dict):
             lines = value.get("__lines__", {})
-            total += sum(size(v, f"{key}.{k}" if key else str(k), lines.get(str(k), line))
-                         for k, v in value.items() if k != "__lines__")
+            for k, v in value.items():
+                if k != "__lines__":
+                    name, at = f"{key}.{k}" if key else str(k), lines.get(str(k), line)
+                    total += size(k, name, at) + size(v, name, at)
         elif isinstance(value, list):
             total += sum(size(v, f"{key}[{i}]", line) for i, v in enumerate(value))
         elif isinstance(value, str) and any("\ud800" <= c <= "\udfff" for c in value):

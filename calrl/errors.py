@@ -25,39 +25,36 @@ def error_line(prefix: str, message: str, suffix: str = "") -> str:
     Every error reaches the user through here (the CLI's handler and its argument parser), so no
     message can print a huge value whole or break the line: control characters, line breaks and
     unpaired surrogates are shown escaped (``\\n``, ``\\x00``, ``\\ud800``); every run of more than
-    ``MAX_ECHOED_RUN`` characters without a space, then the message as a whole if the line is still too
-    long, keeps its start and end with ``...(N more characters)...`` between them.
+    ``MAX_ECHOED_RUN`` characters without a space (a value, a path) keeps its start and end with
+    ``...(N more characters)...`` between them; when the line is still too long, the longest runs are cut
+    further (the words around them are what the user acts on), and last the message itself.
     """
-    text = _RUN.sub(lambda m: _cut(m.group(), MAX_ECHOED_RUN), _printable(message))
     limit = max(40, MAX_ERROR_LINE - len(prefix) - len(suffix))
-    return prefix + _cut(_shorten_runs(text, limit), limit) + suffix
+    return prefix + _cut(_cut_runs(_printable(message), limit), limit) + suffix
 
 
-_RUN = re.compile(rf"\S{{{MAX_ECHOED_RUN + 1},}}")
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_SHORTEST_RUN = 56  # a run is never cut below this (about 10 characters at each end and the count)
 
 
-def _shorten_runs(text: str, limit: int, shortest: int = 56) -> str:
-    """``text`` with its longest runs without a space (paths, values) cut first, each to no fewer than
-    ``shortest`` characters, until it fits ``limit``: the words around them are what the user acts on."""
-    excess = len(text) - limit
-    if excess <= 0:
+def _cut_runs(text: str, limit: int) -> str:
+    """``text`` with each run without a space cut to ``MAX_ECHOED_RUN`` characters, then the longest runs cut
+    further, down to ``_SHORTEST_RUN`` each, until ``text`` fits ``limit`` (or no run can give more)."""
+    runs = list(re.finditer(rf"\S{{{_SHORTEST_RUN + 1},}}", text))
+    if not runs:
         return text
-    runs = sorted(re.finditer(rf"\S{{{shortest + 1},}}", text), key=lambda m: m.end() - m.start(), reverse=True)
-    cuts: dict[int, tuple[int, str]] = {}
-    for m in runs:
+    size = {m.start(): min(m.end() - m.start(), MAX_ECHOED_RUN) for m in runs}
+    excess = len(text) - sum(m.end() - m.start() - size[m.start()] for m in runs) - limit
+    for m in sorted(runs, key=lambda m: size[m.start()], reverse=True):
         if excess <= 0:
             break
-        run = m.group()
-        short = _cut(run, max(shortest, len(run) - excess), head_share=0.5)
-        if len(short) < len(run):
-            cuts[m.start()] = (m.end(), short)
-            excess -= len(run) - len(short)
+        smaller = max(_SHORTEST_RUN, size[m.start()] - excess)
+        excess -= size[m.start()] - smaller
+        size[m.start()] = smaller
     out, pos = [], 0
-    for start in sorted(cuts):
-        end, short = cuts[start]
-        out += [text[pos:start], short]
-        pos = end
+    for m in runs:
+        out += [text[pos:m.start()], _cut(m.group(), size[m.start()])]
+        pos = m.end()
     return "".join(out) + text[pos:]
 
 
@@ -66,7 +63,7 @@ def _printable(text: str) -> str:
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
-def _cut(text: str, limit: int, head_share: float = 0.75) -> str:
+def _cut(text: str, limit: int, head_share: float = 0.6) -> str:
     """``text`` if it has at most ``limit`` characters, else its start and end with the count cut between.
 
     The marker takes up to 35 characters (``...(999,999,999,999 more characters)...``); of the rest,
