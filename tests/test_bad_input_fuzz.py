@@ -191,7 +191,7 @@ def _records(n: int, values: int, seed: int = 0) -> list[ResolvedRecord]:
 
 
 def test_slice_groups_equal_a_count_per_value():
-    records = _records(3000, 400)
+    records = _records(2000, 150)
     results = compute_results(records, n_boot=0)
     for key in ("k", "other"):
         expected: dict[str, list[ResolvedRecord]] = {}
