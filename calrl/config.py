@@ -26,11 +26,23 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    own: dict[str, int] = {}  # a key written twice in one mapping (not one a merge key ``<<`` brings) is an error
+    for key_node, _ in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+            line = key_node.start_mark.line + 1
+            if key_node.value in own:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key_node.value}' (also on line {own[key_node.value]})",
+                    key_node.start_mark)
+            own[key_node.value] = line
     loader.flatten_mapping(node)
     data: dict[str, Any] = {}
     lines: dict[str, int] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, list | dict) or key == "__lines__":
+            what = "'__lines__' is reserved" if key == "__lines__" else f"not {type(key).__name__} {key!r}"
+            raise yaml.constructor.ConstructorError(None, None, f"a key must be a name, {what}", key_node.start_mark)
         data[key] = loader.construct_object(value_node, deep=True)
         lines[str(key)] = key_node.start_mark.line + 1
     data["__lines__"] = lines
@@ -48,16 +60,40 @@ def _strip_lines(obj: Any) -> Any:
     return obj
 
 
+#: Most values a recipe may hold once its aliases (``*name``) are expanded: a few aliases of aliases (a
+#: "billion laughs") would otherwise expand to 10^9 values when the recipe is checked.
+MAX_YAML_VALUES = 100_000
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Load a YAML mapping keeping key line numbers under ``__lines__`` (stripped by ``build``)."""
+    """Load a YAML mapping keeping key line numbers under ``__lines__`` (stripped by ``build``).
+
+    Every problem is one ConfigError naming the file (and the line where there is one): not UTF-8, invalid
+    YAML, characters YAML does not allow, a key given twice in a mapping, nesting too deep, aliases
+    expanding to more than ``MAX_YAML_VALUES`` values, an integer too long to read, a lone surrogate.
+    """
+    from calrl.io import check_input, read_text
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError("config file not found", path=str(path))
+    text = read_text(check_input(path, option="--config"))
+    where = {"path": str(path)}
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader)
     except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise ConfigError(f"invalid YAML: {exc.problem}", path=str(path), line=line) from None
+        mark = exc.problem_mark or exc.context_mark
+        hint = " (indent with spaces: YAML does not allow tabs there)" if "'\\t'" in str(exc.problem) else ""
+        raise ConfigError(f"invalid YAML: {exc.problem or exc.context}{hint}", **where,
+                          line=mark.line + 1 if mark else None) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, other control characters)
+        raise ConfigError(f"invalid YAML: character U+{exc.character:04X} is not allowed", **where,
+                          line=text.count("\n", 0, exc.position) + 1) from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", **where) from None
+    except ValueError as exc:  # an integer over Python's int-to-text limit
+        raise ConfigError(f"invalid YAML: {str(exc).split(';')[0]}; write it as a string", **where) from None
+    _check_expanded(data, str(path))
     if data is None:
         raise ConfigError("config is empty", path=str(path))
     if not isinstance(data, dict):
@@ -68,6 +104,34 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 # YAML 1.1 reads these as booleans; on the command line they are words (``--save_strategy no``, as TRL's
 # scripts take it), and only true / false are booleans, as in YAML 1.2
 _YAML11_BOOLEAN_WORDS = {"yes", "no", "on", "off", "y", "n"}
+
+
+def _check_expanded(data: Any, path: str) -> None:
+    """A ConfigError when ``data`` (as loaded, aliases shared) expands to more than ``MAX_YAML_VALUES`` values
+    or holds a string with a lone UTF-16 surrogate (a ``"\\ud800"`` escape: not Unicode text)."""
+    sizes: dict[int, int] = {}
+
+    def size(value: Any, key: str, line: int | None) -> int:
+        if id(value) in sizes:
+            return sizes[id(value)]
+        total = 1
+        if isinstance(value, dict):
+            lines = value.get("__lines__", {})
+            for k, v in value.items():
+                if k != "__lines__":
+                    name, at = f"{key}.{k}" if key else str(k), lines.get(str(k), line)
+                    total += size(k, name, at) + size(v, name, at)
+        elif isinstance(value, list):
+            total += sum(size(v, f"{key}[{i}]", line) for i, v in enumerate(value))
+        elif isinstance(value, str) and any("\ud800" <= c <= "\udfff" for c in value):
+            raise ConfigError(f"key '{key}': a lone UTF-16 surrogate escape (not Unicode text)", path=path, line=line)
+        if total > MAX_YAML_VALUES:
+            raise ConfigError(f"the recipe expands to more than {MAX_YAML_VALUES:,} values (aliases of aliases?)",
+                              path=path, line=line)
+        sizes[id(value)] = total
+        return total
+
+    size(data, "", None)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -83,7 +147,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         return parts, raw.strip()
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # not YAML, or too deep or too long a number: the text
         value = raw
     return parts, value
 
@@ -174,8 +238,8 @@ def _check_value(value: Any, tp: Any) -> tuple[bool, Any]:
         return False, value
     if tp is bool:
         return isinstance(value, bool), value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is int:  # a count or a seed: torch, numpy and the tokenizers take 64-bit integers
+        return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63, value
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return True, float(value)
@@ -298,10 +362,10 @@ def build(cls: type, data: Mapping[str, Any] | None, *, path: str | None = None,
             continue
         ok, coerced = _check_value(_strip_lines(value), tp)
         if not ok:
-            raise ConfigError(
-                f"key '{prefix}{key}' must be {_type_name(tp)}, got {type(value).__name__} {value!r}",
-                path=path, line=line,
-            )
+            big = isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63
+            got = f"an integer of {len(str(abs(value)))} digits, more than 64 bits hold" if big else \
+                f"{type(value).__name__} {value!r}"
+            raise ConfigError(f"key '{prefix}{key}' must be {_type_name(tp)}, got {got}", path=path, line=line)
         kwargs[key] = coerced
     for key in required:
         if kwargs.get(key) in (None, ""):
@@ -312,5 +376,9 @@ def build(cls: type, data: Mapping[str, Any] | None, *, path: str | None = None,
         raise ConfigError(f"missing required key '{prefix}{missing[0]}'", path=path)
     try:
         return cls(**kwargs)
+    except ConfigError as exc:  # the dataclass' own check names a field: name its key and line here
+        if exc.path is not None or not exc.field or exc.field not in fields:
+            raise
+        raise ConfigError(f"key '{prefix}{exc.field}': {exc.reason}", path=path, line=lines.get(exc.field)) from None
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"section '{section or cls.__name__}': {str(exc).splitlines()[0]}", path=path) from None

@@ -9,8 +9,72 @@ from __future__ import annotations
 
 import errno
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+#: Longest error line printed (characters, the ``calrl CMD: error:`` prefix included), and the longest run
+#: of characters without a space echoed whole (a path, a value): longer ones are cut in the middle.
+MAX_ERROR_LINE = 299
+MAX_ECHOED_RUN = 120
+
+
+def error_line(prefix: str, message: str, suffix: str = "") -> str:
+    """The one line printed for an error: ``prefix + message + suffix``, under ``MAX_ERROR_LINE`` characters.
+
+    Every error reaches the user through here (the CLI's handler and its argument parser), so no
+    message can print a huge value whole or break the line: control characters, line breaks and
+    unpaired surrogates are shown escaped (``\\n``, ``\\x00``, ``\\ud800``); every run of more than
+    ``MAX_ECHOED_RUN`` characters without a space (a value, a path) keeps its start and end with
+    ``...(N more characters)...`` between them; when the line is still too long, the longest runs are cut
+    further (the words around them are what the user acts on), and last the message itself.
+    """
+    limit = max(40, MAX_ERROR_LINE - len(prefix) - len(suffix))
+    return prefix + _cut(_cut_runs(_printable(message), limit), limit) + suffix
+
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_SHORTEST_RUN = 56  # a run is never cut below this (about 10 characters at each end and the count)
+
+
+def _cut_runs(text: str, limit: int) -> str:
+    """``text`` with each run without a space cut to ``MAX_ECHOED_RUN`` characters, then the longest runs cut
+    further, down to ``_SHORTEST_RUN`` each, until ``text`` fits ``limit`` (or no run can give more)."""
+    runs = list(re.finditer(rf"\S{{{_SHORTEST_RUN + 1},}}", text))
+    if not runs:
+        return text
+    size = {m.start(): min(m.end() - m.start(), MAX_ECHOED_RUN) for m in runs}
+    excess = len(text) - sum(m.end() - m.start() - size[m.start()] for m in runs) - limit
+    for m in sorted(runs, key=lambda m: size[m.start()], reverse=True):
+        if excess <= 0:
+            break
+        smaller = max(_SHORTEST_RUN, size[m.start()] - excess)
+        excess -= size[m.start()] - smaller
+        size[m.start()] = smaller
+    out, pos = [], 0
+    for m in runs:
+        out += [text[pos:m.start()], _cut(m.group(), size[m.start()])]
+        pos = m.end()
+    return "".join(out) + text[pos:]
+
+
+def _printable(text: str) -> str:
+    r"""``text`` with control characters, line and paragraph separators and lone surrogates escaped."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _cut(text: str, limit: int, head_share: float = 0.6) -> str:
+    """``text`` if it has at most ``limit`` characters, else its start and end with the count cut between.
+
+    The marker takes up to 35 characters (``...(999,999,999,999 more characters)...``); of the rest,
+    ``head_share`` is kept at the start (a value's beginning) and the remainder at the end (a path's file name).
+    """
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 35, 8)
+    head = round(keep * head_share)
+    tail = keep - head
+    return f"{text[:head]}...({len(text) - head - tail:,} more characters)...{text[len(text) - tail:]}"
 
 
 class CalrlError(Exception):
@@ -33,7 +97,7 @@ class InputError(CalrlError):
             where = f"{path}:{line}: " if line is not None else f"{path}: "
         what = f"field '{field}': " if field is not None else ""
         super().__init__(f"{where}{what}{message}")
-        self.path, self.line, self.field = path, line, field
+        self.path, self.line, self.field, self.reason = path, line, field, message
 
 
 class ConfigError(InputError):

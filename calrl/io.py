@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -232,22 +234,101 @@ def _depth(obj: Any) -> int:
 
 def loads_json(text: str, *, path: str, line: int | None = None, field: str | None = None,
                what: str = "JSON") -> Any:
-    """Parse ``text`` as JSON; malformed text, or nesting deeper than ``MAX_JSON_DEPTH``, is an
-    InputError naming ``path`` and the line (``line`` when the text is one line of the file) and
-    ``field`` when given; ``what`` names the text in the message (e.g. ``"JSON in CSV cell"``)."""
+    """Parse ``text`` as JSON; malformed text, nesting deeper than ``MAX_JSON_DEPTH``, an integer longer
+    than Python reads (``sys.get_int_max_str_digits()``), or a lone UTF-16 surrogate escape (``"\\ud800"``,
+    half of a pair: not Unicode text, it could not be written back as UTF-8) is an InputError naming
+    ``path``, the line (``line`` when the text is one line of the file) and the field (``field``, or the
+    key path of the bad value); ``what`` names the text in the message (e.g. ``"JSON in CSV cell"``)."""
     too_deep = f"{what} nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
     try:
-        value = json.loads(text)
+        value = _DECODER.decode(text)
+    except _DuplicateKey as exc:
+        raise InputError(f"duplicate key in {what} (an object names it twice; which value is meant?)", path=path,
+                         line=line, field=_key_path(field, exc.key)) from None
     except json.JSONDecodeError as exc:
         where = line if line is not None else exc.lineno
-        raise InputError(f"malformed {what}: {exc.msg} (column {exc.colno})", path=path, line=where,
+        found = "a byte-order mark (U+FEFF) inside the text" if text[exc.pos:exc.pos + 1] == "\ufeff" else exc.msg
+        raise InputError(f"malformed {what}: {found} (column {exc.colno})", path=path, line=where,
                          field=field) from None
     except RecursionError:
         raise InputError(too_deep, path=path, line=line, field=field) from None
+    except ValueError:  # the only other ValueError of json.loads: an integer over the int-to-text limit
+        key, digits = _find(json.loads(text, parse_int=_LongInt.parse), lambda v: isinstance(v, _LongInt))
+        if key is None:
+            raise
+        raise InputError(f"an integer of {digits:,} digits (more than {sys.get_int_max_str_digits():,} cannot "
+                         "be read; write it as a string)", path=path, line=line,
+                         field=_key_path(field, key)) from None
     # the depth walk only runs where there are enough brackets to exceed the limit (str.count is cheap)
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
         raise InputError(too_deep, path=path, line=line, field=field)
+    # text read from a file was decoded as UTF-8, so a surrogate can only come from a \uD800-\uDFFF escape
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        key, bad = _find(value, lambda v: isinstance(v, str) and _LONE_SURROGATE.search(v) is not None)
+        if key is not None:
+            code = ord(_LONE_SURROGATE.search(bad).group())
+            raise InputError(f"lone UTF-16 surrogate \\u{code:04x} in {what} (half of an escaped pair; not "
+                             "Unicode text)", path=path, line=line, field=_key_path(field, key))
     return value
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's dict; a key given twice raises _DuplicateKey (Python's json would keep the last silently)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+#: One decoder for every user file: made once (json.loads with a hook would build one per call).
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _LongInt(int):
+    """Stands for an integer too long to read (its value is its number of digits), to find where it is."""
+
+    @classmethod
+    def parse(cls, text: str) -> int:
+        digits = len(text.lstrip("-"))
+        return int(text) if digits <= sys.get_int_max_str_digits() else cls(digits)
+
+
+def _find(value: Any, bad: Any) -> tuple[str | None, Any]:
+    """The key path (``slice.domain``, ``samples[2]``; ``""`` for the top) and value of the first part of a
+    parsed JSON value, keys included, for which ``bad`` holds; (None, None) when none does."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop(0)
+        if bad(item):
+            return where, item
+        if isinstance(item, dict):
+            for k, v in item.items():
+                name = f"{where}.{k}" if where else str(k)
+                if bad(k):
+                    return name, k
+                stack.append((name, v))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
+    return None, None
+
+
+def _key_path(field: str | None, key: str | None) -> str | None:
+    """The field named in an error: the caller's ``field`` and the key path inside it."""
+    if not key:
+        return field
+    return f"{field}.{key}" if field and not key.startswith("[") else (field or "") + key
 
 
 # ---------------------------------------------------------------------------------- output checks
@@ -271,7 +352,7 @@ def _check_parents(target: Path, option: str) -> None:
     for ancestor in target.absolute().parents:
         if ancestor.exists() or ancestor.is_symlink():
             if not ancestor.is_dir():
-                raise InputError(f"cannot create {option} {target}: {ancestor} is a file, not a folder",
+                raise InputError(f"{ancestor.name} is a file, not a folder: cannot create {option} here",
                                  path=str(target))
             return
 

@@ -2,163 +2,42 @@
 
 Every case runs the CLI in-process on a fresh folder holding a good predictions file, two resolved
 eval folders, a calibrator and a folder of earlier results, plus what the case adds. It asserts the
-exit code, that stderr is one line naming the file, line, option or key (no traceback), and that
-every file that existed before is byte-identical afterwards; a run that fails writes nothing at all.
+exit code, that stderr is one line under 300 characters naming the file, line, option or key (no
+traceback), and that every file that existed before is byte-identical afterwards; a run that fails
+writes nothing at all (``bad_input_helpers.check_case``; more families in ``test_bad_inputs_tail.py``).
 File-system faults that root would bypass (read-only folders, permissions) come from a path under a
 regular file, or from ``OSError`` raised in-process where calrl creates, opens or writes files.
 """
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
 import errno
 import json
-import os
-import stat
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from calrl.cli.main import main
-from calrl.eval.calibrators import FORMAT
-from calrl.eval.records import ResolvedRecord
-
-N_ITEMS = 40
-
-
-def _rows(n: int = N_ITEMS) -> list[dict]:
-    return [{"id": f"q{i}", "correct": i % 2 == 0, "confidence": round(0.05 + 0.9 * (i % 10) / 9, 3),
-             "slice": {"domain": "ab"[i % 2]}} for i in range(n)]
-
-
-def _jsonl(rows: list) -> str:
-    return "".join(json.dumps(r) + "\n" for r in rows)
-
-
-def _resolved(shift: float = 0.0) -> str:
-    recs = [ResolvedRecord(id=r["id"], abstained=False, correct=r["correct"],
-                           confidence=min(1.0, r["confidence"] + shift), confidence_source="given",
-                           hedged=False, slice=r["slice"]) for r in _rows()]
-    return "".join(json.dumps(r.to_json()) + "\n" for r in recs)
-
-
-def _calibrator(**changes) -> str:
-    doc = {"format": FORMAT, "method": "temperature", "params": {"temperature": 2.0}, "n": 10,
-           "nll_before": 0.7, "nll_after": 0.6, "eps": 1e-3}
-    doc.update(changes)
-    return json.dumps({k: v for k, v in doc.items() if v is not _DROP})
-
-
-_DROP = object()
-
-# files every case starts from (relative path -> text)
-BASE_FILES = {
-    "good.jsonl": _jsonl(_rows()),
-    "base/resolved.jsonl": _resolved(),
-    "base/metrics.json": "{}\n",
-    "base/report.md": "# baseline eval report\n",
-    "cand/resolved.jsonl": _resolved(0.02),
-    "cal.json": _calibrator(),
-    "prior/metrics.json": '{"earlier": true}\n',
-    "prior/report.md": "# earlier\n",
-    "prior/gate.json": '{"verdict": "pass"}\n',
-    "afile.txt": "a regular file\n",
-}
-
-FIFO, FOLDER = object(), object()
-
-
-def _bad_row(**fields) -> str:
-    """good.jsonl's first two rows, then a third row with ``fields`` replaced (line 3 is bad)."""
-    rows = _rows(3)
-    rows[2] = {**rows[2], **fields}
-    rows[2] = {k: v for k, v in rows[2].items() if v is not _DROP}
-    return _jsonl(rows)
-
-
-def _deep(depth: int) -> str:
-    return "[" * depth + "]" * depth
-
-
-@dataclass
-class Case:
-    name: str
-    argv: list[str]  # "{d}" is the case's folder
-    code: int
-    expect: str  # substring of the one-line stderr ("{d}" allowed)
-    files: dict[str, object] = field(default_factory=dict)  # text, bytes, FIFO or FOLDER
-    fault: Callable[[pytest.MonkeyPatch, Path], None] | None = None
-    changes: tuple[str, ...] = ()  # earlier files a passing run may rewrite
-
-
-def ev(*args: str) -> list[str]:
-    return ["eval", *args]
-
-
-def ev_p(name: str, *args: str) -> list[str]:
-    """eval of {d}/name into a fresh {d}/out."""
-    return ["eval", "--predictions", f"{{d}}/{name}", "--out", "{d}/out", *args]
-
-
-def cmp(*args: str, out: str = "{d}/gate") -> list[str]:
-    return ["compare", "--baseline", "{d}/base", "--candidate", "{d}/cand", "--out", out, *args]
-
-
-def fit(*args: str, preds: str = "{d}/good.jsonl", out: str = "{d}/cal/new.json") -> list[str]:
-    return ["recalibrate", "fit", "--predictions", preds, "--method", "temperature", "--out", out, *args]
-
-
-def app(*args: str, cal: str = "{d}/cal.json", preds: str = "{d}/good.jsonl",
-        out: str = "{d}/recal.jsonl") -> list[str]:
-    return ["recalibrate", "apply", "--calibrator", cal, "--predictions", preds, "--out", out, *args]
-
-
-# ----------------------------------------------------------------------------------------- faults
-def _raise_in(target: str, err: int, after: int = 0):
-    """A fault: the ``after``+1-th call of ``target`` (a function of calrl.io's modules) raises OSError."""
-
-    def install(monkeypatch: pytest.MonkeyPatch, d: Path) -> None:
-        import calrl.io as io_mod
-
-        module, name = {"mkdtemp": (io_mod.tempfile, "mkdtemp"), "mkstemp": (io_mod.tempfile, "mkstemp"),
-                        "replace": (io_mod.os, "replace"), "mkdir": (Path, "mkdir")}[target]
-        real = getattr(module, name)
-        calls = {"n": 0}
-
-        def fake(*args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] > after:
-                where = kwargs.get("dir") or (args[0] if args else d)
-                raise OSError(err, os.strerror(err), str(where))
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(module, name, fake)
-
-    return install
-
-
-def _unreadable(rel: str, err: int = errno.EACCES):
-    """A fault: opening ``{d}/rel`` for reading raises ``err`` (root reads anything, so in-process)."""
-
-    def install(monkeypatch: pytest.MonkeyPatch, d: Path) -> None:
-        import calrl.io as io_mod
-
-        target = str(d / rel)
-
-        def fake_open(file, mode="r", *args, **kwargs):
-            if str(file) == target and "w" not in mode:
-                raise OSError(err, os.strerror(err), str(file))
-            return builtins.open(file, mode, *args, **kwargs)
-
-        monkeypatch.setattr(io_mod, "open", fake_open, raising=False)
-
-    return install
-
-
-DISK_FULL = errno.ENOSPC
+from bad_input_helpers import (
+    _DROP,
+    DISK_FULL,
+    FIFO,
+    FOLDER,
+    Case,
+    _bad_row,
+    _calibrator,
+    _deep,
+    _jsonl,
+    _raise_in,
+    _resolved,
+    _rows,
+    _unreadable,
+    app,
+    check_case,
+    cmp,
+    ev,
+    ev_p,
+    fit,
+)
 
 # ------------------------------------------------------------------------------------------ cases
 EVAL_CASES = [
@@ -318,12 +197,12 @@ EVAL_CASES = [
     Case("--bins 1000000", ev_p("good.jsonl", "--bins", "1000000"), 2, "argument --bins: must be from 1 to 1000"),
     Case("--bins text", ev_p("good.jsonl", "--bins", "many"), 2, "argument --bins: expected an integer, got 'many'"),
     Case("--bins float", ev_p("good.jsonl", "--bins", "1.5"), 2, "argument --bins: expected an integer"),
-    Case("--bootstrap -1", ev_p("good.jsonl", "--bootstrap", "-1"), 2, "argument --bootstrap: must be >= 0"),
+    Case("--bootstrap -1", ev_p("good.jsonl", "--bootstrap", "-1"), 2, "argument --bootstrap: must be from 0 to 10000, got -1"),
     Case("--min-slice-size -1", ev_p("good.jsonl", "--min-slice-size", "-1"), 2, "argument --min-slice-size"),
     Case("--missing-confidence bogus", ev_p("good.jsonl", "--missing-confidence", "x"), 2,
          "argument --missing-confidence: invalid choice: 'x'"),
     Case("--grader bogus", ev_p("good.jsonl", "--grader", "fuzzy"), 2, "field 'grader': unknown grader 'fuzzy'"),
-    Case("--seed text", ev_p("good.jsonl", "--seed", "abc"), 2, "argument --seed: invalid int value"),
+    Case("--seed text", ev_p("good.jsonl", "--seed", "abc"), 2, "argument --seed: expected an integer, got"),
     Case("unknown option", ev_p("good.jsonl", "--frobnicate"), 2, "unrecognized arguments: --frobnicate"),
     Case("no --out", ev("--predictions", "{d}/good.jsonl"), 2, "the following arguments are required: --out"),
     Case("no source", ev("--out", "{d}/out"), 2, "one of the arguments --predictions --model is required"),
@@ -336,9 +215,9 @@ EVAL_CASES = [
     Case("--out a file", ev("--predictions", "{d}/good.jsonl", "--out", "{d}/afile.txt"), 2,
          "afile.txt: --out must be a folder, but this is a file"),
     Case("--out under a file", ev("--predictions", "{d}/good.jsonl", "--out", "{d}/afile.txt/out"), 2,
-         "{d}/afile.txt is a file, not a folder"),
+         "{d}/afile.txt/out: afile.txt is a file, not a folder: cannot create --out here"),
     Case("--out deep under a file", ev("--predictions", "{d}/good.jsonl", "--out", "{d}/afile.txt/a/b"), 2,
-         "{d}/afile.txt is a file, not a folder"),
+         "{d}/afile.txt/a/b: afile.txt is a file, not a folder"),
     Case("--out holds earlier results", ev("--predictions", "{d}/good.jsonl", "--out", "{d}/prior"), 2,
          "prior: holds earlier results (metrics.json, report.md); choose another --out or pass --overwrite"),
     Case("--out holds the input", ev("--predictions", "{d}/in/p.jsonl", "--out", "{d}/in"), 2,
@@ -422,22 +301,23 @@ COMPARE_CASES = [
     Case("candidate predictions no reference", ["compare", "--baseline", "{d}/base", "--candidate",
                                                 "{d}/b.jsonl", "--out", "{d}/g"], 2,
          "b.jsonl:3: id 'q2': no 'reference'", {"b.jsonl": _bad_row(correct=_DROP, response="x")}),
-    Case("missing policy error", cmp("--missing-confidence", "error"), 2,
+    Case("missing policy error", ["compare", "--baseline", "base", "--candidate", "cand", "--out", "g",
+                                  "--missing-confidence", "error"], 2,
          "field 'confidence': 1 answered item(s) of the candidate have no confidence (first: id 'q0'); choose "
-         "another missing-confidence policy (baseline {d}/base/resolved.jsonl, candidate {d}/cand/resolved.jsonl)",
+         "another missing-confidence policy (baseline base/resolved.jsonl, candidate cand/resolved.jsonl)",
          {"cand/resolved.jsonl": _resolved().replace('"confidence": 0.05,', '"confidence": null,', 1)}),
     # options
     Case("--out empty", cmp(out=""), 2, "argument --out: empty path"),
     Case("--out a file", cmp(out="{d}/afile.txt"), 2, "afile.txt: --out must be a folder"),
-    Case("--out under a file", cmp(out="{d}/afile.txt/g"), 2, "{d}/afile.txt is a file, not a folder"),
+    Case("--out under a file", cmp(out="{d}/afile.txt/g"), 2, "{d}/afile.txt/g: afile.txt is a file, not a folder"),
     Case("--out the baseline's eval folder", cmp(out="{d}/base"), 2,
          "base: holds this command's input {d}/base; choose another --out or pass --overwrite"),
     Case("--out holds an earlier gate", cmp(out="{d}/prior"), 2, "prior: holds earlier results (gate.json"),
     Case("--bins 0", cmp("--bins", "0"), 2, "argument --bins: must be from 1 to 1000"),
     Case("--bins 1001", cmp("--bins", "1001"), 2, "argument --bins: must be from 1 to 1000"),
     Case("--bins text", cmp("--bins", "x"), 2, "argument --bins: expected an integer"),
-    Case("--bootstrap -5", cmp("--bootstrap", "-5"), 2, "argument --bootstrap: must be >= 0"),
-    Case("--seed text", cmp("--seed", "s"), 2, "argument --seed: invalid int value"),
+    Case("--bootstrap -5", cmp("--bootstrap", "-5"), 2, "argument --bootstrap: must be from 0 to 10000, got -5"),
+    Case("--seed text", cmp("--seed", "s"), 2, "argument --seed: expected an integer, got 's'"),
     Case("--refusal-collapse-factor 1", cmp("--refusal-collapse-factor", "1"), 2,
          "field 'refusal_collapse_factor': must be a finite number > 1"),
     Case("--refusal-collapse-factor nan", cmp("--refusal-collapse-factor", "nan"), 2,
@@ -451,7 +331,7 @@ COMPARE_CASES = [
     Case("--max-accuracy-drop 1", cmp("--max-accuracy-drop", "1"), 2, "field 'max_accuracy_drop': must be in [0, 1)"),
     Case("--max-accuracy-drop -0.1", cmp("--max-accuracy-drop", "-0.1"), 2, "field 'max_accuracy_drop'"),
     Case("--slice-ece-threshold 2", cmp("--slice-ece-threshold", "2"), 2, "field 'slice_ece_threshold'"),
-    Case("--min-slice-size 0", cmp("--min-slice-size", "0"), 2, "argument --min-slice-size: must be at least 1"),
+    Case("--min-slice-size 0", cmp("--min-slice-size", "0"), 2, "argument --min-slice-size: must be from 1 to 1000000000, got 0"),
     Case("--collapse-spread-ratio 0", cmp("--collapse-spread-ratio", "0"), 2, "field 'collapse_spread_ratio'"),
     Case("--collapse-spread-ratio 1.5", cmp("--collapse-spread-ratio", "1.5"), 2, "field 'collapse_spread_ratio'"),
     Case("--missing-confidence bogus", cmp("--missing-confidence", "skip"), 2,
@@ -488,10 +368,10 @@ FIT_CASES = [
          "p.json: --out is this command's input", {"p.json": _jsonl(_rows())}),
     Case("fit report exists", fit(out="{d}/cal/new.json"), 2, "new_report.md: already exists",
          {"cal/new_report.md": "# earlier\n"}),
-    Case("fit --out under a file", fit(out="{d}/afile.txt/c.json"), 2, "{d}/afile.txt is a file, not a folder"),
+    Case("fit --out under a file", fit(out="{d}/afile.txt/c.json"), 2, "{d}/afile.txt/c.json: afile.txt is a file, not a folder"),
     Case("fit --out a folder", fit(out="{d}/x.json"), 2, "x.json: --out is a folder", {"x.json": FOLDER}),
     Case("fit --report-dir under a file", fit("--report-dir", "{d}/afile.txt/r"), 2,
-         "{d}/afile.txt is a file, not a folder"),
+         "afile.txt is a file, not a folder: cannot create --report-dir here"),
     Case("fit --report-dir empty", fit("--report-dir", ""), 2, "argument --report-dir: empty path"),
     Case("fit --holdout-fraction 0", fit("--holdout-fraction", "0"), 2, "field 'holdout-fraction': must be in (0, 1)"),
     Case("fit --holdout-fraction 1", fit("--holdout-fraction", "1"), 2, "field 'holdout-fraction'"),
@@ -584,7 +464,7 @@ APPLY_CASES = [
          "--out is this command's input"),
     Case("apply --out format differs", app(out="{d}/r.csv"), 2, "r.csv: the output must have the input's format (jsonl)"),
     Case("apply --out empty", app(out=""), 2, "argument --out: empty path"),
-    Case("apply --out under a file", app(out="{d}/afile.txt/r.jsonl"), 2, "{d}/afile.txt is a file, not a folder"),
+    Case("apply --out under a file", app(out="{d}/afile.txt/r.jsonl"), 2, "{d}/afile.txt/r.jsonl: afile.txt is a file, not a folder"),
     Case("apply --out a folder", app(out="{d}/o.jsonl"), 2, "o.jsonl: --out is a folder", {"o.jsonl": FOLDER}),
     Case("apply disk full", app(), 2, "no space left on device", fault=_raise_in("mkstemp", DISK_FULL)),
     Case("apply rename fails", app(), 2, "input/output error", fault=_raise_in("replace", errno.EIO)),
@@ -601,41 +481,6 @@ CASES = [dataclasses.replace(case, name=f"{group}: {case.name}")
          for case in cases]
 
 
-# ----------------------------------------------------------------------------------------- runner
-def _make(root: Path, files: dict[str, object]) -> None:
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and not path.is_dir():
-            path.unlink()
-        if content is FIFO:
-            os.mkfifo(path)
-        elif content is FOLDER:
-            path.mkdir(exist_ok=True)
-        elif isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
-
-
-def _snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every path under ``root``: the bytes of regular files, None for folders and special files."""
-    out: dict[str, bytes | None] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            mode = os.lstat(path).st_mode
-            out[str(path.relative_to(root))] = path.read_bytes() if stat.S_ISREG(mode) else None
-    return out
-
-
-def _run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:  # argparse usage errors
-        return int(exc.code)
-
-
 def test_the_table_is_large_and_names_are_unique():
     assert len(CASES) >= 150
     assert len({c.name for c in CASES}) == len(CASES)
@@ -643,32 +488,4 @@ def test_the_table_is_large_and_names_are_unique():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
-    d = tmp_path / "case"
-    _make(d, BASE_FILES | case.files)
-    monkeypatch.chdir(d)
-    before = _snapshot(d)
-    if case.fault is not None:
-        case.fault(monkeypatch, d)
-    argv = [a.replace("{d}", str(d)) for a in case.argv]
-
-    code = _run(argv)
-    monkeypatch.undo()
-    captured = capsys.readouterr()
-    err = captured.err.strip()
-
-    assert code == case.code, (code, err, captured.out[-500:])
-    assert "Traceback" not in captured.err and "Traceback" not in captured.out
-    if case.code == 2:
-        assert err.startswith("calrl") and ": error: " in err, err
-        assert "\n" not in err, err
-    if case.expect:
-        assert case.expect.replace("{d}", str(d)) in err, err
-    after = _snapshot(d)
-    for rel, content in before.items():
-        assert rel in after, f"{rel} disappeared"
-        if rel not in case.changes:
-            assert after[rel] == content, f"{rel} changed"
-    if case.code == 2:  # a refused or failed run writes nothing, not even a staging folder
-        assert sorted(after) == sorted(before), sorted(set(after) - set(before))
-    else:
-        assert all(after[rel] != before[rel] for rel in case.changes)
+    check_case(case, tmp_path, capsys, monkeypatch)

@@ -109,7 +109,104 @@ def _is_file(tmp: Path, run: Path) -> list[str]:
     return [f"training.output_dir={tmp / 'afile.txt'}"]
 
 
+def _recipe(edit: Callable[[str], str] | str | bytes, name: str = "recipe.yaml"):
+    """A setup writing the GRPO recipe changed by ``edit`` (a function of its text, or the whole new text or
+    bytes) beside the case, then naming it with a second ``--config`` (the last one counts)."""
+    def setup(tmp: Path, run: Path) -> list[str]:
+        path = tmp / name
+        new = edit(GRPO.read_text()) if callable(edit) else edit
+        path.write_bytes(new if isinstance(new, bytes) else new.encode("utf-8", "surrogatepass"))
+        return ["--config", str(path)]
+    return setup
+
+
+def _replace(old: str, new: str) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        assert old in text, old
+        return text.replace(old, new, 1)
+    return edit
+
+
+_LAUGHS = "".join(f"{n}: &{n} [{', '.join([f'*{p}'] * 9) if p else ', '.join(['x'] * 9)}]\n"
+                  for p, n in zip(["", *"abcdefg"], "abcdefgh", strict=True))
+BIG = 1180591620717411303424  # 2^70
+RECIPE_CASES = [  # YAML recipes: syntax, anchors, duplicate keys, types, unknown keys, encodings, bounds
+    Case("yaml-tab-indent", GRPO, [], "recipe.yaml:33: invalid YAML: found character '\\t' that cannot start any "
+         "token (indent with spaces", setup=_recipe(_replace("  logging_steps: 1", "\tlogging_steps: 1"))),
+    Case("yaml-duplicate-section", GRPO, [], "invalid YAML: duplicate key 'wandb' (also on line 20)",
+         setup=_recipe(lambda t: t + "wandb:\n  project: again\n")),
+    Case("yaml-duplicate-key", GRPO, [], "recipe.yaml:33: invalid YAML: duplicate key 'learning_rate' (also on line "
+         "32)", setup=_recipe(_replace("  logging_steps: 1", "  learning_rate: 1.0"))),
+    Case("yaml-billion-laughs", GRPO, [], "the recipe expands to more than 100,000 values",
+         setup=_recipe(lambda t: t + "laughs:\n" + "".join("  " + line + "\n" for line in _LAUGHS.splitlines()))),
+    Case("yaml-recursive-anchor", GRPO, [], "invalid YAML: found unconstructable recursive node",
+         setup=_recipe(lambda t: t + "loop: &loop [*loop]\n")),
+    Case("yaml-undefined-alias", GRPO, [], "recipe.yaml:22: invalid YAML: found undefined alias 'name'",
+         setup=_recipe(_replace("run_name: tiny-grpo-brier", "run_name: *name"))),
+    Case("yaml-nul-byte", GRPO, [], "recipe.yaml:22: invalid YAML: character U+0000 is not allowed",
+         setup=_recipe(_replace("run_name: tiny-grpo-brier", "run_name: tiny\x00"))),
+    Case("yaml-latin-1", GRPO, [], "recipe.yaml: not UTF-8 text",
+         setup=_recipe(lambda t: t.replace("tiny-grpo-brier", "caf\xe9", 1).encode("latin-1"))),
+    Case("yaml-utf-16", GRPO, [], "recipe.yaml: not UTF-8 text", setup=_recipe(lambda t: t.encode("utf-16"))),
+    Case("yaml-nested-too-deep", GRPO, [], "recipe.yaml: invalid YAML: nested too deeply",
+         setup=_recipe(lambda t: t + "deep: " + "[" * 20000 + "]" * 20000 + "\n")),
+    Case("yaml-integer-of-5000-digits", GRPO, [], "recipe.yaml: invalid YAML: Exceeds the limit (4300 digits)",
+         setup=_recipe(_replace("  seed: 0", "  seed: " + "9" * 5000))),
+    Case("yaml-lone-surrogate", GRPO, [], "recipe.yaml:22: key 'wandb.run_name': a lone UTF-16 surrogate",
+         setup=_recipe(_replace("run_name: tiny-grpo-brier", 'run_name: "\\ud800"'))),
+    Case("yaml-python-tag", GRPO, [], "invalid YAML: could not determine a constructor for the tag",
+         setup=_recipe(_replace("run_name: tiny-grpo-brier", "run_name: !!python/object:os.system x"))),
+    Case("yaml-list-as-key", GRPO, [], "recipe.yaml:22: invalid YAML: a key must be a name, not list",
+         setup=_recipe(_replace("  run_name: tiny-grpo-brier", "  [run_name]: x"))),
+    Case("yaml-reserved-key", GRPO, [], "invalid YAML: a key must be a name, '__lines__' is reserved",
+         setup=_recipe(lambda t: t + "__lines__: 1\n")),
+    Case("yaml-unclosed-bracket", GRPO, [], "recipe.yaml:37: invalid YAML",
+         setup=_recipe(_replace("reward_weights: [1.0, 0.1]", "reward_weights: [1.0, 0.1"))),
+    Case("yaml-empty", GRPO, [], "recipe.yaml: config is empty", setup=_recipe("")),
+    Case("yaml-comments-only", GRPO, [], "recipe.yaml: config is empty", setup=_recipe("# nothing here\n")),
+    Case("yaml-a-list", GRPO, [], "recipe.yaml: config must be a mapping of sections", setup=_recipe("- grpo\n")),
+    Case("section-typo", GRPO, [], "recipe.yaml:24: unknown section 'trainng' (sections: method, model",
+         setup=_recipe(_replace("training:", "trainng:"))),
+    Case("key-typo-did-you-mean", GRPO, [], "recipe.yaml:32: unknown key 'training.learnig_rate' (did you mean "
+         "learning_rate?)", setup=_recipe(_replace("learning_rate:", "learnig_rate:"))),
+    Case("nested-key-typo-did-you-mean", GRPO, [], "recipe.yaml:8: unknown key 'model.tiny.warmup_step' (did you "
+         "mean warmup_steps", setup=_recipe(_replace("warmup_steps:", "warmup_step:"))),
+    Case("section-a-list", GRPO, ["wandb=[calrl-tests]"], "section 'wandb' must be a mapping, got list"),
+    Case("lr-text", GRPO, [], "recipe.yaml:32: key 'training.learning_rate' must be float, got str 'fast'",
+         setup=_recipe(_replace("learning_rate: 1.0e-4", "learning_rate: fast"))),
+    Case("tags-a-string", GRPO, ["wandb.tags=tiny"], "key 'wandb.tags' must be list, got str 'tiny'"),
+    Case("use-cpu-maybe", GRPO, ["training.use_cpu=maybe"], "key 'training.use_cpu' must be bool, got str 'maybe'"),
+    Case("seed-2^70", GRPO, [f"training.seed={BIG}"], "key 'training.seed' must be int, got an integer of 22 digits"),
+    Case("batch-2^70", GRPO, [f"training.per_device_train_batch_size={BIG}"],
+         "key 'training.per_device_train_batch_size' must be int, got an integer of 22 digits, more than 64 bits"),
+    Case("tiny-seed-2^70", GRPO, [f"model.tiny.seed={BIG}"], "key 'model.tiny.seed' must be int, got an integer"),
+    Case("data-seed-2^70", GRPO, [f"data.seed={BIG}"], "key 'data.seed' must be int, got an integer of 22 digits"),
+    Case("override-of-5000-digits", GRPO, ["training.seed=" + "9" * 5000], "key 'training.seed' must be int"),
+    Case("tiny-layers-0", GRPO, ["model.tiny.num_layers=0"], "key 'model.tiny.num_layers': must be an integer from 1"),
+    Case("tiny-heads-not-dividing", GRPO, ["model.tiny.num_heads=3"],
+         "key 'model.tiny.num_heads': must divide hidden_size (64), got 3"),
+    Case("tiny-warmup-confidence-11", GRPO, ["model.tiny.warmup_confidences=[3, 11]"],
+         "key 'model.tiny.warmup_confidences': must be confidences from 0 to 10"),
+    Case("eval-batch-0", GRPO, ["eval.batch_size=0"], "key 'eval.batch_size': must be an integer from 1 to 65536"),
+    Case("eval-bins-0", GRPO, ["eval.n_bins=0"], "key 'eval.n_bins': must be an integer from 1 to 1000, got 0"),
+    Case("eval-bootstrap-10^6", GRPO, ["eval.n_boot=1000000"], "key 'eval.n_boot': must be an integer from 0 to 10000"),
+    Case("eval-min-slice-size-negative", GRPO, ["eval.min_slice_size=-1"], "key 'eval.min_slice_size': must be"),
+    Case("eval-retries-101", GRPO, ["eval.confidence_retries=101"], "key 'eval.confidence_retries': must be an integer"),
+    Case("eval-1001-slice-values", GRPO, ["eval.limit=null"], "key 'eval.heldout': 1,001 distinct slice values",
+         setup=lambda tmp, run: ["eval.heldout=" + _slices_file(tmp)]),
+    Case("override-not-utf-8", GRPO, ["wandb.run_name=\udcff"], "is not valid text (bytes that are not UTF-8)"),
+]
+
+
+def _slices_file(tmp: Path) -> str:
+    path = tmp / "heldout.jsonl"
+    path.write_text("".join(json.dumps({"id": f"h{i}", "question": "q?", "reference": "a", "slice": f"s{i}"}) + "\n"
+                            for i in range(1001)))
+    return str(path)
+
+
 CASES = [
+    *RECIPE_CASES,
     # numbers: range and finiteness, per method
     Case("grpo-lr-negative", GRPO, ["training.learning_rate=-1e-4"], "key 'training.learning_rate': must be a non-negative"),
     Case("grpo-lr-nan", GRPO, ["training.learning_rate=nan"], "key 'training.learning_rate'"),
@@ -136,7 +233,7 @@ CASES = [
     Case("output-is-file", GRPO, [], "afile.txt is a file, not a folder", setup=_is_file),
     Case("output-under-file", GRPO, [], "a file, not a folder", setup=_under_file),
     Case("output-holds-run", GRPO, [], "holds an earlier run (model.safetensors", setup=_into_finished),
-    Case("output-holds-run-rm", RM, [], "pass --resume latest to continue it, --overwrite", setup=_into_finished),
+    Case("output-holds-run-rm", RM, [], "--resume latest continues it, --overwrite replaces it", setup=_into_finished),
     # resuming
     Case("resume-missing", GRPO, ["--resume", "./nope"], "resume: checkpoint folder './nope' not found"),
     Case("resume-file", GRPO, ["--resume", "afile.txt"], "is a file, not a checkpoint folder"),
@@ -171,11 +268,15 @@ def test_bad_train_input(case, tmp_path, finished_grpo, capsys, no_models):
     method = {GRPO: "grpo", RLOO: "rloo", PPO: "ppo", RM: "rm"}[case.recipe]
     for dry in (["--dry-run"], []):
         argv = [f"train-{method}", "--config", str(case.recipe), *dry, *case.args, *extra, *QUIET]
-        code = main(argv)
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # a usage error of the argument parser
+            code = exc.code
         captured = capsys.readouterr()
         lines = captured.err.strip().splitlines()
         assert code == 2, (dry, captured.out, captured.err)
         assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+        assert len(lines[0]) < 300, lines[0]
         assert case.pattern in lines[0], lines[0]
         assert snapshot(tmp_path) == before, f"{dry}: files changed"
 

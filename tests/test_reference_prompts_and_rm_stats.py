@@ -69,8 +69,8 @@ def test_eval_cli_choices_are_the_modules_lists():
 @pytest.mark.parametrize(("flag", "value", "message"), [
     ("--prompt-style", "fancy", "argument --prompt-style: invalid choice: 'fancy'"),
     ("--confidence-parser", "regex", "argument --confidence-parser: invalid choice: 'regex'"),
-    ("--confidence-retries", "-1", "argument --confidence-retries: must be >= 0, got -1"),
-    ("--confidence-retries", "two", "argument --confidence-retries: invalid non_negative_int value: 'two'"),
+    ("--confidence-retries", "-1", "argument --confidence-retries: must be from 0 to 100, got -1"),
+    ("--confidence-retries", "two", "argument --confidence-retries: expected an integer, got 'two'"),
 ])
 def test_eval_cli_bad_reference_options_are_one_line(tmp_path, capsys, flag, value, message):
     with pytest.raises(SystemExit) as exc:

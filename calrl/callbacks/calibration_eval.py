@@ -40,7 +40,7 @@ from transformers import TrainerCallback
 
 from calrl.callbacks.eval_files import EVAL_SUBDIR, epoch_label, step_label, write_eval_folder
 from calrl.callbacks.wandb_panels import WandbPanels, summary_panel
-from calrl.errors import ConfigError
+from calrl.errors import ConfigError, InputError
 from calrl.eval.report import N_WRONG_EXAMPLES
 
 logger = logging.getLogger(__name__)
@@ -98,10 +98,26 @@ class CalibrationEvalConfig:
         if n is not None and (not isinstance(n, int) or n < 1):
             raise ConfigError(f"must be a positive integer or null, got {self.every_n_steps!r}",
                               field="every_n_steps")
-        for name in ("batch_size", "max_new_tokens", "n_bins"):
+        from calrl.eval import limits
+
+        for name, most in (("batch_size", limits.MAX_BATCH_SIZE), ("max_new_tokens", limits.MAX_NEW_TOKENS),
+                           ("n_bins", limits.MAX_BINS)):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"must be a positive integer, got {value!r}", field=name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+                raise ConfigError(f"must be an integer from 1 to {most}, got {value!r}", field=name)
+        if not isinstance(self.min_slice_size, int) or not 0 <= self.min_slice_size <= limits.MAX_ITEMS:
+            raise ConfigError(f"must be an integer from 0 to {limits.MAX_ITEMS}, got {self.min_slice_size!r}",
+                              field="min_slice_size")
+        for check, name in ((limits.check_bootstrap, "n_boot"), (limits.check_seed, "seed")):
+            try:
+                check(getattr(self, name), field=name)
+            except InputError as exc:
+                raise ConfigError(exc.reason, field=name) from None
+        if not isinstance(self.eval_items, str):  # the slices of a list of items: bounded before any model runs
+            try:
+                limits.check_slice_values(_slice_value_counts(self.eval_items))
+            except InputError as exc:
+                raise ConfigError(exc.reason, field="eval_items") from None
         n = self.n_confidently_wrong
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ConfigError(f"must be a non-negative integer, got {n!r}", field="n_confidently_wrong")
@@ -110,13 +126,22 @@ class CalibrationEvalConfig:
 
         check_missing_policy(self.missing_policy, EVAL_MISSING, field="missing_policy")
         check_parser(self.confidence_parser)
-        if not isinstance(self.confidence_retries, int) or self.confidence_retries < 0:
-            raise ConfigError(f"must be a non-negative integer, got {self.confidence_retries!r}",
+        if not isinstance(self.confidence_retries, int) or not 0 <= self.confidence_retries <= limits.MAX_RETRIES:
+            raise ConfigError(f"must be an integer from 0 to {limits.MAX_RETRIES}, got {self.confidence_retries!r}",
                               field="confidence_retries")
         if self.prompt is None:
             from calrl.eval.prompts import ElicitationPrompt
 
             self.prompt = ElicitationPrompt()
+
+
+def _slice_value_counts(items: Any) -> dict[str, int]:
+    """Distinct values per slice key of held-out items (EvalItem-like, with a ``slice`` mapping)."""
+    values: dict[str, set[str]] = {}
+    for item in items:
+        for key, value in (getattr(item, "slice", None) or {}).items():
+            values.setdefault(key, set()).add(value)
+    return {key: len(seen) for key, seen in values.items()}
 
 
 class EpochBoundaryTracker:

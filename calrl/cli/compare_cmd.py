@@ -96,7 +96,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="warn when the candidate's confidence spread falls below this share of the baseline's",
     )
     p.add_argument(
-        "--bootstrap", type=options.non_negative_int, default=1000, help="paired bootstrap resamples"
+        "--bootstrap", type=options.bootstrap, default=1000, help="paired bootstrap resamples"
     )
     p.add_argument(
         "--bins", type=options.bins, default=15, help=f"equal-width ECE bins (1 to {options.MAX_BINS})"
@@ -118,7 +118,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="when resolving predictions here, do not map hedge phrases to confidences",
     )
     p.add_argument("--grader", default="auto", help="grader used when resolving predictions here")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--seed", type=options.seed, default=0, help="bootstrap seed")
     p.set_defaults(func=run)
 
 

@@ -38,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "rule, the default, keeps exactly [user, assistant])")
     f.add_argument("--no-normalize", action="store_true",
                    help="use raw scores even when a reward model stores its mean/std")
-    f.add_argument("--batch-size", type=options.positive_int, default=16, help="rows per reward-model forward")
+    f.add_argument("--batch-size", type=options.batch_size, default=16, help="rows per reward-model forward")
     options.add_overwrite(f, "an existing output and report")
     f.set_defaults(func=run)
 

@@ -12,7 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from calrl.cli import options
 from calrl.errors import InputError
+
+#: Most stage processes run side by side (each holds a model; more than the cores only slows them down).
+MAX_JOBS = 64
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--policies", default=None, metavar="P,P,...",
                    help="the policies to train and compare (default: sft,ppo,ppo_m,ppo_c,ppo_v,grpo_brier; --quick: "
                         "sft,ppo,ppo_m,ppo_c); also ppo_c_abstain (PPO-C with abstention, outside the time budget)")
-    p.add_argument("--jobs", type=int, default=None, metavar="N",
+    p.add_argument("--jobs", type=options.int_range(1, MAX_JOBS), default=None, metavar="N",
                    help="processes run side by side (default: min(2, CPU cores))")
     p.add_argument("--readme-table", action="store_true",
                    help="run nothing: print the README's headline tables (machine, wall time, commit) from "
@@ -39,9 +43,10 @@ def parse_seeds(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise InputError(f"--seeds must be comma-separated integers, got {text!r}", field="seeds") from None
+        seeds = [options.seed(part) for part in text.split(",") if part.strip()]
+    except argparse.ArgumentTypeError as exc:
+        raise InputError(f"--seeds must be comma-separated integers from 0 to {options.MAX_SEED}: {exc}",
+                         field="seeds") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise InputError(f"--seeds must name at least one seed, each once, got {text!r}", field="seeds")
     return seeds
@@ -99,16 +104,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_readme_table(out: Path) -> int:
-    import json
-
     from calrl.demo.report import readme_table
+    from calrl.io import check_input, loads_json, read_text
 
     path = out / "summary.json"
-    if not path.is_file():
+    if not path.exists():
         raise InputError("no summary.json here: run `calrl demo` first (or pass its --out)", path=str(path))
+    summary = loads_json(read_text(check_input(path, option="summary.json")), path=str(path))
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the study's summary: {exc}", path=str(path)) from None
-    print(readme_table(summary))
+        table = readme_table(summary)
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:  # a file calrl demo did not write
+        missing = f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else type(exc).__name__
+        raise InputError(f"not a summary written by calrl demo ({missing})", path=str(path)) from None
+    print(table)
     return 0

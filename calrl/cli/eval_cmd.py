@@ -23,6 +23,7 @@ from typing import Any
 from calrl.cli import options
 from calrl.confidence.reading import PARSERS
 from calrl.errors import InputError, reports_os_errors
+from calrl.eval.limits import MAX_NEW_TOKENS, MAX_RETRIES, MAX_SAMPLES
 from calrl.eval.prompts import PROMPT_STYLES
 
 # every file eval may write into --out: an --out holding one of them is refused unless --overwrite
@@ -66,9 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         f"(default: {RUN} auto)")
     p.add_argument("--min-slice-size", type=options.non_negative_int, default=None,
                    help=f"slices with fewer items are flagged small (default: {RUN} 30)")
-    p.add_argument("--bootstrap", type=options.non_negative_int, default=None,
+    p.add_argument("--bootstrap", type=options.bootstrap, default=None,
                    help=f"bootstrap resamples for the smooth-ECE interval, 0 = none (default: {RUN} 200)")
-    p.add_argument("--seed", type=int, default=None, help=f"bootstrap seed (default: {RUN} 0)")
+    p.add_argument("--seed", type=options.seed, default=None, help=f"bootstrap seed (default: {RUN} 0)")
     p.add_argument("--title", default=None, help="report title (default: 'Calibration report: ' and the model)")
 
     gen = p.add_argument_group("generating from a checkpoint (with --model)")
@@ -81,7 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--split", default=None, help="dataset split (default: the set's own)")
     gen.add_argument("--limit", type=options.positive_int, default=None,
                      help="evaluate N items: the first N, or with --sample-seed a sample stratified by slice")
-    gen.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
+    gen.add_argument("--sample-seed", type=options.seed, default=None, metavar="SEED",
                      help="with --limit: draw the N items at random with this seed, every slice in proportion")
     gen.add_argument("--prompt-scale", choices=SCALES, default=None,
                      help=f"confidence scale asked for (default: {RUN} 0-10)")
@@ -96,21 +97,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--option-format", metavar="FORMAT", default=None,
                      help="one multiple-choice option line, with {letter} and {text} (default '{letter}. {text}', "
                           "the paper's '({letter}) {text}')")
-    gen.add_argument("--confidence-retries", type=options.non_negative_int, default=None, metavar="N",
+    gen.add_argument("--confidence-retries", type=options.int_range(0, MAX_RETRIES), default=None, metavar="N",
                      help="regenerate an answer without a confidence up to N times, the last try forcing "
                           "'Confidence:' (the paper's code: 10 plain tries and a forced one, N = 11) "
                           f"(default: {RUN} 0)")
     gen.add_argument("--retry-when", choices=("parsed", "reference"), default=None,
                      help="what counts as no confidence: the parser reads none, or the paper's test (no "
                           f"'Confidence:' followed by digits) (default: {RUN} parsed)")
-    gen.add_argument("--forced-retry-tokens", type=options.positive_int, default=None, metavar="N",
+    gen.add_argument("--forced-retry-tokens", type=options.int_range(1, MAX_NEW_TOKENS), default=None, metavar="N",
                      help="new tokens of the forced try (default --max-new-tokens; the paper's code: 16)")
     gen.add_argument("--distractor", action="store_true", help="add a distractor answer to the prompt")
-    gen.add_argument("--batch-size", type=options.positive_int, default=None,
+    gen.add_argument("--batch-size", type=options.batch_size, default=None,
                      help=f"prompts generated together (default: {RUN} 16)")
-    gen.add_argument("--max-new-tokens", type=options.positive_int, default=None,
+    gen.add_argument("--max-new-tokens", type=options.int_range(1, MAX_NEW_TOKENS), default=None,
                      help=f"length limit of each answer (default: {RUN} 64)")
-    gen.add_argument("--num-samples", type=options.non_negative_int, default=0,
+    gen.add_argument("--num-samples", type=options.int_range(0, MAX_SAMPLES), default=0,
                      help="extra sampled answers per question, for consistency signals")
     gen.add_argument("--temperature", type=_positive_float, default=None,
                      help=f"sampling temperature (of --do-sample answers and of the --num-samples) (default: {RUN} 1)")
@@ -119,7 +120,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                           "greedy)")
     gen.add_argument("--top-k", type=options.non_negative_int, default=None, metavar="K",
                      help=f"sample from the K most likely tokens (0: all; the paper's code: 50) (default: {RUN} 0)")
-    gen.add_argument("--generation-seed", type=int, default=None, metavar="SEED",
+    gen.add_argument("--generation-seed", type=options.seed, default=None, metavar="SEED",
                      help="seed of the sampled answers (the paper's query.sh: 1234)")
     p.set_defaults(func=run)
 
@@ -341,7 +342,7 @@ def _print_summary(results: Any, out: Path) -> None:
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = options.finite_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value

@@ -13,7 +13,7 @@ import sys
 import time
 
 from calrl.cli.options import OneLineArgumentParser
-from calrl.errors import CalrlError
+from calrl.errors import CalrlError, error_line
 
 # sub-command name -> module in calrl.cli exposing add_parser(subparsers) and run(args) -> int
 COMMANDS: dict[str, str] = {
@@ -118,13 +118,17 @@ def report(command: str, message: str, code: int) -> int:
         if code in (2, 130):
             time.sleep(REPORT_GRACE_S)
         command = f"{command} (process {rank} of {world})"
-    print(f"calrl {command}: {message}", file=sys.stderr, flush=True)
+    print(error_line(f"calrl {command}: ", message), file=sys.stderr, flush=True)  # one line, long values cut
     return code
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    for arg in argv:  # bytes that are not UTF-8 reach Python as lone surrogates: no output could be written
+        if any("\ud800" <= c <= "\udfff" for c in arg):
+            parser.error(f"argument {arg!r} is not valid text (bytes that are not UTF-8); rename the file or "
+                         "fix the value")
     flags: list[tuple[str, str]] = []
     if argv and argv[0] in COMMANDS:
         split = getattr(importlib.import_module(COMMANDS[argv[0]]), "split_flags", None)

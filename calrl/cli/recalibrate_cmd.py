@@ -65,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     fit.add_argument("--report-dir", default=None, type=options.non_empty_path,
                      help="folder of the report (beside --out when not given)")
-    fit.add_argument("--seed", type=int, default=0, help="seed of the holdout split")
+    fit.add_argument("--seed", type=options.seed, default=0, help="seed of the holdout split")
     options.add_overwrite(fit, "an existing calibrator and report")
     _resolve_options(fit)
     fit.set_defaults(func=run)
@@ -149,8 +149,13 @@ def run_fit(args: argparse.Namespace) -> int:
         raise InputError(str(exc), path=str(args.predictions)) from None
     calib_after = _apply(calibrator, calib_t.confidence)
     held_after = _apply(calibrator, held_t.confidence)
-    before_m = _metrics(held, held_t.confidence, args.bins)
-    after_m = _metrics(held, held_after, args.bins)
+    try:
+        before_m = _metrics(held, held_t.confidence, args.bins)
+        after_m = _metrics(held, held_after, args.bins)
+    except InputError as exc:  # e.g. too many slice values: name the file of the reported items
+        if exc.path is not None:
+            raise
+        raise InputError(str(exc), path=str(args.eval_predictions or args.predictions)) from None
     doc = {
         **calibrator.to_dict(),
         "fit": {
@@ -300,11 +305,15 @@ def load_calibrator(path: str | Path) -> tuple[Any, dict[str, Any]]:
 
 
 def run_apply(args: argparse.Namespace) -> int:
+    from calrl.data.readers import is_saved_dataset
     from calrl.eval.loading import SUFFIX_FORMATS
 
     calibrator, doc = load_calibrator(args.calibrator)
     src = check_input(args.predictions, option="--predictions", allow_dir=True)
     out = Path(args.out)
+    if src.is_dir() and not is_saved_dataset(src):
+        raise InputError("not a saved datasets folder (no dataset_info.json, dataset_dict.json or state.json)",
+                         path=str(src))
     fmt_in = "dataset" if src.is_dir() else SUFFIX_FORMATS.get(src.suffix.lower())
     out_fmt = "dataset" if not out.suffix else SUFFIX_FORMATS.get(out.suffix.lower())
     if fmt_in is not None and out_fmt != fmt_in:

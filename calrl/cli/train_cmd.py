@@ -35,7 +35,7 @@ import json
 import os
 
 from calrl.cli import options
-from calrl.errors import CalrlError, FileSystemError, InputError, reports_os_errors
+from calrl.errors import CalrlError, FileSystemError, InputError, error_line, reports_os_errors
 from calrl.trl_flags import flags_help
 
 # torch.save reports a failed write (ENOSPC, EIO ...) as a RuntimeError from its zip writer, without the errno
@@ -207,10 +207,10 @@ def _dry_run(recipe, args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     for warning in warnings:
-        print(f"calrl train-{recipe.method}: warning: {warning}", file=sys.stderr)
+        print(error_line(f"calrl train-{recipe.method}: warning: ", warning), file=sys.stderr)
     if problems:
         for problem in problems:
-            print(f"calrl train-{recipe.method}: error: {problem}", file=sys.stderr)
+            print(error_line(f"calrl train-{recipe.method}: error: ", problem), file=sys.stderr)
         return 2
     data = runner.data
     print(f"{recipe.path}: ok ({recipe.method}, {len(data.train)} training rows"

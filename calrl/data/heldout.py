@@ -236,6 +236,8 @@ def load_eval_items(spec: str, *, split: str | None = None, limit: int | None = 
     elif _is_set_name(spec):
         defn, configs = resolve_set_name(spec)
         items = _load_named(defn, configs, split=split, local=None)
+    elif "/" in spec or "\\" in spec or Path(spec).suffix:  # a path: the list of set names would be noise
+        raise InputError(f"dataset '{spec}': no such file or folder (NAME:PATH reads a local copy of a known set)")
     else:
         raise InputError(f"dataset '{spec}' is neither an existing file or folder nor a known set "
                          f"(known: {', '.join(available_sets())}, and lm-evaluation-harness aliases listed by "

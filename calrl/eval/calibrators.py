@@ -271,7 +271,8 @@ class Calibrator:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite number a float holds (an integer of 400 digits is not: ``math.isfinite`` of it overflows)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e308
 
 
 def _validate_params(method: str, p: Mapping[str, Any]) -> None:

@@ -37,7 +37,7 @@ import torch
 
 from calrl.errors import InputError
 from calrl.eval.gate_stats import Side, Stat, accuracy_of, make_ece, paired_delta_intervals, side_tensors
-from calrl.eval.limits import check_bins
+from calrl.eval.limits import check_bins, check_bootstrap, check_seed, check_slice_values
 from calrl.eval.records import ResolvedRecord
 from calrl.formatting import json_safe
 
@@ -77,8 +77,8 @@ class GateConfig:
         if not 0.0 < self.collapse_spread_ratio <= 1.0:
             raise bad("collapse_spread_ratio", "in (0, 1]")
         check_bins(self.n_bins, field="n_bins")
-        if self.n_boot < 0:
-            raise bad("n_boot", ">= 0")
+        check_bootstrap(self.n_boot, field="n_boot")
+        check_seed(self.seed)
         if not 0.0 < self.confidence_level < 1.0:
             raise bad("confidence_level", "in (0, 1)")
         if self.missing_policy not in MISSING_POLICIES:
@@ -353,6 +353,10 @@ def _slice_groups(
         labels = {**(c.slice or {}), **(b.slice or {})}
         for key, value in labels.items():
             groups.setdefault((str(key), str(value)), []).append(i)
+    per_key: dict[str, int] = {}
+    for key, _ in groups:
+        per_key[key] = per_key.get(key, 0) + 1
+    check_slice_values(per_key)
     return dict(sorted(groups.items()))
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from calrl.data.readers import csv_error
 from calrl.errors import InputError
 from calrl.eval.records import PredictionRecord, ResolvedRecord
 from calrl.io import check_input, iter_lines, loads_json, read_text
@@ -109,9 +110,16 @@ def _iter_jsonl(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _iter_csv(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(read_text(p).splitlines(keepends=True))
-    if reader.fieldnames is None:
+    reader = csv.DictReader(read_text(p).splitlines(keepends=True), strict=True)  # strict: a cut file fails
+    try:
+        names = reader.fieldnames
+    except csv.Error as exc:
+        raise csv_error(exc, p, reader.line_num) from None
+    if names is None:
         return
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise InputError("duplicate column (the header names it twice)", path=str(p), line=1, field=twice)
     try:
         for row in reader:
             line_no = reader.line_num  # physical line where this row ended (1-based, header = line 1)
@@ -121,7 +129,7 @@ def _iter_csv(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 continue
             yield line_no, _csv_row(row, path=str(p), line=line_no)
     except csv.Error as exc:
-        raise InputError(f"malformed CSV: {exc}", path=str(p), line=reader.line_num) from None
+        raise csv_error(exc, p, reader.line_num) from None
 
 
 def _csv_row(row: dict[str, str | None], *, path: str, line: int) -> dict[str, Any]:
@@ -166,24 +174,29 @@ def _iter_parquet(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from calrl.data.readers import check_arrow_table
+
     try:
         table = pq.read_table(p)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"cannot read Parquet: {exc}", path=str(p)) from None
-    yield from enumerate(table.to_pylist(), start=1)
+    yield from enumerate(check_arrow_table(table, p).to_pylist(), start=1)
 
 
 def _iter_dataset(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     import datasets
 
-    try:
-        ds = datasets.load_from_disk(str(p))
-    except (OSError, ValueError) as exc:  # not a save_to_disk folder (FileNotFoundError), or unreadable
-        raise InputError(f"not a saved datasets folder: {exc}", path=str(p)) from None
+    from calrl.data.readers import check_arrow_table, is_saved_dataset, open_saved
+
+    if not is_saved_dataset(p):
+        raise InputError("not a saved datasets folder (no dataset_info.json, dataset_dict.json or state.json)",
+                         path=str(p))
+    ds = open_saved(p)
     if isinstance(ds, datasets.DatasetDict):
         if len(ds) != 1:
             raise InputError(f"a DatasetDict with splits {sorted(ds)}; save a single split", path=str(p))
         ds = next(iter(ds.values()))
+    check_arrow_table(ds.data.table, p)
     yield from enumerate(ds, start=1)
 
 
@@ -268,6 +281,8 @@ def _confidence(value: Any, fail) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise fail("confidence", f"expected a number in [0, 1] or null, got {value!r}")
+    if isinstance(value, int) and not 0 <= value <= 1:  # float() of a 400-digit integer overflows
+        raise fail("confidence", f"{value} is outside [0, 1]")
     value = float(value)
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise fail("confidence", f"{value:g} is outside [0, 1]")

@@ -143,7 +143,10 @@ def single_turn_rows(rows: Sequence[dict[str, Any]], *, path: str | None = None,
         for column in ("chosen", "rejected"):
             if row.get(column) is None:
                 raise InputError(f"row {i}: missing value", path=path, field=column)
-    single = [r for i, r in enumerate(rows) if is_single_turn_pair(r, index=i, system_prompt=system_prompt)]
+    try:
+        single = [r for i, r in enumerate(rows) if is_single_turn_pair(r, index=i, system_prompt=system_prompt)]
+    except InputError as exc:  # names the row and the column: add the file
+        raise InputError(exc.reason, path=path, field=exc.field) from None
     if not single:
         raise InputError(f"no rows left: none of the {len(rows)} rows is a single-turn pair", path=path)
     return single

@@ -172,9 +172,10 @@ def resolve_resume(recipe: Recipe) -> tuple[str | None, list[str]]:
     if str(value) == "latest" or value is True:
         found, skipped = latest_checkpoint(out, recipe.method)
         if found is None:
-            why = f" ({len(skipped)} incomplete or damaged: {skipped[0]})" if skipped else ""
-            raise ConfigError(f"resume 'latest': no complete checkpoint-* folder in {out}{why}", path=recipe.path,
-                              line=line)
+            count = f" ({len(skipped)} incomplete or damaged)" if skipped else ""
+            first = f"; the first: {skipped[0]}" if skipped else ""
+            raise ConfigError(f"resume 'latest': no complete checkpoint-* folder{count} in {out}{first}",
+                              path=recipe.path, line=line)
         return found, skipped
     folder = Path(str(value))
     if not folder.is_dir():

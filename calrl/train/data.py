@@ -303,6 +303,18 @@ def calibration_eval_config(recipe: Recipe, items: list[Any]) -> Any:
         show_progress=not getattr(recipe.training, "disable_tqdm", False))  # as the trainer's own bar
 
 
+def check_eval_config(recipe: Recipe, items: list[Any]) -> None:
+    """Build the calibration eval's config once to check it; an error names the recipe's ``eval`` key and line."""
+    try:
+        calibration_eval_config(recipe, items)
+    except ConfigError as exc:
+        if exc.path is not None or exc.field is None:
+            raise
+        key = "heldout" if exc.field == "eval_items" else exc.field
+        raise ConfigError(f"key 'eval.{key}': {exc.reason}", path=recipe.path,
+                          line=recipe.line_of("eval", key)) from None
+
+
 def eval_item_texts(items: list[Any] | None, recipe: Recipe) -> list[str]:
     """Words the tiny tokenizer needs for the eval: the elicitation prompt, the questions and answers."""
     if not items:

@@ -73,10 +73,9 @@ def check_output_dir(recipe: Recipe, *, overwrite: bool, resuming: bool) -> None
             break
     found = earlier_run(out)
     if found and not resuming and not overwrite:
-        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
-        raise ConfigError(f"key 'training.output_dir': {out} holds an earlier run ({shown}); pass --resume latest "
-                          "to continue it, --overwrite to replace it, or choose another output_dir",
-                          path=recipe.path, line=line)
+        shown = ", ".join(found[:2]) + (", ..." if len(found) > 2 else "")
+        raise ConfigError(f"key 'training.output_dir': {out} holds an earlier run ({shown}); --resume latest "
+                          "continues it, --overwrite replaces it", path=recipe.path, line=line)
 
 
 def clear_previous_run(out: Path) -> list[str]:

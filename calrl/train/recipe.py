@@ -60,6 +60,19 @@ class TinyModelSection:
     warmup_learning_rate: float = 3.0e-3
     warmup_confidences: list[int] = field(default_factory=lambda: [3, 6, 9])
 
+    def __post_init__(self) -> None:
+        from calrl.eval.limits import MAX_SEED
+
+        for name, low, high in (("hidden_size", 1, 1 << 16), ("num_layers", 1, 256), ("num_heads", 1, 1 << 10),
+                                ("seed", 0, MAX_SEED), ("warmup_steps", 0, 10**9)):
+            if not low <= getattr(self, name) <= high:
+                raise ConfigError(f"must be an integer from {low} to {high}, got {getattr(self, name)}", field=name)
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"must divide hidden_size ({self.hidden_size}), got {self.num_heads}", field="num_heads")
+        if not all(0 <= c <= 10 for c in self.warmup_confidences):
+            raise ConfigError(f"must be confidences from 0 to 10, got {self.warmup_confidences}",
+                              field="warmup_confidences")
+
 
 @dataclass
 class ModelSection:

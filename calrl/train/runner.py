@@ -29,7 +29,13 @@ from calrl.train.checkpoints import (
     list_checkpoints,
     resolve_resume,
 )
-from calrl.train.data import TrainingData, eval_prompt, load_heldout_items, load_training_data
+from calrl.train.data import (
+    TrainingData,
+    check_eval_config,
+    eval_prompt,
+    load_heldout_items,
+    load_training_data,
+)
 from calrl.train.launch import check_launch
 from calrl.train.output import (
     FINAL_STAGE,
@@ -101,7 +107,8 @@ class Runner:
 
         def heldout() -> None:
             self.items = load_heldout_items(recipe) if self.uses_heldout else None
-            if self.items:
+            if self.items:  # the eval's settings are checked now, not at the first eval after training started
+                check_eval_config(recipe, self.items)
                 eval_prompt(recipe)  # its prompt-template file, read and checked
 
         def resume() -> None:
