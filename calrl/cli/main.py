@@ -65,11 +65,14 @@ class CalrlParser(OneLineArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``calrl`` parser; with a known ``command``, only that command's module is imported (start-up
+    time: ``calrl eval ...`` never imports the training commands), otherwise every command's."""
     parser = CalrlParser(prog="calrl", description=DESCRIPTION, epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+    wanted = [COMMANDS[command]] if command in COMMANDS else COMMANDS.values()
     registered: set[str] = set()
-    for module_name in COMMANDS.values():
+    for module_name in wanted:
         if module_name in registered:
             continue
         try:
@@ -100,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     flags: list[tuple[str, str]] = []
     if argv and argv[0] in COMMANDS:
         split = getattr(importlib.import_module(COMMANDS[argv[0]]), "split_flags", None)
