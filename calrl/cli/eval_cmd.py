@@ -10,6 +10,7 @@ generating from a checkpoint. All files appear together or not at all.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 from pathlib import Path
 from typing import Any
@@ -87,12 +88,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 @reports_os_errors
 def run(args: argparse.Namespace) -> int:
     from calrl.eval.loading import resolve_predictions_file
-    from calrl.eval.plots import plot_reliability
-    from calrl.eval.records import sample_row
-    from calrl.eval.report import write_report
-    from calrl.eval.runner import compute_results, resolve_records
+    from calrl.eval.runner import resolve_records
     from calrl.grading import get_grader
-    from calrl.io import staged_dir, write_json, write_jsonl
 
     gen_only = ("adapter", "dataset", "split", "limit", "sample_seed")
     if args.model is None and any(getattr(args, a) is not None for a in gen_only):
@@ -121,6 +118,21 @@ def run(args: argparse.Namespace) -> int:
         records, resolved = resolve_predictions_file(args.predictions, use_hedges=not args.no_hedges,
                                                      grader=args.grader, confidence_parser=args.confidence_parser)
         source = str(args.predictions)
+    gc.freeze()  # the records are acyclic and kept to the end: later collections need not walk them again
+    try:
+        return _score_and_write(args, out, source, records, resolved)
+    finally:
+        gc.unfreeze()
+
+
+def _score_and_write(args: argparse.Namespace, out: Path, source: str, records: list[Any],
+                     resolved: list[Any]) -> int:
+    """Metrics, then every output file into a staging folder renamed onto ``out``."""
+    from calrl.eval.plots import plot_reliability
+    from calrl.eval.records import RESOLVED_ROWS, SAMPLE_ROWS, sample_pairs
+    from calrl.eval.report import write_report
+    from calrl.eval.runner import compute_results
+    from calrl.io import staged_dir, write_json, write_jsonl
 
     try:
         results = compute_results(resolved, n_bins=args.bins, missing_policy=args.missing_confidence,
@@ -135,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
     with staged_dir(out) as tmp:
         if args.model is not None:
             write_jsonl(tmp / "predictions.jsonl", (r.to_json() for r in records))
-        write_jsonl(tmp / "resolved.jsonl", (r.to_json() for r in resolved))  # item level, for compare
-        write_jsonl(tmp / "samples.jsonl", (sample_row(rec, res) for rec, res in zip(records, resolved, strict=True)))
+        RESOLVED_ROWS.write(tmp / "resolved.jsonl", ((r,) for r in resolved))  # item level, for compare
+        SAMPLE_ROWS.write(tmp / "samples.jsonl", sample_pairs(records, resolved))
         write_json(tmp / "metrics.json", results.to_json())
         plot_reliability(results, tmp / "reliability.png", labels=[_legend_label(results)],
                          title="Reliability diagram")
