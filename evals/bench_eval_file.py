@@ -22,6 +22,7 @@ the previous commit's) on the same file, in the same run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -138,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.scaling:
         per_row = ", ".join(f"{n} rows {results[f'calrl {n}']['cpu'] / n * 1e6:.1f} us" for n in sizes)
         print(f"calrl CPU time per row: {per_row} (imports included: small files pay them over fewer rows)")
+        steps = ", ".join(
+            f"{a} -> {b} rows {(results[f'calrl {b}']['cpu'] - results[f'calrl {a}']['cpu']) / (b - a) * 1e6:.1f} us"
+            for a, b in itertools.pairwise(sizes))
+        print(f"calrl CPU time per added row (linear in rows when these agree): {steps}")
     checks = [(f"calrl eval under {TARGET_CPU_SECONDS:g} s of CPU", ours["cpu"] <= TARGET_CPU_SECONDS),
               (f"calrl eval peak under {TARGET_PEAK_MB:g} MB", ours["peak_mb"] <= TARGET_PEAK_MB)]
     for label, ok in checks:
