@@ -1,6 +1,6 @@
 """Start-up time of ``calrl --help`` and of every ``calrl COMMAND --help``, against Python's own start-up.
 
-Usage: ``python scripts/bench_startup.py [--repeats 7]``
+Usage: ``python scripts/bench_startup.py [--repeats 7] [--baseline OTHER_CHECKOUT]``
 
 Each command runs in a fresh ``python -m calrl`` process (this checkout first on ``PYTHONPATH``), next
 to two peers measured in the same run and interleaved with them, round after round: ``python -c pass``
@@ -8,7 +8,8 @@ to two peers measured in the same run and interleaved with them, round after rou
 heavy imports were deferred). Prints the median wall time of ``--repeats`` rounds, the median CPU time
 (user + system of the child), both ratios, and PASS/FAIL against the target: every help under 1 s.
 Exits 1 if a target is missed. The load average is printed with the results: on a shared machine,
-compare the ratios, not the seconds.
+compare the ratios, not the seconds. ``--baseline`` also times ``calrl --help`` of another checkout (e.g. the
+previous commit's) in the same rounds.
 """
 
 from __future__ import annotations
@@ -45,12 +46,12 @@ def help_commands() -> list[list[str]]:
     return found
 
 
-def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+def timed_run(cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[float, float]:
     """Wall time and CPU time (user + system) of one child process, run in this checkout (``-m`` puts the
     working folder first on the path); fails loudly on a non-zero exit."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(cmd, check=False, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(cmd, check=False, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -62,21 +63,27 @@ def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="rounds; each round runs every command once")
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout, its calrl --help timed too")
     args = parser.parse_args(argv)
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    def env_for(root: Path) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep)}
+
     py = sys.executable
     peers = {"python -c pass": [py, "-c", "pass"], "python -c 'import torch'": [py, "-c", "import torch"]}
     helps = {" ".join(["calrl", *c, "--help"]): [py, "-m", "calrl", *c, "--help"] for c in help_commands()}
-    runs = {**peers, **helps}
-    for cmd in runs.values():  # warm the file cache and the bytecode of every module once
-        timed_run(cmd, env)
+    runs = {name: (cmd, ROOT) for name, cmd in {**peers, **helps}.items()}
+    if args.baseline is not None:
+        runs["baseline: calrl --help"] = ([py, "-m", "calrl", "--help"], args.baseline.resolve())
+    for cmd, root in runs.values():  # warm the file cache and the bytecode of every module once
+        timed_run(cmd, env_for(root), root)
     load_start = os.getloadavg()
     walls: dict[str, list[float]] = {name: [] for name in runs}
     cpus: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.repeats):
-        for name, cmd in runs.items():
-            wall, cpu = timed_run(cmd, env)
+        for name, (cmd, root) in runs.items():
+            wall, cpu = timed_run(cmd, env_for(root), root)
             walls[name].append(wall)
             cpus[name].append(cpu)
     load_end = os.getloadavg()
