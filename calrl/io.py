@@ -116,6 +116,9 @@ _COLUMN_CODE = {
     "flag": "('true' if (x := {e}) is True else 'false' if x is False else 'null' if x is None else V(x))",
     "number": "(R(x) if type(x := {e}) is float and x - x == 0 else 'null' if x is None else V(x))",
     "shared": "('null' if (x := {e}) is None else C(x))",
+    "one_item": "('[' + V(x[0]) + ']' if type(x := {e}) is list and len(x) == 1 else V(x))",
+    "one_item_nested": ("('[[' + V(x[0][0]) + ']]' if type(x := {e}) is list and len(x) == 1 and type(x[0]) is list"
+                        " and len(x[0]) == 1 else V(x))"),
 }
 
 
@@ -131,7 +134,9 @@ class JsonRows:
     - ``"text"``: a string that repeats (answers, sources; kept encoded, up to ``MAX_KEPT`` of them);
     - ``"flag"``: True, False or None; ``"number"``: a float or None;
     - ``"shared"``: a list or object the rows share (slices, references), or None: kept encoded by identity
-      (the rows must not change while they are written).
+      (the rows must not change while they are written);
+    - ``"one_item"``, ``"one_item_nested"``: a list holding one value (``[x]``), or one list holding one value
+      (``[[x]]``), made afresh for each row (lm-evaluation-harness' ``filtered_resps`` and ``resps``).
 
     With 10^6 rows ``json.dumps`` per row was a quarter of ``calrl eval --predictions``' time.
     """
@@ -163,6 +168,8 @@ class JsonRows:
         def value(x: Any) -> str:  # any value, as json.dumps(x, ensure_ascii=False); strings kept
             if x is None:
                 return "null"
+            if type(x) is int:
+                return int.__repr__(x)
             if type(x) is str:
                 text = texts.get(x)
                 if text is None:
@@ -343,6 +350,28 @@ def read_text(path: StrPath) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=str(path)) from None
+
+
+def sha256_of(path: StrPath) -> str:
+    """``"sha256:<hex digest>"`` of a file's bytes, read in blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with _open_for_reading(path) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def input_hashes(paths: Iterable[StrPath]) -> dict[str, str]:
+    """The content hash (:func:`sha256_of`) of each file, and of every file inside each folder, by path."""
+    out: dict[str, str] = {}
+    for path in paths:
+        p = Path(path)
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            out[str(f)] = sha256_of(f)
+    return out
 
 
 # -------------------------------------------------------------------------------------------- JSON

@@ -10,8 +10,9 @@ sampled answers, integer ids, non-ASCII text, quotes and backslashes; half the r
 small pool and half are unique. Then runs ``calrl eval --predictions FILE --out DIR`` once with this
 checkout and once with ``--baseline`` (each in its own process and folder) and compares every output file
 (metrics.json, resolved.jsonl, samples.jsonl, report.md, report.html, reliability.png). Exits 1 on any
-difference, naming the file and the first differing line. One value is expected to differ and is masked
-before comparing: the git commit of each checkout (``versions.git_hash`` in metrics.json and the reports).
+difference, naming the file and the first differing line. Values that differ between any two runs are masked
+before comparing: the git commit of each checkout (``versions.git_hash`` in metrics.json and the reports),
+and the date and duration of the run (``provenance.date``, ``provenance.duration_s``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GIT_HASH = re.compile(rb"[0-9a-f]{40}(\+dirty)?")  # the checkout's commit in versions.git_hash
+# values that differ between any two runs: the checkout's commit (versions.git_hash), and when the run started
+# and how long it took (provenance.date, provenance.duration_s in metrics.json)
+RUN_VALUES = [(re.compile(rb"[0-9a-f]{40}(\+dirty)?"), b"<git hash>"),
+              (re.compile(rb'"date": "[^"]*"'), b'"date": <date>'),
+              (re.compile(rb'"duration_s": [-+.0-9eE]+'), b'"duration_s": <duration>')]
 POOL = [
     "Paris. Confidence: 8", "Lyon. Confidence: 3", "Paris", "I think it's Paris.", "Probably Lyon, 70% sure.",
     "I don't know.", "I cannot answer that.", "42. Confidence: 9/10", "forty-two, I'm 90% confident",
@@ -85,7 +90,11 @@ def run_eval(checkout: Path, predictions: Path, out: Path) -> None:
 
 def _content(path: Path) -> bytes:
     data = path.read_bytes()
-    return data if path.suffix == ".png" else GIT_HASH.sub(b"<git hash>", data)
+    if path.suffix == ".png":
+        return data
+    for pattern, mask in RUN_VALUES:
+        data = pattern.sub(mask, data)
+    return data
 
 
 def first_difference(a: bytes, b: bytes) -> str:

@@ -10,8 +10,10 @@ generating from a checkpoint. All files appear together or not at all.
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 @reports_os_errors
 def run(args: argparse.Namespace) -> int:
+    started = time.time()
     from calrl.eval.loading import resolve_predictions_file
     from calrl.eval.runner import resolve_records
     from calrl.grading import get_grader
@@ -120,13 +123,13 @@ def run(args: argparse.Namespace) -> int:
         source = str(args.predictions)
     gc.freeze()  # the records are acyclic and kept to the end: later collections need not walk them again
     try:
-        return _score_and_write(args, out, source, records, resolved)
+        return _score_and_write(args, out, source, records, resolved, started)
     finally:
         gc.unfreeze()
 
 
 def _score_and_write(args: argparse.Namespace, out: Path, source: str, records: list[Any],
-                     resolved: list[Any]) -> int:
+                     resolved: list[Any], started: float) -> int:
     """Metrics, then every output file into a staging folder renamed onto ``out``."""
     from calrl.eval.plots import plot_reliability
     from calrl.eval.records import RESOLVED_ROWS, SAMPLE_ROWS, sample_pairs
@@ -141,7 +144,7 @@ def _score_and_write(args: argparse.Namespace, out: Path, source: str, records: 
         if exc.path is not None or args.predictions is None:
             raise
         raise InputError(str(exc), path=str(args.predictions)) from None
-    _describe_run(results, args, source, records)
+    _describe_run(results, args, source, records, started)
     title = args.title or f"Calibration report: {results.model_label}"
 
     with staged_dir(out) as tmp:
@@ -158,30 +161,43 @@ def _score_and_write(args: argparse.Namespace, out: Path, source: str, records: 
     return 0
 
 
-def _describe_run(results: Any, args: argparse.Namespace, source: str, records: list[Any]) -> None:
-    """Fill the reproducibility blocks of metrics.json: what was evaluated, how, and with which versions."""
-    from calrl.eval.schema import SCHEMA_VERSION, Generation, RunConfig, collect_versions
+def _describe_run(results: Any, args: argparse.Namespace, source: str, records: list[Any], started: float) -> None:
+    """Fill the reproducibility blocks of metrics.json: what was evaluated, how, when, from which files, and
+    with which versions."""
+    from calrl.eval.schema import SCHEMA_VERSION, Generation, Provenance, RunConfig, collect_versions
+    from calrl.io import input_hashes
 
     config = RunConfig(missing_confidence=args.missing_confidence, grader=args.grader,
-                       use_hedges=not args.no_hedges, bins=args.bins)
+                       confidence_parser=args.confidence_parser, use_hedges=not args.no_hedges, bins=args.bins)
     if args.model is not None:
-        style = "reasons-first" if args.reasons_first else "answer"
         from calrl.eval.adapters import split_adapter_folder
 
         model, adapter = (args.model, args.adapter) if args.adapter else split_adapter_folder(args.model)
         config.model, config.adapter, config.dataset, config.split = model, adapter, args.dataset, args.split
         config.limit, config.sample_seed = args.limit, args.sample_seed
-        config.prompt_scale = args.prompt_scale
-        if args.prompt_style != "calrl":
-            style = args.prompt_style
-        config.prompt_style = style + ("+distractor" if args.distractor else "")
+        config.prompt_scale, config.prompt_style = args.prompt_scale, args.prompt_style
+        config.reasons_first, config.distractor = args.reasons_first, args.distractor
         config.generation = Generation(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                        num_samples=args.num_samples, temperature=args.temperature,
                                        **retry_counts(records, args.confidence_retries))
     else:
         config.predictions = str(args.predictions)
+    date = datetime.datetime.fromtimestamp(started, tz=datetime.UTC).isoformat(timespec="seconds")
     results.source, results.config = source, config
+    results.provenance = Provenance(date=date, duration_s=round(time.time() - started, 3),
+                                    inputs=input_hashes(_local_inputs(args)))
     results.versions, results.schema_version = collect_versions(), SCHEMA_VERSION
+
+
+def _local_inputs(args: argparse.Namespace) -> list[Path]:
+    """The local files and folders the command read its items from: the predictions, or the dataset when it
+    is a local copy (``PATH`` or ``NAME:PATH``; a set read from the hub has no local file to hash)."""
+    if args.model is None:
+        return [Path(args.predictions)]
+    for candidate in (args.dataset, args.dataset.partition(":")[2]):
+        if candidate and Path(candidate).exists():
+            return [Path(candidate)]
+    return []
 
 
 def _legend_label(results: Any) -> str:

@@ -69,32 +69,38 @@ _RESOLVED_KINDS = {"id": "unique", "abstained": "flag", "correct": "flag", "conf
                    "confidence_source": "text", "hedged": "flag", "slice": "shared", "samples": "shared",
                    "answer": "text", "response": "text", "reference": "shared"}
 RESOLVED_ROWS = JsonRows("r", [(f.name, f"r.{f.name}", _RESOLVED_KINDS[f.name]) for f in fields(ResolvedRecord)])
-# the columns of samples.jsonl, in the habit of lm-evaluation-harness' samples files
-SAMPLE_ROWS = JsonRows("rec, res", [
-    ("id", "rec.id", "unique"), ("prompt", "rec.prompt", "unique"), ("question", "rec.question", "unique"),
-    ("choices", "rec.choices", "shared"), ("response", "rec.response", "text"),
-    ("reference", "rec.reference", "shared"), ("answer", "res.answer", "text"),
+# the columns of samples.jsonl, calrl's names and, beside them where they mean the same, lm-evaluation-harness'
+SAMPLE_ROWS = JsonRows("i, rec, res", [
+    ("id", "rec.id", "unique"), ("doc_id", "i", "number"), ("prompt", "rec.prompt", "unique"),
+    ("question", "rec.question", "unique"), ("choices", "rec.choices", "shared"),
+    ("response", "rec.response", "text"),
+    ("resps", "[] if rec.response is None else [[rec.response]]", "one_item_nested"),
+    ("reference", "rec.reference", "shared"), ("target", "rec.reference", "shared"),
+    ("answer", "res.answer", "text"), ("filtered_resps", "[] if res.answer is None else [res.answer]", "one_item"),
     ("confidence", "res.confidence", "number"), ("confidence_source", "res.confidence_source", "text"),
     ("abstained", "res.abstained", "flag"), ("correct", "res.correct", "flag"), ("hedged", "res.hedged", "flag"),
     ("slice", "res.slice", "shared"), ("samples", "rec.samples", "shared"),
 ])
 
 
-def sample_row(record: PredictionRecord, resolved: ResolvedRecord) -> dict[str, Any]:
-    """One line of ``samples.jsonl``: an item as asked, answered, parsed and graded.
+def sample_row(record: PredictionRecord, resolved: ResolvedRecord, doc_id: int = 0) -> dict[str, Any]:
+    """One line of ``samples.jsonl``: an item as asked, answered, parsed and graded (:data:`SAMPLE_ROWS`).
 
-    The fields (:data:`SAMPLE_ROWS`), in the habit of lm-evaluation-harness' samples files: ``id``,
-    ``prompt`` (null for a predictions file), ``question``, ``choices``, ``response``, ``reference``,
-    ``answer`` (parsed), ``confidence`` and ``confidence_source``, ``abstained``, ``correct``, ``hedged``,
-    ``slice``, ``samples``. Values are shared with the records, not copied.
+    calrl's fields: ``id``, ``prompt`` (null for a predictions file), ``question``, ``choices``, ``response``,
+    ``reference``, ``answer`` (parsed), ``confidence`` and ``confidence_source``, ``abstained``, ``correct``,
+    ``hedged``, ``slice``, ``samples``; and lm-evaluation-harness' names for the same things, so its tooling
+    reads the file: ``doc_id`` (the item's 0-based position), ``resps`` (``[[response]]``: one request, one
+    response), ``filtered_resps`` (``[answer]``: the response after answer extraction) and ``target`` (the
+    reference). Values are shared with the records, not copied.
     """
-    return SAMPLE_ROWS.row(*next(sample_pairs([record], [resolved])))
+    return SAMPLE_ROWS.row(*next(sample_pairs([record], [resolved], start=doc_id)))
 
 
-def sample_pairs(records: Iterable[PredictionRecord],
-                 resolved: Iterable[ResolvedRecord]) -> Iterator[tuple[PredictionRecord, ResolvedRecord]]:
-    """Each record with its resolved item (the rows of :data:`SAMPLE_ROWS`); ValueError if they do not pair."""
-    for record, item in zip(records, resolved, strict=True):
+def sample_pairs(records: Iterable[PredictionRecord], resolved: Iterable[ResolvedRecord],
+                 start: int = 0) -> Iterator[tuple[int, PredictionRecord, ResolvedRecord]]:
+    """Each record's position (from ``start``) with the record and its resolved item (the rows of
+    :data:`SAMPLE_ROWS`); ValueError if they do not pair."""
+    for i, (record, item) in enumerate(zip(records, resolved, strict=True), start=start):
         if record.id != item.id:
             raise ValueError(f"record {record.id!r} paired with resolved item {item.id!r}")
-        yield record, item
+        yield i, record, item

@@ -30,6 +30,7 @@ from calrl.eval.schema import (
     Signal,
     SliceMetrics,
     SmoothECE,
+    StandardErrors,
 )
 from calrl.grading import grade
 
@@ -356,6 +357,27 @@ def _group_metrics(all_columns: _Columns, index: torch.Tensor | None, members: S
         confidence_sources={s: int(sources[i]) for i, s in enumerate(CONFIDENCE_SOURCES)},
         reliability=_reliability(conf, corr, n_bins) if conf.numel() else [],
         consistency=_consistency(members) if all_columns.has_samples else None,
+        stderr=_standard_errors(M, cols, answered, conf, corr, calibration["auroc"], settings),
+    )
+
+
+def _standard_errors(M: Any, cols: _Columns, answered: torch.Tensor, conf: torch.Tensor, corr: torch.Tensor,
+                     auroc: float | None, settings: Settings) -> StandardErrors:
+    """The standard errors of a group's headline metrics (see :class:`~calrl.eval.schema.StandardErrors`)."""
+    ece = None
+    if settings.n_boot >= 2 and conf.numel():
+        generator = torch.Generator().manual_seed(settings.seed)  # the smooth-ECE bootstrap's resamples
+        ece = M.ece_resamples(conf, corr, n_bins=settings.n_bins, n_boot=settings.n_boot, generator=generator)
+        ece = ece.std(correction=1)
+    n_right = int(corr.sum())
+    return StandardErrors(
+        accuracy=_f(M.mean_stderr((cols.correct & answered).double())),
+        accuracy_answered=_f(M.mean_stderr(cols.correct[answered].double())),
+        refusal_rate=_f(M.mean_stderr(cols.abstained.double())),
+        ece=_f(ece),
+        brier=_f(M.mean_stderr((conf - corr.double()) ** 2)),
+        auroc=_f(M.auroc_stderr(auroc, n_right, int(corr.numel()) - n_right)) if auroc is not None else None,
+        mean_confidence=_f(M.mean_stderr(conf)),
     )
 
 
