@@ -116,10 +116,12 @@ _COLUMN_CODE = {
     "flag": "('true' if (x := {e}) is True else 'false' if x is False else 'null' if x is None else V(x))",
     "number": "(R(x) if type(x := {e}) is float and x - x == 0 else 'null' if x is None else V(x))",
     "shared": "('null' if (x := {e}) is None else C(x))",
-    "one_item": "('[' + V(x[0]) + ']' if type(x := {e}) is list and len(x) == 1 else V(x))",
-    "one_item_nested": ("('[[' + V(x[0][0]) + ']]' if type(x := {e}) is list and len(x) == 1 and type(x[0]) is list"
-                        " and len(x[0]) == 1 else V(x))"),
+    # the value listed: [] for None, else [x] (listed) or [[x]] (listed_twice); the row holds the lists too
+    "listed": "('[]' if (x := {e}) is None else '[' + V(x) + ']')",
+    "listed_twice": "('[]' if (x := {e}) is None else '[[' + V(x) + ']]')",
 }
+# how JsonRows.row builds a column's value from its expression (the expression itself for other kinds)
+_ROW_CODE = {"listed": "([] if (x := {e}) is None else [x])", "listed_twice": "([] if (x := {e}) is None else [[x]])"}
 
 
 class JsonRows:
@@ -135,8 +137,8 @@ class JsonRows:
     - ``"flag"``: True, False or None; ``"number"``: a float or None;
     - ``"shared"``: a list or object the rows share (slices, references), or None: kept encoded by identity
       (the rows must not change while they are written);
-    - ``"one_item"``, ``"one_item_nested"``: a list holding one value (``[x]``), or one list holding one value
-      (``[[x]]``), made afresh for each row (lm-evaluation-harness' ``filtered_resps`` and ``resps``).
+    - ``"listed"``, ``"listed_twice"``: the value put in a list, ``[x]``, or in a list in a list, ``[[x]]``
+      (``[]`` for None): lm-evaluation-harness' ``filtered_resps`` and ``resps``; the expression gives ``x``.
 
     With 10^6 rows ``json.dumps`` per row was a quarter of ``calrl eval --predictions``' time.
     """
@@ -148,7 +150,7 @@ class JsonRows:
             raise ValueError(f"unknown column kinds {unknown}; known: {', '.join(_COLUMN_CODE)}")
         self.params, self.columns = params, tuple(columns)
         self.keys = tuple(key for key, _, _ in columns)
-        body = ", ".join(f"{key!r}: {expr}" for key, expr, _ in columns)
+        body = ", ".join(f"{key!r}: {_ROW_CODE.get(kind, '{e}').format(e=expr)}" for key, expr, kind in columns)
         self.row = self._compile(f"def row({params}):\n    return {{{body}}}\n", {})["row"]
 
     @staticmethod

@@ -54,7 +54,7 @@ def test_unserialisable_rows_fail_as_json_dumps_does(tmp_path):
     assert not (tmp_path / "rows.jsonl").exists()  # nothing half-written
 
 
-KINDS = ("unique", "text", "flag", "number", "shared")
+KINDS = ("unique", "text", "flag", "number", "shared", "listed", "listed_twice")
 
 
 def test_json_rows_lines_equal_json_dumps_of_their_dicts_whatever_the_values(tmp_path):
