@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo demo-quick bench bench-eval bench-startup bench-hook bench-ppo gpu-check lint clean
+.PHONY: install test test-all test-cpu-paths demo demo-quick bench bench-eval bench-startup bench-hook bench-ppo gpu-check lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -21,6 +21,20 @@ test: $(STAMP)
 # every test, the slow ones included (what CI runs)
 test-all: $(STAMP)
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
+
+# the golden-file and metric tests again as another CPU would run them: MKL's other code paths (MKL_CBWR) and
+# torch's kernels for a CPU without AVX2 (ATEN_CPU_CAPABILITY=default); floats may change in their last digits,
+# the tests must not (CI runs this after test-all)
+CPU_PATH_TESTS := tests/test_eval_golden.py tests/test_metrics.py tests/test_metrics_bootstrap.py \
+	tests/test_metrics_consistency.py tests/test_metrics_smooth.py tests/test_eval_runner.py tests/test_calibrators.py \
+	tests/test_ppo_parity.py
+CPU_PATHS := MKL_CBWR=AVX2 MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default
+test-cpu-paths: $(STAMP)
+	@for path in $(CPU_PATHS); do \
+		echo "== $$path"; \
+		env $$path WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider \
+			$(CPU_PATH_TESTS) || exit 1; \
+	done
 
 demo: $(STAMP)
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/calrl demo

@@ -65,14 +65,22 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# YAML 1.1 reads these as booleans; on the command line they are words (``--save_strategy no``, as TRL's
+# scripts take it), and only true / false are booleans, as in YAML 1.2
+_YAML11_BOOLEAN_WORDS = {"yes", "no", "on", "off", "y", "n"}
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``training.learning_rate=1e-5`` -> (["training", "learning_rate"], 1e-05); values are YAML."""
+    """``training.learning_rate=1e-5`` -> (["training", "learning_rate"], 1e-05); values are YAML, except that
+    ``yes``/``no``/``on``/``off`` stay words (``save_strategy=no``)."""
     if "=" not in text:
         raise ConfigError(f"override '{text}' is not of the form section.key=value")
     key, _, raw = text.partition("=")
     parts = [p for p in key.strip().lstrip("-").split(".") if p]
     if not parts:
         raise ConfigError(f"override '{text}' names no key")
+    if raw.strip().lower() in _YAML11_BOOLEAN_WORDS:
+        return parts, raw.strip()
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
@@ -81,7 +89,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Set dotted keys in the loaded mapping (creating sections as needed)."""
+    """Set dotted keys in the loaded mapping (creating sections as needed).
+
+    ``section={}`` makes sure the section is there: a section the file has keeps its keys.
+    """
     for text in overrides:
         parts, value = parse_override(text)
         node = data
@@ -91,28 +102,37 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 child = {}
                 node[part] = child
             node = child
+        if value == {} and isinstance(node.get(parts[-1]), dict):
+            continue
         node[parts[-1]] = value
         node.setdefault("__lines__", {})[parts[-1]] = None  # came from the command line
     return data
 
 
-def flag_overrides(flags: Sequence[tuple[str, str]], sections: Mapping[str, type]) -> list[str]:
+def flag_overrides(flags: Sequence[tuple[str, str]], sections: Mapping[str, type],
+                   aliases: Mapping[str, str] | None = None) -> list[str]:
     """TRL-style ``--key value`` flags as ``section.key=value`` overrides.
 
-    ``sections`` maps a section name to its dataclass. A bare key (``learning_rate``; dashes read as
-    underscores) goes to the one section with a field of that name; a dotted key (``training.seed``) is
-    kept. A key that no section has, or that several have, is a ConfigError with the close names.
+    ``sections`` maps a section name to its dataclass. ``aliases`` maps a flag to the one dotted key it
+    sets (``run_name`` -> ``training.run_name``), whatever the sections hold. Any other bare key
+    (``learning_rate``; dashes read as underscores) goes to the one section with a field of that name; a
+    dotted key (``training.seed``) is kept. A key that no section has, or that several have, is a
+    ConfigError with the close names.
     """
     owners: dict[str, list[str]] = {}
     for section, cls in sections.items():
         for f in dataclasses.fields(cls):
             if f.init:
                 owners.setdefault(f.name, []).append(section)
+    aliases = dict(aliases or {})
     out = []
     for key, value in flags:
         key = key.replace("-", "_")
         if "." in key:
             out.append(f"{key}={value}")
+            continue
+        if key in aliases:
+            out.append(f"{aliases[key]}={value}")
             continue
         found = owners.get(key, [])
         if len(found) == 1:
@@ -121,8 +141,9 @@ def flag_overrides(flags: Sequence[tuple[str, str]], sections: Mapping[str, type
         if found:
             where = " or ".join(f"--{s}.{key}" for s in found)
             raise ConfigError(f"option --{key} is ambiguous: it names a key of several sections (did you mean {where}?)")
-        close = difflib.get_close_matches(key, list(owners), n=3, cutoff=0.75)
-        hint = (" (did you mean " + ", ".join(f"--{c} ({owners[c][0]}.{c})" for c in close) + "?)") if close else ""
+        targets = {**{k: f"{v[0]}.{k}" for k, v in owners.items()}, **aliases}
+        close = difflib.get_close_matches(key, list(targets), n=3, cutoff=0.75)
+        hint = (" (did you mean " + ", ".join(f"--{c} ({targets[c]})" for c in close) + "?)") if close else ""
         raise ConfigError(f"unknown option --{key}: no recipe section has this key{hint}")
     return out
 

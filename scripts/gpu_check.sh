@@ -43,9 +43,10 @@ DETAILS=$WORK/details.md
 # ------------------------------------------------------------------------------------------ settings per mode
 GSM8K=$REPO/.whl/gsm8k/test.jsonl
 [ -f "$GSM8K" ] || GSM8K=$REPO/tests/fixtures/heldout/gsm8k/test.jsonl   # 6 items: run gpu_wheels.sh first
-# The GPU size: 12-layer, hidden-1024 tiny models in bf16 (the tiny models are built in float32; bf16 autocasts).
+# The GPU size: 12-layer, hidden-1024 tiny models, bf16 mixed precision: float32 master weights for what trains, the
+# frozen reference and reward model stored in bf16.
 GPU_SIZE=(model.tiny.num_layers=12 model.tiny.hidden_size=1024 training.use_cpu=false training.bf16=true
-          model.dtype=bfloat16)
+          model.dtype=float32 model.frozen_dtype=bfloat16)
 if [ "$MODE" = gpu ]; then
     PY=python3
     SIZE=("${GPU_SIZE[@]}")

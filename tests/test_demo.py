@@ -339,24 +339,20 @@ def test_quick_config_is_smaller_than_full(tmp_path):
 
 
 def test_reward_tokenizer_reads_question_and_answer_as_ppo_hands_them_over():
-    """The reward models' tokenizer drops the elicitation instruction, and the text train-rm reads (the
-    preference rows) tokenises exactly like the text calrl's PPO re-tokenises for a reward model with its
-    own tokenizer (the policy's prompt decoded, as a user turn, then the response)."""
-    from calrl.demo.sft import prompt_messages, reward_tokenizer, rm_prompt_messages
+    """The reward models' tokenizer drops the elicitation instruction, and the conversation train-rm reads (the
+    preference rows: system and user turns, then the answer) tokenises exactly like what calrl's PPO gives a reward
+    model with its own tokenizer (the same conversation in the RM's template, the response, the RM's EOS)."""
+    from calrl.demo.sft import prompt_messages, reward_tokenizer
+    from calrl.rewards.sequence_scores import reward_model_ids
 
     world = build_world()
-    policy_tok = build_demo_tokenizer(world)
     rm_tok = reward_tokenizer(build_demo_tokenizer(world))
     response = f"{world.cities[0]}. Confidence: 7"
     for item in world.eval_items[:20]:
-        trained = rm_tok.apply_chat_template([*rm_prompt_messages(item), {"role": "assistant", "content": response}],
+        trained = rm_tok.apply_chat_template([*prompt_messages(item), {"role": "assistant", "content": response}],
                                              tokenize=False)
-        ids = policy_tok.apply_chat_template(prompt_messages(item), add_generation_prompt=True, tokenize=True)
-        ids = ids["input_ids"] if isinstance(ids, dict) else ids
-        decoded = policy_tok.decode(ids, skip_special_tokens=True)
-        scored = rm_tok.apply_chat_template([{"role": "user", "content": decoded},
-                                             {"role": "assistant", "content": response}], tokenize=False)
         a = rm_tok(trained, add_special_tokens=False)["input_ids"]
-        assert a == rm_tok(scored, add_special_tokens=False)["input_ids"]
+        assert a == reward_model_ids(rm_tok, prompt_messages(item), response, ended=True)
         words = rm_tok.convert_ids_to_tokens(a)
-        assert "concisely" not in words and item.question.split()[2] in words and rm_tok.unk_token not in words
+        assert "<|system|>" in words and "concisely" not in words
+        assert item.question.split()[2] in words and rm_tok.unk_token not in words

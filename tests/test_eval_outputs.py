@@ -135,7 +135,8 @@ def test_model_eval_records_model_prompt_and_generation(tmp_path, monkeypatch, c
     assert m["provenance"]["inputs"] == {}  # the set came from the hub (faked here): no local file to hash
     assert c["generation"] == {"batch_size": 16, "max_new_tokens": 64, "num_samples": 0, "temperature": 1.0,
                                "do_sample": False, "confidence_retries": 0, "retried_items": 0,
-                               "retry_generations": 0}
+                               "retry_generations": 0, "top_k": 0, "seed": None, "retry_when": "parsed",
+                               "forced_max_new_tokens": None}
     samples = read_jsonl(out / "samples.jsonl")
     assert samples[1]["prompt"] == "<sys>ask</sys><user>q1</user>" and samples[1]["correct"] is True
     assert read_jsonl(out / "predictions.jsonl")[0]["prompt"] == "<sys>ask</sys><user>q0</user>"

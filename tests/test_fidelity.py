@@ -107,7 +107,7 @@ class _ConstRM(torch.nn.Module):
         if mean is not None:
             self.config.calrl_reward_mean, self.config.calrl_reward_std = mean, std
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, **kwargs):
         from types import SimpleNamespace
 
         return SimpleNamespace(logits=torch.full((input_ids.shape[0], 1), self.score) + self.anchor)

@@ -105,7 +105,7 @@ class RM(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1))
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, **kwargs):
         good = ((input_ids == tok.convert_tokens_to_ids("good")) & attention_mask.bool()).sum(1).float()
         return SimpleNamespace(logits=good[:, None] + self.anchor)
 pipe = RewardPipeline(RewardPipelineConfig(ppo_c_variant="difference", ppo_c_init_average=0.0), RM(),

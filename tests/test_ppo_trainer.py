@@ -155,14 +155,23 @@ def test_trl_metric_names_and_callback_events(tmp_path):
     assert all("eval_objective/scores" in log for log in events.logs if any(k.startswith("eval_") for k in log))
 
 
-def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(tmp_path):
+# the reference's dynamics (docs/fidelity.md): the critic's own rate and clipping, the other named modes
+REFERENCE_MODES = {"critic_learning_rate": 3e-3, "critic_max_grad_norm": 0.5, "loss_aggregation": "sequence_mean",
+                   "advantage_whitening": "global", "score_placement": "last_token",
+                   "scheduler_cadence": "per_optimizer_step", "ppo_c_average_cadence": "per_micro_batch",
+                   "local_rollout_forward_batch_size": 2}
+
+
+@pytest.mark.parametrize("modes", [{}, REFERENCE_MODES], ids=["trl", "reference"])
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(tmp_path, modes):
     class StopAfterFirstEpoch(TrainerCallback):
         def on_epoch_end(self, args, state, control, **kwargs):
             control.should_training_stop = True
 
     settings = {"num_train_epochs": 3, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2,
                     "num_mini_batches": 2, "num_ppo_epochs": 2, "save_strategy": "epoch", "logging_steps": 3,
-                    "ppo_c_variant": "threshold", "correctness_mode": "add", "kl_target": 0.1, "kl_horizon": 100}
+                    "ppo_c_variant": "threshold", "correctness_mode": "add", "kl_target": 0.1, "kl_horizon": 100,
+                    **modes}
     full = make_trainer(tmp_path, "full", **settings)
     full.train()
     make_trainer(tmp_path, "resumed", callbacks=[StopAfterFirstEpoch()], **settings).train()
@@ -177,6 +186,8 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(tmp_path):
     assert strip[0] == strip[1] and len(strip[0]) == 3
     assert full.kl_controller.value == resumed.kl_controller.value != 0.05  # the adaptive coefficient moved
     assert full.reward_pipeline.adjuster.average == resumed.reward_pipeline.adjuster.average
+    lrs = {g["initial_lr"] for g in resumed.optimizer.param_groups}  # the schedule ends at 0
+    assert lrs == {g["initial_lr"] for g in full.optimizer.param_groups} and len(lrs) == (2 if modes else 1)
 
 
 def test_resume_refuses_incomplete_and_foreign_checkpoints(tmp_path):

@@ -47,6 +47,10 @@ def test_single_turn_rule():
     assert [is_single_turn_pair(r) for r in ROWS] == [True, True, False, True, False, True]
     assert not is_single_turn_pair({"prompt": "p", "chosen": [A, U, A], "rejected": [A]})  # multi-turn response
     assert not is_single_turn_pair({"prompt": [S, U], "chosen": "a", "rejected": "b"})    # not one user message
+    # --system-prompt: a system message before the one user message is no turn
+    assert [is_single_turn_pair(r, system_prompt=True) for r in ROWS] == [True, True, False, True, True, True]
+    assert is_single_turn_pair({"prompt": [S, U], "chosen": "a", "rejected": "b"}, system_prompt=True)
+    assert not is_single_turn_pair({"prompt": [S, U, A, U], "chosen": "a", "rejected": "b"}, system_prompt=True)
     with pytest.raises(InputError, match="row 7: field 'chosen'|field 'chosen': row 7"):
         is_single_turn_pair({"chosen": 3, "rejected": "b"}, index=7)
 

@@ -23,7 +23,7 @@ class CountingRM(torch.nn.Module):
         self.anchor = torch.nn.Parameter(torch.zeros(1))
         self.ids = {w: tok.convert_tokens_to_ids(w) for w in ("good", "bad", "confidence")}
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, **kwargs):
         def count(w):
             return ((input_ids == self.ids[w]) & attention_mask.bool()).sum(1).float()
         score = 2 * count("good") - 2 * count("bad") + 5 * count("confidence")
@@ -129,8 +129,8 @@ def test_correctness_reward_add_and_replace():
 
 def test_non_finite_reward_raises_training_fault():
     class NaNRM(CountingRM):
-        def forward(self, input_ids, attention_mask):
-            out = super().forward(input_ids, attention_mask)
+        def forward(self, input_ids, attention_mask, **kwargs):
+            out = super().forward(input_ids, attention_mask, **kwargs)
             out.logits[1] = float("nan")
             return out
 

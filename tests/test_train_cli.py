@@ -206,7 +206,7 @@ def test_two_process_cpu_launch_with_torchrun(tmp_path):
     # 8 prompts x 2 generations, 4 per process: a global batch of 8 -> 2 steps per epoch with 2 processes
     assert "train-grpo: 4 steps, model saved to runs/tiny_grpo_brier" in proc.stdout
     rows = _offline_eval_rows(tmp_path)
-    assert [r["eval/epoch"] for r in rows] == [1, 2] and all(r["eval/n"] == 8 for r in rows)
+    assert [r["eval/epoch"] for r in rows] == [0, 1, 2] and all(r["eval/n"] == 8 for r in rows)
 
 
 @pytest.mark.slow
@@ -222,15 +222,16 @@ def test_two_process_ppo_saves_epoch_checkpoints(tmp_path):
                 "optimizer.pt", "value_model"} <= files, files
         state = json.loads((out / name / "calrl_ppo_state.json").read_text())
         assert state["world_size"] == 2 and state["episode"] == 8 * int(name.split("-")[1])
-    assert sorted(p.name for p in (out / "calibration_eval").iterdir()) == ["epoch-1", "epoch-2"]
-    assert [r["eval/epoch"] for r in _offline_eval_rows(tmp_path)] == [1, 2]
+    assert sorted(p.name for p in (out / "calibration_eval").iterdir()) == ["epoch-0", "epoch-1", "epoch-2"]
+    assert [r["eval/epoch"] for r in _offline_eval_rows(tmp_path)] == [0, 1, 2]
 
 
 def test_question_sets_as_training_data(capsys, no_models):
     """``items:NAME:PATH`` reads a held-out-style set (here the GSM8K fixture) as prompts with references."""
     gsm8k = REPO / "tests" / "fixtures" / "heldout" / "gsm8k"
     argv = ["train-grpo", "--config", str(REPO / "configs" / "grpo_brier.yaml"), "--dry-run",
-            f"data.train=items:gsm8k:{gsm8k}", "data.split=test", f"eval.heldout=gsm8k:{gsm8k}", "eval.split=test"]
+            f"data.train=items:gsm8k:{gsm8k}", "data.split=test", f"eval.heldout=gsm8k:{gsm8k}", "eval.split=test",
+            "model.policy=tiny"]  # the recipe's hub model is not in this machine's cache: a dry-run problem
     assert main(argv) == 0
     assert re.search(r"ok \(grpo, \d+ training rows, \d+ eval items\)", capsys.readouterr().out)
     from calrl.train.data import load_training_data
@@ -249,8 +250,8 @@ def test_nan_reward_model_score_stops_ppo_with_the_step_and_the_sample(capsys, m
 
     build = common.ModelFactory.sequence_classifier
 
-    def nan_reward_model(self, source, *, seed_offset=0):
-        model = build(self, source, seed_offset=seed_offset)
+    def nan_reward_model(self, source, *, seed_offset=0, **kwargs):
+        model = build(self, source, seed_offset=seed_offset, **kwargs)
         if seed_offset == 2:  # the reward model (the value model is offset 1)
             with torch.no_grad():
                 model.score.weight.fill_(float("nan"))

@@ -78,17 +78,19 @@ def test_paper_recipes_carry_the_reference_settings(model):
     rm = load("rm").training
     assert (rm.calibration_lambda, rm.learning_rate, rm.num_train_epochs, rm.weight_decay) == (0.0, 2e-6, 2, 0.01)
     assert rm.per_device_train_batch_size * rm.gradient_accumulation_steps * 8 == 512  # train_rm.sh L13
+    assert (rm.reward_stats_split, rm.long_pairs) == ("eval", "truncate")  # rm_trainer.py L243-260, reward_dataset.py
     crm = load("rm_calibrated")
     t = crm.training
     assert (t.calibration_loss, t.calibration_lambda, t.learning_rate, t.num_train_epochs) == \
         ("calibration_only", 1.0, 9e-6, 1)
     assert t.per_device_train_batch_size * t.gradient_accumulation_steps * 8 == 256  # train_crm.sh L13
+    assert (t.reward_stats_split, t.long_pairs) == ("eval", "truncate")  # crm_trainer.py L322-341
     assert (list(t.confidence_high_range), list(t.confidence_low_range)) == ([7, 10], [0, 3])
     assert t.confidence_template == "\n{confidence}." and t.strip_existing_confidence is False
     assert t.confidence_system_prompt.startswith(PAPER_SYSTEM_PROMPT_START)
     assert t.confidence_system_prompt.endswith("Explicitly include the word 'Confidence:' in your response.")
     assert "```Example Format:\n<Your responses>\nConfidence: <Insert" in t.confidence_system_prompt
-    assert crm.model.reward_model == ("OpenLLMAI/Llama-3-8b-rm-mixture" if model == "llama3-8b"
+    assert crm.model.reward_model == ("models/llama3-8b-rm-mixture" if model == "llama3-8b"  # converted
                                       else f"runs/paper/{model}_rm")  # train_crm.sh L15: a trained RM
     for kind in ("ppo", "ppo_m", "ppo_c_threshold", "ppo_c_difference"):
         recipe = load(kind)
@@ -100,12 +102,20 @@ def test_paper_recipes_carry_the_reference_settings(model):
         assert p.normalize_reward is True and p.missing_eos_penalty is None and p.reward_final_clamp is True
         assert recipe.data.columns.prompt == "confidence_prompt" and recipe.data.confidence_prompt_fraction == 0.0
         e = recipe.eval
-        assert (e.prompt_style, e.confidence_parser, e.confidence_retries, e.n_bins) == ("cot", "reference", 10, 10)
+        assert (e.prompt_style, e.confidence_parser, e.confidence_retries, e.n_bins) == ("cot", "reference", 11, 10)
+        assert (e.retry_when, e.forced_retry_tokens, e.option_format) == ("reference", 16, "({letter}) {text}")
+        assert (e.do_sample, e.temperature, e.top_k, e.generation_seed) == (True, 1.0, 50, 1234)
+        # the reference's dynamics, by name (docs/fidelity.md)
+        assert (p.critic_learning_rate, p.critic_max_grad_norm) == (9e-6, 1.0)
+        assert (p.loss_aggregation, p.advantage_whitening, p.score_placement, p.scheduler_cadence) == \
+            ("sequence_mean", "global", "last_token", "per_optimizer_step")
         if kind.startswith("ppo_c"):
+            assert p.ppo_c_average_cadence == "per_micro_batch"
             assert p.confidence_parser == "reference" and p.ppo_c_init_average == "auto"
             assert (p.ppo_c_alpha, p.reward_clamp, p.missing_confidence) == (0.1, 10.0, "half")
+            assert p.strip_append_eos is True  # calibrated_experience_maker.py L183-185
         else:
-            assert p.ppo_c_variant == "none"
+            assert p.ppo_c_variant == "none" and p.strip_append_eos is False
     assert (load("ppo_c_difference").training.ppo_c_variant, load("ppo_c_difference").training.ppo_c_weight) == \
         ("difference", 2.0)  # train-ppo-c-llama.sh L38-39
     assert (load("ppo_c_threshold").training.ppo_c_variant, load("ppo_c_threshold").training.ppo_c_weight) == \
@@ -140,11 +150,13 @@ def test_accelerate_configs_parse_with_accelerates_loader(name):
     kind = str(config.distributed_type).split(".")[-1]
     expected = {"single_gpu": ("NO", 1), "cpu": ("NO", 1), "multi_gpu": ("MULTI_GPU", 8),
                 "deepspeed_zero2": ("DEEPSPEED", 8), "deepspeed_zero3": ("DEEPSPEED", 8), "fsdp": ("FSDP", 8),
-                "cpu_multi": ("MULTI_GPU", 2)}
+                "cpu_multi": ("MULTI_GPU", 2), "deepspeed_zero2_offload": ("DEEPSPEED", 8)}
     assert (kind, config.num_processes) == expected[name]
     raw = load_yaml(ACCELERATE[name])
     if name.startswith("deepspeed"):
-        assert config.deepspeed_config["zero_stage"] == int(name[-1])
+        assert config.deepspeed_config["zero_stage"] == int(name.split("_")[1][-1])
+        offload = config.deepspeed_config["offload_optimizer_device"]
+        assert offload == ("cpu" if name.endswith("_offload") else "none")
     if name == "fsdp":
         assert config.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
         assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "Qwen2DecoderLayer"
@@ -214,9 +226,9 @@ def test_tiny_ppo_c_logs_eval_ece_every_epoch_and_resumes(tmp_path):
         assert (c / "value_model" / "config.json").is_file()
     history = eval_history()
     rows = [r for r in history if "eval/ece" in r]
-    assert [r["eval/epoch"] for r in rows] == [1, 2]
+    assert [r["eval/epoch"] for r in rows] == [0, 1, 2]  # eval.at_start: the policy before RL at step 0
     assert all(isinstance(r["eval/ece"], float) and 0 <= r["eval/ece"] <= 1 for r in rows)
-    assert [r["train/global_step"] for r in rows] == [4, 8]
+    assert [r["train/global_step"] for r in rows] == [0, 4, 8]
     # the warmed-up tiny policy states confidences, so PPO-C really adjusts the rewards
     steps = [r for r in history if "train/reward/adjustment" in r]
     assert len(steps) == 8 and all(r["train/confidence/parsable_rate"] > 0 for r in steps)
@@ -291,7 +303,7 @@ def test_tiny_grpo_and_rloo_brier(tmp_path, command, name):
     _, checkpoints = check_output(f"runs/{name}")
     assert [trainer_state(c)["global_step"] for c in checkpoints] == [4, 8]
     rows = eval_history()
-    assert [r["eval/epoch"] for r in rows if "eval/ece" in r] == [1, 2]
+    assert [(r["eval/epoch"], r["train/global_step"]) for r in rows if "eval/ece" in r] == [(0, 0), (1, 4), (2, 8)]
     assert any("train/rewards/brier/mean" in r for r in rows)
     if command != "train-grpo":
         return
@@ -333,7 +345,8 @@ def test_lora_recipes_train_then_eval_the_adapter_folder_then_compare(tmp_path):
         assert code == 0, name
         out = Path("runs") / name
         config = json.loads((out / "adapter_config.json").read_text())
-        assert config["base_model_name_or_path"] == "base_model" and (out / "base_model" / "config.json").is_file()
+        assert Path(config["base_model_name_or_path"]) == out.resolve() / "base_model"  # PEFT loads it anywhere
+        assert (out / "base_model" / "config.json").is_file()
         assert not (out / "config.json").exists() and "library_name: peft" in (out / "README.md").read_text()
         assert main(["eval", "--model", str(out), "--dataset", eval_set, "--out", f"evals/{name}",
                      "--max-new-tokens", "12"]) == 0

@@ -66,7 +66,8 @@ class CalibrationEvalConfig:
     ``eval_items`` is a list of :class:`~calrl.data.heldout.EvalItem` or a dataset spec for
     :func:`~calrl.data.heldout.load_eval_items` (loaded once, when training starts). ``every_n_steps`` adds
     an eval every N optimiser steps on top of the per-epoch evals; ``eval_on_start`` adds one of the
-    initial policy (``epoch-0``). ``slice_keys`` limits the per-slice scalars logged (None: every slice key).
+    initial policy (``epoch-0`` at step 0; not repeated when a run resumes; the recipe key ``eval.at_start``,
+    on by default in recipes). ``slice_keys`` limits the per-slice scalars logged (None: every slice key).
     ``n_confidently_wrong`` is how many of each eval's most confidently wrong answers go into the W&B table
     ``eval/confidently_wrong`` (0: no table); ``log_table`` turns every W&B table and chart off.
     """
@@ -85,6 +86,7 @@ class CalibrationEvalConfig:
     use_hedges: bool = True
     confidence_parser: str = "calrl"  # calrl.confidence.reading.PARSERS
     confidence_retries: int = 0  # the eval's retry rule (calrl.eval.generate)
+    generation: dict[str, Any] = field(default_factory=dict)  # more generate_predictions settings (do_sample ...)
     grader: str = "auto"
     missing_policy: str = "exclude"
     min_slice_size: int = 30
@@ -275,9 +277,9 @@ class CalibrationEvalCallback(TrainerCallback):
         self.tracker.train_begin(state.epoch)
         self.items()  # a bad dataset spec fails now, not after the first epoch
         if state.is_world_process_zero and (self.config.save_predictions or self.config.log_image):
-            self._plots.warm_up()  # matplotlib's import (seconds) on the plot thread, while training starts
-        if self.config.eval_on_start:
-            self.evaluate(epoch_label(self.tracker.last_epoch), args, state, **kwargs)
+            self._plots.warm_up()  # the plot worker imports matplotlib (seconds) while training starts
+        if self.config.eval_on_start and state.global_step == 0:  # a resumed run has its start eval already
+            self.evaluate(epoch_label(0), args, state, **kwargs)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.tracker.epoch_begin()
@@ -381,7 +383,7 @@ class CalibrationEvalCallback(TrainerCallback):
                 policy, tokenizer, self.items(), prompt=self.config.prompt,
                 batch_size=self.config.batch_size, max_new_tokens=self.config.max_new_tokens,
                 accelerator=dist, show_progress=self.config.show_progress,
-                confidence_retries=self.config.confidence_retries, reader=self._reader(),
+                confidence_retries=self.config.confidence_retries, reader=self._reader(), **self.config.generation,
             )
 
     def _reader(self) -> Any:

@@ -125,7 +125,8 @@ def summary_panel(history: Sequence[Any]) -> dict[str, Any]:
     """``calibration/...`` run-summary values from the evals so far (objects with ``label``, ``epoch``,
     ``step``, ``metrics``): the final eval, the eval with the lowest ECE (earliest on ties) and the one
     with the highest accuracy. A final metric that is unknown is NaN; the best-eval keys appear once an eval
-    has a finite ECE (accuracy)."""
+    has a finite ECE (accuracy). The eval before training (step 0) is the starting policy, not one the run
+    produced: it is never the best."""
     if not history:
         return {}
     p = SUMMARY_PREFIX
@@ -135,7 +136,8 @@ def summary_panel(history: Sequence[Any]) -> dict[str, Any]:
     out.update({k: math.nan for k, v in out.items() if v is None})
     out.update({f"{p}/final_label": last.label, f"{p}/final_epoch": eval_epoch(last.label, last.epoch),
                 f"{p}/final_global_step": last.step, f"{p}/n_evals": len(history)})
-    scored = [r for r in history if _finite(r.metrics.get("ece")) is not None]
+    trained = [r for r in history if r.step > 0]
+    scored = [r for r in trained if _finite(r.metrics.get("ece")) is not None]
     if scored:
         best = min(scored, key=lambda r: _finite(r.metrics["ece"]))
         out.update({f"{p}/best_ece": _finite(best.metrics["ece"]),
@@ -143,7 +145,7 @@ def summary_panel(history: Sequence[Any]) -> dict[str, Any]:
                     f"{p}/best_ece_global_step": best.step, f"{p}/best_ece_label": best.label,
                     f"{p}/best_ece_accuracy": _finite(best.metrics.get("accuracy")),
                     f"{p}/best_ece_refusal_rate": _finite(best.metrics.get("refusal_rate"))})
-    accurate = [r for r in history if _finite(r.metrics.get("accuracy")) is not None]
+    accurate = [r for r in trained if _finite(r.metrics.get("accuracy")) is not None]
     if accurate:
         best = max(accurate, key=lambda r: _finite(r.metrics["accuracy"]))
         out.update({f"{p}/best_accuracy": _finite(best.metrics["accuracy"]),

@@ -33,6 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="reward model (folder or hub id); give it twice for two models, as the reference")
     f.add_argument("--keep-fraction", type=options.finite_float, default=0.5,
                    help="share of the single-turn pairs kept, in (0, 1]")
+    f.add_argument("--system-prompt", action="store_true",
+                   help="a system message before the one user message keeps a pair single turn (the reference's "
+                        "rule, the default, keeps exactly [user, assistant])")
     f.add_argument("--no-normalize", action="store_true",
                    help="use raw scores even when a reward model stores its mean/std")
     f.add_argument("--batch-size", type=options.positive_int, default=16, help="rows per reward-model forward")
@@ -64,11 +67,12 @@ def run(args: argparse.Namespace) -> int:
     check_output(report_path(out), option="--out's report", kind="file", inputs=[args.input],
                  overwrite=args.overwrite)
     rows = read_preference_rows(args.input)
-    n_to_keep(len(single_turn_rows(rows, path=args.input)), args.keep_fraction, path=args.input)  # before loading
+    single = single_turn_rows(rows, path=args.input, system_prompt=args.system_prompt)
+    n_to_keep(len(single), args.keep_fraction, path=args.input)  # before loading
     scorers = [RewardModelScorer.from_pretrained(path, normalize=not args.no_normalize, batch_size=args.batch_size)
                for path in args.reward_model]
     kept, report = filter_preferences(rows, scorers, keep_fraction=args.keep_fraction, path=args.input,
-                                      reward_models=[s.info for s in scorers])
+                                      reward_models=[s.info for s in scorers], system_prompt=args.system_prompt)
     written, rpath = write_filtered(kept, report, out)
     print(f"kept {report.n_kept} of {report.n_rows} rows ({report.n_single_turn} single-turn, "
           f"{report.n_multi_turn} multi-turn dropped, keep fraction {report.keep_fraction}); "

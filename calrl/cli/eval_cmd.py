@@ -5,6 +5,12 @@ Writes ``DIR/metrics.json`` (metrics, and ``config`` and ``versions`` blocks to 
 graded result), ``DIR/reliability.png``, ``DIR/report.md`` and ``DIR/report.html``, ``DIR/resolved.jsonl``
 (every item as parsed and graded, which ``calrl compare`` reads), and ``DIR/predictions.jsonl`` when
 generating from a checkpoint. All files appear together or not at all.
+
+calrl eval --model RUN on a folder written by calrl train-* takes the run's own eval settings (held-out set,
+size, missing-confidence policy, parser, prompt, generation, bins, bootstrap and seed) from the recipe saved
+with it (RUN/calrl_recipe.yaml), and prints them on one line; an option given on the command line wins (with
+--dataset, the run's split and limit are not used). On the final model this gives the metrics of the
+training callback's last eval.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ from calrl.eval.prompts import PROMPT_STYLES
 OUTPUT_NAMES = ("metrics.json", "reliability.png", "report.md", "report.html", "predictions.jsonl",
                 "resolved.jsonl", "samples.jsonl")
 SCALES = ("0-10", "percent", "unit")
+# calrl eval's defaults of the options a trained run's recipe can set (None in argparse: "not given")
+DEFAULTS = {"bins": 15, "missing_confidence": "exclude", "confidence_parser": "calrl", "no_hedges": False,
+            "grader": "auto", "min_slice_size": 30, "bootstrap": 200, "seed": 0, "prompt_scale": "0-10",
+            "reasons_first": False, "prompt_style": "calrl", "confidence_retries": 0, "batch_size": 16,
+            "max_new_tokens": 64, "retry_when": "parsed", "do_sample": False, "top_k": 0, "temperature": 1.0}
+RUN = "a calrl run's own setting, else"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -40,50 +52,78 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="list the standard held-out sets and their lm-evaluation-harness aliases, and exit")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     options.add_overwrite(p, "earlier results in --out, or write into a folder holding the input")
-    p.add_argument("--bins", type=options.bins, default=15,
-                   help=f"equal-width ECE bins, 1 to {options.MAX_BINS}")
-    p.add_argument("--missing-confidence", choices=("exclude", "half", "error"), default="exclude",
-                   help="answered items without a confidence: leave out, score as 0.5, or fail")
-    p.add_argument("--confidence-parser", choices=PARSERS, default="calrl",
+    p.add_argument("--bins", type=options.bins, default=None,
+                   help=f"equal-width ECE bins, 1 to {options.MAX_BINS} (default: {RUN} 15)")
+    p.add_argument("--missing-confidence", choices=("exclude", "half", "error"), default=None,
+                   help=f"answered items without a confidence: leave out, score as 0.5, or fail (default: {RUN} "
+                        "exclude)")
+    p.add_argument("--confidence-parser", choices=PARSERS, default=None,
                    help="how a stated confidence is read: calrl (documented in calrl/confidence/parse.py) or "
-                        "reference (the paper's evaluation rules)")
-    p.add_argument("--no-hedges", action="store_true",
-                   help="do not map hedge phrases ('probably', 'I think') to confidences")
-    p.add_argument("--grader", default="auto", metavar="NAME",
+                        f"reference (the paper's evaluation rules) (default: {RUN} calrl)")
+    p.add_argument("--no-hedges", action="store_const", const=True, default=None,
+                   help="do not map hedge phrases ('probably', 'I think') to confidences (default: "
+                        f"{RUN} hedges are read)")
+    p.add_argument("--grader", default=None, metavar="NAME",
                    help="how answers are graded: auto, exact, numeric, mc, any grader registered with "
-                        "calrl.grading.register_grader, MODULE:FUNCTION, or a 'calrl.graders' entry point")
-    p.add_argument("--min-slice-size", type=options.non_negative_int, default=30,
-                   help="slices with fewer items are flagged small")
-    p.add_argument("--bootstrap", type=options.non_negative_int, default=200,
-                   help="bootstrap resamples for the smooth-ECE interval (0 = none)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+                        "calrl.grading.register_grader, MODULE:FUNCTION, or a 'calrl.graders' entry point "
+                        f"(default: {RUN} auto)")
+    p.add_argument("--min-slice-size", type=options.non_negative_int, default=None,
+                   help=f"slices with fewer items are flagged small (default: {RUN} 30)")
+    p.add_argument("--bootstrap", type=options.non_negative_int, default=None,
+                   help=f"bootstrap resamples for the smooth-ECE interval, 0 = none (default: {RUN} 200)")
+    p.add_argument("--seed", type=int, default=None, help=f"bootstrap seed (default: {RUN} 0)")
     p.add_argument("--title", default=None, help="report title (default: 'Calibration report: ' and the model)")
 
     gen = p.add_argument_group("generating from a checkpoint (with --model)")
     gen.add_argument("--adapter", metavar="DIR", help="LoRA adapter folder to load on top of --model")
     gen.add_argument("--dataset", metavar="SPEC",
                      help="a held-out set by name or lm-evaluation-harness alias (gsm8k, mmlu_professional_law, "
-                          "truthfulqa_mc1, ...; see --list-datasets), NAME:PATH for a local copy of one, or a "
-                          "local file (JSONL, CSV, Parquet, save_to_disk folder)")
+                          "truthfulqa_mc1, ...; see --list-datasets), NAME:PATH for a local copy of one, a "
+                          "local file (JSONL, CSV, Parquet, save_to_disk folder), or calrl:PATH for one shipped "
+                          "with calrl (as recipes name them) (default: a calrl run's own held-out set)")
     gen.add_argument("--split", default=None, help="dataset split (default: the set's own)")
     gen.add_argument("--limit", type=options.positive_int, default=None,
                      help="evaluate N items: the first N, or with --sample-seed a sample stratified by slice")
     gen.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
                      help="with --limit: draw the N items at random with this seed, every slice in proportion")
-    gen.add_argument("--prompt-scale", choices=SCALES, default="0-10", help="confidence scale asked for")
-    gen.add_argument("--reasons-first", action="store_true", help="ask for reasons before the answer")
-    gen.add_argument("--prompt-style", choices=PROMPT_STYLES, default="calrl",
+    gen.add_argument("--prompt-scale", choices=SCALES, default=None,
+                     help=f"confidence scale asked for (default: {RUN} 0-10)")
+    gen.add_argument("--reasons-first", action="store_const", const=True, default=None,
+                     help=f"ask for reasons before the answer (default: {RUN} off)")
+    gen.add_argument("--prompt-style", choices=PROMPT_STYLES, default=None,
                      help="calrl's elicitation prompt, or the paper's 'standard' (answer + confidence 0-10) or "
-                          "'cot' (explanation, answer, confidence) prompt")
-    gen.add_argument("--confidence-retries", type=options.non_negative_int, default=0, metavar="N",
+                          f"'cot' (explanation, answer, confidence) prompt (default: {RUN} calrl)")
+    gen.add_argument("--prompt-template", metavar="FILE", default=None,
+                     help="a YAML file with the prompt's words (system, user, options_intro, option, answer_type, "
+                          "demo; calrl/eval/prompt_template.py); docs/fidelity.md says how to write the paper's")
+    gen.add_argument("--option-format", metavar="FORMAT", default=None,
+                     help="one multiple-choice option line, with {letter} and {text} (default '{letter}. {text}', "
+                          "the paper's '({letter}) {text}')")
+    gen.add_argument("--confidence-retries", type=options.non_negative_int, default=None, metavar="N",
                      help="regenerate an answer without a confidence up to N times, the last try forcing "
-                          "'Confidence:' (the paper's rule used 10)")
+                          "'Confidence:' (the paper's code: 10 plain tries and a forced one, N = 11) "
+                          f"(default: {RUN} 0)")
+    gen.add_argument("--retry-when", choices=("parsed", "reference"), default=None,
+                     help="what counts as no confidence: the parser reads none, or the paper's test (no "
+                          f"'Confidence:' followed by digits) (default: {RUN} parsed)")
+    gen.add_argument("--forced-retry-tokens", type=options.positive_int, default=None, metavar="N",
+                     help="new tokens of the forced try (default --max-new-tokens; the paper's code: 16)")
     gen.add_argument("--distractor", action="store_true", help="add a distractor answer to the prompt")
-    gen.add_argument("--batch-size", type=options.positive_int, default=16, help="prompts generated together")
-    gen.add_argument("--max-new-tokens", type=options.positive_int, default=64, help="length limit of each answer")
+    gen.add_argument("--batch-size", type=options.positive_int, default=None,
+                     help=f"prompts generated together (default: {RUN} 16)")
+    gen.add_argument("--max-new-tokens", type=options.positive_int, default=None,
+                     help=f"length limit of each answer (default: {RUN} 64)")
     gen.add_argument("--num-samples", type=options.non_negative_int, default=0,
                      help="extra sampled answers per question, for consistency signals")
-    gen.add_argument("--temperature", type=_positive_float, default=1.0, help="temperature of the samples")
+    gen.add_argument("--temperature", type=_positive_float, default=None,
+                     help=f"sampling temperature (of --do-sample answers and of the --num-samples) (default: {RUN} 1)")
+    gen.add_argument("--do-sample", action="store_true", default=None,
+                     help=f"sample the answers (with --temperature, --top-k) instead of greedy decoding (default: {RUN} "
+                          "greedy)")
+    gen.add_argument("--top-k", type=options.non_negative_int, default=None, metavar="K",
+                     help=f"sample from the K most likely tokens (0: all; the paper's code: 50) (default: {RUN} 0)")
+    gen.add_argument("--generation-seed", type=int, default=None, metavar="SEED",
+                     help="seed of the sampled answers (the paper's query.sh: 1234)")
     p.set_defaults(func=run)
 
 
@@ -94,9 +134,12 @@ def run(args: argparse.Namespace) -> int:
     from calrl.eval.runner import resolve_records
     from calrl.grading import get_grader
 
-    gen_only = ("adapter", "dataset", "split", "limit", "sample_seed")
+    gen_only = ("adapter", "dataset", "split", "limit", "sample_seed", "prompt_template", "option_format",
+                "forced_retry_tokens", "generation_seed")
     if args.model is None and any(getattr(args, a) is not None for a in gen_only):
-        raise InputError("--adapter, --dataset, --split, --limit and --sample-seed only apply with --model")
+        raise InputError("--adapter, --dataset, --split, --limit, --sample-seed, --prompt-template, --option-format, "
+                         "--forced-retry-tokens and --generation-seed only apply with --model")
+    _fill_defaults(args)
     if args.sample_seed is not None and args.limit is None:
         raise InputError("--sample-seed draws the --limit items: give --limit N too")
     get_grader(args.grader)  # an unknown grader fails before any model loads
@@ -110,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.model is not None:
         if not args.dataset:
-            raise InputError("--model needs --dataset SPEC")
+            raise InputError("--model needs --dataset SPEC (a calrl run's own held-out set is used when its recipe "
+                             "names one)")
         records = _generate(args)
         source = f"{args.model} on {args.dataset}"
         if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch / torchrun: every rank generated
@@ -161,6 +205,47 @@ def _score_and_write(args: argparse.Namespace, out: Path, source: str, records: 
     return 0
 
 
+def _fill_defaults(args: argparse.Namespace) -> None:
+    """Options not given: a calrl run's own eval settings (``--model RUN``, printed on one line), else DEFAULTS."""
+    inherited: dict[str, Any] = {}
+    if args.model is not None:
+        from calrl.train.reporting import read_run_eval
+
+        run = read_run_eval(args.adapter or args.model)
+        if run is not None:
+            inherited = _run_settings(run, own_dataset=args.dataset is None)
+            inherited = {k: v for k, v in inherited.items() if getattr(args, k) is None}
+            if inherited:
+                shown = " ".join(_as_option(k, v) for k, v in inherited.items() if v is not False)
+                print(f"calrl eval: the run's eval settings from {run.path} (options given here win): {shown}",
+                      flush=True)
+    for key, value in {**DEFAULTS, **inherited}.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
+def _run_settings(run: Any, *, own_dataset: bool) -> dict[str, Any]:
+    """calrl eval's options from a run's eval section (the split and size only with the run's own set)."""
+    ev = run.settings
+    out: dict[str, Any] = {}
+    if own_dataset and ev.heldout:
+        out.update({"dataset": ev.heldout, "split": ev.split, "limit": ev.limit})
+    out.update({"missing_confidence": ev.missing_policy, "confidence_parser": ev.confidence_parser,
+                "prompt_style": ev.prompt_style, "prompt_scale": ev.scale, "reasons_first": ev.reasons_first,
+                "confidence_retries": ev.confidence_retries, "batch_size": ev.batch_size,
+                "max_new_tokens": ev.max_new_tokens, "bins": ev.n_bins, "no_hedges": not ev.use_hedges,
+                "grader": ev.grader, "min_slice_size": ev.min_slice_size, "bootstrap": ev.n_boot,
+                "seed": run.seed, "prompt_template": ev.prompt_template, "option_format": ev.option_format,
+                "retry_when": ev.retry_when, "forced_retry_tokens": ev.forced_retry_tokens, "do_sample": ev.do_sample,
+                "temperature": ev.temperature, "top_k": ev.top_k, "generation_seed": ev.generation_seed})
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _as_option(key: str, value: Any) -> str:
+    flag = "--" + key.replace("_", "-")
+    return flag if value is True else f"{flag} {value}"
+
+
 def _describe_run(results: Any, args: argparse.Namespace, source: str, records: list[Any], started: float) -> None:
     """Fill the reproducibility blocks of metrics.json: what was evaluated, how, when, from which files, and
     with which versions."""
@@ -175,10 +260,14 @@ def _describe_run(results: Any, args: argparse.Namespace, source: str, records: 
         model, adapter = (args.model, args.adapter) if args.adapter else split_adapter_folder(args.model)
         config.model, config.adapter, config.dataset, config.split = model, adapter, args.dataset, args.split
         config.limit, config.sample_seed = args.limit, args.sample_seed
-        config.prompt_scale, config.prompt_style = args.prompt_scale, args.prompt_style
+        config.prompt_scale = args.prompt_scale
+        config.prompt_template, config.option_format = args.prompt_template, args.option_format
+        config.prompt_style = "template" if args.prompt_template else args.prompt_style
         config.reasons_first, config.distractor = args.reasons_first, args.distractor
         config.generation = Generation(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                        num_samples=args.num_samples, temperature=args.temperature,
+                                       do_sample=args.do_sample, top_k=args.top_k, seed=args.generation_seed,
+                                       retry_when=args.retry_when, forced_max_new_tokens=args.forced_retry_tokens,
                                        **retry_counts(records, args.confidence_retries))
     else:
         config.predictions = str(args.predictions)
@@ -190,14 +279,15 @@ def _describe_run(results: Any, args: argparse.Namespace, source: str, records: 
 
 
 def _local_inputs(args: argparse.Namespace) -> list[Path]:
-    """The local files and folders the command read its items from: the predictions, or the dataset when it
-    is a local copy (``PATH`` or ``NAME:PATH``; a set read from the hub has no local file to hash)."""
+    """The local files and folders the command read: the predictions, or the dataset when it is a local copy
+    (``PATH`` or ``NAME:PATH``; a set read from the hub has no local file to hash) and the prompt template."""
     if args.model is None:
         return [Path(args.predictions)]
+    paths = [Path(args.prompt_template)] if args.prompt_template else []
     for candidate in (args.dataset, args.dataset.partition(":")[2]):
         if candidate and Path(candidate).exists():
-            return [Path(candidate)]
-    return []
+            return [Path(candidate), *paths]
+    return paths
 
 
 def _legend_label(results: Any) -> str:
@@ -231,16 +321,26 @@ def _generate(args: argparse.Namespace) -> list[Any]:
     from calrl.confidence import ConfidenceReader
     from calrl.eval.checkpoint import predict_from_checkpoint
     from calrl.eval.prompts import ElicitationPrompt
+    from calrl.progress import quiet_library_bars
 
+    template = None
+    if args.prompt_template:
+        from calrl.eval.prompt_template import load_prompt_template
+
+        template = load_prompt_template(args.prompt_template)
+    quiet_library_bars()  # in a log: no weight-loading bar (generation shows its own progress)
     prompt = ElicitationPrompt(scale=args.prompt_scale, reasons_first=args.reasons_first,
-                               distractor=args.distractor, style=args.prompt_style)
+                               distractor=args.distractor, style=args.prompt_style, template=template,
+                               option_format=args.option_format)
     return predict_from_checkpoint(model=args.model, adapter=args.adapter, dataset=args.dataset,
                                    split=args.split, limit=args.limit, sample_seed=args.sample_seed, prompt=prompt,
                                    batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                    num_samples=args.num_samples, temperature=args.temperature,
                                    confidence_retries=args.confidence_retries,
                                    reader=ConfidenceReader(args.confidence_parser, purpose="eval",
-                                                           use_hedges=not args.no_hedges))
+                                                           use_hedges=not args.no_hedges),
+                                   do_sample=args.do_sample, top_k=args.top_k, seed=args.generation_seed,
+                                   retry_when=args.retry_when, forced_max_new_tokens=args.forced_retry_tokens)
 
 
 def retry_counts(records: list[Any], tries: int) -> dict[str, int]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import time
 
 from calrl.cli.options import OneLineArgumentParser
 from calrl.errors import CalrlError
@@ -24,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "train-rloo": "calrl.cli.train_cmd",
     "demo": "calrl.cli.demo_cmd",
     "data": "calrl.cli.data_cmd",
+    "convert-rm": "calrl.cli.convert_cmd",
 }
 
 
@@ -95,11 +98,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CalrlError as exc:
-        print(f"calrl {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return report(args.command, f"error: {exc}", exc.exit_code)
     except KeyboardInterrupt:
-        print(f"calrl {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return report(args.command, "interrupted", 130)
+
+
+# seconds a process other than the main one waits before reporting an error that every process meets alike
+REPORT_GRACE_S = 20.0
+
+
+def report(command: str, message: str, code: int) -> int:
+    """Print the one error line of a command and return its exit code.
+
+    In a launch of several processes (``WORLD_SIZE`` > 1) the main process (``RANK`` 0) prints it. Bad input
+    (2) and an interruption (130) are met by every process alike, so another process waits up to
+    ``REPORT_GRACE_S`` seconds first: when the main process ends with the same error, the launcher stops this
+    one and the error is printed once. Past the wait (an error of this process only) it prints it, naming the
+    process; so does a process failing with a training fault (3).
+    """
+    rank, world = int(os.environ.get("RANK", "0") or 0), int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and rank != 0:
+        if code in (2, 130):
+            time.sleep(REPORT_GRACE_S)
+        command = f"{command} (process {rank} of {world})"
+    print(f"calrl {command}: {message}", file=sys.stderr, flush=True)
+    return code
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -50,6 +50,13 @@ def finite_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def non_empty_path(text: str) -> str:
     if text.strip() == "":
         raise argparse.ArgumentTypeError("empty path")

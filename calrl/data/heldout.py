@@ -12,6 +12,7 @@ A SPEC is one of
   hub with ``datasets.load_dataset(hub_id, config, split=...)``. Offline (``HF_HUB_OFFLINE=1``) or with
   the hub unreachable, only the local ``datasets`` cache is tried, and a miss fails at once
   (:mod:`calrl.data.hub`);
+* ``calrl:PATH``: a file shipped in the calrl package (``calrl:data/tiny/eval.jsonl``), as recipes name it;
 * ``NAME:PATH``: a standard set's mapping (NAME may be an alias) applied to a local copy in the hub's
   schema (a save_to_disk folder, Parquet, JSON/JSONL, CSV, a folder of such files) or in the set's
   original format (GSM8K JSONL, MMLU header-less CSV, a BIG-Bench ``task.json``).
@@ -34,6 +35,7 @@ from typing import Any
 import yaml
 
 from calrl.data.items import LETTERS, EvalItem
+from calrl.data.package import package_path
 from calrl.data.readers import (
     DATA_SUFFIXES,
     MISSING,
@@ -222,6 +224,7 @@ def load_eval_items(spec: str, *, split: str | None = None, limit: int | None = 
     spec = str(spec).strip()
     if not spec:
         raise InputError("empty dataset spec")
+    spec = package_path(spec)  # calrl:PATH, a file shipped with calrl, named as recipes name it
     name, sep, rest = spec.partition(":")
     if sep and _is_set_name(name):
         if not rest:

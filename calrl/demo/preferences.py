@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from calrl.confidence import strip_confidence
-from calrl.demo.sft import ABSTAIN_TEXT, answer_text, rm_prompt_messages
+from calrl.demo.sft import ABSTAIN_TEXT, answer_text, prompt_messages
 from calrl.demo.world import World
 
 KINDS = ("correctness", "both-correct", "both-wrong", "abstention")
@@ -85,7 +85,7 @@ def build_preference_rows(world: World, config: PreferenceConfig | None = None) 
             answer = truth if rng.random() < 0.5 else world.wrong_answer(item, rng)
             chosen, rejected = answer_text(answer, rng.randint(0, 10) / 10), ABSTAIN_TEXT
         rows.append({
-            "prompt": rm_prompt_messages(item),
+            "prompt": prompt_messages(item),
             "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}],
             "kind": kind,
@@ -112,7 +112,7 @@ def build_factcheck_rows(world: World, n: int, *, seed: int, with_confidence: bo
         if not with_confidence:
             chosen, rejected = strip_confidence(chosen), strip_confidence(rejected)
         rows.append({
-            "prompt": rm_prompt_messages(item),
+            "prompt": prompt_messages(item),
             "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}],
             "kind": "correctness",

@@ -193,8 +193,9 @@ def reward_model_recipe(name: str, *, init_dir: Path, preferences_dir: Path, out
 
 
 def _eval_section(eval_file: Path, settings: EvalSettings) -> dict[str, Any]:
+    # no step-0 eval: the demo evaluates the SFT policy (every RL stage's start) as a stage of its own
     return {"heldout": str(eval_file), "batch_size": settings.batch_size, "max_new_tokens": settings.max_new_tokens,
-            "min_slice_size": 30, "slice_keys": ["group"]}
+            "min_slice_size": 30, "slice_keys": ["group"], "at_start": False}
 
 
 def ppo_recipe(policy: str, *, sft_dir: Path, rm_dir: Path, prompts_file: Path, eval_file: Path, out_dir: Path,

@@ -13,13 +13,55 @@ from typing import Any
 
 from calrl.demo.recipes import MAIN_POLICIES, METHOD_NAMES, RL_POLICIES, VERIFIABLE_POLICIES
 from calrl.demo.report_plots import plot_ece_per_epoch, plot_reliability_grid
-from calrl.demo.report_prose import CHECK_TEXT, claims_lines, fmt, fmt_agg, interval, paragraphs, ran
+from calrl.demo.report_prose import (
+    CHECK_TEXT,
+    SLICE_TEXT,
+    claims_lines,
+    fmt,
+    fmt_agg,
+    interval,
+    one_seed,
+    one_seed_caveat,
+    paragraphs,
+    ran,
+)
+from calrl.eval.report import METRIC_MEANINGS
 from calrl.io import write_text
 
 HEADLINE_COLUMNS = (
     ("accuracy", "accuracy"), ("accuracy_answered", "acc. answered"), ("ece", "ECE"), ("smece", "smooth ECE"),
     ("brier", "Brier"), ("auroc", "AUROC"), ("refusal_rate", "refusal"), ("mean_confidence", "mean conf."),
 )
+_EVAL_KEYS = {"smece": "smece.value"}  # the summary's key -> calrl eval's metrics key, where they differ
+
+
+def metric_definitions() -> list[str]:
+    """One line per column of the held-out tables: ``calrl eval``'s own definition of that metric."""
+    return [f"**{label}**: {METRIC_MEANINGS[_EVAL_KEYS.get(key, key)]}" for key, label in HEADLINE_COLUMNS]
+
+
+ECE_DIFFERENCE_NOTES = [
+    ("**seed k**: ECE(method) - ECE(PPO) in that seed (negative: the method is better calibrated); in brackets "
+     "`calrl compare`'s 95% bootstrap interval over the held-out items"),
+    "**mean ± std**: over the seeds; **95% interval (seeds)**: paired bootstrap of that mean, the seeds resampled",
+    "**holds**: ECE at least 30% below PPO's and accuracy within 2 points of PPO's, seed by seed",
+]
+RM_NOTES = [
+    ("**preference accuracy**: share of held-out correct-vs-wrong pairs where the reward model scores the correct "
+     "answer higher"),
+    ("**prefers high conf.**: share of pairs of the same answer stated with a high and with a low confidence where "
+     "the reward model scores the high one higher (calibrated: high on correct answers, low on wrong ones)"),
+    "**mean r(high)-r(low)**: mean reward of the high-confidence version minus the low-confidence version",
+]
+RELIABILITY_NOTE = (
+    "Each panel is one policy: its scored answers binned by stated confidence (`calrl eval`'s equal-width bins, every "
+    "seed's answers pooled). A dot is a bin's mean stated confidence against its accuracy, its area the bin's share "
+    "of the answers; on the dashed diagonal a policy is calibrated. The bar is the bin's accuracy; ECE is the "
+    "policy's mean over seeds.")
+EPOCH_NOTE = ("ECE of the held-out calibration eval that the training callback ran at the end of each epoch "
+              "(empty: no eval at that epoch).")
+GATE_NOTE = ("`calrl compare`'s verdict on each candidate against its baseline, per seed; a blocked verdict lists the "
+             "gate's reasons.")
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -41,8 +83,10 @@ def ece_difference_table(summary: dict[str, Any]) -> tuple[list[str], list[list[
     """Per compared method: ECE(method) - ECE(its PPO) per seed (with calrl compare's item-level interval),
     mean ± std over seeds, the paired seed-bootstrap interval of the mean, and the seeds where it holds."""
     seeds = summary["seeds"]
-    header = ["method", "vs", *[f"seed {s}" for s in seeds], "mean ± std", "95% interval (seeds)",
-              "holds (ECE -30%, acc. ±2 pts)"]
+    single = one_seed(summary)  # nothing to average or resample over: the seed's own verdict only
+    header = ["method", "vs", *[f"seed {s}" for s in seeds],
+              *(["holds in this seed (ECE -30%, acc. ±2 pts)"] if single else
+                ["mean ± std", "95% interval (seeds)", "holds (ECE -30%, acc. ±2 pts)"])]
     rows = []
     for key, check in summary["checks"].items():
         diff = check.get("numbers", {}).get("ece_difference")
@@ -52,8 +96,11 @@ def ece_difference_table(summary: dict[str, Any]) -> tuple[list[str], list[list[
         cells = []
         for d, iv in zip(diff["per_seed"], diff["per_seed_item_interval"]):
             cells.append("n/a" if d is None else fmt(d) + (f" {interval(*iv)}" if iv else ""))
-        rows.append([METHOD_NAMES[policy], METHOD_NAMES[base], *cells, fmt_agg(diff), interval(diff["low"], diff["high"]),
-                     f"{check['seeds_passed']} of {check['seeds']} seeds"])
+        if single:
+            tail = [{True: "yes", False: "no", None: "n/a"}[check["per_seed"][0]]]
+        else:
+            tail = [fmt_agg(diff), interval(diff["low"], diff["high"]), f"{check['seeds_passed']} of {check['seeds']} seeds"]
+        rows.append([METHOD_NAMES[policy], METHOD_NAMES[base], *cells, *tail])
     return header, rows
 
 
@@ -143,11 +190,14 @@ def readme_table(summary: dict[str, Any]) -> str:
         f"process(es) side by side). Commit: {commit}. Machine: {m['processor']}, {m['cpu_count']} CPU cores"
         f"{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}, {m['platform']}, Python {m['python']}, "
         f"torch {m['torch']}. Load average (1/5/15 min) at start -> end: {loads or 'n/a'}. Wall clock: {wall_text}. "
-        f"Held-out set: {summary['counts']['eval_items']} questions; mean ± standard deviation over the seeds "
-        "(`summary.json`).")
+        f"Held-out set: {summary['counts']['eval_items']} questions; "
+        + ("the one seed's values" if one_seed(summary) else "mean ± standard deviation over the seeds")
+        + " (`summary.json`).")
+    caveat = one_seed_caveat(summary)
     lines = [
         setup,
         "",
+        *([caveat, ""] if caveat else []),
         "Reward model alone (the main comparison):",
         "",
         _md_table(*headline_table(summary)),
@@ -180,34 +230,59 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def sections(summary: dict[str, Any], plots: dict[str, str]) -> list[tuple[str, str, Any]]:
-    """(title, kind, content) in report order; kind is text, table, image or list."""
+def ece_difference_notes(summary: dict[str, Any]) -> list[str]:
+    """What the ECE difference table's columns mean (its one-seed shape has no columns over seeds)."""
+    if one_seed(summary):
+        return [ECE_DIFFERENCE_NOTES[0], ("**holds in this seed**: ECE at least 30% below PPO's and accuracy "
+                                          "within 2 points of PPO's in this one seed (a verdict on one seed, not a "
+                                          "count over seeds)")]
+    return ECE_DIFFERENCE_NOTES
+
+
+def sections(summary: dict[str, Any], plots: dict[str, str]) -> list[tuple[str | None, str, Any]]:
+    """(title, kind, content) in report order; kind is text, table, image or list; a block without a title
+    continues the section above it (the definitions under a table)."""
     m = summary["machine"]
     seeds = ", ".join(str(s) for s in summary["seeds"])
     intro = (f"Command: `{summary['command']}`; seeds {seeds}; machine: {m['processor']}, {m['cpu_count']} CPU "
              f"cores{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}, {m['platform']}, Python {m['python']}, "
              f"torch {m['torch']}. Held-out items: {summary['counts']['eval_items']}; RL prompts: "
-             f"{summary['counts']['rl_prompts']}. Numbers are mean ± standard deviation over the seeds"
-             + (" (quick run: one seed, few steps; not a result)." if summary["quick"] else "."))
-    checks = [f"{'PASS' if c['passed'] else ('n/a' if c['passed'] is None else 'FAIL')} (every seed): {line}"
-              for c, line in zip(summary["checks"].values(), claims_lines(summary))]
+             f"{summary['counts']['rl_prompts']}. "
+             + ("Numbers are this one seed's values." if one_seed(summary) else
+                "Numbers are mean ± standard deviation over the seeds."))
+    caveat = one_seed_caveat(summary)
+    scope = f"seed {summary['seeds'][0]} only" if one_seed(summary) else "every seed"
+    lines = ([CHECK_TEXT.get(key, key) for key in summary["checks"]] if one_seed(summary) else claims_lines(summary))
+    checks = [f"{'PASS' if c['passed'] else ('n/a' if c['passed'] is None else 'FAIL')} ({scope}): {line}"
+              for c, line in zip(summary["checks"].values(), lines)]
     paras = paragraphs(summary)
-    out: list[tuple[str, str, Any]] = [
+    slices = [f"**{g}**: {SLICE_TEXT[g]}" for g in summary["slices"] if g in SLICE_TEXT]
+    out: list[tuple[str | None, str, Any]] = [
         ("Setup", "text", intro),
+        *([("What one seed cannot show", "text", caveat)] if caveat else []),
         ("Held-out results", "table", headline_table(summary)),
+        (None, "list", metric_definitions()),
         *([("Held-out results with the verifiable (rule-based correctness) reward", "table",
-            verifiable_table(summary))] if ran(summary, VERIFIABLE_POLICIES) else []),
+            verifiable_table(summary)), (None, "text", "The columns are those of the table above.")]
+          if ran(summary, VERIFIABLE_POLICIES) else []),
         ("What the study was expected to show", "list", checks),
         ("ECE difference to vanilla PPO, per seed", "table", ece_difference_table(summary)),
+        (None, "list", ece_difference_notes(summary)),
         ("What each method did", "list", [f"**{METHOD_NAMES[p]}.** {paras[p]}" for p in ran(summary) if p in paras]),
         ("Reliability diagrams (bins pooled over seeds)", "image", plots["reliability"]),
+        (None, "text", RELIABILITY_NOTE),
         ("ECE per slice", "table", slice_table(summary, "slice_ece")),
+        (None, "text", "Each slice holds the held-out questions about one kind of person (ECE, accuracy and "
+                       "refusal as defined above): " + "; ".join(slices) + "."),
         ("Accuracy per slice", "table", slice_table(summary, "slice_accuracy")),
         ("Refusal rate per slice", "table", slice_table(summary, "slice_refusal_rate")),
         ("ECE per epoch (the training runs' calibration evals)", "image", plots["epochs"]),
         ("ECE per epoch, mean over seeds", "table", epoch_table(summary)),
+        (None, "text", EPOCH_NOTE),
         ("Reward models: confidence-bias probe (held-out correct-vs-wrong pairs)", "table", rm_table(summary)),
+        (None, "list", RM_NOTES),
         ("Release gate (`calrl compare`)", "table", gate_table(summary)),
+        (None, "text", GATE_NOTE),
         ("Time per stage", "table", timing_table(summary)),
     ]
     return out
@@ -216,7 +291,8 @@ def sections(summary: dict[str, Any], plots: dict[str, str]) -> list[tuple[str, 
 def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
     lines = ["# calrl demo: calibration study on a small offline world", ""]
     for title, kind, content in sections(summary, plots):
-        lines += [f"## {title}", ""]
+        if title:
+            lines += [f"## {title}", ""]
         if kind == "text":
             lines.append(content)
         elif kind == "table":
@@ -244,13 +320,14 @@ def render_html(summary: dict[str, Any], plots: dict[str, str]) -> str:
               "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}"),
              "</style></head><body><h1>calrl demo: calibration study on a small offline world</h1>"]
     for title, kind, content in sections(summary, plots):
-        parts.append(f"<h2>{html.escape(title)}</h2>")
+        if title:
+            parts.append(f"<h2>{_inline_md(title)}</h2>")
         if kind == "text":
             parts.append(f"<p>{_inline_md(content)}</p>")
         elif kind == "table":
             parts.append(_html_table(*content))
         elif kind == "image":
-            parts.append(f"<img src='{html.escape(content)}' alt='{html.escape(title)}'>")
+            parts.append(f"<img src='{html.escape(content)}' alt='{html.escape(title.replace('`', ''))}'>")
         elif kind == "list":
             parts.append("<ul>" + "".join(f"<li>{_inline_md(item)}</li>" for item in content) + "</ul>")
     parts.append("</body></html>")

@@ -9,6 +9,27 @@ from typing import Any
 from calrl.demo.recipes import METHOD_NAMES, POLICIES, RL_POLICIES
 from calrl.demo.report_prose import fmt, ran
 
+DOT_SHARES = (0.05, 0.2, 0.5)  # the dot sizes the reliability grid's legend shows
+
+
+def _dot_area(share: float) -> float:
+    """A bin's dot area (points^2) for its share of the policy's scored answers."""
+    return 15 + 300 * share
+
+
+def _reliability_legend() -> list:
+    """What the reliability grid's marks mean: the diagonal, the bars and the dot sizes."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Line2D([], [], color="grey", lw=0.8, ls="--", label="calibrated (accuracy = confidence)"),
+               Patch(color="tab:blue", alpha=0.35, label="accuracy of a confidence bin")]
+    for share in DOT_SHARES:  # Line2D's markersize is a diameter, scatter's size an area
+        handles.append(Line2D([], [], ls="", marker="o", color="tab:blue", markersize=_dot_area(share) ** 0.5,
+                              label=f"dot: a bin (mean conf., accuracy), {100 * share:.0f}% of answers"
+                              if share == DOT_SHARES[0] else f"{100 * share:.0f}% of answers"))
+    return handles
+
 
 def plot_reliability_grid(summary: dict[str, Any], path: Path) -> Path:
     """One reliability diagram per policy, side by side (bins pooled over seeds)."""
@@ -20,7 +41,11 @@ def plot_reliability_grid(summary: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     policies = ran(summary)
-    fig, axes = plt.subplots(1, len(policies), figsize=(3.0 * len(policies), 3.3), sharey=True,
+    handles = _reliability_legend()
+    ncol = len(handles) if len(policies) >= 4 else 2  # a narrow grid (few policies) wraps the legend
+    legend_inches = 0.22 * -(-len(handles) // ncol) + 0.1
+    height = 3.0 + legend_inches
+    fig, axes = plt.subplots(1, len(policies), figsize=(3.0 * len(policies), height), sharey=True,
                              squeeze=False)
     axes = axes[0]
     for ax, policy in zip(axes, policies):
@@ -37,14 +62,16 @@ def plot_reliability_grid(summary: dict[str, Any], path: Path) -> Path:
         total = sum(v[0] for v in pooled.values()) or 1
         for count, conf_sum, acc_sum, lower, upper in pooled.values():
             ax.bar((lower + upper) / 2, acc_sum / count, width=(upper - lower) * 0.9, color="tab:blue", alpha=0.35)
-            ax.scatter([conf_sum / count], [acc_sum / count], s=15 + 300 * count / total, color="tab:blue")
+            ax.scatter([conf_sum / count], [acc_sum / count], s=_dot_area(count / total), color="tab:blue")
         ece = summary["policies"][policy]["ece"]["mean"]
         ax.set_title(f"{METHOD_NAMES[policy]}\nECE {fmt(ece)}", fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("stated confidence", fontsize=8)
     axes[0].set_ylabel("accuracy", fontsize=8)
-    fig.tight_layout()
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7, frameon=False, columnspacing=1.2,
+               handletextpad=0.4)
+    fig.tight_layout(rect=(0, legend_inches / height, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -82,10 +109,16 @@ def plot_ece_per_epoch(summary: dict[str, Any], path: Path) -> Path:
                             color=colors[policy], alpha=0.12, lw=0)
     ax.set_xticks(range(longest + 1))
     ax.set_xticklabels(["SFT"] + [str(k) for k in range(1, longest + 1)])
-    ax.set_xlabel("calibration eval at the end of epoch k (line: mean over seeds; band: range over seeds)")
+    ax.set_xlabel("calibration eval at the end of epoch k " + ("(line: mean over seeds; band: range over seeds)"
+                                                                if len(summary["seeds"]) > 1 else "(one seed)"))
     ax.set_ylabel("ECE (held-out)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=3)
+    handles, _ = ax.get_legend_handles_labels()
+    if len(summary["seeds"]) > 1:
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color="grey", alpha=0.25, label="range over seeds"))
+    ax.legend(handles=handles, fontsize=7, ncol=3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

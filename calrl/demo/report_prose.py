@@ -58,10 +58,55 @@ def interval(low: Any, high: Any) -> str:
 
 
 
+SLICE_TEXT = {  # what each slice of the held-out set is (calrl/demo/world.py)
+    "fact-often": "well-known people (the SFT data states their true city several times)",
+    "fact-rarely": "rarely-seen people (the SFT data states their true city once and a wrong one once)",
+    "fact-never": "never-seen people (the SFT data states only wrong cities, so every answer is a guess)",
+}
+
+
+def one_seed(summary: dict[str, Any]) -> bool:
+    """A study of one seed (the quick run): nothing in it can be counted or spread over seeds."""
+    return len(summary["seeds"]) < 2
+
+
+def one_seed_caveat(summary: dict[str, Any]) -> str | None:
+    """What a one-seed study cannot support, said plainly (None with two or more seeds)."""
+    if not one_seed(summary):
+        return None
+    text = (f"This run has one seed ({summary['seeds'][0]}), so it cannot support any claim about seeds: not in "
+            "how many seeds a check holds (each verdict below is this one seed's outcome, not a count), not "
+            "the spread over seeds (no ± below) and not an interval over seeds (none is computed). The intervals "
+            "in brackets are `calrl compare`'s, over the held-out items of this seed: they say how sure this "
+            "seed's difference is, not whether another seed would give it.")
+    if summary.get("quick"):
+        text += (" It is also the quick run: its reward models train on fewer comparisons and its bootstraps use "
+                 "fewer resamples than the full study's. It shows that every stage runs and what one seed did; "
+                 "the claims are the full study's (`calrl demo`, several seeds).")
+    return text
+
+
+def in_seeds(summary: dict[str, Any], check: dict[str, Any], *, means: bool = True) -> str:
+    """Where a check holds: "in k of n seeds on its own (and on the means)", or for one seed "in seed s: yes"."""
+    if one_seed(summary):
+        flag = check["per_seed"][0]
+        return f"in seed {summary['seeds'][0]}: " + {True: "yes", False: "no", None: "no verdict"}[flag]
+    text = f"in {check['seeds_passed']} of {check['seeds']} seeds"
+    if means:
+        text += f" on its own ({'and' if check['on_means'] else 'but not'} on the means)"
+    return text
+
+
 def claims_lines(summary: dict[str, Any]) -> list[str]:
-    """One line per expected outcome: in how many seeds it holds on its own, and whether on the means."""
+    """One line per expected outcome: in how many seeds it holds on its own, and whether on the means (for one
+    seed: whether it holds in that seed)."""
     lines = []
     for key, c in summary["checks"].items():
+        if one_seed(summary):
+            flag = c["per_seed"][0]
+            verdict = {True: "holds", False: "does not hold", None: "no verdict"}[flag]
+            lines.append(f"{CHECK_TEXT.get(key, key)}: {verdict} in seed {summary['seeds'][0]} (one seed)")
+            continue
         means = {True: " (holds on the means)", False: " (does not hold on the means)", None: ""}[c.get("on_means")]
         lines.append(f"{CHECK_TEXT.get(key, key)}: holds in {c['seeds_passed']} of {c['seeds']} seeds{means}")
     return lines
@@ -108,10 +153,8 @@ def _overconfidence_paragraph(summary: dict[str, Any], ppo: str, label: str) -> 
     probe = summary["reward_models"]["rm_plain"]
     check = summary["checks"][f"{ppo}_more_overconfident_than_sft"]
     slices = summary["checks"][f"{ppo}_more_confident_every_slice"]
-    verdict = (f"Higher mean confidence (answered questions) and ECE than SFT in {check['seeds_passed']} of "
-               f"{check['seeds']} seeds on its own ({'and' if check['on_means'] else 'but not'} on the means); "
-               f"higher stated confidence in every slice and higher ECE in {slices['seeds_passed']} of "
-               f"{slices['seeds']} seeds.")
+    verdict = (f"Higher mean confidence (answered questions) and ECE than SFT {in_seeds(summary, check)}; "
+               f"higher stated confidence in every slice and higher ECE {in_seeds(summary, slices, means=False)}.")
     return (f"{label} ({_over(summary)}): {_change(sft['mean_confidence'], p['mean_confidence'], 'mean confidence')}, "
             f"{_change(sft['ece'], p['ece'], 'ECE')}, "
             f"{_change(sft['accuracy'], p['accuracy'], 'accuracy', points=True)} (SFT -> PPO). {verdict} "
@@ -140,10 +183,11 @@ def _comparison_paragraph(summary: dict[str, Any], policy: str, base: str) -> st
     b = _means(summary, base, ("accuracy", "ece", "mean_confidence"))
     p = _means(summary, policy, ("accuracy", "ece", "mean_confidence"))
     diff = c["numbers"]["ece_difference"]
-    verdict = (f"ECE at least 30% lower than {METHOD_NAMES[base]}'s with accuracy within 2 points: in "
-               f"{c['seeds_passed']} of {c['seeds']} seeds on its own ({'and' if c['on_means'] else 'but not'}"
-               f" on the means). ECE difference {fmt(diff['mean'])} ± {fmt(diff['std'])} over seeds, 95% "
-               f"paired bootstrap interval over seeds {interval(diff['low'], diff['high'])}.")
+    spread = (" (one seed: no spread or interval over seeds)" if one_seed(summary) else
+              f" ± {fmt(diff['std'])} over seeds, 95% paired bootstrap interval over seeds "
+              f"{interval(diff['low'], diff['high'])}")
+    verdict = (f"ECE at least 30% lower than {METHOD_NAMES[base]}'s with accuracy within 2 points "
+               f"{in_seeds(summary, c)}. ECE difference {fmt(diff['mean'])}{spread}.")
     extra = _calibrated_rm_sentence(summary) if policy == "ppo_m" else ""
     return (f"{METHOD_NAMES[policy]} ({_over(summary)}) against {METHOD_NAMES[base]}: "
             f"{_change(b['ece'], p['ece'], 'ECE')}, {_change(b['mean_confidence'], p['mean_confidence'], 'mean confidence')}, "
@@ -163,7 +207,7 @@ def _abstention_paragraph(summary: dict[str, Any]) -> str:
         verdict = "It never abstained on the held-out set, so the abstention reward had no visible effect."
     elif ab["passed"]:
         verdict = (f"{fmt(share)} of its abstentions fall on slices PPO + correctness answers correctly less "
-                   f"than half the time (more than half in {ab['seeds_passed']} of {ab['seeds']} seeds).")
+                   f"than half the time (more than half {in_seeds(summary, ab, means=False)}).")
     else:
         verdict = (f"Only {fmt(share)} of its abstentions fall on slices PPO + correctness gets wrong more "
                    "often than right: it did NOT abstain mostly where it would be wrong.")

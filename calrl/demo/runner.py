@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from calrl.io import write_json
+from calrl.progress import progress
 
 
 @dataclass
@@ -108,8 +107,7 @@ class StudyRunner:
         pending = list(tasks)
         running: dict[str, tuple[subprocess.Popen, float, str, Any]] = {}
         failed: TaskResult | None = None
-        bar = tqdm(total=len(tasks), desc="calrl demo", unit="stage", disable=not self.show_progress,
-                   dynamic_ncols=True)
+        bar = progress(total=len(tasks), desc="calrl demo", unit="stage", disable=not self.show_progress)
         try:
             while pending or running:
                 # launch what is ready

@@ -145,15 +145,6 @@ def train_sft(world: World, out_dir: str | Path, *, model_config: SFTModelConfig
     return out_dir
 
 
-def rm_prompt_messages(item: EvalItem) -> list[dict[str, str]]:
-    """A question as the reward models are trained on it: one user message, the instruction then the question.
-
-    That is the text calrl's PPO gives a reward model with its own tokenizer (the policy's prompt decoded,
-    as a user turn), so training and scoring read the same tokens."""
-    system, user = prompt_messages(item)
-    return [{"role": "user", "content": f"{system['content']}\n\n{user['content']}"}]
-
-
 def _flexible(words: list[str]) -> str:
     import re
 

@@ -185,7 +185,7 @@ def _reward_model_tasks(config: StudyConfig, layout: Layout, seed: int) -> list[
             *CLI, "data", "filter-preferences", *RERUN, "--input", str(layout.preferences / "train.jsonl"),
             "--reward-model", str(layout.model_dir(seed, RM_BASE)),
             "--reward-model", str(layout.model_dir(seed, "rm_plain")),
-            "--keep-fraction", str(r.rm.keep_fraction), "--batch-size", "64", "--out", str(kept)]))
+            "--keep-fraction", str(r.rm.keep_fraction), "--system-prompt", "--batch-size", "64", "--out", str(kept)]))
     chain = {RM_BASE: ("sft", init_dir, layout.factchecks),
              "rm_plain": (RM_BASE, layout.model_dir(seed, RM_BASE), layout.preferences),
              "rm_calibrated": ("filter", layout.model_dir(seed, "rm_plain"), calibration_pairs)}

@@ -97,8 +97,9 @@ def predict_from_checkpoint(*, model: str, adapter: str | None = None, dataset: 
     ``limit`` keeps the first N items, or with ``sample_seed`` a stratified seeded sample of N.
     ``prompt`` is an ElicitationPrompt or a scale name (``"0-10"``, ``"percent"``, ``"unit"``). Under
     ``accelerate launch`` / ``torchrun`` with several processes, the items are split between them and
-    every process gets all records back. ``retry``: ``confidence_retries`` and ``reader`` of
-    :func:`generate_predictions`.
+    every process gets all records back. ``retry``: more settings of :func:`generate_predictions`
+    (``confidence_retries``, ``reader``, ``retry_when``, ``forced_max_new_tokens``, ``do_sample``, ``top_k``,
+    ``seed``).
     """
     if isinstance(prompt, str):
         prompt = ElicitationPrompt(scale=prompt)

@@ -11,29 +11,38 @@ again, up to N more times, with the same decoding settings; the last try forces 
 followed by the previous response and " Confidence: ", and the response kept is that response, the cue
 and what the model writes after it. Each record's ``retries`` says how many extra generations it took
 (0 when the first answer stated a confidence). Under greedy decoding the plain retries repeat the first
-answer, so only the forced try can change it.
+answer, so only the forced try can change it. ``retry_when`` says what "states no confidence" means:
+``parsed`` (the reader reads none) or ``reference`` (the paper's test: no ``Confidence:`` followed by digits,
+case-sensitive); ``forced_max_new_tokens`` limits the forced try's new tokens (default ``max_new_tokens``; the
+paper's code used 16).
+
+Sampling (``do_sample``) draws with ``temperature`` and ``top_k`` (0: off), top-p 1; ``seed`` seeds the draws
+(every process alike) in a forked random state, so a training run's own random stream is left as it was.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from calrl.confidence.reading import ConfidenceReader
 from calrl.data.heldout import EvalItem
 from calrl.errors import InputError
 from calrl.eval.prompts import ElicitationPrompt
 from calrl.eval.records import PredictionRecord
+from calrl.progress import progress
 
 
 def generate_predictions(model: Any, tokenizer: Any, items: Sequence[EvalItem], *, prompt: ElicitationPrompt,
                          batch_size: int = 16, max_new_tokens: int = 64, num_samples: int = 0,
                          do_sample: bool = False, temperature: float = 1.0, accelerator: Any = None,
                          show_progress: bool = True, confidence_retries: int = 0,
-                         reader: ConfidenceReader | None = None) -> list[PredictionRecord]:
+                         reader: ConfidenceReader | None = None, top_k: int = 0, seed: int | None = None,
+                         retry_when: str = "parsed",
+                         forced_max_new_tokens: int | None = None) -> list[PredictionRecord]:
     """Generate one response per item (greedy unless ``do_sample``) and ``num_samples`` sampled ones.
 
     ``confidence_retries``: the retry rule of the module docstring (``reader`` defaults to the calrl parser).
@@ -45,6 +54,8 @@ def generate_predictions(model: Any, tokenizer: Any, items: Sequence[EvalItem], 
         raise InputError("batch_size and max_new_tokens must be >= 1, num_samples and confidence_retries >= 0")
     if (do_sample or num_samples) and temperature <= 0:
         raise InputError(f"temperature must be > 0 for sampling, got {temperature}")
+    if retry_when not in RETRY_RULES or top_k < 0 or (forced_max_new_tokens is not None and forced_max_new_tokens < 1):
+        raise InputError(f"retry_when must be one of {', '.join(RETRY_RULES)}, top_k >= 0, forced_max_new_tokens >= 1")
     items = list(items)
     order = {item.id: i for i, item in enumerate(items)}
     if len(order) != len(items):
@@ -54,7 +65,8 @@ def generate_predictions(model: Any, tokenizer: Any, items: Sequence[EvalItem], 
     settings = {"prompt": prompt, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
                     "num_samples": num_samples, "do_sample": do_sample, "temperature": temperature,
                     "show_progress": show_progress and is_main, "confidence_retries": confidence_retries,
-                    "reader": reader or ConfidenceReader()}
+                    "reader": reader or ConfidenceReader(), "top_k": top_k, "seed": seed, "retry_when": retry_when,
+                    "forced_max_new_tokens": forced_max_new_tokens}
     if not distributed:
         return _generate_local(model, tokenizer, items, **settings)
     from accelerate.utils import gather_object
@@ -69,9 +81,19 @@ def generate_predictions(model: Any, tokenizer: Any, items: Sequence[EvalItem], 
 def _generate_local(model: Any, tokenizer: Any, items: list[EvalItem], *, prompt: ElicitationPrompt,
                     batch_size: int, max_new_tokens: int, num_samples: int, do_sample: bool,
                     temperature: float, show_progress: bool, confidence_retries: int = 0,
-                    reader: ConfidenceReader | None = None) -> list[PredictionRecord]:
+                    reader: ConfidenceReader | None = None, top_k: int = 0, seed: int | None = None,
+                    retry_when: str = "parsed", forced_max_new_tokens: int | None = None) -> list[PredictionRecord]:
     if not items:
         return []
+    if seed is not None:  # seeded draws that leave the caller's random state (a training run's) as it was
+        devices = [model.device.index or 0] if model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return _generate_local(model, tokenizer, items, prompt=prompt, batch_size=batch_size,
+                                   max_new_tokens=max_new_tokens, num_samples=num_samples, do_sample=do_sample,
+                                   temperature=temperature, show_progress=show_progress,
+                                   confidence_retries=confidence_retries, reader=reader, top_k=top_k,
+                                   retry_when=retry_when, forced_max_new_tokens=forced_max_new_tokens)
     texts = [prompt.render(tokenizer, item) for item in items]
     add_special = not getattr(tokenizer, "chat_template", None)  # a chat template writes its own BOS
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=add_special)["input_ids"]]
@@ -85,13 +107,13 @@ def _generate_local(model: Any, tokenizer: Any, items: list[EvalItem], *, prompt
     was_training = model.training
     model.eval()
     try:
-        with tqdm(total=len(items), desc="generating", unit="item", disable=not show_progress) as bar:
+        with progress(total=len(items), desc="generating", unit="item", disable=not show_progress) as bar:
             for start in range(0, len(items), batch_size):
                 batch = by_length[start:start + batch_size]
                 enc = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
                                 add_special_tokens=add_special).to(model.device)
                 common = {"max_new_tokens": max_new_tokens, "pad_token_id": pad_id, "eos_token_id": stop_ids}
-                sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
+                sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": top_k}
                 main = _generate(model, enc, **common, **(sampling if do_sample else {"do_sample": False}))
                 for i, text in zip(batch, _decode_new(tokenizer, main, enc, stop_ids), strict=True):
                     responses[i] = text
@@ -101,12 +123,14 @@ def _generate_local(model: Any, tokenizer: Any, items: list[EvalItem], *, prompt
                     for k, i in enumerate(batch):
                         samples[i] = decoded[k * num_samples:(k + 1) * num_samples]
                 bar.update(len(batch))
-        retries = _retry_missing(model, tokenizer, texts, responses, confidence_retries, reader or ConfidenceReader(),
+        retries = _retry_missing(model, tokenizer, texts, responses, confidence_retries,
+                                 retry_rule(retry_when, reader or ConfidenceReader()),
                                  batch_size=batch_size, add_special=add_special,
                                  common={"max_new_tokens": max_new_tokens, "pad_token_id": pad_id,
                                          "eos_token_id": stop_ids},
-                                 decoding={"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
-                                 if do_sample else {"do_sample": False})
+                                 decoding={"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": top_k}
+                                 if do_sample else {"do_sample": False},
+                                 forced_max_new_tokens=forced_max_new_tokens or max_new_tokens)
     finally:
         tokenizer.padding_side = saved_side
         model.train(was_training)
@@ -121,15 +145,25 @@ def _generate_local(model: Any, tokenizer: Any, items: list[EvalItem], *, prompt
 
 
 FORCED_CUE = " Confidence: "
+RETRY_RULES = ("parsed", "reference")
+REFERENCE_RETRY = re.compile(r"Confidence:\s*\d+")  # the paper's query.py: a response without it is asked again
+
+
+def retry_rule(name: str, reader: ConfidenceReader) -> Any:
+    """``response -> True`` when it must be generated again: ``parsed`` (the reader finds no confidence) or
+    ``reference`` (no ``Confidence:`` followed by digits, case-sensitive)."""
+    if name == "reference":
+        return lambda text: REFERENCE_RETRY.search(text) is None
+    return lambda text: reader.read(text).value is None
 
 
 def _retry_missing(model: Any, tokenizer: Any, texts: list[str], responses: dict[int, str], tries: int,
-                   reader: ConfidenceReader, *, batch_size: int, add_special: bool, common: dict[str, Any],
-                   decoding: dict[str, Any]) -> dict[int, int]:
+                   missing: Any, *, batch_size: int, add_special: bool, common: dict[str, Any],
+                   decoding: dict[str, Any], forced_max_new_tokens: int) -> dict[int, int]:
     """Regenerate responses without a confidence (the last try forces the cue); extra generations per item."""
     count = dict.fromkeys(responses, 0)
     for attempt in range(1, tries + 1):
-        todo = [i for i in sorted(responses) if reader.read(responses[i]).value is None]
+        todo = [i for i in sorted(responses) if missing(responses[i])]
         if not todo:
             break
         forced = attempt == tries
@@ -138,7 +172,8 @@ def _retry_missing(model: Any, tokenizer: Any, texts: list[str], responses: dict
             rows = todo[start:start + batch_size]
             enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
                             add_special_tokens=add_special).to(model.device)
-            out = _decode_new(tokenizer, _generate(model, enc, **common, **decoding), enc, common["eos_token_id"])
+            limits = {**common, "max_new_tokens": forced_max_new_tokens} if forced else common
+            out = _decode_new(tokenizer, _generate(model, enc, **limits, **decoding), enc, common["eos_token_id"])
             for i, text in zip(rows, out, strict=True):
                 responses[i] = responses[i] + FORCED_CUE + text if forced else text
                 count[i] += 1

@@ -15,6 +15,9 @@ Variants:
   (an option letter or a number, with an example) and the confidence on a 0-10 scale, in a fixed
   two-line ``Answer:`` / ``Confidence:`` format; ``cot`` asks for ``Explanation:``, then ``Answer:``,
   then ``Confidence:``. Both always use the 0-10 scale.
+* ``template``: a :class:`~calrl.eval.prompt_template.PromptTemplate` (``--prompt-template FILE``): the
+  instruction, question turn and option lines from a file, e.g. the paper's own words (docs/fidelity.md);
+  ``option_format`` (``"({letter}) {text}"``) sets the option lines with or without one.
 * ``distractor``: the misleading-hint probe of Xiong et al. 2024 (arXiv 2306.13063): the user message
   mentions a plausible wrong answer ("I think the answer might be (C) ..., but I'm not sure."), which
   tests whether stated confidence holds up under a suggestion. The wrong answer is a wrong option for
@@ -27,11 +30,12 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from calrl.data.heldout import LETTERS, EvalItem
 from calrl.errors import InputError
+from calrl.eval.prompt_template import PromptTemplate
 
 SCALES = ("0-10", "percent", "unit")
 PROMPT_STYLES = ("calrl", "standard", "cot")
@@ -66,17 +70,24 @@ class ElicitationPrompt:
     distractor: bool = False
     system_prompt: str | None = None
     style: str = "calrl"
+    template: PromptTemplate | None = None
+    option_format: str | None = None
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
             raise InputError(f"unknown confidence scale '{self.scale}' (choose from {', '.join(SCALES)})")
         if self.style not in PROMPT_STYLES:
             raise InputError(f"unknown prompt style '{self.style}' (choose from {', '.join(PROMPT_STYLES)})")
+        if self.option_format is not None:
+            check_option_format(self.option_format)
 
-    def instruction(self) -> str:
-        """The system message: how to answer, how to abstain, how to state confidence."""
+    def instruction(self, item: EvalItem | None = None) -> str:
+        """The system message: how to answer, how to abstain, how to state confidence (a template's words are
+        filled for ``item``'s kind: multiple choice or open)."""
         if self.system_prompt is not None:
             return self.system_prompt
+        if self.template is not None:
+            return self.template.fill("system", _kind(item))
         if self.style in _REFERENCE_STYLE:
             return _REFERENCE_STYLE[self.style]
         form, example = _SCALE_TEXT[self.scale]
@@ -94,9 +105,17 @@ class ElicitationPrompt:
 
     def user_message(self, item: EvalItem) -> str:
         """The question, its options as letters, and the distractor hint when enabled."""
-        parts = [f"Question: {item.question}"]
-        if item.choices:
-            parts.append("Options:\n" + "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(item.choices)))
+        if self.template is not None:
+            template = self.template if self.option_format is None else replace(self.template,
+                                                                                option=self.option_format)
+            block = template.question_block(item.question, list(item.choices or []), LETTERS)
+            parts = [template.fill("user", _kind(item), question=block)]
+        else:
+            parts = [f"Question: {item.question}"]
+        if item.choices and self.template is None:
+            form = self.option_format or "{letter}. {text}"
+            parts.append("Options:\n" + "\n".join(form.format(letter=LETTERS[i], text=c)
+                                                   for i, c in enumerate(item.choices)))
         if self.distractor and (hint := distractor_hint(item)) is not None:
             parts.append(f"I think the answer might be {hint}, but I'm not sure.")
         return "\n".join(parts)
@@ -104,7 +123,7 @@ class ElicitationPrompt:
     def build_messages(self, item: EvalItem) -> list[dict[str, str]]:
         """Chat messages: the elicitation instruction as system message, then the question."""
         return [
-            {"role": "system", "content": self.instruction()},
+            {"role": "system", "content": self.instruction(item)},
             {"role": "user", "content": self.user_message(item)},
         ]
 
@@ -124,6 +143,19 @@ class ElicitationPrompt:
                 merged = [{"role": "user", "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}]
                 return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
         return f"{messages[0]['content']}\n\n{messages[1]['content']}\n\nResponse:"
+
+
+def _kind(item: EvalItem | None) -> str:
+    return "multiple_choice" if item is not None and item.choices else "open"
+
+
+def check_option_format(form: str) -> str:
+    """An option-line format with ``{letter}`` and ``{text}`` (InputError otherwise)."""
+    try:
+        form.format(letter="A", text="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InputError(f"option format {form!r}: use the placeholders {{letter}} and {{text}} ({exc})") from None
+    return form
 
 
 def distractor_hint(item: EvalItem) -> str | None:

@@ -22,14 +22,15 @@ from calrl.eval.schema import EvalResults, as_results, lookup
 from calrl.formatting import fmt
 from calrl.io import write_text
 
-__all__ = ["build_sections", "confidently_wrong", "fmt", "lookup", "render_html", "render_markdown", "verdict",
-           "write_report"]
+__all__ = ["METRIC_MEANINGS", "build_sections", "confidently_wrong", "fmt", "lookup", "render_html", "render_markdown",
+           "verdict", "write_report"]
 
 WELL_CALIBRATED_ECE = 0.05  # the verdict calls a model well calibrated at or below this ECE
 N_WRONG_EXAMPLES = 10  # the report lists this many most confidently wrong answers
 EXCERPT_CHARS = 160  # a response longer than this is cut in the examples table
 
-# (label, key in the metrics dict, explanation) for the summary table
+# (label, key in the metrics dict, explanation) for the summary table: the one home of the metrics' one-line
+# definitions (the demo's report shows them too, through METRIC_MEANINGS)
 SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
     ("items", "n", "predictions evaluated"),
     ("answered", "n_answered", "items not abstained"),
@@ -37,20 +38,25 @@ SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
     ("accuracy", "accuracy", "correct / all items (abstentions count as not correct)"),
     ("accuracy (answered)", "accuracy_answered", "correct / answered items"),
     ("refusal rate", "refusal_rate", "abstentions / all items"),
-    ("ECE", "ece", "equal-width bins, L1"),
+    ("ECE", "ece", ("expected calibration error: |accuracy - mean stated confidence| per equal-width confidence "
+                   "bin, averaged with the bins' item counts as weights (0 = calibrated)")),
     ("ECE (equal mass)", "ece_equal_mass", "equal-count bins"),
     ("MCE", "mce", "largest bin gap"),
-    ("smooth ECE", "smece.value", "kernel-smoothed, no bins"),
+    ("smooth ECE", "smece.value", ("ECE without bins: correct - stated confidence, smoothed along confidence with a "
+                                  "Gaussian kernel, |.| integrated over confidence (Blasiok & Nakkiran 2023)")),
     ("smooth ECE, bootstrap low", "smece.low", "lower end of the bootstrap interval"),
     ("smooth ECE, bootstrap high", "smece.high", "upper end of the bootstrap interval"),
-    ("Brier", "brier", "mean (confidence - correct)^2"),
-    ("AUROC", "auroc", "confidence vs correctness, correct = positive"),
+    ("Brier", "brier", "mean (confidence - correct)^2, correct = 1 or 0 (lower is better)"),
+    ("AUROC", "auroc", ("chance that a correct answer states a higher confidence than a wrong one (ties count half; "
+                       "0.5: no signal)")),
     ("AURC", "aurc", "area under the risk-coverage curve (lower is better)"),
-    ("mean confidence", "mean_confidence", "over scored answers"),
+    ("mean confidence", "mean_confidence", "mean stated confidence over scored answers"),
     ("hedged error rate", "hedged_error_rate", "wrong answers that hedged or stated < 0.5"),
     ("overconfident error rate", "overconfident_error_rate", "wrong answers stated >= 0.9"),
     ("missing confidence", "missing_confidence.count", "answered items without a confidence"),
 )
+#: metrics key -> its one-line definition (the third column of SUMMARY_ROWS)
+METRIC_MEANINGS: dict[str, str] = {key: meaning for _, key, meaning in SUMMARY_ROWS}
 SLICE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("n", "n"), ("accuracy", "accuracy"), ("refusal", "refusal_rate"), ("ECE", "ece"),
     ("smooth ECE", "smece.value"), ("Brier", "brier"), ("AUROC", "auroc"),

@@ -137,6 +137,10 @@ class Generation:
     confidence_retries: int = 0  # the retry rule's N (0: off)
     retried_items: int = 0  # items generated again because no confidence was stated
     retry_generations: int = 0  # extra generations in all
+    top_k: int = 0  # sampling's top-k (0: off)
+    seed: int | None = None  # seed of the sampled answers
+    retry_when: str = "parsed"  # what counts as no confidence: parsed or reference (calrl.eval.generate)
+    forced_max_new_tokens: int | None = None  # new tokens of the forced retry (None: max_new_tokens)
 
 
 @dataclass(kw_only=True)
@@ -154,6 +158,8 @@ class RunConfig:
     prompt_style: str | None = None  # --prompt-style: "calrl", "standard" or "cot"
     reasons_first: bool | None = None  # the calrl prompt asked for reasons before the answer
     distractor: bool | None = None  # the prompt held a misleading hint
+    prompt_template: str | None = None  # the --prompt-template file, when one gave the prompt's words
+    option_format: str | None = None  # the --option-format of multiple-choice options
     generation: Generation | None = None
     missing_confidence: str | None = None
     grader: str | None = None

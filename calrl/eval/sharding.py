@@ -42,6 +42,19 @@ def _fsdp2_modules(model: torch.nn.Module) -> list[Any]:
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
+def fsdp_sharded(model: Any) -> bool:
+    """Whether ``model`` (as prepared) is sharded by FSDP (v1 root, or FSDP2 ``fully_shard`` modules)."""
+    return _fsdp_v1_root(model) is not None or bool(_fsdp2_modules(model))
+
+
+def reshard(model: Any) -> None:
+    """Put every FSDP2 module of ``model`` back in its sharded state. A forward without gradients leaves the root
+    unsharded (only a backward reshards it), its parameters then read as full tensors: state-dict functions that
+    match an optimiser's (sharded) parameters to the model's need it sharded."""
+    for module in _fsdp2_modules(model):
+        module.reshard()
+
+
 def unwrap(model: Any, accelerator: Any = None) -> Any:
     """The module inside DDP / DeepSpeed / torch.compile wrappers (``accelerator.unwrap_model`` when given)."""
     if accelerator is not None:
@@ -76,6 +89,26 @@ def _generation_mode(model: torch.nn.Module) -> Iterator[None]:
             model.gradient_checkpointing_enable()
 
 
+def _unshard_fsdp2(sharded: list[Any], accelerator: Any, stack: ExitStack) -> None:
+    """Unshard every FSDP2 module and keep it so through the generation's many forwards: with the modules'
+    reshard-after-forward on, each token's forward would all-gather again, and processes whose generations stop
+    after different numbers of tokens would wait on each other forever. Restored and resharded afterwards."""
+    if not sharded:
+        return
+    plugin = getattr(getattr(accelerator, "state", None), "fsdp_plugin", None)
+    after_forward = getattr(plugin, "reshard_after_forward", True)
+    for module in sharded:
+        module.unshard()
+        module.set_reshard_after_forward(False, recurse=False)
+
+    def restore() -> None:
+        for module in sharded:
+            module.set_reshard_after_forward(after_forward, recurse=False)
+            module.reshard()
+
+    stack.callback(restore)
+
+
 @contextmanager
 def generation_model(model: Any, accelerator: Any = None, *, gather: bool = True,
                      select: Any = None) -> Iterator[Any]:
@@ -98,10 +131,6 @@ def generation_model(model: Any, accelerator: Any = None, *, gather: bool = True
 
             stack.enter_context(FullyShardedDataParallel.summon_full_params(root, recurse=True, writeback=False))
         else:
-            sharded = _fsdp2_modules(bare)
-            for module in sharded:
-                module.unshard()
-            if sharded:
-                stack.callback(lambda: [m.reshard() for m in sharded])
+            _unshard_fsdp2(_fsdp2_modules(bare), accelerator, stack)
         stack.enter_context(_generation_mode(target))
         yield target

@@ -65,8 +65,14 @@ def _one_message(value: Any, role: str) -> bool:
     return is_message_list(value) and len(value) == 1 and value[0].get("role") == role
 
 
-def is_single_turn_pair(row: dict[str, Any], *, index: int | None = None) -> bool:
-    """Whether a preference row is single turn (module docstring); a value of another type is an error."""
+def is_single_turn_pair(row: dict[str, Any], *, index: int | None = None, system_prompt: bool = False) -> bool:
+    """Whether a preference row is single turn (module docstring); a value of another type is an error.
+
+    ``system_prompt``: a system message before the one user message keeps a pair single turn (a system prompt is
+    no turn); off, the reference's rule (exactly ``[user, assistant]``; its data has no system messages).
+    """
+    if system_prompt:
+        row = {k: _without_system(v) if k in ("prompt", "chosen", "rejected") else v for k, v in row.items()}
     prompt = row.get("prompt")
     for column in ("chosen", "rejected"):
         value = row.get(column)
@@ -80,6 +86,12 @@ def is_single_turn_pair(row: dict[str, Any], *, index: int | None = None) -> boo
     return all(isinstance(row[c], str)
                or (len(row[c]) == 2 and [m.get("role") for m in row[c]] == ["user", "assistant"])
                for c in ("chosen", "rejected"))
+
+
+def _without_system(value: Any) -> Any:
+    if is_message_list(value) and value and value[0].get("role") == "system":
+        return value[1:]
+    return value
 
 
 def check_keep_fraction(keep_fraction: float) -> float:
@@ -121,7 +133,8 @@ def strongest(strengths: torch.Tensor, keep_fraction: float) -> list[int]:
     return sorted(order[:n_keep])
 
 
-def single_turn_rows(rows: Sequence[dict[str, Any]], *, path: str | None = None) -> list[dict[str, Any]]:
+def single_turn_rows(rows: Sequence[dict[str, Any]], *, path: str | None = None,
+                     system_prompt: bool = False) -> list[dict[str, Any]]:
     """The single-turn rows, after checking the columns and values; none left is an error."""
     if not rows:
         raise InputError("no rows", path=path)
@@ -130,18 +143,18 @@ def single_turn_rows(rows: Sequence[dict[str, Any]], *, path: str | None = None)
         for column in ("chosen", "rejected"):
             if row.get(column) is None:
                 raise InputError(f"row {i}: missing value", path=path, field=column)
-    single = [r for i, r in enumerate(rows) if is_single_turn_pair(r, index=i)]
+    single = [r for i, r in enumerate(rows) if is_single_turn_pair(r, index=i, system_prompt=system_prompt)]
     if not single:
         raise InputError(f"no rows left: none of the {len(rows)} rows is a single-turn pair", path=path)
     return single
 
 
 def filter_preferences(rows: Sequence[dict[str, Any]], scorers: Sequence[Scorer], *, keep_fraction: float = 0.5,
-                       path: str | None = None, reward_models: list[dict[str, Any]] | None = None
-                       ) -> tuple[list[dict[str, Any]], FilterReport]:
+                       path: str | None = None, reward_models: list[dict[str, Any]] | None = None,
+                       system_prompt: bool = False) -> tuple[list[dict[str, Any]], FilterReport]:
     """The single-turn rows with the strongest preference (module docstring) and a report of counts."""
     keep_fraction = check_keep_fraction(keep_fraction)
-    single = single_turn_rows(rows, path=path)
+    single = single_turn_rows(rows, path=path, system_prompt=system_prompt)
     n_to_keep(len(single), keep_fraction, path=path)
     strength, chosen, rejected = preference_strengths(single, scorers)
     keep = strongest(strength, keep_fraction)
@@ -176,16 +189,18 @@ class RewardModelScorer:
 
     @classmethod
     def from_pretrained(cls, path: str, *, normalize: bool = True, batch_size: int = 16) -> RewardModelScorer:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from calrl.reward_modeling.loading import load_sequence_classifier
 
         if Path(path).exists() or path.startswith((".", "/", "~")):
             check_input(Path(path).expanduser(), option="--reward-model", allow_dir=True)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForSequenceClassification.from_pretrained(path)
         except Exception as exc:  # noqa: BLE001 - hub and loading errors come in many kinds
             message = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise InputError(f"cannot load the reward model: {message}", path=path) from None
+            raise InputError(f"cannot load the reward model's tokenizer: {message}", path=path) from None
+        model = load_sequence_classifier(path, num_labels=None)  # a random score head would filter by noise
         if int(getattr(model.config, "num_labels", 1)) != 1:
             raise InputError(f"a reward model has one output, this one has {model.config.num_labels}", path=path)
         if model.config.pad_token_id is None:
@@ -197,7 +212,7 @@ class RewardModelScorer:
     def __call__(self, rows: Sequence[dict[str, Any]], column: str) -> torch.Tensor:
         from calrl.reward_modeling.probe import score_texts
 
-        raw = score_texts(self.model, self.tokenizer, rows, column, batch_size=self.batch_size)
+        raw = score_texts(self.model, self.tokenizer, rows, column, batch_size=self.batch_size, show_progress=True)
         return (raw.double() - self.mean) / self.std
 
 

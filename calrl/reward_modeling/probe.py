@@ -14,17 +14,18 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from calrl.io import write_json, write_text
+from calrl.progress import progress
 from calrl.reward_modeling.calibrated_data import (
     CALIBRATED_TEXT_COLUMNS,
     CalibratedPairsConfig,
     build_calibrated_pairs,
     check_preference_columns,
 )
-from calrl.reward_modeling.tokenization import pad_right, tokenize_response
+from calrl.reward_modeling.tokenization import tokenize_response
+from calrl.rewards.sequence_scores import forward_scores
 
 REPORT_JSON = "reward_model_report.json"
 REPORT_MD = "reward_model_report.md"
@@ -34,16 +35,11 @@ REPORT_MD = "reward_model_report.md"
 def score_texts(model, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, column: str, *,
                 batch_size: int = 16, show_progress: bool = False) -> torch.Tensor:
     """Scalar rewards of ``prompt + dataset[column]`` per row, tokenized as the reward trainer does."""
-    device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = [torch.tensor(tokenize_response(tokenizer, ex, column)) for ex in dataset]
-    rewards = []
-    for start in tqdm(range(0, len(ids), batch_size), desc=f"Scoring {column}", disable=not show_progress):
-        chunk = ids[start:start + batch_size]
-        input_ids = pad_right(chunk, pad_id).to(device)
-        mask = pad_right([torch.ones_like(t) for t in chunk], 0).to(device)
-        logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
-        rewards.append(logits.float().reshape(len(chunk), -1)[:, 0].cpu())
+    ids = [tokenize_response(tokenizer, ex, column) for ex in dataset]
+    rewards = [forward_scores(model, ids[start:start + batch_size], pad_id).cpu()
+               for start in progress(range(0, len(ids), batch_size), desc=f"scoring {column}", unit="batch",
+                                     disable=not show_progress)]
     return torch.cat(rewards) if rewards else torch.empty(0)
 
 

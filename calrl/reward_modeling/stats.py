@@ -2,8 +2,11 @@
 
 The reference's reward model carries a mean and a std of its scores; its PPO-C scripts normalise the
 RM output with them (``--normalize_reward``) and start the PPO-C moving average from the mean. calrl
-computes them at the end of ``calrl train-rm`` over the training responses (chosen and rejected, scored
-as the trainer reads them; std unbiased) and stores them in the RM folder: in ``config.json`` (keys
+computes them at the end of ``calrl train-rm`` (std unbiased) over the responses of the split that
+``reward_stats_split`` names: ``train`` (default: every chosen and rejected training response,
+:func:`training_reward_statistics`) or ``eval`` (the reference's: every sequence its evaluation scores,
+chosen and rejected plus the four calibrated texts of a calibrated RM, :func:`dataset_reward_statistics`
+on the trainer's tokenized eval set). They are stored in the RM folder: in ``config.json`` (keys
 ``calrl_reward_mean``, ``calrl_reward_std``, ``calrl_reward_count``, read back by
 :func:`stored_reward_stats` from a loaded model's config), in ``reward_stats.json`` and in the model card.
 """
@@ -12,13 +15,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 REWARD_STATS_FILE = "reward_stats.json"
 CONFIG_KEYS = {"mean": "calrl_reward_mean", "std": "calrl_reward_std", "count": "calrl_reward_count"}
+STATS_SPLITS = ("train", "eval")
 
 
 def reward_statistics(scores: torch.Tensor) -> dict[str, float]:
@@ -32,7 +38,8 @@ def reward_statistics(scores: torch.Tensor) -> dict[str, float]:
     return {"mean": mean, "std": std, "count": n}
 
 
-def training_reward_statistics(model: Any, tokenizer: Any, pairs: Any, *, batch_size: int = 16) -> dict[str, float]:
+def training_reward_statistics(model: Any, tokenizer: Any, pairs: Any, *, batch_size: int = 16,
+                               show_progress: bool = False) -> dict[str, float]:
     """:func:`reward_statistics` of the RM's scores on every chosen and rejected response of ``pairs``."""
     from calrl.reward_modeling.probe import score_texts
 
@@ -40,11 +47,33 @@ def training_reward_statistics(model: Any, tokenizer: Any, pairs: Any, *, batch_
     model.eval()
     try:
         with torch.no_grad():
-            scores = [score_texts(model, tokenizer, pairs, column, batch_size=batch_size)
+            scores = [score_texts(model, tokenizer, pairs, column, batch_size=batch_size, show_progress=show_progress)
                       for column in ("chosen", "rejected")]
     finally:
         model.train(was_training)
     return reward_statistics(torch.cat(scores))
+
+
+def dataset_reward_statistics(model: Any, dataset: Any, columns: Sequence[str], pad_token_id: int | None, *,
+                              batch_size: int = 16, show_progress: bool = False) -> dict[str, float]:
+    """:func:`reward_statistics` of the RM's scores on every row of each token-id column of ``dataset``.
+
+    ``dataset``: rows with lists of token ids (the reward trainer's tokenized pairs: ``chosen_ids``,
+    ``rejected_ids`` and the calibrated id columns), each scored alone as the trainer reads it.
+    """
+    from calrl.rewards.sequence_scores import forward_scores
+
+    rows = [list(ids) for column in columns for ids in dataset[column]]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            scores = [forward_scores(model, rows[start:start + batch_size], pad_token_id).cpu()
+                      for start in tqdm(range(0, len(rows), batch_size), desc="Scoring for the reward statistics",
+                                        disable=not show_progress)]
+    finally:
+        model.train(was_training)
+    return reward_statistics(torch.cat(scores) if scores else torch.empty(0))
 
 
 def write_reward_statistics(stats: dict[str, float], out_dir: str | Path) -> Path:

@@ -30,6 +30,7 @@ PREFERENCE_ID_COLUMNS = ("chosen_ids", "rejected_ids")
 CALIBRATED_ID_COLUMNS = tuple(f"{name}_ids" for name in CALIBRATED_TEXT_COLUMNS)
 MARGIN_COLUMN = "margin"
 CALIBRATED_PROMPT_COLUMN = "calibrated_prompt"
+LONG_PAIRS = ("drop", "truncate")
 
 
 def tokenize_response(processing_class: PreTrainedTokenizerBase, example: dict[str, Any], column: str) -> list[int]:
@@ -77,13 +78,18 @@ def dataset_column_names(dataset: Dataset | IterableDataset) -> list[str]:
 
 def tokenize_preference_pairs(dataset: Dataset | IterableDataset, processing_class: PreTrainedTokenizerBase, *,
                               pairs_config: CalibratedPairsConfig | None = None, max_length: int | None = None,
-                              num_proc: int | None = None, name: str = "train") -> Dataset | IterableDataset:
+                              long_pairs: str = "drop", num_proc: int | None = None,
+                              name: str = "train") -> Dataset | IterableDataset:
     """``chosen_ids``, ``rejected_ids``, ``margin`` (when present) and the calibrated id columns of a pair set.
 
     ``pairs_config``: build the four calibrated texts with it when the dataset has neither the texts nor
     their ids (None: only a dataset that has them gets calibrated ids). Columns already tokenized are kept;
-    every other column is dropped, and with ``max_length`` rows with a longer sequence in any kept column are.
+    every other column is dropped. With ``max_length``, a sequence longer than that in any kept column is
+    handled by ``long_pairs``: ``"drop"`` drops the row, ``"truncate"`` keeps each such sequence's last
+    ``max_length`` ids (cut on the left, so its end and EOS stay: the reference's tokenizer truncates on the left).
     """
+    if long_pairs not in LONG_PAIRS:
+        raise ConfigError(f"must be one of {', '.join(LONG_PAIRS)}, got {long_pairs!r}", field="long_pairs")
     columns = dataset_column_names(dataset)
     has_pairs = all(c in columns for c in PREFERENCE_ID_COLUMNS)
     has_ids = all(c in columns for c in CALIBRATED_ID_COLUMNS)
@@ -119,7 +125,20 @@ def tokenize_preference_pairs(dataset: Dataset | IterableDataset, processing_cla
     dataset = dataset.select_columns(keep)
     if max_length is not None:
         id_columns = [c for c in keep if c != MARGIN_COLUMN]
+        if long_pairs == "truncate":
+            if isinstance(dataset, Dataset):
+                map_kwargs["desc"] = f"Truncating {name} sequences >{max_length} tokens on the left"
+            return dataset.map(lambda ex: {c: truncate_left(ex[c], max_length) for c in id_columns}, **map_kwargs)
         if isinstance(dataset, Dataset):
             map_kwargs["desc"] = f"Filtering {name} pairs >{max_length} tokens"
         dataset = dataset.filter(lambda ex: all(len(ex[c]) <= max_length for c in id_columns), **map_kwargs)
     return dataset
+
+
+def truncate_left(ids: Sequence[int], max_length: int) -> list[int]:
+    """The last ``max_length`` ids of ``ids`` (all of them when it is not longer).
+
+    >>> truncate_left([1, 2, 3, 4, 5], 3)
+    [3, 4, 5]
+    """
+    return list(ids[-max_length:]) if len(ids) > max_length else list(ids)

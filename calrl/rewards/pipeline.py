@@ -38,11 +38,14 @@ import torch
 
 from calrl.confidence.missing import PPO_MISSING, check_missing_policy
 from calrl.confidence.reading import ConfidenceReader, check_parser
+from calrl.data.chat import Prompt, render_prompt
 from calrl.errors import ConfigError, TrainingFault
 from calrl.reward_modeling.stats import stored_reward_stats
 from calrl.rewards.abstention import AbstentionReward
 from calrl.rewards.correctness import CorrectnessReward
 from calrl.rewards.ppo_c import PPOCAdjuster, PPOCConfig, batch_statistic
+from calrl.rewards.rm_inputs import rebuild_rows, rows_in_own_tokens
+from calrl.rewards.sequence_scores import forward_scores, reward_model_ids, tokenizers_agree
 
 MissingConfidencePolicy = Literal["half", "penalty", "exclude"]
 INIT_AVERAGE_CHOICES = ("auto", "rm_mean", "first_batch")
@@ -61,11 +64,13 @@ class RewardPipelineConfig:
     ppo_c_init_average: float | str = "auto"
     ppo_c_update_before_adjust: bool = True
     ppo_c_avg_type: Literal["mean", "std"] = "mean"
+    ppo_c_average_chunk: int | None = None  # None: one update per batch over every process; N: per N local rows
     reward_clamp: float = 10.0
     reward_final_clamp: bool = True
     normalize_reward: bool = False
     confidence_parser: Literal["calrl", "reference"] = "calrl"
     strip_confidence: bool | None = None  # None: strip iff PPO-C is on
+    strip_append_eos: bool = False  # the reference's " " + EOS after some stripped rollouts (score_rollouts)
     use_hedges: bool = False  # also read confidence from hedge words (the reference reads only "Confidence: N")
     missing_confidence: MissingConfidencePolicy = "half"
     missing_confidence_penalty: float = 1.0
@@ -87,8 +92,14 @@ class RewardPipelineConfig:
         if isinstance(init, bool) or not (isinstance(init, (int, float)) or init in INIT_AVERAGE_CHOICES):
             raise ConfigError(f"must be a number or one of {', '.join(INIT_AVERAGE_CHOICES)}; got {init!r}",
                               field="ppo_c_init_average")
+        chunk = self.ppo_c_average_chunk
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+            raise ConfigError(f"must be a positive integer or null, got {chunk!r}", field="ppo_c_average_chunk")
         if self.ppo_c_variant != "none":
             self.ppo_c_config()  # validates weight/alpha/clamp
+        if self.strip_append_eos and not self.strips:
+            raise ConfigError("appends to the texts whose confidence statement is removed, and none is (PPO-C off "
+                              "and strip_confidence not true)", field="strip_append_eos")
         AbstentionReward(self.abstention_reward)  # validates the value
         if self.correctness_mode != "off":
             CorrectnessReward(self.correct_reward, self.wrong_reward)
@@ -169,6 +180,8 @@ class RewardPipeline:
         reward_tokenizer: its tokenizer; ``None`` means it shares the policy's tokenizer (fast path:
             the rollout's tokens are reused, re-tokenising only responses whose confidence statement was removed).
         policy_tokenizer: the policy's tokenizer (decodes rollouts); needed by :meth:`score_rollouts`.
+        stop_token_id: the token that ends a policy response (default the policy's EOS): a re-tokenised response
+            keeps it, and a reward model with its own tokenizer reads its own EOS in its place.
         accelerator: with several processes, the moving-average mean and the stats are reduced over ranks.
         abstention_detector: overrides ``calrl.confidence.is_abstention``.
 
@@ -179,11 +192,17 @@ class RewardPipeline:
     def __init__(self, config: RewardPipelineConfig, reward_model: torch.nn.Module, *,
                  reward_tokenizer: Any = None, policy_tokenizer: Any = None, accelerator: Any = None,
                  abstention_detector: Callable[[str], bool] | None = None,
-                 rm_scorer: Callable[[torch.nn.Module, torch.Tensor, int, int], tuple] | None = None) -> None:
+                 rm_scorer: Callable[[torch.nn.Module, torch.Tensor, int, int], tuple] | None = None,
+                 stop_token_id: int | None = None) -> None:
         self.config = config
         self.reward_model = reward_model
         self.reward_tokenizer = reward_tokenizer
         self.policy_tokenizer = policy_tokenizer
+        # the RM reads the rollout's own tokens when its tokenizer agrees with the policy's, else the text
+        self.reuses_tokens = (reward_tokenizer is None or policy_tokenizer is None
+                              or tokenizers_agree(reward_tokenizer, policy_tokenizer))
+        self.stop_token_id = stop_token_id if stop_token_id is not None else getattr(policy_tokenizer, "eos_token_id",
+                                                                                     None)
         self.accelerator = accelerator
         self.reader = config.reader()
         self.rm_stats = stored_reward_stats(reward_model)
@@ -204,35 +223,49 @@ class RewardPipeline:
         self.missing_total = 0  # rollouts without a parsable confidence, over the whole run
 
     # ------------------------------------------------------------------ public API
-    def score_texts(self, prompts: Sequence[str], responses: Sequence[str], references: References | None = None,
+    def score_texts(self, prompts: Sequence[Prompt], responses: Sequence[str], references: References | None = None,
                     *, step: int | None = None, update: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
-        """Score decoded rollouts; the RM reads ``prompt`` + response through its own tokenizer."""
+        """Score finished rollouts given as text: each prompt (text or conversation) and its whole response.
+
+        The RM reads them in its own tokens (:func:`~calrl.rewards.sequence_scores.reward_model_ids`, ended).
+        """
         tok = self.reward_tokenizer or self.policy_tokenizer
         if tok is None:
             raise ValueError("score_texts needs a reward_tokenizer (or policy_tokenizer)")
 
         def rm_fn(idx: list[int], stripped: list[str]) -> torch.Tensor:
-            return self._rm_on_texts(tok, [prompts[i] for i in idx], [stripped[i] for i in idx])
+            return self._rm_on_ids(tok, [reward_model_ids(tok, prompts[i], stripped[i], ended=True) for i in idx])
 
-        return self._score(list(prompts), list(responses), references, rm_fn, step=step, update=update)
+        shown = [p if isinstance(p, str) else render_prompt(tok, p) for p in prompts]
+        return self._score(shown, list(responses), references, rm_fn, step=step, update=update)
 
     @torch.no_grad()
     def score_rollouts(self, query_responses: torch.Tensor, context_length: int, pad_token_id: int,
-                       references: References | None = None, *, step: int | None = None,
-                       update: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
-        """Score PPO rollouts: ``query_responses`` = left-padded queries + (truncated, pad-filled) responses."""
+                       references: References | None = None, *, prompts: Sequence[Prompt | None] | None = None,
+                       step: int | None = None, update: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+        """Score PPO rollouts: ``query_responses`` = left-padded queries + (truncated, pad-filled) responses.
+
+        ``prompts``: each row's prompt as given (text or conversation; ``None`` rows and ``prompts=None`` are read
+        from the query's tokens, decoded with their special tokens), for a reward model with its own tokenizer.
+        """
         tok = self.policy_tokenizer
         queries, responses_ids = query_responses[:, :context_length], query_responses[:, context_length:]
         responses = tok.batch_decode(responses_ids, skip_special_tokens=True)
-        prompts = _LazyDecoded(tok, queries)  # decoded only if needed (other RM tokenizer, fault message)
-        same_tokenizer = self.reward_tokenizer is None or self.reward_tokenizer is tok
+        decoded = _LazyDecoded(tok, queries)  # decoded only if needed (other RM tokenizer, fault message)
 
         def rm_fn(idx: list[int], stripped: list[str]) -> torch.Tensor:
-            if not same_tokenizer:
-                return self._rm_on_texts(self.reward_tokenizer, [prompts[i] for i in idx],
-                                         [stripped[i] for i in idx])
-            rows = self._rebuild_rows(query_responses, context_length, pad_token_id,
-                                      [(i, stripped[i] if stripped[i] != responses[i] else None) for i in idx])
+            # strip_append_eos (the reference's calibrated_experience_maker.py L183-185): a stripped text, right-stripped,
+            # + " " + EOS unless its row (decoded with special tokens) ends with EOS: here, with the stop token
+            stop = self.stop_token_id
+            space_eos = [self.config.strip_append_eos and stop is not None and s != r and last != stop
+                         for s, r, last in zip(stripped, responses, query_responses[:, -1].tolist())]
+            if not self.reuses_tokens:
+                return self._rm_on_ids(self.reward_tokenizer, rows_in_own_tokens(
+                    self.policy_tokenizer, self.reward_tokenizer, self.stop_token_id, queries, responses_ids,
+                    pad_token_id, prompts, stripped, idx, space_eos))
+            rows = rebuild_rows(self.policy_tokenizer, self.stop_token_id, query_responses, context_length,
+                                pad_token_id, [(i, stripped[i] if stripped[i] != responses[i] else None) for i in idx],
+                                space_eos)
             # Drop trailing columns that are padding in every row: the RM is causal and read at each row's
             # last non-pad token, so the scores are unchanged and the forward is shorter.
             used = (rows[:, context_length:] != pad_token_id).any(0).nonzero()
@@ -240,7 +273,7 @@ class RewardPipeline:
             return self._rm_scorer(self.reward_model, rows[:, :context_length + width], pad_token_id,
                                    context_length)[1]
 
-        scores, stats = self._score(prompts, responses, references, rm_fn, step=step, update=update)
+        scores, stats = self._score(decoded, responses, references, rm_fn, step=step, update=update)
         return scores.to(query_responses.device), stats
 
     def pop_stats(self) -> dict[str, float]:
@@ -323,9 +356,12 @@ class RewardPipeline:
             clamped = self.adjuster.clamp(base)
             in_average = ~(missing & torch.tensor(cfg.missing_confidence == "exclude"))
             c = torch.where(missing, torch.full((n,), 0.5), confidence)
-            mean = self._global_stat(clamped[in_average]) if update else None
-            do_update = update and mean is not None
-            final, adjustment = self.adjuster(clamped, c, update=do_update, batch_mean=mean)
+            if update and cfg.ppo_c_average_chunk:
+                final, adjustment = self._adjust_per_chunk(clamped, c, in_average, cfg.ppo_c_average_chunk)
+            else:
+                mean = self._global_stat(clamped[in_average]) if update else None
+                do_update = update and mean is not None
+                final, adjustment = self.adjuster(clamped, c, update=do_update, batch_mean=mean)
             average = self.adjuster.average
         else:
             final = base.clone()
@@ -343,6 +379,21 @@ class RewardPipeline:
                                    average=average, stripped=stripped)
         stats = self._batch_stats(update)
         return final, stats
+
+    def _adjust_per_chunk(self, clamped: torch.Tensor, c: torch.Tensor, in_average: torch.Tensor,
+                          chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """PPO-C with the moving average updated per ``chunk`` consecutive rows of this process, in order, each
+        chunk adjusted with the average its own statistic just moved: the reference's cadence (one update per
+        micro-batch of experience on each process, the processes' averages apart)."""
+        finals, adjustments = [], []
+        for start in range(0, clamped.numel(), chunk):
+            rows = slice(start, start + chunk)
+            v = clamped[rows][in_average[rows]].double()
+            mean = batch_statistic(float(v.sum()), float((v * v).sum()), float(v.numel()), self.config.ppo_c_avg_type)
+            final, adjustment = self.adjuster(clamped[rows], c[rows], update=mean is not None, batch_mean=mean)
+            finals.append(final)
+            adjustments.append(adjustment)
+        return torch.cat(finals), torch.cat(adjustments)
 
     def _read_texts(self, responses: list[str]) -> list[tuple[float, str, bool]]:
         """(confidence or NaN, text for the RM, abstained) per response; each distinct text is read once."""
@@ -411,44 +462,7 @@ class RewardPipeline:
             f"{where}: non-finite {what} reward ({float(values[i])}) for rollout {i} "
             f"(prompt: {_short(prompts[i])!r}; response: {_short(responses[i])!r})")
 
-    def _rm_on_texts(self, tokenizer: Any, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        """RM scores of prompt + response texts through ``tokenizer`` (its chat template when it has one)."""
-        if getattr(tokenizer, "chat_template", None):
-            texts = [tokenizer.apply_chat_template([{"role": "user", "content": p},
-                                                    {"role": "assistant", "content": r}], tokenize=False)
-                     for p, r in zip(prompts, responses)]
-        else:
-            texts = [f"{p}\n{r}" for p, r in zip(prompts, responses)]
-        device = next(self.reward_model.parameters()).device
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        with torch.no_grad():
-            return self.reward_model(**enc).logits[:, 0]
-
-    def _rebuild_rows(self, query_responses: torch.Tensor, context_length: int, pad_token_id: int,
-                      rows: list[tuple[int, str | None]]) -> torch.Tensor:
-        """Stack the RM input rows: the rollout's own tokens where nothing was stripped, else query + re-tokenised text.
-
-        A re-tokenised response keeps the stop (EOS) token when the original had one, since the RM is
-        read at the last non-pad token.
-        """
-        tok = self.policy_tokenizer
-        eos = tok.eos_token_id
-        changed = [(k, i, text) for k, (i, text) in enumerate(rows) if text is not None]
-        if not changed:
-            return query_responses[[i for i, _ in rows]]
-        backend = getattr(tok, "backend_tokenizer", None)
-        if backend is not None:  # one call per text: avoids the thread-pool start-up of a batch encode
-            encoded = [backend.encode(text, add_special_tokens=False).ids for _, _, text in changed]
-        else:
-            encoded = tok([text for _, _, text in changed], add_special_tokens=False)["input_ids"]
-        had_eos = (query_responses[[i for _, i, _ in changed], context_length:] == eos).any(1).tolist()
-        new_ids = [list(ids) + ([eos] if e else []) for ids, e in zip(encoded, had_eos)]
-        width = max(query_responses.shape[1] - context_length, *map(len, new_ids))
-        out = torch.full((len(rows), context_length + width), pad_token_id, dtype=query_responses.dtype,
-                         device=query_responses.device)
-        out[:, :query_responses.shape[1]] = query_responses[[i for i, _ in rows]]
-        block = torch.full((len(changed), width), pad_token_id, dtype=out.dtype)  # built on CPU, copied once
-        for row, ids in enumerate(new_ids):
-            block[row, :len(ids)] = torch.tensor(ids, dtype=out.dtype)
-        out[[k for k, _, _ in changed], context_length:] = block.to(out.device)
-        return out
+    def _rm_on_ids(self, tokenizer: Any, rows: list[list[int]]) -> torch.Tensor:
+        """RM scores of rows of the RM's own token ids, each as if scored alone."""
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return forward_scores(self.reward_model, rows, pad)

@@ -4,11 +4,22 @@ One home for the rule by which a reward model scores a rollout: pad positions ar
 attention (and their ids replaced by 0), positions count from the first real token, and the score of
 a row is the head's output at its last non-pad token. The value model of PPO uses the per-position
 outputs of the same forward.
+
+A reward model whose tokenizer differs from the policy's (:func:`tokenizers_agree`) reads the rollout as text in
+its own tokens (:func:`reward_model_ids`), scored by its own forward as it was trained (:func:`forward_scores`):
+the prompt rendered with its own chat template (system turn and roles kept), the response, and its own EOS where
+the policy's response ended. With tokenizers that agree the text is exactly the rollout's own tokens.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from typing import Any
+
 import torch
+
+from calrl.data.chat import Prompt, render_prompt
 
 
 def first_true_indices(bools: torch.Tensor) -> torch.Tensor:
@@ -27,19 +38,100 @@ def first_pad_index(tokens: torch.Tensor, pad_token_id: int) -> torch.Tensor:
     return first_true_indices(tokens == pad_token_id)
 
 
+def masked_inputs(input_ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``input_ids`` (0 where ``mask`` is false), ``attention_mask`` and ``position_ids`` counted from each row's
+    first real token (0 at left padding), so a left-padded row reads as it would alone."""
+    mask = mask.long()
+    return {"input_ids": input_ids.masked_fill(mask == 0, 0), "attention_mask": mask,
+            "position_ids": mask.cumsum(1) - mask}
+
+
 def padded_inputs(query_responses: torch.Tensor, pad_token_id: int) -> dict[str, torch.Tensor]:
     """``input_ids`` (pads replaced by 0), ``attention_mask`` and ``position_ids`` of left-padded rows."""
-    mask = query_responses != pad_token_id
-    return {"input_ids": query_responses.masked_fill(~mask, 0), "attention_mask": mask.long(),
-            "position_ids": mask.long().cumsum(1) - mask.long()}
+    return masked_inputs(query_responses, query_responses != pad_token_id)
+
+
+def _head(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    backbone = getattr(model, model.base_model_prefix)
+    hidden = backbone(**inputs, return_dict=True, output_hidden_states=True, use_cache=False).hidden_states[-1]
+    return model.score(hidden)
 
 
 def head_outputs(model: torch.nn.Module, query_responses: torch.Tensor, pad_token_id: int) -> torch.Tensor:
     """The score head's output at every position (``B x T x num_labels``) of a sequence-classification model."""
-    backbone = getattr(model, model.base_model_prefix)
-    hidden = backbone(**padded_inputs(query_responses, pad_token_id), return_dict=True,
-                      output_hidden_states=True, use_cache=False).hidden_states[-1]
-    return model.score(hidden)
+    return _head(model, padded_inputs(query_responses, pad_token_id))
+
+
+def forward_scores(model: torch.nn.Module, rows: Sequence[Sequence[int]], pad_token_id: int | None) -> torch.Tensor:
+    """The model's own first output for each row of token ids, the rows right-padded (and masked) into one batch.
+
+    This is how a reward model is trained and scored alone (``model(**tokenizer(text)).logits``): each row's score
+    equals its score on its own, since right padding never reaches an earlier position.
+    """
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_token_id if pad_token_id is not None else 0, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, :len(row)] = 1
+    device = next(model.parameters()).device
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+    return logits.float().reshape(len(rows), -1)[:, 0]
+
+
+def _backend_spec(tokenizer: Any) -> dict[str, Any] | None:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    spec = json.loads(backend.to_str())
+    for transient in ("padding", "truncation"):  # set by calls with padding=/truncation=, not part of the vocabulary
+        spec.pop(transient, None)
+    return spec
+
+
+def tokenizers_agree(a: Any, b: Any) -> bool:
+    """Whether two tokenizers give the same ids for every text and render conversations alike.
+
+    Compared: the fast tokenizer's whole pipeline (vocabulary, normaliser, pre-tokenizer, added tokens), the chat
+    template and the BOS/EOS ids. Two objects loaded from copies of one folder agree; a slow tokenizer agrees only
+    with itself.
+    """
+    if a is b:
+        return True
+    spec_a, spec_b = _backend_spec(a), _backend_spec(b)
+    return (spec_a is not None and spec_a == spec_b
+            and getattr(a, "chat_template", None) == getattr(b, "chat_template", None)
+            and a.eos_token_id == b.eos_token_id and a.bos_token_id == b.bos_token_id)
+
+
+def same_vocabulary(a: Any, b: Any) -> bool:
+    """Whether two tokenizers map the same tokens to the same ids (a token id means the same in both)."""
+    return a is b or a.get_vocab() == b.get_vocab()
+
+
+def reward_model_ids(tokenizer: Any, prompt: Prompt, response: str, *, ended: bool,
+                     stop_text: str | None = None, space_eos: bool = False) -> list[int]:
+    """The token ids a reward model reads for one rollout, in its own tokens and format.
+
+    The prompt through the reward model's own chat template with the generation prompt (a conversation keeps its
+    system turn and roles; plain text as written), then the response, each tokenized on its own and joined as a
+    policy's prompt and generated tokens are; then, when the response ended, the reward model's EOS (or the
+    tokens of ``stop_text``, a stop token other than EOS), as a policy with this tokenizer would have written it;
+    then, with ``space_eos``, the tokens of " " and the EOS (the reference's " " + EOS after a stripped text).
+    No special tokens are added: a chat template writes its own.
+    """
+    def encode(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    ids = encode(render_prompt(tokenizer, prompt)) + encode(response)
+    if ended:
+        if stop_text is not None:
+            ids += encode(stop_text)
+        elif tokenizer.eos_token_id is not None:
+            ids.append(tokenizer.eos_token_id)
+    if space_eos and tokenizer.eos_token_id is not None:
+        ids += encode(" ") + [tokenizer.eos_token_id]
+    return ids
 
 
 def sequence_scores(model: torch.nn.Module, query_responses: torch.Tensor, pad_token_id: int,

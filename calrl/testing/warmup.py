@@ -3,7 +3,8 @@
 A randomly initialised tiny model almost never states a confidence, so the PPO-C adjustment and the
 calibration eval would have nothing to read. This fits it for a few steps on
 ``prompt + "<reference> . confidence: N" + EOS`` (N cycled through ``confidences``), loss on the response
-tokens only, on the model's own device (the accelerator when there is one).
+tokens only, on the model's own device (the accelerator when there is one), with its progress shown
+(:func:`calrl.progress.progress`: a bar in a terminal, lines in a log).
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from typing import Any
 
 import torch
 
+from calrl.progress import progress
+
 
 def warm_up_tiny_policy(model: Any, tokenizer: Any, prompts: list[str], references: list[Any], *, steps: int,
-                        learning_rate: float, confidences: list[int], seed: int = 0, batch_size: int = 16) -> Any:
-    """Fit ``model`` for ``steps`` AdamW steps on the formatted answers; returns the model (trained in place)."""
+                        learning_rate: float, confidences: list[int], seed: int = 0, batch_size: int = 16,
+                        show_progress: bool = True) -> Any:
+    """Fit ``model`` for ``steps`` AdamW steps on the formatted answers; returns the model (trained in place).
+    ``show_progress``: show the steps (the main process of a launch)."""
     if steps <= 0 or not prompts:
         return model
     device = next(model.parameters()).device
@@ -37,7 +42,7 @@ def warm_up_tiny_policy(model: Any, tokenizer: Any, prompts: list[str], referenc
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     model.train()
     batch = min(batch_size, len(rows))
-    for _ in range(steps):
+    for _ in progress(range(steps), desc="warm-up of the tiny policy", unit="step", disable=not show_progress):
         idx = torch.randperm(len(rows), generator=generator)[:batch].to(device)
         loss = model(input_ids=input_ids[idx], attention_mask=attention[idx], position_ids=positions[idx],
                      labels=labels[idx]).loss

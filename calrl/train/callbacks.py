@@ -1,4 +1,4 @@
-"""Callbacks the runners add to every trainer: fault detection, and the W&B run id in each checkpoint."""
+"""Callbacks the runners add to every trainer: fault detection, the W&B run id in each checkpoint, progress in logs."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from typing import Any
 
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import has_length
 
 from calrl.errors import TrainingFault
 from calrl.io import write_json
+from calrl.progress import is_terminal, progress
 from calrl.train.reporting import WANDB_ID_FILE
 
 
@@ -77,3 +80,27 @@ class WandbRunIdCallback(TrainerCallback):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
             write_json(folder / WANDB_ID_FILE, {"id": self.run_id, "project": self.project})
+
+
+class LineProgressCallback(ProgressCallback):
+    """transformers' ``ProgressCallback`` whose bars are :func:`calrl.progress.progress` bars: whole lines in a
+    log (a start line, one every ``LOG_INTERVAL`` seconds, the final state), tqdm's bar in a terminal. The
+    logged metrics are still written one dict per line, as ``ProgressCallback`` writes them."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.training_bar = progress(total=state.max_steps, desc="training", unit="step")
+        self.current_step = 0
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if state.is_world_process_zero and self.prediction_bar is None and has_length(eval_dataloader):
+            self.prediction_bar = progress(total=len(eval_dataloader), desc="evaluating", unit="batch")
+        super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+
+
+def use_line_progress(trainer: Any) -> None:
+    """In a log (stderr not a terminal), write the trainer's progress bar as lines (see LineProgressCallback)."""
+    if getattr(trainer.args, "disable_tqdm", False) or is_terminal():
+        return
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(LineProgressCallback())

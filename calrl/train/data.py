@@ -5,27 +5,40 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from calrl.data.package import PACKAGE_PREFIX, package_path
 from calrl.errors import ConfigError, InputError
 from calrl.train.recipe import Recipe
 
 logger = logging.getLogger(__name__)
 
-PACKAGE_PREFIX = "calrl:"
 ITEMS_PREFIX = "items:"  # a question set read by calrl.data.heldout.load_eval_items (e.g. items:gsm8k)
 DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 def resolve_source(spec: str, base_dir: Path | None = None) -> str:
     """A local path for ``calrl:PATH`` (package data), a path relative to the CWD or the recipe, else ``spec``."""
     if spec.startswith(PACKAGE_PREFIX):
-        return str(Path(str(resources.files("calrl"))) / spec[len(PACKAGE_PREFIX):])
+        return package_path(spec)
     if Path(spec).expanduser().exists():
         return str(Path(spec).expanduser())
     if base_dir is not None and (base_dir / spec).exists():
         return str(base_dir / spec)
+    return spec
+
+
+def portable_spec(spec: str | None, base_dir: Path) -> str | None:
+    """``spec`` spelt so that it reads the same from any working directory: ``calrl:PATH``, set names and hub
+    ids unchanged, a local path (or the PATH of ``NAME:PATH``) found from the CWD or the recipe made absolute."""
+    if not spec or spec.startswith(PACKAGE_PREFIX):
+        return spec
+    for candidate in (Path(spec).expanduser(), base_dir / spec):
+        if candidate.exists():
+            return str(candidate.resolve())
+    name, sep, rest = spec.partition(":")
+    if sep and rest and Path(rest).expanduser().exists():
+        return f"{name}:{Path(rest).expanduser().resolve()}"
     return spec
 
 
@@ -255,32 +268,49 @@ def load_heldout_items(recipe: Recipe) -> list[Any] | None:
     return items
 
 
-def calibration_eval_config(recipe: Recipe, items: list[Any]) -> Any:
-    from calrl.callbacks.calibration_eval import CalibrationEvalConfig
+def eval_prompt(recipe: Recipe) -> Any:
+    """The ElicitationPrompt of the calibration eval (its ``prompt_template`` file read and checked)."""
     from calrl.eval.prompts import ElicitationPrompt
 
     ev = recipe.eval
+    template = None
+    if ev.prompt_template:
+        from calrl.eval.prompt_template import load_prompt_template
+
+        path = Path(ev.prompt_template).expanduser()
+        if not path.exists() and (recipe.base_dir / ev.prompt_template).exists():
+            path = recipe.base_dir / ev.prompt_template
+        if not path.is_file():
+            raise ConfigError(f"key 'eval.prompt_template': '{ev.prompt_template}' is not a file", path=recipe.path,
+                              line=recipe.line_of("eval", "prompt_template"))
+        template = load_prompt_template(path)
+    return ElicitationPrompt(scale=ev.scale, reasons_first=ev.reasons_first, style=ev.prompt_style,
+                             template=template, option_format=ev.option_format)
+
+
+def calibration_eval_config(recipe: Recipe, items: list[Any]) -> Any:
+    from calrl.callbacks.calibration_eval import CalibrationEvalConfig
+
+    ev = recipe.eval
     return CalibrationEvalConfig(
-        eval_items=items, prompt=ElicitationPrompt(scale=ev.scale, reasons_first=ev.reasons_first,
-                                                   style=ev.prompt_style),
+        eval_items=items, prompt=eval_prompt(recipe), generation=ev.generation(),
         confidence_parser=ev.confidence_parser, confidence_retries=ev.confidence_retries,
-        every_n_steps=ev.every_n_steps, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
+        every_n_steps=ev.every_n_steps, eval_on_start=ev.at_start, batch_size=ev.batch_size,
+        max_new_tokens=ev.max_new_tokens,
         n_bins=ev.n_bins, slice_keys=ev.slice_keys, use_hedges=ev.use_hedges, grader=ev.grader,
         missing_policy=ev.missing_policy, min_slice_size=ev.min_slice_size, n_boot=ev.n_boot,
-        seed=int(getattr(recipe.training, "seed", 0)))
+        seed=int(getattr(recipe.training, "seed", 0)),
+        show_progress=not getattr(recipe.training, "disable_tqdm", False))  # as the trainer's own bar
 
 
 def eval_item_texts(items: list[Any] | None, recipe: Recipe) -> list[str]:
     """Words the tiny tokenizer needs for the eval: the elicitation prompt, the questions and answers."""
     if not items:
         return []
-    from calrl.eval.prompts import ElicitationPrompt
-
-    prompt = ElicitationPrompt(scale=recipe.eval.scale, reasons_first=recipe.eval.reasons_first,
-                               style=recipe.eval.prompt_style)
+    prompt = eval_prompt(recipe)
     texts = [prompt.instruction(), "Confidence:"]
     for item in items:
-        texts.append(prompt.user_message(item))
+        texts.extend((prompt.instruction(item), prompt.user_message(item)))
         texts.extend(item.reference)
     return texts
 

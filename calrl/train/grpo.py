@@ -14,7 +14,7 @@ from calrl.train.data import (
 )
 from calrl.train.models import ModelFactory, initial_policy, peft_config
 from calrl.train.recipe import TINY, Recipe
-from calrl.train.runner import Runner
+from calrl.train.runner import Runner, count
 
 logger = logging.getLogger(__name__)
 TINY_INIT_DIR = "tiny_init"
@@ -24,6 +24,12 @@ class PolicyGradientRunner(Runner):
     """Builds a GRPO-style trainer (``CalibratedGRPOTrainer`` or ``CalibratedRLOOTrainer``) from a recipe."""
 
     trainer_path = "calrl.trainers.grpo:CalibratedGRPOTrainer"
+
+    def batch_sizes(self, args: Any, n: int) -> str:
+        per, accum, group = args.per_device_train_batch_size, args.gradient_accumulation_steps, args.num_generations
+        total = per * accum * n
+        return (f"batch: {per} completions per device x {accum} accumulation x {count(n, 'process', 'processes')} = "
+                f"{total} completions ({total // group} prompts x {group} generations) per optimiser step")
 
     def trainer_class(self) -> type:
         import importlib

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
+from calrl.data.chat import render_prompt
 from calrl.errors import InputError
 from calrl.train.data import first_line
 from calrl.train.recipe import TINY, Recipe
 
 logger = logging.getLogger(__name__)
-
-def render_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
-    """The generation prompt of a conversation (chat template, else the contents one per line)."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return "\n".join(str(m.get("content", "")) for m in messages) + "\n"
 
 
 def initial_policy(factory: ModelFactory, recipe: Recipe, source: str, conversations: list[Any],
@@ -24,7 +20,7 @@ def initial_policy(factory: ModelFactory, recipe: Recipe, source: str, conversat
 
     ``device``: where the warm-up runs (the accelerator's device; the model is left there).
     """
-    model = factory.causal_lm(source)
+    model = factory.causal_lm(source, trained=recipe.lora is None)  # under LoRA the base stays frozen
     tiny = recipe.model.tiny
     if source != TINY or tiny.warmup_steps <= 0:
         return model
@@ -38,7 +34,8 @@ def initial_policy(factory: ModelFactory, recipe: Recipe, source: str, conversat
     tokenizer = factory.tokenizer(TINY)
     return warm_up_tiny_policy(model, tokenizer, [render_prompt(tokenizer, m) for m in conversations], references,
                                steps=tiny.warmup_steps, learning_rate=tiny.warmup_learning_rate,
-                               confidences=tiny.warmup_confidences, seed=tiny.seed)
+                               confidences=tiny.warmup_confidences, seed=tiny.seed,
+                               show_progress=int(os.environ.get("RANK", "0") or 0) == 0)
 
 
 class ModelFactory:
@@ -50,18 +47,26 @@ class ModelFactory:
         self._tiny_tokenizer: Any = None
         self._tokenizers: dict[str, Any] = {}
 
-    def _kwargs(self) -> dict[str, Any]:
-        m = self.recipe.model
-        kwargs: dict[str, Any] = {"trust_remote_code": m.trust_remote_code}
-        if m.dtype != "auto":
-            import torch
+    def _dtype(self, trained: bool) -> Any:
+        """The load dtype: ``model.dtype`` for weights that train (``auto``: float32 master weights), else
+        ``model.frozen_dtype`` (``auto``: the checkpoint's own)."""
+        import torch
 
-            kwargs["dtype"] = getattr(torch, m.dtype)
-        else:
-            kwargs["dtype"] = "auto"
+        name = self.recipe.model.dtype if trained else self.recipe.model.frozen_dtype
+        if name == "auto":
+            return torch.float32 if trained else "auto"
+        return getattr(torch, name)
+
+    def _kwargs(self, trained: bool) -> dict[str, Any]:
+        m = self.recipe.model
+        kwargs: dict[str, Any] = {"trust_remote_code": m.trust_remote_code, "dtype": self._dtype(trained)}
         if m.attn_implementation:
             kwargs["attn_implementation"] = m.attn_implementation
         return kwargs
+
+    def _tiny(self, model: Any, trained: bool) -> Any:
+        dtype = self._dtype(trained)
+        return model if isinstance(dtype, str) else model.to(dtype)
 
     def tokenizer(self, source: str) -> Any:
         """The tokenizer of ``source`` (``tiny``: the shared tiny word tokenizer); pads on the left."""
@@ -83,33 +88,42 @@ class ModelFactory:
             self._tokenizers[source] = tok
         return self._tokenizers[source]
 
-    def causal_lm(self, source: str, *, seed_offset: int = 0) -> Any:
+    def causal_lm(self, source: str, *, seed_offset: int = 0, trained: bool = True) -> Any:
+        """A causal LM; ``trained``: its weights train (``model.dtype``), else ``model.frozen_dtype``."""
         if source == TINY:
             from calrl.testing.tiny import build_tiny_causal_lm
 
             t = self.recipe.model.tiny
-            return build_tiny_causal_lm(self.tokenizer(TINY), seed=t.seed + seed_offset, hidden_size=t.hidden_size,
-                                        num_layers=t.num_layers, num_heads=t.num_heads)
+            return self._tiny(build_tiny_causal_lm(self.tokenizer(TINY), seed=t.seed + seed_offset,
+                                                   hidden_size=t.hidden_size, num_layers=t.num_layers,
+                                                   num_heads=t.num_heads), trained)
         from transformers import AutoModelForCausalLM
 
-        model = _load(AutoModelForCausalLM.from_pretrained, source, "model", **self._kwargs())
+        model = _load(AutoModelForCausalLM.from_pretrained, source, "model", **self._kwargs(trained))
         tok = self.tokenizer(source)
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = tok.pad_token_id
         return model
 
-    def sequence_classifier(self, source: str, *, seed_offset: int = 0) -> Any:
-        """A one-output sequence classifier (reward or value model)."""
+    def sequence_classifier(self, source: str, *, seed_offset: int = 0, trained: bool = True) -> Any:
+        """A one-output sequence classifier (reward or value model); ``trained`` as for :meth:`causal_lm`. One whose
+        score head would be initialised at random is refused (:mod:`calrl.reward_modeling.loading`), except the
+        reward model ``train-rm`` starts from a base model (its head is what it trains; not under
+        ``calibration_loss: calibration_only``, which fine-tunes a trained reward model)."""
         if source == TINY:
             from calrl.testing.tiny import build_tiny_reward_model
 
             t = self.recipe.model.tiny
-            return build_tiny_reward_model(self.tokenizer(TINY), seed=t.seed + seed_offset, hidden_size=t.hidden_size,
-                                           num_layers=t.num_layers, num_heads=t.num_heads)
-        from transformers import AutoModelForSequenceClassification
+            return self._tiny(build_tiny_reward_model(self.tokenizer(TINY), seed=t.seed + seed_offset,
+                                                      hidden_size=t.hidden_size, num_layers=t.num_layers,
+                                                      num_heads=t.num_heads), trained)
+        from calrl.reward_modeling.loading import load_sequence_classifier
 
-        model = _load(AutoModelForSequenceClassification.from_pretrained, source, "model", num_labels=1,
-                      **self._kwargs())
+        m, args = self.recipe.model, self.recipe.training
+        trains_rm = self.recipe.method == "rm"
+        new_head = trains_rm and getattr(args, "calibration_loss", "combined") != "calibration_only"
+        role = "value model" if source != m.reward_model else "reward model"
+        model = load_sequence_classifier(source, role=role, allow_new_head=new_head, **self._kwargs(trained))
         if model.config.pad_token_id is None:
             model.config.pad_token_id = self.tokenizer(source).pad_token_id
         return model
@@ -137,21 +151,20 @@ def peft_config(recipe: Recipe, task_type: str) -> Any:
                       task_type=task_type)
 
 
-
-
-BASE_MODEL_DIR = "base_model"
-
-
-def finish_adapter_folder(trainer: Any, output_dir: str, source: str, tokenizer: Any = None) -> None:
+def finish_adapter_folder(trainer: Any, output_dir: str, source: str, tokenizer: Any = None, *,
+                          final_dir: str | None = None) -> None:
     """Make a LoRA run's output folder loadable on its own: the adapter names its base model.
 
     A hub id or a local path is written as ``base_model_name_or_path``; a ``tiny`` base (built in memory) is
-    saved beside the adapter in ``base_model/`` and named by that relative path (``calrl eval --model DIR``
-    reads it there). Called on the main process after the adapter is saved; it unloads the adapter.
+    saved beside the adapter in ``base_model/`` and named by its absolute path in ``final_dir`` (the folder
+    ``output_dir`` is renamed to; default ``output_dir``), so ``AutoPeftModelForCausalLM.from_pretrained(run)``
+    works from any working directory; ``calrl eval --model RUN`` reads ``RUN/base_model`` wherever the run
+    was moved. Called on the main process after the adapter is saved; it unloads the adapter.
     """
     import json
     from pathlib import Path
 
+    from calrl.eval.adapters import BASE_MODEL_DIR
     from calrl.io import write_json
 
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -165,7 +178,7 @@ def finish_adapter_folder(trainer: Any, output_dir: str, source: str, tokenizer:
         base.save_pretrained(str(Path(output_dir) / BASE_MODEL_DIR))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(Path(output_dir) / BASE_MODEL_DIR))
-        config["base_model_name_or_path"] = BASE_MODEL_DIR
+        config["base_model_name_or_path"] = str(Path(final_dir or output_dir).resolve() / BASE_MODEL_DIR)
     elif not config.get("base_model_name_or_path"):
         config["base_model_name_or_path"] = source
     write_json(config_file, config)

@@ -8,6 +8,8 @@ A recipe has these sections (each a dataclass below, checked by :func:`calrl.con
 - ``data``: the training dataset and its columns (:class:`DataSection`);
 - ``eval``: the held-out set of the per-epoch calibration eval (:class:`EvalSection`);
 - ``wandb``: project, run name, tags (:class:`WandbSection`);
+- ``launch``: how the run is meant to be launched (:class:`LaunchSection`: the accelerate config), which
+  ``--dry-run`` sizes the memory by;
 - ``training``: the method's trainer config (``CalibratedRewardConfig``, ``CalibratedPPOConfig``,
   ``CalibratedGRPOConfig`` or ``CalibratedRLOOConfig``; any of their keys, TRL's included).
 
@@ -18,6 +20,7 @@ the line and the key. Command-line overrides (``training.learning_rate=1e-6``) a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import re
 import warnings
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from calrl.config import apply_overrides, build, load_yaml
-from calrl.errors import ConfigError
+from calrl.errors import ConfigError, InputError
 
 METHODS = ("rm", "ppo", "grpo", "rloo")
 # method -> "module:class" of its trainer config (imported lazily: TRL is slow to import)
@@ -36,7 +39,7 @@ TRAINING_CONFIGS = {
     "grpo": "calrl.trainers.grpo:CalibratedGRPOConfig",
     "rloo": "calrl.trainers.rloo:CalibratedRLOOConfig",
 }
-SECTIONS = ("method", "model", "lora", "data", "eval", "wandb", "training")
+SECTIONS = ("method", "model", "lora", "data", "eval", "wandb", "launch", "training")
 TINY = "tiny"
 
 
@@ -65,6 +68,14 @@ class ModelSection:
     ``policy``: the model trained by PPO/GRPO/RLOO. ``reward_model``: the model trained by ``rm``, or the
     scorer of PPO. ``value_model``: PPO's critic (default: ``reward_model``, as in the reference).
     ``ref``: PPO's reference policy (default: ``policy``). ``tokenizer``: default the trained model's.
+
+    Precision: ``dtype`` is the dtype of the weights that train (the policy, PPO's value model, the reward model of
+    ``rm``); ``auto`` means float32, the master weights that mixed precision (``training.bf16``/``fp16``, accelerate's
+    ``mixed_precision``; DeepSpeed's ``bf16``) computes from. ``bfloat16``/``float16`` trained weights stepped by a
+    plain optimizer lose most updates at RLHF learning rates and are refused unless DeepSpeed (which keeps float32
+    master copies) launches the run, or ``low_precision_weights: true`` opts in. ``frozen_dtype`` is the dtype of
+    the weights that do not train (PPO's reference and reward model, the base model under a LoRA adapter);
+    ``auto``: the checkpoint's own.
     """
 
     policy: str | None = None
@@ -73,6 +84,8 @@ class ModelSection:
     ref: str | None = None
     tokenizer: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    frozen_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    low_precision_weights: bool = False
     trust_remote_code: bool = False
     attn_implementation: str | None = None
     tiny: TinyModelSection = field(default_factory=TinyModelSection)
@@ -146,21 +159,37 @@ class EvalSection:
     """The per-epoch calibration eval (``CalibrationEvalCallback``) of PPO, GRPO and RLOO.
 
     ``heldout``: a spec for :func:`calrl.data.heldout.load_eval_items` (``gsm8k``, ``NAME:PATH``, a local
-    file, or ``calrl:PATH``); null turns the eval off. ``every_n_steps`` adds step evals.
+    file, or ``calrl:PATH``); null turns the eval off. ``every_n_steps`` adds step evals. ``at_start`` (on by
+    default) evaluates the policy before the first step (``epoch-0``, logged at step 0), so every W&B chart
+    starts at the policy before RL; a resumed run does not repeat it.
     ``prompt_style``: ``calrl``, or the paper's ``standard`` / ``cot`` prompts; ``confidence_parser``:
     ``calrl`` or ``reference`` (the paper's evaluation rules); ``confidence_retries``: regenerate an answer
-    without a confidence up to N times, the last try forcing ``Confidence:`` (0: off; the paper used 10).
+    without a confidence up to N times, the last try forcing ``Confidence:`` (0: off; the paper's code: 10 plain
+    tries and a forced one, 11). ``prompt_template``: a prompt-template file (:mod:`calrl.eval.prompt_template`;
+    a path from the working directory, else beside the recipe) whose words replace the built-in prompt;
+    ``option_format``: one option line (``"({letter}) {text}"``); ``retry_when``: ``parsed`` or ``reference``
+    (what counts as no confidence); ``forced_retry_tokens``: new tokens of the forced try (null: max_new_tokens);
+    ``do_sample`` / ``temperature`` / ``top_k`` / ``generation_seed``: sampled answers instead of greedy ones.
     """
 
     heldout: str | None = None
     split: str | None = None
     limit: int | None = None
     every_n_steps: int | None = None
+    at_start: bool = True
     scale: Literal["0-10", "percent", "unit"] = "0-10"
     reasons_first: bool = False
     prompt_style: Literal["calrl", "standard", "cot"] = "calrl"
     confidence_parser: Literal["calrl", "reference"] = "calrl"
     confidence_retries: int = 0
+    prompt_template: str | None = None
+    option_format: str | None = None
+    retry_when: Literal["parsed", "reference"] = "parsed"
+    forced_retry_tokens: int | None = None
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    generation_seed: int | None = None
     batch_size: int = 16
     max_new_tokens: int = 64
     n_bins: int = 15
@@ -171,6 +200,29 @@ class EvalSection:
     slice_keys: list[str] | None = None
     n_boot: int = 0
     probe_batch_size: int = 16  # rm: batch size of the confidence-bias probe
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ConfigError(f"must be > 0, got {self.temperature}", field="temperature")
+        if self.top_k < 0:
+            raise ConfigError(f"must be >= 0, got {self.top_k}", field="top_k")
+        if self.forced_retry_tokens is not None and self.forced_retry_tokens < 1:
+            raise ConfigError(f"must be a positive integer or null, got {self.forced_retry_tokens}",
+                              field="forced_retry_tokens")
+        if self.option_format is not None:
+            from calrl.eval.prompts import check_option_format
+
+            try:
+                check_option_format(self.option_format)
+            except InputError as exc:
+                raise ConfigError(str(exc), field="option_format") from None
+
+    def generation(self) -> dict[str, Any]:
+        """The generation settings beyond the retry count, as :func:`calrl.eval.generate.generate_predictions`
+        takes them."""
+        return {"do_sample": self.do_sample, "temperature": self.temperature, "top_k": self.top_k,
+                "seed": self.generation_seed, "retry_when": self.retry_when,
+                "forced_max_new_tokens": self.forced_retry_tokens}
 
 
 @dataclass
@@ -185,6 +237,16 @@ class WandbSection:
 
 
 @dataclass
+class LaunchSection:
+    """How the recipe is meant to run: ``accelerate_config`` names the accelerate config file it is launched with
+    (``accelerate launch --config_file FILE``; a path from the working directory, else beside the recipe).
+    ``calrl train-* --dry-run`` estimates the memory per process under it (``--accelerate-config`` overrides
+    it; under ``accelerate launch`` the launch's own settings win)."""
+
+    accelerate_config: str | None = None
+
+
+@dataclass
 class Recipe:
     """A validated recipe."""
 
@@ -195,6 +257,7 @@ class Recipe:
     eval: EvalSection
     wandb: WandbSection
     training: Any
+    launch: LaunchSection = field(default_factory=LaunchSection)
     path: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the YAML mapping, overrides applied
     lines: dict[str, Any] = field(default_factory=dict, repr=False)  # key -> line, per section
@@ -216,6 +279,23 @@ class Recipe:
 
     def trained_model(self) -> str | None:
         return self.model.reward_model if self.method == "rm" else self.model.policy
+
+
+def trl_flag_overrides(flags: list[tuple[str, str]] | tuple[tuple[str, str], ...], method: str) -> list[str]:
+    """TRL-style ``--key value`` flags as ``section.key=value`` overrides (:data:`calrl.trl_flags.TRL_FLAGS`
+    first, then the one section with that key); an unknown or ambiguous key is a ConfigError with the close
+    names."""
+    from calrl.config import flag_overrides
+    from calrl.trl_flags import aliases, peft_switch
+
+    translated = []
+    for key, value in flags:
+        if key.replace("-", "_") == "use_peft":
+            key, value = "lora", peft_switch(value)
+        translated.append((key, value))
+    sections = {"model": ModelSection, "lora": LoraSection, "data": DataSection, "eval": EvalSection,
+                "wandb": WandbSection, "training": training_config_class(method)}
+    return flag_overrides(translated, sections, aliases={**aliases(method), "lora": "lora"})
 
 
 def training_config_class(method: str) -> type:
@@ -285,6 +365,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
     data_section = _section(DataSection, data.get("data"), path=path_str, section="data", top=data)
     eval_section = _section(EvalSection, data.get("eval"), path=path_str, section="eval", top=data)
     wandb_section = _section(WandbSection, data.get("wandb"), path=path_str, section="wandb", top=data)
+    launch_section = _section(LaunchSection, data.get("launch"), path=path_str, section="launch", top=data)
 
     training_data = dict(data.get("training") or {})
     if data.get("training") is not None and not isinstance(data["training"], dict):
@@ -293,8 +374,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
     training_data.setdefault("output_dir", f"runs/{stem}")
     training_data.setdefault("report_to", "wandb")
     training_data.setdefault("save_strategy", "epoch")
-    if wandb_section.run_name:
-        training_data.setdefault("run_name", wandb_section.run_name)
+    wandb_section = _one_name(wandb_section, training_data, data, path_str)
     if resume is not None:
         training_data["resume_from_checkpoint"] = resume
     deferred = {}
@@ -311,9 +391,70 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
         setattr(training, key, value)
 
     recipe = Recipe(method=method, model=model, lora=lora, data=data_section, eval=eval_section,
-                    wandb=wandb_section, training=training, path=path_str, raw=_plain(data), lines=lines)
+                    wandb=wandb_section, training=training, launch=launch_section, path=path_str, raw=_plain(data),
+                    lines=lines)
     _check_models(recipe)
+    _check_precision(recipe)
+    _check_reward_stats_split(recipe)
     return recipe
+
+
+LOW_PRECISION = ("bfloat16", "float16")
+
+
+def optimiser_keeps_float32_masters(recipe: Recipe) -> bool:
+    """Whether DeepSpeed runs the optimiser (it keeps float32 master copies of bf16/fp16 weights): ``training.
+    deepspeed``, ``accelerate launch`` with a DeepSpeed config, or the recipe's ``launch.accelerate_config``."""
+    if getattr(recipe.training, "deepspeed", None):
+        return True
+    from calrl.train.preflight import launch_strategy  # preflight reads recipes: imported when needed
+
+    try:
+        return launch_strategy(recipe).kind == "deepspeed"
+    except (ConfigError, InputError):  # an unreadable launch config is the dry run's problem to report
+        return False
+
+
+def _check_precision(recipe: Recipe) -> None:
+    m = recipe.model
+    full = recipe.lora is None or recipe.method == "ppo"  # PPO's value model always trains in full
+    if m.dtype not in LOW_PRECISION or not full or m.low_precision_weights or optimiser_keeps_float32_masters(recipe):
+        return
+    lr = getattr(recipe.training, "learning_rate", None)
+    raise ConfigError(
+        f"key 'model.dtype': {m.dtype} trained weights with a plain optimizer have no float32 master copy (at "
+        f"learning rate {lr:g} most updates round away); use 'dtype: float32' with 'training.bf16: true' (mixed "
+        f"precision), launch with DeepSpeed, or opt in with 'model.low_precision_weights: true'",
+        path=recipe.path, line=recipe.line_of("model", "dtype"))
+
+
+# (training key, wandb key): TRL's key wins; the wandb section's key is its default
+SHARED_NAMES = (("run_name", "run_name"), ("project", "project"))
+
+
+def _one_name(wandb_section: WandbSection, training_data: dict[str, Any], data: dict[str, Any],
+              path: str) -> WandbSection:
+    """Make ``training.run_name`` / ``training.project`` and the W&B ones one value each.
+
+    The training key (TRL's ``--run_name``) wins; without it the ``wandb`` key is its default. Both written in
+    the file with different values is an error naming both lines.
+    """
+    replaced = {}
+    for train_key, wandb_key in SHARED_NAMES:
+        given = training_data.get(train_key)
+        own = getattr(wandb_section, wandb_key)
+        if given is None:
+            if own is not None:
+                training_data[train_key] = own
+            continue
+        given = str(given)
+        train_line = _line(data.get("training") or {}, train_key)
+        wandb_line = _line(data.get("wandb") or {}, wandb_key)
+        if own is not None and own != given and train_line is not None and wandb_line is not None:
+            raise ConfigError(f"key 'training.{train_key}' ({given!r}, line {train_line}) and 'wandb.{wandb_key}' "
+                              f"({own!r}) name the same thing differently: keep one", path=path, line=wandb_line)
+        replaced[wandb_key] = given
+    return dataclasses.replace(wandb_section, **replaced) if replaced else wandb_section
 
 
 def _check_models(recipe: Recipe) -> None:
@@ -323,6 +464,14 @@ def _check_models(recipe: Recipe) -> None:
         if not getattr(recipe.model, name):
             raise ConfigError(f"missing key 'model.{name}' (a path, a hub id or '{TINY}')", path=recipe.path,
                               line=_line(recipe.lines, "model"))
+
+
+def _check_reward_stats_split(recipe: Recipe) -> None:
+    d = recipe.data
+    if getattr(recipe.training, "reward_stats_split", None) == "eval" and d.eval_split is None and not d.eval_fraction:
+        raise ConfigError("key 'training.reward_stats_split': 'eval' needs an eval split, and this recipe has none "
+                          "(set data.eval_split or data.eval_fraction, or use 'train')", path=recipe.path,
+                          line=recipe.line_of("training", "reward_stats_split"))
 
 
 def _plain(obj: Any) -> Any:

@@ -13,6 +13,7 @@ import yaml
 from calrl.train.recipe import TINY, Recipe
 
 CARD_FILE = "README.md"
+RECIPE_FILE = "calrl_recipe.yaml"  # beside the final model: the recipe of the run (calrl eval --model reads it)
 WANDB_ID_FILE = "calrl_wandb.json"  # in each checkpoint: the W&B run to continue on resume
 FINAL_METRIC_KEYS = ("ece", "brier", "auroc", "accuracy", "refusal_rate", "mean_confidence", "smece", "n")
 TINY_NAME = "tiny (calrl.testing.tiny)"
@@ -112,6 +113,61 @@ def write_model_card(output_dir: str | Path, text: str) -> Path:
 
 def base_model_name(source: str | None) -> str:
     return TINY_NAME if source == TINY else str(source)
+
+
+# ----------------------------------------------------------------------------------- saved recipe
+def run_recipe_text(recipe: Recipe) -> str:
+    """The recipe saved with the final model (``calrl_recipe.yaml``): the YAML as run (overrides applied), with
+    the ``eval`` section in full, its held-out set spelt to read from any folder, and the seed the run used.
+    ``calrl eval --model RUN`` takes its defaults from it (:func:`read_run_eval`)."""
+    import copy
+    import dataclasses
+
+    from calrl.train.data import portable_spec
+
+    raw = copy.deepcopy(recipe.raw)
+    raw["method"] = recipe.method
+    ev = dataclasses.asdict(recipe.eval)
+    ev["heldout"] = portable_spec(ev["heldout"], recipe.base_dir)
+    raw["eval"] = ev
+    raw["training"] = {**(raw.get("training") or {}), "seed": int(getattr(recipe.training, "seed", 0))}
+    header = (f"# The recipe of this run (calrl train-{recipe.method} --config {recipe.path}, overrides applied),\n"
+              "# with the eval settings in full: `calrl eval --model <this folder>` uses them by default.\n")
+    return header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
+
+
+@dataclass
+class RunEval:
+    """The calibration-eval settings of a trained run, from its saved recipe."""
+
+    settings: Any  # calrl.train.recipe.EvalSection
+    seed: int
+    path: Path
+
+
+def read_run_eval(model: str) -> RunEval | None:
+    """The eval settings saved with a run (``RUN/calrl_recipe.yaml``, or the run's for ``RUN/checkpoint-N``);
+    None for a model that is not a calrl run."""
+    from calrl.config import build
+    from calrl.errors import InputError
+    from calrl.train.recipe import EvalSection
+
+    folder = Path(model)
+    candidates = [folder / RECIPE_FILE]
+    if folder.name.startswith("checkpoint-"):
+        candidates.append(folder.parent / RECIPE_FILE)
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"not a readable recipe ({str(exc).splitlines()[0]})", path=str(path)) from None
+    if not isinstance(data, dict) or not isinstance(data.get("eval") or {}, dict):
+        raise InputError("not a recipe (expected a mapping with an 'eval' section)", path=str(path))
+    settings = build(EvalSection, data.get("eval") or {}, path=str(path), section="eval", ignore_unknown=True)
+    seed = (data.get("training") or {}).get("seed", 0)
+    return RunEval(settings=settings, seed=seed if isinstance(seed, int) else 0, path=path)
 
 
 # ------------------------------------------------------------------------------------------ result

@@ -17,16 +17,19 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from calrl.errors import CalrlError
+from calrl.io import write_text
 from calrl.train.checkpoints import (
     CheckpointMarkerCallback,
     checkpoint_step,
     list_checkpoints,
     resolve_resume,
 )
-from calrl.train.data import TrainingData, load_heldout_items, load_training_data
+from calrl.train.data import TrainingData, eval_prompt, load_heldout_items, load_training_data
 from calrl.train.launch import check_launch
 from calrl.train.output import (
     FINAL_STAGE,
@@ -37,13 +40,16 @@ from calrl.train.output import (
     missing_folders,
     publish_final,
 )
+from calrl.train.preflight import check_model_source, model_sources
 from calrl.train.recipe import TINY, Recipe
 from calrl.train.reporting import (
+    RECIPE_FILE,
     RunResult,
     base_model_name,
     final_calibration_metrics,
     finish_wandb,
     model_card,
+    run_recipe_text,
     saved_wandb_id,
     start_wandb,
     write_model_card,
@@ -56,6 +62,7 @@ class Runner:
     """Base of the method runners; subclasses implement :meth:`build` (and may extend the card)."""
 
     uses_heldout = True  # the per-epoch calibration eval (policies); a reward model has its probe instead
+    unit = "pairs"  # what a row of a training batch is (a reward model's: a preference pair)
 
     def __init__(self, recipe: Recipe, callbacks: list[Any] | None = None, *, overwrite: bool = False) -> None:
         self.recipe = recipe
@@ -70,12 +77,44 @@ class Runner:
 
     # ------------------------------------------------------------------ steps
     def check(self) -> None:
-        """Everything checked before any model loads (``--dry-run`` runs only this)."""
-        resuming = getattr(self.recipe.training, "resume_from_checkpoint", None) not in (None, "", False)
-        check_output_dir(self.recipe, overwrite=self.overwrite, resuming=resuming)
-        self.data = load_training_data(self.recipe)
-        self.items = load_heldout_items(self.recipe) if self.uses_heldout else None
-        self.checkpoint, self.skipped = resolve_resume(self.recipe)
+        """Everything checked before any model loads; the first problem is raised."""
+        for step in self.check_steps():
+            step()
+
+    def problems(self, *, hub: bool = True) -> list[CalrlError]:
+        """Every problem the checks find, all of them (``--dry-run``); ``hub``: hub ids must be reachable too."""
+        found = []
+        for step in self.check_steps(hub=hub):
+            try:
+                step()
+            except CalrlError as exc:
+                found.append(exc)
+        return found
+
+    def check_steps(self, *, hub: bool = False) -> list[Callable[[], None]]:
+        """The checks in order: output folder, model paths, training data, held-out items, checkpoint to resume."""
+        recipe = self.recipe
+        resuming = getattr(recipe.training, "resume_from_checkpoint", None) not in (None, "", False)
+
+        def data() -> None:
+            self.data = load_training_data(recipe)
+
+        def heldout() -> None:
+            self.items = load_heldout_items(recipe) if self.uses_heldout else None
+            if self.items:
+                eval_prompt(recipe)  # its prompt-template file, read and checked
+
+        def resume() -> None:
+            self.checkpoint, self.skipped = resolve_resume(recipe)
+
+        def model(use: Any) -> Callable[[], None]:
+            return lambda: check_model_source(recipe, use, hub=hub)
+
+        uses: dict[tuple[str, str], Any] = {}
+        for use in model_sources(recipe):  # a source named by one key is checked once, under its first role
+            uses.setdefault((use.key, use.source), use)
+        return [lambda: check_output_dir(recipe, overwrite=self.overwrite, resuming=resuming),
+                *(model(u) for u in uses.values()), data, heldout, resume]
 
     def build(self, callbacks: list[Any]) -> Any:
         raise NotImplementedError
@@ -101,9 +140,11 @@ class Runner:
 
     # ------------------------------------------------------------------ template
     def run(self) -> RunResult:
-        from calrl.train.callbacks import NonFiniteLossCallback, WandbRunIdCallback
+        from calrl.progress import quiet_library_bars
+        from calrl.train.callbacks import NonFiniteLossCallback, WandbRunIdCallback, use_line_progress
 
         self.check()
+        quiet_library_bars()
         out = Path(self.recipe.training.output_dir)
         created = missing_folders(out)
         resume_id = saved_wandb_id(self.checkpoint)
@@ -117,6 +158,7 @@ class Runner:
 
             set_seed(int(getattr(self.recipe.training, "seed", 0)))
             trainer = self.build(callbacks)
+            use_line_progress(trainer)
             if self.recipe.method != "ppo":  # calrl's PPO trainer marks its own checkpoints
                 trainer.add_callback(CheckpointMarkerCallback(self.recipe.method))
             # TRL's trainers write their own README.md into output_dir at every checkpoint: a card for a model
@@ -125,6 +167,7 @@ class Runner:
             check_launch(trainer.accelerator.num_processes)
             main = trainer.accelerator.is_main_process
             if main:
+                print(self.startup_line(trainer), flush=True)
                 self._announce(out, resume_id if run_handle is not None else None)
             trainer.accelerator.wait_for_everyone()
             trainer.train(resume_from_checkpoint=self.checkpoint)
@@ -135,6 +178,22 @@ class Runner:
             if failed and main:
                 clean_failed_run(out, self.recipe.method, created)
             finish_wandb(run_handle, failed=failed)
+
+    def startup_line(self, trainer: Any) -> str:
+        """What runs where: processes, device, precision and the effective batch sizes (printed at start)."""
+        acc, args = trainer.accelerator, trainer.args
+        n = acc.num_processes
+        dtype = str(next(trainer.model.parameters()).dtype).removeprefix("torch.")
+        mixed = None if acc.mixed_precision in (None, "no") else str(acc.mixed_precision)
+        kind = str(acc.distributed_type).rsplit(".", 1)[-1]
+        return (f"train-{self.recipe.method}: {count(n, 'process', 'processes')}" + (f" ({kind})" if n > 1 else "")
+                + f" on {acc.device.type}, {dtype} weights" + (f", {mixed} mixed precision" if mixed else "")
+                + "; " + self.batch_sizes(args, n))
+
+    def batch_sizes(self, args: Any, n: int) -> str:
+        per, accum = args.per_device_train_batch_size, args.gradient_accumulation_steps
+        return (f"batch: {per} {self.unit} per device x {accum} accumulation x {count(n, 'process', 'processes')} = "
+                f"{per * accum * n} {self.unit} per optimiser step")
 
     def _announce(self, out: Path, resume_id: str | None) -> None:
         """Print what the run resumes from (and skipped), or what ``--overwrite`` deleted."""
@@ -161,6 +220,7 @@ class Runner:
         if main:
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(stage)
+            write_text(stage / RECIPE_FILE, run_recipe_text(self.recipe))
             write_model_card(stage, model_card(
                 self.recipe, base_model=base_model_name(self.trained_source()),
                 metrics=metrics if self.uses_heldout else {},
@@ -168,12 +228,17 @@ class Runner:
             if self.recipe.lora is not None:
                 from calrl.train.models import finish_adapter_folder
 
-                finish_adapter_folder(trainer, str(stage), self.trained_source(), self.tokenizer)
+                finish_adapter_folder(trainer, str(stage), self.trained_source(), self.tokenizer,
+                                      final_dir=str(out))
             publish_final(stage, out)
         acc.wait_for_everyone()
         return RunResult(method=self.recipe.method, output_dir=str(out), global_step=trainer.state.global_step,
                          metrics=metrics, checkpoints=list_checkpoints(out), wandb_dir=getattr(run_handle, "dir", None),
                          resumed_from=self.checkpoint)
+
+
+def count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _no_trl_card(*args: Any, **kwargs: Any) -> None:

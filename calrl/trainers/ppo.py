@@ -36,7 +36,7 @@ import torch
 from transformers import Trainer, TrainerState
 
 from calrl.errors import ConfigError, InputError
-from calrl.eval.sharding import generation_model
+from calrl.eval.sharding import fsdp_sharded, generation_model, reshard
 from calrl.reward_modeling.stats import stored_reward_stats
 from calrl.rewards.pipeline import RewardPipeline
 from calrl.rewards.sequence_scores import padded_inputs
@@ -56,12 +56,16 @@ from calrl.trainers.ppo_core import (
     whitened_advantages,
 )
 from calrl.trainers.ppo_metrics import STAT_NAMES, update_metrics, window_summary
+from calrl.trainers.ppo_optim import clip_gradients, critic_optimizer, global_moments
 from calrl.trainers.ppo_rollout import (
     EpochSampler,
     PolicyAndValue,
+    check_value_vocabulary,
+    disable_dropout,
     left_pad,
     prompt_rows,
     response_logits,
+    rollout_generation_config,
     sample_responses,
 )
 
@@ -88,14 +92,6 @@ class Rollout:
     padding_p1: torch.Tensor
 
 
-def _disable_dropout(model: torch.nn.Module | None) -> None:
-    if model is None:
-        return
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-
-
 def _tokenizer(processing_class: Any) -> Any:
     inner = getattr(processing_class, "tokenizer", None)
     return inner if inner is not None else processing_class
@@ -109,15 +105,17 @@ class CalibratedPPOTrainer(Trainer):
     LoRA), ``reward_model`` (a one-output sequence classifier), ``train_dataset`` (``prompt`` as text or
     conversations, or tokenized ``input_ids``; an optional reference column), ``value_model`` (a one-output
     sequence classifier, e.g. loaded from the RM's path; ``None``: a value head on the policy).
-    Keyword-only: ``reward_tokenizer`` (the RM's own tokenizer, when it differs from the policy's),
-    ``reward_pipeline`` (a ready pipeline instead of the one built from ``args``), ``peft_config``.
+    Keyword-only: ``reward_tokenizer`` (the RM's own tokenizer: the RM then reads each rollout as the conversation
+    in its own tokens, unless the two tokenizers agree), ``value_tokenizer`` (the value model's; it must have the
+    policy's vocabulary, since the value model reads the policy's tokens), ``reward_pipeline`` (a ready pipeline
+    instead of the one built from ``args``), ``peft_config``.
     """
 
     def __init__(self, args: CalibratedPPOConfig, processing_class: Any, model: Any, ref_model: Any = None,
                  reward_model: Any = None, train_dataset: Any = None, value_model: Any = None,
                  data_collator: Any = None, eval_dataset: Any = None, optimizers: tuple = (None, None),
                  callbacks: list[Any] | None = None, peft_config: Any = None, *, reward_tokenizer: Any = None,
-                 reward_pipeline: RewardPipeline | None = None) -> None:
+                 reward_pipeline: RewardPipeline | None = None, value_tokenizer: Any = None) -> None:
         if train_dataset is None:
             raise ConfigError("CalibratedPPOTrainer needs a train_dataset of prompts", field="train_dataset")
         if reward_model is None and reward_pipeline is None:
@@ -133,6 +131,7 @@ class CalibratedPPOTrainer(Trainer):
         self.pad_token_id = int(tok.pad_token_id)
         self.eos_token_id = tok.eos_token_id
         self.stop_token_id = tok.eos_token_id if args.stop_token == "eos" else args.stop_token_id
+        check_value_vocabulary(value_model, value_tokenizer, tok)
         if peft_config is not None:
             from peft import get_peft_model
 
@@ -141,7 +140,7 @@ class CalibratedPPOTrainer(Trainer):
         if ref_model is None and not self.is_peft_model:
             ref_model = copy.deepcopy(model)
         for module in (model, ref_model, value_model, reward_model):
-            _disable_dropout(module)
+            disable_dropout(module)
         self.ref_model = ref_model
         self.reward_model = reward_model
         self.prompts = prompt_rows(train_dataset, tok, prompt_column=args.prompt_column,
@@ -155,7 +154,9 @@ class CalibratedPPOTrainer(Trainer):
         # under normalize_reward the value model is read on the normalised reward's scale, with its own stored
         # statistics (a value model loaded from the RM carries the RM's), as the reference's critic is
         value_stats = stored_reward_stats(value_model) if args.normalize_reward and value_model is not None else None
-        super().__init__(model=PolicyAndValue(model, value_model, value_stats), args=args, data_collator=data_collator,
+        wrapper = PolicyAndValue(model, value_model, value_stats, ref_adapter=args.ref_adapter_name,
+                                 model_adapter=args.model_adapter_name)
+        super().__init__(model=wrapper, args=args, data_collator=data_collator,
                          train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=processing_class,
                          callbacks=callbacks, optimizers=optimizers)
         device = self.accelerator.device
@@ -168,12 +169,17 @@ class CalibratedPPOTrainer(Trainer):
                                     rank=rank, world=world)
         if reward_pipeline is None:
             reward_pipeline = RewardPipeline(args.pipeline_config(), reward_model, reward_tokenizer=reward_tokenizer,
-                                             policy_tokenizer=tok, accelerator=self.accelerator)
+                                             policy_tokenizer=tok, accelerator=self.accelerator,
+                                             stop_token_id=self.stop_token_id)
         self.reward_pipeline = reward_pipeline
         self.kl_controller = KLController(args.kl_coef, target=args.kl_target, horizon=args.kl_horizon)
-        self.generation_kwargs = {
-            "max_new_tokens": args.response_length, "do_sample": True, "temperature": args.temperature + 1e-7,
-            "top_k": 0, "top_p": 1.0, "pad_token_id": self.pad_token_id, "eos_token_id": self.stop_token_id}
+        # the recipe's settings alone (a checkpoint's generation_config never leaks in): ppo_rollout
+        self.generation_config = rollout_generation_config(
+            max_new_tokens=args.response_length, pad_token_id=self.pad_token_id, stop_token_id=self.stop_token_id,
+            temperature=args.temperature)
+        self.greedy_generation_config = rollout_generation_config(
+            max_new_tokens=args.response_length, pad_token_id=self.pad_token_id, stop_token_id=self.stop_token_id,
+            temperature=None)
         self.max_steps = self._total_updates()
         self.log_window: list[dict[str, float]] = []
         self._prepared = False
@@ -194,73 +200,77 @@ class CalibratedPPOTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------ rewards
     def compute_rewards(self, query_responses: torch.Tensor, context_length: int,
-                        references: list[list[str] | None] | None, *, update: bool = True) -> torch.Tensor:
+                        references: list[list[str] | None] | None, *, update: bool = True,
+                        prompts: list[Any] | None = None) -> torch.Tensor:
         """The score of each rollout (query + truncated response): the reward pipeline's final reward.
 
         ``update=False`` scores without moving the PPO-C average or counting statistics (evaluation).
+        ``prompts``: each row's prompt as given (text or conversation), for a reward model with its own tokenizer.
         Override this method to plug in another reward.
         """
         scores, _ = self.reward_pipeline.score_rollouts(query_responses, context_length, self.pad_token_id,
-                                                        references, step=self.state.global_step + 1, update=update)
+                                                        references, prompts=prompts,
+                                                        step=self.state.global_step + 1, update=update)
         return scores.to(query_responses.device)
 
     # ------------------------------------------------------------------------------------ rollout
-    def _policy_module(self) -> Any:
-        return self.accelerator.unwrap_model(self.model).policy
-
     @torch.no_grad()
     def _reference_logprobs(self, query_responses: torch.Tensor, responses: torch.Tensor, context: int) -> torch.Tensor:
-        policy = self._policy_module()
         if self.ref_model is not None:
-            scope, model = nullcontext(), self.ref_model
-        elif self.args.ref_adapter_name:
-            policy.set_adapter(self.args.ref_adapter_name)
-            scope, model = nullcontext(), policy
-        else:
-            scope, model = policy.disable_adapter(), policy
-        try:
-            with scope:
-                out = model(**padded_inputs(query_responses, self.pad_token_id), return_dict=True, use_cache=False)
-                return token_logprobs(response_logits(out.logits, context, self.args.temperature).float(), responses)
-        finally:
-            if self.ref_model is None and self.args.ref_adapter_name:
-                policy.set_adapter(self.args.model_adapter_name or "default")
+            logits = self.ref_model(**padded_inputs(query_responses, self.pad_token_id), return_dict=True,
+                                    use_cache=False).logits
+        else:  # LoRA: the policy with its adapter off, through the trained module's own forward (FSDP gathers)
+            logits = self.model(query_responses, self.pad_token_id, "reference")[0]
+        return token_logprobs(response_logits(logits, context, self.args.temperature), responses)
 
     @torch.no_grad()
-    def rollout(self, queries: torch.Tensor, references: list[list[str] | None] | None) -> Rollout:
-        """Generate, score and compute advantages for one batch of left-padded ``queries``."""
+    def rollout(self, queries: torch.Tensor, references: list[list[str] | None] | None,
+                prompts: list[Any] | None = None) -> Rollout:
+        """Generate, score and compute advantages for one batch of left-padded ``queries`` (``prompts``: as given)."""
         args, pad, context = self.args, self.pad_token_id, queries.shape[1]
+        # every forward of the rollout in the training forward's precision (accelerate's mixed precision)
         with generation_model(self.model, self.accelerator, gather=args.ds3_gather_for_generation,
-                              select=lambda m: m.policy) as policy:
+                              select=lambda m: m.policy) as policy, self.accelerator.autocast():
             responses, logprobs = sample_responses(policy, queries, chunk=args.local_rollout_forward_batch_size,
-                                                   pad_token_id=pad, generation_kwargs=self.generation_kwargs)
+                                                   pad_token_id=pad, generation_config=self.generation_config)
         query_responses = torch.cat([queries, responses], 1)
-        wrapper = self.accelerator.unwrap_model(self.model)
         ref_logprobs, values = [], []
-        for start in range(0, queries.shape[0], args.local_rollout_forward_batch_size):
-            rows = slice(start, start + args.local_rollout_forward_batch_size)
-            ref_logprobs.append(self._reference_logprobs(query_responses[rows], responses[rows], context))
-            values.append(wrapper.values(query_responses[rows], pad)[:, context - 1:-1].float())
+        with self.accelerator.autocast():
+            for start in range(0, queries.shape[0], args.local_rollout_forward_batch_size):
+                rows = slice(start, start + args.local_rollout_forward_batch_size)
+                ref_logprobs.append(self._reference_logprobs(query_responses[rows], responses[rows], context))
+                values.append(self.model(query_responses[rows], pad, "values")[1][:, context - 1:-1].float())
         ref_logprobs, values = torch.cat(ref_logprobs), torch.cat(values)
         final = responses if self.stop_token_id is None else truncate_after_stop(responses, self.stop_token_id, pad)
-        scores = self.compute_rewards(torch.cat([queries, final], 1), context, references).float()
-        if args.missing_eos_penalty is not None:
-            has_eos = (final == self.eos_token_id).any(-1)
+        scores = self.compute_rewards(torch.cat([queries, final], 1), context, references, prompts=prompts).float()
+        if args.missing_eos_penalty is not None:  # a response that never reached the stop token (truncation's)
+            ended_with = self.stop_token_id if self.stop_token_id is not None else self.eos_token_id
+            has_eos = (final == ended_with).any(-1)
             scores = torch.where(has_eos, scores, scores - args.missing_eos_penalty)
         masks = response_masks(final, pad)
         logprobs = logprobs.masked_fill(masks.padding, INVALID_LOGPROB)
         ref_logprobs = ref_logprobs.masked_fill(masks.padding, INVALID_LOGPROB)
         values = values.masked_fill(masks.padding_p1, 0.0)
         kl = per_token_kl(logprobs, ref_logprobs, args.kl_estimator)
-        rewards, non_score = token_rewards(scores, kl, masks, self.kl_controller.value, whiten=args.whiten_rewards)
+        rewards, non_score = token_rewards(scores, kl, masks, self.kl_controller.value, whiten=args.whiten_rewards,
+                                           placement=args.score_placement)
         advantages, returns = generalized_advantages(rewards, values, args.gamma, args.lam)
         return Rollout(query_responses=query_responses, responses=responses, context_length=context,
                        logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, scores=scores, kl=kl,
                        non_score_reward=non_score, rewards=rewards,
-                       advantages=whitened_advantages(advantages, masks.padding), returns=returns,
+                       advantages=whitened_advantages(advantages, masks.padding, global_moments(
+                           self.accelerator, advantages, masks.padding, args.advantage_whitening)), returns=returns,
                        padding=masks.padding, padding_p1=masks.padding_p1)
 
     # ----------------------------------------------------------------------------------- optimise
+    def create_optimizer(self, model: Any = None) -> Any:
+        """``transformers.Trainer``'s optimiser, or with ``critic_learning_rate`` one whose value-model groups
+        have their own rate (:func:`calrl.trainers.ppo_optim.critic_optimizer`)."""
+        if self.args.critic_learning_rate is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        self.optimizer = critic_optimizer(self, model if model is not None else self.model)
+        return self.optimizer
+
     def _minibatch_generator(self) -> torch.Generator:
         seed = self.args.seed * 1_000_003 + self.state.global_step * 7919 + self.accelerator.process_index
         return torch.Generator().manual_seed(seed)
@@ -288,17 +298,19 @@ class CalibratedPPOTrainer(Trainer):
                             token_logprobs(logits, rollout.responses[idx]).float(), rollout.logprobs[idx],
                             rollout.advantages[idx], values[:, rollout.context_length - 1:-1].float(),
                             rollout.values[idx], rollout.returns[idx], rollout.padding[idx], rollout.padding_p1[idx],
-                            cliprange=args.cliprange, cliprange_value=args.cliprange_value, vf_coef=args.vf_coef)
+                            cliprange=args.cliprange, cliprange_value=args.cliprange_value, vf_coef=args.vf_coef,
+                            aggregation=args.loss_aggregation)
                         acc.backward(out.loss * loss_scale)
                     with torch.no_grad():
                         entropy = entropy_from_logits(logits.float()).mean()
                     stats[:, epoch, mini, micro] = torch.stack([
                         out.approxkl, out.pg_clipfrac, out.pg_loss, out.vf_loss, out.vf_clipfrac, entropy,
                         out.ratio_mean]).float().cpu()
-                if args.max_grad_norm and args.max_grad_norm > 0:
-                    acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                clip_gradients(self)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
+                if args.scheduler_cadence == "per_optimizer_step":
+                    self.lr_scheduler.step()
         return stats
 
     def training_step_ppo(self, epoch: int, batch: int, start_time: float) -> dict[str, float]:
@@ -306,7 +318,8 @@ class CalibratedPPOTrainer(Trainer):
         idx = self.sampler.indices(epoch, batch)
         queries = left_pad([self.prompts.input_ids[i] for i in idx], self.pad_token_id, self.accelerator.device)
         refs = None if self.prompts.references is None else [self.prompts.references[i] for i in idx]
-        rollout = self.rollout(queries, refs)
+        given = None if self.prompts.prompts is None else [self.prompts.prompts[i] for i in idx]
+        rollout = self.rollout(queries, refs, given)
         stats = self.optimize(rollout)
         self.state.episode += self.global_batch_size
         metrics = update_metrics(self, rollout, stats, start_time)
@@ -333,9 +346,17 @@ class CalibratedPPOTrainer(Trainer):
             return
         self._fill_deepspeed_config()
         if self.optimizer is None or self.lr_scheduler is None:
-            self.create_optimizer_and_scheduler(num_training_steps=self.max_steps)
+            steps = self.max_steps * (self.args.num_ppo_epochs * self.args.num_mini_batches
+                                      if self.args.scheduler_cadence == "per_optimizer_step" else 1)
+            self.create_optimizer_and_scheduler(num_training_steps=steps)
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.model_wrapped = self.model
+        if fsdp_sharded(self.model):
+            # FSDP2 initialises its sharding state at the root module's first forward, which must come before
+            # any inner module runs (generation runs the bare policy): one token through the root
+            with torch.no_grad():
+                self.model(torch.full((1, 1), self.eos_token_id, device=self.accelerator.device), self.pad_token_id)
+            reshard(self.model)
         handler = self.callback_handler
         handler.model, handler.optimizer, handler.lr_scheduler = self.model, self.optimizer, self.lr_scheduler
         self._prepared = True
@@ -402,7 +423,8 @@ class CalibratedPPOTrainer(Trainer):
                 self.state.global_step += 1
                 self.state.epoch = epoch + (batch + 1) / bpe
                 self.log_window.append(metrics)
-                self.lr_scheduler.step()
+                if self.args.scheduler_cadence == "per_update":
+                    self.lr_scheduler.step()
                 self.control = self.callback_handler.on_step_end(self.args, self.state, self.control)
                 self._log_save_evaluate()
                 self._maybe_sample_table()
@@ -430,8 +452,10 @@ class CalibratedPPOTrainer(Trainer):
         save_policy(self, Path(output_dir or self.args.output_dir))
 
     def save_checkpoint(self) -> Path | None:
-        """Write ``checkpoint-<global_step>`` (staged, completion marker, then renamed) and fire ``on_save``."""
-        from calrl.trainers.ppo_io import write_checkpoint
+        """Write ``checkpoint-<global_step>`` (staged, renamed into place), fire ``on_save`` (callbacks add their
+        files: the W&B run id, the eval's copy), then mark it complete: an interruption anywhere before leaves no
+        checkpoint that resume would take for whole."""
+        from calrl.trainers.ppo_io import finish_checkpoint, write_checkpoint
 
         if self.last_saved_step == self.state.global_step:
             self.control.should_save = False
@@ -439,6 +463,7 @@ class CalibratedPPOTrainer(Trainer):
         folder = write_checkpoint(self)
         self.last_saved_step = self.state.global_step
         self.control = self.callback_handler.on_save(self.args, self.state, self.control)
+        finish_checkpoint(self, folder)
         return folder
 
     # --------------------------------------------------------------------------------- evaluation

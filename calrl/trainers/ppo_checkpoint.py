@@ -65,11 +65,19 @@ def complete_checkpoints(output_dir: str | os.PathLike[str]) -> list[Path]:
 
 
 def publish(staging: Path, final: Path) -> None:
-    """Mark the staged checkpoint complete and rename it into place (replacing an older one of that step)."""
-    (staging / COMPLETE_MARKER).write_text("ok\n")
+    """Rename the staged checkpoint into place (replacing an older one of that step), not yet complete: the
+    ``on_save`` callbacks add their files (the W&B run id, the calibration eval's copy), then
+    :func:`mark_complete`."""
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
+
+
+def mark_complete(folder: Path) -> None:
+    """Write the completion marker, the checkpoint's last file (written then renamed)."""
+    partial = folder / f".{COMPLETE_MARKER}.partial"
+    partial.write_text("ok\n")
+    os.replace(partial, folder / COMPLETE_MARKER)
 
 
 def rotate(output_dir: str | os.PathLike[str], keep: int | None, protect: Path | None = None) -> None:

@@ -17,6 +17,7 @@ it is built.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,7 +26,17 @@ from transformers import TrainingArguments
 
 from calrl.errors import ConfigError
 from calrl.rewards.pipeline import RewardPipelineConfig
+from calrl.trainers.ppo_core import LOSS_AGGREGATIONS, SCORE_PLACEMENTS
 from calrl.trainers.validation import PPO_RULES, TRAINING_RULES, check_numbers
+
+#: the named modes of the reference's dynamics and their values (the first is calrl's default, trl 1.12's)
+MODE_CHOICES = {
+    "loss_aggregation": LOSS_AGGREGATIONS,
+    "advantage_whitening": ("local", "global"),
+    "score_placement": SCORE_PLACEMENTS,
+    "scheduler_cadence": ("per_update", "per_optimizer_step"),
+    "ppo_c_average_cadence": ("per_step", "per_micro_batch"),
+}
 
 
 @dataclass
@@ -76,6 +87,29 @@ class CalibratedPPOConfig(TrainingArguments):
         default=False, metadata={"help": "DDP: look for unused parameters (every PPO parameter is used)."})
     prompt_column: str = field(default="prompt", metadata={"help": "Dataset column with the prompts "
                                                                    "(text or conversations)."})
+    # ---------------------------------------------------------------- the reference's dynamics (docs/fidelity.md)
+    critic_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the value model (or value head): its own parameter group "
+                                        "(the reference's critic optimiser); None: learning_rate (trl 1.12)."})
+    critic_max_grad_norm: float | None = field(
+        default=None, metadata={"help": "Clip the value model's gradients to this norm and the policy's to "
+                                        "max_grad_norm, apart (the reference); None: one norm over both (trl 1.12)."})
+    loss_aggregation: str = field(
+        default="token_mean", metadata={"help": "'token_mean' (trl 1.12) or 'sequence_mean' (per sequence, then the "
+                                                "batch: the reference) for the policy and value losses."})
+    advantage_whitening: str = field(
+        default="local", metadata={"help": "'local' (each process its own rollout batch, trl 1.12) or 'global' "
+                                           "(over every process's batch: the reference's replay buffer)."})
+    score_placement: str = field(
+        default="after_eos", metadata={"help": "'after_eos' (trl 1.12: one position after the last token) or "
+                                               "'last_token' (the reference: on the last token)."})
+    scheduler_cadence: str = field(
+        default="per_update", metadata={"help": "Step the LR scheduler 'per_update' (each rollout batch, trl 1.12) "
+                                                "or 'per_optimizer_step' (the reference)."})
+    ppo_c_average_cadence: str = field(
+        default="per_step", metadata={"help": "PPO-C moving average: 'per_step' (one update per rollout batch over "
+                                              "every process) or 'per_micro_batch' (each process per "
+                                              "local_rollout_forward_batch_size rows: the reference)."})
 
     # ---------------------------------------------------------------- calrl reward pipeline
     ppo_c_variant: str = field(default="none", metadata={"help": "'none' (PPO / PPO-M), 'threshold' or "
@@ -100,6 +134,10 @@ class CalibratedPPOConfig(TrainingArguments):
         default="calrl", metadata={"help": "'calrl' or 'reference' (the paper's training regex)."})
     strip_confidence: bool | None = field(
         default=None, metadata={"help": "Score the response without its confidence statement; None: iff PPO-C."})
+    strip_append_eos: bool = field(
+        default=False, metadata={"help": "Read a stripped rollout that does not end with the stop token (cut at "
+                                         "response_length, or padded with another token) with ' ' and the stop "
+                                         "token after it, as the reference does (RewardPipelineConfig)."})
     use_hedges: bool = field(default=False, metadata={"help": "Read confidence from hedge words too."})
     missing_confidence: str = field(
         default="half", metadata={"help": "'half' (c=0.5, no adjustment), 'penalty' or 'exclude' "
@@ -131,6 +169,12 @@ class CalibratedPPOConfig(TrainingArguments):
         check_numbers(self, TRAINING_RULES, PPO_RULES)
         if self.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"must be 'k1' or 'k3', got {self.kl_estimator!r}", field="kl_estimator")
+        for name, allowed in MODE_CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                hint = difflib.get_close_matches(str(value), allowed, n=1)
+                raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}"
+                                  + (f" (did you mean '{hint[0]}'?)" if hint else ""), field=name)
         if self.stop_token not in (None, "eos"):
             raise ConfigError(f"must be 'eos' or null, got {self.stop_token!r}", field="stop_token")
         if self.stop_token is not None and self.stop_token_id is not None:
@@ -163,8 +207,11 @@ class CalibratedPPOConfig(TrainingArguments):
             ppo_c_variant=self.ppo_c_variant, ppo_c_weight=self.ppo_c_weight, ppo_c_alpha=self.ppo_c_alpha,
             ppo_c_init_average=self.ppo_c_init_average, ppo_c_update_before_adjust=self.ppo_c_update_before_adjust,
             ppo_c_avg_type=self.ppo_c_avg_type, reward_final_clamp=self.reward_final_clamp,
+            ppo_c_average_chunk=(self.local_rollout_forward_batch_size
+                                 if self.ppo_c_average_cadence == "per_micro_batch" else None),
             normalize_reward=self.normalize_reward, confidence_parser=self.confidence_parser,
-            reward_clamp=self.reward_clamp, strip_confidence=self.strip_confidence, use_hedges=self.use_hedges,
+            reward_clamp=self.reward_clamp, strip_confidence=self.strip_confidence,
+            strip_append_eos=self.strip_append_eos, use_hedges=self.use_hedges,
             missing_confidence=self.missing_confidence, missing_confidence_penalty=self.missing_confidence_penalty,
             abstention_reward=self.abstention_reward, correctness_mode=self.correctness_mode,
             correct_reward=self.correct_reward, wrong_reward=self.wrong_reward, grader=self.grader)

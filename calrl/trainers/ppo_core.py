@@ -25,6 +25,9 @@ from calrl.rewards.sequence_scores import first_true_indices
 
 #: The log-probability written at padding positions (they never enter a loss: every mean is masked).
 INVALID_LOGPROB = 1.0
+#: Where the sequence score goes (:func:`token_rewards`), how a loss averages (:func:`ppo_loss`).
+SCORE_PLACEMENTS = ("after_eos", "last_token")
+LOSS_AGGREGATIONS = ("token_mean", "sequence_mean")
 
 
 def truncate_after_stop(responses: torch.Tensor, stop_token_id: int, pad_token_id: int) -> torch.Tensor:
@@ -37,6 +40,17 @@ def truncate_after_stop(responses: torch.Tensor, stop_token_id: int, pad_token_i
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` where ``mask`` is true."""
     return (values * mask).sum() / mask.sum()
+
+
+def sequence_masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over each row's masked positions, then over the rows (a row with no position counts as 0).
+
+    >>> sequence_masked_mean(torch.tensor([[1.0, 3.0, 9.0], [4.0, 0.0, 0.0]]),
+    ...                      torch.tensor([[True, True, False], [True, False, False]])).item()
+    3.0
+    """
+    per_row = (values * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return per_row.mean()
 
 
 def masked_var(values: torch.Tensor, mask: torch.Tensor, *, unbiased: bool = True) -> torch.Tensor:
@@ -85,16 +99,28 @@ def per_token_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: 
 
 
 def token_rewards(scores: torch.Tensor, kl: torch.Tensor, masks: ResponseMasks, kl_coef: float, *,
-                  whiten: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token rewards: the KL penalty everywhere and the score after the last token.
+                  whiten: bool = False, placement: str = "after_eos") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards: the KL penalty everywhere and the score at one position.
 
+    ``placement``: ``"after_eos"`` (trl 1.12) puts the score one position after the last token (on the last one when
+    that is the last column); ``"last_token"`` (the reference, OpenRLHF) on the last token itself.
     Returns ``(rewards, non_score_reward)``. With ``whiten`` the rewards are scaled to unit variance over the
     value positions (mean kept) and zeroed beyond them.
+
+    >>> masks = response_masks(torch.tensor([[5, 2, 0, 0]]), pad_token_id=0)  # two tokens, the stop token last
+    >>> kl = torch.tensor([[0.5, 1.0, 0.0, 0.0]])
+    >>> def show(t): return [round(v, 4) + 0.0 for v in t.flatten().tolist()]
+    >>> show(token_rewards(torch.tensor([1.0]), kl, masks, 0.1)[0])
+    [-0.05, -0.1, 1.0, 0.0]
+    >>> show(token_rewards(torch.tensor([1.0]), kl, masks, 0.1, placement="last_token")[0])
+    [-0.05, 0.9, 0.0, 0.0]
     """
+    if placement not in SCORE_PLACEMENTS:
+        raise ValueError(f"unknown score placement {placement!r} ({' or '.join(SCORE_PLACEMENTS)})")
     non_score = -kl_coef * kl
     rewards = non_score.clone()
     rows = torch.arange(rewards.shape[0], device=rewards.device)
-    after_last = masks.sequence_lengths + 1
+    after_last = masks.sequence_lengths + (1 if placement == "after_eos" else 0)
     at = torch.where(after_last < rewards.shape[1], after_last, masks.sequence_lengths)
     rewards[rows, at] += scores.to(rewards.dtype)
     if whiten:
@@ -120,9 +146,30 @@ def generalized_advantages(rewards: torch.Tensor, values: torch.Tensor, gamma: f
     return out, out + values
 
 
-def whitened_advantages(advantages: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-    """Advantages whitened over the response tokens and zero at padding (what the policy loss uses)."""
-    return masked_whiten(advantages, ~padding).masked_fill(padding, 0.0)
+def whitened_advantages(advantages: torch.Tensor, padding: torch.Tensor,
+                        moments: tuple[float, float, float] | None = None) -> torch.Tensor:
+    """Advantages whitened over the response tokens and zero at padding (what the policy loss uses).
+
+    ``moments``: ``(sum, sum of squares, count)`` of the unmasked advantages summed over every process, whitened as
+    the reference whitens its whole replay buffer (OpenRLHF ``replay_buffer.py`` ``normalize``: the population
+    variance, ``rsqrt(max(var, 1e-8))``); ``None``: this batch's own, as trl 1.12 (unbiased variance, ``+ 1e-8``).
+
+    >>> adv, pad = torch.tensor([[1.0, 3.0]]), torch.tensor([[False, False]])
+    >>> def show(t): return [round(v, 4) + 0.0 for v in t.flatten().tolist()]
+    >>> show(whitened_advantages(adv, pad))  # mean 2, unbiased variance 2
+    [-0.7071, 0.7071]
+    >>> moments = (4.0, 10.0, 4)  # two more zeros on another process: mean 1, population variance 1.5
+    >>> show(whitened_advantages(adv, pad, moments=moments))
+    [0.0, 1.633]
+    """
+    if moments is None:
+        return masked_whiten(advantages, ~padding).masked_fill(padding, 0.0)
+    total, squares, count = moments
+    if count < 1:
+        raise ValueError("whitening needs at least one unmasked value")
+    mean = total / count
+    var = max(squares / count - mean * mean, 1e-8)
+    return ((advantages - mean) * var ** -0.5).masked_fill(padding, 0.0)
 
 
 @dataclass
@@ -140,8 +187,13 @@ class PPOLoss:
 
 def ppo_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
              vpred: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, padding: torch.Tensor,
-             padding_p1: torch.Tensor, *, cliprange: float, cliprange_value: float, vf_coef: float) -> PPOLoss:
+             padding_p1: torch.Tensor, *, cliprange: float, cliprange_value: float, vf_coef: float,
+             aggregation: str = "token_mean") -> PPOLoss:
     """Clipped policy loss plus ``vf_coef`` times the clipped value loss of one micro-batch.
+
+    ``aggregation``: ``"token_mean"`` (trl 1.12) averages both losses over every unmasked token of the micro-batch;
+    ``"sequence_mean"`` (the reference, OpenRLHF's ``masked_mean(loss, mask, dim=-1).mean()``) over each sequence's
+    tokens, then over the sequences, so a long response weighs as much as a short one.
 
     ``new_logprobs`` and ``vpred`` are the raw outputs of the training forward; they are masked here
     (``INVALID_LOGPROB`` at padding, values 0 beyond ``padding_p1``) exactly as the rollout tensors were.
@@ -153,13 +205,16 @@ def ppo_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages:
     vpred_clipped = torch.clamp(vpred, old_values - cliprange_value, old_values + cliprange_value)
     vf_unclipped = (vpred - returns) ** 2
     vf_clipped = (vpred_clipped - returns) ** 2
-    vf_loss = 0.5 * masked_mean(torch.max(vf_unclipped, vf_clipped), value_mask)
+    if aggregation not in LOSS_AGGREGATIONS:
+        raise ValueError(f"unknown loss aggregation {aggregation!r} ({' or '.join(LOSS_AGGREGATIONS)})")
+    mean = masked_mean if aggregation == "token_mean" else sequence_masked_mean
+    vf_loss = 0.5 * mean(torch.max(vf_unclipped, vf_clipped), value_mask)
 
     log_ratio = new_logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     pg_unclipped = -advantages * ratio
     pg_clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    pg_loss = masked_mean(torch.max(pg_unclipped, pg_clipped), token_mask)
+    pg_loss = mean(torch.max(pg_unclipped, pg_clipped), token_mask)
     with torch.no_grad():
         pg_clipfrac = masked_mean((pg_clipped > pg_unclipped).float(), token_mask)
         vf_clipfrac = masked_mean((vf_clipped > vf_unclipped).float(), value_mask)
@@ -176,13 +231,14 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """``log_softmax(logits)`` at ``tokens`` (row by row, so a large vocabulary is never held twice)."""
+    """``log_softmax(logits)`` at ``tokens`` in float32 (or float64), whatever the logits' precision (row by row, so a
+    large vocabulary is never held twice)."""
     if logits.dtype in (torch.float32, torch.float64):
         picked = torch.gather(logits, -1, tokens.unsqueeze(-1)).squeeze(-1)
         return picked - torch.logsumexp(logits, dim=-1)
     out = [torch.gather(torch.log_softmax(row.float(), -1), -1, tok.unsqueeze(-1)).squeeze(-1)
            for row, tok in zip(logits, tokens)]  # low precision: log_softmax in float32, one row at a time
-    return torch.stack(out).to(logits.dtype)
+    return torch.stack(out)  # kept in float32: a bf16 log-probability is off by up to 0.04 nats
 
 
 class KLController:

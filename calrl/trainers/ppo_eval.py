@@ -12,7 +12,7 @@ import torch
 
 from calrl.eval.sharding import generation_model
 from calrl.trainers.ppo_core import truncate_after_stop
-from calrl.trainers.ppo_rollout import PromptRows, left_pad
+from calrl.trainers.ppo_rollout import PromptRows, left_pad, recipe_generation
 
 if TYPE_CHECKING:
     from calrl.trainers.ppo import CalibratedPPOTrainer
@@ -25,13 +25,13 @@ def greedy_completions(trainer: CalibratedPPOTrainer, rows: list[list[int]]) -> 
     """``(queries, truncated responses)`` of greedy generation for prompt token rows."""
     pad, acc = trainer.pad_token_id, trainer.accelerator
     queries = left_pad(rows, pad, acc.device)
-    kwargs = {**trainer.generation_kwargs, "do_sample": False}
-    for key in ("temperature", "top_k", "top_p"):
-        kwargs.pop(key, None)
+    config = trainer.greedy_generation_config
     with generation_model(trainer.model, acc, gather=trainer.args.ds3_gather_for_generation,
-                          select=lambda m: m.policy) as policy:
+                          select=lambda m: m.policy) as policy, recipe_generation(policy, config) as model, \
+            acc.autocast():
         mask = queries != pad
-        out = policy.generate(input_ids=queries.masked_fill(~mask, 0), attention_mask=mask.long(), **kwargs)
+        out = model.generate(input_ids=queries.masked_fill(~mask, 0), attention_mask=mask.long(),
+                             generation_config=config)
     responses = out[:, queries.shape[1]:]
     if trainer.stop_token_id is not None:
         responses = truncate_after_stop(responses, trainer.stop_token_id, pad)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from calrl.errors import InputError
+from calrl.eval.sharding import fsdp_sharded, reshard
 from calrl.trainers import ppo_checkpoint as ckpt
 
 if TYPE_CHECKING:
@@ -66,7 +67,8 @@ def _save_value(trainer: CalibratedPPOTrainer, folder: Path, state: dict[str, to
 
 
 def write_checkpoint(trainer: CalibratedPPOTrainer) -> Path:
-    """Write ``checkpoint-<step>`` through a staging folder; every process takes part (gathers, RNG files)."""
+    """Write ``checkpoint-<step>`` through a staging folder and rename it into place, not yet marked complete
+    (:func:`finish_checkpoint` does, after ``on_save``); every process takes part (gathers, RNG files)."""
     acc, args = trainer.accelerator, trainer.args
     name = f"checkpoint-{trainer.state.global_step}"
     out = Path(args.output_dir)
@@ -78,9 +80,10 @@ def write_checkpoint(trainer: CalibratedPPOTrainer) -> Path:
     torch.save(ckpt.rng_state(), staging / ckpt.rng_file(acc.process_index, acc.num_processes))
     state = acc.get_state_dict(trainer.model)
     save_policy(trainer, staging, state)
+    optimizer_state = _optimizer_state(trainer)  # collective under FSDP: every rank's shard
     if acc.is_main_process:
         _save_value(trainer, staging, state)
-        torch.save(trainer.optimizer.state_dict(), staging / "optimizer.pt")
+        torch.save(optimizer_state, staging / "optimizer.pt")
         torch.save(trainer.lr_scheduler.state_dict(), staging / "scheduler.pt")
         trainer.state.save_to_json(str(staging / "trainer_state.json"))
         ckpt.write_state(staging, {
@@ -92,9 +95,43 @@ def write_checkpoint(trainer: CalibratedPPOTrainer) -> Path:
     acc.wait_for_everyone()
     if acc.is_main_process:
         ckpt.publish(staging, final)
-        ckpt.rotate(out, args.save_total_limit, protect=final)
     acc.wait_for_everyone()
     return final
+
+
+def finish_checkpoint(trainer: CalibratedPPOTrainer, folder: Path) -> None:
+    """After the ``on_save`` callbacks wrote into ``folder``: the completion marker last, then the rotation."""
+    acc = trainer.accelerator
+    if acc.is_main_process:
+        ckpt.mark_complete(folder)
+        ckpt.rotate(trainer.args.output_dir, trainer.args.save_total_limit, protect=folder)
+    acc.wait_for_everyone()
+
+
+def _optimizer_state(trainer: CalibratedPPOTrainer) -> dict[str, Any]:
+    """The optimiser's whole state: under FSDP each process holds the states of its shards only, so they are
+    gathered into one full state (by parameter name; a collective, every process calls it)."""
+    if not fsdp_sharded(trainer.model):
+        return trainer.optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    reshard(trainer.model)  # the optimiser's parameters are the shards
+    return get_optimizer_state_dict(trainer.model, trainer.optimizer.optimizer,
+                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _load_optimizer_state(trainer: CalibratedPPOTrainer, path: Path) -> None:
+    """Restore :func:`_optimizer_state`; under FSDP the main process reads the file and each shard takes its part."""
+    if not fsdp_sharded(trainer.model):
+        trainer.optimizer.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    reshard(trainer.model)
+    main = trainer.accelerator.is_main_process
+    state = torch.load(path, map_location="cpu", weights_only=True) if main else {}
+    set_optimizer_state_dict(trainer.model, trainer.optimizer.optimizer, state,
+                             options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
 
 
 def _load_policy_weights(trainer: CalibratedPPOTrainer, folder: Path) -> None:
@@ -143,11 +180,11 @@ def load_checkpoint(trainer: CalibratedPPOTrainer, folder: str | Path, saved: di
         _load_policy_weights(trainer, folder)
         _load_value_weights(trainer, folder)
         return
-    for name, target in (("optimizer.pt", trainer.optimizer), ("scheduler.pt", trainer.lr_scheduler)):
-        path = folder / name
-        if not path.is_file():
+    for name in ("optimizer.pt", "scheduler.pt"):
+        if not (folder / name).is_file():
             raise InputError(f"no {name} in the checkpoint", path=str(folder))
-        target.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    _load_optimizer_state(trainer, folder / "optimizer.pt")
+    trainer.lr_scheduler.load_state_dict(torch.load(folder / "scheduler.pt", map_location="cpu", weights_only=True))
     loaded = TrainerState.load_from_json(str(folder / "trainer_state.json"))
     state = trainer.state
     state.global_step, state.epoch, state.log_history = loaded.global_step, loaded.epoch, loaded.log_history

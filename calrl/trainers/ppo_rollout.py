@@ -5,14 +5,17 @@ Nothing here imports TRL. The arithmetic (KL penalty, GAE, losses) lives in :mod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import GenerationConfig
 
-from calrl.errors import InputError
-from calrl.rewards.sequence_scores import head_outputs, padded_inputs
+from calrl.data.chat import Prompt, render_prompt
+from calrl.errors import ConfigError, InputError
+from calrl.rewards.sequence_scores import head_outputs, padded_inputs, same_vocabulary
 from calrl.trainers.ppo_core import token_logprobs
 
 
@@ -25,14 +28,20 @@ class PolicyAndValue(torch.nn.Module):
     ``(output - mean) / std``, as the reference's critic is under ``--normalize_reward`` (its values then live on
     the normalised reward's scale from the first update; read raw, a value model loaded from the RM starts off by
     the RM's scale).
-    ``forward`` returns ``(policy logits, values)`` for left-padded rows (``B x T x V``, ``B x T``).
+    ``forward`` returns ``(policy logits, values)`` for left-padded rows (``B x T x V``, ``B x T``). Every use goes
+    through ``forward`` (``what``: ``"both"``, ``"values"`` or ``"reference"``), so a wrapper that gathers sharded
+    parameters around its forward (FSDP) or casts to mixed precision does so for the rollout's forwards too.
+    ``"reference"``: the logits of the policy with its LoRA adapter off (or ``ref_adapter`` active), the
+    reference of a LoRA run.
     """
 
     def __init__(self, policy: torch.nn.Module, value_model: torch.nn.Module | None,
-                 value_stats: dict[str, float] | None = None) -> None:
+                 value_stats: dict[str, float] | None = None, *, ref_adapter: str | None = None,
+                 model_adapter: str | None = None) -> None:
         super().__init__()
         self.policy = policy
         self.value_model = value_model
+        self.ref_adapter, self.model_adapter = ref_adapter, model_adapter or "default"
         self.value_shift, self.value_scale = (0.0, 1.0) if value_stats is None else (
             float(value_stats["mean"]), float(value_stats["std"]))
         self.value_head = None
@@ -43,7 +52,12 @@ class PolicyAndValue(torch.nn.Module):
             torch.nn.init.zeros_(self.value_head.bias)
         self.config = policy.config  # what transformers.Trainer reads from a model
 
-    def forward(self, query_responses: torch.Tensor, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, query_responses: torch.Tensor, pad_token_id: int,
+                what: str = "both") -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if what == "reference":
+            return self._reference_logits(query_responses, pad_token_id), None
+        if what == "values" and self.value_head is None:
+            return None, self._value_model_outputs(query_responses, pad_token_id)
         inputs = padded_inputs(query_responses, pad_token_id)
         out = self.policy(**inputs, return_dict=True, output_hidden_states=self.value_head is not None,
                           use_cache=False)
@@ -56,37 +70,71 @@ class PolicyAndValue(torch.nn.Module):
 
     def values(self, query_responses: torch.Tensor, pad_token_id: int) -> torch.Tensor:
         """Values at every position (no policy logits when the value model is separate)."""
-        if self.value_head is None:
-            return self._value_model_outputs(query_responses, pad_token_id)
-        return self.forward(query_responses, pad_token_id)[1]
+        return self.forward(query_responses, pad_token_id, "values")[1]
 
     def _value_model_outputs(self, query_responses: torch.Tensor, pad_token_id: int) -> torch.Tensor:
         raw = head_outputs(self.value_model, query_responses, pad_token_id).squeeze(-1)
         return (raw - self.value_shift) / self.value_scale
 
+    def _reference_logits(self, query_responses: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+        inputs = padded_inputs(query_responses, pad_token_id)
+        if self.ref_adapter:
+            self.policy.set_adapter(self.ref_adapter)
+            try:
+                return self.policy(**inputs, return_dict=True, use_cache=False).logits
+            finally:
+                self.policy.set_adapter(self.model_adapter)
+        with self.policy.disable_adapter():
+            return self.policy(**inputs, return_dict=True, use_cache=False).logits
+
+
+def disable_dropout(model: torch.nn.Module | None) -> None:
+    """Every dropout off, in train mode too: ``nn.Dropout`` modules, and the rates that attention layers copy from
+    their config at construction and apply functionally (``attention_dropout``...). The configs, saved with the
+    model, keep their values."""
+    if model is None:
+        return
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name, value in vars(module).items():
+            if "dropout" in name and isinstance(value, float) and not isinstance(value, bool):
+                setattr(module, name, 0.0)
+
+
+def check_value_vocabulary(value_model: Any, value_tokenizer: Any, policy_tokenizer: Any) -> None:
+    """A separate value model reads the policy's token ids: refuse one whose vocabulary differs, in one line."""
+    if value_model is None:
+        return
+    if value_tokenizer is not None and not same_vocabulary(value_tokenizer, policy_tokenizer):
+        raise ConfigError(
+            f"the value model's tokenizer has another vocabulary than the policy's ({len(value_tokenizer)} vs "
+            f"{len(policy_tokenizer)} tokens), but it reads the policy's token ids: use a value model of the "
+            "policy's family (model.value_model) or a value head on the policy (model.value_model: head)",
+            field="value_model")
+    rows = value_model.get_input_embeddings().num_embeddings
+    if rows < len(policy_tokenizer):
+        raise ConfigError(f"the value model embeds {rows} token ids but the policy's tokenizer has "
+                          f"{len(policy_tokenizer)}: it cannot read the policy's tokens (model.value_model)",
+                          field="value_model")
+
 
 # ------------------------------------------------------------------------------------------ prompts
 @dataclass
 class PromptRows:
-    """The training prompts as token ids (no padding) with their reference answers (or None)."""
+    """The training prompts as token ids (no padding) with their reference answers (or None).
+
+    ``prompts``: each prompt as given (text or conversation), for models that read it in their own tokens (a reward
+    model with another tokenizer); ``None`` for a tokenized dataset, and in place of a prompt cut to
+    ``max_prompt_length``.
+    """
 
     input_ids: list[list[int]]
     references: list[list[str] | None] | None
+    prompts: list[Prompt | None] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
-
-
-def _render(tokenizer: Any, prompt: Any, row: int, column: str) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m for m in prompt):
-        if not getattr(tokenizer, "chat_template", None):
-            raise InputError("conversational prompts need a tokenizer with a chat template", line=row + 1,
-                             field=column)
-        return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    raise InputError(f"a prompt must be a string or a list of messages, got {type(prompt).__name__}",
-                     line=row + 1, field=column)
 
 
 def _references(values: Sequence[Any]) -> list[list[str] | None]:
@@ -109,10 +157,13 @@ def prompt_rows(dataset: Any, tokenizer: Any, *, prompt_column: str, reference_c
     prompt (as TRL's GRPO and RLOO do). ``max_prompt_length`` keeps the last tokens of longer prompts.
     """
     columns = list(dataset.column_names)
+    given = None
     if "input_ids" in columns:
         ids = [list(map(int, row)) for row in dataset["input_ids"]]
     elif prompt_column in columns:
-        texts = [_render(tokenizer, p, i, prompt_column) for i, p in enumerate(dataset[prompt_column])]
+        given = list(dataset[prompt_column])
+        texts = [render_prompt(tokenizer, p, require_template=True, line=i + 1, field=prompt_column)
+                 for i, p in enumerate(given)]
         ids = [list(row) for row in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     else:
         raise InputError(f"the training dataset needs an 'input_ids' or '{prompt_column}' column "
@@ -121,6 +172,8 @@ def prompt_rows(dataset: Any, tokenizer: Any, *, prompt_column: str, reference_c
         if not row:
             raise InputError("empty prompt", line=i + 1, field=prompt_column)
     if max_prompt_length is not None:
+        if given is not None:  # a cut prompt is read from its tokens (decoded) by a model with other tokens
+            given = [p if len(row) <= max_prompt_length else None for p, row in zip(given, ids)]
         ids = [row[-max_prompt_length:] for row in ids]
     refs = None
     if reference_column and reference_column in columns:
@@ -128,7 +181,7 @@ def prompt_rows(dataset: Any, tokenizer: Any, *, prompt_column: str, reference_c
     elif need_references:
         raise InputError(f"correctness_mode needs the reference column '{reference_column}' "
                          f"(the dataset has {', '.join(columns)})", field="reference_column")
-    return PromptRows(ids, refs)
+    return PromptRows(ids, refs, given)
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_token_id: int, device: Any = None) -> torch.Tensor:
@@ -176,26 +229,56 @@ def _pad_right(tensors: list[torch.Tensor], value: float) -> torch.Tensor:
     return torch.cat(out, 0)
 
 
+def rollout_generation_config(*, max_new_tokens: int, pad_token_id: int, stop_token_id: int | None,
+                              temperature: float | None) -> GenerationConfig:
+    """The generation settings of PPO's rollouts (``temperature``) or greedy evaluation (``None``), from the recipe.
+
+    Sampling is plain: the logits divided by the temperature (no top-k, no top-p), and :func:`recipe_generation`
+    keeps a checkpoint's own settings (``repetition_penalty``, ``suppress_tokens``...) out while generating, so the
+    log-probabilities of a rollout are those of the distribution the training forward computes.
+    """
+    sampling = ({"do_sample": True, "temperature": temperature + 1e-7, "top_k": 0, "top_p": 1.0,
+                 "return_dict_in_generate": True, "output_scores": True}  # the sampled tokens' scores
+                if temperature is not None else {"do_sample": False})
+    return GenerationConfig(max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, eos_token_id=stop_token_id,
+                            num_beams=1, num_return_sequences=1, use_cache=True, **sampling)
+
+
+@contextmanager
+def recipe_generation(model: Any, config: GenerationConfig) -> Iterator[Any]:
+    """Generate with ``config`` alone: the model's own ``generation_config`` (a checkpoint's
+    ``repetition_penalty``, ``suppress_tokens``...) is swapped for it while generating, so none of its values
+    fills a setting ``config`` leaves unset; restored afterwards. Yields the model whose ``generate`` to call."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    saved = target.generation_config
+    target.generation_config = config
+    try:
+        yield model
+    finally:
+        target.generation_config = saved
+
+
 @torch.no_grad()
 def sample_responses(policy: Any, queries: torch.Tensor, *, chunk: int, pad_token_id: int,
-                     generation_kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+                     generation_config: GenerationConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample responses for left-padded ``queries`` in chunks; returns ``(responses, logprobs)``.
 
     Responses are right-padded with ``pad_token_id`` to the longest chunk; ``logprobs`` are those of the
     sampled tokens under the sampling distribution (the processed scores of ``generate``: the logits
-    divided by the temperature).
+    divided by the temperature, nothing else; :func:`rollout_generation_config`).
     """
     context = queries.shape[1]
     responses, logprobs = [], []
-    for start in range(0, queries.shape[0], chunk):
-        q = queries[start:start + chunk]
-        mask = q != pad_token_id
-        out = policy.generate(input_ids=q.masked_fill(~mask, 0), attention_mask=mask.long(),
-                              return_dict_in_generate=True, output_scores=True, **generation_kwargs)
-        tokens = out.sequences[:, context:]
-        scores = torch.stack(out.scores, 1)
-        responses.append(tokens)
-        logprobs.append(token_logprobs(scores.float(), tokens))
+    with recipe_generation(policy, generation_config) as model:
+        for start in range(0, queries.shape[0], chunk):
+            q = queries[start:start + chunk]
+            mask = q != pad_token_id
+            out = model.generate(input_ids=q.masked_fill(~mask, 0), attention_mask=mask.long(),
+                                 generation_config=generation_config)
+            tokens = out.sequences[:, context:]
+            scores = torch.stack(out.scores, 1)
+            responses.append(tokens)
+            logprobs.append(token_logprobs(scores.float(), tokens))
     return _pad_right(responses, pad_token_id), _pad_right(logprobs, 0.0)
 
 

@@ -37,7 +37,13 @@ from trl.trainer.reward_trainer import DataCollatorForPreference
 from calrl.errors import ConfigError
 from calrl.reward_modeling.calibrated_data import SCALES, CalibratedPairsConfig
 from calrl.reward_modeling.losses import LOSSES, calibrated_rm_loss, calibration_loss
-from calrl.reward_modeling.tokenization import CALIBRATED_ID_COLUMNS, pad_right, tokenize_preference_pairs
+from calrl.reward_modeling.stats import STATS_SPLITS
+from calrl.reward_modeling.tokenization import (
+    CALIBRATED_ID_COLUMNS,
+    LONG_PAIRS,
+    pad_right,
+    tokenize_preference_pairs,
+)
 from calrl.trainers import check_trl_version
 from calrl.trainers.validation import REWARD_MODEL_RULES, TRAINING_RULES, check_numbers
 
@@ -57,6 +63,8 @@ class CalibratedRewardConfig(RewardConfig):
     confidence_scale: "0-10", "percent" or "unit" (phrasing of calrl.confidence.format_confidence).
     confidence_seed: seed of the confidence sampling (defaults to ``seed``).
     confidence_template: where the statement goes after the response.
+    reward_stats_split: whose responses give the reward mean/std the RM runner stores ("train" or "eval").
+    long_pairs: what happens to a pair with a sequence longer than ``max_length`` ("drop" or "truncate").
     remove_unused_columns: must stay False: calrl keeps only the columns the trainer reads when it tokenizes
     the datasets, and TRL's column filtering would drop the calibration columns.
     """
@@ -84,6 +92,14 @@ class CalibratedRewardConfig(RewardConfig):
     confidence_scale: str = field(default="0-10", metadata={"help": f"One of {list(SCALES)}."})
     confidence_seed: int | None = field(default=None, metadata={"help": "Seed of the sampling (default: seed)."})
     confidence_template: str = field(default="\n{confidence}", metadata={"help": "Statement placement."})
+    reward_stats_split: str = field(
+        default="train", metadata={"help": "Responses whose scores give the reward mean/std stored with the RM: "
+                                           "'train' (every chosen and rejected training response) or 'eval' (the "
+                                           "reference: every response the evaluation scores, the four calibrated "
+                                           "texts included)."})
+    long_pairs: str = field(
+        default="drop", metadata={"help": "A pair with a sequence longer than max_length: 'drop' it (TRL) or "
+                                          "'truncate' the sequence to its last max_length tokens (the reference)."})
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Must be False: calrl drops the unused columns itself when it tokenizes the pairs."},
@@ -99,6 +115,9 @@ class CalibratedRewardConfig(RewardConfig):
                               field="calibration_loss")
         if self.calibration_loss == "calibration_only" and self.calibration_lambda == 0:
             raise ConfigError("calibration_only with calibration_lambda 0 trains nothing", field="calibration_lambda")
+        for name, allowed in (("reward_stats_split", STATS_SPLITS), ("long_pairs", LONG_PAIRS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}", field=name)
         if self.remove_unused_columns:
             raise ConfigError("must be false: calrl drops the unused columns itself when it tokenizes the pairs, "
                               "and TRL's column filtering would drop the calibration columns",
@@ -182,6 +201,7 @@ def prepare_reward_dataset(dataset: Any, processing_class: PreTrainedTokenizerBa
             dataset, processing_class,
             pairs_config=args.pairs_config() if args.calibration_lambda > 0 else None,
             max_length=args.max_length,
+            long_pairs=args.long_pairs,
             num_proc=args.dataset_num_proc if isinstance(dataset, Dataset) else None,
             name=name,
         )

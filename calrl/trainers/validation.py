@@ -126,6 +126,8 @@ PPO_RULES: dict[str, Rule] = {
     "temperature": POSITIVE,
     "cliprange": POSITIVE,
     "cliprange_value": POSITIVE,
+    "critic_learning_rate": OPTIONAL_POSITIVE,
+    "critic_max_grad_norm": OPTIONAL_POSITIVE,
     "kl_coef": NON_NEGATIVE,
     "vf_coef": NON_NEGATIVE,
     "gamma": UNIT,

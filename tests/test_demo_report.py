@@ -1,0 +1,148 @@
+"""The demo's report reads on its own: every metric defined where it appears (with ``calrl eval``'s own
+definitions, not a second copy), a legend on every plot, no stray markup in the HTML, and a one-seed run that
+says plainly which claims it cannot support. Rendered from a study folder made by
+``tests/demo_report_helpers.py`` (nothing is trained)."""
+
+from __future__ import annotations
+
+import html as html_text
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from demo_report_helpers import fake_study
+
+from calrl.demo import report_plots
+from calrl.demo.recipes import METHOD_NAMES, RL_POLICIES
+from calrl.demo.report import HEADLINE_COLUMNS, readme_table, write_report
+from calrl.eval.report import METRIC_MEANINGS, build_sections
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory) -> dict[str, tuple[dict, Path]]:
+    """The quick run (one seed, the main comparison) and a two-seed study of every policy, rendered."""
+    out = {}
+    for name, seeds, quick in (("quick", [0], True), ("full", [0, 1], False)):
+        summary, layout = fake_study(tmp_path_factory.mktemp(name), seeds, quick=quick)
+        write_report(summary, layout)
+        out[name] = (summary, layout.out)
+    return out
+
+
+def _section(markdown: str, title: str) -> str:
+    return markdown.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.parametrize("name", ["quick", "full"])
+def test_every_metric_is_defined_under_its_table(studies, name):
+    _, out = studies[name]
+    markdown = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    held_out = _section(markdown, "Held-out results")
+    for key, label in HEADLINE_COLUMNS:
+        meaning = METRIC_MEANINGS["smece.value" if key == "smece" else key]  # calrl eval's definition, reused
+        assert f"- **{label}**: {meaning}" in held_out, label
+        assert f"<li><b>{label}</b>: {html_text.escape(meaning)}</li>" in html, label
+    differences = _section(markdown, "ECE difference to vanilla PPO, per seed")
+    assert "- **seed k**: ECE(method) - ECE(PPO)" in differences and "- **holds" in differences
+    probe = _section(markdown, "Reward models: confidence-bias probe (held-out correct-vs-wrong pairs)")
+    for column in ("preference accuracy", "prefers high conf.", "mean r(high)-r(low)"):
+        assert f"- **{column}**: " in probe, column
+    slices = _section(markdown, "ECE per slice")
+    assert "**fact-often**: well-known people" in slices and "**fact-never**: never-seen people" in slices
+
+
+def test_the_definitions_are_the_ones_calrl_eval_shows():
+    metrics = json.loads((Path(__file__).parent / "fixtures" / "eval_golden" / "expected_metrics.json").read_text())
+    table = build_sections(metrics, {})[0].blocks[-1]
+    shown = {row[1].strip("`"): row[3] for row in table.rows}
+    assert all(shown[key] == meaning for key, meaning in METRIC_MEANINGS.items())
+    assert {"ece", "smece.value", "brier", "auroc", "accuracy_answered", "refusal_rate", "mean_confidence"} \
+        <= set(METRIC_MEANINGS)
+
+
+def _figures(monkeypatch, build) -> list:
+    """The matplotlib figures ``build()`` saves."""
+    from matplotlib.figure import Figure
+
+    saved, real = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: saved.append(fig) or real(fig, *a, **k))
+    build()
+    return saved
+
+
+def _legend_labels(fig) -> list[str]:
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+    return [t.get_text() for legend in legends for t in legend.get_texts()]
+
+
+@pytest.mark.parametrize("name", ["quick", "full"])
+def test_every_plot_has_a_legend(studies, name, tmp_path, monkeypatch):
+    summary, _ = studies[name]
+    (grid,) = _figures(monkeypatch, lambda: report_plots.plot_reliability_grid(summary, tmp_path / "r.png"))
+    labels = _legend_labels(grid)
+    assert any("calibrated" in t for t in labels) and any("accuracy of a confidence bin" in t for t in labels)
+    sizes = [t for t in labels if "% of answers" in t]  # the dots' areas: a bin's share of the answers
+    assert len(sizes) == len(report_plots.DOT_SHARES) >= 2
+    (epochs,) = _figures(monkeypatch, lambda: report_plots.plot_ece_per_epoch(summary, tmp_path / "e.png"))
+    labels = _legend_labels(epochs)
+    assert {METHOD_NAMES[p] for p in RL_POLICIES if p in summary["policies"]} <= set(labels)
+    assert ("range over seeds" in labels) == (len(summary["seeds"]) > 1)
+
+
+class _Text(HTMLParser):
+    """The text a reader sees, and the text of each heading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self.headings: list[str] = []
+        self._in_heading = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("h1", "h2", "h3"):
+            self._in_heading = True
+            self.headings.append("")
+
+    def handle_endtag(self, tag):
+        if tag in ("h1", "h2", "h3"):
+            self._in_heading = False
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._in_heading:
+            self.headings[-1] += data
+
+
+@pytest.mark.parametrize("name", ["quick", "full"])
+def test_no_stray_markup_in_the_html(studies, name):
+    _, out = studies[name]
+    html = (out / "report.html").read_text()
+    seen = _Text()
+    seen.feed(html)
+    assert "Release gate (calrl compare)" in seen.headings  # its `calrl compare` shown as code
+    assert "<h2>Release gate (<code>calrl compare</code>)</h2>" in html
+    for piece in seen.text:
+        assert "`" not in piece and "**" not in piece, piece
+
+
+def test_the_one_seed_run_says_which_claims_it_cannot_support(studies):
+    summary, out = studies["quick"]
+    markdown = (out / "report.md").read_text()
+    caveat = _section(markdown, "What one seed cannot show")
+    for claim in ("in how many seeds a check holds", "spread over seeds", "interval over seeds"):
+        assert claim in caveat, claim
+    assert "quick run" in caveat
+    assert "1 of 1 seeds" not in markdown and "over seeds [" not in markdown  # no count or interval over one seed
+    assert "PASS (seed 0 only)" in markdown and "(every seed)" not in markdown
+    assert "95% interval (seeds)" not in _section(markdown, "ECE difference to vanilla PPO, per seed")
+    assert "±" not in _section(markdown, "Held-out results").split("\n- ")[0]
+    assert "cannot support any claim about seeds" in readme_table(summary)
+
+
+def test_a_study_of_several_seeds_has_no_one_seed_caveat(studies):
+    summary, out = studies["full"]
+    markdown = (out / "report.md").read_text()
+    assert "What one seed cannot show" not in markdown and "cannot support" not in readme_table(summary)
+    assert "2 of 2 seeds" in markdown and "95% interval (seeds)" in markdown and "(every seed)" in markdown
