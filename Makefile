@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all test-cpu-paths demo demo-quick bench bench-ppo gpu-check lint clean
+.PHONY: install test test-all test-cpu-paths demo demo-quick bench bench-eval bench-startup bench-hook bench-ppo gpu-check lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -44,6 +44,18 @@ demo-quick: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python evals/bench_metrics.py
+
+# calrl eval --predictions on a 10^6-row file against pandas reading it (CPU time, peak memory)
+bench-eval: $(STAMP)
+	$(BIN)/python evals/bench_eval_file.py --scaling
+
+# calrl --help and every calrl COMMAND --help against python -c pass and import torch
+bench-startup: $(STAMP)
+	$(BIN)/python scripts/bench_startup.py
+
+# the per-epoch calibration eval's share of train() on the tiny PPO-C recipe
+bench-hook: $(STAMP)
+	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python scripts/bench_eval_hook.py
 
 # calrl's PPO update against trl 1.12.0's (own venv: scripts/ppo_parity/setup_venv.sh)
 bench-ppo: $(STAMP)

@@ -13,6 +13,7 @@ total under 1 s. Prints PASS/FAIL per target and exits 1 if any target is missed
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -88,12 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         "sk AUROC": lambda: roc_auc_score(correct_np, conf_np),
     }
     cpu, wall, value = {}, {}, {}
+    load_start = os.getloadavg()
     for name, fn in timed.items():
         cpu[name], wall[name], value[name] = best_time(fn, r, device)
     smece_cpu, smece_wall, smece_value = best_time(lambda: smooth_ece(confidence, correct), max(1, r // 2), device)
+    load_end = os.getloadavg()
 
     print(f"calrl.metrics benchmark: n = {args.n:,}, device = {device}, torch threads = "
           f"{torch.get_num_threads()}, best of {r}; times in ms, CPU time (wall time)")
+    print(f"load average (1/5/15 min) at start -> end: {'/'.join(f'{x:.2f}' for x in load_start)} -> "
+          f"{'/'.join(f'{x:.2f}' for x in load_end)} ({os.cpu_count()} CPU cores)")
     print(f"{'metric':<8} {'ours':>16} {'peer':<38} {'peer time':>16} {'ratio':>6}  {'ours value':>11} "
           f"{'peer value':>11}")
     pairs = [("ECE", "tm ECE", "torchmetrics binary_calibration_error"),

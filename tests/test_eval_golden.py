@@ -5,8 +5,10 @@ the code before the eval-file speed work (commit ef4935b) did.
 30 rows like evals/bench_eval_file.py's, and hand-made rows: curly and split apostrophes, a dotted capital
 I, percent and fraction statements, given confidence / correctness / abstention, hedges, several
 statements, boxed and multiple-choice answers, sampled answers); the ``expected_*`` files are what
-ef4935b wrote for it (metrics.json without its ``versions``, ``source`` and ``config`` blocks, which name
-the machine and the path).
+ef4935b wrote for it (metrics.json without its ``versions``, ``source``, ``config`` and ``provenance`` blocks,
+which name the machine, the path and the time), with what later commits added and nothing else changed:
+lm-evaluation-harness' ``doc_id``, ``resps``, ``filtered_resps`` and ``target`` in samples.jsonl, and the
+``stderr`` block of every group in metrics.json.
 
 The item files hold no computed floats (confidences are parsed from text) and must stay byte-identical.
 ``metrics.json`` is compared value by value: keys, list lengths, integers (counts), strings, booleans and
@@ -25,7 +27,7 @@ import pytest
 from calrl.cli.main import main
 
 GOLDEN = Path(__file__).resolve().parent / "fixtures" / "eval_golden"
-RUN_SPECIFIC = ("versions", "source", "config")
+RUN_SPECIFIC = ("versions", "source", "config", "provenance")
 #: Floats in metrics.json come from torch reductions, exp/log and torch.fft (smooth ECE, on MKL's DFT), whose
 #: last bits depend on the code path the CPU's math libraries pick (MKL by CPU model, MKL_CBWR; torch's own
 #: AVX2 / AVX-512 kernels): on an AVX-512 Xeon 11 smooth-ECE values differed from this file in the last 1-3

@@ -3,6 +3,8 @@ its typed schema, samples.jsonl, resolved.jsonl, the report's model, verdict and
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import re
 import subprocess
@@ -50,7 +52,11 @@ def test_predictions_eval_writes_config_versions_and_samples(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     given = {k: v for k, v in m["config"].items() if v is not None}
     assert given == {"predictions": str(preds), "missing_confidence": "half", "grader": "numeric",
-                     "use_hedges": True, "bins": 10}
+                     "confidence_parser": "calrl", "use_hedges": True, "bins": 10}
+    # provenance: when, how long, and the content hash of the file read
+    p = m["provenance"]
+    assert p["inputs"] == {str(preds): "sha256:" + hashlib.sha256(preds.read_bytes()).hexdigest()}
+    assert datetime.datetime.fromisoformat(p["date"]).tzinfo is not None and 0 < p["duration_s"] < 600
     assert {"model", "adapter", "dataset", "split", "limit", "sample_seed", "generation"} <= set(m["config"])
     v = m["versions"]
     assert v["python"] == ".".join(map(str, sys.version_info[:3]))
@@ -73,6 +79,10 @@ def test_predictions_eval_writes_config_versions_and_samples(tmp_path):
     assert first["correct"] is False and first["confidence"] == pytest.approx(0.6)
     assert first["confidence_source"] == "explicit" and first["prompt"] is None
     assert first["response"].startswith("The answer is 10")
+    # lm-evaluation-harness' names beside calrl's
+    assert [s["doc_id"] for s in samples] == list(range(len(samples)))
+    assert first["resps"] == [[first["response"]]] and first["filtered_resps"] == [first["answer"]]
+    assert first["target"] == first["reference"]
     resolved = read_jsonl(out / "resolved.jsonl")
     assert resolved[0]["response"] == first["response"] and resolved[0]["reference"] == ["7"]
 
@@ -121,7 +131,8 @@ def test_model_eval_records_model_prompt_and_generation(tmp_path, monkeypatch, c
     c = m["config"]
     assert (c["model"], c["adapter"], c["dataset"], c["split"], c["limit"], c["sample_seed"]) == \
         ("org/tiny-model", "runs/lora", "mmlu_professional_law", None, 12, 3)
-    assert (c["prompt_scale"], c["prompt_style"]) == ("0-10", "answer+distractor")
+    assert (c["prompt_scale"], c["prompt_style"], c["reasons_first"], c["distractor"]) == ("0-10", "calrl", False, True)
+    assert m["provenance"]["inputs"] == {}  # the set came from the hub (faked here): no local file to hash
     assert c["generation"] == {"batch_size": 16, "max_new_tokens": 64, "num_samples": 0, "temperature": 1.0,
                                "do_sample": False, "confidence_retries": 0, "retried_items": 0,
                                "retry_generations": 0, "top_k": 0, "seed": None, "retry_when": "parsed",

@@ -24,6 +24,12 @@ It writes ``predictions.jsonl``, ``metrics.json`` and ``reliability.png`` to
 ``<output_dir>/calibration_eval/<label>`` (``epoch-<k>`` or ``step-<n>``; see :mod:`calrl.callbacks.eval_files`,
 which also reads them back), and copies them into ``checkpoint-<step>/calibration_eval/<label>`` when a
 checkpoint is saved at the step of the eval, so ``calrl eval --predictions`` can re-read them.
+
+The reliability diagram is rendered off the training thread (:class:`~calrl.callbacks.plot_queue.PlotQueue`):
+training goes on while it is drawn. An eval's W&B row (scalars, tables and the diagram together, at the
+eval's ``train/global_step``) is logged at the first callback event after its diagram is ready, in the order
+of the evals; ``on_train_end`` waits for every diagram, so all files and rows are complete when
+``train()`` returns (:meth:`CalibrationEvalCallback.finish` does the same for a loop without that event).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +46,7 @@ import torch
 from transformers import TrainerCallback
 
 from calrl.callbacks.eval_files import EVAL_SUBDIR, epoch_label, step_label, write_eval_folder
+from calrl.callbacks.plot_queue import PLOT_NAME, PlotQueue
 from calrl.callbacks.wandb_panels import WandbPanels, summary_panel
 from calrl.errors import ConfigError, InputError
 from calrl.eval.report import N_WRONG_EXAMPLES
@@ -266,6 +274,9 @@ class CalibrationEvalCallback(TrainerCallback):
         self._trainer: Any = None
         self._warned_no_generate = False
         self._panels = WandbPanels(config.n_confidently_wrong)
+        self._plots = PlotQueue()
+        # W&B rows not logged yet, in eval order: (payload, label of the diagram it waits for, or None)
+        self._rows: deque[tuple[dict[str, Any], str | None]] = deque()
 
     # ------------------------------------------------------------------ wiring
     def attach(self, trainer: Any) -> CalibrationEvalCallback:
@@ -290,18 +301,25 @@ class CalibrationEvalCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.tracker.train_begin(state.epoch)
         self.items()  # a bad dataset spec fails now, not after the first epoch
+        if state.is_world_process_zero and (self.config.save_predictions or self.config.log_image):
+            self._plots.warm_up()  # the plot worker imports matplotlib (seconds) while training starts
         if self.config.eval_on_start and state.global_step == 0:  # a resumed run has its start eval already
             self.evaluate(epoch_label(0), args, state, **kwargs)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.tracker.epoch_begin()
+        self._flush()
 
     def on_epoch_end(self, args, state, control, **kwargs):
         epoch = self.tracker.epoch_end(state.epoch)
         if epoch is not None:
             self.evaluate(epoch_label(epoch), args, state, **kwargs)
 
+    def on_log(self, args, state, control, **kwargs):
+        self._flush()
+
     def on_step_end(self, args, state, control, **kwargs):
+        self._flush()
         epoch = self.tracker.step_end(state.epoch)
         if epoch is not None:
             self.evaluate(epoch_label(epoch), args, state, **kwargs)
@@ -313,6 +331,11 @@ class CalibrationEvalCallback(TrainerCallback):
         epoch = self.tracker.train_end(state.epoch)
         if epoch is not None:
             self.evaluate(epoch_label(epoch), args, state, **kwargs)
+        self.finish()
+
+    def finish(self) -> None:
+        """Wait for every reliability diagram, write its copies and log the W&B rows still waiting for it."""
+        self._flush(wait=True)
 
     def on_save(self, args, state, control, **kwargs):
         """Copy the files of an eval made at this step into the checkpoint folder just written."""
@@ -326,7 +349,10 @@ class CalibrationEvalCallback(TrainerCallback):
                 dest = checkpoint / self.config.output_subdir / result.label
                 if dest.exists():
                     shutil.rmtree(dest)
-                shutil.copytree(result.folder, dest)
+                # the diagram (and its temporary file) may still be being written: the plot queue copies it
+                shutil.copytree(result.folder, dest, ignore=shutil.ignore_patterns(PLOT_NAME, ".*.tmp"))
+                self._plots.copy_to(result.label, dest)
+        self._flush()
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, label: str, args: Any, state: Any, *, model: Any = None, processing_class: Any = None,
@@ -405,11 +431,14 @@ class CalibrationEvalCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ output
     def _save(self, result: EvalResult, args: Any, state: Any) -> None:
-        if not self.config.save_predictions or not state.is_world_process_zero:
+        if not state.is_world_process_zero:
             return
-        folder = Path(args.output_dir) / self.config.output_subdir / result.label
-        result.folder = write_eval_folder(folder, label=result.label, global_step=result.step,
-                                          epoch=result.epoch, metrics=result.metrics, records=result.records)
+        if self.config.save_predictions:
+            folder = Path(args.output_dir) / self.config.output_subdir / result.label
+            result.folder = write_eval_folder(folder, label=result.label, global_step=result.step,
+                                              epoch=result.epoch, metrics=result.metrics, records=result.records)
+        if result.folder is not None or self.config.log_image:
+            self._plots.submit(result.label, result.metrics, result.folder)
 
     def _log(self, result: EvalResult, state: Any) -> None:
         if not state.is_world_process_zero:
@@ -419,8 +448,6 @@ class CalibrationEvalCallback(TrainerCallback):
         run = wandb.run
         if run is not None:
             payload: dict[str, Any] = dict(result.logged)
-            if self.config.log_image:
-                payload["eval/reliability_diagram"] = self._image(result, wandb)
             if self.config.log_table:
                 bins = result.metrics.get("reliability", [])
                 rows = [[row.get(c) for c in RELIABILITY_COLUMNS] for row in bins]
@@ -428,8 +455,8 @@ class CalibrationEvalCallback(TrainerCallback):
                 self._panels.add(result)
                 payload.update(self._panels.payload(wandb, run.name or run.id))
             payload["train/global_step"] = state.global_step
-            run.log(payload)
-            run.summary.update(summary_panel(self.history))
+            self._rows.append((payload, result.label if self.config.log_image else None))
+            self._flush()
         elif self._trainer is not None:
             self._trainer.log(dict(result.logged))
         else:
@@ -447,18 +474,42 @@ class CalibrationEvalCallback(TrainerCallback):
             return
         if self.config.log_table:
             self._panels.add(result)
-            run.log({**self._panels.payload(wandb, run.name or run.id), "train/global_step": state.global_step})
-        run.summary.update(summary_panel(self.history))
+            self._rows.append(({**self._panels.payload(wandb, run.name or run.id),
+                                "train/global_step": state.global_step}, None))
+            self._flush()
+        else:
+            run.summary.update(summary_panel(self.history))
 
-    def _image(self, result: EvalResult, wandb: Any) -> Any:
-        from calrl.eval.plots import render_reliability
+    def _flush(self, *, wait: bool = False) -> None:
+        """Write the finished diagrams' copies and log the W&B rows whose diagram is ready, in eval order
+        (with ``wait``: all of them)."""
+        if wait:
+            self._log_ready(self._plots.ready(wait=True))
+            self._plots.wait_all()  # after logging: the diagrams of evals without a folder are deleted
+        else:
+            self._log_ready(self._plots.ready())
 
-        png = result.folder / "reliability.png" if result.folder is not None else None
-        if png is not None and png.exists():
-            return wandb.Image(str(png), caption=result.label)
+    def _log_ready(self, ready: set[str]) -> None:
+        if not self._rows:
+            return
+        import wandb
+
+        run = wandb.run
+        while self._rows and (self._rows[0][1] is None or self._rows[0][1] in ready):
+            payload, label = self._rows.popleft()
+            if run is None:  # the run was finished by someone else: nothing to log into
+                continue
+            if label is not None:
+                payload["eval/reliability_diagram"] = self._image(label, wandb)
+            run.log(payload)
+            run.summary.update(summary_panel(self.history))
+
+    def _image(self, label: str, wandb: Any) -> Any:
+        path = self._plots.path(label)
+        if path is not None:
+            return wandb.Image(str(path), caption=label)
         import io
 
         from PIL import Image
 
-        data = render_reliability(result.metrics, labels=[result.label], title=f"Reliability, {result.label}")
-        return wandb.Image(Image.open(io.BytesIO(data)), caption=result.label)
+        return wandb.Image(Image.open(io.BytesIO(self._plots.png(label))), caption=label)

@@ -6,7 +6,9 @@
 - ``predictions.jsonl``: the generated answers, in the schema ``calrl eval --predictions`` reads;
 - ``metrics.json``: what :func:`calrl.eval.runner.compute_metrics` returns, plus a ``training`` entry
   (``label``, ``global_step``, ``epoch``) saying when the eval ran;
-- ``reliability.png``: the reliability diagram.
+- ``reliability.png``: the reliability diagram, rendered off the training thread
+  (:class:`~calrl.callbacks.plot_queue.PlotQueue`) and written beside the other two when it is ready (before
+  training ends).
 
 :func:`read_eval_history` reads those folders back, in training order, so per-epoch metrics can be read
 from a run's output folder (the demo's report does) without decoding the W&B log.
@@ -45,15 +47,14 @@ def parse_label(label: str) -> tuple[str, int] | None:
 
 def write_eval_folder(folder: Path, *, label: str, global_step: int, epoch: float | None,
                       metrics: dict[str, Any], records: Iterable[Any]) -> Path:
-    """Write one eval's three files into ``folder``, all or none (staged, then moved in)."""
-    from calrl.eval.plots import plot_reliability
+    """Write one eval's predictions and metrics into ``folder``, both or none (staged, then moved in); the
+    reliability diagram is the plot queue's (see the module's docstring)."""
     from calrl.io import staged_dir, write_json, write_jsonl
 
     meta = {"label": label, "global_step": global_step, "epoch": epoch}
     with staged_dir(folder) as tmp:
         write_jsonl(tmp / "predictions.jsonl", (r.to_json() for r in records))
         write_json(tmp / "metrics.json", {**metrics, "training": meta})
-        plot_reliability(metrics, tmp / "reliability.png", labels=[label], title=f"Reliability, {label}")
     return folder
 
 

@@ -16,7 +16,10 @@ training callback's last eval.
 from __future__ import annotations
 
 import argparse
+import datetime
+import gc
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -127,13 +130,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 @reports_os_errors
 def run(args: argparse.Namespace) -> int:
+    started = time.time()
     from calrl.eval.loading import resolve_predictions_file
-    from calrl.eval.plots import plot_reliability
-    from calrl.eval.records import sample_row
-    from calrl.eval.report import write_report
-    from calrl.eval.runner import compute_results, resolve_records
+    from calrl.eval.runner import resolve_records
     from calrl.grading import get_grader
-    from calrl.io import staged_dir, write_json, write_jsonl
 
     gen_only = ("adapter", "dataset", "split", "limit", "sample_seed", "prompt_template", "option_format",
                 "forced_retry_tokens", "generation_seed")
@@ -166,6 +166,21 @@ def run(args: argparse.Namespace) -> int:
         records, resolved = resolve_predictions_file(args.predictions, use_hedges=not args.no_hedges,
                                                      grader=args.grader, confidence_parser=args.confidence_parser)
         source = str(args.predictions)
+    gc.freeze()  # the records are acyclic and kept to the end: later collections need not walk them again
+    try:
+        return _score_and_write(args, out, source, records, resolved, started)
+    finally:
+        gc.unfreeze()
+
+
+def _score_and_write(args: argparse.Namespace, out: Path, source: str, records: list[Any],
+                     resolved: list[Any], started: float) -> int:
+    """Metrics, then every output file into a staging folder renamed onto ``out``."""
+    from calrl.eval.plots import plot_reliability
+    from calrl.eval.records import RESOLVED_ROWS, SAMPLE_ROWS, sample_pairs
+    from calrl.eval.report import write_report
+    from calrl.eval.runner import compute_results
+    from calrl.io import staged_dir, write_json, write_jsonl
 
     try:
         results = compute_results(resolved, n_bins=args.bins, missing_policy=args.missing_confidence,
@@ -174,14 +189,14 @@ def run(args: argparse.Namespace) -> int:
         if exc.path is not None or args.predictions is None:
             raise
         raise InputError(str(exc), path=str(args.predictions)) from None
-    _describe_run(results, args, source, records)
+    _describe_run(results, args, source, records, started)
     title = args.title or f"Calibration report: {results.model_label}"
 
     with staged_dir(out) as tmp:
         if args.model is not None:
             write_jsonl(tmp / "predictions.jsonl", (r.to_json() for r in records))
-        write_jsonl(tmp / "resolved.jsonl", (r.to_json() for r in resolved))  # item level, for compare
-        write_jsonl(tmp / "samples.jsonl", (sample_row(rec, res) for rec, res in zip(records, resolved, strict=True)))
+        RESOLVED_ROWS.write(tmp / "resolved.jsonl", ((r,) for r in resolved))  # item level, for compare
+        SAMPLE_ROWS.write(tmp / "samples.jsonl", sample_pairs(records, resolved))
         write_json(tmp / "metrics.json", results.to_json())
         plot_reliability(results, tmp / "reliability.png", labels=[_legend_label(results)],
                          title="Reliability diagram")
@@ -232,14 +247,15 @@ def _as_option(key: str, value: Any) -> str:
     return flag if value is True else f"{flag} {value}"
 
 
-def _describe_run(results: Any, args: argparse.Namespace, source: str, records: list[Any]) -> None:
-    """Fill the reproducibility blocks of metrics.json: what was evaluated, how, and with which versions."""
-    from calrl.eval.schema import SCHEMA_VERSION, Generation, RunConfig, collect_versions
+def _describe_run(results: Any, args: argparse.Namespace, source: str, records: list[Any], started: float) -> None:
+    """Fill the reproducibility blocks of metrics.json: what was evaluated, how, when, from which files, and
+    with which versions."""
+    from calrl.eval.schema import SCHEMA_VERSION, Generation, Provenance, RunConfig, collect_versions
+    from calrl.io import input_hashes
 
     config = RunConfig(missing_confidence=args.missing_confidence, grader=args.grader,
-                       use_hedges=not args.no_hedges, bins=args.bins)
+                       confidence_parser=args.confidence_parser, use_hedges=not args.no_hedges, bins=args.bins)
     if args.model is not None:
-        style = "reasons-first" if args.reasons_first else "answer"
         from calrl.eval.adapters import split_adapter_folder
 
         model, adapter = (args.model, args.adapter) if args.adapter else split_adapter_folder(args.model)
@@ -247,11 +263,8 @@ def _describe_run(results: Any, args: argparse.Namespace, source: str, records: 
         config.limit, config.sample_seed = args.limit, args.sample_seed
         config.prompt_scale = args.prompt_scale
         config.prompt_template, config.option_format = args.prompt_template, args.option_format
-        if args.prompt_template:
-            style = "template"
-        elif args.prompt_style != "calrl":
-            style = args.prompt_style
-        config.prompt_style = style + ("+distractor" if args.distractor else "")
+        config.prompt_style = "template" if args.prompt_template else args.prompt_style
+        config.reasons_first, config.distractor = args.reasons_first, args.distractor
         config.generation = Generation(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                        num_samples=args.num_samples, temperature=args.temperature,
                                        do_sample=args.do_sample, top_k=args.top_k, seed=args.generation_seed,
@@ -259,8 +272,23 @@ def _describe_run(results: Any, args: argparse.Namespace, source: str, records: 
                                        **retry_counts(records, args.confidence_retries))
     else:
         config.predictions = str(args.predictions)
+    date = datetime.datetime.fromtimestamp(started, tz=datetime.UTC).isoformat(timespec="seconds")
     results.source, results.config = source, config
+    results.provenance = Provenance(date=date, duration_s=round(time.time() - started, 3),
+                                    inputs=input_hashes(_local_inputs(args)))
     results.versions, results.schema_version = collect_versions(), SCHEMA_VERSION
+
+
+def _local_inputs(args: argparse.Namespace) -> list[Path]:
+    """The local files and folders the command read: the predictions, or the dataset when it is a local copy
+    (``PATH`` or ``NAME:PATH``; a set read from the hub has no local file to hash) and the prompt template."""
+    if args.model is None:
+        return [Path(args.predictions)]
+    paths = [Path(args.prompt_template)] if args.prompt_template else []
+    for candidate in (args.dataset, args.dataset.partition(":")[2]):
+        if candidate and Path(candidate).exists():
+            return [Path(candidate), *paths]
+    return paths
 
 
 def _legend_label(results: Any) -> str:

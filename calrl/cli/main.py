@@ -68,11 +68,14 @@ class CalrlParser(OneLineArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``calrl`` parser; with a known ``command``, only that command's module is imported (start-up
+    time: ``calrl eval ...`` never imports the training commands), otherwise every command's."""
     parser = CalrlParser(prog="calrl", description=DESCRIPTION, epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+    wanted = [COMMANDS[command]] if command in COMMANDS else COMMANDS.values()
     registered: set[str] = set()
-    for module_name in COMMANDS.values():
+    for module_name in wanted:
         if module_name in registered:
             continue
         try:
@@ -123,8 +126,8 @@ def report(command: str, message: str, code: int) -> int:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     for arg in argv:  # bytes that are not UTF-8 reach Python as lone surrogates: no output could be written
         if any("\ud800" <= c <= "\udfff" for c in arg):
             parser.error(f"argument {arg!r} is not valid text (bytes that are not UTF-8); rename the file or "

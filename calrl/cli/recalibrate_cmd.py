@@ -21,17 +21,18 @@ import io
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from calrl.cli import options
 from calrl.errors import InputError, reports_os_errors
-from calrl.eval.calibrators import METHODS
+from calrl.eval.calibration_methods import METHODS
 from calrl.eval.recalibrate_report import DOC_KEYS, SUMMARY_KEYS, warnings_of
 from calrl.eval.records import ResolvedRecord
 from calrl.formatting import fmt, json_safe
 from calrl.io import check_input, check_output
+
+if TYPE_CHECKING:  # torch is imported where it is used, so that `calrl recalibrate --help` starts at once
+    import torch
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -102,6 +103,8 @@ class _Split:
 
     @classmethod
     def of(cls, records: list[ResolvedRecord]) -> _Split:
+        import torch
+
         return cls(
             records,
             torch.tensor([r.confidence for r in records], dtype=torch.float64),
@@ -250,6 +253,8 @@ def _holdout_split(
             "(each split needs at least one item)",
             path=str(path),
         )
+    import torch
+
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     held = sorted(order[:n_held])
     fit = sorted(order[n_held:])
@@ -257,6 +262,8 @@ def _holdout_split(
 
 
 def _apply(calibrator: Any, confidence: torch.Tensor) -> torch.Tensor:
+    import torch
+
     out = torch.as_tensor(calibrator.apply(confidence), dtype=torch.float64)
     return out.clamp(0.0, 1.0)
 
@@ -305,6 +312,8 @@ def load_calibrator(path: str | Path) -> tuple[Any, dict[str, Any]]:
 
 
 def run_apply(args: argparse.Namespace) -> int:
+    import torch
+
     from calrl.data.readers import is_saved_dataset
     from calrl.eval.loading import SUFFIX_FORMATS
 

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 
 from calrl.errors import InputError
+from calrl.eval.calibration_methods import METHODS
 from calrl.eval.limits import check_bins
 from calrl.metrics import bin_index
 
-METHODS = ("temperature", "platt", "isotonic", "histogram")
 # Probabilities are clipped to [EPS, 1 - EPS] before logit and in the NLL. Verbalized confidences
 # hit 0 and 1 ("Confidence: 10"); with a 1e-6 clip one wrong "10" costs 13.8 nats and dominates a
 # temperature fit, with 1e-3 it costs 6.9, i.e. a stated 1.0 is read as 0.999.

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from calrl.io import JsonRows
 
 
 @dataclass(slots=True)
@@ -57,26 +60,47 @@ class ResolvedRecord:
         The values are shared, not copied (``dataclasses.asdict`` deep-copies, which was most of the cost
         of writing 10^6 rows); the row is for writing out, not for changing.
         """
-        return {k: getattr(self, k) for k in _RESOLVED_FIELDS}
+        return RESOLVED_ROWS.row(self)
 
 
 _PREDICTION_FIELDS = tuple(f.name for f in fields(PredictionRecord))
-_RESOLVED_FIELDS = tuple(f.name for f in fields(ResolvedRecord))
+# the columns of resolved.jsonl: every field of ResolvedRecord, in order, with the kind of value it holds
+_RESOLVED_KINDS = {"id": "unique", "abstained": "flag", "correct": "flag", "confidence": "number",
+                   "confidence_source": "text", "hedged": "flag", "slice": "shared", "samples": "shared",
+                   "answer": "text", "response": "text", "reference": "shared"}
+RESOLVED_ROWS = JsonRows("r", [(f.name, f"r.{f.name}", _RESOLVED_KINDS[f.name]) for f in fields(ResolvedRecord)])
+# the columns of samples.jsonl, calrl's names and, beside them where they mean the same, lm-evaluation-harness'
+SAMPLE_ROWS = JsonRows("i, rec, res", [
+    ("id", "rec.id", "unique"), ("doc_id", "i", "number"), ("prompt", "rec.prompt", "unique"),
+    ("question", "rec.question", "unique"), ("choices", "rec.choices", "shared"),
+    ("response", "rec.response", "text"),
+    ("resps", "rec.response", "listed_twice"),
+    ("reference", "rec.reference", "shared"), ("target", "rec.reference", "shared"),
+    ("answer", "res.answer", "text"), ("filtered_resps", "res.answer", "listed"),
+    ("confidence", "res.confidence", "number"), ("confidence_source", "res.confidence_source", "text"),
+    ("abstained", "res.abstained", "flag"), ("correct", "res.correct", "flag"), ("hedged", "res.hedged", "flag"),
+    ("slice", "res.slice", "shared"), ("samples", "rec.samples", "shared"),
+])
 
 
-def sample_row(record: PredictionRecord, resolved: ResolvedRecord) -> dict[str, Any]:
-    """One line of ``samples.jsonl``: an item as asked, answered, parsed and graded.
+def sample_row(record: PredictionRecord, resolved: ResolvedRecord, doc_id: int = 0) -> dict[str, Any]:
+    """One line of ``samples.jsonl``: an item as asked, answered, parsed and graded (:data:`SAMPLE_ROWS`).
 
-    The fields, in the habit of lm-evaluation-harness' samples files: ``id``, ``prompt`` (null for a
-    predictions file), ``question``, ``choices``, ``response``, ``reference``, ``answer`` (parsed),
-    ``confidence`` and ``confidence_source``, ``abstained``, ``correct``, ``hedged``, ``slice``, ``samples``.
+    calrl's fields: ``id``, ``prompt`` (null for a predictions file), ``question``, ``choices``, ``response``,
+    ``reference``, ``answer`` (parsed), ``confidence`` and ``confidence_source``, ``abstained``, ``correct``,
+    ``hedged``, ``slice``, ``samples``; and lm-evaluation-harness' names for the same things, so its tooling
+    reads the file: ``doc_id`` (the item's 0-based position), ``resps`` (``[[response]]``: one request, one
+    response), ``filtered_resps`` (``[answer]``: the response after answer extraction) and ``target`` (the
+    reference). Values are shared with the records, not copied.
     """
-    if record.id != resolved.id:
-        raise ValueError(f"record {record.id!r} paired with resolved item {resolved.id!r}")
-    return {
-        "id": record.id, "prompt": record.prompt, "question": record.question, "choices": record.choices,
-        "response": record.response, "reference": record.reference, "answer": resolved.answer,
-        "confidence": resolved.confidence, "confidence_source": resolved.confidence_source,
-        "abstained": resolved.abstained, "correct": resolved.correct, "hedged": resolved.hedged,
-        "slice": dict(resolved.slice), "samples": record.samples,
-    }
+    return SAMPLE_ROWS.row(*next(sample_pairs([record], [resolved], start=doc_id)))
+
+
+def sample_pairs(records: Iterable[PredictionRecord], resolved: Iterable[ResolvedRecord],
+                 start: int = 0) -> Iterator[tuple[int, PredictionRecord, ResolvedRecord]]:
+    """Each record's position (from ``start``) with the record and its resolved item (the rows of
+    :data:`SAMPLE_ROWS`); ValueError if they do not pair."""
+    for i, (record, item) in enumerate(zip(records, resolved, strict=True), start=start):
+        if record.id != item.id:
+            raise ValueError(f"record {record.id!r} paired with resolved item {item.id!r}")
+        yield i, record, item

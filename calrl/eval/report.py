@@ -140,10 +140,17 @@ def _summary(r: EvalResults) -> Section:
         f"{fmt(r.n)} items, {fmt(r.n_answered)} answered, {fmt(r.n_abstained)} abstained. "
         f"Calibration metrics use the {fmt(r.n_scored)} answered items with a confidence "
         f"(missing-confidence policy: {r.missing_confidence.policy}).")
-    summary.blocks.append(Table(["metric", "key", "value", "meaning"],
-                                [[label, f"`{key}`", fmt(lookup(r, key)), meaning]
+    summary.blocks.append(Table(["metric", "key", "value", "standard error", "meaning"],
+                                [[label, f"`{key}`", fmt(lookup(r, key)), _stderr(r, key), meaning]
                                  for label, key, meaning in SUMMARY_ROWS]))
     return summary
+
+
+def _stderr(r: EvalResults, key: str) -> str:
+    """The metric's standard error (``stderr.<key>``) when one is recorded, else empty."""
+    if r.stderr is None or not hasattr(r.stderr, key):
+        return ""
+    return fmt(getattr(r.stderr, key))
 
 
 def _what_was_evaluated(r: EvalResults) -> str:
@@ -156,7 +163,8 @@ def _what_was_evaluated(r: EvalResults) -> str:
         if c.limit is not None:
             text += f", {fmt(c.limit)} items" + (f" (stratified sample, seed {fmt(c.sample_seed)})"
                                                   if c.sample_seed is not None else " (the first ones)")
-        return text + f"; prompt: {c.prompt_style}, confidence scale {c.prompt_scale}."
+        variant = (", reasons first" if c.reasons_first else "") + (", misleading hint" if c.distractor else "")
+        return text + f"; prompt: {c.prompt_style}{variant}, confidence scale {c.prompt_scale}."
     return f"Predictions: `{c.predictions}`."
 
 

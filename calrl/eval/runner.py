@@ -31,6 +31,7 @@ from calrl.eval.schema import (
     Signal,
     SliceMetrics,
     SmoothECE,
+    StandardErrors,
 )
 from calrl.grading import grade
 
@@ -53,14 +54,90 @@ def resolve_records(records: Iterable[PredictionRecord], *, use_hedges: bool = T
     ``confidence_parser``: ``calrl`` or ``reference`` (the paper's evaluation rules), through
     :class:`calrl.confidence.ConfidenceReader`.
     """
-    reader = ConfidenceReader(confidence_parser, purpose="eval", use_hedges=use_hedges)
-    return [resolve_record(rec, reader=reader, grader=grader) for rec in records]
+    memo = TextMemo(ConfidenceReader(confidence_parser, purpose="eval", use_hedges=use_hedges), grader)
+    return [resolve_record(rec, memo=memo) for rec in records]
 
 
-def resolve_record(rec: PredictionRecord, *, reader: ConfidenceReader, grader: str = "auto") -> ResolvedRecord:
-    """One record of :func:`resolve_records`, its confidence read by ``reader``."""
+#: Most distinct texts (and graded answers) whose results a :class:`TextMemo` keeps.
+MAX_MEMO = 1 << 16
+_UNSEEN = object()
+
+
+class TextMemo:
+    """What a response text alone decides (hedge, abstention, extracted answer, stated confidence) and the
+    grade of an (answer, references, choices) triple, each worked out once per distinct value.
+
+    An eval file of 10^6 answers often holds far fewer distinct texts (short answers, letters, numbers):
+    these steps were most of ``calrl eval --predictions``' time. The functions are pure, so a kept result
+    is the one a new call would give; up to :data:`MAX_MEMO` values are kept per step (an answer after that
+    is worked out each time). Grades are kept only for calrl's own graders (a registered grader may count
+    its calls or keep state).
+    """
+
+    def __init__(self, reader: ConfidenceReader, grader: str = "auto") -> None:
+        self.reader, self.grader = reader, grader
+        self._keep_grades: bool | None = None  # known at the first grade (an unknown grader fails there)
+        self._hedged: dict[str, bool] = {}
+        self._abstains: dict[str, bool] = {}
+        self._answers: dict[str, str] = {}
+        self._reads: dict[str, tuple[float | None, str]] = {}
+        self._grades: dict[tuple[Any, ...], bool] = {}
+
+    @staticmethod
+    def _kept(table: dict, key: Any, compute: Any, arg: Any) -> Any:
+        value = table.get(key, _UNSEEN)
+        if value is _UNSEEN:
+            value = compute(arg)
+            if len(table) < MAX_MEMO:
+                table[key] = value
+        return value
+
+    def hedged(self, response: str) -> bool:
+        return self._kept(self._hedged, response, _is_hedged, response)
+
+    def abstains(self, response: str) -> bool:
+        return self._kept(self._abstains, response, is_abstention, response)
+
+    def answer(self, response: str) -> str:
+        return self._kept(self._answers, response, extract_answer, response)
+
+    def read(self, response: str) -> tuple[float | None, str]:
+        return self._kept(self._reads, response, self._read, response)
+
+    def _read(self, response: str) -> tuple[float | None, str]:
+        parsed = self.reader.read(response)
+        return parsed.value, parsed.source
+
+    def grade(self, answer: str, reference: list[str], choices: list[str] | None) -> bool:
+        if self._keep_grades is None:
+            from calrl.grading import get_grader
+
+            self._keep_grades = getattr(get_grader(self.grader), "__module__", None) == "calrl.grading.graders"
+        if not self._keep_grades:
+            return bool(grade(answer, reference, choices=choices, grader=self.grader))
+        key = (answer, tuple(reference), None if choices is None else tuple(choices))
+        return self._kept(self._grades, key, self._grade, key)
+
+    def _grade(self, key: tuple[Any, ...]) -> bool:
+        answer, reference, choices = key
+        return bool(grade(answer, list(reference), choices=None if choices is None else list(choices),
+                          grader=self.grader))
+
+
+def _is_hedged(response: str) -> bool:
+    return detect_hedge(response) is not None
+
+
+def resolve_record(rec: PredictionRecord, *, reader: ConfidenceReader | None = None, grader: str = "auto",
+                   memo: TextMemo | None = None) -> ResolvedRecord:
+    """One record of :func:`resolve_records`, its confidence read by ``reader`` (or by the ``memo``'s reader
+    and graded with its grader, when a memo shared by many records is given)."""
+    if memo is None:
+        if reader is None:
+            raise TypeError("resolve_record needs a reader or a memo")
+        memo = TextMemo(reader, grader)
     response = rec.response
-    hedged = bool(response) and detect_hedge(response) is not None
+    hedged = bool(response) and memo.hedged(response)
 
     if rec.abstained is not None:
         abstained = rec.abstained
@@ -70,21 +147,20 @@ def resolve_record(rec: PredictionRecord, *, reader: ConfidenceReader, grader: s
     elif rec.correct is True:
         abstained = False
     else:
-        abstained = bool(response) and is_abstention(response)
+        abstained = bool(response) and memo.abstains(response)
 
     if abstained:
         return ResolvedRecord(id=rec.id, abstained=True, correct=False, confidence=None,
                               confidence_source="abstained", hedged=hedged, slice=rec.slice, samples=rec.samples,
                               answer=None, response=response, reference=rec.reference)
-    answer = extract_answer(response) if response is not None else None
+    answer = memo.answer(response) if response is not None else None
     if answer and rec.reference:  # a right answer holds its reference's string, not an equal copy (memory)
         answer = next((ref for ref in rec.reference if ref == answer), answer)
 
     if rec.confidence is not None:
         confidence, source = float(rec.confidence), "given"
     elif response is not None:
-        parsed = reader.read(response)
-        confidence, source = parsed.value, parsed.source
+        confidence, source = memo.read(response)
     else:
         confidence, source = None, "missing"
 
@@ -94,7 +170,7 @@ def resolve_record(rec: PredictionRecord, *, reader: ConfidenceReader, grader: s
         if not rec.reference:
             raise InputError(f"id {rec.id!r}: no 'reference' to grade the response against "
                              "(give 'reference' or 'correct')")
-        correct = bool(grade(answer or "", rec.reference, choices=rec.choices, grader=grader))
+        correct = memo.grade(answer or "", rec.reference, rec.choices)
 
     return ResolvedRecord(id=rec.id, abstained=False, correct=correct, confidence=confidence,
                           confidence_source=source, hedged=hedged, slice=rec.slice, samples=rec.samples,
@@ -287,6 +363,27 @@ def _group_metrics(all_columns: _Columns, index: torch.Tensor | None, members: S
         confidence_sources={s: int(sources[i]) for i, s in enumerate(CONFIDENCE_SOURCES)},
         reliability=_reliability(conf, corr, n_bins) if conf.numel() else [],
         consistency=_consistency(members) if all_columns.has_samples else None,
+        stderr=_standard_errors(M, cols, answered, conf, corr, calibration["auroc"], settings),
+    )
+
+
+def _standard_errors(M: Any, cols: _Columns, answered: torch.Tensor, conf: torch.Tensor, corr: torch.Tensor,
+                     auroc: float | None, settings: Settings) -> StandardErrors:
+    """The standard errors of a group's headline metrics (see :class:`~calrl.eval.schema.StandardErrors`)."""
+    ece = None
+    if settings.n_boot >= 2 and conf.numel():
+        generator = torch.Generator().manual_seed(settings.seed)  # the smooth-ECE bootstrap's resamples
+        ece = M.ece_resamples(conf, corr, n_bins=settings.n_bins, n_boot=settings.n_boot, generator=generator)
+        ece = ece.std(correction=1)
+    n_right = int(corr.sum())
+    return StandardErrors(
+        accuracy=_f(M.mean_stderr((cols.correct & answered).double())),
+        accuracy_answered=_f(M.mean_stderr(cols.correct[answered].double())),
+        refusal_rate=_f(M.mean_stderr(cols.abstained.double())),
+        ece=_f(ece),
+        brier=_f(M.mean_stderr((conf - corr.double()) ** 2)),
+        auroc=_f(M.auroc_stderr(auroc, n_right, int(corr.numel()) - n_right)) if auroc is not None else None,
+        mean_confidence=_f(M.mean_stderr(conf)),
     )
 
 

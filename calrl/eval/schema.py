@@ -4,8 +4,9 @@
 ``GroupMetrics``: ``n``, ``accuracy``, ``ece``, ``smece.value`` ...), beside ``slices`` (the same metrics
 per slice value), ``settings`` (how the metrics were computed), ``source``, and, like
 lm-evaluation-harness results, a ``config`` block (how the predictions were produced: model, adapter,
-dataset, split, limit, sample seed, prompt, generation settings, grader) and a ``versions`` block
-(calrl, python, torch, transformers, trl, and the git hash of a checkout).
+dataset, split, limit, sample seed, prompt, generation settings, grader), a ``provenance`` block (date,
+duration, the sha256 of every local file read) and a ``versions`` block (calrl, python, torch, transformers,
+trl, and the git hash of a checkout).
 
 ``to_json`` gives the JSON-ready mapping; ``from_json`` reads it back, checking every known key's type
 (an InputError names the file and the key) and keeping keys it does not know in ``extra`` (a newer calrl,
@@ -67,6 +68,22 @@ class Consistency:
 
 
 @dataclass(kw_only=True)
+class StandardErrors:
+    """Standard errors of the headline metrics (None where undefined), as lm-evaluation-harness' ``*_stderr``:
+    of a mean (accuracy, accuracy on answered items, refusal rate, Brier, mean confidence) the items' sample
+    standard deviation over sqrt(n); of the AUROC, Hanley and McNeil's (1982); of the ECE, the standard deviation
+    of its ``settings.n_boot`` bootstrap resamples (None without resamples, as in small slices)."""
+
+    accuracy: float | None = None
+    accuracy_answered: float | None = None
+    refusal_rate: float | None = None
+    ece: float | None = None
+    brier: float | None = None
+    auroc: float | None = None
+    mean_confidence: float | None = None
+
+
+@dataclass(kw_only=True)
 class GroupMetrics:
     """The metrics of one group of items (all of them, or one slice value)."""
 
@@ -91,6 +108,7 @@ class GroupMetrics:
     confidence_sources: dict[str, int]
     reliability: list[ReliabilityBin]
     consistency: Consistency | None = None
+    stderr: StandardErrors | None = None  # None in files written before calrl recorded it
 
 
 @dataclass(kw_only=True)
@@ -137,14 +155,26 @@ class RunConfig:
     limit: int | None = None
     sample_seed: int | None = None  # seed of the stratified --limit subset
     prompt_scale: str | None = None
-    prompt_style: str | None = None  # "answer" or "reasons-first", "+distractor" when the hint is on
+    prompt_style: str | None = None  # --prompt-style: "calrl", "standard" or "cot"
+    reasons_first: bool | None = None  # the calrl prompt asked for reasons before the answer
+    distractor: bool | None = None  # the prompt held a misleading hint
     prompt_template: str | None = None  # the --prompt-template file, when one gave the prompt's words
     option_format: str | None = None  # the --option-format of multiple-choice options
     generation: Generation | None = None
     missing_confidence: str | None = None
     grader: str | None = None
+    confidence_parser: str | None = None  # "calrl" or "reference"
     use_hedges: bool | None = None
     bins: int | None = None
+
+
+@dataclass(kw_only=True)
+class Provenance:
+    """When an evaluation ran, for how long, and what it read (as lm-evaluation-harness records it)."""
+
+    date: str  # when the command started: ISO 8601, UTC
+    duration_s: float  # from the start until the metrics were computed (writing the outputs excluded)
+    inputs: dict[str, str] = field(default_factory=dict)  # every local file read -> "sha256:<hex digest>"
 
 
 @dataclass(kw_only=True)
@@ -165,6 +195,7 @@ class EvalResults(GroupMetrics):
     settings: Settings
     source: str | None = None  # what was evaluated, as said on the command line
     config: RunConfig | None = None
+    provenance: Provenance | None = None
     versions: Versions | None = None
     schema_version: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys this schema does not know, kept as read
@@ -199,7 +230,7 @@ class EvalResults(GroupMetrics):
 
 
 # optional blocks left out of the JSON when absent (consistency: only when items carried samples)
-_OMITTED_WHEN_NONE = frozenset({"consistency", "source", "config", "versions", "schema_version"})
+_OMITTED_WHEN_NONE = frozenset({"consistency", "source", "config", "provenance", "versions", "schema_version"})
 
 
 def _as_json(obj: Any) -> Any:

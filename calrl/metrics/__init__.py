@@ -5,7 +5,13 @@ indexes items, leading dimensions are independent rows (used by the bootstrap). 
 """
 
 from calrl.metrics.binning import bin_index, reliability_bins
-from calrl.metrics.bootstrap import bootstrap_interval, paired_bootstrap, smooth_ece_bootstrap, supports_batch
+from calrl.metrics.bootstrap import (
+    bootstrap_interval,
+    ece_resamples,
+    paired_bootstrap,
+    smooth_ece_bootstrap,
+    supports_batch,
+)
 from calrl.metrics.calibration import (
     equal_mass_ece,
     expected_calibration_error,
@@ -20,7 +26,15 @@ from calrl.metrics.consistency import (
     discrete_semantic_entropy,
     majority_share,
 )
-from calrl.metrics.scores import accuracy, aurc, binary_auroc, brier_score, risk_coverage_curve
+from calrl.metrics.scores import (
+    accuracy,
+    aurc,
+    auroc_stderr,
+    binary_auroc,
+    brier_score,
+    mean_stderr,
+    risk_coverage_curve,
+)
 
 # Metrics that accept [rows, n] inputs and return [rows]: the bootstrap evaluates them per chunk.
 for _fn in (expected_calibration_error, max_calibration_error, equal_mass_ece, smooth_ece, brier_score,
@@ -32,16 +46,19 @@ __all__ = [
     "accuracy",
     "agreement_rate",
     "aurc",
+    "auroc_stderr",
     "bin_index",
     "binary_auroc",
     "bootstrap_interval",
     "brier_score",
     "cluster_counts",
     "discrete_semantic_entropy",
+    "ece_resamples",
     "equal_mass_ece",
     "expected_calibration_error",
     "majority_share",
     "max_calibration_error",
+    "mean_stderr",
     "paired_bootstrap",
     "reliability_bins",
     "risk_coverage_curve",

@@ -154,19 +154,74 @@ def smooth_ece_bootstrap(confidence: Tensor, correct: Tensor, n_boot: int = 200,
     correct = check_pair(confidence, correct, validate_args=False)[1].bool()
     if confidence.ndim != 1:
         raise ValueError("smooth_ece_bootstrap takes 1-D inputs")
-    n = confidence.numel()
-    if n > 0:
-        points, labels, counts = _counted_pairs(confidence, correct)
-        if points.numel() > min(MAX_COUNTED_PAIRS, n // 4) and n > ROUNDED_ABOVE:
-            points, labels, counts = _counted_pairs(torch.round(confidence / ROUNDING) * ROUNDING, correct)
-        if points.numel() <= min(MAX_COUNTED_PAIRS, n // 4) or n > ROUNDED_ABOVE:
-            value = smooth_ece(confidence, correct).reshape(())
-            draws = multinomial_counts(counts, n_boot, generator)
-            values = smooth_ece_weighted(points, labels, draws)
-            low, high = _percentile_interval(values.to(value.dtype), alpha)
-            return value, low, high
+    counted = _counted_resamples(confidence, correct, n_boot, generator)
+    if counted is not None:
+        value = smooth_ece(confidence, correct).reshape(())
+        points, labels, draws = counted
+        values = smooth_ece_weighted(points, labels, draws)
+        low, high = _percentile_interval(values.to(value.dtype), alpha)
+        return value, low, high
     return bootstrap_interval(smooth_ece, confidence, correct, n_boot=n_boot, generator=generator, alpha=alpha,
                               batched=True)
+
+
+def _counted_resamples(confidence: Tensor, correct: Tensor, n_boot: int,
+                       generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor] | None:
+    """``(points, labels, draws)``: the distinct (confidence, correct) pairs (confidences rounded to
+    :data:`ROUNDING` when there are too many, above :data:`ROUNDED_ABOVE` items) and ``n_boot`` resamples as
+    copies of each [n_boot, G]; None when the items are better resampled by index (few items, many values)."""
+    n = confidence.numel()
+    if n == 0:
+        return None
+    points, labels, counts = _counted_pairs(confidence, correct)
+    if points.numel() > min(MAX_COUNTED_PAIRS, n // 4) and n > ROUNDED_ABOVE:
+        points, labels, counts = _counted_pairs(torch.round(confidence / ROUNDING) * ROUNDING, correct)
+    if points.numel() <= min(MAX_COUNTED_PAIRS, n // 4) or n > ROUNDED_ABOVE:
+        return points, labels, multinomial_counts(counts, n_boot, generator)
+    return None
+
+
+def ece_resamples(confidence: Tensor, correct: Tensor, n_bins: int = 15, n_boot: int = 200,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """ECE (equal-width bins, L1) of ``n_boot`` bootstrap resamples of the items, float64 [n_boot]; their
+    standard deviation is the ECE's bootstrap standard error.
+
+    The resamples are drawn as :func:`smooth_ece_bootstrap` draws them: as copies of each distinct (confidence,
+    correct) pair when there are few (the cost does not grow with the number of items; above
+    :data:`ROUNDED_ABOVE` items with many distinct confidences, rounded to multiples of :data:`ROUNDING`), else by
+    index. With the same seed both draw the same resamples.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import ece_resamples
+        >>> conf = torch.tensor([0.9, 0.9, 0.6, 0.6] * 25, dtype=torch.float64)
+        >>> right = torch.tensor([True, False, True, False] * 25)
+        >>> values = ece_resamples(conf, right, n_bins=10, n_boot=50, generator=torch.Generator().manual_seed(0))
+        >>> values.shape, bool((values >= 0).all())
+        (torch.Size([50]), True)
+    """
+    from calrl.metrics.binning import bin_index
+    from calrl.metrics.calibration import expected_calibration_error
+
+    conf, corr = check_pair(confidence, correct, validate_args=False)
+    if conf.ndim != 1:
+        raise ValueError("ece_resamples takes 1-D inputs")
+    n = conf.numel()
+    if n == 0 or n_boot < 1:
+        return torch.empty(0, dtype=torch.float64, device=conf.device)
+    counted = _counted_resamples(conf, corr.bool(), n_boot, generator)
+    if counted is not None:
+        points, labels, draws = counted
+        gaps = draws * (points.to(torch.float64) - labels.to(torch.float64))
+        per_bin = torch.zeros(n_boot, n_bins, dtype=torch.float64, device=conf.device)
+        per_bin.index_add_(1, bin_index(points, n_bins), gaps)
+        return per_bin.abs().sum(-1) / n
+    values = []
+    rows_per_chunk = max(1, CHUNK_ELEMENTS // n)
+    for start in range(0, n_boot, rows_per_chunk):
+        index = _resample_indices(min(rows_per_chunk, n_boot - start), n, generator, conf.device)
+        values.append(expected_calibration_error(conf[index], corr[index], n_bins=n_bins).to(torch.float64))
+    return torch.cat(values)
 
 
 def multinomial_counts(counts: Tensor, rows: int, generator: torch.Generator | None = None) -> Tensor:

@@ -5,6 +5,8 @@ The last dimension indexes items, leading dimensions are independent rows. Empty
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -57,6 +59,43 @@ def binary_auroc(scores: Tensor, labels: Tensor) -> Tensor:
     n_pos = groups.row_sum(positive)
     n_neg = n - n_pos
     return (wins / (n_pos * n_neg)).reshape(lead).to(out_dtype)
+
+
+def mean_stderr(values: Tensor) -> Tensor:
+    """Standard error of the mean of ``values`` over the last dimension: the sample standard deviation
+    (n - 1 in the denominator) over sqrt(n), as lm-evaluation-harness' ``*_stderr`` of a mean metric.
+    NaN for fewer than two values.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import mean_stderr
+        >>> round(float(mean_stderr(torch.tensor([1.0, 0.0, 1.0, 1.0]))), 4)
+        0.25
+    """
+    if not values.is_floating_point():
+        values = values.to(accumulation_dtype(values.device))
+    n = values.shape[-1]
+    if n < 2:
+        return torch.full(values.shape[:-1], float("nan"), dtype=values.dtype, device=values.device)
+    return values.std(dim=-1, correction=1) / math.sqrt(n)
+
+
+def auroc_stderr(auroc: Tensor | float, n_positive: int, n_negative: int) -> Tensor:
+    """Standard error of an AUROC from its value and the class sizes (Hanley and McNeil 1982, eq. 2):
+    ``sqrt((A(1-A) + (n1-1)(Q1-A^2) + (n0-1)(Q2-A^2)) / (n1 n0))`` with ``Q1 = A/(2-A)``, ``Q2 = 2A^2/(1+A)``.
+    NaN when the AUROC is undefined or a class is empty.
+
+    Example:
+        >>> from calrl.metrics import auroc_stderr
+        >>> round(float(auroc_stderr(0.8, 50, 50)), 4)
+        0.0445
+    """
+    a = torch.as_tensor(auroc, dtype=torch.float64)
+    if n_positive < 1 or n_negative < 1:
+        return torch.full_like(a, float("nan"))
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_positive - 1) * (q1 - a * a) + (n_negative - 1) * (q2 - a * a)) / (n_positive * n_negative)
+    return var.clamp(min=0).sqrt()
 
 
 def risk_coverage_curve(confidence: Tensor, correct: Tensor, *, validate_args: bool = True) -> dict[str, Tensor]:

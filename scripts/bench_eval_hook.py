@@ -1,0 +1,150 @@
+"""The per-epoch calibration eval's share of ``train()`` on the tiny PPO-C recipe.
+
+Usage: ``python scripts/bench_eval_hook.py [--config configs/tests/tiny_ppo_c.yaml] [--repeats 3]
+[--baseline OTHER_CHECKOUT]``
+
+Runs ``calrl train-ppo --config RECIPE`` (W&B offline, into a temporary folder) in a fresh process per run,
+with timers around the trainer's ``train()`` and around every event handler of
+:class:`~calrl.callbacks.calibration_eval.CalibrationEvalCallback`: the hook's time is what the training
+thread spends in those handlers (generation, grading, metrics, files, W&B, and any wait for the reliability
+diagram). The peer is ``train()`` itself, measured in the same run: the script prints the hook's share of it
+(target: under 10% of the wall time), the hook's parts and the load average. Times are wall times and, beside
+them, CPU times of the training thread (which leave out what other processes of a busy machine take, and
+waits). ``--baseline`` measures another checkout (e.g. the previous commit's) in the same run, interleaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_SHARE = 0.10
+HANDLERS = ("on_train_begin", "on_epoch_begin", "on_epoch_end", "on_step_end", "on_log", "on_train_end", "on_save")
+PARTS = ("_generate", "_resolve", "_results", "_save", "_log", "_flush")
+
+
+def _timed(table: dict[str, float], key: str, fn):
+    """``fn`` adding its wall time to ``table[key]`` and its thread's CPU time to ``table[key + "_cpu"]``
+    (nested calls of handlers count once)."""
+    depth = [0]
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        depth[0] += 1
+        start, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            depth[0] -= 1
+            if depth[0] == 0:
+                table[key] += time.perf_counter() - start
+                table[key + "_cpu"] += time.thread_time() - cpu
+    return wrapper
+
+
+def measure(config: str) -> dict[str, float]:
+    """One run of the recipe in this process: seconds of train(), of the hook, and of the hook's parts."""
+    from calrl.callbacks.calibration_eval import CalibrationEvalCallback
+    from calrl.cli.main import main
+    from calrl.train.ppo import PPORunner
+
+    seconds: dict[str, float] = defaultdict(float)
+    for name in HANDLERS:
+        if not hasattr(CalibrationEvalCallback, name):  # a handler an older callback does not define
+            continue
+        setattr(CalibrationEvalCallback, name, _timed(seconds, "hook", getattr(CalibrationEvalCallback, name)))
+    for name in PARTS:
+        if not hasattr(CalibrationEvalCallback, name):
+            continue
+        setattr(CalibrationEvalCallback, name, _timed(seconds, name, getattr(CalibrationEvalCallback, name)))
+    build = PPORunner.build
+
+    def timed_build(self, callbacks):
+        trainer = build(self, callbacks)
+        trainer.train = _timed(seconds, "train", trainer.train)
+        return trainer
+
+    PPORunner.build = timed_build
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ["WANDB_DIR"] = tmp
+        os.environ.setdefault("WANDB_SILENT", "true")
+        start = time.perf_counter()
+        code = main(["train-ppo", "--config", config, f"training.output_dir={tmp}/run"])
+        seconds["command"] = time.perf_counter() - start
+        if code != 0:
+            raise SystemExit(f"calrl train-ppo exited {code}")
+    return dict(seconds)
+
+
+def _run_once(root: Path, config: str) -> dict[str, float]:
+    done = subprocess.run([sys.executable, __file__, "--one", "--config", config], cwd=root, check=True,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)})
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _report(name: str, runs: list[dict[str, float]]) -> float:
+    """Print each run of one checkout; return the median share of the wall time."""
+    shares, cpu_shares = [], []
+    for i, run in enumerate(runs, 1):
+        share, cpu_share = run["hook"] / run["train"], run["hook_cpu"] / run["train_cpu"]
+        shares.append(share)
+        cpu_shares.append(cpu_share)
+        parts = ", ".join(f"{part.strip('_')} {run[part]:.2f}" for part in PARTS if part in run)
+        print(f"{name} run {i}: train() {run['train']:.2f} s wall ({run['train_cpu']:.2f} s CPU of its thread), "
+              f"eval hook {run['hook']:.2f} s wall = {share:.1%} of train() ({run['hook_cpu']:.2f} s CPU = "
+              f"{cpu_share:.1%}); hook parts, s wall: {parts}; whole command {run['command']:.2f} s")
+    share, cpu_share = statistics.median(shares), statistics.median(cpu_shares)
+    train = statistics.median(run["train"] for run in runs)
+    print(f"{name}: median train() {train:.2f} s; median hook share of train(): {share:.1%} of the wall time, "
+          f"{cpu_share:.1%} of the training thread's CPU time")
+    return share
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/tests/tiny_ppo_c.yaml", help="recipe, relative to the checkout")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per checkout, each in a fresh process")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout of calrl (e.g. the previous commit's) measured in the same run, "
+                             "its runs interleaved with this checkout's")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a single run, as JSON
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(args.config)))
+        return 0
+
+    roots = {"this checkout": ROOT}
+    if args.baseline is not None:
+        roots["baseline"] = args.baseline.resolve()
+    load_start = os.getloadavg()
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in roots}
+    for _ in range(args.repeats):
+        for name, root in roots.items():
+            runs[name].append(_run_once(root, args.config))
+    load_end = os.getloadavg()
+    print(f"recipe: {args.config}; {os.cpu_count()} CPU cores; load average (1/5/15 min) at start -> end: "
+          f"{'/'.join(f'{x:.2f}' for x in load_start)} -> {'/'.join(f'{x:.2f}' for x in load_end)}")
+    shares = {name: _report(name, r) for name, r in runs.items()}
+    if args.baseline is not None:
+        ratio = (statistics.median(r["train"] for r in runs["this checkout"])
+                 / statistics.median(r["train"] for r in runs["baseline"]))
+        print(f"train() time, this checkout / baseline: {ratio:.2f}")
+    share = shares["this checkout"]
+    verdict = "PASS" if share < TARGET_SHARE else "FAIL"
+    print(f"hook share of train() {share:.1%}: {verdict} (target < {TARGET_SHARE:.0%} of the wall time)")
+    return 0 if share < TARGET_SHARE else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
