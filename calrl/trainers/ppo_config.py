@@ -168,8 +168,8 @@ class CalibratedPPOConfig(TrainingArguments):
             # transformers fills DeepSpeed's batch keys before the process group exists (world size 1) and for a
             # dataloader's batches; PPO's are its micro-batches over every process. Filled now, so that models
             # built under ZeRO-3's init (``from_pretrained`` after these arguments) see a consistent config.
-            self.hf_deepspeed_config.config.update(self.deepspeed_batch_keys(self.world_size if self.device is not None
-                                                                             else 1))
+            self.device  # noqa: B018 - sets up the distributed state (as the Trainer would), so world_size is true
+            self.hf_deepspeed_config.config.update(self.deepspeed_batch_keys(self.world_size))
 
     def _check_ppo_keys(self) -> None:
         check_numbers(self, TRAINING_RULES, PPO_RULES)
