@@ -27,7 +27,9 @@ ENGINE_TAG = "engine"
 
 
 def uses_deepspeed(accelerator: Any) -> bool:
-    return str(getattr(accelerator, "distributed_type", "")) in ("DEEPSPEED", "DistributedType.DEEPSPEED")
+    from accelerate.utils import DistributedType
+
+    return getattr(accelerator, "distributed_type", None) == DistributedType.DEEPSPEED
 
 
 def prepare_frozen(model: torch.nn.Module | None, accelerator: Any) -> Any:
