@@ -78,9 +78,9 @@ def engine_report(trainer) -> dict:
     """What the trainer runs under DeepSpeed: the frozen models' and the trained model's engine types and stages."""
     from deepspeed import DeepSpeedEngine
 
-    frozen = {"ref_model": trainer.ref_model, "reward_model": trainer.reward_model, "model": trainer.model}
+    models = {"ref_model": trainer.ref_model, "reward_model": trainer.reward_model, "model": trainer.model}
     report = {name: {"engine": isinstance(m, DeepSpeedEngine), "stage": m.zero_optimization_stage()
-                     if isinstance(m, DeepSpeedEngine) else None} for name, m in frozen.items()}
+                     if isinstance(m, DeepSpeedEngine) else None} for name, m in models.items()}
     report["pipeline_reads_engine_module"] = trainer.reward_pipeline.reward_model is trainer.reward_model.module
     return report
 

@@ -128,3 +128,14 @@ def test_zero3_trains_like_ddp_with_deepspeed_engines_and_resumes_exactly(tmp_pa
     w_resumed = load_file(tmp_path / "resumed" / "final.safetensors")
     assert all(torch.equal(w_resumed[k], w_zero3[k]) for k in w_zero3)
     assert train_metrics(resumed)[-1] == train_metrics(zero3)[-1]
+
+
+@pytest.mark.slow
+def test_zero3_lora_reference_is_the_policy_with_its_adapter_off(tmp_path):
+    pytest.importorskip("deepspeed", reason="DeepSpeed is optional: DS_BUILD_OPS=0 pip install -e '.[deepspeed]'")
+    result = launch(tmp_path, "zero3", "lora", "--lora")
+    first = train_metrics(result)[0]
+    assert result["distributed_type"].endswith("DEEPSPEED")
+    assert result["engines"]["ref_model"]["engine"] is False  # no separate reference: the adapter is switched off
+    assert abs(first["objective/kl"]) < 1e-6  # the adapter starts at zero: policy == reference at step one
+    assert len(train_metrics(result)) == 2 and result["eval"][0]["eval/n"] == 8
