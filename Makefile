@@ -14,12 +14,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# DeepSpeed for the ZeRO-3 tests (test-all): no compiled ops up front; on CPU it JIT-builds one op at its first
+# start (a few minutes, once; cached in ~/.cache/calrl/torch_extensions)
+DS_STAMP := $(VENV)/.deepspeed
+$(DS_STAMP): $(STAMP)
+	DS_BUILD_OPS=0 $(BIN)/pip install -q -c constraints.txt -e '.[dev,deepspeed]'
+	touch $(DS_STAMP)
+
 # the everyday suite: everything but the end-to-end multi-process and demo tests (marked slow)
 test: $(STAMP)
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" tests
 
-# every test, the slow ones included (what CI runs)
-test-all: $(STAMP)
+# every test, the slow ones included (what CI runs), DeepSpeed's ZeRO-3 run too
+test-all: $(DS_STAMP)
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
 # the golden-file and metric tests again as another CPU would run them: MKL's other code paths (MKL_CBWR) and

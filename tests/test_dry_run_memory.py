@@ -101,6 +101,17 @@ def test_frozen_models_stay_whole_except_trl_s_reference_under_zero3():
     assert frozen_states(size(B), z3, sharded_under_zero3=True).device == 2 * B / 8
 
 
+def test_ppo_s_frozen_reference_and_reward_model_count_sharded_under_zero3():
+    """calrl's PPO wraps both with TRL's prepare_deepspeed (tests/test_ppo_sharded.py runs it); the trained ones
+    and a LoRA policy's absent reference are unaffected."""
+    from calrl.train.preflight import model_sources
+    from calrl.train.recipe import load_recipe
+
+    recipe = load_recipe(REPO / "configs" / "paper" / "llama3-8b_ppo_c_difference.yaml", check_hardware=False)
+    sharded = {use.role: use.sharded_under_zero3 for use in model_sources(recipe)}
+    assert sharded == {"policy": False, "value model": False, "reference": True, "reward model": True}
+
+
 # ------------------------------------------------------------------------------------------- model sizes
 def _llama_config(folder: Path, *, tied: bool, vocab: int = 100, hidden: int = 32, inter: int = 48, layers: int = 2,
                   heads: int = 4, kv: int = 2) -> Path:

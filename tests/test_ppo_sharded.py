@@ -1,5 +1,6 @@
-"""PPO under FSDP on 2 CPU processes (gloo): rollouts, values, the LoRA reference, the epoch eval, checkpoints with
-every process's optimizer state, exact resume, and DDP's numbers (tests/ppo_sharded_worker.py does the training).
+"""PPO under FSDP and DeepSpeed ZeRO-3 on 2 CPU processes (gloo): rollouts, values, the LoRA reference (FSDP), the
+epoch eval, checkpoints with every process's optimizer state, exact resume, and DDP's numbers
+(tests/ppo_sharded_worker.py does the training; ZeRO-3 runs on DeepSpeed's CPU accelerator when it is installed).
 
 accelerate builds its FSDP plugin only for GPU process groups, so the worker switches its CPU world to FSDP (FSDP2,
 one unit per decoder layer, as configs/accelerate/fsdp.yaml wraps); everything the trainer does is a GPU run's.
@@ -23,13 +24,25 @@ REPO = Path(__file__).resolve().parents[1]
 WEIGHT_TOLERANCE = 1e-6
 
 
+# DeepSpeed ZeRO-3 reduce-scatters gradients in its own fp32 buckets and computes its own clipping norm: the same
+# sums in another order again, but Adam divides each step by sqrt(v), so a parameter whose gradients are near zero
+# turns a float32 rounding difference into a visible part of one step (1.1e-5 seen, on one MLP matrix; the logged
+# metrics agree to 3e-7). 1e-4 is 3% of one step at this learning rate (3e-3); a wrong reduction (a sum instead of a
+# mean, a lost shard) moves weights by whole steps.
+ZERO3_WEIGHT_TOLERANCE = 1e-4
+# DeepSpeed JIT-builds its CPU communication op at the first process-group start (2-4 minutes cold), then reuses it
+EXTENSIONS = os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "calrl" / "torch_extensions"))
+
+
 def launch(tmp_path: Path, mode: str, name: str, *flags: str) -> dict:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    slow = mode == "zero3"  # the first run builds DeepSpeed's op
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO),
-           "CALRL_WORKER_TIMEOUT": "280"}
+           "CALRL_WORKER_TIMEOUT": "560" if slow else "280", "DS_ACCELERATOR": "cpu",
+           "TORCH_EXTENSIONS_DIR": EXTENSIONS}
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(WORKER), mode,
                            str(tmp_path / name), *flags], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=320, check=False)
+                          timeout=600 if slow else 320, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((tmp_path / name / "result.json").read_text())
 
@@ -76,5 +89,53 @@ def test_fsdp_lora_reference_is_the_policy_with_its_adapter_off(tmp_path):
     result = launch(tmp_path, "fsdp", "lora", "--lora")
     first = train_metrics(result)[0]
     assert result["distributed_type"].endswith("FSDP")
+    assert abs(first["objective/kl"]) < 1e-6  # the adapter starts at zero: policy == reference at step one
+    assert len(train_metrics(result)) == 2 and result["eval"][0]["eval/n"] == 8
+
+
+@pytest.mark.slow
+def test_zero3_trains_like_ddp_with_deepspeed_engines_and_resumes_exactly(tmp_path):
+    pytest.importorskip("deepspeed", reason="DeepSpeed is optional: DS_BUILD_OPS=0 pip install -e '.[deepspeed]'")
+    ddp, zero3 = launch(tmp_path, "ddp", "ddp"), launch(tmp_path, "zero3", "zero3")
+    assert zero3["distributed_type"].endswith("DEEPSPEED") and zero3["world"] == 2
+    # the policy-and-value model trains in a ZeRO-3 engine; the frozen reference and reward model are TRL's
+    # prepare_deepspeed inference engines (sharded at stage 3), and the reward pipeline reads the RM's engine
+    engines = zero3["engines"]
+    for name in ("model", "ref_model", "reward_model"):
+        assert engines[name] == {"engine": True, "stage": 3}, name
+    assert engines["pipeline_reads_engine_module"]
+    for a, b in zip(train_metrics(ddp), train_metrics(zero3), strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], abs=1e-5), key
+    assert ddp["eval"] == zero3["eval"] and zero3["eval"][0]["eval/n"] == 8  # the epoch eval saw every item once
+    w_ddp, w_zero3 = (load_file(tmp_path / name / "final.safetensors") for name in ("ddp", "zero3"))
+    assert w_ddp.keys() == w_zero3.keys()
+    assert max(float((w_ddp[k] - w_zero3[k]).abs().max()) for k in w_ddp) < ZERO3_WEIGHT_TOLERANCE
+
+    # the checkpoint: a full Hugging Face policy (gathered from the shards) and DeepSpeed's engine checkpoint with
+    # every process's partition of the weights and optimizer state
+    checkpoint = tmp_path / "zero3" / "run" / "checkpoint-2"
+    saved = load_file(checkpoint / "model.safetensors")
+    assert all(torch.equal(saved[k], w_zero3["policy." + k]) for k in saved)
+    engine = sorted(p.name for p in (checkpoint / "deepspeed" / "engine").iterdir())
+    assert [f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)] == [n for n in engine if "optim" in n]
+    assert not (checkpoint / "optimizer.pt").exists()
+
+    # stopped after the first update's checkpoint, then resumed through the engine: the same weights
+    launch(tmp_path, "zero3", "resumed", "--stop-after", "1")
+    resumed = launch(tmp_path, "zero3", "resumed", "--resume")
+    w_resumed = load_file(tmp_path / "resumed" / "final.safetensors")
+    assert all(torch.equal(w_resumed[k], w_zero3[k]) for k in w_zero3)
+    assert train_metrics(resumed)[-1] == train_metrics(zero3)[-1]
+
+
+@pytest.mark.slow
+def test_zero3_lora_reference_is_the_policy_with_its_adapter_off(tmp_path):
+    pytest.importorskip("deepspeed", reason="DeepSpeed is optional: DS_BUILD_OPS=0 pip install -e '.[deepspeed]'")
+    result = launch(tmp_path, "zero3", "lora", "--lora")
+    first = train_metrics(result)[0]
+    assert result["distributed_type"].endswith("DEEPSPEED")
+    assert result["engines"]["ref_model"]["engine"] is False  # no separate reference: the adapter is switched off
     assert abs(first["objective/kl"]) < 1e-6  # the adapter starts at zero: policy == reference at step one
     assert len(train_metrics(result)) == 2 and result["eval"][0]["eval/n"] == 8

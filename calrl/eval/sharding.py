@@ -65,7 +65,7 @@ def unwrap(model: Any, accelerator: Any = None) -> Any:
 
 
 @contextmanager
-def _generation_mode(model: torch.nn.Module) -> Iterator[None]:
+def generation_mode(model: torch.nn.Module) -> Iterator[None]:
     """Gradient checkpointing off and ``use_cache`` on, restored afterwards; eval mode inside."""
     checkpointing = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5.x name
     if checkpointing is None:
@@ -132,5 +132,5 @@ def generation_model(model: Any, accelerator: Any = None, *, gather: bool = True
             stack.enter_context(FullyShardedDataParallel.summon_full_params(root, recurse=True, writeback=False))
         else:
             _unshard_fsdp2(_fsdp2_modules(bare), accelerator, stack)
-        stack.enter_context(_generation_mode(target))
+        stack.enter_context(generation_mode(target))
         yield target

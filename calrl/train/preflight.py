@@ -64,9 +64,12 @@ def model_sources(recipe: Recipe) -> list[ModelUse]:
         if value != VALUE_HEAD:
             uses.append(ModelUse("value model", "value_model" if m.value_model else "reward_model", value,
                                  "sequence_classifier", True))
+        # under ZeRO-3 calrl's PPO shards both as TRL's prepare_deepspeed does (calrl/trainers/ppo_deepspeed.py)
         if not lora:
-            uses.append(ModelUse("reference", "ref" if m.ref else "policy", m.ref or m.policy, "causal_lm", False))
-        uses.append(ModelUse("reward model", "reward_model", m.reward_model, "sequence_classifier", False))
+            uses.append(ModelUse("reference", "ref" if m.ref else "policy", m.ref or m.policy, "causal_lm", False,
+                                 sharded_under_zero3=True))
+        uses.append(ModelUse("reward model", "reward_model", m.reward_model, "sequence_classifier", False,
+                             sharded_under_zero3=True))
     elif float(getattr(recipe.training, "beta", 0.0) or 0.0) != 0.0 and not lora:
         uses.append(ModelUse("reference", "policy", m.policy, "causal_lm", False, sharded_under_zero3=True))
     return uses

@@ -36,7 +36,7 @@ import torch
 from transformers import Trainer, TrainerState
 
 from calrl.errors import ConfigError, InputError
-from calrl.eval.sharding import fsdp_sharded, generation_model, reshard
+from calrl.eval.sharding import fsdp_sharded, reshard
 from calrl.reward_modeling.stats import stored_reward_stats
 from calrl.rewards.pipeline import RewardPipeline
 from calrl.rewards.sequence_scores import padded_inputs
@@ -55,6 +55,7 @@ from calrl.trainers.ppo_core import (
     truncate_after_stop,
     whitened_advantages,
 )
+from calrl.trainers.ppo_deepspeed import bare, prepare_frozen, rollout_policy, uses_deepspeed
 from calrl.trainers.ppo_metrics import STAT_NAMES, update_metrics, window_summary
 from calrl.trainers.ppo_optim import clip_gradients, critic_optimizer, global_moments
 from calrl.trainers.ppo_rollout import (
@@ -159,16 +160,21 @@ class CalibratedPPOTrainer(Trainer):
         super().__init__(model=wrapper, args=args, data_collator=data_collator,
                          train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=processing_class,
                          callbacks=callbacks, optimizers=optimizers)
-        device = self.accelerator.device
-        for frozen in (self.ref_model, self.reward_model):
-            if frozen is not None:
-                frozen.to(device).eval().requires_grad_(False)
+        if uses_deepspeed(self.accelerator):  # eval engines (sharded at ZeRO-3), as TRL's trainers make them
+            self._fill_deepspeed_config()
+            self.ref_model = prepare_frozen(self.ref_model, self.accelerator)
+            self.reward_model = prepare_frozen(self.reward_model, self.accelerator)
+        else:
+            for frozen in (self.ref_model, self.reward_model):
+                if frozen is not None:
+                    frozen.to(self.accelerator.device).eval().requires_grad_(False)
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         self.sampler = EpochSampler(len(self.prompts), args.local_batch_size * world,
                                     seed=args.data_seed if args.data_seed is not None else args.seed,
                                     rank=rank, world=world)
         if reward_pipeline is None:
-            reward_pipeline = RewardPipeline(args.pipeline_config(), reward_model, reward_tokenizer=reward_tokenizer,
+            reward_pipeline = RewardPipeline(args.pipeline_config(), bare(self.reward_model),
+                                             reward_tokenizer=reward_tokenizer,
                                              policy_tokenizer=tok, accelerator=self.accelerator,
                                              stop_token_id=self.stop_token_id)
         self.reward_pipeline = reward_pipeline
@@ -229,8 +235,7 @@ class CalibratedPPOTrainer(Trainer):
         """Generate, score and compute advantages for one batch of left-padded ``queries`` (``prompts``: as given)."""
         args, pad, context = self.args, self.pad_token_id, queries.shape[1]
         # every forward of the rollout in the training forward's precision (accelerate's mixed precision)
-        with generation_model(self.model, self.accelerator, gather=args.ds3_gather_for_generation,
-                              select=lambda m: m.policy) as policy, self.accelerator.autocast():
+        with rollout_policy(self) as policy, self.accelerator.autocast():
             responses, logprobs = sample_responses(policy, queries, chunk=args.local_rollout_forward_batch_size,
                                                    pad_token_id=pad, generation_config=self.generation_config)
         query_responses = torch.cat([queries, responses], 1)
@@ -334,10 +339,7 @@ class CalibratedPPOTrainer(Trainer):
         if plugin is None:
             return
         args, cfg = self.args, plugin.deepspeed_config
-        micro = min(args.per_device_train_batch_size, args.local_mini_batch_size)
-        cfg["train_micro_batch_size_per_gpu"] = micro
-        cfg["gradient_accumulation_steps"] = args.micro_batches_per_mini_batch
-        cfg["train_batch_size"] = micro * args.micro_batches_per_mini_batch * self.accelerator.num_processes
+        cfg.update(args.deepspeed_batch_keys(self.accelerator.num_processes))
         if cfg.get("gradient_clipping") == "auto":
             cfg["gradient_clipping"] = float(args.max_grad_norm or 0.0)
 

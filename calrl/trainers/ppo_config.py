@@ -164,6 +164,12 @@ class CalibratedPPOConfig(TrainingArguments):
         self._check_ppo_keys()
         super().__post_init__()
         self.pipeline_config()  # validate early, before any model is used
+        if self.deepspeed:
+            # transformers fills DeepSpeed's batch keys before the process group exists (world size 1) and for a
+            # dataloader's batches; PPO's are its micro-batches over every process. Filled now, so that models
+            # built under ZeRO-3's init (``from_pretrained`` after these arguments) see a consistent config.
+            self.device  # noqa: B018 - sets up the distributed state (as the Trainer would), so world_size is true
+            self.hf_deepspeed_config.config.update(self.deepspeed_batch_keys(self.world_size))
 
     def _check_ppo_keys(self) -> None:
         check_numbers(self, TRAINING_RULES, PPO_RULES)
@@ -186,6 +192,12 @@ class CalibratedPPOConfig(TrainingArguments):
         if self.whiten_rewards and self.local_mini_batch_size < 8:
             raise ConfigError(f"whitening rewards needs mini-batches of at least 8 rows per process, got "
                               f"{self.local_mini_batch_size}", field="whiten_rewards")
+
+    def deepspeed_batch_keys(self, world: int) -> dict[str, int]:
+        """DeepSpeed's batch keys for PPO: one optimiser step per mini-batch of micro-batches on ``world`` processes."""
+        micro = min(self.per_device_train_batch_size, self.local_mini_batch_size)
+        return {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": self.micro_batches_per_mini_batch,
+                "train_batch_size": micro * self.micro_batches_per_mini_batch * world}
 
     # ---------------------------------------------------------------- derived sizes
     @property

@@ -11,6 +11,7 @@ import torch
 from calrl.errors import InputError
 from calrl.eval.sharding import fsdp_sharded, reshard
 from calrl.trainers import ppo_checkpoint as ckpt
+from calrl.trainers.ppo_deepspeed import load_engine, save_engine, uses_deepspeed
 
 if TYPE_CHECKING:
     from calrl.trainers.ppo import CalibratedPPOTrainer
@@ -40,11 +41,14 @@ def _split_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def save_policy(trainer: CalibratedPPOTrainer, folder: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+def save_policy(trainer: CalibratedPPOTrainer, folder: Path) -> None:
     """Save the policy (or its adapter) and the tokenizer into ``folder`` (full state gathered from shards)."""
+    _write_policy(trainer, folder, trainer.accelerator.get_state_dict(trainer.model))  # collective: FSDP, ZeRO-3
+
+
+def _write_policy(trainer: CalibratedPPOTrainer, folder: Path, state: dict[str, torch.Tensor] | None) -> None:
+    """The main process writes the gathered ``state`` (under ZeRO-3 the other processes get ``None``)."""
     acc = trainer.accelerator
-    if state is None:
-        state = acc.get_state_dict(trainer.model)  # collective under FSDP / ZeRO-3
     if not acc.is_main_process:
         return
     wrapper = acc.unwrap_model(trainer.model)
@@ -79,11 +83,15 @@ def write_checkpoint(trainer: CalibratedPPOTrainer) -> Path:
     acc.wait_for_everyone()
     torch.save(ckpt.rng_state(), staging / ckpt.rng_file(acc.process_index, acc.num_processes))
     state = acc.get_state_dict(trainer.model)
-    save_policy(trainer, staging, state)
-    optimizer_state = _optimizer_state(trainer)  # collective under FSDP: every rank's shard
+    _write_policy(trainer, staging, state)
+    engine = uses_deepspeed(acc)
+    if engine:  # every process: its partition of the weights and optimiser state, through the engine
+        save_engine(trainer, staging)
+    optimizer_state = None if engine else _optimizer_state(trainer)  # collective under FSDP: every rank's shard
     if acc.is_main_process:
         _save_value(trainer, staging, state)
-        torch.save(optimizer_state, staging / "optimizer.pt")
+        if optimizer_state is not None:
+            torch.save(optimizer_state, staging / "optimizer.pt")
         torch.save(trainer.lr_scheduler.state_dict(), staging / "scheduler.pt")
         trainer.state.save_to_json(str(staging / "trainer_state.json"))
         ckpt.write_state(staging, {
@@ -176,14 +184,19 @@ def load_checkpoint(trainer: CalibratedPPOTrainer, folder: str | Path, saved: di
     if saved.get("world_size", world) != world:
         raise InputError(f"saved with {saved.get('world_size')} processes; resume with the same number "
                          f"(now {world}) for the same data order", path=str(folder))
+    engine = uses_deepspeed(trainer.accelerator)
     if weights_only:
-        _load_policy_weights(trainer, folder)
-        _load_value_weights(trainer, folder)
+        if not engine:  # under DeepSpeed the engine loads them into its partitioned parameters, after prepare
+            _load_policy_weights(trainer, folder)
+            _load_value_weights(trainer, folder)
         return
-    for name in ("optimizer.pt", "scheduler.pt"):
+    for name in ("scheduler.pt",) if engine else ("optimizer.pt", "scheduler.pt"):
         if not (folder / name).is_file():
             raise InputError(f"no {name} in the checkpoint", path=str(folder))
-    _load_optimizer_state(trainer, folder / "optimizer.pt")
+    if engine:
+        load_engine(trainer, folder)
+    else:
+        _load_optimizer_state(trainer, folder / "optimizer.pt")
     trainer.lr_scheduler.load_state_dict(torch.load(folder / "scheduler.pt", map_location="cpu", weights_only=True))
     loaded = TrainerState.load_from_json(str(folder / "trainer_state.json"))
     state = trainer.state

@@ -68,6 +68,18 @@ class PolicyAndValue(torch.nn.Module):
             values = self._value_model_outputs(query_responses, pad_token_id)
         return out.logits, values
 
+    # gradient checkpointing is the policy's (what TRL's unwrap_model_for_generation switches off and back on)
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        flag = getattr(self.policy, "is_activation_checkpointing", None)  # transformers >= 5.x name
+        return bool(getattr(self.policy, "is_gradient_checkpointing", False) if flag is None else flag)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.policy.gradient_checkpointing_disable()
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+
     def values(self, query_responses: torch.Tensor, pad_token_id: int) -> torch.Tensor:
         """Values at every position (no policy logits when the value model is separate)."""
         return self.forward(query_responses, pad_token_id, "values")[1]
