@@ -43,7 +43,7 @@ class StopAfter(TrainerCallback):
 
 def shard_on_cpu(accelerator) -> None:
     """FSDP on CPU processes: accelerate enables its FSDP plugin only for GPU-like process groups, so a CPU run
-    is switched to it here, with the settings of configs/accelerate/fsdp.yaml (FSDP1, full shard, one unit per
+    is switched to it here, with the settings of configs/accelerate/fsdp.yaml (FSDP2, full shard, one unit per
     decoder layer, original parameters, full state dicts). The trainer's code is the one a GPU run executes."""
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
