@@ -30,7 +30,8 @@ def error_line(prefix: str, message: str, suffix: str = "") -> str:
     further (the words around them are what the user acts on), and last the message itself.
     """
     limit = max(40, MAX_ERROR_LINE - len(prefix) - len(suffix))
-    return prefix + _cut(_cut_runs(_printable(message), limit), limit) + suffix
+    # last resort, the message's middle: its start says what is wrong, its end what to do
+    return prefix + _cut(_cut_runs(_printable(message), limit), limit, head_share=0.75) + suffix
 
 
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")

@@ -123,7 +123,7 @@ class CalibrationEvalConfig:
                 raise ConfigError(exc.reason, field=name) from None
         if not isinstance(self.eval_items, str):  # the slices of a list of items: bounded before any model runs
             try:
-                limits.check_slice_values(_slice_value_counts(self.eval_items))
+                limits.check_item_slices(self.eval_items)
             except InputError as exc:
                 raise ConfigError(exc.reason, field="eval_items") from None
         n = self.n_confidently_wrong
@@ -141,15 +141,6 @@ class CalibrationEvalConfig:
             from calrl.eval.prompts import ElicitationPrompt
 
             self.prompt = ElicitationPrompt()
-
-
-def _slice_value_counts(items: Any) -> dict[str, int]:
-    """Distinct values per slice key of held-out items (EvalItem-like, with a ``slice`` mapping)."""
-    values: dict[str, set[str]] = {}
-    for item in items:
-        for key, value in (getattr(item, "slice", None) or {}).items():
-            values.setdefault(key, set()).add(value)
-    return {key: len(seen) for key, seen in values.items()}
 
 
 class EpochBoundaryTracker:

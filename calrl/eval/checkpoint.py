@@ -16,6 +16,7 @@ from calrl.data.heldout import load_eval_items
 from calrl.errors import InputError
 from calrl.eval.adapters import split_adapter_folder
 from calrl.eval.generate import generate_predictions
+from calrl.eval.limits import check_item_slices
 from calrl.eval.prompts import ElicitationPrompt
 from calrl.eval.records import PredictionRecord
 
@@ -104,6 +105,10 @@ def predict_from_checkpoint(*, model: str, adapter: str | None = None, dataset: 
     if isinstance(prompt, str):
         prompt = ElicitationPrompt(scale=prompt)
     items = load_eval_items(dataset, split=split, limit=limit, sample_seed=sample_seed)  # fails before loading
+    try:  # more slice values than an evaluation reports: refused before generating, not after
+        check_item_slices(items)
+    except InputError as exc:
+        raise InputError(f"dataset '{dataset}': {exc}") from None
     accelerator = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import Accelerator

@@ -5,6 +5,9 @@ One home for each bound; the CLI options and the library checks both read them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from calrl.errors import InputError
 
 #: Most equal-width bins for ECE, reliability diagrams and histogram binning. With verbalised
@@ -55,6 +58,15 @@ def check_bootstrap(n_boot: object, *, field: str = "bootstrap") -> int:
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or not 0 <= n_boot <= MAX_BOOTSTRAP:
         raise InputError(f"must be an integer from 0 to {MAX_BOOTSTRAP}, got {n_boot!r}", field=field)
     return n_boot
+
+
+def check_item_slices(items: Iterable[Any]) -> None:
+    """``check_slice_values`` of items that carry a ``slice`` mapping (held-out items before any generation)."""
+    values: dict[str, set[str]] = {}
+    for item in items:
+        for key, value in (getattr(item, "slice", None) or {}).items():
+            values.setdefault(key, set()).add(value)
+    check_slice_values({key: len(seen) for key, seen in values.items()})
 
 
 def check_slice_values(counts: dict[str, int]) -> None:
