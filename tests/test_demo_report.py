@@ -56,7 +56,8 @@ def test_every_metric_is_defined_under_its_table(studies, name):
 def test_the_definitions_are_the_ones_calrl_eval_shows():
     metrics = json.loads((Path(__file__).parent / "fixtures" / "eval_golden" / "expected_metrics.json").read_text())
     table = build_sections(metrics, {})[0].blocks[-1]
-    shown = {row[1].strip("`"): row[3] for row in table.rows}
+    meaning = table.header.index("meaning")
+    shown = {row[1].strip("`"): row[meaning] for row in table.rows}
     assert all(shown[key] == meaning for key, meaning in METRIC_MEANINGS.items())
     assert {"ece", "smece.value", "brier", "auroc", "accuracy_answered", "refusal_rate", "mean_confidence"} \
         <= set(METRIC_MEANINGS)

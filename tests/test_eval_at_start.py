@@ -110,10 +110,11 @@ def test_a_resumed_run_does_not_evaluate_its_start_again(scripted):
     callback = CalibrationEvalCallback(_config())
     seen = []
     callback.evaluate = lambda label, *a, **k: seen.append(label)
-    state = SimpleNamespace(epoch=1.0, global_step=4, is_world_process_zero=True)
+    state = SimpleNamespace(epoch=1.0, global_step=4, is_world_process_zero=False)  # no plot worker for a fake
     callback.on_train_begin(SimpleNamespace(output_dir="x"), state, None)
     assert seen == []
-    callback.on_train_begin(SimpleNamespace(output_dir="x"), SimpleNamespace(epoch=0.0, global_step=0), None)
+    callback.on_train_begin(SimpleNamespace(output_dir="x"),
+                            SimpleNamespace(epoch=0.0, global_step=0, is_world_process_zero=False), None)
     assert seen == ["epoch-0"]
 
 

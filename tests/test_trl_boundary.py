@@ -18,7 +18,7 @@ from calrl.testing.tiny import build_tiny_causal_lm, build_word_tokenizer
 from calrl.trainers import TESTED_TRL_VERSIONS, check_trl_version, trl_version_warning
 
 PACKAGE = Path(calrl.__file__).parent
-TRL_MODULES = {"grpo.py", "rloo.py", "reward.py", "sft.py"}
+TRL_MODULES = {"grpo.py", "rloo.py", "reward.py", "sft.py", "ppo_deepspeed.py"}  # TRL's DeepSpeed helpers
 
 
 def _imported_modules(path: Path) -> set[str]:
