@@ -63,9 +63,10 @@ def check_loading_info(model: Any, info: dict[str, Any], source: str, *, role: s
     if not refused:
         return
     shown = ", ".join(refused[:6]) + (f" and {len(refused) - 6} more" if len(refused) > 6 else "")
-    why = f"the {role} '{source}' lacks trained weights that would be initialised at random: {shown}"
+    # what is missing and what to do first, the path last: a long path is what the one-line formatter cuts
+    why = f"the {role} lacks trained weights that would be initialised at random: {shown}"
     if value_head:
         why += f" (it holds an OpenRLHF value head, {value_head[0]}: {CONVERT_HINT.format(source=source)})"
     elif head:
         why += " (a base or causal LM, not a reward model: train one with calrl train-rm)"
-    raise InputError(why)
+    raise InputError(why + f"; {role}: '{source}'")
