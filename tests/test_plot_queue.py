@@ -88,12 +88,16 @@ def test_a_failed_diagram_raises_in_the_training_process_naming_the_eval(tmp_pat
     assert not (folder / PLOT_NAME).exists()
 
 
-def test_a_worker_that_dies_fails_its_waiting_diagrams(tmp_path):
+@pytest.mark.parametrize("reader_done", [False, True], ids=["submit-while-reading", "submit-after-reader-ended"])
+def test_a_worker_that_dies_fails_its_waiting_diagrams(tmp_path, reader_done):
     folder, metrics = _eval_folder(tmp_path, "epoch-1")
     plots = PlotQueue()
     plots.warm_up()
     os.kill(plots._worker.proc.pid, signal.SIGKILL)
     plots._worker.proc.wait()
+    if reader_done:  # the answer reader has seen the worker stop before the diagram is asked for (this hung CI)
+        plots._worker.reader.join(timeout=30)
+        assert not plots._worker.reader.is_alive()
     plots.submit("epoch-1", metrics, folder)
     with pytest.raises(RuntimeError, match="plot worker stopped .*before the reliability diagram of epoch-1"):
         plots.wait_all()

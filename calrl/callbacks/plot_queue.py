@@ -54,14 +54,20 @@ class _Worker:
             stderr=self.stderr, text=True, encoding="utf-8", env={**os.environ, "PYTHONPATH": path},
             start_new_session=True)
         self.waiting: dict[int, tuple[str, Future]] = {}
+        self.stopped: str | None = None  # why the worker stopped, once the reader has seen it stop
         self.lock = threading.Lock()
         self.reader = threading.Thread(target=self._read, name="calrl-plot-answers", daemon=True)
         self.reader.start()
         self.finalizer = weakref.finalize(self, _close, self.proc)
 
     def send(self, job_id: int, label: str, metrics: Path, out: Path, future: Future) -> None:
-        with self.lock:
-            self.waiting[job_id] = (label, future)
+        with self.lock:  # atomic with the reader's end: a job is failed by the reader or here, never by no one
+            stopped = self.stopped
+            if stopped is None:
+                self.waiting[job_id] = (label, future)
+        if stopped is not None:
+            future.set_exception(RuntimeError(stopped.format(label=label)))
+            return
         line = json.dumps({"id": job_id, "label": label, "metrics": str(metrics), "out": str(out)})
         try:
             self.proc.stdin.write(line + "\n")
@@ -87,12 +93,13 @@ class _Worker:
             self.stderr.seek(0)
             tail = self.stderr.read().decode("utf-8", "replace").strip().splitlines()[-1:]
             self.stderr.close()
+            stopped = (f"the plot worker stopped (exit code {code}) before the reliability diagram of {{label}}"
+                       + (f": {tail[0]}".replace("{", "{{").replace("}", "}}") if tail else ""))
             with self.lock:
+                self.stopped = stopped
                 left, self.waiting = list(self.waiting.values()), {}
             for label, future in left:
-                future.set_exception(RuntimeError(
-                    f"the plot worker stopped (exit code {code}) before the reliability diagram of {label}"
-                    + (f": {tail[0]}" if tail else "")))
+                future.set_exception(RuntimeError(stopped.format(label=label)))
 
     def close(self) -> None:
         """End of input: the worker finishes the jobs it was sent and exits (the reader thread reaps it)."""
