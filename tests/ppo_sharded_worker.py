@@ -141,5 +141,6 @@ if __name__ == "__main__":
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     import faulthandler
 
+    faulthandler.enable(all_threads=True)  # a crash (SIGABRT, SIGSEGV) prints every thread's Python stack
     faulthandler.dump_traceback_later(int(os.environ.get("CALRL_WORKER_TIMEOUT", "240")), exit=True)  # no silent hang
     main()
