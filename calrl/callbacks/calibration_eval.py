@@ -8,7 +8,7 @@
   ``state.epoch`` set before ``on_step_end``: an epoch ends at the step where ``int(state.epoch)`` increases,
   and a final partial epoch ends at ``on_train_end``.
 
-:class:`EpochBoundaryTracker` turns either event stream into one eval per epoch (a trainer that fires
+:class:`~calrl.callbacks.epochs.EpochBoundaryTracker` turns either event stream into one eval per epoch (a trainer that fires
 ``on_epoch_begin`` is never read from ``on_step_end``, so no epoch is evaluated twice). With several
 processes the items are split between them and the predictions gathered, so every item counts once and
 every process holds the same metrics; only the main process logs and writes files.
@@ -26,10 +26,11 @@ which also reads them back), and copies them into ``checkpoint-<step>/calibratio
 checkpoint is saved at the step of the eval, so ``calrl eval --predictions`` can re-read them.
 
 The reliability diagram is rendered off the training thread (:class:`~calrl.callbacks.plot_queue.PlotQueue`):
-training goes on while it is drawn. An eval's W&B row (scalars, tables and the diagram together, at the
-eval's ``train/global_step``) is logged at the first callback event after its diagram is ready, in the order
-of the evals; ``on_train_end`` waits for every diagram, so all files and rows are complete when
-``train()`` returns (:meth:`CalibrationEvalCallback.finish` does the same for a loop without that event).
+training goes on while it is drawn, and its ``wandb.Image`` is decoded by the queue's reader thread. An eval's
+W&B row (scalars, tables and the diagram together, at the eval's ``train/global_step``) is logged at the first
+callback event after its diagram is ready, in the order of the evals; ``on_train_end`` waits for every
+diagram, so all files and rows are complete when ``train()`` returns (:meth:`CalibrationEvalCallback.finish`
+does the same for a loop without that event).
 An owner that goes on after ``train()`` (calrl's runners save the model) passes ``wait_at_train_end=False``
 and calls :meth:`~CalibrationEvalCallback.finish` itself before the W&B run finishes: the last diagram is
 then drawn while the model is saved, and ``train()`` does not wait for it.
@@ -50,6 +51,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from calrl.callbacks.epochs import EpochBoundaryTracker
 from calrl.callbacks.eval_files import EVAL_SUBDIR, epoch_label, step_label, write_eval_folder
 from calrl.callbacks.plot_queue import PLOT_NAME, PlotQueue
 from calrl.callbacks.wandb_panels import WandbPanels, summary_panel
@@ -66,7 +68,6 @@ logger = logging.getLogger(__name__)
 SCALAR_KEYS = ("ece", "brier", "auroc", "accuracy", "refusal_rate", "mean_confidence")
 SLICE_SCALAR_KEYS = ("ece", "brier", "refusal_rate")
 RELIABILITY_COLUMNS = ("lower", "upper", "count", "mean_confidence", "accuracy")
-_EPS = 1e-6
 
 
 @dataclass
@@ -151,46 +152,6 @@ class CalibrationEvalConfig:
             from calrl.eval.prompts import ElicitationPrompt
 
             self.prompt = ElicitationPrompt()
-
-
-class EpochBoundaryTracker:
-    """Turns a trainer's callback events into "epoch k has ended" exactly once per epoch.
-
-    A trainer that fires ``on_epoch_begin`` (every ``transformers.Trainer``) is read only from
-    ``on_epoch_end``; one that never does (e.g. TRL 1.12's PPOTrainer) is read from ``on_step_end`` (an epoch ends
-    when ``int(state.epoch)`` increases) and ``on_train_end`` (the final partial epoch, once).
-    """
-
-    def __init__(self) -> None:
-        self.fires_epoch_events = False
-        self.last_epoch = 0  # the highest epoch already reported as ended
-
-    def train_begin(self, epoch: float | None) -> None:
-        """Start (or resume) at ``epoch``: epochs already completed are not reported again."""
-        self.last_epoch = math.floor((epoch or 0.0) + _EPS)
-
-    def epoch_begin(self) -> None:
-        self.fires_epoch_events = True
-
-    def epoch_end(self, epoch: float | None) -> int | None:
-        self.fires_epoch_events = True
-        return self._report(math.ceil((epoch or 0.0) - _EPS))
-
-    def step_end(self, epoch: float | None) -> int | None:
-        if self.fires_epoch_events or epoch is None:
-            return None
-        return self._report(math.floor(epoch + _EPS))
-
-    def train_end(self, epoch: float | None) -> int | None:
-        if epoch is None:
-            return None
-        return self._report(math.ceil(epoch - _EPS))
-
-    def _report(self, k: int) -> int | None:
-        if k <= self.last_epoch:
-            return None
-        self.last_epoch = k
-        return k
 
 
 @dataclass
