@@ -11,6 +11,10 @@ diagram). The peer is ``train()`` itself, measured in the same run: the script p
 (target: under 10% of the wall time), the hook's parts and the load average. Times are wall times and, beside
 them, CPU times of the training thread (which leave out what other processes of a busy machine take, and
 waits). ``--baseline`` measures another checkout (e.g. the previous commit's) in the same run, interleaved.
+
+Where the runner calls the callback's ``finish`` after ``train()`` (it waits for the last diagrams and logs
+their W&B rows while or after the model is saved), that time is not the hook's share of ``train()``; it is
+printed beside it ("after train()") and is part of the whole command's time, printed too.
 """
 
 from __future__ import annotations
@@ -33,20 +37,21 @@ HANDLERS = ("on_train_begin", "on_epoch_begin", "on_epoch_end", "on_step_end", "
 PARTS = ("_generate", "_resolve", "_results", "_save", "_log", "_flush")
 
 
-def _timed(table: dict[str, float], key: str, fn):
+def _timed(table: dict[str, float], key: str, fn, when=lambda: True):
     """``fn`` adding its wall time to ``table[key]`` and its thread's CPU time to ``table[key + "_cpu"]``
-    (nested calls of handlers count once)."""
+    (nested calls of handlers count once; calls that start while ``when()`` is false are not counted)."""
     depth = [0]
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         depth[0] += 1
+        counted = when()
         start, cpu = time.perf_counter(), time.thread_time()
         try:
             return fn(*args, **kwargs)
         finally:
             depth[0] -= 1
-            if depth[0] == 0:
+            if depth[0] == 0 and counted:
                 table[key] += time.perf_counter() - start
                 table[key + "_cpu"] += time.thread_time() - cpu
     return wrapper
@@ -59,6 +64,7 @@ def measure(config: str) -> dict[str, float]:
     from calrl.train.ppo import PPORunner
 
     seconds: dict[str, float] = defaultdict(float)
+    training = [False]  # train() is running: the hook's parts are counted then only
     for name in HANDLERS:
         if not hasattr(CalibrationEvalCallback, name):  # a handler an older callback does not define
             continue
@@ -66,12 +72,34 @@ def measure(config: str) -> dict[str, float]:
     for name in PARTS:
         if not hasattr(CalibrationEvalCallback, name):
             continue
-        setattr(CalibrationEvalCallback, name, _timed(seconds, name, getattr(CalibrationEvalCallback, name)))
+        setattr(CalibrationEvalCallback, name,
+                _timed(seconds, name, getattr(CalibrationEvalCallback, name), when=lambda: training[0]))
+    if hasattr(CalibrationEvalCallback, "finish"):  # its time outside train() (inside, the hook counts it)
+        finish = CalibrationEvalCallback.finish
+
+        def timed_finish(self):
+            start = time.perf_counter()
+            try:
+                return finish(self)
+            finally:
+                if not training[0]:
+                    seconds["after_train"] += time.perf_counter() - start
+
+        CalibrationEvalCallback.finish = timed_finish
     build = PPORunner.build
 
     def timed_build(self, callbacks):
         trainer = build(self, callbacks)
-        trainer.train = _timed(seconds, "train", trainer.train)
+        train = _timed(seconds, "train", trainer.train)
+
+        def flagged_train(*args, **kwargs):
+            training[0] = True
+            try:
+                return train(*args, **kwargs)
+            finally:
+                training[0] = False
+
+        trainer.train = flagged_train
         return trainer
 
     PPORunner.build = timed_build
@@ -103,11 +131,13 @@ def _report(name: str, runs: list[dict[str, float]]) -> float:
         parts = ", ".join(f"{part.strip('_')} {run[part]:.2f}" for part in PARTS if part in run)
         print(f"{name} run {i}: train() {run['train']:.2f} s wall ({run['train_cpu']:.2f} s CPU of its thread), "
               f"eval hook {run['hook']:.2f} s wall = {share:.1%} of train() ({run['hook_cpu']:.2f} s CPU = "
-              f"{cpu_share:.1%}); hook parts, s wall: {parts}; whole command {run['command']:.2f} s")
+              f"{cpu_share:.1%}); hook parts, s wall: {parts}; after train(): finish {run.get('after_train', 0.0):.2f} s; "
+              f"whole command {run['command']:.2f} s")
     share, cpu_share = statistics.median(shares), statistics.median(cpu_shares)
     train = statistics.median(run["train"] for run in runs)
+    command = statistics.median(run["command"] for run in runs)
     print(f"{name}: median train() {train:.2f} s; median hook share of train(): {share:.1%} of the wall time, "
-          f"{cpu_share:.1%} of the training thread's CPU time")
+          f"{cpu_share:.1%} of the training thread's CPU time; median whole command {command:.2f} s")
     return share
 
 

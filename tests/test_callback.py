@@ -259,17 +259,25 @@ def test_ppo_trainer_run_evaluates_each_epoch_into_offline_wandb(tmp_path, scrip
                                    ref_model=copy.deepcopy(model), reward_model=build_tiny_reward_model(tokenizer),
                                    value_model=build_tiny_reward_model(tokenizer, seed=1),
                                    train_dataset=Dataset.from_list([{"input_ids": p} for p in prompts]))
-    callback = CalibrationEvalCallback(_config()).attach(trainer)
+    # as calrl's runner uses it: train() does not wait for the last diagram, finish() does (before the run ends)
+    callback = CalibrationEvalCallback(_config(), wait_at_train_end=False).attach(trainer)
     trainer.train()
+    callback.finish()
     wandb.finish()
     # 3 steps of 2 episodes over 4 prompts: on_epoch_end fires at step 2, and at step 3 for the partial epoch 2
     assert [(r.label, r.step) for r in callback.history] == [("epoch-1", 2), ("epoch-2", 3)]
     _check_expected(callback.history[0].logged)
-    rows = read_offline_history(find_offline_runs(tmp_path)[0])
+    runs = find_offline_runs(tmp_path)
+    rows = read_offline_history(runs[0])
     eval_rows = [row for row in rows if "eval/ece" in row]
     assert [row["train/global_step"] for row in eval_rows] == [2, 3]
-    for row in eval_rows:
+    for row, result in zip(eval_rows, callback.history, strict=True):
         assert math.isfinite(row["eval/ece"]) and all(key in row for key in EVAL_KEYS)
+        assert row["eval/reliability_diagram._type"] == "image-file"  # the last one too, logged by finish()
+        assert row["eval/reliability_diagram.caption"] == result.label
+        assert (runs[0] / "files" / row["eval/reliability_diagram.path"]).exists()
+        folder = tmp_path / "ppo" / "calibration_eval" / result.label
+        assert {p.name for p in folder.iterdir()} == {"predictions.jsonl", "metrics.json", "reliability.png"}
     assert any("train/objective/scores" in row for row in rows)  # PPO's own metrics in the same run
     assert not [row for row in trainer.state.log_history if "eval/ece" in row]  # not logged twice
 

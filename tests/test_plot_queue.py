@@ -46,6 +46,42 @@ def test_worker_draws_the_same_diagram_as_the_training_process_would(tmp_path):
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # written, then renamed
 
 
+def test_work_on_a_finished_diagram_runs_off_the_calling_thread(tmp_path):
+    import threading
+
+    folder, metrics = _eval_folder(tmp_path, "epoch-1")
+    plots = PlotQueue()
+    plots.submit("epoch-1", metrics, folder)
+    plots.submit("bytes-only", metrics, None)
+    seen = {}
+
+    def read(diagram):
+        seen[threading.current_thread().name] = True
+        return diagram if isinstance(diagram, bytes) else diagram.read_bytes()
+
+    on_path, on_bytes = plots.then("epoch-1", read), plots.then("bytes-only", read)
+    expected = render_reliability(metrics, labels=["epoch-1"], title="Reliability, epoch-1")
+    assert on_path.result(timeout=120) == expected
+    assert on_bytes.result(timeout=120) == render_reliability(metrics, labels=["bytes-only"],
+                                                              title="Reliability, bytes-only")
+    plots.wait_all()
+    assert threading.current_thread().name not in seen  # the answers' reader ran it
+    assert plots.then("epoch-1", read).result(timeout=0) == expected  # a finished diagram: run at once
+
+
+def test_work_on_a_failed_diagram_fails_with_its_error(tmp_path):
+    folder = tmp_path / "epoch-1"
+    folder.mkdir()
+    (folder / "metrics.json").write_text("{not json")
+    plots = PlotQueue()
+    plots.submit("epoch-1", {}, folder)
+    future = plots.then("epoch-1", lambda diagram: pytest.fail("called for a failed diagram"))
+    with pytest.raises(RuntimeError, match="reliability diagram of epoch-1"):
+        future.result(timeout=120)
+    with pytest.raises(RuntimeError, match="reliability diagram of epoch-1"):
+        plots.wait_all()
+
+
 def test_diagram_without_folder_is_read_before_its_temporary_file_goes(tmp_path):
     metrics = _metrics()
     plots = PlotQueue()

@@ -229,6 +229,14 @@ def test_tiny_ppo_c_logs_eval_ece_every_epoch_and_resumes(tmp_path):
     assert [r["eval/epoch"] for r in rows] == [0, 1, 2]  # eval.at_start: the policy before RL at step 0
     assert all(isinstance(r["eval/ece"], float) and 0 <= r["eval/ece"] <= 1 for r in rows)
     assert [r["train/global_step"] for r in rows] == [0, 4, 8]
+    # train() does not wait for the last diagram; the runner does before the W&B run finishes: every row has its
+    # diagram, every eval folder and its checkpoint copy are complete
+    assert all(r["eval/reliability_diagram._type"] == "image-file" for r in rows)
+    for label in ("epoch-0", "epoch-1", "epoch-2"):
+        assert (Path("runs/tiny_ppo_c/calibration_eval") / label / "reliability.png").is_file()
+    for c, label in zip(checkpoints, ("epoch-1", "epoch-2"), strict=True):
+        copy = c / "calibration_eval" / label / "reliability.png"
+        assert copy.read_bytes() == (Path("runs/tiny_ppo_c/calibration_eval") / label / "reliability.png").read_bytes()
     # the warmed-up tiny policy states confidences, so PPO-C really adjusts the rewards
     steps = [r for r in history if "train/reward/adjustment" in r]
     assert len(steps) == 8 and all(r["train/confidence/parsable_rate"] > 0 for r in steps)

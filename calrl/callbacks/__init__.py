@@ -1,10 +1,7 @@
 """Trainer callbacks: calibration evaluation during training, logged to W&B."""
 
-from calrl.callbacks.calibration_eval import (
-    CalibrationEvalCallback,
-    CalibrationEvalConfig,
-    EpochBoundaryTracker,
-)
+from calrl.callbacks.calibration_eval import CalibrationEvalCallback, CalibrationEvalConfig
+from calrl.callbacks.epochs import EpochBoundaryTracker
 from calrl.callbacks.eval_files import read_eval_history
 from calrl.callbacks.wandb_utils import (
     init_wandb_run,

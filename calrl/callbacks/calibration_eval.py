@@ -8,7 +8,7 @@
   ``state.epoch`` set before ``on_step_end``: an epoch ends at the step where ``int(state.epoch)`` increases,
   and a final partial epoch ends at ``on_train_end``.
 
-:class:`EpochBoundaryTracker` turns either event stream into one eval per epoch (a trainer that fires
+:class:`~calrl.callbacks.epochs.EpochBoundaryTracker` turns either event stream into one eval per epoch (a trainer that fires
 ``on_epoch_begin`` is never read from ``on_step_end``, so no epoch is evaluated twice). With several
 processes the items are split between them and the predictions gathered, so every item counts once and
 every process holds the same metrics; only the main process logs and writes files.
@@ -26,18 +26,24 @@ which also reads them back), and copies them into ``checkpoint-<step>/calibratio
 checkpoint is saved at the step of the eval, so ``calrl eval --predictions`` can re-read them.
 
 The reliability diagram is rendered off the training thread (:class:`~calrl.callbacks.plot_queue.PlotQueue`):
-training goes on while it is drawn. An eval's W&B row (scalars, tables and the diagram together, at the
-eval's ``train/global_step``) is logged at the first callback event after its diagram is ready, in the order
-of the evals; ``on_train_end`` waits for every diagram, so all files and rows are complete when
-``train()`` returns (:meth:`CalibrationEvalCallback.finish` does the same for a loop without that event).
+training goes on while it is drawn, and its ``wandb.Image`` is decoded by the queue's reader thread. An eval's
+W&B row (scalars, tables and the diagram together, at the eval's ``train/global_step``) is logged at the first
+callback event after its diagram is ready, in the order of the evals; ``on_train_end`` waits for every
+diagram, so all files and rows are complete when ``train()`` returns (:meth:`CalibrationEvalCallback.finish`
+does the same for a loop without that event).
+An owner that goes on after ``train()`` (calrl's runners save the model) passes ``wait_at_train_end=False``
+and calls :meth:`~CalibrationEvalCallback.finish` itself before the W&B run finishes: the last diagram is
+then drawn while the model is saved, and ``train()`` does not wait for it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import shutil
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,18 +51,23 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from calrl.callbacks.epochs import EpochBoundaryTracker
 from calrl.callbacks.eval_files import EVAL_SUBDIR, epoch_label, step_label, write_eval_folder
 from calrl.callbacks.plot_queue import PLOT_NAME, PlotQueue
 from calrl.callbacks.wandb_panels import WandbPanels, summary_panel
+from calrl.confidence import ConfidenceReader
 from calrl.errors import ConfigError, InputError
+from calrl.eval.generate import generate_predictions
 from calrl.eval.report import N_WRONG_EXAMPLES
+from calrl.eval.runner import compute_results, resolve_records
+from calrl.eval.schema import EvalResults
+from calrl.eval.sharding import generation_model
 
 logger = logging.getLogger(__name__)
 
 SCALAR_KEYS = ("ece", "brier", "auroc", "accuracy", "refusal_rate", "mean_confidence")
 SLICE_SCALAR_KEYS = ("ece", "brier", "refusal_rate")
 RELIABILITY_COLUMNS = ("lower", "upper", "count", "mean_confidence", "accuracy")
-_EPS = 1e-6
 
 
 @dataclass
@@ -143,46 +154,6 @@ class CalibrationEvalConfig:
             self.prompt = ElicitationPrompt()
 
 
-class EpochBoundaryTracker:
-    """Turns a trainer's callback events into "epoch k has ended" exactly once per epoch.
-
-    A trainer that fires ``on_epoch_begin`` (every ``transformers.Trainer``) is read only from
-    ``on_epoch_end``; one that never does (e.g. TRL 1.12's PPOTrainer) is read from ``on_step_end`` (an epoch ends
-    when ``int(state.epoch)`` increases) and ``on_train_end`` (the final partial epoch, once).
-    """
-
-    def __init__(self) -> None:
-        self.fires_epoch_events = False
-        self.last_epoch = 0  # the highest epoch already reported as ended
-
-    def train_begin(self, epoch: float | None) -> None:
-        """Start (or resume) at ``epoch``: epochs already completed are not reported again."""
-        self.last_epoch = math.floor((epoch or 0.0) + _EPS)
-
-    def epoch_begin(self) -> None:
-        self.fires_epoch_events = True
-
-    def epoch_end(self, epoch: float | None) -> int | None:
-        self.fires_epoch_events = True
-        return self._report(math.ceil((epoch or 0.0) - _EPS))
-
-    def step_end(self, epoch: float | None) -> int | None:
-        if self.fires_epoch_events or epoch is None:
-            return None
-        return self._report(math.floor(epoch + _EPS))
-
-    def train_end(self, epoch: float | None) -> int | None:
-        if epoch is None:
-            return None
-        return self._report(math.ceil(epoch - _EPS))
-
-    def _report(self, k: int) -> int | None:
-        if k <= self.last_epoch:
-            return None
-        self.last_epoch = k
-        return k
-
-
 @dataclass
 class EvalResult:
     """One calibration eval during training."""
@@ -231,8 +202,6 @@ def _distributed_state() -> Any:
 def scalar_metrics(results: Any, *, slice_keys: list[str] | None = None, prefix: str = "eval") -> dict[str, float]:
     """The scalars to log from the typed results of an eval (:class:`calrl.eval.schema.EvalResults`, or its
     ``metrics.json`` mapping); a missing value is NaN, so each key appears in every eval."""
-    from calrl.eval.schema import EvalResults
-
     if not isinstance(results, EvalResults):
         results = EvalResults.from_json(results)
 
@@ -254,11 +223,18 @@ def scalar_metrics(results: Any, *, slice_keys: list[str] | None = None, prefix:
 
 
 class CalibrationEvalCallback(TrainerCallback):
-    """Generate on held-out items with the current policy at each epoch end; log calibration metrics."""
+    """Generate on held-out items with the current policy at each epoch end; log calibration metrics.
 
-    def __init__(self, config: CalibrationEvalConfig, *, tokenizer: Any = None) -> None:
+    ``wait_at_train_end=False``: ``on_train_end`` does not wait for the diagrams still being drawn; the owner
+    must call :meth:`finish` (before the W&B run finishes and before the process exits), or the last evals'
+    W&B rows are not logged and their diagrams may be written after the process has ended.
+    """
+
+    def __init__(self, config: CalibrationEvalConfig, *, tokenizer: Any = None,
+                 wait_at_train_end: bool = True) -> None:
         self.config = config
         self.tokenizer = tokenizer
+        self.wait_at_train_end = wait_at_train_end
         self.tracker = EpochBoundaryTracker()
         self.history: list[EvalResult] = []
         self._items: list[Any] | None = None
@@ -266,8 +242,8 @@ class CalibrationEvalCallback(TrainerCallback):
         self._warned_no_generate = False
         self._panels = WandbPanels(config.n_confidently_wrong)
         self._plots = PlotQueue()
-        # W&B rows not logged yet, in eval order: (payload, label of the diagram it waits for, or None)
-        self._rows: deque[tuple[dict[str, Any], str | None]] = deque()
+        # W&B rows not logged yet, in eval order: (payload, the future of its diagram's wandb.Image, or None)
+        self._rows: deque[tuple[dict[str, Any], Future | None]] = deque()
 
     # ------------------------------------------------------------------ wiring
     def attach(self, trainer: Any) -> CalibrationEvalCallback:
@@ -292,10 +268,17 @@ class CalibrationEvalCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.tracker.train_begin(state.epoch)
         self.items()  # a bad dataset spec fails now, not after the first epoch
-        if state.is_world_process_zero and (self.config.save_predictions or self.config.log_image):
-            self._plots.warm_up()  # the plot worker imports matplotlib (seconds) while training starts
+        if state.is_world_process_zero:
+            self.warm_up()
         if self.config.eval_on_start and state.global_step == 0:  # a resumed run has its start eval already
             self.evaluate(epoch_label(0), args, state, **kwargs)
+
+    def warm_up(self) -> None:
+        """Start the process that draws the diagrams (it imports matplotlib, seconds of CPU): at
+        ``on_train_begin``, or earlier (calrl's runners call it before they load the models, so that the
+        import overlaps the loading, not training). Call it on the main process only."""
+        if self.config.save_predictions or self.config.log_image:
+            self._plots.warm_up()
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.tracker.epoch_begin()
@@ -322,10 +305,14 @@ class CalibrationEvalCallback(TrainerCallback):
         epoch = self.tracker.train_end(state.epoch)
         if epoch is not None:
             self.evaluate(epoch_label(epoch), args, state, **kwargs)
-        self.finish()
+        if self.wait_at_train_end:
+            self.finish()
+        else:
+            self._flush()
 
     def finish(self) -> None:
-        """Wait for every reliability diagram, write its copies and log the W&B rows still waiting for it."""
+        """Wait for every reliability diagram, write its copies and log the W&B rows still waiting for it
+        (into the active W&B run: call it before the run finishes)."""
         self._flush(wait=True)
 
     def on_save(self, args, state, control, **kwargs):
@@ -389,9 +376,6 @@ class CalibrationEvalCallback(TrainerCallback):
 
     def _generate(self, model: Any, tokenizer: Any) -> list[Any]:
         """Generate with the trainer's model; FSDP / ZeRO-3 shards are gathered for the duration (a collective)."""
-        from calrl.eval.generate import generate_predictions
-        from calrl.eval.sharding import generation_model
-
         dist = _distributed_state()
         accelerator = getattr(self._trainer, "accelerator", None)
         with generation_model(model, accelerator, select=unwrap_policy) as policy, torch.no_grad():
@@ -403,19 +387,13 @@ class CalibrationEvalCallback(TrainerCallback):
             )
 
     def _reader(self) -> Any:
-        from calrl.confidence import ConfidenceReader
-
         return ConfidenceReader(self.config.confidence_parser, purpose="eval", use_hedges=self.config.use_hedges)
 
     def _resolve(self, records: list[Any]) -> list[Any]:
-        from calrl.eval.runner import resolve_records
-
         return resolve_records(records, use_hedges=self.config.use_hedges, grader=self.config.grader,
                                confidence_parser=self.config.confidence_parser)
 
     def _results(self, resolved: list[Any]) -> Any:
-        from calrl.eval.runner import compute_results
-
         return compute_results(resolved, n_bins=self.config.n_bins, missing_policy=self.config.missing_policy,
                                min_slice_size=self.config.min_slice_size, n_boot=self.config.n_boot,
                                seed=self.config.seed)
@@ -446,7 +424,10 @@ class CalibrationEvalCallback(TrainerCallback):
                 self._panels.add(result)
                 payload.update(self._panels.payload(wandb, run.name or run.id))
             payload["train/global_step"] = state.global_step
-            self._rows.append((payload, result.label if self.config.log_image else None))
+            image = None
+            if self.config.log_image:  # decoded off the training thread when the diagram is finished
+                image = self._plots.then(result.label, functools.partial(_wandb_image, caption=result.label))
+            self._rows.append((payload, image))
             self._flush()
         elif self._trainer is not None:
             self._trainer.log(dict(result.logged))
@@ -475,32 +456,37 @@ class CalibrationEvalCallback(TrainerCallback):
         """Write the finished diagrams' copies and log the W&B rows whose diagram is ready, in eval order
         (with ``wait``: all of them)."""
         if wait:
-            self._log_ready(self._plots.ready(wait=True))
+            self._plots.ready(wait=True)
+            self._log_ready(wait=True)
             self._plots.wait_all()  # after logging: the diagrams of evals without a folder are deleted
         else:
-            self._log_ready(self._plots.ready())
+            self._plots.ready()  # writes the copies of the diagrams finished since; raises a failed one's error
+            self._log_ready()
 
-    def _log_ready(self, ready: set[str]) -> None:
+    def _log_ready(self, *, wait: bool = False) -> None:
         if not self._rows:
             return
         import wandb
 
         run = wandb.run
-        while self._rows and (self._rows[0][1] is None or self._rows[0][1] in ready):
-            payload, label = self._rows.popleft()
+        while self._rows and (wait or self._rows[0][1] is None or self._rows[0][1].done()):
+            payload, image = self._rows.popleft()
             if run is None:  # the run was finished by someone else: nothing to log into
                 continue
-            if label is not None:
-                payload["eval/reliability_diagram"] = self._image(label, wandb)
+            if image is not None:
+                payload["eval/reliability_diagram"] = image.result()
             run.log(payload)
             run.summary.update(summary_panel(self.history))
 
-    def _image(self, label: str, wandb: Any) -> Any:
-        path = self._plots.path(label)
-        if path is not None:
-            return wandb.Image(str(path), caption=label)
-        import io
 
-        from PIL import Image
+def _wandb_image(diagram: Path | bytes, *, caption: str) -> Any:
+    """The ``wandb.Image`` of a finished diagram: its path in the eval's folder, or its bytes."""
+    import wandb
 
-        return wandb.Image(Image.open(io.BytesIO(self._plots.png(label))), caption=label)
+    if isinstance(diagram, Path):
+        return wandb.Image(str(diagram), caption=caption)
+    import io
+
+    from PIL import Image
+
+    return wandb.Image(Image.open(io.BytesIO(diagram)), caption=caption)

@@ -7,7 +7,9 @@ process (:mod:`calrl.eval.plot_worker`, started with training, in its own sessio
 only the trainer), which reads the eval's ``metrics.json`` and writes ``reliability.png`` beside it (write,
 then rename). The training thread only asks, at its next callback event, which diagrams are ready
 (:meth:`PlotQueue.ready`), and waits for the rest before anything reads them (:meth:`PlotQueue.wait_all`,
-at the end of training).
+at the end of training). Work on a finished diagram that need not hold up training (decoding it into a
+``wandb.Image``: most of it in C, outside the interpreter lock) is done by the thread that reads the worker's
+answers (:meth:`PlotQueue.then`).
 
 Copies into checkpoint folders are made by the training thread when it asks, never by the worker: the
 trainer deletes old checkpoints on that thread, so a copy never races a deletion.
@@ -23,7 +25,7 @@ import sys
 import tempfile
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +158,23 @@ class PlotQueue:
             job.copies.append(folder)
             if label not in self._open:
                 self._copy(job)
+
+    def then(self, label: str, fn: Callable[[Path | bytes], Any]) -> Future:
+        """The future of ``fn(diagram)``, called as soon as ``label``'s diagram is finished, by the thread that
+        reads the worker's answers (or now, if it is finished already); ``diagram`` is its path in the eval's
+        folder, or its bytes for an eval without a folder. A diagram that failed fails the future with its error."""
+        job = self._jobs[label]
+        out = Future()
+
+        def call(done: Future) -> None:
+            try:
+                done.result()
+                out.set_result(fn(job.out if job.folder is not None else job.out.read_bytes()))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the future
+                out.set_exception(exc)
+
+        job.future.add_done_callback(call)
+        return out
 
     def ready(self, *, wait: bool = False) -> set[str]:
         """The labels whose diagram is finished (all of them with ``wait``); writes the copies of those that

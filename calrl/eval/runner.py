@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from calrl import metrics as M
 from calrl.confidence import ConfidenceReader, detect_hedge, extract_answer, is_abstention
 from calrl.errors import InputError
 from calrl.eval.limits import check_bootstrap, check_seed, check_slice_values
@@ -320,8 +321,6 @@ def _group_metrics(all_columns: _Columns, index: torch.Tensor | None, members: S
                    settings: Settings) -> GroupMetrics:
     """The metrics of the records at ``index`` (None: all); ``members`` are those records (read only for
     the sampled answers' consistency, and only when some record has samples)."""
-    from calrl import metrics as M
-
     cols = all_columns.take(index)
     n_bins = settings.n_bins
     n = int(cols.abstained.numel())
@@ -444,8 +443,6 @@ def _consistency(resolved: Sequence[ResolvedRecord]) -> Consistency | None:
     share of samples in the answer's cluster; entropy is over the samples' cluster shares (nats). AUROC
     rates agreement, and entropy negated, as scores of correctness.
     """
-    from calrl import metrics as M
-
     items = [r for r in resolved if not r.abstained and r.samples]
     if not items:
         return None

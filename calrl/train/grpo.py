@@ -43,6 +43,7 @@ class PolicyGradientRunner(Runner):
         from calrl.train.callbacks import guard_reward_funcs
 
         recipe, args = self.recipe, self.recipe.training
+        self.eval_callback = self.calibration_callback()  # before the models: its plot worker starts meanwhile
         conversations, n_system = with_confidence_prompts(
             list(self.data.train["prompt"]), recipe.data.confidence_prompt_fraction, confidence_instruction(recipe),
             recipe.data.seed)
@@ -64,7 +65,6 @@ class PolicyGradientRunner(Runner):
             init_dir = Path(args.output_dir) / TINY_INIT_DIR
             save_pretrained(policy, self.tokenizer, init_dir)
             policy.config.name_or_path = str(init_dir)
-        self.eval_callback = self.calibration_callback()
         trainer = self.trainer_class()(
             model=policy, args=args, train_dataset=Dataset.from_dict(columns), processing_class=self.tokenizer,
             callbacks=callbacks, peft_config=peft_config(recipe, "CAUSAL_LM"), calibration_eval=self.eval_callback)

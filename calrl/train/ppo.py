@@ -43,6 +43,7 @@ class PPORunner(Runner):
         from calrl.trainers.ppo import CalibratedPPOTrainer
 
         recipe, args, m = self.recipe, self.recipe.training, self.recipe.model
+        self.eval_callback = self.calibration_callback()  # before the models: its plot worker starts meanwhile
         conversations, n_system = with_confidence_prompts(
             list(self.data.train["prompt"]), recipe.data.confidence_prompt_fraction, confidence_instruction(recipe),
             recipe.data.seed)
@@ -61,7 +62,6 @@ class PPORunner(Runner):
         value_source = m.value_model or m.reward_model
         value_model = None if value_source == VALUE_HEAD else factory.sequence_classifier(value_source, seed_offset=1)
         reward_tokenizer = factory.tokenizer(m.reward_model)
-        self.eval_callback = self.calibration_callback()
         trainer = CalibratedPPOTrainer(
             args=args, processing_class=self.tokenizer, model=policy, ref_model=ref, reward_model=reward_model,
             train_dataset=Dataset.from_dict(columns), value_model=value_model,

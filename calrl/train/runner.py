@@ -137,13 +137,18 @@ class Runner:
         return final_calibration_metrics(self.eval_callback)
 
     def calibration_callback(self) -> Any:
-        """The per-epoch calibration eval over the held-out items (None without them)."""
+        """The per-epoch calibration eval over the held-out items (None without them); call it before the
+        models are loaded: its plot worker starts now (on the main process) and imports matplotlib meanwhile.
+        :meth:`run` calls its ``finish`` after saving the model (``train()`` does not wait for the last diagram)."""
         if not self.items:
             return None
         from calrl.callbacks.calibration_eval import CalibrationEvalCallback
         from calrl.train.data import calibration_eval_config
 
-        return CalibrationEvalCallback(calibration_eval_config(self.recipe, self.items))
+        callback = CalibrationEvalCallback(calibration_eval_config(self.recipe, self.items), wait_at_train_end=False)
+        if int(os.environ.get("RANK", "0")) == 0:
+            callback.warm_up()
+        return callback
 
     # ------------------------------------------------------------------ template
     def run(self) -> RunResult:
@@ -179,6 +184,8 @@ class Runner:
             trainer.accelerator.wait_for_everyone()
             trainer.train(resume_from_checkpoint=self.checkpoint)
             result = self.save(trainer, out, run_handle)
+            if self.eval_callback is not None:  # the last diagram was drawn while the model was saved
+                self.eval_callback.finish()  # its files complete and its W&B row logged, before the run finishes
             failed = False
             return result
         finally:
