@@ -19,7 +19,7 @@ from typing import Any
 from calrl.data.readers import csv_error
 from calrl.errors import InputError
 from calrl.eval.records import PredictionRecord, ResolvedRecord
-from calrl.io import check_input, iter_lines, loads_json, read_text
+from calrl.io import check_input, iter_json_lines, loads_json, read_text
 
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
                   ".parquet": "parquet", ".pq": "parquet"}
@@ -122,10 +122,7 @@ def _iter_rows(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def _iter_jsonl(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Rows of a JSONL file, streamed; a byte-order mark at the start is skipped, blank lines too."""
-    for line_no, raw in iter_lines(p):
-        if not raw.strip():
-            continue
-        row = loads_json(raw, path=str(p), line=line_no)
+    for line_no, row in iter_json_lines(p, inner="slice"):
         if not isinstance(row, dict):
             raise InputError(f"expected a JSON object per line, got {_type_name(row)}", path=str(p), line=line_no)
         yield line_no, row
