@@ -432,6 +432,113 @@ def loads_json(text: str, *, path: str, line: int | None = None, field: str | No
     return value
 
 
+def iter_json_lines(path: StrPath, *, inner: str | None = None) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of each non-blank line of a JSON-lines file, streamed: each value and each error
+    exactly what :func:`iter_lines` and :func:`loads_json` give, faster.
+
+    Lines are read by msgspec's decoder (4x faster than ``json``) where nothing in them can read differently,
+    which is checked for a block of lines at a time (:func:`_vouched_block`), else line by line
+    (:func:`_fast_json`). Any other line (a lone-surrogate escape, deep nesting, a very long integer, a key that
+    may be given twice, anything msgspec refuses: NaN, malformed text) is read by :func:`loads_json`, whose value
+    or one-line error is then the answer. ``inner``: the key whose value is often an object (checked in blocks;
+    a block with objects under other keys is checked line by line).
+    """
+    import msgspec
+
+    decode, limit = msgspec.json.Decoder().decode, sys.get_int_max_str_digits()
+    long_int = re.compile(rb"[0-9]{%d}" % (limit + 1)) if limit else None
+    line_no = 0
+    with _open_for_reading(path) as f:
+        while lines := f.readlines(1 << 22):
+            if line_no == 0 and lines[0].startswith(b"\xef\xbb\xbf"):
+                lines[0] = lines[0][3:]
+            values = _vouched_block(lines, decode, long_int, limit, inner)
+            if values is not None:
+                yield from enumerate(values, start=line_no + 1)
+                line_no += len(lines)
+                continue
+            for raw in lines:
+                line_no += 1
+                value = _fast_json(raw, decode, long_int if len(raw) > limit else None, inner)
+                if value is _UNSURE:
+                    value = _exact_json(raw, path, line_no)
+                if value is not _BLANK:
+                    yield line_no, value
+
+
+_UNSURE, _BLANK = object(), object()
+
+
+def _exact_json(raw: bytes, path: StrPath, line_no: int) -> Any:
+    """What :func:`iter_lines` and :func:`loads_json` make of one line (``_BLANK`` for a blank one)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start} of the line)", path=str(path),
+                         line=line_no) from None
+    return loads_json(text, path=str(path), line=line_no) if text.strip() else _BLANK
+
+
+def _vouched_block(lines: list[bytes], decode: Any, long_int: re.Pattern[bytes] | None, limit: int,
+                   inner_key: str | None) -> list[Any] | None:
+    """The objects on a block of lines, read by msgspec, when every line holds one object whose keys are all
+    different, and nothing :func:`_fast_json` leaves to ``json`` is in the block; else None (then the lines are
+    read one by one). :func:`_fast_json`'s checks, made with numpy over the whole block: every colon after a
+    quote (none after whitespace) ends a key, so as many ``":`` as keys read means no key was read twice."""
+    import numpy as np
+
+    block = b"".join(lines)
+    if long_int is not None and any(long_int.search(raw) for raw in lines if len(raw) > limit):
+        return None
+    a = np.frombuffer(block, dtype=np.uint8)
+    before_colon = a[np.flatnonzero(a[1:] == 58)]  # the byte before each ':'
+    slashes = np.flatnonzero(a[:-2] == 92)
+    if (np.isin(before_colon, (32, 9, 13)).any() or ((a[slashes + 1] == 117) & ((a[slashes + 2] | 32) == 100)).any()):
+        return None  # whitespace before a colon (keys cannot be counted), or maybe a \uD800-\uDFFF escape
+    openers = np.flatnonzero((a == 91) | (a == 123))
+    ends = np.cumsum(np.fromiter(map(len, lines), dtype=np.int64, count=len(lines)))
+    if openers.size and np.bincount(np.searchsorted(ends, openers, side="right")).max() > MAX_JSON_DEPTH:
+        return None  # a line with enough brackets to nest too deep
+    try:
+        values = list(map(decode, lines))
+    except ValueError:  # msgspec's DecodeError and UnicodeDecodeError; a blank line too
+        return None
+    if set(map(type, values)) != {dict}:
+        return None
+    inner = [v for row in values if type(v := row.get(inner_key)) is dict] if inner_key is not None else []
+    keys = sum(map(len, values)) + sum(map(len, inner))
+    if int((before_colon == 34).sum()) != keys or int((a[openers] == 123).sum()) != len(values) + len(inner):
+        return None  # a key may be given twice, or there are objects in other places
+    return values
+
+
+def _fast_json(raw: bytes, decode: Any, long_int: re.Pattern[bytes] | None, inner_key: str | None) -> Any:
+    """The object on a JSON line read by msgspec, ``_BLANK`` for a blank line, or ``_UNSURE`` unless msgspec's
+    value is sure to be :func:`loads_json`'s. msgspec reads numbers, strings and UTF-8 as ``json`` does
+    (integers of any size, correctly rounded floats) and refuses what ``json`` refuses and more (NaN, overflowing
+    floats, lone surrogates), but keeps the last of two equal keys, reads integers past Python's digit limit and
+    any depth: such lines are left to ``json``. A duplicate key is ruled out by counting: with no whitespace
+    before a colon, every key ends in ``":``, so as many ``":`` as keys read means no key was read twice."""
+    if not raw.strip():
+        return _BLANK
+    objects = raw.count(b"{")
+    if (b"\\ud" in raw or b"\\uD" in raw or b" :" in raw or b"\t:" in raw or b"\r:" in raw
+            or objects + raw.count(b"[") > MAX_JSON_DEPTH or (long_int is not None and long_int.search(raw))):
+        return _UNSURE
+    try:
+        value = decode(raw)
+    except ValueError:  # msgspec's DecodeError and UnicodeDecodeError
+        return _UNSURE
+    if type(value) is not dict:
+        return _UNSURE
+    keys = len(value)
+    if objects == 2 and type(inner := value.get(inner_key)) is dict:  # one object inside, under ``inner_key``
+        keys += len(inner)
+    elif objects != 1:
+        return _UNSURE
+    return value if raw.count(b'":') == keys else _UNSURE
+
+
 class _DuplicateKey(Exception):
     def __init__(self, key: str) -> None:
         super().__init__(key)
