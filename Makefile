@@ -34,7 +34,7 @@ test-all: $(DS_STAMP)
 # the tests must not (CI runs this after test-all)
 CPU_PATH_TESTS := tests/test_eval_golden.py tests/test_metrics.py tests/test_metrics_bootstrap.py \
 	tests/test_metrics_consistency.py tests/test_metrics_smooth.py tests/test_eval_runner.py tests/test_calibrators.py \
-	tests/test_ppo_parity.py
+	tests/test_ppo_parity.py tests/test_metrics_doctests.py
 CPU_PATHS := MKL_CBWR=AVX2 MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default
 test-cpu-paths: $(STAMP)
 	@for path in $(CPU_PATHS); do \

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import numpy as np
 import pytest
 import torch
 
-import calrl.metrics.bootstrap
-import calrl.metrics.scores
 from calrl.eval.records import ResolvedRecord
 from calrl.eval.runner import compute_results
 from calrl.eval.schema import EvalResults
 from calrl.metrics import auroc_stderr, ece_resamples, expected_calibration_error, mean_stderr
-
-
-@pytest.mark.parametrize("module", [calrl.metrics.scores, calrl.metrics.bootstrap])
-def test_docstring_examples_run(module):
-    assert doctest.testmod(module).failed == 0
 
 
 def test_mean_stderr_is_the_sample_deviation_over_root_n():

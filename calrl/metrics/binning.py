@@ -68,6 +68,13 @@ def bin_index(confidence: Tensor, n_bins: int) -> Tensor:
     edge never flip to the bin below, for any ``n_bins``. Stated confidences are multiples of 0.001 or
     coarser, far from this tolerance; the result is ambiguous only for values within ~1e-16 of
     ``k/n_bins - 5e-7``.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import bin_index
+        >>> # float32 0.3 is 0.29999998 but lands in bin [0.3, 0.4); 1.0 goes to the top bin
+        >>> bin_index(torch.tensor([0.0, 0.3, 0.65, 1.0]), n_bins=10)
+        tensor([0, 3, 6, 9])
     """
     if not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
@@ -101,6 +108,16 @@ def reliability_bins(confidence: Tensor, correct: Tensor, n_bins: int = 15, *,
     ``count`` (int64), ``mean_confidence`` and ``accuracy``. For an empty bin ``count`` is 0 and
     ``mean_confidence``/``accuracy`` are NaN (undefined, not 0): plots skip NaN points, and a JSON
     writer must map NaN to null.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import reliability_bins
+        >>> conf = torch.tensor([0.125, 0.375, 0.75, 1.0])
+        >>> right = torch.tensor([False, True, True, True])
+        >>> bins = reliability_bins(conf, right, n_bins=2)
+        >>> # bin [0, 0.5): 0.125 and 0.375, mean 0.25, one of two right; [0.5, 1]: 0.75 and 1.0, both right
+        >>> bins["count"].tolist(), bins["mean_confidence"].tolist(), bins["accuracy"].tolist()
+        ([2, 2], [0.25, 0.875], [0.5, 1.0])
     """
     out_dtype = confidence.dtype if confidence.is_floating_point() else torch.float32
     conf, corr = check_pair(confidence, correct, validate_args=validate_args)

@@ -24,7 +24,20 @@ CHUNK_ELEMENTS = 1 << 22
 
 
 def supports_batch(metric_fn: Callable) -> bool:
-    """Whether ``metric_fn`` (or the function a ``functools.partial`` wraps) accepts ``[rows, n]`` inputs."""
+    """Whether ``metric_fn`` (or the function a ``functools.partial`` wraps) accepts ``[rows, n]`` inputs.
+
+    A function says so with a ``supports_batch = True`` attribute, as the batched metrics of calrl.metrics do.
+
+    Example:
+        >>> import functools
+        >>> from calrl.metrics import expected_calibration_error, supports_batch
+        >>> supports_batch(expected_calibration_error)
+        True
+        >>> supports_batch(functools.partial(expected_calibration_error, n_bins=10))  # looks through partial
+        True
+        >>> supports_batch(lambda confidence, correct: (confidence - correct.float()).abs().mean())
+        False
+    """
     while isinstance(metric_fn, functools.partial):
         metric_fn = metric_fn.func
     return bool(getattr(metric_fn, "supports_batch", False))
@@ -64,6 +77,19 @@ def paired_bootstrap(metric_fn: MetricFn, conf_a: Tensor, correct_a: Tensor, con
     ``supports_batch`` attribute) says whether it accepts ``[rows, n]`` inputs and returns ``[rows]``.
     Returns ``{"delta", "low", "high", "value_a", "value_b"}`` (0-dim tensors); NaN for empty input.
     Pass a seeded ``generator`` for reproducible intervals.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import expected_calibration_error, paired_bootstrap
+        >>> right = torch.arange(200) < 150  # 150 of 200 items right in both runs
+        >>> baseline = torch.full((200,), 0.9, dtype=torch.float64)  # states 0.9: ECE |0.75 - 0.9| = 0.15
+        >>> candidate = torch.full((200,), 0.75, dtype=torch.float64)  # states 0.75: ECE 0
+        >>> out = paired_bootstrap(expected_calibration_error, baseline, right, candidate, right, n_boot=1000,
+        ...                        generator=torch.Generator().manual_seed(0))
+        >>> # a resample with share right p has change |0.75 - p| - |0.9 - p|: -0.15 for p <= 0.75, 2p - 1.65
+        >>> # above (high: -0.03 = 2 * 0.81 - 1.65). The interval lies below 0: the candidate is better
+        >>> {key: round(value.item(), 4) for key, value in out.items()}
+        {'delta': -0.15, 'low': -0.15, 'high': -0.03, 'value_a': 0.15, 'value_b': 0.0}
     """
     _check_alpha(alpha, n_boot)
     for conf, corr, name in ((conf_a, correct_a, "conf_a"), (conf_b, correct_b, "conf_b")):
@@ -97,7 +123,19 @@ def paired_bootstrap(metric_fn: MetricFn, conf_a: Tensor, correct_a: Tensor, con
 def bootstrap_interval(metric_fn: MetricFn, confidence: Tensor, correct: Tensor, n_boot: int = 1000,
                        generator: torch.Generator | None = None, alpha: float = 0.05, *,
                        batched: bool | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """``(value, low, high)``: the metric on all items and a percentile bootstrap interval (1-D input)."""
+    """``(value, low, high)``: the metric on all items and a percentile bootstrap interval (1-D input).
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import accuracy, bootstrap_interval
+        >>> conf = torch.full((20,), 0.8, dtype=torch.float64)
+        >>> right = torch.arange(20) < 15  # 15 of 20 right
+        >>> value, low, high = bootstrap_interval(accuracy, conf, right, n_boot=1000,
+        ...                                       generator=torch.Generator().manual_seed(0))
+        >>> # about 0.75 -+ 1.96 * sqrt(0.75 * 0.25 / 20) = 0.75 -+ 0.19, in steps of 1/20
+        >>> round(value.item(), 4), round(low.item(), 4), round(high.item(), 4)
+        (0.75, 0.55, 0.95)
+    """
     _check_alpha(alpha, n_boot)
     check_pair(confidence, correct, validate_args=False)
     if confidence.ndim != 1:
@@ -149,6 +187,17 @@ def smooth_ece_bootstrap(confidence: Tensor, correct: Tensor, n_boot: int = 200,
     items (10^6 items, 22 pairs: milliseconds). With more than :data:`ROUNDED_ABOVE` items and many distinct
     confidences, the resamples (not the reported value) use confidences rounded to multiples of
     :data:`ROUNDING` (at most 3e-5 away), counted the same way. Otherwise items are resampled by index.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import smooth_ece_bootstrap
+        >>> conf = torch.full((20,), 0.9)
+        >>> right = torch.tensor([True, False] * 10)
+        >>> value, low, high = smooth_ece_bootstrap(conf, right, n_boot=200,
+        ...                                         generator=torch.Generator().manual_seed(0))
+        >>> # all items at 0.9: smECE = |0.9 - share right| (see smooth_ece), the share being 0.5 -+ 0.22 here
+        >>> round(value.item(), 2), round(low.item(), 2), round(high.item(), 2)  # high: 0.60125, interpolated
+        (0.4, 0.2, 0.6)
     """
     _check_alpha(alpha, n_boot)
     correct = check_pair(confidence, correct, validate_args=False)[1].bool()
@@ -196,7 +245,8 @@ def ece_resamples(confidence: Tensor, correct: Tensor, n_bins: int = 15, n_boot:
         >>> from calrl.metrics import ece_resamples
         >>> conf = torch.tensor([0.9, 0.9, 0.6, 0.6] * 25, dtype=torch.float64)
         >>> right = torch.tensor([True, False, True, False] * 25)
-        >>> values = ece_resamples(conf, right, n_bins=10, n_boot=50, generator=torch.Generator().manual_seed(0))
+        >>> values = ece_resamples(conf, right, n_bins=10, n_boot=50,
+        ...                        generator=torch.Generator().manual_seed(0))
         >>> values.shape, bool((values >= 0).all())
         (torch.Size([50]), True)
     """

@@ -34,6 +34,17 @@ def expected_calibration_error(confidence: Tensor, correct: Tensor, n_bins: int 
     a way that keeps values on an edge on its upper side (:func:`calrl.metrics.binning.bin_index`); 1.0
     is in the top bin. (torchmetrics gives 1.0 a bin of its own, so the two differ when some confidence
     equals 1.0, and for values less than 5e-7 below a bin edge; elsewhere they agree.)
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import expected_calibration_error
+        >>> conf = torch.tensor([[0.2, 0.4, 0.6, 0.8], [0.2, 0.4, 0.6, 0.8]])  # two rows, scored separately
+        >>> right = torch.tensor([[False, False, True, True], [False, True, False, True]])
+        >>> ece = expected_calibration_error(conf, right, n_bins=2)
+        >>> # bins {0.2, 0.4} (mean 0.3) and {0.6, 0.8} (mean 0.7). Row 0: accuracy 0 and 1, gaps 0.3 and 0.3;
+        >>> # row 1: accuracy 0.5 in both, gaps 0.2 and 0.2. ECE = 2/4 * gap + 2/4 * gap
+        >>> [round(v, 4) for v in ece.tolist()]
+        [0.3, 0.2]
     """
     if norm not in _NORMS:
         raise ValueError(f"norm must be one of {_NORMS}, got {norm!r}")
@@ -55,7 +66,17 @@ def expected_calibration_error(confidence: Tensor, correct: Tensor, n_bins: int 
 
 def max_calibration_error(confidence: Tensor, correct: Tensor, n_bins: int = 15, *,
                           validate_args: bool = True) -> Tensor:
-    """MCE: the largest |accuracy - mean confidence| over non-empty equal-width bins."""
+    """MCE: the largest |accuracy - mean confidence| over non-empty equal-width bins.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import max_calibration_error
+        >>> conf = torch.tensor([0.1, 0.3, 0.7, 0.9])
+        >>> right = torch.tensor([False, False, True, False])
+        >>> # bin [0, 0.5): mean 0.2, accuracy 0, gap 0.2; bin [0.5, 1]: mean 0.8, accuracy 0.5, gap 0.3
+        >>> round(max_calibration_error(conf, right, n_bins=2).item(), 4)
+        0.3
+    """
     return expected_calibration_error(confidence, correct, n_bins, norm="max", validate_args=validate_args)
 
 
@@ -67,6 +88,18 @@ def equal_mass_ece(confidence: Tensor, correct: Tensor, n_bins: int = 15, *,
     value does not depend on item order. A tied group belongs to bin ``floor(r * n_bins / n)`` where
     ``r`` is the 0-based rank of its first item; heavy ties therefore give fewer, larger bins (empty bins
     contribute nothing). Without ties the bins hold floor or ceil of n / n_bins items each.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import equal_mass_ece, expected_calibration_error
+        >>> conf = torch.tensor([0.1, 0.2, 0.3, 0.9])
+        >>> right = torch.tensor([False, True, False, True])
+        >>> # two items a bin: {0.1, 0.2} sum of (correct - conf) 0.7, {0.3, 0.9} -0.2: (0.7 + 0.2) / 4;
+        >>> # equal-width bins [0, 0.5) and [0.5, 1] instead hold 3 and 1 items: (0.4 + 0.1) / 4
+        >>> round(equal_mass_ece(conf, right, n_bins=2).item(), 4)
+        0.225
+        >>> round(expected_calibration_error(conf, right, n_bins=2).item(), 4)
+        0.125
     """
     if not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
@@ -217,6 +250,18 @@ def smooth_ece(confidence: Tensor, correct: Tensor, *, sigma: float | None = Non
 
     With ``sigma=None`` (default) the bandwidth is the self-consistent one, sigma* = smECE(sigma*)
     (bisection; floor ``SIGMA_MIN``); with a number, smECE at that fixed bandwidth.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import smooth_ece
+        >>> conf = torch.tensor([[0.9] * 10, [0.5] * 10])  # two rows, scored separately
+        >>> right = torch.tensor([[True, False] * 5, [True, False] * 5])
+        >>> # row 0: all 10 items sit at 0.9 with residuals (correct - conf) summing to 5 - 9 = -4; the kernel
+        >>> # integrates to 1, so smECE = 4 / 10 at any bandwidth. Row 1: half right at 0.5 is calibrated: 0
+        >>> [round(v, 4) for v in smooth_ece(conf, right).tolist()]
+        [0.4, 0.0]
+        >>> round(smooth_ece(conf[0], right[0], sigma=0.05).item(), 4)
+        0.4
     """
     value, _ = smooth_ece_with_bandwidth(confidence, correct, sigma=sigma, validate_args=validate_args)
     return value
@@ -224,7 +269,18 @@ def smooth_ece(confidence: Tensor, correct: Tensor, *, sigma: float | None = Non
 
 def smooth_ece_with_bandwidth(confidence: Tensor, correct: Tensor, *, sigma: float | None = None,
                               validate_args: bool = True) -> tuple[Tensor, Tensor]:
-    """``(smECE, bandwidth)``; see :func:`smooth_ece`."""
+    """``(smECE, bandwidth)``; see :func:`smooth_ece`.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import smooth_ece_with_bandwidth
+        >>> conf = torch.full((10,), 0.9)
+        >>> right = torch.tensor([True, False] * 5)
+        >>> # smECE is 0.4 at every bandwidth here (see smooth_ece), so the fixed point sigma* = smECE is 0.4
+        >>> value, bandwidth = smooth_ece_with_bandwidth(conf, right)
+        >>> round(value.item(), 4), round(bandwidth.item(), 4)
+        (0.4, 0.4)
+    """
     _check_sigma(sigma)
     out_dtype = _out_dtype(confidence)
     conf, corr = check_pair(confidence, correct, validate_args=validate_args)
@@ -245,6 +301,18 @@ def smooth_reliability_curve(confidence: Tensor, correct: Tensor, *, sigma: floa
     follows the diagonal shifted by the nearby residual), ``density`` (the reflected-kernel density
     of the confidences, integrating to 1; where it is near 0, ``y`` rests on few items), and ``sigma``
     (the bandwidth used: sigma* unless given). Empty input: ``y`` and ``density`` are NaN.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import smooth_reliability_curve
+        >>> conf = torch.full((10,), 0.9)
+        >>> right = torch.tensor([True, False] * 5)
+        >>> curve = smooth_reliability_curve(conf, right, n_points=11)  # x = 0, 0.1, ..., 1
+        >>> # stated 0.9, half right: smoothed accuracy 0.5 at 0.9; y = x - 0.4 (a single residual) at every x
+        >>> round(curve["x"][9].item(), 4), round(curve["y"][9].item(), 4), round(curve["sigma"].item(), 4)
+        (0.9, 0.5, 0.4)
+        >>> torch.allclose(curve["y"], curve["x"] - 0.4, atol=1e-6)
+        True
     """
     if confidence.ndim != 1:
         raise ValueError("smooth_reliability_curve takes 1-D inputs")

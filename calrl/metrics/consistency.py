@@ -23,7 +23,16 @@ def _check_ids(cluster_ids: Tensor) -> None:
 
 def cluster_counts(cluster_ids: Tensor) -> tuple[Tensor, Tensor]:
     """``(counts, n_valid)``: ``counts[i, c]`` is the size of the c-th distinct cluster of item i (in
-    ascending id order, zero-padded to ``n_samples`` columns); ``n_valid[i]`` is the number of samples."""
+    ascending id order, zero-padded to ``n_samples`` columns); ``n_valid[i]`` is the number of samples.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import cluster_counts
+        >>> ids = torch.tensor([[0, 0, 1, -1], [2, 2, 2, 2]])  # item 0: 3 samples (-1 pads), item 1: 4
+        >>> counts, n_valid = cluster_counts(ids)
+        >>> counts.tolist(), n_valid.tolist()
+        ([[2.0, 1.0, 0.0, 0.0], [4.0, 0.0, 0.0, 0.0]], [3.0, 4.0])
+    """
     _check_ids(cluster_ids)
     dtype = torch.get_default_dtype()
     ids, _ = torch.sort(cluster_ids.to(torch.int64), dim=1)
@@ -36,7 +45,15 @@ def cluster_counts(cluster_ids: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def majority_share(cluster_ids: Tensor) -> Tensor:
-    """Share of an item's samples in its largest cluster, in [1/n_samples, 1]."""
+    """Share of an item's samples in its largest cluster, in [1/n_samples, 1].
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import majority_share
+        >>> ids = torch.tensor([[0, 0, 1, -1], [2, 2, 2, 2]])  # 2 of 3 samples agree; 4 of 4
+        >>> [round(v, 4) for v in majority_share(ids).tolist()]
+        [0.6667, 1.0]
+    """
     counts, n_valid = cluster_counts(cluster_ids)
     if counts.shape[1] == 0:
         return torch.full_like(n_valid, float("nan"))
@@ -49,6 +66,14 @@ def agreement_rate(cluster_ids: Tensor, answer_ids: Tensor | None = None) -> Ten
     ``answer_ids`` ([n_items]) is the cluster id of the answer being graded (clustered together with the
     samples); a negative answer id (no answer) gives NaN. Without ``answer_ids`` the answer is taken to be
     the majority cluster, so the result equals :func:`majority_share`.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import agreement_rate
+        >>> ids = torch.tensor([[0, 0, 1, -1], [2, 2, 2, 2]])
+        >>> answers = torch.tensor([1, -1])  # item 0 answered cluster 1 (1 of 3 samples); item 1 gave none
+        >>> [round(v, 4) for v in agreement_rate(ids, answers).tolist()]
+        [0.3333, nan]
     """
     if answer_ids is None:
         return majority_share(cluster_ids)
@@ -67,6 +92,13 @@ def discrete_semantic_entropy(cluster_ids: Tensor, *, base: float | None = None)
 
     H = -sum_c p_c log p_c with p_c = (samples in cluster c) / (samples); natural log (nats) unless
     ``base`` is given (``base=2`` for bits). 0 when all samples agree; log(k) for k equal clusters.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import discrete_semantic_entropy
+        >>> ids = torch.tensor([[0, 0, 1, 1], [3, 3, 3, 3], [0, 1, 2, 3]])  # 2 equal clusters, 1, 4
+        >>> [round(v, 4) for v in discrete_semantic_entropy(ids, base=2).tolist()]
+        [1.0, 0.0, 2.0]
     """
     counts, n_valid = cluster_counts(cluster_ids)
     share = counts / n_valid.unsqueeze(1)

@@ -18,7 +18,17 @@ def _out_dtype(x: Tensor) -> torch.dtype:
 
 
 def brier_score(confidence: Tensor, correct: Tensor, *, validate_args: bool = True) -> Tensor:
-    """Mean squared error of the stated confidence: mean (q - correct)^2 (0 is perfect)."""
+    """Mean squared error of the stated confidence: mean (q - correct)^2 (0 is perfect).
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import brier_score
+        >>> conf = torch.tensor([[0.75, 0.5, 1.0, 0.0], [0.75, 0.5, 1.0, 0.0]])  # two rows, scored separately
+        >>> right = torch.tensor([[True, False, True, True], [True, True, True, False]])
+        >>> # row 0: (0.25^2 + 0.5^2 + 0^2 + 1^2) / 4 = 1.3125 / 4; row 1: (0.25^2 + 0.5^2) / 4
+        >>> brier_score(conf, right).tolist()
+        [0.328125, 0.078125]
+    """
     check_pair(confidence, correct, validate_args=validate_args)
     out_dtype = _out_dtype(confidence)
     squared = (confidence - correct.to(confidence.dtype)).square()
@@ -26,7 +36,16 @@ def brier_score(confidence: Tensor, correct: Tensor, *, validate_args: bool = Tr
 
 
 def accuracy(confidence: Tensor, correct: Tensor, *, validate_args: bool = True) -> Tensor:
-    """Share of correct items (``confidence`` is only checked; the signature matches the other metrics)."""
+    """Share of correct items (``confidence`` is only checked; the signature matches the other metrics).
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import accuracy
+        >>> conf = torch.tensor([[0.75, 0.5, 1.0, 0.0], [0.75, 0.5, 1.0, 0.0]])  # two rows, scored separately
+        >>> right = torch.tensor([[True, False, True, True], [True, False, False, True]])
+        >>> accuracy(conf, right).tolist()  # 3 of 4 and 2 of 4 right
+        [0.75, 0.5]
+    """
     out_dtype = _out_dtype(confidence)
     _, corr = check_pair(confidence, correct, validate_args=validate_args)
     return corr.mean(-1).to(out_dtype)
@@ -39,6 +58,17 @@ def binary_auroc(scores: Tensor, labels: Tensor) -> Tensor:
     ``sklearn.metrics.roc_auc_score``). ``scores`` may be any real values (confidence, negative entropy).
     When only one class is present (or the input is empty) the AUROC is undefined and NaN is returned
     (scikit-learn raises instead).
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import binary_auroc
+        >>> scores = torch.tensor([0.9, 0.8, 0.8, 0.3])
+        >>> labels = torch.tensor([True, True, False, False])
+        >>> # of the 4 (positive, negative) pairs 3 are ordered right and one is tied (counts 1/2): 3.5 / 4
+        >>> binary_auroc(scores, labels).item()
+        0.875
+        >>> binary_auroc(scores, torch.tensor([True, True, True, True]))  # one class only: undefined
+        tensor(nan)
     """
     if scores.shape != labels.shape or scores.ndim == 0:
         raise ValueError(f"scores and labels must have the same non-scalar shape, got {tuple(scores.shape)} "
@@ -104,6 +134,16 @@ def risk_coverage_curve(confidence: Tensor, correct: Tensor, *, validate_args: b
     One point per distinct confidence, highest first: answering every item with confidence >= the
     ``threshold`` gives ``coverage`` (share of items answered) and ``risk`` (error rate among them).
     Items with the same confidence enter together, never split by sort order.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import risk_coverage_curve
+        >>> conf = torch.tensor([0.9, 0.9, 0.6, 0.3])
+        >>> right = torch.tensor([True, False, True, False])
+        >>> curve = risk_coverage_curve(conf, right)
+        >>> # answer the two 0.9s: 1 error in 2; add 0.6: 1 in 3; add 0.3: 2 in 4
+        >>> {key: [round(v, 4) for v in values.tolist()] for key, values in curve.items()}
+        {'threshold': [0.9, 0.6, 0.3], 'coverage': [0.5, 0.75, 1.0], 'risk': [0.5, 0.3333, 0.5]}
     """
     if confidence.ndim != 1:
         raise ValueError("risk_coverage_curve takes 1-D inputs")
@@ -129,6 +169,15 @@ def aurc(confidence: Tensor, correct: Tensor, *, validate_args: bool = True) -> 
     AURC = sum over distinct confidences c (highest first) of (n_c / n) * risk(c), where risk(c) is the
     error rate among items with confidence >= c: the risk-coverage step curve integrated over coverage.
     Without ties this is the usual (1/n) sum_k risk of the k most confident items.
+
+    Example:
+        >>> import torch
+        >>> from calrl.metrics import aurc
+        >>> conf = torch.tensor([0.9, 0.9, 0.6, 0.3])
+        >>> right = torch.tensor([True, False, True, False])
+        >>> # coverage steps 2/4, 1/4, 1/4 at risks 1/2, 1/3, 1/2: 2/4 * 1/2 + 1/4 * 1/3 + 1/4 * 1/2 = 0.4583
+        >>> round(aurc(conf, right).item(), 4)
+        0.4583
     """
     out_dtype = _out_dtype(confidence)
     conf, corr = check_pair(confidence, correct, validate_args=validate_args)
