@@ -67,7 +67,7 @@ bench-hook: $(STAMP)
 # calrl's PPO update against trl 1.12.0's (own venv: scripts/ppo_parity/setup_venv.sh)
 bench-ppo: $(STAMP)
 	test -x scripts/ppo_parity/.venv/bin/python || bash scripts/ppo_parity/setup_venv.sh
-	$(BIN)/python scripts/bench_ppo.py
+	$(BIN)/python scripts/bench_ppo.py --trl-without-gc
 
 # on a lent GPU machine: bash scripts/gpu_check.sh (wheels from scripts/gpu_wheels.sh); here, a CPU dry run
 gpu-check: $(STAMP)

@@ -1,13 +1,18 @@
 """Benchmark calrl's PPO: update time against trl 1.12's PPO, and the PPO-C reward pipeline's share of an update.
 
-Part ``update`` (calrl vs trl 1.12.0, same run): both trainers are built on the SAME tiny setup
-(``scripts/ppo_parity/tiny_setup.build_all()`` + ``tiny_setup.PPO_HPARAMS``: 2-layer Qwen2 policy, value and
-reward models, batch 4, 8 response tokens, one PPO epoch), with ``torch.set_num_threads(1)``; an update is
-timed as the wall clock between consecutive ``on_step_end`` events (the first from ``on_train_begin``), as
-``scripts/ppo_parity/bench_trl112.py`` does, and as process CPU time over the same span. Each side runs in its
-own fresh process, trl's in ``scripts/ppo_parity/.venv`` (made by ``bash scripts/ppo_parity/setup_venv.sh``),
-and the two alternate (calrl, trl, calrl, trl, ...) so drift on a shared machine hits both. Printed: each
-side's median seconds per update and the ratio calrl/trl (target: <= 1, not slower).
+Part ``update`` (calrl vs trl 1.12.0, same run): both trainers are built on the SAME setup,
+``scripts/ppo_parity/tiny_setup.build_all(setup)`` + ``tiny_setup.setup_hparams(setup)`` (``--setup bigger``, the
+default: 4-layer Qwen2 policy, value and reward models, hidden 128, a 4,096-token vocabulary, batch 4, 32 response
+tokens, one PPO epoch; ``--setup tiny``: the parity fixture's 2 layers, hidden 32, 47 tokens, 8 response tokens),
+with ``torch.set_num_threads(1)``; an update is timed as the wall clock between consecutive ``on_step_end`` events
+(the first from ``on_train_begin``), as ``scripts/ppo_parity/bench_trl112.py`` does, and as process CPU time over
+the same span. Each side runs in its own fresh process, trl's in ``scripts/ppo_parity/.venv`` (made by
+``bash scripts/ppo_parity/setup_venv.sh``), and the sides alternate (calrl, trl, calrl, trl, ...) so drift on a
+shared machine hits both; the 1-minute load average is read before the first run and after each. Printed: each
+side's median seconds per update, the ratio calrl/trl (target: <= 1, not slower), calrl's median time per phase
+(generation, reference forward, rollout value forward, rewards, training forward, backward, optimiser step, the
+rest: ``bench_ppo_timers.phase_timer``) and, with ``--trl-without-gc`` (``make bench-ppo`` passes it), trl with its
+two ``gc.collect()`` calls per update made no-ops and the ratio against that (issue 21's target: <= 0.5).
 
 Part ``share`` (calrl only, in this process): the time spent inside ``CalibratedPPOTrainer.compute_rewards``
 as a share of the update, for PPO-C (``ppo_c_variant: threshold``, ``correctness_mode: off``) and for vanilla
@@ -18,7 +23,8 @@ every one is decoded, stripped and re-tokenised before the reward model reads it
 
 Usage::
 
-    .venv/bin/python scripts/bench_ppo.py                 # both parts, about 3-4 minutes on 2 CPU cores
+    .venv/bin/python scripts/bench_ppo.py --trl-without-gc  # both parts (make bench-ppo), ~10 min on 2 cores
+    .venv/bin/python scripts/bench_ppo.py --parts update --setup tiny  # the parity setup's sizes
     .venv/bin/python scripts/bench_ppo.py --quick         # smoke run (seconds)
     .venv/bin/python scripts/bench_ppo.py --skip-trl      # no trl side (no ratio)
     .venv/bin/python scripts/bench_ppo.py --device cuda --parts share --json out.json
@@ -42,6 +48,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_ppo_timers import PHASES, phase_timer, step_timer, sync
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PARITY = HERE / "ppo_parity"
@@ -59,41 +67,9 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-
-
-def _step_timer(device: str):
-    """A TrainerCallback keeping (wall, process CPU) marks at on_train_begin and every on_step_end."""
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        def __init__(self) -> None:
-            self.marks: list[tuple[float, float]] = []
-
-        def _mark(self) -> None:
-            _sync(device)
-            self.marks.append((time.perf_counter(), time.process_time()))
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.marks = []
-            self._mark()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self._mark()
-
-        def durations(self, kind: int) -> list[float]:
-            return [b[kind] - a[kind] for a, b in zip(self.marks, self.marks[1:])]
-
-    return StepTimer()
-
-
 # ------------------------------------------------------------------------------------------- workers
-def worker_trl(warmup: int, steps: int, no_gc: bool = False) -> dict:
-    """trl 1.12.0's PPOTrainer on the parity setup (runs in scripts/ppo_parity/.venv).
+def worker_trl(warmup: int, steps: int, setup: str, no_gc: bool = False) -> dict:
+    """trl 1.12.0's PPOTrainer on a tiny_setup setup (runs in scripts/ppo_parity/.venv).
 
     ``no_gc``: a diagnostic variant where the ``gc.collect()`` calls of trl's PPO loop (two per update) do
     nothing, to show how much of trl's update time they take; nothing else is changed.
@@ -110,19 +86,19 @@ def worker_trl(warmup: int, steps: int, no_gc: bool = False) -> dict:
     if no_gc:
         ppo_trainer.gc = types.SimpleNamespace(collect=lambda *a, **k: 0)
 
-    hp = tiny_setup.PPO_HPARAMS
+    hp = tiny_setup.setup_hparams(setup)
     batch = hp["per_device_train_batch_size"] * hp["gradient_accumulation_steps"]
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = record_trl112.make_trainer((warmup + steps) * batch, tmp)  # sets torch.set_num_threads(1)
-        timer = _step_timer("cpu")
+    with tempfile.TemporaryDirectory() as tmp:  # make_trainer sets torch.set_num_threads(1)
+        trainer = record_trl112.make_trainer((warmup + steps) * batch, tmp, setup=setup)
+        timer = step_timer("cpu")
         trainer.add_callback(timer)
         trainer.train()
     return {"impl": f"trl-{trl.__version__}" + (" (gc.collect off)" if no_gc else ""), "device": "cpu", "wall": timer.durations(0),
             "cpu": timer.durations(1), "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
-def worker_calrl(warmup: int, steps: int, device: str) -> dict:
-    """calrl's CalibratedPPOTrainer on the same parity setup and hyperparameters."""
+def worker_calrl(warmup: int, steps: int, device: str, setup: str) -> dict:
+    """calrl's CalibratedPPOTrainer on the same setup and hyperparameters, its phases timed (phase_timer)."""
     os.environ.setdefault("WANDB_MODE", "disabled")
     sys.path.insert(0, str(PARITY))
     import dataclasses
@@ -137,9 +113,9 @@ def worker_calrl(warmup: int, steps: int, device: str) -> dict:
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(1)
-    hp = tiny_setup.PPO_HPARAMS
+    hp = tiny_setup.setup_hparams(setup)
     set_seed(hp["seed"])
-    parts = tiny_setup.build_all()
+    parts = tiny_setup.build_all(setup)
     known = {f.name for f in dataclasses.fields(CalibratedPPOConfig)}
     settings = {k: v for k, v in hp.items() if k in known}
     settings["max_grad_norm"] = 0.0  # trl 1.12's PPO loop never clips gradients: do the same work
@@ -151,12 +127,14 @@ def worker_calrl(warmup: int, steps: int, device: str) -> dict:
         trainer = CalibratedPPOTrainer(args, parts["tokenizer"], parts["policy"], parts["ref_policy"],
                                        parts["reward_model"], parts["train_dataset"], parts["value_model"])
         trainer.remove_callback(PrinterCallback)  # no console dict at the end of train()
-        timer = _step_timer(device)
+        timer = step_timer(device)
+        phases = phase_timer(trainer, device)
         trainer.add_callback(timer)
+        trainer.add_callback(phases)
         trainer.train()
     return {"impl": f"calrl-{calrl.__version__}", "device": str(trainer.accelerator.device),
             "wall": timer.durations(0), "cpu": timer.durations(1), "threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "phases": phases.per_update}
 
 
 def _scripted_confidence_lm(tok, num_layers: int, hidden_size: int, seed: int = 0):
@@ -199,18 +177,18 @@ def run_share(size: str, variant: str, warmup: int, steps: int, device: str, out
                                    build_tiny_reward_model(tok, seed=2, **dims), data,
                                    build_tiny_reward_model(tok, seed=1, **dims))
     trainer.remove_callback(PrinterCallback)  # no console dict at the end of train()
-    timer = _step_timer(device)
+    timer = step_timer(device)
     trainer.add_callback(timer)
     inside: list[tuple[float, float]] = []
     original = trainer.compute_rewards
 
     def timed_compute_rewards(*a, **k):
-        _sync(device)
+        sync(device)
         w0, c0 = time.perf_counter(), time.process_time()
         try:
             return original(*a, **k)
         finally:
-            _sync(device)
+            sync(device)
             inside.append((time.perf_counter() - w0, time.process_time() - c0))
 
     trainer.compute_rewards = timed_compute_rewards
@@ -227,10 +205,14 @@ def run_share(size: str, variant: str, warmup: int, steps: int, device: str, out
 
 
 # ------------------------------------------------------------------------------------------- driver
-def _run_worker(python: str, side: str, warmup: int, steps: int, device: str) -> dict:
-    cmd = [python, str(Path(__file__).resolve()), "--worker", side, "--warmup", str(warmup), "--steps", str(steps),
-           "--device", device]
+def _run_worker(python: str, side: str, warmup: int, steps: int, device: str, setup: str,
+                pythonpath: str | None = None) -> dict:
+    worker = "calrl" if side == "calrl-baseline" else side
+    cmd = [python, str(Path(__file__).resolve()), "--worker", worker, "--warmup", str(warmup), "--steps", str(steps),
+           "--device", device, "--setup", setup]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled"}
+    if pythonpath is not None:  # --baseline: calrl imported from another checkout
+        env["PYTHONPATH"] = pythonpath
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, cwd=str(REPO))
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
@@ -244,36 +226,62 @@ def _median(xs: list[float]) -> float:
 
 
 def part_update(args, device: str, with_trl: bool) -> dict:
-    sides = [("calrl", sys.executable)] + ([("trl", str(TRL_PYTHON))] if with_trl else [])
-    if with_trl and args.trl_without_gc:
+    sides = [("calrl", sys.executable)] + ([("calrl-baseline", sys.executable)] if args.baseline else [])
+    if with_trl and args.trl_without_gc:  # next to calrl's run: the per-round ratio compares neighbours
         sides.append(("trl-nogc", str(TRL_PYTHON)))
+    sides += [("trl", str(TRL_PYTHON))] if with_trl else []
     pooled: dict[str, dict[str, list[float]]] = {s: {"wall": [], "cpu": []} for s, _ in sides}
+    rounds: dict[str, dict[str, list[float]]] = {s: {"wall": [], "cpu": []} for s, _ in sides}
+    phases: dict[str, list[dict]] = {"calrl": [], "calrl-baseline": []}
     meta: dict[str, dict] = {}
+    loads = [os.getloadavg()[0]]
     for r in range(args.rounds):
         for side, python in sides:  # interleaved: calrl, trl, calrl, trl, ...
             t0 = time.perf_counter()
-            res = _run_worker(python, side, args.warmup, args.steps, device if side == "calrl" else "cpu")
+            res = _run_worker(python, side, args.warmup, args.steps, "cpu" if side.startswith("trl") else device,
+                              args.setup, args.baseline if side == "calrl-baseline" else None)
+            loads.append(os.getloadavg()[0])
             wall, cpu = res["wall"][args.warmup:], res["cpu"][args.warmup:]
             if len(wall) != args.steps:
                 raise RuntimeError(f"{side}: {len(wall)} timed updates, expected {args.steps}")
             pooled[side]["wall"] += wall
             pooled[side]["cpu"] += cpu
+            rounds[side]["wall"].append(_median(wall))
+            rounds[side]["cpu"].append(_median(cpu))
+            if side in phases:
+                phases[side] += res["phases"][args.warmup:]
             meta[side] = {k: res[k] for k in ("impl", "device", "threads", "torch")}
             log(f"[update] round {r + 1}/{args.rounds} {side:8s} median {_median(wall) * 1e3:7.1f} ms/update "
                 f"(cpu {_median(cpu) * 1e3:7.1f} ms), {time.perf_counter() - t0:.1f} s with start-up")
-    out = {"rounds": args.rounds, "warmup": args.warmup, "steps": args.steps, "sides": {}}
+    out = {"rounds": args.rounds, "warmup": args.warmup, "steps": args.steps, "sides": {}, "setup": args.setup,
+           "load_average_1min": {"min": min(loads), "max": max(loads)},
+           "calrl_phases_median_s": {kind: {p: _median([u[kind][p] for u in phases["calrl"]]) for p in PHASES}
+                                     for kind in ("wall", "cpu")}}
+    if args.baseline:
+        out["baseline"] = args.baseline
+        out["baseline_phases_median_s"] = {kind: {p: _median([u[kind][p] for u in phases["calrl-baseline"]])
+                                                  for p in PHASES} for kind in ("wall", "cpu")}
     for side, _ in sides:
         out["sides"][side] = {**meta[side], "median_update_s": _median(pooled[side]["wall"]),
                               "median_update_cpu_s": _median(pooled[side]["cpu"]),
                               "min_update_s": min(pooled[side]["wall"]), "updates": len(pooled[side]["wall"])}
+    if args.baseline:
+        c, b = out["sides"]["calrl"], out["sides"]["calrl-baseline"]
+        out["ratio_cpu_vs_baseline"] = c["median_update_cpu_s"] / b["median_update_cpu_s"]
+        out["ratio_wall_vs_baseline"] = c["median_update_s"] / b["median_update_s"]
     if with_trl:
         c, t = out["sides"]["calrl"], out["sides"]["trl"]
         out["ratio_wall"] = c["median_update_s"] / t["median_update_s"]
         out["ratio_cpu"] = c["median_update_cpu_s"] / t["median_update_cpu_s"]
         out["ratio_min"] = c["min_update_s"] / t["min_update_s"]
         if "trl-nogc" in out["sides"]:
-            out["ratio_wall_vs_nogc"] = c["median_update_s"] / out["sides"]["trl-nogc"]["median_update_s"]
-            out["ratio_cpu_vs_nogc"] = c["median_update_cpu_s"] / out["sides"]["trl-nogc"]["median_update_cpu_s"]
+            g = out["sides"]["trl-nogc"]
+            out["ratio_wall_vs_nogc"] = c["median_update_s"] / g["median_update_s"]
+            out["ratio_cpu_vs_nogc"] = c["median_update_cpu_s"] / g["median_update_cpu_s"]
+            out["ratio_min_vs_nogc"] = c["min_update_s"] / g["min_update_s"]
+            for kind in ("wall", "cpu"):  # each round's calrl median over the neighbouring trl-nogc run's
+                out[f"ratio_{kind}_vs_nogc_per_round"] = [a / b for a, b in zip(rounds["calrl"][kind],
+                                                                                rounds["trl-nogc"][kind])]
     return out
 
 
@@ -310,6 +318,23 @@ def part_share(args, device: str) -> dict:
     return out
 
 
+def _describe(setup: str) -> str:
+    sys.path.insert(0, str(PARITY))
+    import tiny_setup
+
+    d, hp = tiny_setup.SETUPS[setup], tiny_setup.setup_hparams(setup)
+    return (f"{d.num_layers}-layer Qwen2, hidden {d.hidden_size}, vocabulary {d.vocab_size}, batch "
+            f"{hp['per_device_train_batch_size'] * hp['gradient_accumulation_steps']}, {hp['response_length']} "
+            f"response tokens, {hp['num_ppo_epochs']} PPO epoch(s) x {hp['num_mini_batches']} mini-batch(es)")
+
+
+def _print_phases(label: str, phases: dict[str, dict[str, float]]) -> None:
+    for kind, ph in phases.items():
+        total = sum(ph.values())
+        print(f"{label}_phases_{kind} (median s per update, share of their sum): " + ", ".join(
+            f"{name} {sec:.4f} ({sec / total:.0%})" for name, sec in ph.items()))
+
+
 def report(result: dict) -> None:
     env = result["env"]
     print(f"bench_ppo: device {env['device']}, torch {env['torch']}, threads {env['threads']}, "
@@ -317,11 +342,21 @@ def report(result: dict) -> None:
     upd = result.get("update")
     if upd:
         c = upd["sides"]["calrl"]
-        print(f"update setup: tiny_setup.build_all() + PPO_HPARAMS (2-layer Qwen2, batch 4, 8 tokens, 1 PPO epoch); "
+        print(f"update setup {upd['setup']}: tiny_setup.build_all({upd['setup']!r}) ({_describe(upd['setup'])}); "
               f"warm-up {upd['warmup']}, timed {upd['steps']} x {upd['rounds']} rounds, fresh process per run"
               + (", calrl/trl interleaved" if "trl" in upd["sides"] else ""))
+        load = upd["load_average_1min"]
+        print(f"load_average_1min: {load['min']:.2f}-{load['max']:.2f} (before the first run and after each)")
         print(f"calrl_update_median_s: {c['median_update_s']:.4f} (cpu {c['median_update_cpu_s']:.4f}, "
               f"min {c['min_update_s']:.4f}, n={c['updates']}, {c['impl']} on {c['device']})")
+        _print_phases("calrl", upd["calrl_phases_median_s"])
+        if "calrl-baseline" in upd["sides"]:
+            b = upd["sides"]["calrl-baseline"]
+            print(f"baseline_update_median_s: {b['median_update_s']:.4f} (cpu {b['median_update_cpu_s']:.4f}, "
+                  f"min {b['min_update_s']:.4f}, n={b['updates']}; calrl from {upd['baseline']})")
+            _print_phases("baseline", upd["baseline_phases_median_s"])
+            print(f"ratio_calrl_over_baseline: {upd['ratio_wall_vs_baseline']:.3f} wall median, "
+                  f"{upd['ratio_cpu_vs_baseline']:.3f} cpu median")
         if "trl" in upd["sides"]:
             t = upd["sides"]["trl"]
             print(f"trl_update_median_s: {t['median_update_s']:.4f} (cpu {t['median_update_cpu_s']:.4f}, "
@@ -333,8 +368,14 @@ def report(result: dict) -> None:
                 g = upd["sides"]["trl-nogc"]
                 print(f"trl_without_gc_update_median_s: {g['median_update_s']:.4f} (cpu {g['median_update_cpu_s']:.4f}; "
                       f"diagnostic: trl's two gc.collect() calls per update made no-ops)")
+                verdict = ", ".join(f"{kind} {'PASS' if upd[f'ratio_{kind}_vs_nogc'] <= 0.5 else 'FAIL'}"
+                                    for kind in ("wall", "cpu"))
                 print(f"ratio_calrl_over_trl_without_gc: {upd['ratio_wall_vs_nogc']:.3f} wall median, "
-                      f"{upd['ratio_cpu_vs_nogc']:.3f} cpu median")
+                      f"{upd['ratio_cpu_vs_nogc']:.3f} cpu median, {upd['ratio_min_vs_nogc']:.3f} min "
+                      f"({verdict}: issue 21's target <= 0.5)")
+                print("ratio_calrl_over_trl_without_gc_per_round (neighbouring runs): wall " + ", ".join(
+                    f"{x:.3f}" for x in upd["ratio_wall_vs_nogc_per_round"]) + "; cpu " + ", ".join(
+                    f"{x:.3f}" for x in upd["ratio_cpu_vs_nogc_per_round"]))
         else:
             print(f"ratio_calrl_over_trl: skipped ({upd.get('trl_skipped', 'no trl side')})")
     share = result.get("share")
@@ -353,12 +394,15 @@ def report(result: dict) -> None:
                   f"confidence parsable in {row['parsable']:.0%} of PPO-C rollouts")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", choices=["both", "update", "share"], default="both")
+    ap.add_argument("--setup", choices=["bigger", "tiny"], default="bigger",
+                    help="update part: tiny_setup's models (bigger: 4 layers, 4k vocabulary, 32 response tokens; "
+                         "tiny: the parity fixture's)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed updates per run, both sides (update part)")
     ap.add_argument("--steps", type=int, default=20, help="timed updates per run, both sides (update part)")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved calrl/trl run pairs (update part)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of calrl/trl runs (update part)")
     ap.add_argument("--share-warmup", type=int, default=2)
     ap.add_argument("--share-steps", type=int, default=8)
     ap.add_argument("--share-rounds", type=int, default=2)
@@ -368,15 +412,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="calrl's side: auto (cuda when available), cpu or cuda")
     ap.add_argument("--trl-without-gc", action="store_true",
                     help="also time trl with its per-update gc.collect() calls made no-ops (diagnostic)")
+    ap.add_argument("--baseline", metavar="DIR", help="update part: also time calrl imported from another checkout "
+                    "(its repository root), interleaved with this one's")
     ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--worker", choices=["calrl", "trl", "trl-nogc"], help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     if args.worker:  # a child process: one timed run, one result line
         if args.worker == "calrl":
-            res = worker_calrl(args.warmup, args.steps, args.device)
+            res = worker_calrl(args.warmup, args.steps, args.device, args.setup)
         else:
-            res = worker_trl(args.warmup, args.steps, no_gc=args.worker == "trl-nogc")
+            res = worker_trl(args.warmup, args.steps, args.setup, no_gc=args.worker == "trl-nogc")
         print(RESULT_PREFIX + json.dumps(res), flush=True)
         return 0
 
@@ -388,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"bench_ppo: unknown size {bad[0]!r} (choose from {', '.join(SIZES)})", file=sys.stderr)
         return 2
+    if args.baseline and not (Path(args.baseline) / "calrl" / "__init__.py").is_file():
+        print(f"bench_ppo: --baseline {args.baseline}: no calrl package there (give a checkout's root)",
+              file=sys.stderr)
+        return 2
+    if args.baseline:
+        args.baseline = str(Path(args.baseline).resolve())
     if min(args.steps, args.rounds, args.share_steps, args.share_rounds) < 1 or min(args.warmup,
                                                                                      args.share_warmup) < 0:
         print("bench_ppo: --steps/--rounds must be >= 1 and --warmup >= 0", file=sys.stderr)

@@ -110,13 +110,14 @@ def ppo_config(total_episodes: int, output_dir: str, **overrides) -> PPOConfig:
     )
 
 
-def make_trainer(total_episodes: int, output_dir: str, **overrides) -> PPOTrainer:
-    """Builds the tiny setup and trl 1.12's PPOTrainer; seeds everything (torch, numpy, random)."""
+def make_trainer(total_episodes: int, output_dir: str, setup: str = "tiny", **overrides) -> PPOTrainer:
+    """Builds a setup (tiny_setup.SETUPS; the fixture's: "tiny") and trl 1.12's PPOTrainer; seeds everything
+    (torch, numpy, random)."""
     torch.set_num_threads(1)
     set_seed(tiny_setup.PPO_HPARAMS["seed"])
-    parts = tiny_setup.build_all()
+    parts = tiny_setup.build_all(setup)
     trainer = PPOTrainer(
-        args=ppo_config(total_episodes, output_dir, **overrides),
+        args=ppo_config(total_episodes, output_dir, **{**tiny_setup.SETUP_HPARAMS[setup], **overrides}),
         processing_class=parts["tokenizer"],
         model=parts["policy"],
         ref_model=parts["ref_policy"],

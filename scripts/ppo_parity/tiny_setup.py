@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from datasets import Dataset
@@ -73,6 +74,29 @@ NUM_KV_HEADS = 2
 MAX_POSITIONS = 64
 ATTN_IMPLEMENTATION = "eager"
 
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The sizes of a setup's tokenizer and models (the policy, value and reward model share them)."""
+
+    vocab_size: int = len(VOCAB)
+    hidden_size: int = HIDDEN_SIZE
+    intermediate_size: int = INTERMEDIATE_SIZE
+    num_layers: int = NUM_LAYERS
+    num_heads: int = NUM_HEADS
+    num_kv_heads: int = NUM_KV_HEADS
+    max_positions: int = MAX_POSITIONS
+
+
+TINY = Dims()  # the parity fixture's setup
+# A bigger setup for the benchmark (scripts/bench_ppo.py --setup bigger): 4 layers, hidden 128, a 4,096-token
+# vocabulary (VOCAB then filler words w0, w1, ...), 32 response tokens; same prompts, seeds and construction.
+BIGGER = Dims(vocab_size=4096, hidden_size=128, intermediate_size=256, num_layers=4)
+SETUPS = {"tiny": TINY, "bigger": BIGGER}
+#: PPO_HPARAMS entries a setup replaces (the rest are shared)
+SETUP_HPARAMS = {"tiny": {}, "bigger": {"response_length": 32}}
+
 POLICY_SEED = 1234
 VALUE_SEED = 4321
 REWARD_SEED = 777
@@ -119,9 +143,19 @@ PPO_HPARAMS = {
 }
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """WordLevel tokenizer over VOCAB (whitespace split), pad=0, eos=1, unk=2, left padding."""
-    vocab = {tok: i for i, tok in enumerate(VOCAB)}
+def setup_hparams(setup: str = "tiny") -> dict:
+    """PPO_HPARAMS with the setup's own entries (SETUP_HPARAMS) replaced."""
+    return {**PPO_HPARAMS, **SETUP_HPARAMS[setup]}
+
+
+def vocabulary(dims: Dims = TINY) -> list[str]:
+    """VOCAB, then filler words w0, w1, ... up to dims.vocab_size tokens."""
+    return VOCAB + [f"w{i}" for i in range(dims.vocab_size - len(VOCAB))]
+
+
+def build_tokenizer(dims: Dims = TINY) -> PreTrainedTokenizerFast:
+    """WordLevel tokenizer over vocabulary(dims) (whitespace split), pad=0, eos=1, unk=2, left padding."""
+    vocab = {tok: i for i, tok in enumerate(vocabulary(dims))}
     backend = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
     backend.pre_tokenizer = WhitespaceSplit()
     tok = PreTrainedTokenizerFast(
@@ -130,24 +164,24 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         eos_token=EOS_TOKEN,
         unk_token=UNK_TOKEN,
         padding_side="left",
-        model_max_length=MAX_POSITIONS,
+        model_max_length=dims.max_positions,
     )
     assert tok.pad_token_id == 0 and tok.eos_token_id == 1 and tok.unk_token_id == 2
     return tok
 
 
-def build_config(tokenizer: PreTrainedTokenizerFast, num_labels: int | None = None) -> Qwen2Config:
+def build_config(tokenizer: PreTrainedTokenizerFast, num_labels: int | None = None, dims: Dims = TINY) -> Qwen2Config:
     kwargs = {}
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
     config = Qwen2Config(
-        vocab_size=len(VOCAB),
-        hidden_size=HIDDEN_SIZE,
-        intermediate_size=INTERMEDIATE_SIZE,
-        num_hidden_layers=NUM_LAYERS,
-        num_attention_heads=NUM_HEADS,
-        num_key_value_heads=NUM_KV_HEADS,
-        max_position_embeddings=MAX_POSITIONS,
+        vocab_size=dims.vocab_size,
+        hidden_size=dims.hidden_size,
+        intermediate_size=dims.intermediate_size,
+        num_hidden_layers=dims.num_layers,
+        num_attention_heads=dims.num_heads,
+        num_key_value_heads=dims.num_kv_heads,
+        max_position_embeddings=dims.max_positions,
         tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -165,9 +199,9 @@ def _seeded_init(cls, config, seed: int):
     return model
 
 
-def build_policy(tokenizer: PreTrainedTokenizerFast, seed: int = POLICY_SEED) -> Qwen2ForCausalLM:
-    """2-layer Qwen2ForCausalLM (hidden 32), random init under torch.manual_seed(seed)."""
-    model = _seeded_init(Qwen2ForCausalLM, build_config(tokenizer), seed)
+def build_policy(tokenizer: PreTrainedTokenizerFast, seed: int = POLICY_SEED, dims: Dims = TINY) -> Qwen2ForCausalLM:
+    """Qwen2ForCausalLM (TINY: 2 layers, hidden 32), random init under torch.manual_seed(seed)."""
+    model = _seeded_init(Qwen2ForCausalLM, build_config(tokenizer, dims=dims), seed)
     gc = model.generation_config
     gc.pad_token_id = tokenizer.pad_token_id
     gc.eos_token_id = tokenizer.eos_token_id
@@ -176,15 +210,15 @@ def build_policy(tokenizer: PreTrainedTokenizerFast, seed: int = POLICY_SEED) ->
 
 
 def build_value_model(
-    tokenizer: PreTrainedTokenizerFast, seed: int = VALUE_SEED
+    tokenizer: PreTrainedTokenizerFast, seed: int = VALUE_SEED, dims: Dims = TINY
 ) -> Qwen2ForSequenceClassification:
-    """2-layer Qwen2ForSequenceClassification (num_labels=1), random init under seed."""
-    return _seeded_init(Qwen2ForSequenceClassification, build_config(tokenizer, num_labels=1), seed)
+    """Qwen2ForSequenceClassification (num_labels=1), random init under seed."""
+    return _seeded_init(Qwen2ForSequenceClassification, build_config(tokenizer, num_labels=1, dims=dims), seed)
 
 
 @torch.no_grad()
 def build_reward_model(
-    tokenizer: PreTrainedTokenizerFast, seed: int = REWARD_SEED
+    tokenizer: PreTrainedTokenizerFast, seed: int = REWARD_SEED, dims: Dims = TINY
 ) -> Qwen2ForSequenceClassification:
     """Hand-set Qwen2ForSequenceClassification whose score rises with the share of good words.
 
@@ -199,10 +233,10 @@ def build_reward_model(
 
     So at the last non-pad token, with m = (# good tokens) / (# non-pad tokens so far),
     score = SCORE_SCALE * s*m / sqrt(1 + (s*m)^2 / hidden), s = SIGNAL_SCALE: 0 for no good
-    words, increasing in m (about 3.27 for m = 1).
+    words, increasing in m (about 3.27 for m = 1 at hidden 32).
     """
-    model = _seeded_init(Qwen2ForSequenceClassification, build_config(tokenizer, num_labels=1), seed)
-    H = HIDDEN_SIZE
+    model = _seeded_init(Qwen2ForSequenceClassification, build_config(tokenizer, num_labels=1, dims=dims), seed)
+    H = dims.hidden_size
     for p in model.parameters():
         p.zero_()
     for name, p in model.named_parameters():
@@ -211,7 +245,7 @@ def build_reward_model(
     g = torch.Generator().manual_seed(seed)
     good_ids = set(tokenizer.convert_tokens_to_ids(GOOD_WORDS))
     emb = model.model.embed_tokens.weight
-    for tok_id in range(len(VOCAB)):
+    for tok_id in range(dims.vocab_size):
         flag = 1.0 if tok_id in good_ids else 0.0
         rest = torch.randn(H - 2, generator=g)
         rest = rest / rest.norm() * (H - flag**2) ** 0.5  # total squared norm = H (RMS = 1)
@@ -233,20 +267,22 @@ def build_dataset(tokenizer: PreTrainedTokenizerFast) -> Dataset:
     return Dataset.from_dict({"input_ids": ids})
 
 
-def build_all() -> dict:
+def build_all(setup: str = "tiny") -> dict:
     """Returns {"tokenizer", "policy", "ref_policy", "reward_model", "value_model", "train_dataset"}.
 
-    ref_policy is a deep copy of policy (same weights, eval mode, requires_grad False).
+    ref_policy is a deep copy of policy (same weights, eval mode, requires_grad False). ``setup``: a key of
+    SETUPS ("tiny": the parity fixture's; "bigger": the benchmark's).
     """
-    tokenizer = build_tokenizer()
-    policy = build_policy(tokenizer)
+    dims = SETUPS[setup]
+    tokenizer = build_tokenizer(dims)
+    policy = build_policy(tokenizer, dims=dims)
     ref_policy = copy.deepcopy(policy)
     for p in ref_policy.parameters():
         p.requires_grad_(False)
-    reward_model = build_reward_model(tokenizer)
+    reward_model = build_reward_model(tokenizer, dims=dims)
     for p in reward_model.parameters():
         p.requires_grad_(False)
-    value_model = build_value_model(tokenizer)
+    value_model = build_value_model(tokenizer, dims=dims)
     return {
         "tokenizer": tokenizer,
         "policy": policy,
@@ -257,8 +293,8 @@ def build_all() -> dict:
     }
 
 
-def expected_score(num_good: int, num_tokens: int) -> float:
+def expected_score(num_good: int, num_tokens: int, dims: Dims = TINY) -> float:
     """Closed-form reward-model score for a sequence with num_good good words among num_tokens
     non-pad tokens (used to sanity-check build_reward_model)."""
     sm = SIGNAL_SCALE * num_good / num_tokens
-    return SCORE_SCALE * sm / (1.0 + sm * sm / HIDDEN_SIZE) ** 0.5
+    return SCORE_SCALE * sm / (1.0 + sm * sm / dims.hidden_size) ** 0.5
