@@ -177,3 +177,20 @@ def test_correctness_reward_with_calrl_grading():
         ["the answer is paris. confidence: 9", "london. confidence: 9"], [["Paris"], ["Paris"]])
     torch.testing.assert_close(rewards, torch.tensor([1.0, -1.0]))
     assert graded.all()
+
+
+def test_a_confidence_cue_without_a_value_is_priced_as_missing():
+    # the demo's PPO-C policy learnt "X. confidence: X. confidence: 10": stripping left "X. confidence: X." for
+    # the reward model and the last statement said 10; a reward reads such a response as missing
+    responses = ["good. confidence: good. confidence: 10", "good. confidence: 9"]
+    penalty = pipeline(ppo_c_variant="difference", ppo_c_init_average=0.0, missing_confidence="penalty",
+                       missing_confidence_penalty=1.5)
+    scores, stats = penalty.score_texts(PROMPTS[:2], responses)
+    assert stats["confidence/missing"] == 1 and penalty.last.confidence[1] == pytest.approx(0.9)
+    assert torch.isnan(penalty.last.confidence[0]) and penalty.last.adjustment[0] == 0
+    assert penalty.last.stripped[0] == responses[0]  # scored as written: nothing of it is a readable statement
+    # RM 2 * 2 + 5 * 2 = 14, PPO-C's clamp to 10, minus the penalty
+    assert scores[0] == pytest.approx(10 - 1.5)
+    from calrl.confidence import ConfidenceReader
+
+    assert ConfidenceReader("calrl", purpose="eval").read(responses[0]).value == 1.0  # the eval reads what is there

@@ -19,6 +19,7 @@ from calrl.confidence.parse import (
     SCALES,
     ConfidenceParse,
     format_confidence,
+    has_dangling_cue,
     parse_confidence,
     strip_confidence,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "extract_answer",
     "find_probability_phrases",
     "format_confidence",
+    "has_dangling_cue",
     "is_abstention",
     "parse_confidence",
     "strip_confidence",

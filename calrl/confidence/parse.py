@@ -15,6 +15,9 @@ Rules (a generalisation of the PPO-M/PPO-C regex ``Confidence:\\s*(\\d+(\\.\\d+)
   (``Confidence: 150`` and ``Confidence: 12/10`` -> 1.0, ``Confidence: -3`` -> 0.0), as the
   reference clamps to [0, 10].
 - Several statements: the LAST one counts (a model that revises its confidence ends with it).
+- A confidence cue without a value (``Paris. Confidence: Paris. Confidence: 10``: the first ``Confidence:``
+  states nothing) is malformed: :func:`has_dangling_cue` finds it, and rewards read such a response as
+  missing (:class:`calrl.confidence.ConfidenceReader`); evaluation reads the statement that is there.
 - No explicit statement: with ``use_hedges`` the last verbal probability phrase of ``HEDGE_LEXICON``
   gives the value (source "hedge"); otherwise value None, source "missing". calrl never invents the
   reference's default 0.5: the missing policy is the metrics' business.
@@ -53,6 +56,10 @@ _BARE_FRACTION_RE = re.compile(
 # a bare fraction preceded by these is the answer ("the answer is 3/10"), not a confidence
 _ANSWER_LEAD_RE = re.compile(r"(?:\banswer\s*(?:is|:)?|=|#|\bequals?|\bis|\bof|\bbe|\bwas|\bare)\s*$")
 _NEGATED_RE = re.compile(r"\bnot\s*$")
+
+# a confidence cue that introduces a value: "confidence:", "confidence level =", "**confidence**:" (lowercase text)
+_CUE_RE = re.compile(r"(?<![\w'*_])[*_]{0,3}confidence(?:\s+(?:level|score|rating))?(?:\s*\([^()\n]{0,24}\))?"
+                     + _EMPH + r"[:=]")
 
 SCALES = ("0-10", "percent", "unit")
 
@@ -175,6 +182,22 @@ def strip_confidence(text: str) -> str:
         return ""
     spans = [s.span for s in _explicit_statements(text)]
     return _remove_spans(text, spans) if spans else text
+
+
+def has_dangling_cue(text: str) -> bool:
+    """Whether ``text`` holds a confidence cue (``Confidence:``, ``confidence level =``...) that states no value:
+    one left once every explicit statement is removed. A policy under a reward that reads the last statement can
+    learn such a text (``Paris. Confidence: Paris. Confidence: 10``); rewards read it as missing.
+
+    Example:
+        >>> has_dangling_cue("Paris. Confidence: 8")
+        False
+        >>> has_dangling_cue("sina. confidence: sina. confidence: 10")
+        True
+    """
+    if not text or "onfidence" not in text and "ONFIDENCE" not in text:
+        return False
+    return _CUE_RE.search(normalise_spacing(strip_confidence(text))[0]) is not None
 
 
 def format_confidence(p: float, scale: str = "0-10") -> str:

@@ -5,7 +5,11 @@ callback and ``calrl eval``) reads confidence through :class:`ConfidenceReader`;
 
 - ``calrl`` (default): :func:`calrl.confidence.parse_confidence` (documented there: many phrasings, a
   decimal in [0, 1] is a probability, the LAST statement counts, optional hedge lexicon) and
-  :func:`calrl.confidence.strip_confidence`; the same rules for rewards and for evaluation.
+  :func:`calrl.confidence.strip_confidence`; the same rules for rewards and for evaluation, but one: for a
+  reward, a response with a confidence cue that states no value (:func:`calrl.confidence.has_dangling_cue`,
+  e.g. ``Paris. Confidence: Paris. Confidence: 10``) is read as missing, so the ``missing_confidence``
+  policy prices it: PPO-C's reward model would read the cue left after stripping, and a policy learnt to state
+  10 behind it on questions it could not know (the demo's PPO-C, ``docs/demo_findings.md``).
 - ``reference``: the rules of the paper's code (methods.md section 9), which differ by purpose:
 
   * ``purpose="reward"`` (PPO-C training): ``Confidence:\\s*(\\d+(\\.\\d+)?)``, case-insensitive, the FIRST
@@ -31,7 +35,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from calrl.confidence.parse import ConfidenceParse, parse_confidence, strip_confidence
+from calrl.confidence.parse import ConfidenceParse, has_dangling_cue, parse_confidence, strip_confidence
 from calrl.errors import ConfigError
 
 PARSERS = ("calrl", "reference")
@@ -113,6 +117,8 @@ class ConfidenceReader:
         """The stated confidence of ``text`` (value in [0, 1], or None with source "missing")."""
         text = text or ""
         if self.parser == "calrl":
+            if self.purpose == "reward" and has_dangling_cue(text):
+                return ConfidenceParse(None, "missing")
             return parse_confidence(text, use_hedges=self.use_hedges)
         return _reference_reward(text) if self.purpose == "reward" else _reference_eval(text)
 
