@@ -19,7 +19,7 @@ from typing import Any
 from calrl.data.readers import csv_error
 from calrl.errors import InputError
 from calrl.eval.records import PredictionRecord, ResolvedRecord
-from calrl.io import check_input, iter_json_lines, loads_json, read_text
+from calrl.io import check_input, iter_lines, loads_json, read_text
 
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
                   ".parquet": "parquet", ".pq": "parquet"}
@@ -46,13 +46,12 @@ def iter_predictions(path: str | Path) -> Iterator[tuple[int, PredictionRecord]]
     seen: dict[str, int] = {}
     shared: tuple[dict[Any, Any], ...] = ({}, {}, {})  # slices, references, responses
     for line, row in _iter_rows(p):
-        record = _usual_record(row, shared)
-        if record is None:  # any other row: validated field by field (an error names the field)
-            record = record_from_row(row, path=str(path), line=line)
-            _share_equal_values(record, shared)
-        if (first := seen.setdefault(record.id, line)) != line:
-            raise InputError(f"duplicate id {record.id!r} (lines {first} and {line})", path=str(path), line=line,
-                             field="id")
+        record = record_from_row(row, path=str(path), line=line)
+        if record.id in seen:
+            raise InputError(f"duplicate id {record.id!r} (lines {seen[record.id]} and {line})",
+                             path=str(path), line=line, field="id")
+        seen[record.id] = line
+        _share_equal_values(record, shared)
         yield line, record
     if not seen:
         raise InputError("no predictions in the file (empty input)", path=str(path))
@@ -68,73 +67,6 @@ def _share_equal_values(record: PredictionRecord, shared: tuple[dict[Any, Any], 
         record.reference = references.setdefault(tuple(record.reference), record.reference)
     if record.response is not None and len(responses) < MAX_SHARED_VALUES:
         record.response = responses.setdefault(record.response, record.response)
-
-
-def _usual_record(row: dict[str, Any], shared: tuple[dict[Any, Any], ...]) -> PredictionRecord | None:
-    """What :func:`record_from_row` and :func:`_share_equal_values` make of a row of the usual shape, in one
-    step and without a function per field (a string id; a slice and a reference seen before are taken from
-    ``shared`` already checked); None for any other row, and for any row record_from_row would refuse."""
-    slices, references, responses = shared
-    get = row.get
-    rid, response, question, reference = get("id"), get("response"), get("question"), get("reference")
-    choices, samples, correct, abstained = get("choices"), get("samples"), get("correct"), get("abstained")
-    confidence, slice_ = get("confidence"), get("slice")
-    if (type(rid) is not str or not rid.strip() or (response is not None and type(response) is not str)
-            or (question is not None and type(question) is not str)
-            or (choices is not None and (type(choices) is not list or not _all_str(choices)))
-            or (samples is not None and (type(samples) is not list or not _all_str(samples)))
-            or (correct is not None and type(correct) is not bool)
-            or (abstained is not None and type(abstained) is not bool)):
-        return None
-    if confidence is not None:
-        if type(confidence) not in (float, int) or not 0 <= confidence <= 1:  # NaN fails too
-            return None
-        confidence = float(confidence)
-    if not (response is not None or abstained is True or (correct is not None and (confidence is not None
-                                                                                   or "confidence" in row))):
-        return None
-    if type(reference) is str:
-        reference = references.get((reference,)) or _kept(references, (reference,), [reference])
-    elif type(reference) is list and reference:
-        if not _all_str(reference):
-            return None
-        reference = _kept(references, tuple(reference), reference)
-    elif reference is not None and reference != []:
-        return None
-    if slice_ is None:
-        slice_ = {}
-    elif type(slice_) is dict or type(slice_) is str:
-        try:
-            kept = slices.get(tuple(slice_.items()) if type(slice_) is dict else (("slice", slice_),))
-            slice_ = kept if kept is not None else _slice(slice_, _refused)  # one seen before was checked then
-        except (TypeError, _Refused):  # a list in the slice cannot be a key; _refused: _slice would fail
-            return None
-        if slice_ and kept is None:
-            slice_ = _kept(slices, tuple(slice_.items()), slice_)
-    else:
-        return None
-    if response is not None and len(responses) < MAX_SHARED_VALUES:
-        response = responses.setdefault(response, response)
-    return PredictionRecord(rid, response, reference, confidence, correct, abstained, slice_, samples, question,
-                            choices)
-
-
-def _all_str(items: list[Any]) -> bool:
-    return all(type(item) is str for item in items)
-
-
-def _kept(table: dict[Any, Any], key: Any, value: Any) -> Any:
-    """The value kept in ``table`` under ``key``, keeping ``value`` there first while it has room."""
-    return table.setdefault(key, value) if len(table) < MAX_SHARED_VALUES else table.get(key, value)
-
-
-class _Refused(Exception):
-    pass
-
-
-def _refused(field: str | None, message: str) -> _Refused:
-    """The ``fail`` of :func:`_slice` within :func:`_usual_record`: the row goes to record_from_row instead."""
-    raise _Refused
 
 
 def resolve_predictions_file(path: str | Path, *, use_hedges: bool = True, grader: str = "auto",
@@ -190,7 +122,10 @@ def _iter_rows(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def _iter_jsonl(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Rows of a JSONL file, streamed; a byte-order mark at the start is skipped, blank lines too."""
-    for line_no, row in iter_json_lines(p, inner="slice"):
+    for line_no, raw in iter_lines(p):
+        if not raw.strip():
+            continue
+        row = loads_json(raw, path=str(p), line=line_no)
         if not isinstance(row, dict):
             raise InputError(f"expected a JSON object per line, got {_type_name(row)}", path=str(p), line=line_no)
         yield line_no, row
