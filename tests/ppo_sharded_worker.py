@@ -135,6 +135,12 @@ def main() -> None:
     trainer.accelerator.wait_for_everyone()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    # Every result is written: leave without the interpreter's teardown. Twice in three fresh-clone CI runs the
+    # ZeRO-3 stop-after launch's rank 1 aborted there ("terminate called without an active exception") after its
+    # work was done; never in 15 runs here. A workaround for an unexplained teardown abort, not a fix.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

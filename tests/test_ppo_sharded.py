@@ -43,7 +43,10 @@ def launch(tmp_path: Path, mode: str, name: str, *flags: str) -> dict:
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(WORKER), mode,
                            str(tmp_path / name), *flags], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600 if slow else 320, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    if proc.returncode != 0:  # the whole stderr kept; a crash's Python stacks (faulthandler) shown first
+        (tmp_path / f"{name}.stderr.txt").write_text(proc.stderr)
+        crash = proc.stderr.find("Fatal Python error")
+        raise AssertionError((proc.stderr[crash:crash + 6000] if crash >= 0 else "") + proc.stderr[-3000:])
     return json.loads((tmp_path / name / "result.json").read_text())
 
 
