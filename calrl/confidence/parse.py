@@ -35,9 +35,10 @@ from calrl.errors import InputError
 
 _NUM = r"[-+]?(?:\d+(?:[ ]?\.[ ]?\d+)?|\.\d+)"  # "8", "8.5", "8. 5" (tokenizer spacing), ".8"
 _EMPH = r"[\s*_]*"
+# the cue that introduces a stated value: "confidence", "confidence level", "**confidence (0-10)**" (lowercase text)
+_CUE = r"(?<![\w'*_])[*_]{0,3}confidence(?:\s+(?:level|score|rating))?(?:\s*\([^()\n]{0,24}\))?" + _EMPH
 _KEYWORD_RE = re.compile(
-    r"(?<![\w'*_])[*_]{0,3}confidence(?:\s+(?:level|score|rating))?"
-    r"(?:\s*\([^()\n]{0,24}\))?" + _EMPH
+    _CUE
     + r"(?:(?:[:=]|-(?!\d)|\bis\b|\bof\b|\bat\b)" + _EMPH + r")?"
     r"(?:(?:about|around|approximately|roughly|~)\s*)?"
     r"(?P<num>" + _NUM + r")"
@@ -57,9 +58,7 @@ _BARE_FRACTION_RE = re.compile(
 _ANSWER_LEAD_RE = re.compile(r"(?:\banswer\s*(?:is|:)?|=|#|\bequals?|\bis|\bof|\bbe|\bwas|\bare)\s*$")
 _NEGATED_RE = re.compile(r"\bnot\s*$")
 
-# a confidence cue that introduces a value: "confidence:", "confidence level =", "**confidence**:" (lowercase text)
-_CUE_RE = re.compile(r"(?<![\w'*_])[*_]{0,3}confidence(?:\s+(?:level|score|rating))?(?:\s*\([^()\n]{0,24}\))?"
-                     + _EMPH + r"[:=]")
+_CUE_RE = re.compile(_CUE + r"[:=]")  # the cue with its colon or equals sign, whatever follows
 
 SCALES = ("0-10", "percent", "unit")
 
@@ -195,7 +194,7 @@ def has_dangling_cue(text: str) -> bool:
         >>> has_dangling_cue("sina. confidence: sina. confidence: 10")
         True
     """
-    if not text or "onfidence" not in text and "ONFIDENCE" not in text:
+    if not text or "confidence" not in normalise_spacing(text)[0]:  # cached: the parse reads the same text
         return False
     return _CUE_RE.search(normalise_spacing(strip_confidence(text))[0]) is not None
 
