@@ -9,7 +9,7 @@ show nothing at all.
 
 :func:`quiet_library_bars` turns off the short bars of transformers, the Hugging Face hub and datasets
 (loading weights, writing shards, mapping a dataset) in a log, through their public switches; the Trainer's
-training bar is written as lines by :class:`calrl.train.callbacks.LineProgressCallback`.
+training bar is written as lines by :class:`calrl.callbacks.runs.LineProgressCallback`.
 """
 
 from __future__ import annotations

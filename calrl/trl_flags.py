@@ -3,7 +3,7 @@
 TRL's scripts take ``transformers.TrainingArguments`` and TRL's ``ScriptArguments`` / ``ModelConfig`` as
 ``--key value`` flags. A flag that names a ``training`` key (``--learning_rate``, ``--num_train_epochs``,
 ``--bf16`` ...) sets it; the flags below set a recipe key of another name, or a key that several recipe
-sections have, and each sets exactly one. Read by :func:`calrl.train.recipe.trl_flag_overrides` and shown in
+sections have, and each sets exactly one. Read by :func:`calrl.runners.recipe.trl_flag_overrides` and shown in
 ``calrl train-* --help``.
 """
 

@@ -61,7 +61,7 @@ def measure(config: str) -> dict[str, float]:
     """One run of the recipe in this process: seconds of train(), of the hook, and of the hook's parts."""
     from calrl.callbacks.calibration_eval import CalibrationEvalCallback
     from calrl.cli.main import main
-    from calrl.train.ppo import PPORunner
+    from calrl.runners.ppo import PPORunner
 
     seconds: dict[str, float] = defaultdict(float)
     training = [False]  # train() is running: the hook's parts are counted then only

@@ -140,10 +140,10 @@ def worker_calrl(warmup: int, steps: int, device: str, setup: str) -> dict:
 def _scripted_confidence_lm(tok, num_layers: int, hidden_size: int, seed: int = 0):
     """A policy answering "4 confidence: D" (D drawn from 2, 5, 8) then EOS, at the given depth and width.
 
-    ``calrl.testing.tiny.build_scripted_causal_lm`` at that size (attention and MLP outputs zero, so the current
+    ``calrl.tiny.models.build_scripted_causal_lm`` at that size (attention and MLP outputs zero, so the current
     token's embedding alone picks the next), so the forward and backward passes do the full work of the size.
     """
-    from calrl.testing.tiny import build_scripted_causal_lm
+    from calrl.tiny.models import build_scripted_causal_lm
 
     chain = [("<|assistant|>", ["4"]), ("4", ["confidence"]), ("confidence", [":"]), (":", list(DIGITS)),
              *[(d, [tok.eos_token]) for d in DIGITS]]
@@ -157,7 +157,7 @@ def run_share(size: str, variant: str, warmup: int, steps: int, device: str, out
     from datasets import Dataset
     from transformers import PrinterCallback
 
-    from calrl.testing.tiny import build_tiny_reward_model, build_word_tokenizer
+    from calrl.tiny.models import build_tiny_reward_model, build_word_tokenizer
     from calrl.trainers.ppo import CalibratedPPOConfig, CalibratedPPOTrainer
 
     dims = SIZES[size]

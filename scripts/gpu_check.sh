@@ -122,7 +122,7 @@ EOF
 status_of() { awk -F'\t' -v n="$1" '$1 == n {print $2}' "$SUMMARY"; }
 
 # ------------------------------------------------------------------------------ the timed recipe driver
-# Runs a recipe in-process through calrl.train.runner.run_recipe and measures: update/step time (on_step_begin
+# Runs a recipe in-process through calrl.runners.runner.run_recipe and measures: update/step time (on_step_begin
 # to on_step_end), the calibration evals (CalibrationEvalCallback.evaluate) against the training time, the
 # reward pipeline (CalibratedPPOTrainer.compute_rewards) against the update time, and the tiny warm-up (device,
 # seconds, peak CUDA memory). Writes a JSON file and prints "@@ " result lines.
@@ -136,7 +136,7 @@ import torch
 from transformers import TrainerCallback
 
 method, config, out_json, *overrides = sys.argv[1:]
-from calrl.train.recipe import load_recipe  # noqa: E402
+from calrl.runners.recipe import load_recipe  # noqa: E402
 
 recipe = load_recipe(config, overrides, method=method)
 cuda = torch.cuda.is_available() and not getattr(recipe.training, "use_cpu", False)
@@ -148,7 +148,7 @@ def sync():
 
 
 facts, evals, rewards = {"method": method, "cuda": cuda}, [], []
-import calrl.testing.warmup as warmup_module  # noqa: E402
+import calrl.tiny.warmup as warmup_module  # noqa: E402
 
 original_warmup = warmup_module.warm_up_tiny_policy
 
@@ -229,7 +229,7 @@ class Timer(TrainerCallback):
 
 
 timer = Timer()
-from calrl.train.runner import run_recipe  # noqa: E402
+from calrl.runners.runner import run_recipe  # noqa: E402
 
 t0 = time.perf_counter()
 result = run_recipe(recipe, [timer])

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from calrl.cli.main import main
-from calrl.eval.calibrators import FORMAT
-from calrl.eval.records import ResolvedRecord
+from calrl.data.records import ResolvedRecord
+from calrl.recalibration.calibrators import FORMAT
 
 MAX_LINE = 300  # an error line is shorter than this (issue 20: long values are cut, with a count)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from calrl.data.heldout import EvalItem
-from calrl.eval.prompts import ElicitationPrompt
-from calrl.testing.tiny import build_tiny_causal_lm, build_word_tokenizer
+from calrl.generation.prompts import ElicitationPrompt
+from calrl.tiny.models import build_tiny_causal_lm, build_word_tokenizer
 
 ITEMS = [EvalItem(id=f"i{k}", question=f"what is {k} + 1 ?", reference=[str(k + 1)],
                   slice={"parity": "even" if k % 2 == 0 else "odd"}) for k in range(8)]

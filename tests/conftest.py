@@ -31,7 +31,7 @@ def _isolated_wandb_dir(tmp_path, monkeypatch):
 @pytest.fixture
 def no_models(monkeypatch):
     """Fail the test if any model or tokenizer is built (bad input must be refused before that)."""
-    from calrl.train import models as common
+    from calrl.runners import models as common
 
     def refuse(*_, **__):
         raise AssertionError("a model was loaded before the recipe and data were validated")

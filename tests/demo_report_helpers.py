@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from calrl.callbacks.eval_files import write_eval_folder
+from calrl.data.records import PredictionRecord
 from calrl.demo.layout import Layout, gate_pairs
 from calrl.demo.recipes import POLICIES, REWARD_MODELS, RM_BASE
 from calrl.demo.study import full_config, quick_config
 from calrl.demo.summary import build_summary
-from calrl.eval.records import PredictionRecord
 from calrl.eval.runner import compute_metrics, resolve_records
 from calrl.io import write_json
 

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from transformers import TrainerCallback
 
 from calrl.callbacks.calibration_eval import CalibrationEvalCallback, CalibrationEvalConfig
-from calrl.testing.tiny import build_tiny_causal_lm, build_tiny_reward_model, build_word_tokenizer
+from calrl.tiny.models import build_tiny_causal_lm, build_tiny_reward_model, build_word_tokenizer
 from calrl.trainers.ppo import CalibratedPPOConfig, CalibratedPPOTrainer
 
 QUESTIONS = [f"what is {a} + {b} ?" for a in range(4) for b in range(4)]

@@ -19,12 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from calrl import limits
 from calrl.config import load_yaml
 from calrl.data.readers import read_rows
+from calrl.data.records import ResolvedRecord
 from calrl.errors import MAX_ERROR_LINE, ConfigError, InputError, error_line
-from calrl.eval import limits
 from calrl.eval.loading import iter_predictions, record_from_row
-from calrl.eval.records import ResolvedRecord
 from calrl.eval.runner import compute_results
 from calrl.io import loads_json
 

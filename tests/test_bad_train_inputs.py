@@ -318,7 +318,7 @@ def test_overwrite_replaces_the_earlier_run_only_when_asked(tmp_path, capsys):
 @pytest.mark.parametrize("where", ["checkpoint", "final"])
 def test_file_system_fault_while_saving_is_one_line_and_leaves_nothing_half_written(where, tmp_path, capsys,
                                                                                  monkeypatch):
-    from calrl.train import runner as runner_module
+    from calrl.runners import runner as runner_module
 
     out = tmp_path / "run"
     finished = []
@@ -368,7 +368,7 @@ def test_torch_write_failure_is_a_file_system_error(tmp_path, capsys, monkeypatc
 
 
 def test_a_failed_run_leaves_no_empty_output_folder(tmp_path, capsys, monkeypatch):
-    from calrl.train.rm import RewardModelRunner
+    from calrl.runners.rm import RewardModelRunner
 
     def broken(self, callbacks):
         raise OSError(errno.EACCES, "Permission denied", str(tmp_path / "models" / "x"))
@@ -425,7 +425,7 @@ def _final(out: Path) -> bool:
     ("train-ppo", PPO, _saving), ("train-grpo", GRPO, _saving), ("train-grpo", GRPO, _training),
     ("train-rm", RM, _final)], ids=["ppo-during-save", "grpo-during-save", "grpo-during-training", "rm-final-save"])
 def test_ctrl_c_stops_with_130_and_leaves_complete_checkpoints(command, recipe, when, tmp_path):
-    from calrl.train.checkpoints import checkpoint_problem
+    from calrl.runners.checkpoints import checkpoint_problem
 
     code, err, out = _interrupt(tmp_path, command, recipe, when)
     assert code == 130, err[-2000:]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from calrl.errors import InputError
-from calrl.eval.calibrators import EPS, FORMAT, METHODS, T_BOUNDS, Calibrator, fit_calibrator
+from calrl.recalibration.calibrators import EPS, FORMAT, METHODS, T_BOUNDS, Calibrator, fit_calibrator
 
 
 def _nll(p, y, eps=EPS):

@@ -21,10 +21,10 @@ from calrl.callbacks.calibration_eval import (
 )
 from calrl.callbacks.wandb_utils import find_offline_runs, init_wandb_run, read_offline_history
 from calrl.errors import ConfigError
-from calrl.eval.generate import generate_predictions
 from calrl.eval.loading import load_predictions
 from calrl.eval.runner import compute_metrics, resolve_records
-from calrl.testing.tiny import build_tiny_reward_model
+from calrl.generation.generate import generate_predictions
+from calrl.tiny.models import build_tiny_reward_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from callback_helpers import EXPECTED, ITEMS, PROMPT, build_scripted_policy, target_response

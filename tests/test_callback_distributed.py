@@ -13,7 +13,7 @@ from transformers import TrainerState
 
 from calrl.callbacks.calibration_eval import CalibrationEvalCallback, CalibrationEvalConfig
 from calrl.eval.loading import load_predictions
-from calrl.testing.tiny import save_pretrained
+from calrl.tiny.models import save_pretrained
 
 sys.path.insert(0, str(Path(__file__).parent))
 from callback_helpers import EXPECTED, ITEMS, build_scripted_policy

@@ -29,8 +29,8 @@ from calrl.callbacks.wandb_utils import (
     read_offline_run,
     read_offline_table,
 )
+from calrl.data.records import PredictionRecord, ResolvedRecord
 from calrl.errors import ConfigError
-from calrl.eval.records import PredictionRecord, ResolvedRecord
 
 sys.path.insert(0, str(Path(__file__).parent))
 from callback_helpers import EXPECTED, ITEMS, SCRIPT, build_scripted_policy

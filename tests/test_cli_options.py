@@ -111,7 +111,7 @@ def test_flag_overrides_find_the_section():
 
 
 def test_trl_style_flags_reach_the_recipe(monkeypatch, capsys):
-    from calrl.train import recipe as recipe_module
+    from calrl.runners import recipe as recipe_module
 
     seen = {}
     real = recipe_module.load_recipe
@@ -147,7 +147,7 @@ TRL_ARGV = ["--run_name", "my-run", "--output_dir", "out/x", "--seed", "3", "--r
 
 
 def _recipe_from_flags(argv, method="ppo", path=TINY_PPO):
-    from calrl.train.recipe import load_recipe, trl_flag_overrides
+    from calrl.runners.recipe import load_recipe, trl_flag_overrides
 
     own, flags = train_cmd.split_flags(argv)
     assert own == []
@@ -175,7 +175,7 @@ def test_trl_flags_each_set_one_recipe_key():
 
 
 def test_run_name_is_one_value_everywhere(tmp_path):
-    from calrl.train.recipe import load_recipe
+    from calrl.runners.recipe import load_recipe
 
     recipe = load_recipe(TINY_PPO)  # wandb.run_name alone is the default of training.run_name
     assert recipe.training.run_name == recipe.wandb.run_name == "tiny-ppo"
@@ -190,7 +190,7 @@ def test_run_name_is_one_value_everywhere(tmp_path):
 
 
 def test_use_peft_keeps_the_recipes_lora_section():
-    from calrl.train.recipe import load_recipe, trl_flag_overrides
+    from calrl.runners.recipe import load_recipe, trl_flag_overrides
 
     lora_recipe = REPO / "configs" / "tests" / "tiny_ppo_c_lora.yaml"
     kept = load_recipe(lora_recipe, trl_flag_overrides([("use_peft", "true")], "ppo"))

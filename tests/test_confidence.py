@@ -174,7 +174,7 @@ def test_format_examples_and_errors():
 
 
 def test_tiny_tokenizer_spacing_round_trip():
-    from calrl.testing.tiny import build_word_tokenizer
+    from calrl.tiny.models import build_word_tokenizer
 
     texts = ["The answer is 42. Confidence: 8", "I don't know.", "I'm not sure, maybe 8/10", "confidence 0.8"]
     tok = build_word_tokenizer(texts)

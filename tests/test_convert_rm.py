@@ -27,7 +27,7 @@ def _openrlhf_checkpoint(folder: Path, *, shards: int = 1, critic: bool = False)
     from safetensors.torch import save_file
     from transformers import LlamaModel
 
-    from calrl.testing.tiny import build_word_tokenizer, tiny_config
+    from calrl.tiny.models import build_word_tokenizer, tiny_config
 
     tok = build_word_tokenizer([WORDS])
     config = tiny_config(tok, hidden_size=32, num_layers=2, num_heads=4)
@@ -79,9 +79,9 @@ def _rows(tok) -> tuple[torch.Tensor, int]:
 @pytest.mark.parametrize("shards", [1, 3])
 def test_converted_model_scores_as_the_openrlhf_model(tmp_path, capsys, shards):
     from calrl.reward_modeling.loading import load_sequence_classifier
+    from calrl.reward_modeling.sequence_scores import sequence_scores
     from calrl.reward_modeling.stats import stored_reward_stats
-    from calrl.rewards.sequence_scores import sequence_scores
-    from calrl.testing.tiny import build_word_tokenizer
+    from calrl.tiny.models import build_word_tokenizer
 
     src, base, head = _openrlhf_checkpoint(tmp_path / "openrlhf", shards=shards)
     dst = tmp_path / "hf"
@@ -142,7 +142,7 @@ def test_an_openrlhf_checkpoint_loaded_as_a_reward_model_is_refused_with_the_mis
 
 @pytest.fixture
 def causal_lm(tmp_path) -> Path:
-    from calrl.testing.tiny import build_tiny_causal_lm, build_word_tokenizer, save_pretrained
+    from calrl.tiny.models import build_tiny_causal_lm, build_word_tokenizer, save_pretrained
 
     tok = build_word_tokenizer([WORDS, (REPO / "calrl" / "data" / "tiny" / "pairs.jsonl").read_text()])
     return save_pretrained(build_tiny_causal_lm(tok), tok, tmp_path / "lm")

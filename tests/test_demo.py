@@ -139,7 +139,7 @@ def test_fact_checks_alone_are_what_ppo_c_gives_the_reward_model():
 # ---------------------------------------------------------------------------------------------- recipes
 def test_recipes_validate_against_the_recipe_schema(tmp_path):
     """Every recipe the study writes passes calrl's recipe validation (no model is loaded)."""
-    from calrl.train.recipe import load_recipe
+    from calrl.runners.recipe import load_recipe
 
     config = full_config(tmp_path / "study", policies=POLICIES)  # every recipe the study can write
     layout = Layout(config.out)
@@ -343,7 +343,7 @@ def test_reward_tokenizer_reads_question_and_answer_as_ppo_hands_them_over():
     preference rows: system and user turns, then the answer) tokenises exactly like what calrl's PPO gives a reward
     model with its own tokenizer (the same conversation in the RM's template, the response, the RM's EOS)."""
     from calrl.demo.sft import prompt_messages, reward_tokenizer
-    from calrl.rewards.sequence_scores import reward_model_ids
+    from calrl.reward_modeling.sequence_scores import reward_model_ids
 
     world = build_world()
     rm_tok = reward_tokenizer(build_demo_tokenizer(world))

@@ -33,7 +33,7 @@ def _run(cmd: list[str], env: dict[str, str]) -> None:
 
 @pytest.mark.slow
 def test_reward_model_stage_is_reproducible(tmp_path):
-    from calrl.testing.tiny import build_tiny_causal_lm
+    from calrl.tiny.models import build_tiny_causal_lm
 
     world = build_world(WorldConfig(seed=0, people_per_frequency=6, n_rl_prompts=8, n_preference_prompts=16))
     tokenizer = build_demo_tokenizer(world)

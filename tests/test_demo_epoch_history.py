@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from calrl.callbacks.eval_files import read_eval_history, write_eval_folder
+from calrl.data.records import PredictionRecord
 from calrl.demo.recipes import METHOD_NAMES, POLICIES, RL_POLICIES
 from calrl.demo.report import epoch_table, plot_ece_per_epoch
 from calrl.demo.summary import ece_history
 from calrl.errors import InputError
-from calrl.eval.records import PredictionRecord
 from calrl.eval.runner import compute_metrics, resolve_records
 
 

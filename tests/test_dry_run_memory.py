@@ -1,7 +1,7 @@
 """``calrl train-* --dry-run``: the memory per process of every model (from configs alone), and every problem
 of the run listed at once (model paths included).
 
-The arithmetic is checked against numbers worked by hand from the formulas in ``calrl/train/memory.py`` (which
+The arithmetic is checked against numbers worked by hand from the formulas in ``calrl/runners/memory.py`` (which
 follow DeepSpeed's ``estimate_zero2/3_model_states_mem_needs`` at ZeRO-2 and ZeRO-3); parameter counts against
 counts worked by hand from the architecture and against real tiny models saved with their weights.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from calrl.cli.main import main
-from calrl.train.memory import (
+from calrl.runners.memory import (
     GIB,
     ModelSize,
     Strategy,
@@ -104,8 +104,8 @@ def test_frozen_models_stay_whole_except_trl_s_reference_under_zero3():
 def test_ppo_s_frozen_reference_and_reward_model_count_sharded_under_zero3():
     """calrl's PPO wraps both with TRL's prepare_deepspeed (tests/test_ppo_sharded.py runs it); the trained ones
     and a LoRA policy's absent reference are unaffected."""
-    from calrl.train.preflight import model_sources
-    from calrl.train.recipe import load_recipe
+    from calrl.runners.preflight import model_sources
+    from calrl.runners.recipe import load_recipe
 
     recipe = load_recipe(REPO / "configs" / "paper" / "llama3-8b_ppo_c_difference.yaml", check_hardware=False)
     sharded = {use.role: use.sharded_under_zero3 for use in model_sources(recipe)}
@@ -138,7 +138,7 @@ def test_parameter_count_from_a_config_only_folder_matches_the_hand_count(tmp_pa
 
 
 def test_parameter_count_matches_a_tiny_model_saved_with_its_weights(tmp_path):
-    from calrl.testing.tiny import (
+    from calrl.tiny.models import (
         build_tiny_causal_lm,
         build_tiny_reward_model,
         build_word_tokenizer,
@@ -171,7 +171,7 @@ def test_shipped_accelerate_configs_are_read_as_their_strategy():
 
 
 def test_every_paper_recipe_names_the_reference_s_launch():
-    from calrl.train.recipe import load_recipe
+    from calrl.runners.recipe import load_recipe
 
     for path in sorted((REPO / "configs" / "paper").glob("*.yaml")):
         recipe = load_recipe(path, check_hardware=False)
@@ -183,7 +183,7 @@ def test_every_paper_recipe_names_the_reference_s_launch():
 @pytest.fixture
 def model_folders(tmp_path):
     """A tiny policy and reward model saved with weights, and a config-only folder of a bigger policy."""
-    from calrl.testing.tiny import (
+    from calrl.tiny.models import (
         build_tiny_causal_lm,
         build_tiny_reward_model,
         build_word_tokenizer,

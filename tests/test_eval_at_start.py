@@ -15,7 +15,7 @@ from datasets import Dataset
 from calrl.callbacks.calibration_eval import CalibrationEvalCallback, CalibrationEvalConfig
 from calrl.callbacks.wandb_panels import summary_panel
 from calrl.callbacks.wandb_utils import find_offline_runs, init_wandb_run, read_offline_history
-from calrl.testing.tiny import build_tiny_reward_model
+from calrl.tiny.models import build_tiny_reward_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from callback_helpers import EXPECTED, ITEMS, PROMPT, build_scripted_policy
@@ -41,8 +41,8 @@ def _eval_rows(tmp_path):
 
 
 def test_recipes_evaluate_before_training_unless_turned_off():
-    from calrl.train.data import calibration_eval_config
-    from calrl.train.recipe import load_recipe
+    from calrl.runners.data import calibration_eval_config
+    from calrl.runners.recipe import load_recipe
 
     for name in ("tiny_ppo_c", "tiny_grpo_brier", "tiny_rloo_brier"):
         recipe = load_recipe(REPO / "configs" / "tests" / f"{name}.yaml")
@@ -59,7 +59,7 @@ def _policy_gradient(kind, tmp_path, scripted, **kw):
     else:
         from calrl.trainers.rloo import CalibratedRLOOConfig as Config
         from calrl.trainers.rloo import CalibratedRLOOTrainer as Trainer
-    from calrl.testing.tiny import save_pretrained
+    from calrl.tiny.models import save_pretrained
 
     model, tokenizer = copy.deepcopy(scripted[0]), scripted[1]
     # RLOO loads its reference copy by the policy's name: save it, as calrl's runner does with a tiny policy

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from calrl.cli.main import main
-from calrl.eval.records import PredictionRecord
+from calrl.data.records import PredictionRecord
 from calrl.eval.report import fmt, lookup
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,10 +212,10 @@ def test_model_path_forwards_options_and_writes_predictions(tmp_path, monkeypatc
         return [PredictionRecord(id=f"g{i}", response=f"The answer is {i % 2}. Confidence: {5 + i % 5}",
                                  reference=["1"]) for i in range(12)]
 
-    fake = types.ModuleType("calrl.eval.checkpoint")
+    fake = types.ModuleType("calrl.generation.checkpoint")
     fake.predict_from_checkpoint = fake_predict
-    monkeypatch.setitem(sys.modules, "calrl.eval.checkpoint", fake)
-    prompts = pytest.importorskip("calrl.eval.prompts")
+    monkeypatch.setitem(sys.modules, "calrl.generation.checkpoint", fake)
+    prompts = pytest.importorskip("calrl.generation.prompts")
     out = tmp_path / "out"
     assert run_eval("--model", "tiny-model", "--adapter", "lora", "--dataset", "gsm8k", "--split", "test",
                     "--limit", "12", "--prompt-scale", "percent", "--reasons-first", "--batch-size", "4",
@@ -236,8 +236,8 @@ def test_model_path_forwards_options_and_writes_predictions(tmp_path, monkeypatc
 
 def test_model_path_with_a_tiny_local_model(tmp_path):
     """Real generation: a tiny random Qwen2 saved locally, questions from a local JSONL file."""
-    pytest.importorskip("calrl.eval.checkpoint")
-    from calrl.testing.tiny import build_tiny_causal_lm, build_word_tokenizer, save_pretrained
+    pytest.importorskip("calrl.generation.checkpoint")
+    from calrl.tiny.models import build_tiny_causal_lm, build_word_tokenizer, save_pretrained
 
     questions = [{"id": f"t{i}", "question": f"What is {i} plus {i}?", "reference": str(2 * i),
                   "slice": {"size": "small" if i < 2 else "large"}} for i in range(5)]
@@ -282,8 +282,8 @@ def test_all_abstained_still_reports(tmp_path):
 
 
 def test_overlay_plot_and_label_check(tmp_path):
+    from calrl.data.records import ResolvedRecord
     from calrl.eval.plots import plot_reliability
-    from calrl.eval.records import ResolvedRecord
     from calrl.eval.runner import compute_metrics
 
     def metrics(shift: float) -> dict:

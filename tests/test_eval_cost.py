@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from calrl.confidence.lexicon import find_probability_phrases, normalise_spacing, original_span
-from calrl.eval.records import ResolvedRecord
+from calrl.data.records import ResolvedRecord
 from calrl.eval.runner import compute_results
 from calrl.metrics import calibration as C
 from calrl.metrics.bootstrap import bootstrap_interval, multinomial_counts, smooth_ece_bootstrap

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from calrl.data.records import PredictionRecord
 from calrl.errors import InputError
 from calrl.eval.loading import load_predictions
-from calrl.eval.records import PredictionRecord
 
 ROWS = [
     {"id": "a", "response": "Paris. Confidence: 8", "reference": "Paris",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gc
 
 from calrl.confidence import ConfidenceReader
+from calrl.data.records import PredictionRecord
 from calrl.eval.loading import gc_paused
-from calrl.eval.records import PredictionRecord
 from calrl.eval.runner import MAX_MEMO, TextMemo, resolve_record, resolve_records
 from calrl.grading import register_grader
 

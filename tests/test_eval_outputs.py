@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from calrl.cli.main import main
+from calrl.data.records import PredictionRecord, ResolvedRecord
 from calrl.errors import InputError
-from calrl.eval.records import PredictionRecord, ResolvedRecord
 from calrl.eval.report import confidently_wrong, verdict
 from calrl.eval.runner import compute_results
 from calrl.eval.schema import EvalResults, collect_versions, git_hash, lookup
@@ -120,9 +120,9 @@ def test_model_eval_records_model_prompt_and_generation(tmp_path, monkeypatch, c
                                  response=f"The answer is {i % 2}. Confidence: {5 + i % 5}", reference=["1"],
                                  slice={"domain": "x"}) for i in range(12)]
 
-    fake = types.ModuleType("calrl.eval.checkpoint")
+    fake = types.ModuleType("calrl.generation.checkpoint")
     fake.predict_from_checkpoint = fake_predict
-    monkeypatch.setitem(sys.modules, "calrl.eval.checkpoint", fake)
+    monkeypatch.setitem(sys.modules, "calrl.generation.checkpoint", fake)
     out = tmp_path / "out"
     assert main(["eval", "--model", "org/tiny-model", "--adapter", "runs/lora", "--dataset", "mmlu_professional_law",
                  "--limit", "12", "--sample-seed", "3", "--distractor", "--out", str(out), "--bootstrap", "0"]) == 0
@@ -154,10 +154,10 @@ def test_legend_names_the_model_not_the_dataset(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(plots, "render_reliability", lambda entries, labels=None, title=None: seen.update(
         labels=labels) or b"\x89PNG\r\n\x1a\n")
-    fake = types.ModuleType("calrl.eval.checkpoint")
+    fake = types.ModuleType("calrl.generation.checkpoint")
     fake.predict_from_checkpoint = lambda **kw: [PredictionRecord(id="a", response="1. Confidence: 9",
                                                                   reference=["1"])]
-    monkeypatch.setitem(sys.modules, "calrl.eval.checkpoint", fake)
+    monkeypatch.setitem(sys.modules, "calrl.generation.checkpoint", fake)
     assert main(["eval", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--dataset", "data/heldout.jsonl",
                  "--out", str(tmp_path / "o"), "--bootstrap", "0"]) == 0
     assert seen["labels"] == ["Qwen/Qwen2.5-0.5B-Instruct"]

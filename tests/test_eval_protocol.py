@@ -13,10 +13,10 @@ from calrl.cli.main import main
 from calrl.confidence import ConfidenceReader
 from calrl.data.heldout import EvalItem, load_eval_items
 from calrl.errors import ConfigError
-from calrl.eval.generate import generate_predictions, retry_rule
-from calrl.eval.prompt_template import load_prompt_template
-from calrl.eval.prompts import ElicitationPrompt
-from calrl.testing.tiny import (
+from calrl.generation.generate import generate_predictions, retry_rule
+from calrl.generation.prompt_template import load_prompt_template
+from calrl.generation.prompts import ElicitationPrompt
+from calrl.tiny.models import (
     build_scripted_causal_lm,
     build_tiny_causal_lm,
     build_word_tokenizer,
@@ -180,8 +180,8 @@ def test_eval_cli_refuses_a_bad_template_before_loading_a_model(tmp_path, capsys
 
 def test_recipe_eval_section_carries_the_protocol_and_checks_its_template(tmp_path, capsys, no_models):
     tiny = REPO / "configs" / "tests" / "tiny_ppo.yaml"
-    from calrl.train.data import calibration_eval_config, eval_prompt
-    from calrl.train.recipe import load_recipe
+    from calrl.runners.data import calibration_eval_config, eval_prompt
+    from calrl.runners.recipe import load_recipe
 
     overrides = [f"eval.prompt_template={_template(tmp_path)}", "eval.option_format=({letter}) {text}",
                  "eval.retry_when=reference", "eval.forced_retry_tokens=16", "eval.do_sample=true", "eval.top_k=50",

@@ -31,9 +31,9 @@ def test_recipes_and_calrl_eval_name_held_out_sets_alike():
 
 def _fake_run(tmp_path, *overrides):
     """A model folder with the recipe a run saves beside its final model (no training: a tiny model)."""
-    from calrl.testing.tiny import build_tiny_causal_lm, build_word_tokenizer, save_pretrained
-    from calrl.train.recipe import load_recipe
-    from calrl.train.reporting import RECIPE_FILE, run_recipe_text
+    from calrl.runners.recipe import load_recipe
+    from calrl.runners.reporting import RECIPE_FILE, run_recipe_text
+    from calrl.tiny.models import build_tiny_causal_lm, build_word_tokenizer, save_pretrained
 
     recipe = load_recipe(TINY_PPO_C, list(overrides))
     items = load_eval_items(PACKAGED)

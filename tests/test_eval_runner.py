@@ -7,8 +7,8 @@ import math
 
 import pytest
 
+from calrl.data.records import PredictionRecord, ResolvedRecord
 from calrl.errors import InputError
-from calrl.eval.records import PredictionRecord, ResolvedRecord
 from calrl.eval.runner import answer_cluster_key, compute_metrics, resolve_records
 
 
@@ -211,7 +211,7 @@ def test_metrics_run_on_one_thread_and_restore_the_thread_count() -> None:
 
     import torch
 
-    from calrl.eval.records import ResolvedRecord
+    from calrl.data.records import ResolvedRecord
     from calrl.eval.runner import compute_results
 
     rng = random.Random(0)

@@ -115,7 +115,7 @@ class _ConstRM(torch.nn.Module):
 
 def _pipe(rm, **cfg):
     from calrl.rewards.pipeline import RewardPipeline, RewardPipelineConfig
-    from calrl.testing.tiny import build_word_tokenizer
+    from calrl.tiny.models import build_word_tokenizer
 
     tok = build_word_tokenizer(["question answer confidence"])
     return RewardPipeline(RewardPipelineConfig(**cfg), rm, reward_tokenizer=tok)
@@ -182,9 +182,9 @@ def test_reference_calibrated_texts():
 # ----------------------------------------------------------------------------------------- retry rule
 def test_retry_until_a_confidence_is_stated_last_try_forced():
     from calrl.data.heldout import EvalItem
-    from calrl.eval.generate import generate_predictions
-    from calrl.eval.prompts import ElicitationPrompt
-    from calrl.testing.tiny import build_scripted_causal_lm, build_word_tokenizer
+    from calrl.generation.generate import generate_predictions
+    from calrl.generation.prompts import ElicitationPrompt
+    from calrl.tiny.models import build_scripted_causal_lm, build_word_tokenizer
 
     tok = build_word_tokenizer(["paris confidence 7 question capital"])
     chain = [("<|assistant|>", ["paris"]), ("paris", [tok.eos_token]), (":", ["7"]), ("7", [tok.eos_token])]

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from calrl.cli.main import main
+from calrl.data.records import ResolvedRecord
 from calrl.errors import InputError
-from calrl.eval.gate import GateConfig, evaluate_gate
-from calrl.eval.records import ResolvedRecord
+from calrl.gate.gate import GateConfig, evaluate_gate
 
 
 def calibrated_set(n_per_level: int = 10, domains: tuple[str, ...] = ("a", "b")) -> list[ResolvedRecord]:
@@ -388,7 +388,7 @@ def test_masked_bootstrap_metrics_equal_the_metrics_on_scored_items():
 
     import torch
 
-    from calrl.eval.gate_stats import UNSCORED, masked_mean_metric
+    from calrl.gate.stats import UNSCORED, masked_mean_metric
     from calrl.metrics import brier_score, expected_calibration_error
 
     gen = torch.Generator().manual_seed(0)

@@ -13,10 +13,10 @@ import torch
 
 from calrl.data.heldout import EvalItem, load_eval_items
 from calrl.errors import InputError
-from calrl.eval.checkpoint import load_model_for_eval, predict_from_checkpoint
-from calrl.eval.generate import generate_predictions
-from calrl.eval.prompts import ElicitationPrompt, distractor_hint
-from calrl.testing.tiny import build_tiny_causal_lm, build_word_tokenizer, save_pretrained
+from calrl.generation.checkpoint import load_model_for_eval, predict_from_checkpoint
+from calrl.generation.generate import generate_predictions
+from calrl.generation.prompts import ElicitationPrompt, distractor_hint
+from calrl.tiny.models import build_tiny_causal_lm, build_word_tokenizer, save_pretrained
 
 FIXTURES = Path(__file__).parent / "fixtures" / "heldout"
 GSM8K = f"gsm8k:{FIXTURES / 'gsm8k' / 'test.jsonl'}"
@@ -262,10 +262,10 @@ import json, sys
 import torch
 from accelerate import Accelerator
 from calrl.data.heldout import load_eval_items
-from calrl.eval.checkpoint import load_model_for_eval
-import calrl.eval.generate as gen
-from calrl.eval.generate import generate_predictions
-from calrl.eval.prompts import ElicitationPrompt
+from calrl.generation.checkpoint import load_model_for_eval
+import calrl.generation.generate as gen
+from calrl.generation.generate import generate_predictions
+from calrl.generation.prompts import ElicitationPrompt
 torch.set_num_threads(1)
 local_counts = []
 original = gen._generate_local

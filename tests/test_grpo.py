@@ -7,7 +7,7 @@ import pytest
 from datasets import Dataset
 
 from calrl.errors import ConfigError
-from calrl.testing.tiny import build_tiny_causal_lm, build_word_tokenizer, save_pretrained
+from calrl.tiny.models import build_tiny_causal_lm, build_word_tokenizer, save_pretrained
 from calrl.trainers.grpo import CalibratedGRPOConfig, CalibratedGRPOTrainer, std_scaling_warning
 from calrl.trainers.rloo import CalibratedRLOOConfig, CalibratedRLOOTrainer
 

@@ -70,8 +70,8 @@ def _trainer(processes=2, precision="no", per=4, accum=2, **args):
 
 
 def _runner(method):
-    from calrl.train.recipe import load_recipe
-    from calrl.train.runner import runner_for
+    from calrl.runners.recipe import load_recipe
+    from calrl.runners.runner import runner_for
 
     config = {"ppo": TINY_PPO_C, "grpo": TINY_GRPO, "rm": REPO / "configs" / "tests" / "tiny_rm.yaml"}[method]
     return runner_for(load_recipe(config))

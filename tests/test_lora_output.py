@@ -11,10 +11,10 @@ from types import SimpleNamespace
 
 import torch
 
-from calrl.eval.adapters import split_adapter_folder
-from calrl.testing.tiny import build_tiny_causal_lm, build_word_tokenizer
-from calrl.train.models import finish_adapter_folder
-from calrl.train.output import final_stage, publish_final
+from calrl.generation.adapters import split_adapter_folder
+from calrl.runners.models import finish_adapter_folder
+from calrl.runners.output import final_stage, publish_final
+from calrl.tiny.models import build_tiny_causal_lm, build_word_tokenizer
 
 
 def _tiny_lora_run(out: Path):
@@ -60,7 +60,7 @@ def test_peft_loads_a_tiny_base_lora_run_from_another_folder(tmp_path):
 
 
 def test_a_moved_run_still_finds_the_base_it_carries(tmp_path):
-    from calrl.eval.checkpoint import load_model_for_eval
+    from calrl.generation.checkpoint import load_model_for_eval
 
     run = tmp_path / "runs" / "lora"
     ids, expected = _tiny_lora_run(run)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from calrl.eval.records import ResolvedRecord
+from calrl.data.records import ResolvedRecord
 from calrl.eval.runner import compute_results
 from calrl.eval.schema import EvalResults
 from calrl.metrics import auroc_stderr, ece_resamples, expected_calibration_error, mean_stderr

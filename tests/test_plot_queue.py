@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from calrl.callbacks.plot_queue import PLOT_NAME, PlotQueue
+from calrl.data.records import PredictionRecord
 from calrl.eval.plots import render_reliability
-from calrl.eval.records import PredictionRecord
 from calrl.eval.runner import compute_metrics, resolve_records
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -90,7 +90,7 @@ import json, sys
 from types import SimpleNamespace
 import torch
 from accelerate import Accelerator
-from calrl.testing.tiny import build_word_tokenizer
+from calrl.tiny.models import build_word_tokenizer
 from calrl.rewards.pipeline import RewardPipeline, RewardPipelineConfig
 from calrl.rewards.ppo_c import PPOCAdjuster
 

@@ -8,14 +8,14 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from calrl.errors import ConfigError
-from calrl.testing.tiny import (
+from calrl.runners.ppo import PPORunner
+from calrl.runners.recipe import load_recipe
+from calrl.tiny.models import (
     build_tiny_causal_lm,
     build_tiny_reward_model,
     build_word_tokenizer,
     save_pretrained,
 )
-from calrl.train.ppo import PPORunner
-from calrl.train.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PPO = REPO / "configs" / "tests" / "tiny_ppo_c.yaml"

@@ -9,7 +9,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 
 from calrl.errors import ConfigError
 from calrl.rewards.pipeline import RewardPipeline, RewardPipelineConfig
-from calrl.testing.tiny import (
+from calrl.tiny.models import (
     build_scripted_causal_lm,
     build_tiny_causal_lm,
     build_tiny_reward_model,

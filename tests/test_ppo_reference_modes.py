@@ -8,7 +8,7 @@ from datasets import Dataset
 
 from calrl.errors import ConfigError
 from calrl.rewards.pipeline import RewardPipeline, RewardPipelineConfig
-from calrl.testing.tiny import build_tiny_causal_lm, build_tiny_reward_model, build_word_tokenizer
+from calrl.tiny.models import build_tiny_causal_lm, build_tiny_reward_model, build_word_tokenizer
 from calrl.trainers.ppo import CalibratedPPOConfig, CalibratedPPOTrainer
 from calrl.trainers.ppo_core import ppo_loss, response_masks, token_rewards, whitened_advantages
 from calrl.trainers.ppo_optim import clip_gradients, global_moments, split_critic

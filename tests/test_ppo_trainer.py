@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from calrl.errors import ConfigError, InputError
+from calrl.reward_modeling.sequence_scores import head_outputs
 from calrl.rewards.ppo_c import ppo_c_adjustment
-from calrl.rewards.sequence_scores import head_outputs
-from calrl.testing.tiny import (
+from calrl.tiny.models import (
     build_scripted_causal_lm,
     build_tiny_causal_lm,
     build_tiny_reward_model,

@@ -17,7 +17,7 @@ from calrl.errors import InputError
 from calrl.reward_modeling.filtering import filter_preferences, is_single_turn_pair, report_path, strongest
 from calrl.reward_modeling.probe import score_texts
 from calrl.reward_modeling.stats import write_reward_statistics
-from calrl.testing.tiny import build_tiny_reward_model, build_word_tokenizer, save_pretrained
+from calrl.tiny.models import build_tiny_reward_model, build_word_tokenizer, save_pretrained
 
 PAIRS = Path(__file__).resolve().parents[1] / "calrl" / "data" / "tiny" / "pairs.jsonl"
 U = {"role": "user", "content": "q"}

@@ -25,8 +25,8 @@ def _lines(text: str) -> list[str]:
 
 
 def test_tiny_policy_warm_up_shows_its_progress_in_a_log(capsys):
-    from calrl.testing.tiny import build_tiny_causal_lm, build_word_tokenizer
-    from calrl.testing.warmup import warm_up_tiny_policy
+    from calrl.tiny.models import build_tiny_causal_lm, build_word_tokenizer
+    from calrl.tiny.warmup import warm_up_tiny_policy
 
     tokenizer = build_word_tokenizer(["what is 2 + 3 ?", "5 . confidence"])
     model = build_tiny_causal_lm(tokenizer)
@@ -78,7 +78,7 @@ def scripted():
 
 
 def test_the_trainers_bar_is_lines_in_a_log(tmp_path, scripted, capsys):
-    from calrl.train.callbacks import LineProgressCallback, use_line_progress
+    from calrl.callbacks.runs import LineProgressCallback, use_line_progress
     from calrl.trainers.grpo import CalibratedGRPOConfig, CalibratedGRPOTrainer
 
     model, tokenizer = scripted

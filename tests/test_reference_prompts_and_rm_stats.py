@@ -11,9 +11,9 @@ from calrl.cli import eval_cmd
 from calrl.cli.main import main
 from calrl.confidence import reading
 from calrl.data.heldout import EvalItem
-from calrl.eval import prompts
-from calrl.eval.prompts import ElicitationPrompt
-from calrl.testing.tiny import build_word_tokenizer
+from calrl.generation import prompts
+from calrl.generation.prompts import ElicitationPrompt
+from calrl.tiny.models import build_word_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 ITEM = EvalItem(id="q1", question="how many legs has a spider ?", reference=["8"])

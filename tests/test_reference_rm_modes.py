@@ -18,9 +18,9 @@ from calrl.reward_modeling.calibrated_data import CalibratedPairsConfig
 from calrl.reward_modeling.stats import dataset_reward_statistics
 from calrl.reward_modeling.tokenization import tokenize_preference_pairs
 from calrl.rewards.pipeline import RewardPipeline, RewardPipelineConfig
-from calrl.testing.tiny import build_tiny_reward_model, build_word_tokenizer
-from calrl.train.recipe import load_recipe
-from calrl.train.rm import RewardModelRunner
+from calrl.runners.recipe import load_recipe
+from calrl.runners.rm import RewardModelRunner
+from calrl.tiny.models import build_tiny_reward_model, build_word_tokenizer
 from calrl.trainers.ppo_config import CalibratedPPOConfig
 from calrl.trainers.reward import CalibratedRewardConfig, CalibratedRewardTrainer
 

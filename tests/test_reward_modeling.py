@@ -31,7 +31,7 @@ from calrl.reward_modeling import (
     write_reward_model_report,
 )
 from calrl.reward_modeling.probe import probe_pairs_config
-from calrl.testing.tiny import build_tiny_reward_model, build_word_tokenizer
+from calrl.tiny.models import build_tiny_reward_model, build_word_tokenizer
 from calrl.trainers import CalibratedRewardConfig, CalibratedRewardTrainer
 
 GOOD = ["correct", "right", "exact", "precise", "accurate", "valid"]

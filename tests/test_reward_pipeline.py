@@ -10,7 +10,7 @@ from calrl.errors import ConfigError, TrainingFault
 from calrl.rewards.abstention import AbstentionReward, abstention_threshold
 from calrl.rewards.correctness import CorrectnessReward
 from calrl.rewards.pipeline import RewardPipeline, RewardPipelineConfig
-from calrl.testing.tiny import build_tiny_reward_model, build_word_tokenizer
+from calrl.tiny.models import build_tiny_reward_model, build_word_tokenizer
 
 TOK = build_word_tokenizer(["good bad question what paris london capital france"])
 

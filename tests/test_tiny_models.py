@@ -1,6 +1,6 @@
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from calrl.testing.tiny import (
+from calrl.tiny.models import (
     build_tiny_causal_lm,
     build_tiny_reward_model,
     build_word_tokenizer,

@@ -171,7 +171,7 @@ def test_accelerate_launch_runs_n_cpu_processes_with_cpu_multi(tmp_path):
 
 def test_processes_that_would_train_alone_are_refused(monkeypatch):
     from calrl.errors import ConfigError
-    from calrl.train.launch import check_launch
+    from calrl.runners.launch import check_launch
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="trains alone"):
@@ -234,8 +234,8 @@ def test_question_sets_as_training_data(capsys, no_models):
             "model.policy=tiny"]  # the recipe's hub model is not in this machine's cache: a dry-run problem
     assert main(argv) == 0
     assert re.search(r"ok \(grpo, \d+ training rows, \d+ eval items\)", capsys.readouterr().out)
-    from calrl.train.data import load_training_data
-    from calrl.train.recipe import load_recipe
+    from calrl.runners.data import load_training_data
+    from calrl.runners.recipe import load_recipe
 
     recipe = load_recipe(REPO / "configs" / "grpo_brier.yaml", argv[4:], check_hardware=False)
     rows = load_training_data(recipe).train
@@ -246,7 +246,7 @@ def test_question_sets_as_training_data(capsys, no_models):
 def test_nan_reward_model_score_stops_ppo_with_the_step_and_the_sample(capsys, monkeypatch):
     import torch
 
-    from calrl.train import models as common
+    from calrl.runners import models as common
 
     build = common.ModelFactory.sequence_classifier
 

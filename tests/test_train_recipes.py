@@ -10,8 +10,8 @@ import torch
 
 from calrl.cli.main import main
 from calrl.config import load_yaml
-from calrl.train.data import with_confidence_prompts
-from calrl.train.recipe import METHODS, load_recipe, training_config_class
+from calrl.runners.data import with_confidence_prompts
+from calrl.runners.recipe import METHODS, load_recipe, training_config_class
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_RECIPES = sorted((REPO / "configs").glob("*.yaml"))

@@ -14,7 +14,7 @@ from datasets import Dataset
 
 import calrl
 from calrl.errors import ConfigError
-from calrl.testing.tiny import build_tiny_causal_lm, build_word_tokenizer
+from calrl.tiny.models import build_tiny_causal_lm, build_word_tokenizer
 from calrl.trainers import TESTED_TRL_VERSIONS, check_trl_version, trl_version_warning
 
 PACKAGE = Path(calrl.__file__).parent

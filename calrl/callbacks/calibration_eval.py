@@ -57,11 +57,11 @@ from calrl.callbacks.plot_queue import PLOT_NAME, PlotQueue
 from calrl.callbacks.wandb_panels import WandbPanels, summary_panel
 from calrl.confidence import ConfidenceReader
 from calrl.errors import ConfigError, InputError
-from calrl.eval.generate import generate_predictions
 from calrl.eval.report import N_WRONG_EXAMPLES
 from calrl.eval.runner import compute_results, resolve_records
 from calrl.eval.schema import EvalResults
-from calrl.eval.sharding import generation_model
+from calrl.generation.generate import generate_predictions
+from calrl.generation.sharding import generation_model
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class CalibrationEvalConfig:
     eval_items: Any = None
     eval_split: str | None = None
     eval_limit: int | None = None
-    prompt: Any = None  # calrl.eval.prompts.ElicitationPrompt; None = the default prompt
+    prompt: Any = None  # calrl.generation.prompts.ElicitationPrompt; None = the default prompt
     every_n_steps: int | None = None
     eval_on_start: bool = False
     batch_size: int = 16
@@ -96,7 +96,7 @@ class CalibrationEvalConfig:
     save_predictions: bool = True
     use_hedges: bool = True
     confidence_parser: str = "calrl"  # calrl.confidence.reading.PARSERS
-    confidence_retries: int = 0  # the eval's retry rule (calrl.eval.generate)
+    confidence_retries: int = 0  # the eval's retry rule (calrl.generation.generate)
     generation: dict[str, Any] = field(default_factory=dict)  # more generate_predictions settings (do_sample ...)
     grader: str = "auto"
     missing_policy: str = "exclude"
@@ -117,7 +117,7 @@ class CalibrationEvalConfig:
         if n is not None and (not isinstance(n, int) or n < 1):
             raise ConfigError(f"must be a positive integer or null, got {self.every_n_steps!r}",
                               field="every_n_steps")
-        from calrl.eval import limits
+        from calrl import limits
 
         for name, most in (("batch_size", limits.MAX_BATCH_SIZE), ("max_new_tokens", limits.MAX_NEW_TOKENS),
                            ("n_bins", limits.MAX_BINS)):
@@ -149,7 +149,7 @@ class CalibrationEvalConfig:
             raise ConfigError(f"must be an integer from 0 to {limits.MAX_RETRIES}, got {self.confidence_retries!r}",
                               field="confidence_retries")
         if self.prompt is None:
-            from calrl.eval.prompts import ElicitationPrompt
+            from calrl.generation.prompts import ElicitationPrompt
 
             self.prompt = ElicitationPrompt()
 

@@ -23,6 +23,8 @@ from urllib.parse import urlparse
 
 from calrl.errors import ConfigError, InputError
 
+WANDB_ID_FILE = "calrl_wandb.json"  # in each checkpoint: the W&B run to continue on resume
+
 WANDB_MODES = ("online", "offline", "disabled", "shared")
 REPORT_TO_NONE = ("none", "")
 

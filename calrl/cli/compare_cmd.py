@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from calrl.cli import options
+from calrl.data.records import ResolvedRecord
 from calrl.errors import InputError, reports_os_errors
-from calrl.eval.records import ResolvedRecord
 from calrl.io import check_input, check_output, iter_lines, loads_json
 
 RESOLVED_NAME = "resolved.jsonl"
@@ -128,7 +128,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
 @reports_os_errors
 def run(args: argparse.Namespace) -> int:
-    from calrl.eval.gate import GateConfig, evaluate_gate, match_records
+    from calrl.gate.gate import GateConfig, evaluate_gate, match_records
 
     config = GateConfig(
         refusal_collapse_factor=args.refusal_collapse_factor,
@@ -184,8 +184,8 @@ def side_metrics(
 
 def write_outputs(gate: dict[str, Any], out_dir: str | Path) -> None:
     """gate.json, the overlay PNG and report.md/.html, all moved into ``out_dir`` together."""
-    from calrl.eval.compare_report import render_html, render_markdown
     from calrl.eval.plots import render_reliability
+    from calrl.gate.report import render_html, render_markdown
     from calrl.io import staged_dir, write_bytes, write_json, write_text
 
     png = render_reliability(

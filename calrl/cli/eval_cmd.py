@@ -26,8 +26,8 @@ from typing import Any
 from calrl.cli import options
 from calrl.confidence.reading import PARSERS
 from calrl.errors import InputError, reports_os_errors
-from calrl.eval.limits import MAX_NEW_TOKENS, MAX_RETRIES, MAX_SAMPLES
-from calrl.eval.prompts import PROMPT_STYLES
+from calrl.generation.prompts import PROMPT_STYLES
+from calrl.limits import MAX_NEW_TOKENS, MAX_RETRIES, MAX_SAMPLES
 
 # every file eval may write into --out: an --out holding one of them is refused unless --overwrite
 OUTPUT_NAMES = ("metrics.json", "reliability.png", "report.md", "report.html", "predictions.jsonl",
@@ -96,7 +96,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                           f"'cot' (explanation, answer, confidence) prompt (default: {RUN} calrl)")
     gen.add_argument("--prompt-template", metavar="FILE", default=None,
                      help="a YAML file with the prompt's words (system, user, options_intro, option, answer_type, "
-                          "demo; calrl/eval/prompt_template.py); docs/fidelity.md says how to write the paper's")
+                          "demo; calrl/generation/prompt_template.py); docs/fidelity.md says how to write the paper's")
     gen.add_argument("--option-format", metavar="FORMAT", default=None,
                      help="one multiple-choice option line, with {letter} and {text} (default '{letter}. {text}', "
                           "the paper's '({letter}) {text}')")
@@ -176,8 +176,8 @@ def run(args: argparse.Namespace) -> int:
 def _score_and_write(args: argparse.Namespace, out: Path, source: str, records: list[Any],
                      resolved: list[Any], started: float) -> int:
     """Metrics, then every output file into a staging folder renamed onto ``out``."""
+    from calrl.data.records import RESOLVED_ROWS, SAMPLE_ROWS, sample_pairs
     from calrl.eval.plots import plot_reliability
-    from calrl.eval.records import RESOLVED_ROWS, SAMPLE_ROWS, sample_pairs
     from calrl.eval.report import write_report
     from calrl.eval.runner import compute_results
     from calrl.io import staged_dir, write_json, write_jsonl
@@ -210,7 +210,7 @@ def _fill_defaults(args: argparse.Namespace) -> None:
     """Options not given: a calrl run's own eval settings (``--model RUN``, printed on one line), else DEFAULTS."""
     inherited: dict[str, Any] = {}
     if args.model is not None:
-        from calrl.train.reporting import read_run_eval
+        from calrl.runners.reporting import read_run_eval
 
         run = read_run_eval(args.adapter or args.model)
         if run is not None:
@@ -256,7 +256,7 @@ def _describe_run(results: Any, args: argparse.Namespace, source: str, records: 
     config = RunConfig(missing_confidence=args.missing_confidence, grader=args.grader,
                        confidence_parser=args.confidence_parser, use_hedges=not args.no_hedges, bins=args.bins)
     if args.model is not None:
-        from calrl.eval.adapters import split_adapter_folder
+        from calrl.generation.adapters import split_adapter_folder
 
         model, adapter = (args.model, args.adapter) if args.adapter else split_adapter_folder(args.model)
         config.model, config.adapter, config.dataset, config.split = model, adapter, args.dataset, args.split
@@ -320,13 +320,13 @@ class _ListDatasets(argparse.Action):
 
 def _generate(args: argparse.Namespace) -> list[Any]:
     from calrl.confidence import ConfidenceReader
-    from calrl.eval.checkpoint import predict_from_checkpoint
-    from calrl.eval.prompts import ElicitationPrompt
+    from calrl.generation.checkpoint import predict_from_checkpoint
+    from calrl.generation.prompts import ElicitationPrompt
     from calrl.progress import quiet_library_bars
 
     template = None
     if args.prompt_template:
-        from calrl.eval.prompt_template import load_prompt_template
+        from calrl.generation.prompt_template import load_prompt_template
 
         template = load_prompt_template(args.prompt_template)
     quiet_library_bars()  # in a log: no weight-loading bar (generation shows its own progress)

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 
 from calrl.errors import error_line
-from calrl.eval.limits import MAX_BATCH_SIZE, MAX_BINS, MAX_BOOTSTRAP, MAX_ITEMS, MAX_SEED
+from calrl.limits import MAX_BATCH_SIZE, MAX_BINS, MAX_BOOTSTRAP, MAX_ITEMS, MAX_SEED
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calrl.cli import options
+from calrl.data.records import ResolvedRecord
 from calrl.errors import InputError, reports_os_errors
-from calrl.eval.calibration_methods import METHODS
-from calrl.eval.recalibrate_report import DOC_KEYS, SUMMARY_KEYS, warnings_of
-from calrl.eval.records import ResolvedRecord
 from calrl.formatting import fmt, json_safe
 from calrl.io import check_input, check_output
+from calrl.recalibration.methods import METHODS
+from calrl.recalibration.report import DOC_KEYS, SUMMARY_KEYS, warnings_of
 
 if TYPE_CHECKING:  # torch is imported where it is used, so that `calrl recalibrate --help` starts at once
     import torch
@@ -113,7 +113,7 @@ class _Split:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from calrl.eval.calibrators import fit_calibrator
+    from calrl.recalibration.calibrators import fit_calibrator
 
     if args.method not in METHODS:
         raise InputError(
@@ -199,8 +199,8 @@ def _write_fit_outputs(doc: dict[str, Any], targets: list[Path], metrics: tuple[
     """calibrator.json and its report (``targets``: calibrator, .md, .html, .png), built in staging
     folders and renamed into place only once all four are complete."""
     from calrl.eval.plots import render_reliability
-    from calrl.eval.recalibrate_report import render_html, render_markdown
     from calrl.io import staged_files, write_bytes, write_json, write_text
+    from calrl.recalibration.report import render_html, render_markdown
 
     png = render_reliability(list(metrics), labels=["before", f"after ({doc['method']})"], title=title)
     with staged_files(targets) as (cal_tmp, md_tmp, html_tmp, png_tmp):
@@ -295,8 +295,8 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ apply
 def load_calibrator(path: str | Path) -> tuple[Any, dict[str, Any]]:
     """Read calibrator.json and rebuild the calibrator; InputError names the file and the field."""
-    from calrl.eval.calibrators import Calibrator
     from calrl.io import loads_json, read_text
+    from calrl.recalibration.calibrators import Calibrator
 
     p = check_input(path, option="--calibrator")
     doc = loads_json(read_text(p), path=str(path))

@@ -132,7 +132,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 @reports_os_errors
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from calrl.train.recipe import load_recipe
+    from calrl.runners.recipe import load_recipe
 
     if args.resume is not None and args.overwrite:
         raise InputError("--resume continues the run in output_dir and --overwrite replaces it: choose one")
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     if args.accelerate_config is not None:  # the launch the recipe runs under (its memory estimate, its precision)
         overrides.append(f"launch.accelerate_config={args.accelerate_config}")
     if args.flags:
-        from calrl.train.recipe import trl_flag_overrides
+        from calrl.runners.recipe import trl_flag_overrides
 
         overrides += trl_flag_overrides(args.flags, args.method)
     recipe = load_recipe(args.config, overrides, method=args.method, resume=args.resume,
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         return _dry_run(recipe, args)
     if launching:
         return _launch(args, recipe)
-    from calrl.train.runner import run_recipe
+    from calrl.runners.runner import run_recipe
 
     try:
         result = run_recipe(recipe, overwrite=args.overwrite)
@@ -178,8 +178,8 @@ def _check_launcher(args: argparse.Namespace) -> None:
 
 def _launch(args: argparse.Namespace, recipe) -> int:
     """Check the recipe as a dry run does (quietly), then run this command in accelerate's processes."""
-    from calrl.train.launch import launch_processes
-    from calrl.train.runner import runner_for
+    from calrl.runners.launch import launch_processes
+    from calrl.runners.runner import runner_for
 
     runner_for(recipe, overwrite=args.overwrite).check()
     child = ["--config", args.config, *(["--resume", args.resume] if args.resume else []),
@@ -193,7 +193,7 @@ def _dry_run(recipe, args: argparse.Namespace) -> int:
     """Run every check a real run makes before loading a model, print the memory estimate, list every problem."""
     import sys
 
-    from calrl.train.runner import runner_for
+    from calrl.runners.runner import runner_for
 
     runner = runner_for(recipe, overwrite=args.overwrite)
     problems = [str(p) for p in runner.problems(hub=True)]
@@ -223,8 +223,8 @@ def _dry_run(recipe, args: argparse.Namespace) -> int:
 
 
 def _memory_estimate(recipe, args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    from calrl.train.memory import GIB, device_memory, host_memory
-    from calrl.train.preflight import launch_strategy, memory_plan, parse_model_configs, report
+    from calrl.runners.memory import GIB, device_memory, host_memory, launch_strategy
+    from calrl.runners.preflight import memory_plan, parse_model_configs, report
 
     strategy = launch_strategy(recipe, processes=args.num_processes)
     plan = memory_plan(recipe, strategy, parse_model_configs(args.model_config))

@@ -1,4 +1,4 @@
-"""The recipes of the study: YAML files of calrl's recipe schema (``calrl/train/recipe.py``), one per run.
+"""The recipes of the study: YAML files of calrl's recipe schema (``calrl/runners/recipe.py``), one per run.
 
 The demo writes them and runs them with ``calrl train-rm``, ``calrl train-ppo`` and ``calrl train-grpo``,
 exactly as a user would run the recipes in ``configs/`` on a real model. Every policy gets the same prompts,

@@ -23,7 +23,7 @@ from typing import Any
 from calrl.confidence import format_confidence
 from calrl.data.heldout import EvalItem
 from calrl.demo.world import World
-from calrl.eval.prompts import ElicitationPrompt
+from calrl.generation.prompts import ElicitationPrompt
 
 ABSTAIN_TEXT = "I don't know."
 END_TOKEN = "<|end|>"
@@ -97,8 +97,8 @@ def vocabulary_texts(world: World) -> list[str]:
 
 
 def build_demo_tokenizer(world: World) -> Any:
-    """The word-level tokenizer of the world (``calrl.testing.tiny``), ending sequences with ``<|end|>``."""
-    from calrl.testing.tiny import build_word_tokenizer
+    """The word-level tokenizer of the world (``calrl.tiny.models``), ending sequences with ``<|end|>``."""
+    from calrl.tiny.models import build_word_tokenizer
 
     tokenizer = build_word_tokenizer(vocabulary_texts(world))
     tokenizer.eos_token = END_TOKEN
@@ -111,7 +111,7 @@ def train_sft(world: World, out_dir: str | Path, *, model_config: SFTModelConfig
     """Train the policy from scratch on the world's SFT split and save it (with its tokenizer) to ``out_dir``."""
     from datasets import Dataset
 
-    from calrl.testing.tiny import build_tiny_causal_lm
+    from calrl.tiny.models import build_tiny_causal_lm
     from calrl.trainers.sft import SFTConfig, fit_sft
 
     mc = model_config or SFTModelConfig()

@@ -1,1 +1,1 @@
-"""Evaluation: prediction records, the metrics runner, reports, the release gate, recalibration."""
+"""Evaluation: the metrics runner over prediction records, typed results, reports and plots."""

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from calrl.data.readers import csv_error
+from calrl.data.records import PredictionRecord, ResolvedRecord
 from calrl.errors import InputError
-from calrl.eval.records import PredictionRecord, ResolvedRecord
 from calrl.io import check_input, iter_lines, loads_json, read_text
 
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calrl.eval.records import ResolvedRecord
+from calrl.data.records import ResolvedRecord
 from calrl.eval.schema import EvalResults, as_results, lookup
 from calrl.formatting import fmt
 from calrl.io import write_text

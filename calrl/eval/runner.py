@@ -19,9 +19,8 @@ import torch
 
 from calrl import metrics as M
 from calrl.confidence import ConfidenceReader, detect_hedge, extract_answer, is_abstention
+from calrl.data.records import PredictionRecord, ResolvedRecord
 from calrl.errors import InputError
-from calrl.eval.limits import check_bootstrap, check_seed, check_slice_values
-from calrl.eval.records import PredictionRecord, ResolvedRecord
 from calrl.eval.schema import (
     Consistency,
     EvalResults,
@@ -35,6 +34,7 @@ from calrl.eval.schema import (
     StandardErrors,
 )
 from calrl.grading import grade
+from calrl.limits import check_bootstrap, check_seed, check_slice_values
 
 MISSING_POLICIES = ("exclude", "half", "error")
 CONFIDENCE_SOURCES = ("given", "explicit", "hedge", "missing", "abstained")

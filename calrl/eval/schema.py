@@ -139,7 +139,7 @@ class Generation:
     retry_generations: int = 0  # extra generations in all
     top_k: int = 0  # sampling's top-k (0: off)
     seed: int | None = None  # seed of the sampled answers
-    retry_when: str = "parsed"  # what counts as no confidence: parsed or reference (calrl.eval.generate)
+    retry_when: str = "parsed"  # what counts as no confidence: parsed or reference (calrl.generation.generate)
     forced_max_new_tokens: int | None = None  # new tokens of the forced retry (None: max_new_tokens)
 
 

@@ -24,8 +24,8 @@ from calrl.reward_modeling.calibrated_data import (
     build_calibrated_pairs,
     check_preference_columns,
 )
+from calrl.reward_modeling.sequence_scores import forward_scores
 from calrl.reward_modeling.tokenization import tokenize_response
-from calrl.rewards.sequence_scores import forward_scores
 
 REPORT_JSON = "reward_model_report.json"
 REPORT_MD = "reward_model_report.md"

@@ -61,7 +61,7 @@ def dataset_reward_statistics(model: Any, dataset: Any, columns: Sequence[str], 
     ``dataset``: rows with lists of token ids (the reward trainer's tokenized pairs: ``chosen_ids``,
     ``rejected_ids`` and the calibrated id columns), each scored alone as the trainer reads it.
     """
-    from calrl.rewards.sequence_scores import forward_scores
+    from calrl.reward_modeling.sequence_scores import forward_scores
 
     rows = [list(ids) for column in columns for ids in dataset[column]]
     was_training = model.training

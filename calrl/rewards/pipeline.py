@@ -40,12 +40,12 @@ from calrl.confidence.missing import PPO_MISSING, check_missing_policy
 from calrl.confidence.reading import ConfidenceReader, check_parser
 from calrl.data.chat import Prompt, render_prompt
 from calrl.errors import ConfigError, TrainingFault
+from calrl.reward_modeling.sequence_scores import forward_scores, reward_model_ids, tokenizers_agree
 from calrl.reward_modeling.stats import stored_reward_stats
 from calrl.rewards.abstention import AbstentionReward
 from calrl.rewards.correctness import CorrectnessReward
 from calrl.rewards.ppo_c import PPOCAdjuster, PPOCConfig, batch_statistic
 from calrl.rewards.rm_inputs import rebuild_rows, rows_in_own_tokens
-from calrl.rewards.sequence_scores import forward_scores, reward_model_ids, tokenizers_agree
 
 MissingConfidencePolicy = Literal["half", "penalty", "exclude"]
 INIT_AVERAGE_CHOICES = ("auto", "rm_mean", "first_batch")
@@ -216,7 +216,7 @@ class RewardPipeline:
         self.adjuster = (PPOCAdjuster(config.ppo_c_config(self.rm_stats), accelerator=accelerator)
                          if config.adjust else None)
         if rm_scorer is None:
-            from calrl.rewards.sequence_scores import sequence_scores as rm_scorer
+            from calrl.reward_modeling.sequence_scores import sequence_scores as rm_scorer
         self._rm_scorer = rm_scorer  # (per-position outputs, score at the last non-pad token)
         self.last: RolloutRewards | None = None
         self._totals = dict.fromkeys(_STAT_FIELDS, 0.0)
@@ -227,7 +227,7 @@ class RewardPipeline:
                     *, step: int | None = None, update: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
         """Score finished rollouts given as text: each prompt (text or conversation) and its whole response.
 
-        The RM reads them in its own tokens (:func:`~calrl.rewards.sequence_scores.reward_model_ids`, ended).
+        The RM reads them in its own tokens (:func:`~calrl.reward_modeling.sequence_scores.reward_model_ids`, ended).
         """
         tok = self.reward_tokenizer or self.policy_tokenizer
         if tok is None:

@@ -1,9 +1,9 @@
 """The token rows a reward model reads for PPO rollouts, in the policy's tokens or in its own.
 
-Two ways, one result (:mod:`calrl.rewards.sequence_scores` says when each is taken): :func:`rebuild_rows` reuses the
+Two ways, one result (:mod:`calrl.reward_modeling.sequence_scores` says when each is taken): :func:`rebuild_rows` reuses the
 rollout's own tokens, re-tokenising only the responses whose confidence statement PPO-C removed;
 :func:`rows_in_own_tokens` writes each rollout in the reward model's tokens
-(:func:`~calrl.rewards.sequence_scores.reward_model_ids`). ``space_eos`` rows get " " and the end of sequence after
+(:func:`~calrl.reward_modeling.sequence_scores.reward_model_ids`). ``space_eos`` rows get " " and the end of sequence after
 the text (``strip_append_eos``).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from calrl.data.chat import Prompt
-from calrl.rewards.sequence_scores import reward_model_ids
+from calrl.reward_modeling.sequence_scores import reward_model_ids
 
 
 def rows_in_own_tokens(tok: Any, rm_tok: Any, stop: int | None, queries: torch.Tensor, responses_ids: torch.Tensor,

@@ -36,10 +36,10 @@ import torch
 from transformers import Trainer, TrainerState
 
 from calrl.errors import ConfigError, InputError
-from calrl.eval.sharding import fsdp_sharded, reshard
+from calrl.generation.sharding import fsdp_sharded, reshard
+from calrl.reward_modeling.sequence_scores import padded_inputs
 from calrl.reward_modeling.stats import stored_reward_stats
 from calrl.rewards.pipeline import RewardPipeline
-from calrl.rewards.sequence_scores import padded_inputs
 from calrl.trainers import ppo_checkpoint as ckpt
 from calrl.trainers.ppo_config import CalibratedPPOConfig
 from calrl.trainers.ppo_core import (

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from calrl.rewards.sequence_scores import first_true_indices
+from calrl.reward_modeling.sequence_scores import first_true_indices
 
 #: The log-probability written at padding positions (they never enter a loss: every mean is masked).
 INVALID_LOGPROB = 1.0

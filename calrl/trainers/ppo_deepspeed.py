@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from calrl.errors import InputError
-from calrl.eval.sharding import generation_mode, generation_model
+from calrl.generation.sharding import generation_mode, generation_model
 
 ENGINE_DIR = "deepspeed"  # the engine checkpoint's folder inside checkpoint-N
 ENGINE_TAG = "engine"

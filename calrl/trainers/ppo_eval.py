@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from calrl.eval.sharding import generation_model
+from calrl.generation.sharding import generation_model
 from calrl.trainers.ppo_core import truncate_after_stop
 from calrl.trainers.ppo_rollout import PromptRows, left_pad, recipe_generation
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from calrl.errors import InputError
-from calrl.eval.sharding import fsdp_sharded, reshard
+from calrl.generation.sharding import fsdp_sharded, reshard
 from calrl.trainers import ppo_checkpoint as ckpt
 from calrl.trainers.ppo_deepspeed import load_engine, save_engine, uses_deepspeed
 

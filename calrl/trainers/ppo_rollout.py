@@ -15,7 +15,7 @@ from transformers import GenerationConfig
 
 from calrl.data.chat import Prompt, render_prompt
 from calrl.errors import ConfigError, InputError
-from calrl.rewards.sequence_scores import head_outputs, padded_inputs, same_vocabulary
+from calrl.reward_modeling.sequence_scores import head_outputs, padded_inputs, same_vocabulary
 from calrl.trainers.ppo_core import token_logprobs
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from calrl.data.package import PACKAGE_PREFIX, package_path
 from calrl.errors import ConfigError, InputError
-from calrl.train.recipe import Recipe
+from calrl.runners.recipe import Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def items_dataset(spec: str, *, split: str, base_dir: Path | None = None) -> Any
     import datasets
 
     from calrl.data.heldout import load_eval_items
-    from calrl.eval.prompts import ElicitationPrompt
+    from calrl.generation.prompts import ElicitationPrompt
 
     if spec.startswith(PACKAGE_PREFIX) or (base_dir is not None and (base_dir / spec).exists()):
         spec = resolve_source(spec, base_dir)
@@ -191,7 +191,7 @@ def confidence_instruction(recipe: Recipe) -> str:
     """The confidence-elicitation system prompt added to a share of training prompts (same as the eval's)."""
     if recipe.data.system_prompt:
         return recipe.data.system_prompt
-    from calrl.eval.prompts import ElicitationPrompt
+    from calrl.generation.prompts import ElicitationPrompt
 
     return ElicitationPrompt(scale=recipe.data.confidence_scale).instruction()
 
@@ -270,12 +270,12 @@ def load_heldout_items(recipe: Recipe) -> list[Any] | None:
 
 def eval_prompt(recipe: Recipe) -> Any:
     """The ElicitationPrompt of the calibration eval (its ``prompt_template`` file read and checked)."""
-    from calrl.eval.prompts import ElicitationPrompt
+    from calrl.generation.prompts import ElicitationPrompt
 
     ev = recipe.eval
     template = None
     if ev.prompt_template:
-        from calrl.eval.prompt_template import load_prompt_template
+        from calrl.generation.prompt_template import load_prompt_template
 
         path = Path(ev.prompt_template).expanduser()
         if not path.exists() and (recipe.base_dir / ev.prompt_template).exists():

@@ -30,9 +30,9 @@ import torch
 
 from calrl.confidence.reading import ConfidenceReader
 from calrl.data.heldout import EvalItem
+from calrl.data.records import PredictionRecord
 from calrl.errors import InputError
-from calrl.eval.prompts import ElicitationPrompt
-from calrl.eval.records import PredictionRecord
+from calrl.generation.prompts import ElicitationPrompt
 from calrl.progress import progress
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
+from calrl.data.records import ResolvedRecord
 from calrl.errors import InputError
-from calrl.eval.records import ResolvedRecord
 from calrl.metrics import brier_score, expected_calibration_error, paired_bootstrap
 
 

@@ -6,8 +6,8 @@
    ``calrl train-* --dry-run`` runs exactly this;
 2. :meth:`Runner.build` loads the models and builds the trainer (the method's part);
 3. :meth:`Runner.run` starts (or continues) the W&B run, trains, saves the model, its tokenizer and its
-   model card through a staging folder (:mod:`calrl.train.output`), and returns a
-   :class:`~calrl.train.reporting.RunResult`. When training raises (Ctrl-C included) the W&B run is marked
+   model card through a staging folder (:mod:`calrl.runners.output`), and returns a
+   :class:`~calrl.runners.reporting.RunResult`. When training raises (Ctrl-C included) the W&B run is marked
    failed, and the interrupted checkpoint, the staging folders and the folders the run created empty are
    removed: what is left is the complete checkpoints.
 """
@@ -23,21 +23,21 @@ from typing import Any
 
 from calrl.errors import CalrlError
 from calrl.io import write_text
-from calrl.train.checkpoints import (
+from calrl.runners.checkpoints import (
     CheckpointMarkerCallback,
     checkpoint_step,
     list_checkpoints,
     resolve_resume,
 )
-from calrl.train.data import (
+from calrl.runners.data import (
     TrainingData,
     check_eval_config,
     eval_prompt,
     load_heldout_items,
     load_training_data,
 )
-from calrl.train.launch import check_launch
-from calrl.train.output import (
+from calrl.runners.launch import check_launch
+from calrl.runners.output import (
     FINAL_STAGE,
     check_output_dir,
     clean_failed_run,
@@ -46,9 +46,9 @@ from calrl.train.output import (
     missing_folders,
     publish_final,
 )
-from calrl.train.preflight import check_model_source, model_sources
-from calrl.train.recipe import TINY, Recipe
-from calrl.train.reporting import (
+from calrl.runners.preflight import check_model_source, model_sources
+from calrl.runners.recipe import TINY, Recipe
+from calrl.runners.reporting import (
     RECIPE_FILE,
     RunResult,
     base_model_name,
@@ -143,7 +143,7 @@ class Runner:
         if not self.items:
             return None
         from calrl.callbacks.calibration_eval import CalibrationEvalCallback
-        from calrl.train.data import calibration_eval_config
+        from calrl.runners.data import calibration_eval_config
 
         callback = CalibrationEvalCallback(calibration_eval_config(self.recipe, self.items), wait_at_train_end=False)
         if int(os.environ.get("RANK", "0")) == 0:
@@ -152,8 +152,8 @@ class Runner:
 
     # ------------------------------------------------------------------ template
     def run(self) -> RunResult:
+        from calrl.callbacks.runs import NonFiniteLossCallback, WandbRunIdCallback, use_line_progress
         from calrl.progress import quiet_library_bars
-        from calrl.train.callbacks import NonFiniteLossCallback, WandbRunIdCallback, use_line_progress
 
         self.check()
         quiet_library_bars()
@@ -240,7 +240,7 @@ class Runner:
                 metrics=metrics if self.uses_heldout else {},
                 global_step=trainer.state.global_step, extra=self.card_sections(trainer)))
             if self.recipe.lora is not None:
-                from calrl.train.models import finish_adapter_folder
+                from calrl.runners.models import finish_adapter_folder
 
                 finish_adapter_folder(trainer, str(stage), self.trained_source(), self.tokenizer,
                                       final_dir=str(out))
@@ -261,7 +261,7 @@ def _no_trl_card(*args: Any, **kwargs: Any) -> None:
 
 def runner_for(recipe: Recipe, callbacks: list[Any] | None = None, *, overwrite: bool = False) -> Runner:
     """The recipe's method runner (imports only that runner's module)."""
-    module = importlib.import_module(f"calrl.train.{recipe.method}")
+    module = importlib.import_module(f"calrl.runners.{recipe.method}")
     return module.RUNNER(recipe, callbacks, overwrite=overwrite)
 
 

@@ -48,6 +48,7 @@ weight (2 for bfloat16 / float16, 4 for float32), ``N`` processes in all, ``n`` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -55,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calrl.errors import InputError
+from calrl.errors import ConfigError, InputError
 
 GIB = 1024**3
 HALF = {"bfloat16": 2, "float16": 2, "bf16": 2, "fp16": 2}
@@ -397,3 +398,26 @@ def gib(value: float) -> str:
 
 def count(value: int) -> str:
     return f"{value / 1e9:.2f}B" if value >= 1e9 else f"{value / 1e6:.1f}M"
+
+
+def launch_strategy(recipe: Any, *, processes: int | None = None) -> Strategy:
+    """The strategy a run of ``recipe`` (a :class:`calrl.runners.recipe.Recipe`) is launched with: ``accelerate
+    launch``'s own settings when running under it, else the recipe's ``launch.accelerate_config``, else one process with the recipe's bf16 / fp16 setting;
+    ``processes`` replaces the process count."""
+    strategy = strategy_from_environment()
+    name = recipe.launch.accelerate_config
+    if strategy is None and name:
+        path = Path(name).expanduser()
+        if not path.exists() and (recipe.base_dir / name).exists():
+            path = recipe.base_dir / name
+        if not path.is_file():
+            raise ConfigError(f"key 'launch.accelerate_config': '{name}' is not a file", path=recipe.path,
+                              line=recipe.line_of("launch", "accelerate_config"))
+        strategy = read_accelerate_config(path)
+    if strategy is None:
+        args = recipe.training
+        mixed = "bf16" if getattr(args, "bf16", False) else "fp16" if getattr(args, "fp16", False) else "no"
+        strategy = Strategy(mixed_precision=mixed, use_cpu=bool(getattr(args, "use_cpu", False)))
+    if processes is not None:
+        strategy = dataclasses.replace(strategy, processes=processes)
+    return strategy

@@ -1,4 +1,4 @@
-"""Names of the post-hoc calibrators of :mod:`calrl.eval.calibrators`.
+"""Names of the post-hoc calibrators of :mod:`calrl.recalibration.calibrators`.
 
 A module of its own so that ``calrl recalibrate --help`` lists them without importing torch.
 """

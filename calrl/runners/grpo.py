@@ -6,15 +6,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from calrl.train.data import (
+from calrl.runners.data import (
     confidence_instruction,
     eval_item_texts,
     prompt_texts,
     with_confidence_prompts,
 )
-from calrl.train.models import ModelFactory, initial_policy, peft_config
-from calrl.train.recipe import TINY, Recipe
-from calrl.train.runner import Runner, count
+from calrl.runners.models import ModelFactory, initial_policy, peft_config
+from calrl.runners.recipe import TINY, Recipe
+from calrl.runners.runner import Runner, count
 
 logger = logging.getLogger(__name__)
 TINY_INIT_DIR = "tiny_init"
@@ -40,7 +40,7 @@ class PolicyGradientRunner(Runner):
     def build(self, callbacks: list[Any]) -> Any:
         from datasets import Dataset
 
-        from calrl.train.callbacks import guard_reward_funcs
+        from calrl.callbacks.runs import guard_reward_funcs
 
         recipe, args = self.recipe, self.recipe.training
         self.eval_callback = self.calibration_callback()  # before the models: its plot worker starts meanwhile
@@ -60,7 +60,7 @@ class PolicyGradientRunner(Runner):
                                 columns.get(args.reference_column), device=args.device)
         if recipe.model.policy == TINY and getattr(args, "beta", 0.0):
             # TRL builds the KL reference model from the policy's config path: give the tiny model one
-            from calrl.testing.tiny import save_pretrained
+            from calrl.tiny.models import save_pretrained
 
             init_dir = Path(args.output_dir) / TINY_INIT_DIR
             save_pretrained(policy, self.tokenizer, init_dir)

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from calrl.errors import InputError
-from calrl.eval.calibration_methods import METHODS
-from calrl.eval.limits import check_bins
+from calrl.limits import check_bins
 from calrl.metrics import bin_index
+from calrl.recalibration.methods import METHODS
 
 # Probabilities are clipped to [EPS, 1 - EPS] before logit and in the NLL. Verbalized confidences
 # hit 0 and 1 ("Confidence: 10"); with a 1e-6 clip one wrong "10" costs 13.8 nats and dominates a

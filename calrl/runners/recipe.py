@@ -45,7 +45,7 @@ TINY = "tiny"
 
 @dataclass
 class TinyModelSection:
-    """Size of the tiny local models (``model.policy: tiny`` etc.); see :mod:`calrl.testing.tiny`.
+    """Size of the tiny local models (``model.policy: tiny`` etc.); see :mod:`calrl.tiny.models`.
 
     ``warmup_steps`` > 0 first fits a tiny *policy* for that many steps on the training prompts answered as
     ``<reference> . confidence: N`` (N drawn from ``warmup_confidences``), so that its rollouts state a
@@ -61,7 +61,7 @@ class TinyModelSection:
     warmup_confidences: list[int] = field(default_factory=lambda: [3, 6, 9])
 
     def __post_init__(self) -> None:
-        from calrl.eval.limits import MAX_SEED
+        from calrl.limits import MAX_SEED
 
         for name, low, high in (("hidden_size", 1, 1 << 16), ("num_layers", 1, 256), ("num_heads", 1, 1 << 10),
                                 ("seed", 0, MAX_SEED), ("warmup_steps", 0, 10**9)):
@@ -178,7 +178,7 @@ class EvalSection:
     ``prompt_style``: ``calrl``, or the paper's ``standard`` / ``cot`` prompts; ``confidence_parser``:
     ``calrl`` or ``reference`` (the paper's evaluation rules); ``confidence_retries``: regenerate an answer
     without a confidence up to N times, the last try forcing ``Confidence:`` (0: off; the paper's code: 10 plain
-    tries and a forced one, 11). ``prompt_template``: a prompt-template file (:mod:`calrl.eval.prompt_template`;
+    tries and a forced one, 11). ``prompt_template``: a prompt-template file (:mod:`calrl.generation.prompt_template`;
     a path from the working directory, else beside the recipe) whose words replace the built-in prompt;
     ``option_format``: one option line (``"({letter}) {text}"``); ``retry_when``: ``parsed`` or ``reference``
     (what counts as no confidence); ``forced_retry_tokens``: new tokens of the forced try (null: max_new_tokens);
@@ -223,7 +223,7 @@ class EvalSection:
             raise ConfigError(f"must be a positive integer or null, got {self.forced_retry_tokens}",
                               field="forced_retry_tokens")
         if self.option_format is not None:
-            from calrl.eval.prompts import check_option_format
+            from calrl.generation.prompts import check_option_format
 
             try:
                 check_option_format(self.option_format)
@@ -231,7 +231,7 @@ class EvalSection:
                 raise ConfigError(str(exc), field="option_format") from None
 
     def generation(self) -> dict[str, Any]:
-        """The generation settings beyond the retry count, as :func:`calrl.eval.generate.generate_predictions`
+        """The generation settings beyond the retry count, as :func:`calrl.generation.generate.generate_predictions`
         takes them."""
         return {"do_sample": self.do_sample, "temperature": self.temperature, "top_k": self.top_k,
                 "seed": self.generation_seed, "retry_when": self.retry_when,
@@ -420,7 +420,7 @@ def optimiser_keeps_float32_masters(recipe: Recipe) -> bool:
     deepspeed``, ``accelerate launch`` with a DeepSpeed config, or the recipe's ``launch.accelerate_config``."""
     if getattr(recipe.training, "deepspeed", None):
         return True
-    from calrl.train.preflight import launch_strategy  # preflight reads recipes: imported when needed
+    from calrl.runners.memory import launch_strategy
 
     try:
         return launch_strategy(recipe).kind == "deepspeed"

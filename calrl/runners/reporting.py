@@ -10,13 +10,13 @@ from typing import Any
 
 import yaml
 
-from calrl.train.recipe import TINY, Recipe
+from calrl.callbacks.wandb_utils import WANDB_ID_FILE
+from calrl.runners.recipe import TINY, Recipe
 
 CARD_FILE = "README.md"
 RECIPE_FILE = "calrl_recipe.yaml"  # beside the final model: the recipe of the run (calrl eval --model reads it)
-WANDB_ID_FILE = "calrl_wandb.json"  # in each checkpoint: the W&B run to continue on resume
 FINAL_METRIC_KEYS = ("ece", "brier", "auroc", "accuracy", "refusal_rate", "mean_confidence", "smece", "n")
-TINY_NAME = "tiny (calrl.testing.tiny)"
+TINY_NAME = "tiny (calrl.tiny.models)"
 
 
 # ---------------------------------------------------------------------------------------------- W&B
@@ -123,7 +123,7 @@ def run_recipe_text(recipe: Recipe) -> str:
     import copy
     import dataclasses
 
-    from calrl.train.data import portable_spec
+    from calrl.runners.data import portable_spec
 
     raw = copy.deepcopy(recipe.raw)
     raw["method"] = recipe.method
@@ -140,7 +140,7 @@ def run_recipe_text(recipe: Recipe) -> str:
 class RunEval:
     """The calibration-eval settings of a trained run, from its saved recipe."""
 
-    settings: Any  # calrl.train.recipe.EvalSection
+    settings: Any  # calrl.runners.recipe.EvalSection
     seed: int
     path: Path
 
@@ -150,7 +150,7 @@ def read_run_eval(model: str) -> RunEval | None:
     None for a model that is not a calrl run."""
     from calrl.config import build
     from calrl.errors import InputError
-    from calrl.train.recipe import EvalSection
+    from calrl.runners.recipe import EvalSection
 
     folder = Path(model)
     candidates = [folder / RECIPE_FILE]

@@ -8,8 +8,8 @@ from typing import Any
 
 from calrl.data.chat import render_prompt
 from calrl.errors import InputError
-from calrl.train.data import first_line
-from calrl.train.recipe import TINY, Recipe
+from calrl.runners.data import first_line
+from calrl.runners.recipe import TINY, Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def initial_policy(factory: ModelFactory, recipe: Recipe, source: str, conversat
     if references is None:
         logger.warning("model.tiny.warmup_steps needs a reference column; the tiny policy is not warmed up")
         return model
-    from calrl.testing.warmup import warm_up_tiny_policy
+    from calrl.tiny.warmup import warm_up_tiny_policy
 
     if device is not None:
         model.to(device)
@@ -72,7 +72,7 @@ class ModelFactory:
         """The tokenizer of ``source`` (``tiny``: the shared tiny word tokenizer); pads on the left."""
         if source == TINY:
             if self._tiny_tokenizer is None:
-                from calrl.testing.tiny import build_word_tokenizer
+                from calrl.tiny.models import build_word_tokenizer
 
                 self._tiny_tokenizer = build_word_tokenizer(self.vocabulary)
             return self._tiny_tokenizer
@@ -91,7 +91,7 @@ class ModelFactory:
     def causal_lm(self, source: str, *, seed_offset: int = 0, trained: bool = True) -> Any:
         """A causal LM; ``trained``: its weights train (``model.dtype``), else ``model.frozen_dtype``."""
         if source == TINY:
-            from calrl.testing.tiny import build_tiny_causal_lm
+            from calrl.tiny.models import build_tiny_causal_lm
 
             t = self.recipe.model.tiny
             return self._tiny(build_tiny_causal_lm(self.tokenizer(TINY), seed=t.seed + seed_offset,
@@ -111,7 +111,7 @@ class ModelFactory:
         reward model ``train-rm`` starts from a base model (its head is what it trains; not under
         ``calibration_loss: calibration_only``, which fine-tunes a trained reward model)."""
         if source == TINY:
-            from calrl.testing.tiny import build_tiny_reward_model
+            from calrl.tiny.models import build_tiny_reward_model
 
             t = self.recipe.model.tiny
             return self._tiny(build_tiny_reward_model(self.tokenizer(TINY), seed=t.seed + seed_offset,
@@ -164,7 +164,7 @@ def finish_adapter_folder(trainer: Any, output_dir: str, source: str, tokenizer:
     import json
     from pathlib import Path
 
-    from calrl.eval.adapters import BASE_MODEL_DIR
+    from calrl.generation.adapters import BASE_MODEL_DIR
     from calrl.io import write_json
 
     model = trainer.accelerator.unwrap_model(trainer.model)

@@ -13,12 +13,12 @@ from typing import Any
 import torch
 
 from calrl.data.heldout import load_eval_items
+from calrl.data.records import PredictionRecord
 from calrl.errors import InputError
-from calrl.eval.adapters import split_adapter_folder
-from calrl.eval.generate import generate_predictions
-from calrl.eval.limits import check_item_slices
-from calrl.eval.prompts import ElicitationPrompt
-from calrl.eval.records import PredictionRecord
+from calrl.generation.adapters import split_adapter_folder
+from calrl.generation.generate import generate_predictions
+from calrl.generation.prompts import ElicitationPrompt
+from calrl.limits import check_item_slices
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -145,7 +145,7 @@ def load_tokenizer(source: str) -> Any:
     AutoTokenizer, except for a local folder whose tokenizer declares the generic ``TokenizersBackend``:
     transformers 5 replaces the declared class by the architecture's own for some model types (qwen2
     among them) and rebuilds a different tokenizer from the vocabulary, so a word-level tokenizer saved
-    beside a Qwen2 model (``calrl.testing.tiny``) would not round-trip. Such a folder, with its
+    beside a Qwen2 model (``calrl.tiny.models``) would not round-trip. Such a folder, with its
     ``tokenizer.json``, is loaded as declared.
     """
     from transformers import AutoTokenizer, PreTrainedTokenizerFast

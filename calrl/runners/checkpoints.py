@@ -22,7 +22,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from calrl.errors import ConfigError, InputError
-from calrl.train.recipe import Recipe
+from calrl.runners.recipe import Recipe
 from calrl.trainers.ppo_checkpoint import COMPLETE_MARKER as PPO_MARKER
 from calrl.trainers.ppo_checkpoint import STATE_FILE as PPO_STATE
 

@@ -15,7 +15,7 @@ Variants:
   (an option letter or a number, with an example) and the confidence on a 0-10 scale, in a fixed
   two-line ``Answer:`` / ``Confidence:`` format; ``cot`` asks for ``Explanation:``, then ``Answer:``,
   then ``Confidence:``. Both always use the 0-10 scale.
-* ``template``: a :class:`~calrl.eval.prompt_template.PromptTemplate` (``--prompt-template FILE``): the
+* ``template``: a :class:`~calrl.generation.prompt_template.PromptTemplate` (``--prompt-template FILE``): the
   instruction, question turn and option lines from a file, e.g. the paper's own words (docs/fidelity.md);
   ``option_format`` (``"({letter}) {text}"``) sets the option lines with or without one.
 * ``distractor``: the misleading-hint probe of Xiong et al. 2024 (arXiv 2306.13063): the user message
@@ -35,7 +35,7 @@ from typing import Any
 
 from calrl.data.heldout import LETTERS, EvalItem
 from calrl.errors import InputError
-from calrl.eval.prompt_template import PromptTemplate
+from calrl.generation.prompt_template import PromptTemplate
 
 SCALES = ("0-10", "percent", "unit")
 PROMPT_STYLES = ("calrl", "standard", "cot")

@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from calrl.train.data import (
+from calrl.runners.data import (
     confidence_instruction,
     eval_item_texts,
     prompt_texts,
     with_confidence_prompts,
 )
-from calrl.train.models import ModelFactory, initial_policy, peft_config
-from calrl.train.recipe import TINY, Recipe
-from calrl.train.runner import Runner, count
+from calrl.runners.models import ModelFactory, initial_policy, peft_config
+from calrl.runners.recipe import TINY, Recipe
+from calrl.runners.runner import Runner, count
 
 logger = logging.getLogger(__name__)
 VALUE_HEAD = "head"

@@ -5,7 +5,7 @@
   folder: ``adapter_config.json`` and adapter weights; an index's shards must all be there); with
   ``hub=True`` (the dry run) a hub id must be in the local Hugging Face cache or on the hub;
 - :func:`memory_plan` / :func:`report`: the memory per process of every model under the launch strategy
-  (:mod:`calrl.train.memory`), against the device's memory.
+  (:mod:`calrl.runners.memory`), against the device's memory.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from calrl.errors import ConfigError
-from calrl.train.memory import (
+from calrl.runners.memory import (
     MemoryPlan,
     ModelRow,
     Strategy,
@@ -27,9 +27,9 @@ from calrl.train.memory import (
     read_config,
     trained_states,
 )
-from calrl.train.recipe import TINY, Recipe
+from calrl.runners.recipe import TINY, Recipe
 
-VALUE_HEAD = "head"  # model.value_model: a value head on the policy (calrl.train.ppo.VALUE_HEAD)
+VALUE_HEAD = "head"  # model.value_model: a value head on the policy (calrl.runners.ppo.VALUE_HEAD)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 TIGHT = 0.85  # model states above this share of the device's memory leave little for activations
@@ -145,33 +145,6 @@ def _hub_problem(repo_id: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------- memory
-def launch_strategy(recipe: Recipe, *, processes: int | None = None) -> Strategy:
-    """The strategy the run is launched with: ``accelerate launch``'s own settings when running under it,
-    else the recipe's ``launch.accelerate_config``, else one process with the recipe's bf16 / fp16 setting;
-    ``processes`` replaces the process count."""
-    import dataclasses
-
-    from calrl.train.memory import read_accelerate_config, strategy_from_environment
-
-    strategy = strategy_from_environment()
-    name = recipe.launch.accelerate_config
-    if strategy is None and name:
-        path = Path(name).expanduser()
-        if not path.exists() and (recipe.base_dir / name).exists():
-            path = recipe.base_dir / name
-        if not path.is_file():
-            raise ConfigError(f"key 'launch.accelerate_config': '{name}' is not a file", path=recipe.path,
-                              line=recipe.line_of("launch", "accelerate_config"))
-        strategy = read_accelerate_config(path)
-    if strategy is None:
-        args = recipe.training
-        mixed = "bf16" if getattr(args, "bf16", False) else "fp16" if getattr(args, "fp16", False) else "no"
-        strategy = Strategy(mixed_precision=mixed, use_cpu=bool(getattr(args, "use_cpu", False)))
-    if processes is not None:
-        strategy = dataclasses.replace(strategy, processes=processes)
-    return strategy
-
-
 def memory_plan(recipe: Recipe, strategy: Strategy, configs: dict[str, str] | None = None) -> MemoryPlan:
     """The memory of every model of the run under ``strategy``; ``configs`` maps a role, a recipe key or a
     model source (or ``*``: any model whose own config cannot be read) to a local config file or folder."""

@@ -11,10 +11,10 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import has_length
 
+from calrl.callbacks.wandb_utils import WANDB_ID_FILE
 from calrl.errors import TrainingFault
 from calrl.io import write_json
 from calrl.progress import is_terminal, progress
-from calrl.train.reporting import WANDB_ID_FILE
 
 
 def check_finite_loss(logs: dict[str, Any], step: int) -> None:

@@ -6,7 +6,7 @@ Rules (all thresholds live in :class:`GateConfig`):
 * Accuracy (abstentions count as not correct), ECE and Brier (answered items with a confidence) are
   reported per side with the candidate-minus-baseline delta and a paired bootstrap interval: each
   replicate resamples the matched items once and recomputes both sides on that same resample
-  (:mod:`calrl.eval.gate_stats`).
+  (:mod:`calrl.gate.stats`).
 * Refusals are checked in both directions with one factor, on the matched items (so the ratio of
   rates is the ratio of refusal counts). *Collapse* blocks when ``baseline / candidate >=
   refusal_collapse_factor``; *explosion* blocks when ``candidate / baseline >= refusal_collapse_factor``.
@@ -35,11 +35,11 @@ from typing import Any
 
 import torch
 
+from calrl.data.records import ResolvedRecord
 from calrl.errors import InputError
-from calrl.eval.gate_stats import Side, Stat, accuracy_of, make_ece, paired_delta_intervals, side_tensors
-from calrl.eval.limits import check_bins, check_bootstrap, check_seed, check_slice_values
-from calrl.eval.records import ResolvedRecord
 from calrl.formatting import json_safe
+from calrl.gate.stats import Side, Stat, accuracy_of, make_ece, paired_delta_intervals, side_tensors
+from calrl.limits import check_bins, check_bootstrap, check_seed, check_slice_values
 
 MISSING_POLICIES = ("exclude", "half", "error")
 

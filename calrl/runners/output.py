@@ -21,16 +21,16 @@ import shutil
 from pathlib import Path
 
 from calrl.errors import ConfigError, file_system_error
-from calrl.train.checkpoints import is_complete, list_checkpoints
-from calrl.train.recipe import Recipe
-from calrl.train.reporting import CARD_FILE
+from calrl.runners.checkpoints import is_complete, list_checkpoints
+from calrl.runners.recipe import Recipe
+from calrl.runners.reporting import CARD_FILE
 
 FINAL_STAGE = ".calrl-final-staging"
 # what a finished run leaves in its folder, besides its checkpoints (the tokenizer files are not listed:
 # a folder holding only a tokenizer holds no run)
 MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors",
                "adapter_config.json", "config.json", CARD_FILE)
-SCRATCH = ("tiny_init",)  # rebuilt by every run (calrl.train.grpo.TINY_INIT_DIR)
+SCRATCH = ("tiny_init",)  # rebuilt by every run (calrl.runners.grpo.TINY_INIT_DIR)
 
 
 def earlier_run(out: Path) -> list[str]:

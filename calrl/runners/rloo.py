@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from calrl.train.grpo import PolicyGradientRunner
-from calrl.train.recipe import Recipe
+from calrl.runners.grpo import PolicyGradientRunner
+from calrl.runners.recipe import Recipe
 
 
 class RLOORunner(PolicyGradientRunner):

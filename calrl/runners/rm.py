@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from calrl.errors import ConfigError
-from calrl.train.data import confidence_instruction, prompt_texts, with_confidence_prompts
-from calrl.train.models import ModelFactory, peft_config
-from calrl.train.recipe import Recipe
-from calrl.train.runner import Runner
+from calrl.runners.data import confidence_instruction, prompt_texts, with_confidence_prompts
+from calrl.runners.models import ModelFactory, peft_config
+from calrl.runners.recipe import Recipe
+from calrl.runners.runner import Runner
 
 logger = logging.getLogger(__name__)
 PROBE_DIR = "rm_probe"

@@ -1,0 +1,2 @@
+"""The release gate (``calrl compare``): paired differences of a candidate against a baseline, their
+statistics, typed results and the comparison report."""
