@@ -14,6 +14,7 @@ training bar is written as lines by :class:`calrl.callbacks.runs.LineProgressCal
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -25,6 +26,23 @@ from tqdm import tqdm
 LOG_INTERVAL = 15.0  # seconds between two progress lines of one bar in a log
 # what tqdm writes between two states of a bar: carriage returns, newlines, cursor moves
 _REDRAW = re.compile(r"[\r\n]|\x1b\[[0-9;]*[A-Za-z]")
+
+
+def process_rank() -> int:
+    """This process's rank under ``accelerate launch`` / ``torchrun`` (``RANK``; 0 when not launched so)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or not launched by ``accelerate launch`` / ``torchrun``): the one that
+    prints notices, estimates and summaries once."""
+    return process_rank() == 0
+
+
+def notice(message: str) -> None:
+    """One line on stderr from the main process only (``calrl: <message>``)."""
+    if is_main_process():
+        print(f"calrl: {message}", file=sys.stderr, flush=True)
 
 
 def is_terminal(stream: Any = None) -> bool:

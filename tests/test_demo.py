@@ -157,16 +157,16 @@ def test_recipes_validate_against_the_recipe_schema(tmp_path):
         recipe = load_recipe(layout.recipe(0, name), method=methods.get(name, "ppo"))
         assert recipe.wandb.mode == "offline" and recipe.training.report_to in ("wandb", ["wandb"])
     abstain = load_recipe(layout.recipe(0, "ppo_c_abstain"), method="ppo").training
-    assert abstain.abstention_reward == pytest.approx(config.recipes.ppo.abstention_reward)
-    assert abstain.correctness_mode == "replace" and abstain.ppo_c_variant == "difference"
+    assert abstain.reward_term("abstention").value == pytest.approx(config.recipes.ppo.abstention_reward)
+    assert abstain.reward_term("correctness").mode == "replace" and abstain.reward_term("ppo_c").variant == "difference"
     # the main comparison: the reward model alone; the *_v variants add the rule-based correctness reward
     for name in ("ppo", "ppo_m", "ppo_c"):
         training = load_recipe(layout.recipe(0, name), method="ppo").training
-        assert training.correctness_mode == "off" and training.normalize_reward, name
-    assert load_recipe(layout.recipe(0, "ppo_v"), method="ppo").training.correctness_mode == "add"
+        assert training.reward_term("correctness") is None and training.reward_term("rm").normalize, name
+    assert load_recipe(layout.recipe(0, "ppo_v"), method="ppo").training.reward_term("correctness").mode == "add"
     ppo_c = load_recipe(layout.recipe(0, "ppo_c"), method="ppo").training
-    assert ppo_c.ppo_c_variant == "difference"
-    assert load_recipe(layout.recipe(0, "ppo"), method="ppo").training.ppo_c_variant == "none"
+    assert ppo_c.reward_term("ppo_c").variant == "difference"
+    assert load_recipe(layout.recipe(0, "ppo"), method="ppo").training.reward_term("ppo_c") is None
     assert load_recipe(layout.recipe(0, "ppo_m"), method="ppo").model.reward_model.endswith("rm_calibrated")
     # the chain: seeded classifier -> fact checks (answers alone) -> ordinary RM -> filter -> calibrated RM
     assert load_recipe(layout.recipe(0, RM_BASE), method="rm").model.reward_model.endswith("rm_init")

@@ -267,7 +267,7 @@ def test_config_is_not_changed_by_the_trainer(tmp_path):
     trainer.train()
     assert trainer.args.to_dict() == before
     cfg = CalibratedPPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", abstention_reward="0.3")
-    assert cfg.pipeline_config().abstention_reward == 0.3
+    assert cfg.abstention_reward == "0.3" and cfg.reward_term("abstention").value == 0.3  # read, not rewritten
 
 
 def test_value_model_must_not_be_the_reward_model(tmp_path):

@@ -49,19 +49,19 @@ def test_every_recipe_validates_without_loading_models(path):
 
 def test_real_recipes_carry_the_reference_hyperparameters():
     ppo_c = load_recipe(REPO / "configs" / "ppo_c_threshold.yaml", check_hardware=False).training
-    assert (ppo_c.ppo_c_variant, ppo_c.ppo_c_weight, ppo_c.ppo_c_alpha, ppo_c.kl_coef) == ("threshold", 0.5, 0.1, 0.01)
+    assert (ppo_c.reward_term("ppo_c").variant, ppo_c.reward_term("ppo_c").weight, ppo_c.reward_term("ppo_c").alpha, ppo_c.kl_coef) == ("threshold", 0.5, 0.1, 0.01)
     assert ppo_c.learning_rate == 5e-7 and ppo_c.bf16
     diff = load_recipe(REPO / "configs" / "ppo_c_difference.yaml", check_hardware=False).training
-    assert (diff.ppo_c_variant, diff.ppo_c_weight) == ("difference", 2.0)
+    assert (diff.reward_term("ppo_c").variant, diff.reward_term("ppo_c").weight) == ("difference", 2.0)
     ppo = load_recipe(REPO / "configs" / "ppo.yaml", check_hardware=False)
-    assert ppo.training.ppo_c_variant == "none" and ppo.data.confidence_prompt_fraction == 0.25
+    assert ppo.training.reward_term("ppo_c") is None and ppo.data.confidence_prompt_fraction == 0.25
     ppo_m = load_recipe(REPO / "configs" / "ppo_m.yaml", check_hardware=False)
-    assert ppo_m.model.reward_model.endswith("rm_calibrated") and ppo_m.training.ppo_c_variant == "none"
+    assert ppo_m.model.reward_model.endswith("rm_calibrated") and ppo_m.training.reward_term("ppo_c") is None
     assert load_recipe(REPO / "configs" / "rm_plain.yaml", check_hardware=False).training.calibration_lambda == 0
     rm = load_recipe(REPO / "configs" / "rm_calibrated.yaml", check_hardware=False).training
     assert rm.calibration_lambda == 1.0 and rm.learning_rate == 9e-6
     abst = load_recipe(REPO / "configs" / "ppo_c_abstention.yaml", check_hardware=False).training
-    assert abst.wrong_reward < abst.abstention_reward < abst.correct_reward
+    assert abst.reward_term("correctness").wrong < abst.reward_term("abstention").value < abst.reward_term("correctness").correct
     grpo = load_recipe(REPO / "configs" / "grpo_brier.yaml", check_hardware=False).training
     assert grpo.scale_rewards == "none" and "brier" in grpo.reward_funcs
 
@@ -99,7 +99,7 @@ def test_paper_recipes_carry_the_reference_settings(model):
         assert (p.gamma, p.lam, p.temperature, p.response_length, p.max_prompt_length) == (1.0, 0.95, 1.0, 1024, 1024)
         rollout = p.per_device_train_batch_size * p.gradient_accumulation_steps * 8
         assert (rollout, rollout // p.num_mini_batches) == (512, 64)
-        assert p.normalize_reward is True and p.missing_eos_penalty is None and p.reward_final_clamp is True
+        assert p.reward_term("rm").normalize is True and p.missing_eos_penalty is None and p.reward_terms()[-1].name == "clamp"
         assert recipe.data.columns.prompt == "confidence_prompt" and recipe.data.confidence_prompt_fraction == 0.0
         e = recipe.eval
         assert (e.prompt_style, e.confidence_parser, e.confidence_retries, e.n_bins) == ("cot", "reference", 11, 10)
@@ -111,14 +111,14 @@ def test_paper_recipes_carry_the_reference_settings(model):
             ("sequence_mean", "global", "last_token", "per_optimizer_step")
         if kind.startswith("ppo_c"):
             assert p.ppo_c_average_cadence == "per_micro_batch"
-            assert p.confidence_parser == "reference" and p.ppo_c_init_average == "auto"
-            assert (p.ppo_c_alpha, p.reward_clamp, p.missing_confidence) == (0.1, 10.0, "half")
+            assert p.confidence_parser == "reference" and p.reward_term("ppo_c").init_average == "auto"
+            assert (p.reward_term("ppo_c").alpha, p.reward_term("clamp").value, p.missing_confidence) == (0.1, 10.0, "half")
             assert p.strip_append_eos is True  # calibrated_experience_maker.py L183-185
         else:
-            assert p.ppo_c_variant == "none" and p.strip_append_eos is False
-    assert (load("ppo_c_difference").training.ppo_c_variant, load("ppo_c_difference").training.ppo_c_weight) == \
+            assert p.reward_term("ppo_c") is None and p.strip_append_eos is False
+    assert (load("ppo_c_difference").training.reward_term("ppo_c").variant, load("ppo_c_difference").training.reward_term("ppo_c").weight) == \
         ("difference", 2.0)  # train-ppo-c-llama.sh L38-39
-    assert (load("ppo_c_threshold").training.ppo_c_variant, load("ppo_c_threshold").training.ppo_c_weight) == \
+    assert (load("ppo_c_threshold").training.reward_term("ppo_c").variant, load("ppo_c_threshold").training.reward_term("ppo_c").weight) == \
         ("threshold", 0.5)  # train_cppo.py --w / --adjustment_type defaults
     assert load("ppo_m").model.reward_model == f"runs/paper/{model}_rm_calibrated"
 
@@ -136,10 +136,10 @@ def test_paper_recipes_cite_a_source_on_every_setting():
 def test_overrides_reach_every_section(tmp_path):
     recipe = load_recipe(REPO / "configs" / "tests" / "tiny_ppo_c.yaml",
                          ["training.learning_rate=3e-5", "data.limit=4", "eval.every_n_steps=2",
-                          "wandb.run_name=other", "lora.r=4", "training.ppo_c_variant=difference"])
+                          "wandb.run_name=other", "lora.r=4", "training.kl_coef=0.125"])
     assert recipe.training.learning_rate == 3e-5 and recipe.data.limit == 4 and recipe.eval.every_n_steps == 2
     assert recipe.wandb.run_name == "other" and recipe.lora.r == 4
-    assert recipe.training.ppo_c_variant == "difference"
+    assert recipe.training.kl_coef == 0.125
 
 
 @pytest.mark.parametrize("name", sorted(ACCELERATE))

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from calrl.errors import ConfigError, InputError
+from calrl.progress import is_main_process
 
 WANDB_ID_FILE = "calrl_wandb.json"  # in each checkpoint: the W&B run to continue on resume
 
@@ -68,7 +69,7 @@ def reports_to_wandb(report_to: str | Sequence[str] | None) -> bool:
 
 
 def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    return is_main_process()
 
 
 def init_wandb_run(project: str, name: str | None = None, config: Mapping[str, Any] | None = None,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from calrl.confidence.reading import PARSERS
 from calrl.errors import InputError, reports_os_errors
 from calrl.generation.prompts import PROMPT_STYLES
 from calrl.limits import MAX_NEW_TOKENS, MAX_RETRIES, MAX_SAMPLES
+from calrl.progress import is_main_process
 
 # every file eval may write into --out: an --out holding one of them is refused unless --overwrite
 OUTPUT_NAMES = ("metrics.json", "reliability.png", "report.md", "report.html", "predictions.jsonl",
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                              "names one)")
         records = _generate(args)
         source = f"{args.model} on {args.dataset}"
-        if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch / torchrun: every rank generated
+        if not is_main_process():  # under accelerate launch / torchrun: every rank generated
             return 0  # its shard and holds all records; the main process alone writes the outputs
         resolved = resolve_records(records, use_hedges=not args.no_hedges, grader=args.grader,
                                    confidence_parser=args.confidence_parser)

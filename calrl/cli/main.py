@@ -14,6 +14,7 @@ import time
 
 from calrl.cli.options import OneLineArgumentParser
 from calrl.errors import CalrlError, error_line
+from calrl.progress import process_rank
 
 # sub-command name -> module in calrl.cli exposing add_parser(subparsers) and run(args) -> int
 COMMANDS: dict[str, str] = {
@@ -116,7 +117,7 @@ def report(command: str, message: str, code: int) -> int:
     one and the error is printed once. Past the wait (an error of this process only) it prints it, naming the
     process; so does a process failing with a training fault (3).
     """
-    rank, world = int(os.environ.get("RANK", "0") or 0), int(os.environ.get("WORLD_SIZE", "1") or 1)
+    rank, world = process_rank(), int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world > 1 and rank != 0:
         if code in (2, 130):
             time.sleep(REPORT_GRACE_S)

@@ -36,6 +36,7 @@ import os
 
 from calrl.cli import options
 from calrl.errors import CalrlError, FileSystemError, InputError, error_line, reports_os_errors
+from calrl.progress import is_main_process
 from calrl.trl_flags import flags_help
 
 # torch.save reports a failed write (ENOSPC, EIO ...) as a RuntimeError from its zip writer, without the errno
@@ -163,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileSystemError("torch.save could not write a checkpoint or model file (disk full, quota, or the "
                               f"file system refused the write): {str(exc).splitlines()[0][:120]}",
                               path=str(recipe.training.output_dir)) from None
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         print(result.summary())
     return 0
 
@@ -202,7 +203,7 @@ def _dry_run(recipe, args: argparse.Namespace) -> int:
     except CalrlError as exc:
         lines, warnings = [], []
         problems.append(str(exc))
-    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch: the estimate once, the problems per process
+    if not is_main_process():  # under accelerate launch: the estimate once, the problems per process
         lines, warnings = [], []
     for line in lines:
         print(line)

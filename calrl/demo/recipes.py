@@ -35,6 +35,8 @@ from typing import Any
 
 import yaml
 
+from calrl.rewards.terms import terms_from_flat_keys
+
 MAIN_POLICIES = ("sft", "ppo", "ppo_m", "ppo_c")  # the reward model alone
 # + rule-based correctness. PPO-M and PPO-C with the correctness reward added were dropped to fit the time
 # budget (they made a quarter of the work and, in the runs before, neither differed from PPO + correctness)
@@ -210,18 +212,20 @@ def ppo_recipe(policy: str, *, sft_dir: Path, rm_dir: Path, prompts_file: Path, 
         "num_mini_batches": settings.num_mini_batches, "num_ppo_epochs": settings.num_ppo_epochs,
         "local_rollout_forward_batch_size": settings.batch_size, "kl_coef": settings.kl_coef,
         "response_length": settings.response_length, "stop_token": "eos", "temperature": 1.0,
-        "missing_eos_penalty": 1.0, "num_sample_generations": 0, "normalize_reward": settings.normalize_reward,
-        "ppo_c_variant": "none", "missing_confidence": "penalty",
-        "missing_confidence_penalty": settings.missing_confidence_penalty,
+        "missing_eos_penalty": 1.0, "num_sample_generations": 0, "missing_confidence": "penalty",
+    })
+    flat: dict[str, Any] = {
+        "normalize_reward": settings.normalize_reward, "missing_confidence_penalty": settings.missing_confidence_penalty,
         "correctness_mode": settings.verifiable_correctness_mode if policy.endswith("_v") else "off",
         "correct_reward": 1.0, "wrong_reward": 0.0,
-    })
+    }
     if policy in ("ppo_c", "ppo_c_abstain"):
-        training.update({"ppo_c_variant": settings.ppo_c_variant, "ppo_c_weight": settings.ppo_c_weight,
-                         "ppo_c_alpha": settings.ppo_c_alpha})
+        flat.update({"ppo_c_variant": settings.ppo_c_variant, "ppo_c_weight": settings.ppo_c_weight,
+                     "ppo_c_alpha": settings.ppo_c_alpha})
     if policy == "ppo_c_abstain":
-        training["correctness_mode"] = "replace"
-        training["abstention_reward"] = str(float(settings.abstention_reward))  # a string field: "rm" or a number
+        flat.update({"correctness_mode": "replace", "abstention_reward": float(settings.abstention_reward)})
+    # rm (normalised), correctness where verifiable, clamp, PPO-C, clamp, missing penalty, abstention
+    training["rewards"] = terms_from_flat_keys(flat, "penalty")
     return {
         "method": "ppo",
         # no model.tokenizer: the policy reads its own tokenizer, the reward model its own (which drops the

@@ -123,7 +123,8 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
     abstention = {}
     for seed in seeds if "ppo_c_abstain" in config.policies else ():
         recipe = layout.recipe(seed, "ppo_c_abstain")
-        value = _recipe_value(recipe, "abstention_reward")
+        terms = _recipe_value(recipe, "rewards") or []
+        value = next((t.get("value") for t in terms if isinstance(t, dict) and t.get("name") == "abstention"), None)
         abstention[str(seed)] = None if value is None else float(value)
 
     summary = {

@@ -24,7 +24,7 @@ import torch
 from calrl.errors import ConfigError
 
 
-def _default_detector(text: str) -> bool:
+def default_detector(text: str) -> bool:
     from calrl.confidence import is_abstention
 
     return is_abstention(text)
@@ -43,7 +43,7 @@ class AbstentionReward:
     """Give abstaining responses ``reward``: a number, or ``"rm"`` to keep the score they were given."""
 
     reward: float | Literal["rm"] = "rm"
-    detector: Callable[[str], bool] = field(default=_default_detector, repr=False)
+    detector: Callable[[str], bool] = field(default=default_detector, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.reward, str):

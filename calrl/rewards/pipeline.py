@@ -1,29 +1,25 @@
-"""The reward pipeline of calibration-aware PPO: reward model, correctness, PPO-C, abstention.
+"""The reward pipeline of calibration-aware PPO: read each rollout once, then apply the recipe's reward terms.
 
-For each rollout (prompt, response, optional references) the final score is computed as:
+For each batch of rollouts (prompt, response, optional references) the pipeline reads every response once
+with the one confidence-reading step (:class:`calrl.confidence.ConfidenceReader`, ``confidence_parser``):
+its stated confidence (NaN when it states none), the text the reward model reads (the response without its
+confidence statement when the pipeline strips: ``strip_confidence``, on by default when a ``ppo_c`` term is
+present, as the reference's PPO-C does; vanilla PPO scores the response as generated) and whether it
+abstains. Then every term of ``rewards`` (:mod:`calrl.rewards.terms`: ``rm``, ``correctness``, ``clamp``,
+``ppo_c``, ``missing_penalty``, ``abstention``, ``brier``, ``log_score`` or any registered term) is
+prepared and applied in order to the running score, which starts at 0.
 
-(a) the reward model scores the prompt plus the response *with its confidence statement removed*
-    (the ``confidence_parser``'s strip, :class:`calrl.confidence.ConfidenceReader`; on by default with
-    PPO-C, off for vanilla PPO, which scores the response as generated); with ``normalize_reward`` the
-    score becomes ``(r - mean) / std`` with the RM's stored mean and std (written by ``calrl train-rm``
-    into the RM's ``config.json``, :mod:`calrl.reward_modeling.stats`), as the reference's PPO-C scripts do;
-(b) optionally a rule-based correctness reward for items with references, added to the RM score
-    (``correctness_mode="add"``) or replacing it (``"replace"``: the RM is run only on the items
-    without references);
-(c) the PPO-C adjustment by the stated confidence (read by the ``confidence_parser``, ``calrl`` or
-    ``reference``) when ``ppo_c_variant`` is ``"threshold"`` or ``"difference"``, then the reward is
-    clamped to [-reward_clamp, reward_clamp] again (``reward_final_clamp``, on by default, as the
-    reference's trainer does; for every variant, vanilla PPO included). The moving average starts from
-    ``ppo_c_init_average``: ``auto`` (the RM's stored mean, in the units the pipeline sees it: 0 after
-    normalisation; the first batch's statistic when the RM has none), ``rm_mean`` (the same, an error
-    without stored statistics), ``first_batch``, or a number. A response without a confidence is
-    handled by ``missing_confidence`` (:mod:`calrl.confidence.missing`): ``"half"`` (c = 0.5, i.e. no
-    adjustment; it still counts in the moving average, as in the reference), ``"penalty"`` (no adjustment,
-    ``missing_confidence_penalty`` subtracted from its score), ``"exclude"`` (no adjustment and left out
-    of the moving average); every policy counts the missing ones (``confidence/missing``,
-    ``confidence/parsable_rate``);
-(d) an abstention (``calrl.confidence.is_abstention``) gets ``abstention_reward`` (a number) or
-    keeps its score (``"rm"``).
+A response without a confidence is handled by ``missing_confidence`` (:mod:`calrl.confidence.missing`):
+``"half"`` (c = 0.5, i.e. no PPO-C adjustment; it still counts in the moving average, as in the reference),
+``"penalty"`` (the same, and a ``missing_penalty`` term subtracts its value), ``"exclude"`` (no adjustment and
+left out of the moving average); every policy counts the missing ones (``confidence/missing``,
+``confidence/parsable_rate``).
+
+Without ``rewards``, the earlier flat keys (``ppo_c_variant``, ``reward_clamp``, ``correctness_mode``,
+``abstention_reward`` ...) give the terms (:func:`calrl.rewards.terms.terms_from_flat_keys`): the reward model's
+score (``normalize_reward``: ``(r - mean) / std`` with the RM's stored statistics, as the reference's PPO-C
+scripts do), plus or in place of the correctness reward, clamped to [-reward_clamp, reward_clamp], adjusted by
+PPO-C, clamped again (``reward_final_clamp``), the missing penalty, the abstention's value.
 
 A non-finite reward raises ``TrainingFault`` naming the step and the offending sample.
 """
@@ -42,13 +38,21 @@ from calrl.data.chat import Prompt, render_prompt
 from calrl.errors import ConfigError, TrainingFault
 from calrl.reward_modeling.sequence_scores import forward_scores, reward_model_ids, tokenizers_agree
 from calrl.reward_modeling.stats import stored_reward_stats
-from calrl.rewards.abstention import AbstentionReward
+from calrl.rewards.abstention import default_detector
 from calrl.rewards.correctness import CorrectnessReward
-from calrl.rewards.ppo_c import PPOCAdjuster, PPOCConfig, batch_statistic
+from calrl.rewards.ppo_c import PPOCAdjuster
 from calrl.rewards.rm_inputs import rebuild_rows, rows_in_own_tokens
+from calrl.rewards.terms import (
+    FLAT_KEYS,
+    RewardTerm,
+    RolloutBatch,
+    TermContext,
+    build_reward_terms,
+    find_term,
+    terms_from_flat_keys,
+)
 
 MissingConfidencePolicy = Literal["half", "penalty", "exclude"]
-INIT_AVERAGE_CHOICES = ("auto", "rm_mean", "first_batch")
 References = Sequence[Sequence[str] | str | None]
 _STAT_FIELDS = ("n", "rm_sum", "rm_n", "adj_sum", "final_sum", "conf_sum", "conf_n", "missing",
                 "abstained", "correct", "graded")
@@ -56,23 +60,29 @@ _STAT_FIELDS = ("n", "rm_sum", "rm_n", "adj_sum", "final_sum", "conf_sum", "conf
 
 @dataclass
 class RewardPipelineConfig:
-    """How a rollout's score is computed (see the module docstring for the order of the steps)."""
+    """How a rollout's score is computed: the reading settings and the reward terms (see the module docstring).
 
+    ``rewards`` lists the terms (recipe entries, :mod:`calrl.rewards.terms`); ``None`` takes them from the
+    earlier flat keys below, which are then the only reward keys that may differ from their defaults.
+    """
+
+    rewards: list[Any] | None = None
+    confidence_parser: Literal["calrl", "reference"] = "calrl"
+    strip_confidence: bool | None = None  # None: strip iff a ppo_c term is present
+    strip_append_eos: bool = False  # the reference's " " + EOS after some stripped rollouts (score_rollouts)
+    use_hedges: bool = False  # also read confidence from hedge words (the reference reads only "Confidence: N")
+    missing_confidence: MissingConfidencePolicy = "half"
+    ppo_c_average_chunk: int | None = None  # None: one update per batch over every process; N: per N local rows
+    # the earlier flat keys (read only when rewards is None)
     ppo_c_variant: Literal["none", "threshold", "difference"] = "none"
     ppo_c_weight: float = 0.5
     ppo_c_alpha: float = 0.1
     ppo_c_init_average: float | str = "auto"
     ppo_c_update_before_adjust: bool = True
     ppo_c_avg_type: Literal["mean", "std"] = "mean"
-    ppo_c_average_chunk: int | None = None  # None: one update per batch over every process; N: per N local rows
     reward_clamp: float = 10.0
     reward_final_clamp: bool = True
     normalize_reward: bool = False
-    confidence_parser: Literal["calrl", "reference"] = "calrl"
-    strip_confidence: bool | None = None  # None: strip iff PPO-C is on
-    strip_append_eos: bool = False  # the reference's " " + EOS after some stripped rollouts (score_rollouts)
-    use_hedges: bool = False  # also read confidence from hedge words (the reference reads only "Confidence: N")
-    missing_confidence: MissingConfidencePolicy = "half"
     missing_confidence_penalty: float = 1.0
     abstention_reward: float | Literal["rm"] = "rm"
     correctness_mode: Literal["off", "add", "replace"] = "off"
@@ -81,56 +91,73 @@ class RewardPipelineConfig:
     grader: str = "auto"
 
     def __post_init__(self) -> None:
-        choices = {"ppo_c_variant": ("none", "threshold", "difference"),
-                   "correctness_mode": ("off", "add", "replace")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"must be one of {', '.join(allowed)}; got {getattr(self, name)!r}", field=name)
         check_missing_policy(self.missing_confidence, PPO_MISSING)
         check_parser(self.confidence_parser)
-        init = self.ppo_c_init_average
-        if isinstance(init, bool) or not (isinstance(init, (int, float)) or init in INIT_AVERAGE_CHOICES):
-            raise ConfigError(f"must be a number or one of {', '.join(INIT_AVERAGE_CHOICES)}; got {init!r}",
-                              field="ppo_c_init_average")
         chunk = self.ppo_c_average_chunk
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
             raise ConfigError(f"must be a positive integer or null, got {chunk!r}", field="ppo_c_average_chunk")
-        if self.ppo_c_variant != "none":
-            self.ppo_c_config()  # validates weight/alpha/clamp
+        if self.rewards is None:
+            allowed = {"ppo_c_variant": ("none", "threshold", "difference"), "correctness_mode": ("off", "add", "replace")}
+            for name, choices in allowed.items():
+                if getattr(self, name) not in choices:
+                    raise ConfigError(f"must be one of {', '.join(choices)}; got {getattr(self, name)!r}", field=name)
+        else:
+            changed = [k for k, default in FLAT_KEYS.items() if getattr(self, k) != default]
+            if changed:
+                raise ConfigError(f"give the reward terms under 'rewards' or the flat key {changed[0]!r}, not both",
+                                  field=changed[0])
+        terms = self.terms()  # validates every term's options
+        penalty = find_term(terms, "missing_penalty") is not None
+        if penalty != (self.missing_confidence == "penalty"):
+            raise ConfigError("'penalty' subtracts the value of a missing_penalty term: give both or neither",
+                              field="missing_confidence")
+        graders = {t.grader for t in terms if "grader" in t.options}
+        if len(graders) > 1:
+            raise ConfigError(f"the terms name different graders ({', '.join(sorted(graders))}); one grader grades "
+                              "a batch", field="rewards")
         if self.strip_append_eos and not self.strips:
-            raise ConfigError("appends to the texts whose confidence statement is removed, and none is (PPO-C off "
-                              "and strip_confidence not true)", field="strip_append_eos")
-        AbstentionReward(self.abstention_reward)  # validates the value
-        if self.correctness_mode != "off":
-            CorrectnessReward(self.correct_reward, self.wrong_reward)
+            raise ConfigError("appends to the texts whose confidence statement is removed, and none is (no ppo_c "
+                              "term and strip_confidence not true)", field="strip_append_eos")
+
+    def term_specs(self) -> list[Any]:
+        """The terms as recipe entries: ``rewards``, or the flat keys translated."""
+        if self.rewards is not None:
+            return list(self.rewards)
+        return terms_from_flat_keys({k: getattr(self, k) for k in FLAT_KEYS}, self.missing_confidence)
+
+    def terms(self, context: TermContext | None = None) -> list[RewardTerm]:
+        """The reward terms, built (``context``: the loaded reward model's statistics, the accelerator)."""
+        base = context or TermContext()
+        return build_reward_terms(self.term_specs(), TermContext(base.rm_stats, base.accelerator,
+                                                                 self.ppo_c_average_chunk, (), base.model_loaded))
 
     @property
     def adjust(self) -> bool:
-        return self.ppo_c_variant != "none"
+        """Whether a ``ppo_c`` term adjusts the score by the stated confidence."""
+        return find_term(self.terms(), "ppo_c") is not None
+
+    @property
+    def needs_references(self) -> bool:
+        """Whether a term reads each prompt's references (the dataset's reference column)."""
+        return any("references" in t.needs for t in self.terms())
+
+    @property
+    def normalizes_rm(self) -> bool:
+        """Whether the ``rm`` term normalises the reward model's score with its stored statistics."""
+        rm = find_term(self.terms(), "rm")
+        return bool(rm is not None and rm.normalize)
 
     @property
     def strips(self) -> bool:
         return self.adjust if self.strip_confidence is None else self.strip_confidence
 
+    @property
+    def grader_name(self) -> str:
+        return next((t.grader for t in self.terms() if "grader" in t.options), "auto")
+
     def reader(self) -> ConfidenceReader:
         """The confidence-reading step of the rewards (the parser's training rules)."""
         return ConfidenceReader(self.confidence_parser, purpose="reward", use_hedges=self.use_hedges)
-
-    def ppo_c_config(self, rm_stats: dict[str, float] | None = None) -> PPOCConfig:
-        """The PPO-C settings, the initial average resolved against the RM's stored statistics."""
-        init = self.ppo_c_init_average
-        if isinstance(init, str):
-            if init == "rm_mean" and rm_stats is None and self.adjust:
-                raise ConfigError("the reward model has no stored mean (train it with calrl train-rm, or give "
-                                  "a number)", field="ppo_c_init_average")
-            if init == "first_batch" or rm_stats is None:
-                init = None
-            else:
-                init = 0.0 if self.normalize_reward else float(rm_stats["mean"])
-        return PPOCConfig(variant=self.ppo_c_variant if self.adjust else "threshold", weight=self.ppo_c_weight,
-                          alpha=self.ppo_c_alpha, clamp=self.reward_clamp, init_average=init,
-                          update_before_adjust=self.ppo_c_update_before_adjust, avg_type=self.ppo_c_avg_type,
-                          final_clamp=self.reward_final_clamp)
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -160,7 +187,7 @@ class RolloutRewards:
     """Per-rollout record of the last scored batch (tensors of length B, on CPU)."""
 
     rm_raw: torch.Tensor  # NaN where the RM was not run
-    base: torch.Tensor  # after the correctness reward, before PPO-C
+    base: torch.Tensor  # the sum of the additive terms (rm, correctness ...) before the first other term
     confidence: torch.Tensor  # NaN where missing
     adjustment: torch.Tensor
     final: torch.Tensor
@@ -206,21 +233,21 @@ class RewardPipeline:
         self.accelerator = accelerator
         self.reader = config.reader()
         self.rm_stats = stored_reward_stats(reward_model)
-        if config.normalize_reward and self.rm_stats is None:
-            raise ConfigError("the reward model has no stored mean and std (train it with calrl train-rm, "
-                              "which writes them into its config.json)", field="normalize_reward")
-        self.abstention = (AbstentionReward(config.abstention_reward) if abstention_detector is None
-                           else AbstentionReward(config.abstention_reward, detector=abstention_detector))
-        self.correctness = (CorrectnessReward(config.correct_reward, config.wrong_reward, config.grader)
-                            if config.correctness_mode != "off" else None)
-        self.adjuster = (PPOCAdjuster(config.ppo_c_config(self.rm_stats), accelerator=accelerator)
-                         if config.adjust else None)
+        self.terms = config.terms(TermContext(self.rm_stats, accelerator, model_loaded=True))
+        self.abstention_detector = abstention_detector or default_detector
+        self.correctness = CorrectnessReward(grader=config.grader_name)  # grades the batches the terms ask about
         if rm_scorer is None:
             from calrl.reward_modeling.sequence_scores import sequence_scores as rm_scorer
         self._rm_scorer = rm_scorer  # (per-position outputs, score at the last non-pad token)
         self.last: RolloutRewards | None = None
-        self._totals = dict.fromkeys(_STAT_FIELDS, 0.0)
+        self._totals: dict[str, float] = {}
         self.missing_total = 0  # rollouts without a parsable confidence, over the whole run
+
+    @property
+    def adjuster(self) -> PPOCAdjuster | None:
+        """The PPO-C adjuster (its moving average) of the ``ppo_c`` term; None without one."""
+        term = find_term(self.terms, "ppo_c")
+        return None if term is None else term.adjuster
 
     # ------------------------------------------------------------------ public API
     def score_texts(self, prompts: Sequence[Prompt], responses: Sequence[str], references: References | None = None,
@@ -278,11 +305,11 @@ class RewardPipeline:
 
     def pop_stats(self) -> dict[str, float]:
         """Statistics over every rollout scored (with ``update=True``) since the last call; resets them."""
-        totals, self._totals = self._totals, dict.fromkeys(_STAT_FIELDS, 0.0)
+        totals, self._totals = self._totals, {}
         return self._summarise(totals)
 
     def _summarise(self, t: dict[str, float]) -> dict[str, float]:
-        if t["n"] == 0:
+        if t.get("n", 0) == 0:
             return {}
         stats = {
             "reward/final": t["final_sum"] / t["n"],
@@ -299,101 +326,62 @@ class RewardPipeline:
             stats["correctness/accuracy"] = t["correct"] / t["graded"]
         if self.adjuster is not None and self.adjuster.average is not None:
             stats["reward/moving_average"] = self.adjuster.average
+        for key, total in t.items():
+            if key.startswith("sum:") and t["count:" + key[4:]]:
+                stats[key[4:]] = total / t["count:" + key[4:]]
         return stats
 
     def state_dict(self) -> dict[str, Any]:
-        return {"adjuster": None if self.adjuster is None else self.adjuster.state_dict(),
-                "missing_total": self.missing_total}
+        """The terms' state (PPO-C's moving average under its earlier key ``adjuster``) and the missing count."""
+        state: dict[str, Any] = {"adjuster": None if self.adjuster is None else self.adjuster.state_dict(),
+                                 "missing_total": self.missing_total}
+        terms = {f"{i}:{t.name}": t.state_dict() for i, t in enumerate(self.terms)
+                 if t.name != "ppo_c" and t.state_dict() is not None}
+        if terms:
+            state["terms"] = terms
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.adjuster is not None and state.get("adjuster") is not None:
             self.adjuster.load_state_dict(state["adjuster"])
+        for i, term in enumerate(self.terms):
+            saved = state.get("terms", {}).get(f"{i}:{term.name}")
+            if saved is not None:
+                term.load_state_dict(saved)
         self.missing_total = int(state.get("missing_total", 0))
 
     # ------------------------------------------------------------------ steps
     def _score(self, prompts: Sequence[str], responses: list[str], references: References | None,
                rm_fn: Callable[[list[int], list[str]], torch.Tensor], *, step: int | None,
                update: bool) -> tuple[torch.Tensor, dict[str, float]]:
-        cfg = self.config
         n = len(responses)
         if references is not None and len(references) != n:
             raise ValueError(f"{n} responses but {len(references)} reference lists")
-
         texts = self._read_texts(responses)
-        confidence = torch.tensor([t[0] for t in texts])
-        missing = torch.isnan(confidence)
-        stripped = [t[1] for t in texts]
-        abstained = torch.tensor([t[2] for t in texts], dtype=torch.bool)
-
-        # (b) correctness, graded on the response as generated
-        correct = torch.zeros(n, dtype=torch.bool)
-        graded = torch.zeros(n, dtype=torch.bool)
-        corr_reward = torch.zeros(n)
-        if self.correctness is not None and references is not None:
-            corr_reward, graded = self.correctness(responses, references)
-            correct = graded & (corr_reward == self.correctness.correct_reward)
-
-        # (a) reward model on the rows that need it
-        needs_rm = ~graded if cfg.correctness_mode == "replace" else torch.ones(n, dtype=torch.bool)
-        rm_raw = torch.full((n,), float("nan"))
-        idx = needs_rm.nonzero().flatten().tolist()
-        if idx:
-            rm_raw[idx] = rm_fn(idx, stripped).detach().float().cpu()
-            if cfg.normalize_reward:
-                rm_raw[idx] = (rm_raw[idx] - self.rm_stats["mean"]) / self.rm_stats["std"]
-        elif self._distributed():
-            rm_fn([0], stripped)  # keep the RM forward collective (ZeRO-3 gathers weights) on every rank
-        base = torch.where(needs_rm, rm_raw, torch.zeros(n))
-        if cfg.correctness_mode != "off":
-            base = base + corr_reward
-
-        self._check_finite(torch.where(needs_rm, rm_raw, base), prompts, responses, step, update, "reward model")
-
-        # (c) PPO-C
-        adjustment = torch.zeros(n)
-        average = None
-        if self.adjuster is not None:
-            clamped = self.adjuster.clamp(base)
-            in_average = ~(missing & torch.tensor(cfg.missing_confidence == "exclude"))
-            c = torch.where(missing, torch.full((n,), 0.5), confidence)
-            if update and cfg.ppo_c_average_chunk:
-                final, adjustment = self._adjust_per_chunk(clamped, c, in_average, cfg.ppo_c_average_chunk)
-            else:
-                mean = self._global_stat(clamped[in_average]) if update else None
-                do_update = update and mean is not None
-                final, adjustment = self.adjuster(clamped, c, update=do_update, batch_mean=mean)
-            average = self.adjuster.average
-        else:
-            final = base.clone()
-            if cfg.reward_final_clamp:
-                final = final.clamp(-cfg.reward_clamp, cfg.reward_clamp)
-        if cfg.missing_confidence == "penalty":
-            final = torch.where(missing, final - cfg.missing_confidence_penalty, final)
-
-        # (d) abstention
-        final = self.abstention.apply(final, abstained)
+        batch = RolloutBatch(
+            prompts=prompts, responses=responses, references=references,
+            confidence=torch.tensor([t[0] for t in texts]), stripped=[t[1] for t in texts],
+            abstained=torch.tensor([t[2] for t in texts], dtype=torch.bool),
+            missing_policy=self.config.missing_confidence, update=update, rm_fn=rm_fn, all_sum=self._all_sum,
+            check_finite=lambda values, what: self._check_finite(values, prompts, responses, step, update, what),
+            grader=lambda r, refs: self.correctness.grade(r, refs), distributed=self._distributed())
+        for term in self.terms:
+            term.prepare(batch)
+        final, base = torch.zeros(n), None
+        for term in self.terms:
+            if base is None and not term.additive:
+                base = final
+            final = term.apply(batch, final)
         self._check_finite(final, prompts, responses, step, update, "final")
-
-        self.last = RolloutRewards(rm_raw=rm_raw, base=base, confidence=confidence, adjustment=adjustment,
-                                   final=final, abstained=abstained, correct=correct, graded=graded,
-                                   average=average, stripped=stripped)
-        stats = self._batch_stats(update)
-        return final, stats
-
-    def _adjust_per_chunk(self, clamped: torch.Tensor, c: torch.Tensor, in_average: torch.Tensor,
-                          chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """PPO-C with the moving average updated per ``chunk`` consecutive rows of this process, in order, each
-        chunk adjusted with the average its own statistic just moved: the reference's cadence (one update per
-        micro-batch of experience on each process, the processes' averages apart)."""
-        finals, adjustments = [], []
-        for start in range(0, clamped.numel(), chunk):
-            rows = slice(start, start + chunk)
-            v = clamped[rows][in_average[rows]].double()
-            mean = batch_statistic(float(v.sum()), float((v * v).sum()), float(v.numel()), self.config.ppo_c_avg_type)
-            final, adjustment = self.adjuster(clamped[rows], c[rows], update=mean is not None, batch_mean=mean)
-            finals.append(final)
-            adjustments.append(adjustment)
-        return torch.cat(finals), torch.cat(adjustments)
+        graded = batch.graded is not None
+        self.last = RolloutRewards(
+            rm_raw=batch.rm_raw if batch.rm_raw is not None else torch.full((n,), float("nan")),
+            base=final if base is None else base, confidence=batch.confidence,
+            adjustment=batch.adjustment if batch.adjustment is not None else torch.zeros(n), final=final,
+            abstained=batch.abstained, correct=batch.correct if graded else torch.zeros(n, dtype=torch.bool),
+            graded=batch.graded if graded else torch.zeros(n, dtype=torch.bool), average=batch.average,
+            stripped=batch.stripped)
+        return final, self._batch_stats(update, batch)
 
     def _read_texts(self, responses: list[str]) -> list[tuple[float, str, bool]]:
         """(confidence or NaN, text for the RM, abstained) per response; each distinct text is read once."""
@@ -407,27 +395,32 @@ class RewardPipeline:
                 value = float("nan") if parse.value is None else float(parse.value)
                 # the strip leaves a text without an explicit statement unchanged: skip the call then
                 stripped = self.reader.strip_statements(r) if strips and parse.source == "explicit" else r
-                hit = cache[r] = (value, stripped, bool(self.abstention.detector(r)))
+                hit = cache[r] = (value, stripped, bool(self.abstention_detector(r)))
             out.append(hit)
         return out
 
-    def _batch_stats(self, update: bool) -> dict[str, float]:
+    def _batch_stats(self, update: bool, batch: RolloutBatch) -> dict[str, float]:
         r = self.last
-        local = torch.tensor([
+        names, values = list(_STAT_FIELDS), [
             float(r.final.numel()),
             float(torch.nan_to_num(r.rm_raw, nan=0.0).sum()), float((~torch.isnan(r.rm_raw)).sum()),
             float(r.adjustment.sum()), float(r.final.sum()),
             float(torch.nan_to_num(r.confidence, nan=0.0).sum()), float((~torch.isnan(r.confidence)).sum()),
             float(torch.isnan(r.confidence).sum()),
             float(r.abstained.sum()), float(r.correct.sum()), float(r.graded.sum()),
-        ], dtype=torch.float64)
+        ]
+        for term in self.terms:  # every process has the same terms: the vector lines up across ranks
+            for key, (total, count) in term.stat_sums(batch).items():
+                names += ["sum:" + key, "count:" + key]
+                values += [total, count]
+        local = torch.tensor(values, dtype=torch.float64)
         totals = self._all_sum(local) if update else local
-        batch = dict(zip(_STAT_FIELDS, totals.tolist()))
+        batch_totals = dict(zip(names, totals.tolist()))
         if update:
-            for k, v in batch.items():
-                self._totals[k] += v
-            self.missing_total += int(batch["missing"])
-        return self._summarise(batch)
+            for k, v in batch_totals.items():
+                self._totals[k] = self._totals.get(k, 0.0) + v
+            self.missing_total += int(batch_totals["missing"])
+        return self._summarise(batch_totals)
 
     # ------------------------------------------------------------------ helpers
     def _distributed(self) -> bool:
@@ -438,13 +431,6 @@ class RewardPipeline:
             return vec
         device = self.accelerator.device
         return self.accelerator.reduce(vec.to(device), reduction="sum").cpu()
-
-    def _global_stat(self, values: torch.Tensor) -> float | None:
-        """The moving average's batch statistic (mean or std) of ``values`` over every process."""
-        v = values.double()
-        total = self._all_sum(torch.tensor([float(v.sum()), float((v * v).sum()), float(v.numel())],
-                                           dtype=torch.float64))
-        return batch_statistic(float(total[0]), float(total[1]), float(total[2]), self.config.ppo_c_avg_type)
 
     def _check_finite(self, values: torch.Tensor, prompts: Sequence[str], responses: list[str],
                       step: int | None, update: bool, what: str) -> None:

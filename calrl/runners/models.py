@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from calrl.data.chat import render_prompt
 from calrl.errors import InputError
+from calrl.progress import is_main_process
 from calrl.runners.data import first_line
 from calrl.runners.recipe import TINY, Recipe
 
@@ -35,7 +35,7 @@ def initial_policy(factory: ModelFactory, recipe: Recipe, source: str, conversat
     return warm_up_tiny_policy(model, tokenizer, [render_prompt(tokenizer, m) for m in conversations], references,
                                steps=tiny.warmup_steps, learning_rate=tiny.warmup_learning_rate,
                                confidences=tiny.warmup_confidences, seed=tiny.seed,
-                               show_progress=int(os.environ.get("RANK", "0") or 0) == 0)
+                               show_progress=is_main_process())
 
 
 class ModelFactory:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from calrl.config import apply_overrides, build, load_yaml
 from calrl.errors import ConfigError, InputError
+from calrl.progress import notice
 
 METHODS = ("rm", "ppo", "grpo", "rloo")
 # method -> "module:class" of its trainer config (imported lazily: TRL is slow to import)
@@ -336,7 +337,7 @@ def _section(cls: type, data: Any, *, path: str | None, section: str, top: dict[
                 raise ConfigError(f"section '{section}': {exc}", path=path, line=_line(top, section)) from None
             raise
         message = _FIELD_PREFIX.sub("", str(exc))
-        line = _line(data or {}, exc.field) or _line(top, section)
+        line = _line(data or {}, exc.field) or _line(data or {}, re.split(r"[.\[]", exc.field)[0]) or _line(top, section)
         raise ConfigError(f"key '{section}.{exc.field}': {message}", path=path, line=line) from None
 
 
@@ -390,6 +391,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
     wandb_section = _one_name(wandb_section, training_data, data, path_str)
     if resume is not None:
         training_data["resume_from_checkpoint"] = resume
+    if method == "ppo":
+        training_data = _translate_flat_reward_keys(training_data, data, path_str)
     deferred = {}
     if not check_hardware:
         for key in HARDWARE_KEYS:
@@ -410,6 +413,28 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
     _check_precision(recipe)
     _check_reward_stats_split(recipe)
     return recipe
+
+
+def _translate_flat_reward_keys(training: dict[str, Any], top: dict[str, Any], path: str) -> dict[str, Any]:
+    """A PPO recipe's earlier flat reward keys (``ppo_c_variant``, ``reward_clamp``, ``abstention_reward`` ...) as
+    the ``training.rewards`` list they mean, with a one-line notice; a recipe with ``rewards`` is left as it is
+    (the config then refuses flat keys beside it)."""
+    from calrl.rewards.terms import FLAT_KEYS, terms_from_flat_keys  # imports torch: not for a --help
+
+    given = [key for key in training if key in FLAT_KEYS]
+    if not given or "rewards" in training:
+        return training
+    try:
+        terms = terms_from_flat_keys(training, training.get("missing_confidence", "half"))
+    except ConfigError as exc:
+        message = _FIELD_PREFIX.sub("", str(exc))
+        raise ConfigError(f"key 'training.{exc.field}': {message}", path=path,
+                          line=_line(training, exc.field or "") or _line(top, "training")) from None
+    out = {key: value for key, value in training.items() if key not in FLAT_KEYS}
+    out["rewards"] = terms
+    shown = ", ".join("{" + ", ".join(f"{k}: {v}" for k, v in t.items()) + "}" for t in terms)
+    notice(f"{path}: the flat reward keys ({', '.join(given)}) are read as training.rewards: [{shown}]")
+    return out
 
 
 LOW_PRECISION = ("bfloat16", "float16")

@@ -68,8 +68,10 @@ def method_name(recipe: Recipe) -> str:
         return "reward model (PPO-M calibrated loss)" if getattr(recipe.training, "calibration_lambda", 0) \
             else "reward model"
     if recipe.method == "ppo":
-        variant = getattr(recipe.training, "ppo_c_variant", "none")
-        return "PPO" if variant == "none" else f"PPO-C ({variant})"
+        from calrl.rewards.terms import find_term
+
+        ppo_c = find_term(recipe.training.pipeline_config().terms(), "ppo_c")
+        return "PPO" if ppo_c is None else f"PPO-C ({ppo_c.variant})"
     return {"grpo": "GRPO", "rloo": "RLOO"}[recipe.method]
 
 

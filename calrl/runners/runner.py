@@ -23,6 +23,7 @@ from typing import Any
 
 from calrl.errors import CalrlError
 from calrl.io import write_text
+from calrl.progress import is_main_process
 from calrl.runners.checkpoints import (
     CheckpointMarkerCallback,
     checkpoint_step,
@@ -146,7 +147,7 @@ class Runner:
         from calrl.runners.data import calibration_eval_config
 
         callback = CalibrationEvalCallback(calibration_eval_config(self.recipe, self.items), wait_at_train_end=False)
-        if int(os.environ.get("RANK", "0")) == 0:
+        if is_main_process():
             callback.warm_up()
         return callback
 
@@ -161,7 +162,7 @@ class Runner:
         created = missing_folders(out)
         resume_id = saved_wandb_id(self.checkpoint)
         run_handle = start_wandb(self.recipe, resume_id=resume_id)
-        failed, main = True, int(os.environ.get("RANK", "0")) == 0
+        failed, main = True, is_main_process()
         try:
             callbacks = [NonFiniteLossCallback(), WandbRunIdCallback(run_handle), *self.extra_callbacks]
             # seed before any model is built: a freshly initialised head (a reward model's score layer on a

@@ -144,17 +144,19 @@ class CalibratedPPOTrainer(Trainer):
             disable_dropout(module)
         self.ref_model = ref_model
         self.reward_model = reward_model
+        pipeline_config = args.pipeline_config()
         self.prompts = prompt_rows(train_dataset, tok, prompt_column=args.prompt_column,
                                    reference_column=args.reference_column, max_prompt_length=args.max_prompt_length,
-                                   need_references=args.correctness_mode != "off")
+                                   need_references=pipeline_config.needs_references)
         self.eval_prompts = None if eval_dataset is None else prompt_rows(
             eval_dataset, tok, prompt_column=args.prompt_column, reference_column=args.reference_column,
             max_prompt_length=args.max_prompt_length)
         if args.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
-        # under normalize_reward the value model is read on the normalised reward's scale, with its own stored
+        # under a normalised rm term the value model is read on the normalised reward's scale, with its own stored
         # statistics (a value model loaded from the RM carries the RM's), as the reference's critic is
-        value_stats = stored_reward_stats(value_model) if args.normalize_reward and value_model is not None else None
+        value_stats = (stored_reward_stats(value_model) if pipeline_config.normalizes_rm and value_model is not None
+                       else None)
         wrapper = PolicyAndValue(model, value_model, value_stats, ref_adapter=args.ref_adapter_name,
                                  model_adapter=args.model_adapter_name)
         super().__init__(model=wrapper, args=args, data_collator=data_collator,
@@ -173,7 +175,7 @@ class CalibratedPPOTrainer(Trainer):
                                     seed=args.data_seed if args.data_seed is not None else args.seed,
                                     rank=rank, world=world)
         if reward_pipeline is None:
-            reward_pipeline = RewardPipeline(args.pipeline_config(), bare(self.reward_model),
+            reward_pipeline = RewardPipeline(pipeline_config, bare(self.reward_model),
                                              reward_tokenizer=reward_tokenizer,
                                              policy_tokenizer=tok, accelerator=self.accelerator,
                                              stop_token_id=self.stop_token_id)

@@ -17,6 +17,7 @@ it is built.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from transformers import TrainingArguments
 
 from calrl.errors import ConfigError
 from calrl.rewards.pipeline import RewardPipelineConfig
+from calrl.rewards.terms import RewardTerm, find_term
 from calrl.trainers.ppo_core import LOSS_AGGREGATIONS, SCORE_PLACEMENTS
 from calrl.trainers.validation import PPO_RULES, TRAINING_RULES, check_numbers
 
@@ -112,6 +114,10 @@ class CalibratedPPOConfig(TrainingArguments):
                                               "local_rollout_forward_batch_size rows: the reference)."})
 
     # ---------------------------------------------------------------- calrl reward pipeline
+    rewards: list | None = field(
+        default=None, metadata={"help": "The reward terms in order (calrl.rewards.terms), e.g. [{name: rm}, {name: "
+                                        "clamp, value: 10}, {name: ppo_c, variant: difference}, {name: clamp, value: "
+                                        "10}]; None: the flat keys below (ppo_c_variant, reward_clamp ...)."})
     ppo_c_variant: str = field(default="none", metadata={"help": "'none' (PPO / PPO-M), 'threshold' or "
                                                                  "'difference' (PPO-C)."})
     ppo_c_weight: float = field(default=0.5, metadata={"help": "PPO-C weight w."})
@@ -155,12 +161,6 @@ class CalibratedPPOConfig(TrainingArguments):
                                                "(read when present; required by correctness_mode)."})
 
     def __post_init__(self) -> None:
-        if isinstance(self.abstention_reward, str) and self.abstention_reward != "rm":
-            try:
-                self.abstention_reward = float(self.abstention_reward)
-            except ValueError:
-                raise ConfigError(f"must be a number or 'rm', got {self.abstention_reward!r}",
-                                  field="abstention_reward") from None
         self._check_ppo_keys()
         super().__post_init__()
         self.pipeline_config()  # validate early, before any model is used
@@ -215,15 +215,17 @@ class CalibratedPPOConfig(TrainingArguments):
         return math.ceil(self.local_mini_batch_size / self.per_device_train_batch_size)
 
     def pipeline_config(self) -> RewardPipelineConfig:
-        return RewardPipelineConfig(
-            ppo_c_variant=self.ppo_c_variant, ppo_c_weight=self.ppo_c_weight, ppo_c_alpha=self.ppo_c_alpha,
-            ppo_c_init_average=self.ppo_c_init_average, ppo_c_update_before_adjust=self.ppo_c_update_before_adjust,
-            ppo_c_avg_type=self.ppo_c_avg_type, reward_final_clamp=self.reward_final_clamp,
-            ppo_c_average_chunk=(self.local_rollout_forward_batch_size
-                                 if self.ppo_c_average_cadence == "per_micro_batch" else None),
-            normalize_reward=self.normalize_reward, confidence_parser=self.confidence_parser,
-            reward_clamp=self.reward_clamp, strip_confidence=self.strip_confidence,
-            strip_append_eos=self.strip_append_eos, use_hedges=self.use_hedges,
-            missing_confidence=self.missing_confidence, missing_confidence_penalty=self.missing_confidence_penalty,
-            abstention_reward=self.abstention_reward, correctness_mode=self.correctness_mode,
-            correct_reward=self.correct_reward, wrong_reward=self.wrong_reward, grader=self.grader)
+        """The reward pipeline's configuration: every key of :class:`RewardPipelineConfig` read from this config
+        under the same name (its one home), and the PPO-C averaging chunk from ``ppo_c_average_cadence``."""
+        keys = {f.name: getattr(self, f.name) for f in dataclasses.fields(RewardPipelineConfig)
+                if f.name != "ppo_c_average_chunk"}
+        chunk = self.local_rollout_forward_batch_size if self.ppo_c_average_cadence == "per_micro_batch" else None
+        return RewardPipelineConfig(**keys, ppo_c_average_chunk=chunk)
+
+    def reward_terms(self) -> list[RewardTerm]:
+        """The reward terms of this config, in order (built fresh: no reward model statistics)."""
+        return self.pipeline_config().terms()
+
+    def reward_term(self, name: str) -> RewardTerm | None:
+        """The first reward term called ``name`` (None when the config has none)."""
+        return find_term(self.reward_terms(), name)

@@ -191,7 +191,7 @@ def prompt_rows(dataset: Any, tokenizer: Any, *, prompt_column: str, reference_c
     if reference_column and reference_column in columns:
         refs = _references(dataset[reference_column])
     elif need_references:
-        raise InputError(f"correctness_mode needs the reference column '{reference_column}' "
+        raise InputError(f"the reward terms need the reference column '{reference_column}' "
                          f"(the dataset has {', '.join(columns)})", field="reference_column")
     return PromptRows(ids, refs, given)
 

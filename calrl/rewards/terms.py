@@ -1,0 +1,605 @@
+"""Reward terms: the steps of a PPO reward, each an object with a name, what it needs and its statistics.
+
+A PPO recipe lists its terms in order under ``training.rewards``; each term takes the running score of
+every rollout of a batch and returns the new one::
+
+    rewards:
+      - {name: rm, normalize: true}              # + the reward model's score
+      - {name: correctness, mode: add}           # + 1 / 0 for a correct / wrong answer
+      - {name: clamp, value: 10}                 # into [-10, 10]
+      - {name: ppo_c, variant: difference}       # PPO-C: adjust by the stated confidence
+      - {name: clamp, value: 10}                 # again, as the reference's trainer does
+      - {name: missing_penalty, value: 1.0}      # - 1 for a response without a stated confidence
+      - {name: abstention, value: 0.3}           # an abstention gets 0.3
+      - {name: log_score, weight: 0.5}           # + 0.5 x the log score of the stated confidence
+
+A term is a :class:`RewardTerm` subclass registered under its name with :func:`register_reward_term`;
+adding a reward to PPO is one registration and a recipe (``docs/architecture.md``). The
+:class:`~calrl.rewards.pipeline.RewardPipeline` reads every response once (its confidence, the text the
+reward model sees, whether it abstains) into a :class:`RolloutBatch`, calls each term's ``prepare`` and
+then each term's ``apply`` in order, and logs each term's statistics.
+
+Recipes written with the earlier flat keys (``ppo_c_variant``, ``correctness_mode``, ``abstention_reward``
+...) keep working: :func:`terms_from_flat_keys` translates them into this list.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from calrl.confidence.missing import SCORING_RULE_MISSING, check_missing_policy
+from calrl.errors import ConfigError
+from calrl.rewards import scoring_rules
+from calrl.rewards.ppo_c import PPOCAdjuster, PPOCConfig, batch_statistic
+
+References = Sequence[Sequence[str] | str | None]
+NEEDS = ("texts", "references", "confidences", "rm")
+INIT_AVERAGE_CHOICES = ("auto", "rm_mean", "first_batch")
+
+
+@dataclass
+class RolloutBatch:
+    """One batch of rollouts as the terms see it, and what the terms record about it.
+
+    ``confidence`` is NaN where the response states none; ``stripped`` is the text the reward model reads
+    (the response without its confidence statement when the pipeline strips); ``missing_policy`` is the
+    pipeline's ``missing_confidence``. ``rm_fn(rows, stripped)`` scores the given rows with the reward model;
+    ``all_sum`` sums a float64 vector over every process; ``check_finite(values, what)`` stops the run on a
+    non-finite value. The terms fill ``rm_raw``, ``correct``, ``graded``, ``adjustment`` and ``average``.
+    """
+
+    prompts: Sequence[str]
+    responses: list[str]
+    references: References | None
+    confidence: torch.Tensor
+    stripped: list[str]
+    abstained: torch.Tensor
+    missing_policy: str
+    update: bool
+    rm_fn: Callable[[list[int], list[str]], torch.Tensor]
+    all_sum: Callable[[torch.Tensor], torch.Tensor]
+    check_finite: Callable[[torch.Tensor, str], None]
+    grader: Callable[[list[str], References], tuple[torch.Tensor, torch.Tensor]] | None = None
+    distributed: bool = False
+    rm_skip: torch.Tensor | None = None
+    rm_raw: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
+    graded: torch.Tensor | None = None
+    adjustment: torch.Tensor | None = None
+    average: float | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, responses: Sequence[str], references: References | None = None, *,
+           rm_scores: Sequence[float] | None = None, missing_policy: str = "half", update: bool = True) -> RolloutBatch:
+        """A batch of one process read the way the pipeline reads it (calrl's parser, no stripping), for examples
+        and tests: ``rm_scores`` are what the reward model would say of each row."""
+        from calrl.confidence import ConfidenceReader, is_abstention
+        from calrl.errors import TrainingFault
+        from calrl.rewards.correctness import CorrectnessReward
+
+        reader = ConfidenceReader("calrl", purpose="reward")
+        values = [reader.read(r).value for r in responses]
+        scores = torch.tensor(list(rm_scores) if rm_scores is not None else [0.0] * len(responses))
+
+        def check_finite(values: torch.Tensor, what: str) -> None:
+            if not torch.isfinite(values).all():
+                raise TrainingFault(f"non-finite {what} reward")
+
+        return cls(prompts=[""] * len(responses), responses=list(responses), references=references,
+                   confidence=torch.tensor([float("nan") if v is None else float(v) for v in values]),
+                   stripped=list(responses), abstained=torch.tensor([is_abstention(r) for r in responses]),
+                   missing_policy=missing_policy, update=update, rm_fn=lambda idx, texts: scores[idx],
+                   all_sum=lambda v: v, check_finite=check_finite, grader=CorrectnessReward().grade)
+
+    @property
+    def n(self) -> int:
+        return len(self.responses)
+
+    @property
+    def missing(self) -> torch.Tensor:
+        return torch.isnan(self.confidence)
+
+    def grade(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(correct, graded)`` bool tensors, graded once per batch by ``grader`` (none without references)."""
+        if self.graded is None:
+            if self.references is None or self.grader is None:
+                self.correct = torch.zeros(self.n, dtype=torch.bool)
+                self.graded = torch.zeros(self.n, dtype=torch.bool)
+            else:
+                self.correct, self.graded = self.grader(self.responses, self.references)
+        return self.correct, self.graded
+
+
+@dataclass(frozen=True)
+class TermContext:
+    """What building a term may need besides its own options: the reward model's stored statistics
+    (:func:`calrl.reward_modeling.stats.stored_reward_stats`), the accelerator, PPO-C's micro-batch size
+    under the reference's cadence, and the terms already built (a term may depend on an earlier one)."""
+
+    rm_stats: dict[str, float] | None = None
+    accelerator: Any = None
+    average_chunk: int | None = None
+    earlier: tuple[RewardTerm, ...] = ()
+    model_loaded: bool = False  # False: checking a recipe before the reward model is loaded (no statistics yet)
+
+
+class RewardTerm:
+    """One step of a PPO reward. Subclasses set ``name``, ``needs`` and ``options`` (the recipe keys they take,
+    with their defaults) and override :meth:`apply`; the options arrive as attributes after ``check``.
+
+    Example:
+        >>> from calrl.rewards.terms import build_reward_terms
+        >>> [t.name for t in build_reward_terms([{"name": "rm"}, {"name": "clamp", "value": 5}])]
+        ['rm', 'clamp']
+    """
+
+    name: ClassVar[str] = ""
+    needs: ClassVar[frozenset[str]] = frozenset()
+    options: ClassVar[dict[str, Any]] = {}
+    additive: ClassVar[bool] = False  # adds a value to the score (rm, correctness, scoring rules)
+
+    def __init__(self, context: TermContext | None = None, **options: Any) -> None:
+        self.context = context or TermContext()
+        for key, default in self.options.items():
+            setattr(self, key, options.get(key, default))
+        self.check()
+
+    def check(self) -> None:
+        """Validate the options (a :class:`ConfigError` naming ``rewards.<name>.<key>``)."""
+
+    def prepare(self, batch: RolloutBatch) -> None:
+        """Called for every term before any ``apply`` (e.g. grading, deciding which rows the RM scores)."""
+
+    def apply(self, batch: RolloutBatch, score: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def stat_sums(self, batch: RolloutBatch) -> dict[str, tuple[float, float]]:
+        """``{metric: (sum, count)}`` of this batch; summed over processes and logged as sum / count."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (a resumed run)."""
+
+    def spec(self) -> dict[str, Any]:
+        """The term as a recipe entry (every option, defaults included)."""
+        return {"name": self.name, **{key: getattr(self, key) for key in self.options}}
+
+    def _error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, field=f"rewards.{self.name}.{key}")
+
+    def _number(self, key: str, *, positive: bool = False) -> float:
+        value = getattr(self, key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or (
+                positive and value <= 0):
+            raise self._error(key, f"must be a {'positive' if positive else 'finite'} number, got {value!r}")
+        return float(value)
+
+    def _choice(self, key: str, allowed: Sequence[Any]) -> None:
+        value = getattr(self, key)
+        if value not in allowed:
+            hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            raise self._error(key, f"must be one of {', '.join(map(str, allowed))}, got {value!r}"
+                              + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+
+
+REWARD_TERMS: dict[str, type[RewardTerm]] = {}
+
+
+def register_reward_term(cls: type[RewardTerm]) -> type[RewardTerm]:
+    """Class decorator: make ``cls`` available to recipes under ``cls.name``."""
+    if not cls.name or cls.name in REWARD_TERMS:
+        raise ValueError(f"a reward term needs a new name, got {cls.name!r}")
+    if not set(cls.needs) <= set(NEEDS):
+        raise ValueError(f"{cls.__name__}.needs must be a subset of {NEEDS}")
+    REWARD_TERMS[cls.name] = cls
+    return cls
+
+
+def build_reward_terms(specs: Iterable[Mapping[str, Any] | str], context: TermContext | None = None
+                       ) -> list[RewardTerm]:
+    """The terms of ``specs`` (recipe entries ``{name: ..., option: value}`` or bare names), in order."""
+    context = context or TermContext()
+    terms: list[RewardTerm] = []
+    for i, spec in enumerate(specs):
+        entry = {"name": spec} if isinstance(spec, str) else dict(spec) if isinstance(spec, Mapping) else None
+        if entry is None or "name" not in entry:
+            raise ConfigError(f"entry {i} must be a term name or a mapping with a 'name', got {spec!r}",
+                              field="rewards")
+        name = entry.pop("name")
+        cls = REWARD_TERMS.get(name)
+        if cls is None:
+            hint = difflib.get_close_matches(str(name), REWARD_TERMS, n=1)
+            raise ConfigError(f"unknown reward term {name!r}; choose from {', '.join(REWARD_TERMS)}"
+                              + (f" (did you mean '{hint[0]}'?)" if hint else ""), field=f"rewards[{i}].name")
+        unknown = [k for k in entry if k not in cls.options]
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], cls.options, n=1)
+            raise ConfigError(f"unknown option {unknown[0]!r} of the {name} term; it takes "
+                              f"{', '.join(cls.options) or 'no options'}"
+                              + (f" (did you mean '{hint[0]}'?)" if hint else ""), field=f"rewards[{i}]")
+        ctx = TermContext(context.rm_stats, context.accelerator, context.average_chunk, tuple(terms),
+                          context.model_loaded)
+        terms.append(cls(ctx, **entry))
+    return terms
+
+
+def find_term(terms: Iterable[RewardTerm], name: str) -> RewardTerm | None:
+    """The first term called ``name`` (None when there is none)."""
+    return next((t for t in terms if t.name == name), None)
+
+
+# ----------------------------------------------------------------------------------------------- the terms
+@register_reward_term
+class RMTerm(RewardTerm):
+    """The reward model's score of the prompt and the response (without its confidence statement when the
+    pipeline strips), ``(r - mean) / std`` with the RM's stored statistics under ``normalize``; added to the
+    score. Rows a ``correctness`` term in ``replace`` mode grades are not scored by the RM.
+
+    Example:
+        >>> from calrl.rewards.terms import RMTerm, RolloutBatch
+        >>> batch = RolloutBatch.of(["Paris. Confidence: 9", "Lyon. Confidence: 2"], rm_scores=[1.5, -0.5])
+        >>> RMTerm().apply(batch, torch.zeros(2))
+        tensor([ 1.5000, -0.5000])
+    """
+
+    additive = True
+    name = "rm"
+    needs = frozenset({"texts", "rm"})
+    options: ClassVar[dict[str, Any]] = {"normalize": False}
+
+    def check(self) -> None:
+        if not isinstance(self.normalize, bool):
+            raise self._error("normalize", f"must be true or false, got {self.normalize!r}")
+        if self.normalize and self.context.rm_stats is None and self.context.model_loaded:
+            raise self._error("normalize", "the reward model has no stored mean and std (train it with calrl "
+                                           "train-rm, which writes them into its config.json; the flat key: "
+                                           "normalize_reward)")
+
+    def apply(self, batch: RolloutBatch, score: torch.Tensor) -> torch.Tensor:
+        n = batch.n
+        needs_rm = ~batch.rm_skip if batch.rm_skip is not None else torch.ones(n, dtype=torch.bool)
+        rm_raw = torch.full((n,), float("nan"))
+        idx = needs_rm.nonzero().flatten().tolist()
+        if idx:
+            rm_raw[idx] = batch.rm_fn(idx, batch.stripped).detach().float().cpu()
+            if self.normalize:
+                stats = self.context.rm_stats
+                rm_raw[idx] = (rm_raw[idx] - stats["mean"]) / stats["std"]
+        elif batch.distributed:
+            batch.rm_fn([0], batch.stripped)  # keep the RM forward collective (ZeRO-3 gathers weights) on every rank
+        batch.rm_raw = rm_raw
+        batch.check_finite(torch.where(needs_rm, rm_raw, torch.zeros(n)), "reward model")
+        return score + torch.where(needs_rm, rm_raw, torch.zeros(n))
+
+
+@register_reward_term
+class CorrectnessTerm(RewardTerm):
+    """``correct`` or ``wrong`` for a response graded against its references (none: 0), added to the score
+    (``mode: add``) or in place of the reward model's score (``mode: replace``: the RM scores only the rows
+    without references).
+
+    Example:
+        >>> from calrl.rewards.terms import CorrectnessTerm, RolloutBatch
+        >>> batch = RolloutBatch.of(["Paris. Confidence: 9", "Lyon. Confidence: 2"], [["Paris"], ["Paris"]])
+        >>> CorrectnessTerm(correct=1.0, wrong=-1.0).apply(batch, torch.zeros(2))
+        tensor([ 1., -1.])
+    """
+
+    additive = True
+    name = "correctness"
+    needs = frozenset({"texts", "references"})
+    options: ClassVar[dict[str, Any]] = {"mode": "add", "correct": 1.0, "wrong": 0.0, "grader": "auto"}
+
+    def check(self) -> None:
+        self._choice("mode", ("add", "replace"))
+        if self._number("correct") <= self._number("wrong"):
+            raise self._error("correct", f"{self.correct} must exceed wrong ({self.wrong})")
+        if not isinstance(self.grader, str):
+            raise self._error("grader", f"must be a grader name, got {self.grader!r}")
+
+    def prepare(self, batch: RolloutBatch) -> None:
+        _, graded = batch.grade()
+        if self.mode == "replace":
+            batch.rm_skip = graded
+
+    def apply(self, batch: RolloutBatch, score: torch.Tensor) -> torch.Tensor:
+        correct, graded = batch.grade()
+        value = torch.where(correct, torch.tensor(float(self.correct)), torch.tensor(float(self.wrong)))
+        return score + torch.where(graded, value, torch.tensor(0.0))
+
+
+@register_reward_term
+class ClampTerm(RewardTerm):
+    """The score clamped into [-value, value] (before PPO-C, and again after it as the reference's trainer does).
+
+    Example:
+        >>> from calrl.rewards.terms import ClampTerm, RolloutBatch
+        >>> ClampTerm(value=1.0).apply(RolloutBatch.of(["a", "b"]), torch.tensor([3.0, -0.5]))
+        tensor([ 1.0000, -0.5000])
+    """
+
+    name = "clamp"
+    options: ClassVar[dict[str, Any]] = {"value": 10.0}
+
+    def check(self) -> None:
+        self._number("value", positive=True)
+
+    def apply(self, batch: RolloutBatch, score: torch.Tensor) -> torch.Tensor:
+        return score.clamp(-self.value, self.value)
+
+
+@register_reward_term
+class PPOCTerm(RewardTerm):
+    """PPO-C (:mod:`calrl.rewards.ppo_c`): the score adjusted by the stated confidence c against a moving
+    average of the scores (``variant`` threshold or difference, ``weight`` w, ``alpha``, ``init_average``:
+    ``auto``, ``rm_mean``, ``first_batch`` or a number, ``update_before_adjust``, ``avg_type`` mean or std).
+    A response without a confidence reads c = 0.5 (no adjustment); under the pipeline's ``missing_confidence:
+    exclude`` it is also left out of the moving average.
+
+    Example (difference variant, average starting at 0: r + w (r - avg)(c - 0.5) with avg updated to 0.1 x 1 first):
+        >>> from calrl.rewards.terms import PPOCTerm, RolloutBatch
+        >>> term = PPOCTerm(variant="difference", weight=0.5, init_average=0.0)
+        >>> batch = RolloutBatch.of(["Paris. Confidence: 10", "Lyon. Confidence: 0"])
+        >>> term.apply(batch, torch.tensor([2.0, 0.0]))
+        tensor([2.4750, 0.0250])
+        >>> round(term.adjuster.average, 4)
+        0.1
+    """
+
+    name = "ppo_c"
+    needs = frozenset({"confidences"})
+    options: ClassVar[dict[str, Any]] = {"variant": "threshold", "weight": 0.5, "alpha": 0.1, "init_average": "auto",
+               "update_before_adjust": True, "avg_type": "mean"}
+
+    def check(self) -> None:
+        self._choice("variant", ("threshold", "difference"))
+        self._choice("avg_type", ("mean", "std"))
+        self._number("weight")
+        alpha = self._number("alpha")
+        if not 0.0 < alpha <= 1.0:
+            raise self._error("alpha", f"must be in (0, 1], got {alpha}")
+        if not isinstance(self.update_before_adjust, bool):
+            raise self._error("update_before_adjust", f"must be true or false, got {self.update_before_adjust!r}")
+        init = self.init_average
+        if isinstance(init, bool) or not (isinstance(init, int | float) or init in INIT_AVERAGE_CHOICES):
+            raise self._error("init_average", f"must be a number or one of {', '.join(INIT_AVERAGE_CHOICES)}; "
+                                              f"got {init!r}")
+        self.adjuster = PPOCAdjuster(self.ppo_c_config(), accelerator=self.context.accelerator)
+
+    def ppo_c_config(self) -> PPOCConfig:
+        """The adjuster's settings, the initial average resolved against the RM's stored statistics (in the
+        units the term sees the score: 0 after an earlier ``rm`` term's normalisation)."""
+        init, stats = self.init_average, self.context.rm_stats
+        if isinstance(init, str):
+            if init == "rm_mean" and stats is None and self.context.model_loaded:
+                raise self._error("init_average", "the reward model has no stored mean (train it with calrl "
+                                                  "train-rm, or give a number; the flat key: ppo_c_init_average)")
+            if init == "first_batch" or stats is None:
+                init = None
+            else:
+                rm = find_term(self.context.earlier, "rm")
+                init = 0.0 if rm is not None and rm.normalize else float(stats["mean"])
+        # the clamps are terms of their own (before and after): the adjuster's are the identity here
+        return PPOCConfig(variant=self.variant, weight=float(self.weight), alpha=float(self.alpha), clamp=math.inf,
+                          init_average=init, update_before_adjust=self.update_before_adjust,
+                          avg_type=self.avg_type, final_clamp=False)
+
+    def apply(self, batch: RolloutBatch, score: torch.Tensor) -> torch.Tensor:
+        missing = batch.missing
+        in_average = ~(missing & torch.tensor(batch.missing_policy == "exclude"))
+        c = torch.where(missing, torch.full((batch.n,), 0.5), batch.confidence)
+        chunk = self.context.average_chunk
+        if batch.update and chunk:
+            final, adjustment = self._per_chunk(score, c, in_average, chunk)
+        else:
+            mean = self._global_stat(batch, score[in_average]) if batch.update else None
+            final, adjustment = self.adjuster(score, c, update=batch.update and mean is not None, batch_mean=mean)
+        batch.adjustment, batch.average = adjustment, self.adjuster.average
+        return final
+
+    def _global_stat(self, batch: RolloutBatch, values: torch.Tensor) -> float | None:
+        v = values.double()
+        total = batch.all_sum(torch.tensor([float(v.sum()), float((v * v).sum()), float(v.numel())],
+                                           dtype=torch.float64))
+        return batch_statistic(float(total[0]), float(total[1]), float(total[2]), self.avg_type)
+
+    def _per_chunk(self, score: torch.Tensor, c: torch.Tensor, in_average: torch.Tensor,
+                   chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The moving average updated per ``chunk`` consecutive rows of this process, each chunk adjusted with
+        the average its own statistic just moved: the reference's cadence (one update per micro-batch of
+        experience on each process, the processes' averages apart)."""
+        finals, adjustments = [], []
+        for start in range(0, score.numel(), chunk):
+            rows = slice(start, start + chunk)
+            v = score[rows][in_average[rows]].double()
+            mean = batch_statistic(float(v.sum()), float((v * v).sum()), float(v.numel()), self.avg_type)
+            final, adjustment = self.adjuster(score[rows], c[rows], update=mean is not None, batch_mean=mean)
+            finals.append(final)
+            adjustments.append(adjustment)
+        return torch.cat(finals), torch.cat(adjustments)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.adjuster.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.adjuster.load_state_dict(state)
+
+
+@register_reward_term
+class MissingPenaltyTerm(RewardTerm):
+    """``value`` subtracted from the score of a response that states no confidence (the pipeline's
+    ``missing_confidence: penalty``).
+
+    Example:
+        >>> from calrl.rewards.terms import MissingPenaltyTerm, RolloutBatch
+        >>> batch = RolloutBatch.of(["Paris. Confidence: 9", "Paris."])
+        >>> MissingPenaltyTerm(value=1.0).apply(batch, torch.tensor([0.5, 0.5]))
+        tensor([ 0.5000, -0.5000])
+    """
+
+    name = "missing_penalty"
+    needs = frozenset({"confidences"})
+    options: ClassVar[dict[str, Any]] = {"value": 1.0}
+
+    def check(self) -> None:
+        self._number("value")
+
+    def apply(self, batch: RolloutBatch, score: torch.Tensor) -> torch.Tensor:
+        return torch.where(batch.missing, score - self.value, score)
+
+
+@register_reward_term
+class AbstentionTerm(RewardTerm):
+    """An abstention (``calrl.confidence.is_abstention``: "I don't know", a clarifying question) gets ``value``
+    in place of its score; abstaining then pays exactly when P(correct) < (value - wrong) / (correct - wrong)
+    (:func:`calrl.rewards.abstention.abstention_threshold`).
+
+    Example:
+        >>> from calrl.rewards.terms import AbstentionTerm, RolloutBatch
+        >>> batch = RolloutBatch.of(["Paris. Confidence: 9", "I don't know."])
+        >>> AbstentionTerm(value=0.3).apply(batch, torch.tensor([1.0, -2.0]))
+        tensor([1.0000, 0.3000])
+    """
+
+    name = "abstention"
+    needs = frozenset({"texts"})
+    options: ClassVar[dict[str, Any]] = {"value": 0.0}
+
+    def check(self) -> None:
+        self._number("value")
+
+    def apply(self, batch: RolloutBatch, score: torch.Tensor) -> torch.Tensor:
+        return torch.where(batch.abstained, torch.full_like(score, float(self.value)), score)
+
+
+class _ScoringRuleTerm(RewardTerm):
+    """``weight`` x a proper scoring rule of the stated confidence q and the graded correctness, added to the
+    score of each graded response (an ungraded one or an abstention gets 0). ``missing`` (half, worst,
+    exclude; :mod:`calrl.confidence.missing`) scores a response without a confidence."""
+
+    additive = True
+    needs = frozenset({"references", "confidences"})
+    options: ClassVar[dict[str, Any]] = {"weight": 1.0, "missing": "half", "grader": "auto"}
+
+    def check(self) -> None:
+        self._number("weight")
+        check_missing_policy(self.missing, SCORING_RULE_MISSING, field=f"rewards.{self.name}.missing")
+        if not isinstance(self.grader, str):
+            raise self._error("grader", f"must be a grader name, got {self.grader!r}")
+
+    def rule(self, q: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def values(self, batch: RolloutBatch) -> torch.Tensor:
+        """The rule's value per row, NaN where it does not score (ungraded, abstained, excluded)."""
+        correct, graded = batch.grade()
+        q = batch.confidence.double()
+        if self.missing == "half":
+            q = torch.where(batch.missing, torch.full_like(q, 0.5), q)
+        elif self.missing == "worst":
+            q = torch.where(batch.missing, (~correct).double(), q)
+        scored = graded & ~batch.abstained & ~torch.isnan(q)
+        values = self.rule(torch.where(scored, q, torch.full_like(q, 0.5)), correct)
+        return torch.where(scored, values, torch.full_like(values, float("nan")))
+
+    def apply(self, batch: RolloutBatch, score: torch.Tensor) -> torch.Tensor:
+        values = self.values(batch)
+        batch.extra[self.name] = values
+        return score + float(self.weight) * torch.nan_to_num(values, nan=0.0).to(score.dtype)
+
+    def stat_sums(self, batch: RolloutBatch) -> dict[str, tuple[float, float]]:
+        values = batch.extra.get(self.name, self.values(batch))
+        scored = ~torch.isnan(values)
+        return {f"reward/{self.name}": (float(torch.nan_to_num(values, nan=0.0).sum()), float(scored.sum()))}
+
+
+@register_reward_term
+class BrierTerm(_ScoringRuleTerm):
+    """RLCR's ``1[correct] - (q - 1[correct])^2`` (:func:`calrl.rewards.scoring_rules.brier_reward`).
+
+    Example (correct at q = 0.9: 1 - 0.1^2; wrong at q = 0.2: 0 - 0.2^2):
+        >>> from calrl.rewards.terms import BrierTerm, RolloutBatch
+        >>> batch = RolloutBatch.of(["Paris. Confidence: 9", "Lyon. Confidence: 2"], [["Paris"], ["Paris"]])
+        >>> BrierTerm().values(batch).to(torch.float32)
+        tensor([ 0.9900, -0.0400])
+    """
+
+    name = "brier"
+
+    def rule(self, q: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+        return scoring_rules.brier_reward(q, correct)
+
+
+@register_reward_term
+class LogScoreTerm(_ScoringRuleTerm):
+    """``log q`` if correct else ``log(1 - q)``, q clipped to [eps, 1 - eps]
+    (:func:`calrl.rewards.scoring_rules.log_score_reward`).
+
+    Example (correct at q = 0.9: log 0.9; wrong at q = 0.2: log 0.8; half of each added to the score):
+        >>> from calrl.rewards.terms import LogScoreTerm, RolloutBatch
+        >>> batch = RolloutBatch.of(["Paris. Confidence: 9", "Lyon. Confidence: 2"], [["Paris"], ["Paris"]])
+        >>> LogScoreTerm(weight=0.5).apply(batch, torch.zeros(2))
+        tensor([-0.0527, -0.1116])
+    """
+
+    name = "log_score"
+    options: ClassVar[dict[str, Any]] = {**_ScoringRuleTerm.options, "eps": 1e-3}
+
+    def check(self) -> None:
+        super().check()
+        if not 0.0 < self._number("eps") < 0.5:
+            raise self._error("eps", f"must be in (0, 0.5), got {self.eps}")
+
+    def rule(self, q: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+        return scoring_rules.log_score_reward(q, correct, eps=float(self.eps))
+
+
+# ------------------------------------------------------------------------------------ the earlier flat keys
+FLAT_KEYS = {"ppo_c_variant": "none", "ppo_c_weight": 0.5, "ppo_c_alpha": 0.1, "ppo_c_init_average": "auto",
+             "ppo_c_update_before_adjust": True, "ppo_c_avg_type": "mean", "reward_clamp": 10.0,
+             "reward_final_clamp": True, "normalize_reward": False, "missing_confidence_penalty": 1.0,
+             "abstention_reward": "rm", "correctness_mode": "off", "correct_reward": 1.0, "wrong_reward": 0.0,
+             "grader": "auto"}
+
+
+def terms_from_flat_keys(keys: Mapping[str, Any], missing_confidence: str = "half") -> list[dict[str, Any]]:
+    """The ``rewards`` list that the earlier flat keys (``FLAT_KEYS``, defaults for those not given) meant:
+    rm (or correctness in its place), clamp, PPO-C, the final clamp, the missing penalty, abstention."""
+    k = {**FLAT_KEYS, **{key: v for key, v in keys.items() if key in FLAT_KEYS}}
+    terms: list[dict[str, Any]] = [{"name": "rm", "normalize": k["normalize_reward"]}]
+    if k["correctness_mode"] != "off":
+        terms.append({"name": "correctness", "mode": k["correctness_mode"], "correct": k["correct_reward"],
+                      "wrong": k["wrong_reward"], "grader": k["grader"]})
+    clamp = {"name": "clamp", "value": k["reward_clamp"]}
+    if k["ppo_c_variant"] != "none":
+        terms += [clamp, {"name": "ppo_c", "variant": k["ppo_c_variant"], "weight": k["ppo_c_weight"],
+                          "alpha": k["ppo_c_alpha"], "init_average": k["ppo_c_init_average"],
+                          "update_before_adjust": k["ppo_c_update_before_adjust"], "avg_type": k["ppo_c_avg_type"]}]
+    if k["reward_final_clamp"]:
+        terms.append(clamp)
+    if missing_confidence == "penalty":
+        terms.append({"name": "missing_penalty", "value": k["missing_confidence_penalty"]})
+    if k["abstention_reward"] != "rm":
+        terms.append({"name": "abstention", "value": _abstention_value(k["abstention_reward"])})
+    return terms
+
+
+def _abstention_value(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"must be a number or 'rm', got {value!r}", field="abstention_reward") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"must be a number or 'rm', got {value!r}", field="abstention_reward")
+    return float(value)
