@@ -11,7 +11,7 @@ from calrl.rewards.pipeline import RewardPipeline, RewardPipelineConfig
 from calrl.tiny.models import build_tiny_causal_lm, build_tiny_reward_model, build_word_tokenizer
 from calrl.trainers.ppo import CalibratedPPOConfig, CalibratedPPOTrainer
 from calrl.trainers.ppo_core import ppo_loss, response_masks, token_rewards, whitened_advantages
-from calrl.trainers.ppo_optim import clip_gradients, global_moments, split_critic
+from calrl.trainers.ppo_optim import global_moments, split_critic
 
 QUESTIONS = ["what is 2 + 2 ?", "what is 3 + 1 ?", "what is 1 + 4 ?", "what is 2 + 3 ?"]
 
@@ -124,7 +124,7 @@ def test_critic_gradients_clipped_apart(tmp_path):
     policy, critic = split_critic(trainer.model)
     for _, p in policy + critic:
         p.grad = torch.full_like(p, 3.0)
-    clip_gradients(trainer)
+    trainer._clip_gradients()
 
     def norm(named):
         return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for _, p in named])).item()
@@ -133,7 +133,7 @@ def test_critic_gradients_clipped_apart(tmp_path):
     joint = make_trainer(tmp_path, max_grad_norm=1.0)
     for _, p in joint.model.named_parameters():
         p.grad = torch.full_like(p, 3.0)
-    clip_gradients(joint)
+    joint._clip_gradients()
     policy, critic = split_critic(joint.model)
     assert norm(policy) ** 2 + norm(critic) ** 2 == pytest.approx(1.0, rel=1e-4)  # one norm over both
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from datasets import Dataset
 from safetensors.torch import load_file
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from calrl.errors import ConfigError, InputError
 from calrl.reward_modeling.sequence_scores import head_outputs
@@ -259,6 +259,20 @@ def test_config_rejects_bad_values(tmp_path, key, value, pattern):
     with pytest.raises(ConfigError, match=pattern):
         CalibratedPPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", gradient_accumulation_steps=4,
                             **{key: value})
+
+
+def test_the_mixins_shadow_nothing_of_transformers_trainer_nor_each_other():
+    # the mixins come before Trainer in the MRO: a name of Trainer's defined in one would silently replace it
+    mixins = CalibratedPPOTrainer.__mro__[1:CalibratedPPOTrainer.__mro__.index(Trainer)]
+    assert len(mixins) == 4
+    seen: dict[str, str] = {}
+    for mixin in mixins:
+        for name in vars(mixin):
+            if name.startswith("__"):
+                continue
+            assert not hasattr(Trainer, name), f"{mixin.__name__}.{name} shadows transformers.Trainer.{name}"
+            assert name not in seen, f"{mixin.__name__}.{name} shadows {seen[name]}.{name}"
+            seen[name] = mixin.__name__
 
 
 def test_config_is_not_changed_by_the_trainer(tmp_path):

@@ -28,12 +28,13 @@ import copy
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from peft import get_peft_model
 from transformers import Trainer, TrainerState
+from transformers.trainer_utils import TrainOutput, set_seed
 
 from calrl.errors import ConfigError, InputError
 from calrl.generation.sharding import fsdp_sharded, reshard
@@ -56,11 +57,14 @@ from calrl.trainers.ppo_core import (
     whitened_advantages,
 )
 from calrl.trainers.ppo_deepspeed import bare, prepare_frozen, rollout_policy, uses_deepspeed
-from calrl.trainers.ppo_metrics import STAT_NAMES, update_metrics, window_summary
-from calrl.trainers.ppo_optim import clip_gradients, critic_optimizer, global_moments
+from calrl.trainers.ppo_eval import PPOEvalMixin
+from calrl.trainers.ppo_io import PPOCheckpointingMixin, resolve_checkpoint
+from calrl.trainers.ppo_metrics import STAT_NAMES, PPOMetricsMixin, window_summary
+from calrl.trainers.ppo_optim import PPOOptimMixin, global_moments
 from calrl.trainers.ppo_rollout import (
     EpochSampler,
     PolicyAndValue,
+    Rollout,
     check_value_vocabulary,
     disable_dropout,
     left_pad,
@@ -73,33 +77,18 @@ from calrl.trainers.ppo_rollout import (
 __all__ = ["CalibratedPPOConfig", "CalibratedPPOTrainer", "Rollout"]
 
 
-@dataclass
-class Rollout:
-    """One rollout batch of this process, with everything the losses need (all on the device)."""
-
-    query_responses: torch.Tensor
-    responses: torch.Tensor  # as sampled
-    context_length: int
-    logprobs: torch.Tensor  # masked with INVALID_LOGPROB at padding
-    ref_logprobs: torch.Tensor
-    values: torch.Tensor  # masked with 0 beyond padding_p1
-    scores: torch.Tensor  # after the missing-EOS penalty
-    kl: torch.Tensor
-    non_score_reward: torch.Tensor
-    rewards: torch.Tensor
-    advantages: torch.Tensor  # whitened, 0 at padding
-    returns: torch.Tensor
-    padding: torch.Tensor
-    padding_p1: torch.Tensor
-
-
 def _tokenizer(processing_class: Any) -> Any:
     inner = getattr(processing_class, "tokenizer", None)
     return inner if inner is not None else processing_class
 
 
-class CalibratedPPOTrainer(Trainer):
+class CalibratedPPOTrainer(PPOCheckpointingMixin, PPOEvalMixin, PPOMetricsMixin, PPOOptimMixin, Trainer):
     """PPO for causal language models with calrl's calibration-aware reward pipeline.
+
+    The loop, rollout and losses are here; checkpoints (:class:`~calrl.trainers.ppo_io.PPOCheckpointingMixin`),
+    evaluation (:class:`~calrl.trainers.ppo_eval.PPOEvalMixin`), an update's metrics
+    (:class:`~calrl.trainers.ppo_metrics.PPOMetricsMixin`) and the optimiser's critic groups and clipping
+    (:class:`~calrl.trainers.ppo_optim.PPOOptimMixin`) come from the mixins.
 
     Args (TRL 1.12's ``PPOTrainer`` order): ``args``, ``processing_class`` (pads on the left), ``model`` (the
     policy), ``ref_model`` (``None``: a frozen copy of the policy, or the policy with its adapter disabled under
@@ -134,8 +123,6 @@ class CalibratedPPOTrainer(Trainer):
         self.stop_token_id = tok.eos_token_id if args.stop_token == "eos" else args.stop_token_id
         check_value_vocabulary(value_model, value_tokenizer, tok)
         if peft_config is not None:
-            from peft import get_peft_model
-
             model = get_peft_model(model, peft_config)
         self.is_peft_model = hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
         if ref_model is None and not self.is_peft_model:
@@ -272,10 +259,10 @@ class CalibratedPPOTrainer(Trainer):
     # ----------------------------------------------------------------------------------- optimise
     def create_optimizer(self, model: Any = None) -> Any:
         """``transformers.Trainer``'s optimiser, or with ``critic_learning_rate`` one whose value-model groups
-        have their own rate (:func:`calrl.trainers.ppo_optim.critic_optimizer`)."""
+        have their own rate (:meth:`~calrl.trainers.ppo_optim.PPOOptimMixin._critic_optimizer`)."""
         if self.args.critic_learning_rate is None or self.optimizer is not None:
             return super().create_optimizer(model)
-        self.optimizer = critic_optimizer(self, model if model is not None else self.model)
+        self.optimizer = self._critic_optimizer(model if model is not None else self.model)
         return self.optimizer
 
     def _minibatch_generator(self) -> torch.Generator:
@@ -313,7 +300,7 @@ class CalibratedPPOTrainer(Trainer):
                     stats[:, epoch, mini, micro] = torch.stack([
                         out.approxkl, out.pg_clipfrac, out.pg_loss, out.vf_loss, out.vf_clipfrac, entropy,
                         out.ratio_mean]).float().cpu()
-                clip_gradients(self)
+                self._clip_gradients()
                 self.optimizer.step()
                 self.optimizer.zero_grad()
                 if args.scheduler_cadence == "per_optimizer_step":
@@ -329,7 +316,7 @@ class CalibratedPPOTrainer(Trainer):
         rollout = self.rollout(queries, refs, given)
         stats = self.optimize(rollout)
         self.state.episode += self.global_batch_size
-        metrics = update_metrics(self, rollout, stats, start_time)
+        metrics = self._update_metrics(rollout, stats, start_time)
         self.kl_controller.update(metrics["objective/kl"], self.global_batch_size)
         return metrics
 
@@ -383,18 +370,14 @@ class CalibratedPPOTrainer(Trainer):
         ``resume_from_checkpoint``: a checkpoint folder of this trainer (or ``True``: the newest complete one
         in ``output_dir``) to continue from exactly.
         """
-        from transformers.trainer_utils import TrainOutput, set_seed
-
-        from calrl.trainers.ppo_io import load_checkpoint, resolve_checkpoint
-
         checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
         saved = ckpt.read_state(checkpoint) if checkpoint else None  # checked before any change
         self._init_state()
         if checkpoint:
-            load_checkpoint(self, checkpoint, saved, weights_only=True)
+            self._load_checkpoint(checkpoint, saved, weights_only=True)
         self._prepare()
         if checkpoint:
-            load_checkpoint(self, checkpoint, saved, weights_only=False)
+            self._load_checkpoint(checkpoint, saved, weights_only=False)
         else:
             set_seed(self.args.seed + self.accelerator.process_index * 100003)
         self.control = self.callback_handler.on_train_begin(self.args, self.state, self.control)
@@ -451,23 +434,19 @@ class CalibratedPPOTrainer(Trainer):
     # -------------------------------------------------------------------------------- checkpoints
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the policy (full model, or its PEFT adapter) and the tokenizer in Hugging Face format."""
-        from calrl.trainers.ppo_io import save_policy
-
-        save_policy(self, Path(output_dir or self.args.output_dir))
+        self._save_policy(Path(output_dir or self.args.output_dir))
 
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoint-<global_step>`` (staged, renamed into place), fire ``on_save`` (callbacks add their
         files: the W&B run id, the eval's copy), then mark it complete: an interruption anywhere before leaves no
         checkpoint that resume would take for whole."""
-        from calrl.trainers.ppo_io import finish_checkpoint, write_checkpoint
-
         if self.last_saved_step == self.state.global_step:
             self.control.should_save = False
             return None
-        folder = write_checkpoint(self)
+        folder = self._write_checkpoint()
         self.last_saved_step = self.state.global_step
         self.control = self.callback_handler.on_save(self.args, self.state, self.control)
-        finish_checkpoint(self, folder)
+        self._finish_checkpoint(folder)
         return folder
 
     # --------------------------------------------------------------------------------- evaluation
@@ -477,14 +456,12 @@ class CalibratedPPOTrainer(Trainer):
 
         Logs ``<prefix>_objective/scores`` and the pipeline's statistics, fires ``on_evaluate``.
         """
-        from calrl.trainers.ppo_eval import evaluate_prompts
-
         prompts = self.eval_prompts if eval_dataset is None else prompt_rows(
             eval_dataset, _tokenizer(self.processing_class), prompt_column=self.args.prompt_column,
             reference_column=self.args.reference_column, max_prompt_length=self.args.max_prompt_length)
         if prompts is None:
             raise InputError("evaluate() needs an eval_dataset", field="eval_dataset")
-        metrics = evaluate_prompts(self, prompts, metric_key_prefix)
+        metrics = self._evaluate_prompts(prompts, metric_key_prefix)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
         return metrics
@@ -495,6 +472,4 @@ class CalibratedPPOTrainer(Trainer):
             return
         every = max(1, self.max_steps // n)
         if (self.state.global_step - 1) % every == 0:
-            from calrl.trainers.ppo_eval import log_sample_table
-
-            log_sample_table(self)
+            self._log_sample_table()

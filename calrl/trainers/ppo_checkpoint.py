@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from calrl.errors import InputError
 from calrl.io import write_json
@@ -122,8 +123,6 @@ def load_weights(module: torch.nn.Module, folder: str | os.PathLike[str], what: 
     Keys the file leaves out are accepted only where the module ties them to a loaded tensor (e.g. a
     language-model head tied to the embeddings).
     """
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     index = folder / "model.safetensors.index.json"
     if index.is_file():

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 
 from calrl.errors import InputError
 from calrl.generation.sharding import generation_mode, generation_model
@@ -27,8 +28,6 @@ ENGINE_TAG = "engine"
 
 
 def uses_deepspeed(accelerator: Any) -> bool:
-    from accelerate.utils import DistributedType
-
     return getattr(accelerator, "distributed_type", None) == DistributedType.DEEPSPEED
 
 
@@ -36,6 +35,7 @@ def prepare_frozen(model: torch.nn.Module | None, accelerator: Any) -> Any:
     """A frozen model (reference, reward model) as TRL initialises it for inference under DeepSpeed."""
     if model is None:
         return None
+    # imported here: optional for PPO (only DeepSpeed runs need TRL; calrl.trainers.ppo imports none)
     from trl.models import prepare_deepspeed
 
     return prepare_deepspeed(model.eval().requires_grad_(False), accelerator)
@@ -55,6 +55,7 @@ def rollout_policy(trainer: Any) -> Iterator[Any]:
         with generation_model(trainer.model, acc, gather=gather, select=lambda m: m.policy) as policy:
             yield policy
         return
+    # imported here: optional for PPO (only DeepSpeed runs need TRL; calrl.trainers.ppo imports none)
     from trl.models import unwrap_model_for_generation
 
     with unwrap_model_for_generation(trainer.model, acc, gather_deepspeed3_params=gather) as wrapper, \

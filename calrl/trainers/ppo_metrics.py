@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from calrl.trainers.ppo import CalibratedPPOTrainer, Rollout
+from calrl.trainers.ppo_rollout import Rollout
 
 #: keys whose last value in a logging window is logged (the others are averaged over the window)
 LAST_VALUE_KEYS = ("lr", "episode", "eps", "objective/kl_coef", "reward/moving_average")
@@ -16,32 +15,39 @@ LAST_VALUE_KEYS = ("lr", "episode", "eps", "objective/kl_coef", "reward/moving_a
 STAT_NAMES = ("approxkl", "pg_clipfrac", "pg_loss", "vf_loss", "vf_clipfrac", "entropy", "ratio")
 
 
-def update_metrics(trainer: CalibratedPPOTrainer, rollout: Rollout, stats: torch.Tensor,
-                   start_time: float) -> dict[str, float]:
-    """One update's metrics, reduced over processes: TRL 1.12's keys, the KL coefficient, the pipeline's stats."""
-    acc = trainer.accelerator
-    local = torch.stack([
-        rollout.kl.sum(1).mean(), ((-rollout.logprobs) * (~rollout.padding)).sum(1).mean(),
-        rollout.non_score_reward.sum(1).mean(), rollout.scores.mean()]).float()
-    kl, entropy, non_score, scores = acc.reduce(local.to(acc.device), reduction="mean").tolist()
-    gathered = acc.gather(stats.to(acc.device)).reshape(acc.num_processes, *stats.shape)
-    per_stat = gathered.transpose(0, 1).reshape(len(STAT_NAMES), -1)
-    eos = (rollout.responses == trainer.eos_token_id).sum().float()
-    metrics: dict[str, Any] = {
-        "eps": int(trainer.state.episode / max(time.time() - start_time, 1e-9)),
-        "objective/kl": kl, "objective/entropy": entropy, "objective/non_score_reward": non_score,
-        "objective/rlhf_reward": non_score + scores, "objective/scores": scores,
-        "objective/kl_coef": trainer.kl_controller.value,
-        "policy/approxkl_avg": float(per_stat[0].mean()), "policy/clipfrac_avg": float(per_stat[1].mean()),
-        "loss/policy_avg": float(per_stat[2].mean()), "loss/value_avg": float(per_stat[3].mean()),
-        "val/clipfrac_avg": float(per_stat[4].mean()), "policy/entropy_avg": float(per_stat[5].mean()),
-        "val/ratio": float(per_stat[6].mean()),
-        "val/ratio_var": float(per_stat[6].var()) if per_stat[6].numel() > 1 else 0.0,
-        "val/num_eos_tokens": float(acc.reduce(eos.to(acc.device), reduction="sum")),
-        "lr": trainer.lr_scheduler.get_last_lr()[0], "episode": trainer.state.episode,
-    }
-    metrics.update(trainer.reward_pipeline.pop_stats())
-    return metrics
+class PPOMetricsMixin:
+    """The metrics of one update of :class:`~calrl.trainers.ppo.CalibratedPPOTrainer` (:meth:`_update_metrics`).
+
+    Expects on ``self``: ``accelerator``, ``state`` (a ``TrainerState`` with ``episode``), ``eos_token_id``,
+    ``kl_controller`` (its ``value``), ``lr_scheduler`` and ``reward_pipeline`` (its ``pop_stats``).
+    """
+
+    def _update_metrics(self, rollout: Rollout, stats: torch.Tensor, start_time: float) -> dict[str, float]:
+        """One update's metrics, reduced over processes: TRL 1.12's keys, the KL coefficient, the pipeline's
+        stats."""
+        acc = self.accelerator
+        local = torch.stack([
+            rollout.kl.sum(1).mean(), ((-rollout.logprobs) * (~rollout.padding)).sum(1).mean(),
+            rollout.non_score_reward.sum(1).mean(), rollout.scores.mean()]).float()
+        kl, entropy, non_score, scores = acc.reduce(local.to(acc.device), reduction="mean").tolist()
+        gathered = acc.gather(stats.to(acc.device)).reshape(acc.num_processes, *stats.shape)
+        per_stat = gathered.transpose(0, 1).reshape(len(STAT_NAMES), -1)
+        eos = (rollout.responses == self.eos_token_id).sum().float()
+        metrics: dict[str, Any] = {
+            "eps": int(self.state.episode / max(time.time() - start_time, 1e-9)),
+            "objective/kl": kl, "objective/entropy": entropy, "objective/non_score_reward": non_score,
+            "objective/rlhf_reward": non_score + scores, "objective/scores": scores,
+            "objective/kl_coef": self.kl_controller.value,
+            "policy/approxkl_avg": float(per_stat[0].mean()), "policy/clipfrac_avg": float(per_stat[1].mean()),
+            "loss/policy_avg": float(per_stat[2].mean()), "loss/value_avg": float(per_stat[3].mean()),
+            "val/clipfrac_avg": float(per_stat[4].mean()), "policy/entropy_avg": float(per_stat[5].mean()),
+            "val/ratio": float(per_stat[6].mean()),
+            "val/ratio_var": float(per_stat[6].var()) if per_stat[6].numel() > 1 else 0.0,
+            "val/num_eos_tokens": float(acc.reduce(eos.to(acc.device), reduction="sum")),
+            "lr": self.lr_scheduler.get_last_lr()[0], "episode": self.state.episode,
+        }
+        metrics.update(self.reward_pipeline.pop_stats())
+        return metrics
 
 
 def window_summary(window: list[dict[str, float]]) -> dict[str, float]:

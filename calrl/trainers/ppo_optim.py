@@ -8,12 +8,9 @@ process's batch. calrl keeps trl 1.12's by default and offers the reference's by
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:
-    from calrl.trainers.ppo import CalibratedPPOTrainer
 
 
 def split_critic(model: Any) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
@@ -26,35 +23,46 @@ def split_critic(model: Any) -> tuple[list[tuple[str, Any]], list[tuple[str, Any
     return policy, critic
 
 
-def critic_optimizer(trainer: CalibratedPPOTrainer, model: Any) -> torch.optim.Optimizer:
-    """``transformers.Trainer``'s optimiser class and settings, the policy's parameters at ``learning_rate`` and the
-    value model's at ``critic_learning_rate`` (each with and without weight decay, as the Trainer groups them);
-    the scheduler then scales both rates by one schedule, as the reference's two schedulers of one shape do."""
-    args = trainer.args
-    decay = set(trainer.get_decay_parameter_names(model))
-    groups = []
-    for named, lr in zip(split_critic(model), (args.learning_rate, args.critic_learning_rate)):
-        for with_decay in (True, False):
-            params = [p for n, p in named if (n in decay) == with_decay]
-            if params:
-                groups.append({"params": params, "lr": lr, "weight_decay": args.weight_decay if with_decay else 0.0})
-    optimizer_cls, kwargs = trainer.get_optimizer_cls_and_kwargs(args, model)
-    kwargs.pop("lr", None)
-    return optimizer_cls(groups, **kwargs)
+class PPOOptimMixin:
+    """The optimiser side of :class:`~calrl.trainers.ppo.CalibratedPPOTrainer`: the critic's own parameter groups
+    (:meth:`_critic_optimizer`) and gradient clipping (:meth:`_clip_gradients`).
 
+    Expects on ``self`` (``transformers.Trainer`` and ``CalibratedPPOTrainer`` provide them): ``args`` (a
+    ``CalibratedPPOConfig``: ``learning_rate``, ``critic_learning_rate``, ``weight_decay``, ``max_grad_norm``,
+    ``critic_max_grad_norm``), ``accelerator``, ``model`` (the policy-and-value wrapper),
+    ``get_decay_parameter_names`` and ``get_optimizer_cls_and_kwargs``.
+    """
 
-def clip_gradients(trainer: CalibratedPPOTrainer) -> None:
-    """One norm over every gradient (trl 1.12), or with ``critic_max_grad_norm`` the policy's gradients to
-    ``max_grad_norm`` and the value model's to ``critic_max_grad_norm``, apart (the reference)."""
-    args, acc = trainer.args, trainer.accelerator
-    if args.critic_max_grad_norm is None:
+    def _critic_optimizer(self, model: Any) -> torch.optim.Optimizer:
+        """``transformers.Trainer``'s optimiser class and settings, the policy's parameters at ``learning_rate`` and
+        the value model's at ``critic_learning_rate`` (each with and without weight decay, as the Trainer groups
+        them); the scheduler then scales both rates by one schedule, as the reference's two schedulers of one shape
+        do."""
+        args = self.args
+        decay = set(self.get_decay_parameter_names(model))
+        groups = []
+        for named, lr in zip(split_critic(model), (args.learning_rate, args.critic_learning_rate)):
+            for with_decay in (True, False):
+                params = [p for n, p in named if (n in decay) == with_decay]
+                if params:
+                    groups.append({"params": params, "lr": lr,
+                                   "weight_decay": args.weight_decay if with_decay else 0.0})
+        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(args, model)
+        kwargs.pop("lr", None)
+        return optimizer_cls(groups, **kwargs)
+
+    def _clip_gradients(self) -> None:
+        """One norm over every gradient (trl 1.12), or with ``critic_max_grad_norm`` the policy's gradients to
+        ``max_grad_norm`` and the value model's to ``critic_max_grad_norm``, apart (the reference)."""
+        args, acc = self.args, self.accelerator
+        if args.critic_max_grad_norm is None:
+            if args.max_grad_norm and args.max_grad_norm > 0:
+                acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+            return
+        policy, critic = split_critic(self.model)
         if args.max_grad_norm and args.max_grad_norm > 0:
-            acc.clip_grad_norm_(trainer.model.parameters(), args.max_grad_norm)
-        return
-    policy, critic = split_critic(trainer.model)
-    if args.max_grad_norm and args.max_grad_norm > 0:
-        acc.clip_grad_norm_([p for _, p in policy], args.max_grad_norm)
-    acc.clip_grad_norm_([p for _, p in critic], args.critic_max_grad_norm)
+            acc.clip_grad_norm_([p for _, p in policy], args.max_grad_norm)
+        acc.clip_grad_norm_([p for _, p in critic], args.critic_max_grad_norm)
 
 
 def global_moments(accelerator: Any, advantages: torch.Tensor, padding: torch.Tensor,

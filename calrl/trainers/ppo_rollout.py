@@ -1,4 +1,5 @@
-"""The pieces of a PPO rollout: the trained policy-and-value module, prompt batches, generation, tensors.
+"""The pieces of a PPO rollout: the trained policy-and-value module, prompt batches, generation, tensors,
+and :class:`Rollout`, one rollout batch with everything the losses need.
 
 Nothing here imports TRL. The arithmetic (KL penalty, GAE, losses) lives in :mod:`calrl.trainers.ppo_core`.
 """
@@ -297,3 +298,23 @@ def sample_responses(policy: Any, queries: torch.Tensor, *, chunk: int, pad_toke
 def response_logits(logits: torch.Tensor, context_length: int, temperature: float) -> torch.Tensor:
     """The logits that predict the response tokens, divided by the sampling temperature."""
     return logits[:, context_length - 1:-1] / (temperature + 1e-7)
+
+
+@dataclass
+class Rollout:
+    """One rollout batch of this process, with everything the losses need (all on the device)."""
+
+    query_responses: torch.Tensor
+    responses: torch.Tensor  # as sampled
+    context_length: int
+    logprobs: torch.Tensor  # masked with INVALID_LOGPROB at padding
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor  # masked with 0 beyond padding_p1
+    scores: torch.Tensor  # after the missing-EOS penalty
+    kl: torch.Tensor
+    non_score_reward: torch.Tensor
+    rewards: torch.Tensor
+    advantages: torch.Tensor  # whitened, 0 at padding
+    returns: torch.Tensor
+    padding: torch.Tensor
+    padding_p1: torch.Tensor

@@ -1,0 +1,104 @@
+"""No import cycle among calrl's modules, counting every import the source names.
+
+The graph is read from the source with ``ast``: every ``import``/``from ... import`` anywhere in a module counts,
+under ``if TYPE_CHECKING:`` and inside functions included (a lazy or type-only import back up is still a cycle).
+``from calrl.a import b`` is an edge to ``calrl.a.b`` when ``b`` is a submodule, else to ``calrl.a``. A module's
+import of a package it lies inside (``calrl.trainers.ppo`` importing ``calrl.trainers`` or ``calrl``) is not an
+edge: Python runs that package's ``__init__`` first whatever the module does.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from pathlib import Path
+
+import calrl
+
+PACKAGE = Path(calrl.__file__).parent
+
+
+def module_files(package: Path = PACKAGE) -> dict[str, Path]:
+    """Dotted name -> file of every module under ``package`` (a package is named by its ``__init__.py``)."""
+    out = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _absolute(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    """The absolute module name of a ``from`` import (relative imports resolved against ``module``)."""
+    if node.level == 0:
+        return node.module or ""
+    base = module.split(".")
+    base = base[:len(base) - node.level + (1 if is_package else 0)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def import_targets(module: str, path: Path, known: set[str]) -> set[str]:
+    """The calrl modules that ``module`` imports anywhere in its source."""
+    targets = set()
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            source = _absolute(module, is_package, node)
+            for alias in node.names:
+                sub = f"{source}.{alias.name}"
+                targets.add(sub if sub in known else source)
+    return {t for t in targets if t in known and t != module and not module.startswith(t + ".")}
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    files = module_files(package)
+    known = set(files)
+    return {name: import_targets(name, path, known) for name, path in files.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as ``[a, b, ..., a]``, or None (iterative depth-first search)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    for root in sorted(graph):
+        if root in state:
+            continue
+        path, stack = [root], [iter(sorted(graph[root]))]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(graph[nxt])))
+    return None
+
+
+def test_calrl_has_no_import_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_graph_counts_type_checking_lazy_and_submodule_imports(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from pkg.sub import b\n")  # a package importing its child: an edge
+    (pkg / "sub" / "a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.sub.b import X\n")
+    (pkg / "sub" / "b.py").write_text("import pkg\ndef f():\n    from . import c\n")  # its own package: no edge
+    (pkg / "sub" / "c.py").write_text("from pkg.sub import a\nfrom pkg.sub import missing_name\n")
+    graph = import_graph(pkg)
+    assert graph == {"pkg": set(), "pkg.sub": {"pkg.sub.b"}, "pkg.sub.a": {"pkg.sub.b"},
+                     "pkg.sub.b": {"pkg.sub.c"}, "pkg.sub.c": {"pkg.sub.a"}}
+    cycle = find_cycle(graph)
+    assert cycle[0] == cycle[-1] and sorted(cycle[1:]) == ["pkg.sub.a", "pkg.sub.b", "pkg.sub.c"]
+    assert all(nxt in graph[mod] for mod, nxt in itertools.pairwise(cycle))
+    (pkg / "sub" / "c.py").write_text("import pkg.sub\n")
+    assert find_cycle(import_graph(pkg)) is None
