@@ -1,5 +1,8 @@
 """The reference mode (issue 8): hand cases worked out from methods.md section 9's rules, not from calrl's code."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -8,7 +11,9 @@ from calrl.errors import ConfigError
 from calrl.reward_modeling.calibrated_data import CalibratedPairsConfig, build_calibrated_pairs
 from calrl.reward_modeling.losses import calibrated_rm_loss, calibration_loss
 from calrl.reward_modeling.stats import reward_statistics
-from calrl.rewards.ppo_c import PPOCAdjuster
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ppo_c_helpers import Chain
 
 REF_REWARD = ConfidenceReader("reference", purpose="reward")
 REF_EVAL = ConfidenceReader("reference", purpose="eval")
@@ -66,8 +71,8 @@ def test_unknown_parser_and_old_missing_name_are_config_errors():
 # ----------------------------------------------------------------------------------------- PPO-C
 def test_final_clamp_difference_w2():
     # w = 2, r = 9, c = 1, average 0 (no update): 9 + 2 * (9 - 0) * 0.5 = 18 -> clamped to 10
-    on = PPOCAdjuster(variant="difference", weight=2.0, init_average=0.0)
-    off = PPOCAdjuster(variant="difference", weight=2.0, init_average=0.0, final_clamp=False)
+    on = Chain(variant="difference", weight=2.0, init_average=0.0)
+    off = Chain(variant="difference", weight=2.0, init_average=0.0, final_clamp=False)
     r, c = torch.tensor([9.0]), torch.tensor([1.0])
     assert on(r, c, update=False)[0].item() == pytest.approx(10.0)
     assert off(r, c, update=False)[0].item() == pytest.approx(18.0)
@@ -80,7 +85,7 @@ BATCHES = [([2.0, 4.0], [1.0, 0.0]), ([0.0, -2.0, 1.0], [1.0, 1.0, 0.5]), ([10.0
 
 
 def test_avg_type_mean_over_three_batches():
-    adj = PPOCAdjuster(variant="threshold", weight=0.5, alpha=0.1, init_average=1.0)
+    adj = Chain(variant="threshold", weight=0.5, alpha=0.1, init_average=1.0)
     expected = [([2.5, 3.0], 1.2), ([0.0, -2.5, 1.0], 1.0466667), ([8.5, 7.2], 1.742)]
     for (r, c), (final, avg) in zip(BATCHES, expected):
         out, _ = adj(torch.tensor(r), torch.tensor(c))
@@ -89,7 +94,7 @@ def test_avg_type_mean_over_three_batches():
 
 
 def test_avg_type_std_over_three_batches():
-    adj = PPOCAdjuster(variant="threshold", weight=0.5, alpha=0.1, init_average=1.0, avg_type="std")
+    adj = Chain(variant="threshold", weight=0.5, alpha=0.1, init_average=1.0, avg_type="std")
     # std (unbiased) of the batches: sqrt(2), sqrt(21/9), sqrt(8); threshold uses the signed r
     expected = [([2.5, 3.0], 1.0414214), ([0.0, -1.5, 1.0], 1.0900317), ([8.5, 7.2], 1.2638713)]
     for (r, c), (final, avg) in zip(BATCHES, expected):

@@ -9,7 +9,7 @@ callback and ``calrl eval``) reads confidence through :class:`ConfidenceReader`;
   reward, a response with a confidence cue that states no value (:func:`calrl.confidence.has_dangling_cue`,
   e.g. ``Paris. Confidence: Paris. Confidence: 10``) is read as missing, so the ``missing_confidence``
   policy prices it: PPO-C's reward model would read the cue left after stripping, and a policy learnt to state
-  10 behind it on questions it could not know (the demo's PPO-C, ``docs/demo_findings.md``).
+  10 behind it on questions it could not know (the demo's PPO-C, ``docs/history/demo_findings.md``).
 - ``reference``: the rules of the paper's code (methods.md section 9), which differ by purpose:
 
   * ``purpose="reward"`` (PPO-C training): ``Confidence:\\s*(\\d+(\\.\\d+)?)``, case-insensitive, the FIRST

@@ -90,7 +90,7 @@ class RewardModelSettings:
     # the calibration terms order two different confidences drawn from 0-10 (calrl's "ordered" pairing), not a
     # value from 7-10 against one from 0-3 (the reference's "ranges"): the reference's pairs leave the reward flat
     # inside 7-10, and PPO-M's policy let its stated confidence on the well-known people drift from 0.95 to
-    # 0.77-0.84 in 2 of 5 seeds (ECE above PPO's there); with "ordered" it stays at 0.90-1.00 (docs/demo_findings.md)
+    # 0.77-0.84 in 2 of 5 seeds (ECE above PPO's there); with "ordered" it stays at 0.90-1.00 (docs/history/demo_findings.md)
     calibration_pairing: str = "ordered"
 
 

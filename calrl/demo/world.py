@@ -52,7 +52,7 @@ class WorldConfig:
     # never-seen people's cities that way, at method-dependent rates, and "accuracy within 2 points" measured
     # that. The SFT policy's probability of a never-seen person's true city, averaged over them: 0.5-1.6% with 8
     # cities, 0.2% with 24, 0.06-0.18% with 48; with 48 the four policies' accuracies lay within 0.500-0.517 in
-    # every seed (docs/demo_findings.md, fourth section)
+    # every seed (docs/history/demo_findings.md, fourth section)
     n_cities: int = 48
     # the slices of the world. Not the rarely-seen people by default: their policy is torn between two cities,
     # so any update flips some greedy answers; PPO, PPO-M and PPO-C then differed in accuracy by those flips

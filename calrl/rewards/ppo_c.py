@@ -21,12 +21,11 @@ same rate, the threshold variant then uses the signed ``adj = w * r * (c - 0.5)`
 with the running value, and the difference variant is unchanged. A batch of one row has no standard
 deviation: it leaves the running value as it is.
 
-After the adjustment the reference's trainer clamps the reward to [-10, 10] again (its reward function);
-``final_clamp`` (on by default) does the same with ``clamp``: with w = 2, r = 9, c = 1 the difference
-variant gives min(9 + 2 * 9 * 0.5, 10) = 10 (average 0), not 18.
-
-The reference averages over each process's own micro-batch; here the batch statistic is taken over all
-processes (sums reduced across ranks) so every rank keeps the same average.
+The clamps before and after the adjustment are ``clamp`` terms of the reward (:mod:`calrl.rewards.terms`): the
+reference clamps r to [-10, 10] before and its trainer clamps the reward again after (with w = 2, r = 9, c = 1
+the difference variant then gives min(9 + 2 * 9 * 0.5, 10) = 10, average 0, not 18). The ``ppo_c`` term also
+takes the batch statistic over every process (sums reduced across ranks), so every rank keeps the same average;
+the reference averages over each process's own micro-batch (``ppo_c_average_cadence: per_micro_batch``).
 """
 
 from __future__ import annotations
@@ -49,11 +48,9 @@ class PPOCConfig:
     variant: PPOCVariant = "threshold"
     weight: float = 0.5
     alpha: float = 0.1
-    clamp: float = 10.0
     init_average: float | None = None
     update_before_adjust: bool = True
     avg_type: AvgType = "mean"
-    final_clamp: bool = True
 
     def __post_init__(self) -> None:
         if self.avg_type not in ("mean", "std"):
@@ -62,8 +59,6 @@ class PPOCConfig:
             raise ConfigError(f"must be 'threshold' or 'difference', got {self.variant!r}", field="ppo_c_variant")
         if not 0.0 < self.alpha <= 1.0:
             raise ConfigError(f"must be in (0, 1], got {self.alpha}", field="ppo_c_alpha")
-        if self.clamp <= 0:
-            raise ConfigError(f"must be positive, got {self.clamp}", field="reward_clamp")
 
 
 def ppo_c_adjustment(rewards: torch.Tensor, confidence: torch.Tensor, average: torch.Tensor | float, *,
@@ -89,28 +84,25 @@ def batch_statistic(total: float, total_sq: float, n: float, avg_type: AvgType) 
 
 
 class PPOCAdjuster:
-    """Stateful PPO-C adjustment: keeps the moving average of clamped rewards across batches.
+    """Stateful PPO-C adjustment: keeps the moving average of the (already clamped) rewards across batches.
 
-    ``accelerator`` (optional): with several processes the batch mean is reduced over all of them.
+    Example (threshold variant, w = 0.5, the average moving from 1 to 0.1 x 2.5 + 0.9 x 1 = 1.15 first):
+        >>> import torch
+        >>> from calrl.rewards.ppo_c import PPOCAdjuster
+        >>> adj = PPOCAdjuster(variant="threshold", weight=0.5, init_average=1.0)
+        >>> adjusted, adjustment = adj(torch.tensor([2.0, 3.0]), torch.tensor([1.0, 0.0]))
+        >>> adjusted
+        tensor([2.5000, 2.2500])
+        >>> round(adj.average, 4)
+        1.15
     """
 
-    def __init__(self, config: PPOCConfig | None = None, *, accelerator: Any = None, **kwargs: Any) -> None:
+    def __init__(self, config: PPOCConfig | None = None, **kwargs: Any) -> None:
         self.config = config if config is not None else PPOCConfig(**kwargs)
         if config is not None and kwargs:
             raise TypeError("pass either a PPOCConfig or keyword settings, not both")
-        self.accelerator = accelerator
         self.average: float | None = self.config.init_average
         self.num_updates = 0
-
-    def global_stat(self, rewards: torch.Tensor) -> float | None:
-        """The running statistic's batch value (mean, or unbiased std) over every process; None if undefined."""
-        r = rewards.detach().double()
-        sums = torch.stack([r.sum(), (r * r).sum(), torch.tensor(float(r.numel()), dtype=torch.float64,
-                                                                 device=r.device)])
-        acc = self.accelerator
-        if acc is not None and getattr(acc, "num_processes", 1) > 1:
-            sums = acc.reduce(sums, reduction="sum")
-        return batch_statistic(float(sums[0]), float(sums[1]), float(sums[2]), self.config.avg_type)
 
     def _update(self, batch_mean: float) -> None:
         if self.average is None:
@@ -119,41 +111,35 @@ class PPOCAdjuster:
             self.average = self.config.alpha * batch_mean + (1.0 - self.config.alpha) * self.average
         self.num_updates += 1
 
-    def clamp(self, rewards: torch.Tensor) -> torch.Tensor:
-        return rewards.clamp(-self.config.clamp, self.config.clamp)
-
-    def final(self, adjusted: torch.Tensor) -> torch.Tensor:
-        """The adjusted reward as the reference's trainer passes it on: clamped again when ``final_clamp``."""
-        return self.clamp(adjusted) if self.config.final_clamp else adjusted
-
     def __call__(self, rewards: torch.Tensor, confidence: torch.Tensor, *, update: bool = True,
                  batch_mean: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(adjusted, adjustment)`` for one batch; update the moving average unless ``update=False``.
+        """Return ``(rewards + adjustment, adjustment)`` for one batch; update the moving average unless
+        ``update=False``.
 
-        ``rewards`` are clamped first; ``adjusted = final(clamped + adjustment)`` (clamped again when
-        ``final_clamp``) and ``adjustment`` is what the adjustment added before that clamp. ``batch_mean``
-        may be passed when the caller already reduced the batch statistic (mean or std, by ``avg_type``)
-        over processes; None with ``update=True`` computes it here. With ``update=False`` (e.g.
-        evaluation) the current average is used and nothing changes.
+        ``batch_mean``: the batch statistic (mean or std, by ``avg_type``) when the caller took it (the ``ppo_c``
+        term takes it over every process); None with ``update=True`` takes it over ``rewards``. With
+        ``update=False`` (e.g. evaluation) the current average is used and nothing changes.
         """
         if rewards.shape != confidence.shape:
             raise ValueError(f"rewards {tuple(rewards.shape)} and confidence {tuple(confidence.shape)} differ")
-        clamped = self.clamp(rewards)
         pending: float | None = None  # batch mean still to fold into the average after adjusting
         if update:
-            mean = self.global_stat(clamped) if batch_mean is None else batch_mean
-            if mean is None:
+            if batch_mean is None:
+                r = rewards.detach().double()
+                batch_mean = batch_statistic(float(r.sum()), float((r * r).sum()), float(r.numel()),
+                                             self.config.avg_type)
+            if batch_mean is None:
                 pass  # no statistic for this batch (one row under avg_type std): the average stays
             elif self.config.update_before_adjust or self.average is None:
-                self._update(float(mean))  # the reference's order; the first batch also initialises here
+                self._update(float(batch_mean))  # the reference's order; the first batch also initialises here
             else:
-                pending = float(mean)
-        avg = self.average if self.average is not None else clamped.float().mean().item()
-        adjustment = ppo_c_adjustment(clamped, confidence.to(clamped.device), avg, variant=self.config.variant,
+                pending = float(batch_mean)
+        avg = self.average if self.average is not None else rewards.float().mean().item()
+        adjustment = ppo_c_adjustment(rewards, confidence.to(rewards.device), avg, variant=self.config.variant,
                                       weight=self.config.weight, avg_type=self.config.avg_type)
         if pending is not None:
             self._update(pending)
-        return self.final(clamped + adjustment), adjustment
+        return rewards + adjustment, adjustment
 
     def state_dict(self) -> dict[str, Any]:
         return {"average": self.average, "num_updates": self.num_updates, "variant": self.config.variant}

@@ -374,7 +374,7 @@ class PPOCTerm(RewardTerm):
         if isinstance(init, bool) or not (isinstance(init, int | float) or init in INIT_AVERAGE_CHOICES):
             raise self._error("init_average", f"must be a number or one of {', '.join(INIT_AVERAGE_CHOICES)}; "
                                               f"got {init!r}")
-        self.adjuster = PPOCAdjuster(self.ppo_c_config(), accelerator=self.context.accelerator)
+        self.adjuster = PPOCAdjuster(self.ppo_c_config())
 
     def ppo_c_config(self) -> PPOCConfig:
         """The adjuster's settings, the initial average resolved against the RM's stored statistics (in the
@@ -389,10 +389,8 @@ class PPOCTerm(RewardTerm):
             else:
                 rm = find_term(self.context.earlier, "rm")
                 init = 0.0 if rm is not None and rm.normalize else float(stats["mean"])
-        # the clamps are terms of their own (before and after): the adjuster's are the identity here
-        return PPOCConfig(variant=self.variant, weight=float(self.weight), alpha=float(self.alpha), clamp=math.inf,
-                          init_average=init, update_before_adjust=self.update_before_adjust,
-                          avg_type=self.avg_type, final_clamp=False)
+        return PPOCConfig(variant=self.variant, weight=float(self.weight), alpha=float(self.alpha),
+                          init_average=init, update_before_adjust=self.update_before_adjust, avg_type=self.avg_type)
 
     def apply(self, batch: RolloutBatch, score: torch.Tensor) -> torch.Tensor:
         missing = batch.missing
