@@ -126,9 +126,13 @@ def test_log_score_in_ppo_by_hand():
     assert stats["correctness/accuracy"] == pytest.approx(2 / 3)  # graded by the term, logged as PPO-C's is
 
 
-def test_a_new_term_is_one_registration(monkeypatch):
-    monkeypatch.setattr(terms_module, "REWARD_TERMS", dict(REWARD_TERMS))
+@pytest.fixture
+def forget_length_penalty():
+    yield
+    REWARD_TERMS.pop("length_penalty", None)  # the registry is the package's: leave it as it was
 
+
+def test_a_new_term_is_one_registration(forget_length_penalty):
     @register_reward_term
     class LengthPenalty(RewardTerm):
         """``per_word`` subtracted per word of the response."""
