@@ -21,8 +21,6 @@ from calrl.eval.schema import EvalResults
 from calrl.formatting import json_safe
 from calrl.gate.config import GateConfig
 
-VERDICTS = ("pass", "blocked")
-
 
 @dataclass(frozen=True, kw_only=True)
 class GateFinding:
@@ -151,7 +149,7 @@ class SliceRow:
 class GateResult:
     """Verdict of the gate with everything that led to it (``to_dict`` is its part of gate.json)."""
 
-    verdict: str  # one of VERDICTS
+    verdict: str  # "pass" or "blocked"
     reasons: list[GateFinding]
     warnings: list[GateFinding]
     matching: Matching
