@@ -13,7 +13,8 @@ import pytest
 from calrl.cli.main import main
 from calrl.data.records import ResolvedRecord
 from calrl.errors import InputError
-from calrl.gate.gate import GateConfig, evaluate_gate
+from calrl.gate.config import GateConfig
+from calrl.gate.gate import evaluate_gate
 
 
 def calibrated_set(n_per_level: int = 10, domains: tuple[str, ...] = ("a", "b")) -> list[ResolvedRecord]:
@@ -52,13 +53,13 @@ def test_identical_runs_pass_with_zero_deltas_and_intervals_covering_zero():
     result = evaluate_gate(recs, recs, FAST)
     assert result.verdict == "pass" and result.reasons == []
     for name in ("accuracy", "ece", "brier", "refusal_rate"):
-        d = result.deltas[name]
-        assert d["delta"] == 0.0
-        assert d["low"] <= 0.0 <= d["high"]
-        assert d["n_boot"] == 200
-    assert result.deltas["ece"]["baseline"] == pytest.approx(0.0, abs=1e-12)
-    assert result.matching["n_matched"] == len(recs) and result.matching["n_only_baseline"] == 0
-    assert all(s["status"] == "ok" for s in result.slices)
+        d = getattr(result.deltas, name)
+        assert d.delta == 0.0
+        assert d.low <= 0.0 <= d.high
+        assert d.n_boot == 200
+    assert result.deltas.ece.baseline == pytest.approx(0.0, abs=1e-12)
+    assert result.matching.n_matched == len(recs) and result.matching.n_only_baseline == 0
+    assert all(s.status == "ok" for s in result.slices)
     json.dumps(result.to_dict(), allow_nan=False)
 
 
@@ -69,15 +70,15 @@ def test_overconfident_slice_blocks_with_a_slice_reason():
     assert result.verdict == "blocked"
     slice_reasons = [f for f in result.reasons if f.code == "slice_ece_rise"]
     assert [(f.numbers["key"], f.numbers["value"]) for f in slice_reasons] == [("domain", "b")]
-    row_b = next(s for s in result.slices if s["value"] == "b")
+    row_b = next(s for s in result.slices if s.value == "b")
     # domain b: accuracy 0.5 at confidence 0.95 -> ECE 0.45, from 0
-    assert row_b["ece_candidate"] == pytest.approx(0.45) and row_b["delta"] == pytest.approx(0.45)
-    assert next(s for s in result.slices if s["value"] == "a")["status"] == "ok"
+    assert row_b.ece_candidate == pytest.approx(0.45) and row_b.delta == pytest.approx(0.45)
+    assert next(s for s in result.slices if s.value == "a").status == "ok"
     # the whole set rose by 0.225 too, and the ECE delta interval excludes 0
     assert "ece_rise" in codes(result.reasons)
-    assert result.deltas["ece"]["low"] > 0.0
-    assert result.deltas["brier"]["delta"] > 0.0
-    assert result.deltas["accuracy"]["delta"] == 0.0
+    assert result.deltas.ece.low > 0.0
+    assert result.deltas.brier.delta > 0.0
+    assert result.deltas.accuracy.delta == 0.0
 
 
 def test_small_slice_rise_is_listed_and_warned_not_blocking():
@@ -87,8 +88,8 @@ def test_small_slice_rise_is_listed_and_warned_not_blocking():
     base = base + extra
     cand = overconfident_on(base, "c", conf=1.0)
     result = evaluate_gate(base, cand, GateConfig(n_boot=50, slice_ece_threshold=0.05, min_slice_size=30))
-    row_c = next(s for s in result.slices if s["value"] == "c")
-    assert row_c["status"] == "small" and row_c["n_scored_candidate"] == 9
+    row_c = next(s for s in result.slices if s.value == "c")
+    assert row_c.status == "small" and row_c.n_scored_candidate == 9
     assert "small_slice_ece_rise" in codes(result.warnings)
     assert "slice_ece_rise" not in codes(result.reasons)
 
@@ -108,11 +109,11 @@ def test_refusal_collapse_to_zero_blocks_as_infinite_factor():
     result = evaluate_gate(base, recs, FAST)
     assert "refusal_collapse" in codes(result.reasons)
     ref = result.refusal
-    assert ref["factor_infinite"] and math.isinf(ref["factor"])
-    assert ref["baseline_refusals"] == 36 and ref["candidate_refusals"] == 0
-    assert ref["effective_factor"] == pytest.approx(36.0)
+    assert ref.factor_infinite and math.isinf(ref.factor)
+    assert ref.baseline_refusals == 36 and ref.candidate_refusals == 0
+    assert ref.effective_factor == pytest.approx(36.0)
     assert result.to_dict()["refusal"]["factor"] is None  # JSON-safe
-    assert result.deltas["refusal_rate"]["delta"] == pytest.approx(-0.2)
+    assert result.deltas.refusal_rate.delta == pytest.approx(-0.2)
 
 
 def test_refusal_factor_edges():
@@ -120,12 +121,12 @@ def test_refusal_factor_edges():
     # 2 baseline refusals, none in the candidate: too few to call a collapse at factor 5
     base = _with_abstentions(recs, every=90)
     result = evaluate_gate(base, recs, FAST)
-    assert "refusal_collapse" not in codes(result.reasons) and result.refusal["factor_infinite"]
+    assert "refusal_collapse" not in codes(result.reasons) and result.refusal.factor_infinite
     # 45 -> 9 refusals: factor exactly 5 blocks; 45 -> 10 (4.5) does not
     base = _with_abstentions(recs, every=4)  # 45
     cand_9 = _with_abstentions(recs, every=20)  # 9
     cand_10 = _with_abstentions(recs, every=18)  # 10
-    assert evaluate_gate(base, cand_9, FAST).refusal["factor"] == pytest.approx(5.0)
+    assert evaluate_gate(base, cand_9, FAST).refusal.factor == pytest.approx(5.0)
     assert "refusal_collapse" in codes(evaluate_gate(base, cand_9, FAST).reasons)
     assert "refusal_collapse" not in codes(evaluate_gate(base, cand_10, FAST).reasons)
     # a stricter factor blocks 4.5 as well
@@ -158,24 +159,24 @@ def test_paired_bootstrap_interval_sanity():
         base.append(ResolvedRecord(f"q{i}", False, b_ok, conf, "given", False))
         cand.append(ResolvedRecord(f"q{i}", False, c_ok, conf, "given", False))
     result = evaluate_gate(base, cand, GateConfig(n_boot=500, seed=1))
-    acc = result.deltas["accuracy"]
+    acc = result.deltas.accuracy
     true_delta = (sum(c.correct for c in cand) - sum(b.correct for b in base)) / n
-    assert acc["delta"] == pytest.approx(true_delta)
-    assert 0.0 < acc["low"] < true_delta < acc["high"]
+    assert acc.delta == pytest.approx(true_delta)
+    assert 0.0 < acc.low < true_delta < acc.high
     # paired: the delta's spread is that of the fixes alone (binomial sd ~0.02), far below unpaired (~0.035)
-    assert acc["high"] - acc["low"] < 0.1
+    assert acc.high - acc.low < 0.1
     # same seed -> same interval; another seed -> a different one
-    again = evaluate_gate(base, cand, GateConfig(n_boot=500, seed=1)).deltas["accuracy"]
-    other = evaluate_gate(base, cand, GateConfig(n_boot=500, seed=2)).deltas["accuracy"]
-    assert (again["low"], again["high"]) == (acc["low"], acc["high"])
-    assert (other["low"], other["high"]) != (acc["low"], acc["high"])
+    again = evaluate_gate(base, cand, GateConfig(n_boot=500, seed=1)).deltas.accuracy
+    other = evaluate_gate(base, cand, GateConfig(n_boot=500, seed=2)).deltas.accuracy
+    assert (again.low, again.high) == (acc.low, acc.high)
+    assert (other.low, other.high) != (acc.low, acc.high)
 
 
 def test_matching_reports_one_sided_ids_and_rejects_disjoint_or_duplicate_ids():
     recs = calibrated_set()
     result = evaluate_gate(recs[:150], recs[30:], FAST)
-    assert result.matching["n_matched"] == 120
-    assert result.matching["n_only_baseline"] == 30 and result.matching["n_only_candidate"] == 30
+    assert result.matching.n_matched == 120
+    assert result.matching.n_only_baseline == 30 and result.matching.n_only_candidate == 30
     assert "unmatched_ids" in codes(result.warnings)
     with pytest.raises(InputError, match="share no id"):
         evaluate_gate(recs[:10], recs[10:20], FAST)
@@ -189,7 +190,7 @@ def test_missing_confidence_policies():
         replace(r, confidence=None, confidence_source="missing") if i < 10 else r for i, r in enumerate(base)
     ]
     excluded = evaluate_gate(base, cand, FAST)
-    assert excluded.matching["n_missing_confidence_candidate"] == 10
+    assert excluded.matching.n_missing_confidence_candidate == 10
     assert "missing_confidence" in codes(excluded.warnings)
     with pytest.raises(InputError, match="no confidence"):
         evaluate_gate(base, cand, GateConfig(n_boot=0, missing_policy="error"))
@@ -409,7 +410,7 @@ def test_refusal_explosion_blocks_with_the_collapse_factor():
     few, many = _with_abstentions(recs, every=20), _with_abstentions(recs, every=4)
     result = evaluate_gate(few, many, GateConfig(n_boot=0, max_accuracy_drop=0.99))
     assert codes(result.reasons) == ["refusal_explosion"]
-    assert result.refusal["rise_factor"] == pytest.approx(5.0) and not result.refusal["collapsed"]
+    assert result.refusal.rise_factor == pytest.approx(5.0) and not result.refusal.collapsed
     # 10 -> 45 (4.5) does not block at factor 5, does at 4
     ten = _with_abstentions(recs, every=18)
     lenient = GateConfig(n_boot=0, max_accuracy_drop=0.99)
@@ -437,7 +438,7 @@ def test_all_refusing_candidate_blocks_on_refusals_and_accuracy_and_warns_collap
     result = evaluate_gate(recs, cand, GateConfig(n_boot=200))
     assert result.verdict == "blocked"
     assert {"refusal_explosion", "accuracy_drop"} <= set(codes(result.reasons))
-    assert result.accuracy["drop"] == pytest.approx(0.5) and result.accuracy["interval_high"] < 0
+    assert result.accuracy.drop == pytest.approx(0.5) and result.accuracy.interval_high < 0
     (warning,) = [w for w in result.warnings if w.code == "confidence_collapse"]
     assert "the candidate on none" in warning.message
     gate = result.to_dict()
@@ -457,7 +458,7 @@ def test_accuracy_drop_needs_the_margin_and_an_interval_below_zero():
     ten_points = flip(recs, 0.10)
     result = evaluate_gate(recs, ten_points, GateConfig(**lenient))
     assert codes(result.reasons) == ["accuracy_drop"]
-    assert result.accuracy["drop"] == pytest.approx(0.10) and result.accuracy["interval_high"] < 0
+    assert result.accuracy.drop == pytest.approx(0.10) and result.accuracy.interval_high < 0
     # within the margin: no block; a wider margin lets 10 points pass
     assert evaluate_gate(recs, flip(recs, 0.03), GateConfig(**lenient)).passed
     assert evaluate_gate(recs, ten_points, GateConfig(max_accuracy_drop=0.12, **lenient)).passed
@@ -465,7 +466,7 @@ def test_accuracy_drop_needs_the_margin_and_an_interval_below_zero():
     small = recs[:1] + recs[170:173]
     noisy = evaluate_gate(small, flip(small, 0.25), GateConfig(n_boot=300, max_accuracy_drop=0.05,
                                                                min_slice_size=30))
-    assert noisy.accuracy["drop"] > 0.05 and noisy.accuracy["interval_high"] >= 0
+    assert noisy.accuracy.drop > 0.05 and noisy.accuracy.interval_high >= 0
     assert "accuracy_drop" not in codes(noisy.reasons)
     # without the bootstrap the point estimate decides
     assert "accuracy_drop" in codes(evaluate_gate(small, flip(small, 0.25), GateConfig(n_boot=0)).reasons)

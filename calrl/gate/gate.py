@@ -28,111 +28,33 @@ Rules (all thresholds live in :class:`GateConfig`):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import torch
 
 from calrl.data.records import ResolvedRecord
 from calrl.errors import InputError
-from calrl.formatting import json_safe
+from calrl.gate.config import GateConfig
+from calrl.gate.results import (
+    AccuracyCheck,
+    ConfidenceSpread,
+    Delta,
+    GateFinding,
+    GateResult,
+    IdMatch,
+    Matching,
+    RefusalCheck,
+    SliceRow,
+)
 from calrl.gate.stats import Side, Stat, accuracy_of, make_ece, paired_delta_intervals, side_tensors
-from calrl.limits import check_bins, check_bootstrap, check_seed, check_slice_values
-
-MISSING_POLICIES = ("exclude", "half", "error")
+from calrl.limits import check_slice_values
 
 
-@dataclass
-class GateConfig:
-    """Thresholds of the release gate (see the module docstring for the exact rules)."""
-
-    refusal_collapse_factor: float = 5.0
-    max_refusal_rate: float = 0.5
-    max_accuracy_drop: float = 0.05
-    slice_ece_threshold: float = 0.05
-    min_slice_size: int = 30
-    collapse_spread_ratio: float = 0.5
-    n_bins: int = 15
-    n_boot: int = 1000
-    seed: int = 0
-    confidence_level: float = 0.95
-    missing_policy: str = "exclude"
-
-    def __post_init__(self) -> None:
-        def bad(name: str, rule: str) -> InputError:
-            return InputError(f"must be {rule}, got {getattr(self, name)}", field=name)
-
-        if not self.refusal_collapse_factor > 1.0 or math.isinf(self.refusal_collapse_factor):
-            raise bad("refusal_collapse_factor", "a finite number > 1")
-        if not 0.0 <= self.max_refusal_rate <= 1.0:
-            raise bad("max_refusal_rate", "in [0, 1]")
-        if not 0.0 <= self.max_accuracy_drop < 1.0:
-            raise bad("max_accuracy_drop", "in [0, 1)")
-        if not 0.0 <= self.slice_ece_threshold < 1.0:
-            raise bad("slice_ece_threshold", "in [0, 1)")
-        if self.min_slice_size < 1:
-            raise bad("min_slice_size", ">= 1")
-        if not 0.0 < self.collapse_spread_ratio <= 1.0:
-            raise bad("collapse_spread_ratio", "in (0, 1]")
-        check_bins(self.n_bins, field="n_bins")
-        check_bootstrap(self.n_boot, field="n_boot")
-        check_seed(self.seed)
-        if not 0.0 < self.confidence_level < 1.0:
-            raise bad("confidence_level", "in (0, 1)")
-        if self.missing_policy not in MISSING_POLICIES:
-            raise InputError(
-                f"must be one of {', '.join(MISSING_POLICIES)}, got {self.missing_policy!r}",
-                field="missing_policy",
-            )
-
-
-@dataclass
-class GateFinding:
-    """One blocking reason or warning: a stable ``code``, a sentence, and the numbers behind it."""
-
-    code: str
-    message: str
-    numbers: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class GateResult:
-    """Verdict of the gate with everything that led to it (``to_dict`` is the gate.json content)."""
-
-    verdict: str  # "pass" | "blocked"
-    reasons: list[GateFinding]
-    warnings: list[GateFinding]
-    matching: dict[str, Any]
-    deltas: dict[str, dict[str, Any]]
-    refusal: dict[str, Any]
-    accuracy: dict[str, Any]
-    confidence_spread: dict[str, Any]
-    slices: list[dict[str, Any]]
-    config: GateConfig
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == "pass"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict: non-finite numbers become ``None`` (infinite factors are flagged beside)."""
-        config = asdict(self.config)
-        return json_safe(
-            {
-                "verdict": self.verdict,
-                "reasons": [asdict(r) for r in self.reasons],
-                "warnings": [asdict(w) for w in self.warnings],
-                "matching": self.matching,
-                "deltas": self.deltas,
-                "refusal": self.refusal,
-                "accuracy": self.accuracy,
-                "confidence_spread": self.confidence_spread,
-                "slices": self.slices,
-                "config": config,
-            }
-        )
+def _numbers(block: object, keys: tuple[str, ...]) -> dict[str, object]:
+    """The named fields of a result block: the numbers behind a finding."""
+    return {k: getattr(block, k) for k in keys}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -142,7 +64,7 @@ class GateResult:
 def match_records(
     baseline: Sequence[ResolvedRecord],
     candidate: Sequence[ResolvedRecord],
-) -> tuple[list[ResolvedRecord], list[ResolvedRecord], dict[str, Any]]:
+) -> tuple[list[ResolvedRecord], list[ResolvedRecord], IdMatch]:
     """Pair records by ``id`` (baseline order); raise InputError on duplicates or no shared id."""
     base_by_id = _index_by_id(baseline, "baseline")
     cand_by_id = _index_by_id(candidate, "candidate")
@@ -154,15 +76,15 @@ def match_records(
             f"baseline ({len(base_by_id)} items) and candidate ({len(cand_by_id)} items) share no id",
             field="id",
         )
-    info = {
-        "n_baseline": len(base_by_id),
-        "n_candidate": len(cand_by_id),
-        "n_matched": len(shared),
-        "n_only_baseline": len(only_base),
-        "n_only_candidate": len(only_cand),
-        "only_baseline_examples": only_base[:10],
-        "only_candidate_examples": only_cand[:10],
-    }
+    info = IdMatch(
+        n_baseline=len(base_by_id),
+        n_candidate=len(cand_by_id),
+        n_matched=len(shared),
+        n_only_baseline=len(only_base),
+        n_only_candidate=len(only_cand),
+        only_baseline_examples=only_base[:10],
+        only_candidate_examples=only_cand[:10],
+    )
     return [base_by_id[r] for r in shared], [cand_by_id[r] for r in shared], info
 
 
@@ -186,16 +108,17 @@ def evaluate_gate(
 ) -> GateResult:
     """Match both runs by id and decide whether the candidate may replace the baseline."""
     config = config or GateConfig()
-    base_recs, cand_recs, matching = match_records(baseline, candidate)
+    base_recs, cand_recs, ids = match_records(baseline, candidate)
     base = side_tensors(base_recs, config.missing_policy, "baseline")
     cand = side_tensors(cand_recs, config.missing_policy, "candidate")
-    matching.update(
+    matching = Matching(
+        **{f.name: getattr(ids, f.name) for f in dataclasses.fields(IdMatch)},
         n_missing_confidence_baseline=base.n_missing,
         n_missing_confidence_candidate=cand.n_missing,
         missing_policy=config.missing_policy,
     )
     reasons: list[GateFinding] = []
-    warnings = _matching_warnings(matching, base, cand, config)
+    warnings = _matching_warnings(matching, config)
     deltas = paired_delta_intervals(
         base,
         cand,
@@ -205,7 +128,7 @@ def evaluate_gate(
         level=config.confidence_level,
     )
     refusal = _refusal_check(base, cand, config, reasons)
-    accuracy = _accuracy_check(deltas["accuracy"], config, reasons)
+    accuracy = _accuracy_check(deltas.accuracy, config, reasons)
     slices = _slice_table(base_recs, cand_recs, base, cand, make_ece(config.n_bins), config, reasons, warnings)
     spread = _spread_check(base, cand, config, warnings)
     return GateResult(
@@ -222,25 +145,26 @@ def evaluate_gate(
     )
 
 
-def _matching_warnings(matching: dict[str, Any], base: Side, cand: Side, config: GateConfig) -> list[GateFinding]:
+def _matching_warnings(matching: Matching, config: GateConfig) -> list[GateFinding]:
     warnings = []
-    if matching["n_only_baseline"] or matching["n_only_candidate"]:
+    if matching.n_only_baseline or matching.n_only_candidate:
         warnings.append(
             GateFinding(
-                "unmatched_ids",
-                f"{matching['n_only_baseline']} baseline id(s) and "
-                f"{matching['n_only_candidate']} candidate id(s) have no counterpart; "
-                f"compared on the {matching['n_matched']} shared items",
-                {k: matching[k] for k in ("n_matched", "n_only_baseline", "n_only_candidate")},
+                code="unmatched_ids",
+                message=f"{matching.n_only_baseline} baseline id(s) and "
+                f"{matching.n_only_candidate} candidate id(s) have no counterpart; "
+                f"compared on the {matching.n_matched} shared items",
+                numbers=_numbers(matching, ("n_matched", "n_only_baseline", "n_only_candidate")),
             )
         )
-    if config.missing_policy != "error" and (base.n_missing or cand.n_missing):
+    n_base, n_cand = matching.n_missing_confidence_baseline, matching.n_missing_confidence_candidate
+    if config.missing_policy != "error" and (n_base or n_cand):
         warnings.append(
             GateFinding(
-                "missing_confidence",
-                f"answered items without a confidence: baseline {base.n_missing}, candidate {cand.n_missing} "
+                code="missing_confidence",
+                message=f"answered items without a confidence: baseline {n_base}, candidate {n_cand} "
                 f"(policy: {config.missing_policy})",
-                {"baseline": base.n_missing, "candidate": cand.n_missing, "policy": config.missing_policy},
+                numbers={"baseline": n_base, "candidate": n_cand, "policy": config.missing_policy},
             )
         )
     return warnings
@@ -253,7 +177,10 @@ def _factor(before: int, after: int) -> tuple[float, float]:
     return (math.inf if after == 0 else before / after), before / max(after, 1)
 
 
-def _refusal_check(base: Side, cand: Side, config: GateConfig, reasons: list[GateFinding]) -> dict[str, Any]:
+_REFUSAL_NUMBERS = ("baseline_rate", "candidate_rate", "baseline_refusals", "candidate_refusals", "n")
+
+
+def _refusal_check(base: Side, cand: Side, config: GateConfig, reasons: list[GateFinding]) -> RefusalCheck:
     n = int(base.abstained.numel())
     k_base, k_cand = int(base.abstained.sum()), int(cand.abstained.sum())
     rate_base, rate_cand = k_base / n, k_cand / n
@@ -263,34 +190,34 @@ def _refusal_check(base: Side, cand: Side, config: GateConfig, reasons: list[Gat
     collapsed = eff_fall >= threshold
     over_rate = rate_cand > config.max_refusal_rate and rate_cand > rate_base
     exploded = eff_rise >= threshold or over_rate
-    info = {
-        "baseline_rate": rate_base,
-        "candidate_rate": rate_cand,
-        "delta": rate_cand - rate_base,
-        "baseline_refusals": k_base,
-        "candidate_refusals": k_cand,
-        "n": n,
-        "factor": raw_fall,
-        "factor_infinite": math.isinf(raw_fall),
-        "effective_factor": eff_fall,
-        "rise_factor": raw_rise,
-        "rise_factor_infinite": math.isinf(raw_rise),
-        "effective_rise_factor": eff_rise,
-        "threshold_factor": threshold,
-        "max_refusal_rate": config.max_refusal_rate,
-        "collapsed": collapsed,
-        "exploded": exploded,
-        "blocked": collapsed or exploded,
-    }
+    info = RefusalCheck(
+        baseline_rate=rate_base,
+        candidate_rate=rate_cand,
+        delta=rate_cand - rate_base,
+        baseline_refusals=k_base,
+        candidate_refusals=k_cand,
+        n=n,
+        factor=raw_fall,
+        factor_infinite=math.isinf(raw_fall),
+        effective_factor=eff_fall,
+        rise_factor=raw_rise,
+        rise_factor_infinite=math.isinf(raw_rise),
+        effective_rise_factor=eff_rise,
+        threshold_factor=threshold,
+        max_refusal_rate=config.max_refusal_rate,
+        collapsed=collapsed,
+        exploded=exploded,
+        blocked=collapsed or exploded,
+    )
     counts = f"from {rate_base:.3f} ({k_base}/{n}) to {rate_cand:.3f} ({k_cand}/{n})"
     if collapsed:
         shown = "infinite (no candidate refusal)" if math.isinf(raw_fall) else f"{raw_fall:.2f}"
         reasons.append(
             GateFinding(
-                "refusal_collapse",
-                f"refusal rate fell {counts}: factor {shown} >= {threshold:g}",
-                {k: info[k] for k in ("baseline_rate", "candidate_rate", "baseline_refusals", "candidate_refusals",
-                                      "n", "factor", "factor_infinite", "effective_factor", "threshold_factor")},
+                code="refusal_collapse",
+                message=f"refusal rate fell {counts}: factor {shown} >= {threshold:g}",
+                numbers=_numbers(info, _REFUSAL_NUMBERS + ("factor", "factor_infinite", "effective_factor",
+                                                           "threshold_factor")),
             )
         )
     if exploded:
@@ -302,42 +229,42 @@ def _refusal_check(base: Side, cand: Side, config: GateConfig, reasons: list[Gat
             why.append(f"above the maximum refusal rate {config.max_refusal_rate:g}")
         reasons.append(
             GateFinding(
-                "refusal_explosion",
-                f"refusal rate rose {counts}: " + " and ".join(why),
-                {k: info[k] for k in ("baseline_rate", "candidate_rate", "baseline_refusals", "candidate_refusals",
-                                      "n", "rise_factor", "rise_factor_infinite", "effective_rise_factor",
-                                      "threshold_factor", "max_refusal_rate")},
+                code="refusal_explosion",
+                message=f"refusal rate rose {counts}: " + " and ".join(why),
+                numbers=_numbers(info, _REFUSAL_NUMBERS + ("rise_factor", "rise_factor_infinite",
+                                                           "effective_rise_factor", "threshold_factor",
+                                                           "max_refusal_rate")),
             )
         )
     return info
 
 
-def _accuracy_check(delta: dict[str, Any], config: GateConfig, reasons: list[GateFinding]) -> dict[str, Any]:
+def _accuracy_check(delta: Delta, config: GateConfig, reasons: list[GateFinding]) -> AccuracyCheck:
     """Block when accuracy fell by more than ``max_accuracy_drop`` and the paired interval is below 0."""
-    drop = -delta["delta"]
-    has_interval = not math.isnan(delta["high"])
-    significant = delta["high"] < 0.0 if has_interval else drop > 0.0
+    drop = -delta.delta
+    has_interval = not math.isnan(delta.high)
+    significant = delta.high < 0.0 if has_interval else drop > 0.0
     blocked = drop > config.max_accuracy_drop and significant
-    info = {
-        "baseline": delta["baseline"],
-        "candidate": delta["candidate"],
-        "drop": drop,
-        "interval_low": delta["low"],
-        "interval_high": delta["high"],
-        "level": delta["level"],
-        "max_accuracy_drop": config.max_accuracy_drop,
-        "significant": significant,
-        "blocked": blocked,
-    }
+    info = AccuracyCheck(
+        baseline=delta.baseline,
+        candidate=delta.candidate,
+        drop=drop,
+        interval_low=delta.low,
+        interval_high=delta.high,
+        level=delta.level,
+        max_accuracy_drop=config.max_accuracy_drop,
+        significant=significant,
+        blocked=blocked,
+    )
     if blocked:
-        where = (f"paired {delta['level']:.0%} interval of the change [{delta['low']:+.4f}, {delta['high']:+.4f}]"
+        where = (f"paired {delta.level:.0%} interval of the change [{delta.low:+.4f}, {delta.high:+.4f}]"
                  if has_interval else "no bootstrap interval (n_boot 0)")
         reasons.append(
             GateFinding(
-                "accuracy_drop",
-                f"accuracy fell from {delta['baseline']:.4f} to {delta['candidate']:.4f} "
+                code="accuracy_drop",
+                message=f"accuracy fell from {delta.baseline:.4f} to {delta.candidate:.4f} "
                 f"(-{drop:.4f} > {config.max_accuracy_drop:g}; {where})",
-                dict(info),
+                numbers=dataclasses.asdict(info),
             )
         )
     return info
@@ -369,11 +296,11 @@ def _slice_table(
     config: GateConfig,
     reasons: list[GateFinding],
     warnings: list[GateFinding],
-) -> list[dict[str, Any]]:
+) -> list[SliceRow]:
     """ECE per slice value; the whole matched set is the first row (key and value ``"all"``)."""
     n = int(base.correct.numel())
     groups = {("all", "all"): list(range(n)), **_slice_groups(base_recs, cand_recs)}
-    rows: list[dict[str, Any]] = []
+    rows: list[SliceRow] = []
     for (key, value), positions in groups.items():
         idx = torch.tensor(positions, dtype=torch.long)
         n_b, n_c = int(base.scored[idx].sum()), int(cand.scored[idx].sum())
@@ -382,98 +309,84 @@ def _slice_table(
         rose = not math.isnan(delta) and delta > config.slice_ece_threshold
         large = min(n_b, n_c) >= config.min_slice_size
         status = ("blocked" if rose else "ok") if large else "small"
-        row = {
-            "key": key,
-            "value": value,
-            "n": len(positions),
-            "n_scored_baseline": n_b,
-            "n_scored_candidate": n_c,
-            "ece_baseline": e_b,
-            "ece_candidate": e_c,
-            "delta": delta,
-            "accuracy_baseline": accuracy_of(base, idx),
-            "accuracy_candidate": accuracy_of(cand, idx),
-            "status": status,
-        }
+        row = SliceRow(
+            key=key,
+            value=value,
+            n=len(positions),
+            n_scored_baseline=n_b,
+            n_scored_candidate=n_c,
+            ece_baseline=e_b,
+            ece_candidate=e_c,
+            delta=delta,
+            accuracy_baseline=accuracy_of(base, idx),
+            accuracy_candidate=accuracy_of(cand, idx),
+            status=status,
+        )
         rows.append(row)
         _slice_findings(row, config, reasons, warnings)
     return rows
 
 
-def _slice_findings(
-    row: dict[str, Any], config: GateConfig, reasons: list[GateFinding], warnings: list[GateFinding]
-) -> None:
+_SLICE_NUMBERS = ("key", "value", "n_scored_baseline", "n_scored_candidate", "ece_baseline", "ece_candidate", "delta")
+
+
+def _slice_findings(row: SliceRow, config: GateConfig, reasons: list[GateFinding], warnings: list[GateFinding]) -> None:
     """The blocking reason (status ``blocked``) or the warning (a small slice whose ECE rose) of a row."""
-    key, value, status = row["key"], row["value"], row["status"]
-    e_b, e_c, delta = row["ece_baseline"], row["ece_candidate"], row["delta"]
-    n_b, n_c = row["n_scored_baseline"], row["n_scored_candidate"]
-    rose = not math.isnan(delta) and delta > config.slice_ece_threshold
-    where = "the whole matched set" if key == "all" else f"slice {key}={value}"
-    numbers = {
-        k: row[k]
-        for k in (
-            "key",
-            "value",
-            "n_scored_baseline",
-            "n_scored_candidate",
-            "ece_baseline",
-            "ece_candidate",
-            "delta",
-        )
-    }
-    numbers["threshold"] = config.slice_ece_threshold
-    if status == "blocked":
+    rose = not math.isnan(row.delta) and row.delta > config.slice_ece_threshold
+    where = "the whole matched set" if row.key == "all" else f"slice {row.key}={row.value}"
+    rise = f"ECE of {where} rose from {row.ece_baseline:.4f} to {row.ece_candidate:.4f}"
+    scored = f"{row.n_scored_baseline}/{row.n_scored_candidate} scored items"
+    numbers = {**_numbers(row, _SLICE_NUMBERS), "threshold": config.slice_ece_threshold}
+    if row.status == "blocked":
         reasons.append(
             GateFinding(
-                "ece_rise" if key == "all" else "slice_ece_rise",
-                f"ECE of {where} rose from {e_b:.4f} to {e_c:.4f} "
-                f"(+{delta:.4f} > {config.slice_ece_threshold:g}) on {n_b}/{n_c} scored items",
-                numbers,
+                code="ece_rise" if row.key == "all" else "slice_ece_rise",
+                message=f"{rise} (+{row.delta:.4f} > {config.slice_ece_threshold:g}) on {scored}",
+                numbers=numbers,
             )
         )
-    elif status == "small" and rose:
-        numbers["min_slice_size"] = config.min_slice_size
+    elif row.status == "small" and rose:
         warnings.append(
             GateFinding(
-                "small_slice_ece_rise",
-                f"ECE of {where} rose from {e_b:.4f} to {e_c:.4f} (+{delta:.4f}) but it has only "
-                f"{n_b}/{n_c} scored items (< {config.min_slice_size}); not blocking",
-                numbers,
+                code="small_slice_ece_rise",
+                message=f"{rise} (+{row.delta:.4f}) but it has only {scored} (< {config.min_slice_size}); "
+                "not blocking",
+                numbers={**numbers, "min_slice_size": config.min_slice_size},
             )
         )
 
 
-def _spread_check(
-    base: Side, cand: Side, config: GateConfig, warnings: list[GateFinding]
-) -> dict[str, Any]:
-    def spread(side: Side) -> tuple[float, int, int]:
-        conf = side.confidence[side.scored]
-        if conf.numel() == 0:
-            return math.nan, 0, 0
-        distinct = int(torch.unique(torch.round(conf * 1e6)).numel())
-        return float(conf.std(unbiased=False)), distinct, int(conf.numel())
+def _spread(side: Side) -> tuple[float, int, int]:
+    """(std, number of distinct values (to 1e-6), number) of a side's scored confidences."""
+    conf = side.confidence[side.scored]
+    if conf.numel() == 0:
+        return math.nan, 0, 0
+    distinct = int(torch.unique(torch.round(conf * 1e6)).numel())
+    return float(conf.std(unbiased=False)), distinct, int(conf.numel())
 
-    std_b, distinct_b, n_b = spread(base)
-    std_c, distinct_c, n_c = spread(cand)
+
+def _spread_check(base: Side, cand: Side, config: GateConfig, warnings: list[GateFinding]) -> ConfidenceSpread:
+    std_b, distinct_b, n_b = _spread(base)
+    std_c, distinct_c, n_c = _spread(cand)
     ratio = config.collapse_spread_ratio
     std_ratio = std_c / std_b if std_b > 0 else math.nan
     distinct_ratio = distinct_c / distinct_b if distinct_b > 0 else math.nan
     std_collapsed = std_b > 0 and std_c < ratio * std_b
     distinct_collapsed = distinct_b > 1 and distinct_c < ratio * distinct_b
     none_scored = n_b > 0 and n_c == 0
-    info = {
-        "std_baseline": std_b,
-        "std_candidate": std_c,
-        "std_ratio": std_ratio,
-        "distinct_baseline": distinct_b,
-        "distinct_candidate": distinct_c,
-        "distinct_ratio": distinct_ratio,
-        "n_scored_baseline": n_b,
-        "n_scored_candidate": n_c,
-        "threshold_ratio": ratio,
-        "collapsed": bool(std_collapsed or distinct_collapsed or none_scored),
-    }
-    if info["collapsed"]:
+    info = ConfidenceSpread(
+        std_baseline=std_b,
+        std_candidate=std_c,
+        std_ratio=std_ratio,
+        distinct_baseline=distinct_b,
+        distinct_candidate=distinct_c,
+        distinct_ratio=distinct_ratio,
+        n_scored_baseline=n_b,
+        n_scored_candidate=n_c,
+        threshold_ratio=ratio,
+        collapsed=bool(std_collapsed or distinct_collapsed or none_scored),
+    )
+    if info.collapsed:
         parts = []
         if none_scored:
             parts.append(
@@ -492,9 +405,9 @@ def _spread_check(
             )
         warnings.append(
             GateFinding(
-                "confidence_collapse",
-                "confidence collapse: " + "; ".join(parts),
-                {k: v for k, v in info.items() if k != "collapsed"},
+                code="confidence_collapse",
+                message="confidence collapse: " + "; ".join(parts),
+                numbers={k: v for k, v in dataclasses.asdict(info).items() if k != "collapsed"},
             )
         )
     return info

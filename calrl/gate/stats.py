@@ -11,12 +11,12 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from calrl.data.records import ResolvedRecord
 from calrl.errors import InputError
+from calrl.gate.results import Delta, Deltas
 from calrl.metrics import brier_score, expected_calibration_error, paired_bootstrap
 
 
@@ -118,9 +118,7 @@ def _share_correct(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Ten
 _share_correct.supports_batch = True  # type: ignore[attr-defined]
 
 
-def paired_delta_intervals(
-    base: Side, cand: Side, *, n_bins: int, n_boot: int, seed: int, level: float
-) -> dict[str, dict[str, Any]]:
+def paired_delta_intervals(base: Side, cand: Side, *, n_bins: int, n_boot: int, seed: int, level: float) -> Deltas:
     """Accuracy, ECE, Brier and refusal rate of both sides, their delta (candidate - baseline) and a
     percentile interval of the delta from ``calrl.metrics.paired_bootstrap`` (each resample draws the
     matched items once and evaluates both sides on it). Point values use the plain metrics on the
@@ -157,31 +155,14 @@ def paired_delta_intervals(
         ),
     }
     gen = torch.Generator().manual_seed(seed)
-    out: dict[str, dict[str, Any]] = {}
-    for name, stat in points.items():
+    out: dict[str, Delta] = {}
+    for name, stat in points.items():  # one generator in this order: each metric's resamples follow the last's
         b, c = stat(base, full), stat(cand, full)
-        row = {
-            "baseline": b,
-            "candidate": c,
-            "delta": c - b,
-            "low": math.nan,
-            "high": math.nan,
-            "level": level,
-            "n_boot": n_boot,
-        }
+        low = high = math.nan
         if n_boot > 0:
             fn, conf_a, corr_a, conf_b, corr_b = boot_inputs[name]
-            res = paired_bootstrap(
-                fn,
-                conf_a,
-                corr_a,
-                conf_b,
-                corr_b,
-                n_boot=n_boot,
-                generator=gen,
-                alpha=1.0 - level,
-                batched=True,
-            )
-            row.update(low=float(res["low"]), high=float(res["high"]))
-        out[name] = row
-    return out
+            res = paired_bootstrap(fn, conf_a, corr_a, conf_b, corr_b, n_boot=n_boot, generator=gen,
+                                   alpha=1.0 - level, batched=True)
+            low, high = float(res["low"]), float(res["high"])
+        out[name] = Delta(baseline=b, candidate=c, delta=c - b, low=low, high=high, level=level, n_boot=n_boot)
+    return Deltas(**out)
