@@ -76,8 +76,8 @@ def test_ppo_c_average_per_micro_batch():
     prompts = ["question"] * 4
 
     def run(chunk):
-        pipe = RewardPipeline(RewardPipelineConfig(ppo_c_variant="threshold", ppo_c_init_average=0.0,
-                                                   ppo_c_average_chunk=chunk), CountingRM(), reward_tokenizer=tok)
+        pipe = RewardPipeline(RewardPipelineConfig(ppo_c_variant="threshold", ppo_c_init_average=0.0), CountingRM(),
+                              reward_tokenizer=tok, average_chunk=chunk)
         return pipe.score_texts(prompts, responses)[0], pipe.adjuster.average
 
     # RM on the stripped texts: 4, -2, 2, 0; confidences .9, .9, .2, none (c = 0.5, still in the average)
@@ -89,8 +89,8 @@ def test_ppo_c_average_per_micro_batch():
     # rows 3-4: avg = 0.1 * mean(2, 0) + 0.9 * 0.1 = 0.19 -> 2 >= 0.19: 2 + .5*2*(.2-.5) = 1.7; 0 unchanged
     torch.testing.assert_close(per_micro, torch.tensor([4.8, -2.4, 1.7, 0.0]))
     assert average == pytest.approx(0.19)
-    with pytest.raises(ConfigError, match="ppo_c_average_chunk"):
-        RewardPipelineConfig(ppo_c_average_chunk=0)
+    with pytest.raises(ConfigError, match="average_chunk"):
+        RewardPipeline(RewardPipelineConfig(), CountingRM(), reward_tokenizer=tok, average_chunk=0)
 
 
 def make_trainer(tmp_path, **kwargs):

@@ -216,7 +216,7 @@ def test_space_eos_needs_stripped_texts_and_is_mirrored_by_the_ppo_config(tmp_pa
     assert RewardPipelineConfig(strip_confidence=True, strip_append_eos=True).strip_append_eos
     args = CalibratedPPOConfig(str(tmp_path), ppo_c_variant="threshold", strip_append_eos=True, report_to="none",
                                use_cpu=True)
-    assert args.pipeline_config().strip_append_eos is True
+    assert args.strip_append_eos is True
 
 
 @pytest.mark.slow

@@ -63,39 +63,59 @@ class RewardPipelineConfig:
     """How a rollout's score is computed: the reading settings and the reward terms (see the module docstring).
 
     ``rewards`` lists the terms (recipe entries, :mod:`calrl.rewards.terms`); ``None`` takes them from the
-    earlier flat keys below, which are then the only reward keys that may differ from their defaults.
+    earlier flat keys below, which are then the only reward keys that may differ from their defaults. PPO's
+    config (:class:`calrl.trainers.ppo_config.CalibratedPPOConfig`) is one of these: the keys live here only.
     """
 
-    rewards: list[Any] | None = None
-    confidence_parser: Literal["calrl", "reference"] = "calrl"
-    strip_confidence: bool | None = None  # None: strip iff a ppo_c term is present
-    strip_append_eos: bool = False  # the reference's " " + EOS after some stripped rollouts (score_rollouts)
-    use_hedges: bool = False  # also read confidence from hedge words (the reference reads only "Confidence: N")
-    missing_confidence: MissingConfidencePolicy = "half"
-    ppo_c_average_chunk: int | None = None  # None: one update per batch over every process; N: per N local rows
-    # the earlier flat keys (read only when rewards is None)
-    ppo_c_variant: Literal["none", "threshold", "difference"] = "none"
-    ppo_c_weight: float = 0.5
-    ppo_c_alpha: float = 0.1
-    ppo_c_init_average: float | str = "auto"
-    ppo_c_update_before_adjust: bool = True
-    ppo_c_avg_type: Literal["mean", "std"] = "mean"
-    reward_clamp: float = 10.0
-    reward_final_clamp: bool = True
-    normalize_reward: bool = False
-    missing_confidence_penalty: float = 1.0
-    abstention_reward: float | Literal["rm"] = "rm"
-    correctness_mode: Literal["off", "add", "replace"] = "off"
-    correct_reward: float = 1.0
-    wrong_reward: float = 0.0
-    grader: str = "auto"
+    rewards: list | None = field(
+        default=None, metadata={"help": "The reward terms in order (calrl.rewards.terms), e.g. [{name: rm}, {name: "
+                                        "clamp, value: 10}, {name: ppo_c, variant: difference}, {name: clamp, value: "
+                                        "10}]; None: the flat keys below (ppo_c_variant, reward_clamp ...)."})
+    confidence_parser: str = field(
+        default="calrl", metadata={"help": "'calrl' or 'reference' (the paper's training regex)."})
+    strip_confidence: bool | None = field(
+        default=None, metadata={"help": "Score the response without its confidence statement; None: iff a ppo_c "
+                                        "term is present."})
+    strip_append_eos: bool = field(
+        default=False, metadata={"help": "Read a stripped rollout that does not end with the stop token (cut at "
+                                         "response_length, or padded with another token) with ' ' and the stop "
+                                         "token after it, as the reference does (score_rollouts)."})
+    use_hedges: bool = field(default=False, metadata={"help": "Read confidence from hedge words too (the reference "
+                                                             "reads only 'Confidence: N')."})
+    missing_confidence: str = field(
+        default="half", metadata={"help": "'half' (c=0.5, no adjustment), 'penalty' (with a missing_penalty term) "
+                                          "or 'exclude' (calrl.confidence.missing)."})
+    # ---- the earlier flat keys: read only when rewards is None, translated into terms (calrl.rewards.terms)
+    ppo_c_variant: str = field(default="none", metadata={"help": "'none' (PPO / PPO-M), 'threshold' or "
+                                                                 "'difference' (PPO-C)."})
+    ppo_c_weight: float = field(default=0.5, metadata={"help": "PPO-C weight w."})
+    ppo_c_alpha: float = field(default=0.1, metadata={"help": "Moving-average rate alpha."})
+    ppo_c_init_average: float | str = field(
+        default="auto", metadata={"help": "Initial moving average: 'auto' (the RM's stored mean, else the first "
+                                          "batch), 'rm_mean', 'first_batch' or a number."})
+    ppo_c_update_before_adjust: bool = field(
+        default=True, metadata={"help": "Update the moving average before adjusting the batch (reference order)."})
+    ppo_c_avg_type: str = field(default="mean", metadata={"help": "Running statistic: 'mean' or 'std' (reference)."})
+    reward_clamp: float = field(default=10.0, metadata={"help": "Clamp the RM score to [-c, c] for PPO-C."})
+    reward_final_clamp: bool = field(
+        default=True, metadata={"help": "Clamp the reward to [-reward_clamp, reward_clamp] again after PPO-C "
+                                        "(the reference's trainer does)."})
+    normalize_reward: bool = field(
+        default=False, metadata={"help": "Normalise the RM score with the RM's stored mean and std (reference "
+                                         "PPO-C scripts); a separate value model's outputs likewise, with its own "
+                                         "stored statistics (the reference's critic)."})
+    missing_confidence_penalty: float = field(default=1.0, metadata={"help": "Subtracted under 'penalty'."})
+    abstention_reward: float | str = field(
+        default="rm", metadata={"help": "Reward of an abstention: a number (a float or a numeric string), "
+                                        "or 'rm' to keep its score."})
+    correctness_mode: str = field(default="off", metadata={"help": "'off', 'add' or 'replace'."})
+    correct_reward: float = field(default=1.0, metadata={"help": "Reward of a correct answer."})
+    wrong_reward: float = field(default=0.0, metadata={"help": "Reward of a wrong answer."})
+    grader: str = field(default="auto", metadata={"help": "Grader name (calrl.grading)."})
 
     def __post_init__(self) -> None:
         check_missing_policy(self.missing_confidence, PPO_MISSING)
         check_parser(self.confidence_parser)
-        chunk = self.ppo_c_average_chunk
-        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-            raise ConfigError(f"must be a positive integer or null, got {chunk!r}", field="ppo_c_average_chunk")
         if self.rewards is None:
             allowed = {"ppo_c_variant": ("none", "threshold", "difference"), "correctness_mode": ("off", "add", "replace")}
             for name, choices in allowed.items():
@@ -126,10 +146,9 @@ class RewardPipelineConfig:
         return terms_from_flat_keys({k: getattr(self, k) for k in FLAT_KEYS}, self.missing_confidence)
 
     def terms(self, context: TermContext | None = None) -> list[RewardTerm]:
-        """The reward terms, built (``context``: the loaded reward model's statistics, the accelerator)."""
-        base = context or TermContext()
-        return build_reward_terms(self.term_specs(), TermContext(base.rm_stats, base.accelerator,
-                                                                 self.ppo_c_average_chunk, (), base.model_loaded))
+        """The reward terms, built (``context``: the loaded reward model's statistics, the accelerator, PPO-C's
+        averaging chunk; none when checking a config)."""
+        return build_reward_terms(self.term_specs(), context)
 
     @property
     def adjust(self) -> bool:
@@ -211,6 +230,8 @@ class RewardPipeline:
             keeps it, and a reward model with its own tokenizer reads its own EOS in its place.
         accelerator: with several processes, the moving-average mean and the stats are reduced over ranks.
         abstention_detector: overrides ``calrl.confidence.is_abstention``.
+        average_chunk: PPO-C's moving average updated per this many local rows (the reference's cadence, PPO's
+            ``ppo_c_average_cadence: per_micro_batch``); None: once per batch over every process.
 
     With ``normalize_reward``, or ``ppo_c_init_average`` ``auto``/``rm_mean``, the RM's stored mean and std
     are read from ``reward_model.config`` (:func:`calrl.reward_modeling.stats.stored_reward_stats`).
@@ -220,7 +241,10 @@ class RewardPipeline:
                  reward_tokenizer: Any = None, policy_tokenizer: Any = None, accelerator: Any = None,
                  abstention_detector: Callable[[str], bool] | None = None,
                  rm_scorer: Callable[[torch.nn.Module, torch.Tensor, int, int], tuple] | None = None,
-                 stop_token_id: int | None = None) -> None:
+                 stop_token_id: int | None = None, average_chunk: int | None = None) -> None:
+        if average_chunk is not None and (isinstance(average_chunk, bool) or not isinstance(average_chunk, int)
+                                          or average_chunk < 1):
+            raise ConfigError(f"must be a positive integer or null, got {average_chunk!r}", field="average_chunk")
         self.config = config
         self.reward_model = reward_model
         self.reward_tokenizer = reward_tokenizer
@@ -233,7 +257,7 @@ class RewardPipeline:
         self.accelerator = accelerator
         self.reader = config.reader()
         self.rm_stats = stored_reward_stats(reward_model)
-        self.terms = config.terms(TermContext(self.rm_stats, accelerator, model_loaded=True))
+        self.terms = config.terms(TermContext(self.rm_stats, accelerator, average_chunk, model_loaded=True))
         self.abstention_detector = abstention_detector or default_detector
         self.correctness = CorrectnessReward(grader=config.grader_name)  # grades the batches the terms ask about
         if rm_scorer is None:

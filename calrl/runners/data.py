@@ -124,7 +124,7 @@ def data_roles(recipe: Recipe) -> tuple[list[str], tuple[str, ...]]:
     if recipe.method == "rm":
         return ["chosen", "rejected"], ("prompt",)
     if recipe.method == "ppo":
-        return ["prompt", *(["reference"] if args.pipeline_config().needs_references else [])], ("reference",)
+        return ["prompt", *(["reference"] if args.needs_references else [])], ("reference",)
     optional = ("choices",) if recipe.data.columns.choices else ()
     return ["prompt", *(["reference"] if args.uses_reference else [])], ("reference", *optional)
 

@@ -70,7 +70,7 @@ def method_name(recipe: Recipe) -> str:
     if recipe.method == "ppo":
         from calrl.rewards.terms import find_term
 
-        ppo_c = find_term(recipe.training.pipeline_config().terms(), "ppo_c")
+        ppo_c = find_term(recipe.training.terms(), "ppo_c")
         return "PPO" if ppo_c is None else f"PPO-C ({ppo_c.variant})"
     return {"grpo": "GRPO", "rloo": "RLOO"}[recipe.method]
 

@@ -131,7 +131,7 @@ class CalibratedPPOTrainer(PPOCheckpointingMixin, PPOEvalMixin, PPOMetricsMixin,
             disable_dropout(module)
         self.ref_model = ref_model
         self.reward_model = reward_model
-        pipeline_config = args.pipeline_config()
+        pipeline_config = args  # a CalibratedPPOConfig is the reward configuration
         self.prompts = prompt_rows(train_dataset, tok, prompt_column=args.prompt_column,
                                    reference_column=args.reference_column, max_prompt_length=args.max_prompt_length,
                                    need_references=pipeline_config.needs_references)
@@ -165,7 +165,7 @@ class CalibratedPPOTrainer(PPOCheckpointingMixin, PPOEvalMixin, PPOMetricsMixin,
             reward_pipeline = RewardPipeline(pipeline_config, bare(self.reward_model),
                                              reward_tokenizer=reward_tokenizer,
                                              policy_tokenizer=tok, accelerator=self.accelerator,
-                                             stop_token_id=self.stop_token_id)
+                                             stop_token_id=self.stop_token_id, average_chunk=args.ppo_c_average_chunk)
         self.reward_pipeline = reward_pipeline
         self.kl_controller = KLController(args.kl_coef, target=args.kl_target, horizon=args.kl_horizon)
         # the recipe's settings alone (a checkpoint's generation_config never leaks in): ppo_rollout

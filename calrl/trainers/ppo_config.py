@@ -2,7 +2,8 @@
 
 It is a ``transformers.TrainingArguments`` (output, logging, saving, optimiser, precision, seed ...) with
 the PPO keys of TRL 1.12's ``PPOConfig`` (same names and meanings, so recipes written for it keep
-working) and the reward-pipeline keys of calrl (see :class:`~calrl.rewards.pipeline.RewardPipelineConfig`).
+working), and it is a :class:`~calrl.rewards.pipeline.RewardPipelineConfig`: the reward keys (``rewards``, the
+reading keys, the earlier flat keys) are defined and checked there, once.
 
 Batch sizes, as in TRL 1.12: one *rollout batch* per process is ``per_device_train_batch_size x
 gradient_accumulation_steps`` prompts (``x`` processes for the global batch); it is split into
@@ -17,7 +18,6 @@ it is built.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
 from dataclasses import dataclass, field
@@ -42,8 +42,9 @@ MODE_CHOICES = {
 
 
 @dataclass
-class CalibratedPPOConfig(TrainingArguments):
-    """``TrainingArguments`` + PPO (TRL 1.12 key names) + calrl's reward pipeline."""
+class CalibratedPPOConfig(RewardPipelineConfig, TrainingArguments):
+    """``TrainingArguments`` + PPO (TRL 1.12 key names) + calrl's reward pipeline (its keys are
+    :class:`RewardPipelineConfig`'s, defined there once: this config is one)."""
 
     # ---------------------------------------------------------------- PPO (TRL 1.12 names)
     learning_rate: float = field(default=3e-6, metadata={"help": "Learning rate of policy and value model."})
@@ -113,57 +114,15 @@ class CalibratedPPOConfig(TrainingArguments):
                                               "every process) or 'per_micro_batch' (each process per "
                                               "local_rollout_forward_batch_size rows: the reference)."})
 
-    # ---------------------------------------------------------------- calrl reward pipeline
-    rewards: list | None = field(
-        default=None, metadata={"help": "The reward terms in order (calrl.rewards.terms), e.g. [{name: rm}, {name: "
-                                        "clamp, value: 10}, {name: ppo_c, variant: difference}, {name: clamp, value: "
-                                        "10}]; None: the flat keys below (ppo_c_variant, reward_clamp ...)."})
-    ppo_c_variant: str = field(default="none", metadata={"help": "'none' (PPO / PPO-M), 'threshold' or "
-                                                                 "'difference' (PPO-C)."})
-    ppo_c_weight: float = field(default=0.5, metadata={"help": "PPO-C weight w."})
-    ppo_c_alpha: float = field(default=0.1, metadata={"help": "Moving-average rate alpha."})
-    ppo_c_init_average: float | str = field(
-        default="auto", metadata={"help": "Initial moving average: 'auto' (the RM's stored mean, else the first "
-                                          "batch), 'rm_mean', 'first_batch' or a number."})
-    ppo_c_update_before_adjust: bool = field(
-        default=True, metadata={"help": "Update the moving average before adjusting the batch (reference order)."})
-    ppo_c_avg_type: str = field(default="mean", metadata={"help": "Running statistic: 'mean' or 'std' (reference)."})
-    reward_clamp: float = field(default=10.0, metadata={"help": "Clamp the RM score to [-c, c] for PPO-C."})
-    reward_final_clamp: bool = field(
-        default=True, metadata={"help": "Clamp the reward to [-reward_clamp, reward_clamp] again after PPO-C "
-                                        "(the reference's trainer does)."})
-    normalize_reward: bool = field(
-        default=False, metadata={"help": "Normalise the RM score with the RM's stored mean and std (reference "
-                                         "PPO-C scripts); a separate value model's outputs likewise, with its own "
-                                         "stored statistics (the reference's critic)."})
-    confidence_parser: str = field(
-        default="calrl", metadata={"help": "'calrl' or 'reference' (the paper's training regex)."})
-    strip_confidence: bool | None = field(
-        default=None, metadata={"help": "Score the response without its confidence statement; None: iff PPO-C."})
-    strip_append_eos: bool = field(
-        default=False, metadata={"help": "Read a stripped rollout that does not end with the stop token (cut at "
-                                         "response_length, or padded with another token) with ' ' and the stop "
-                                         "token after it, as the reference does (RewardPipelineConfig)."})
-    use_hedges: bool = field(default=False, metadata={"help": "Read confidence from hedge words too."})
-    missing_confidence: str = field(
-        default="half", metadata={"help": "'half' (c=0.5, no adjustment), 'penalty' or 'exclude' "
-                                          "(calrl.confidence.missing)."})
-    missing_confidence_penalty: float = field(default=1.0, metadata={"help": "Subtracted under 'penalty'."})
-    abstention_reward: str = field(
-        default="rm", metadata={"help": "Reward of an abstention: a number (a float or a numeric string), "
-                                        "or 'rm' to keep its score."})
-    correctness_mode: str = field(default="off", metadata={"help": "'off', 'add' or 'replace'."})
-    correct_reward: float = field(default=1.0, metadata={"help": "Reward of a correct answer."})
-    wrong_reward: float = field(default=0.0, metadata={"help": "Reward of a wrong answer."})
-    grader: str = field(default="auto", metadata={"help": "Grader name (calrl.grading)."})
+    # ---------------------------------------------------------------- data (the reward keys: RewardPipelineConfig)
     reference_column: str = field(
         default="reference", metadata={"help": "Dataset column with the reference answer(s) of each prompt "
                                                "(read when present; required by correctness_mode)."})
 
     def __post_init__(self) -> None:
         self._check_ppo_keys()
-        super().__post_init__()
-        self.pipeline_config()  # validate early, before any model is used
+        TrainingArguments.__post_init__(self)
+        RewardPipelineConfig.__post_init__(self)  # the reward keys, checked before any model is used
         if self.deepspeed:
             # transformers fills DeepSpeed's batch keys before the process group exists (world size 1) and for a
             # dataloader's batches; PPO's are its micro-batches over every process. Filled now, so that models
@@ -214,17 +173,15 @@ class CalibratedPPOConfig(TrainingArguments):
         """Micro-batches of (at most) ``per_device_train_batch_size`` rows in one mini-batch."""
         return math.ceil(self.local_mini_batch_size / self.per_device_train_batch_size)
 
-    def pipeline_config(self) -> RewardPipelineConfig:
-        """The reward pipeline's configuration: every key of :class:`RewardPipelineConfig` read from this config
-        under the same name (its one home), and the PPO-C averaging chunk from ``ppo_c_average_cadence``."""
-        keys = {f.name: getattr(self, f.name) for f in dataclasses.fields(RewardPipelineConfig)
-                if f.name != "ppo_c_average_chunk"}
-        chunk = self.local_rollout_forward_batch_size if self.ppo_c_average_cadence == "per_micro_batch" else None
-        return RewardPipelineConfig(**keys, ppo_c_average_chunk=chunk)
+    @property
+    def ppo_c_average_chunk(self) -> int | None:
+        """Rows per PPO-C moving-average update on each process under ``ppo_c_average_cadence: per_micro_batch``
+        (the reference's cadence); None: one update per rollout batch over every process."""
+        return self.local_rollout_forward_batch_size if self.ppo_c_average_cadence == "per_micro_batch" else None
 
     def reward_terms(self) -> list[RewardTerm]:
         """The reward terms of this config, in order (built fresh: no reward model statistics)."""
-        return self.pipeline_config().terms()
+        return self.terms()
 
     def reward_term(self, name: str) -> RewardTerm | None:
         """The first reward term called ``name`` (None when the config has none)."""
