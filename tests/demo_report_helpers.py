@@ -17,7 +17,7 @@ from calrl.demo.recipes import POLICIES, REWARD_MODELS, RM_BASE
 from calrl.demo.study import full_config, quick_config
 from calrl.demo.summary import build_summary
 from calrl.eval.runner import compute_metrics, resolve_records
-from calrl.io import write_json
+from calrl.jsonio import write_json
 
 # stated confidence (0-10) on the well-known and the never-seen people, per policy; None: "I don't know"
 STATED = {"sft": (8, 2), "ppo": (9, 9), "ppo_m": (7, 3), "ppo_c": (6, 4), "ppo_v": (9, 8),

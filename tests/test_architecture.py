@@ -14,7 +14,7 @@ import calrl
 PACKAGE = Path(calrl.__file__).parent
 REPO = PACKAGE.parent
 FLOORS = {
-    **dict.fromkeys(["metrics", "io", "config", "errors", "limits", "formatting", "progress", "trl_flags"], 1),
+    **dict.fromkeys(["metrics", "io", "jsonio", "config", "errors", "limits", "formatting", "progress", "trl_flags"], 1),
     **dict.fromkeys(["confidence", "grading", "data", "tiny"], 2),
     **dict.fromkeys(["generation", "eval", "gate", "recalibration", "rewards", "reward_modeling"], 3),
     "callbacks": 4,

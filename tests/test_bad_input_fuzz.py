@@ -26,7 +26,7 @@ from calrl.data.records import ResolvedRecord
 from calrl.errors import MAX_ERROR_LINE, ConfigError, InputError, error_line
 from calrl.eval.loading import iter_predictions, record_from_row
 from calrl.eval.runner import compute_results
-from calrl.io import loads_json
+from calrl.jsonio import loads_json
 
 FUZZ = settings(max_examples=60, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])

@@ -23,7 +23,7 @@ from calrl.demo.recipes import RewardModelSettings, reward_model_recipe, write_r
 from calrl.demo.sft import build_demo_tokenizer
 from calrl.demo.study import StudyConfig, study_env
 from calrl.demo.world import WorldConfig, build_world
-from calrl.io import write_jsonl
+from calrl.jsonio import write_jsonl
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> None:

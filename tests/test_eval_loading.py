@@ -201,7 +201,7 @@ def test_byte_order_mark_is_skipped_in_jsonl_as_in_csv(tmp_path):
 
 
 def test_nesting_limit_names_file_and_line(tmp_path):
-    from calrl.io import MAX_JSON_DEPTH
+    from calrl.jsonio import MAX_JSON_DEPTH
 
     ok = {"id": "a", "correct": True, "confidence": 0.5, "meta": json.loads("[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1))}
     path = write_jsonl(tmp_path / "deep.jsonl", [ok])

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from calrl.io import JsonRows, jsonl_lines, write_jsonl
+from calrl.jsonio import JsonRows, jsonl_lines, write_jsonl
 
 AWKWARD_TEXTS = ["", "\x00", 'a"b\\c', "Zürich ✓", "\ud800", "line\nbreak\ttab", ', "\\u0000", ', "x" * 300]
 AWKWARD_NUMBERS = [0.1, 1e-7, 1e22, float("nan"), float("inf"), float("-inf"), -0.0, 3, 10**30, 0.30000000000000004]

@@ -49,7 +49,8 @@ def write_eval_folder(folder: Path, *, label: str, global_step: int, epoch: floa
                       metrics: dict[str, Any], records: Iterable[Any]) -> Path:
     """Write one eval's predictions and metrics into ``folder``, both or none (staged, then moved in); the
     reliability diagram is the plot queue's (see the module's docstring)."""
-    from calrl.io import staged_dir, write_json, write_jsonl
+    from calrl.io import staged_dir
+    from calrl.jsonio import write_json, write_jsonl
 
     meta = {"label": label, "global_step": global_step, "epoch": epoch}
     with staged_dir(folder) as tmp:

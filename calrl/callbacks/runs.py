@@ -13,7 +13,7 @@ from transformers.trainer_utils import has_length
 
 from calrl.callbacks.wandb_utils import WANDB_ID_FILE
 from calrl.errors import TrainingFault
-from calrl.io import write_json
+from calrl.jsonio import write_json
 from calrl.progress import is_terminal, progress
 
 

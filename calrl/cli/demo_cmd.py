@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
 
 def print_readme_table(out: Path) -> int:
     from calrl.demo.report import readme_table
-    from calrl.io import check_input, loads_json, read_text
+    from calrl.io import check_input, read_text
+    from calrl.jsonio import loads_json
 
     path = out / "summary.json"
     if not path.exists():

@@ -180,7 +180,8 @@ def _score_and_write(args: argparse.Namespace, out: Path, source: str, records: 
     from calrl.eval.plots import plot_reliability
     from calrl.eval.report import write_report
     from calrl.eval.runner import compute_results
-    from calrl.io import staged_dir, write_json, write_jsonl
+    from calrl.io import staged_dir
+    from calrl.jsonio import write_json, write_jsonl
 
     try:
         results = compute_results(resolved, n_bins=args.bins, missing_policy=args.missing_confidence,

@@ -16,7 +16,8 @@ from typing import Any
 
 from calrl.data.items import EvalItem
 from calrl.errors import InputError
-from calrl.io import check_input, iter_lines, loads_json, read_text
+from calrl.io import check_input, iter_lines, read_text
+from calrl.jsonio import loads_json
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 _SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")

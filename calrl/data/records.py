@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from calrl.io import JsonRows
+from calrl.jsonio import JsonRows
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calrl.io import write_json
+from calrl.jsonio import write_json
 from calrl.progress import progress
 
 

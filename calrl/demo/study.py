@@ -54,7 +54,7 @@ from calrl.demo.runner import StudyRunner, Task
 from calrl.demo.sft import SFTModelConfig, SFTTargetConfig
 from calrl.demo.summary import build_summary
 from calrl.demo.world import WorldConfig, build_world
-from calrl.io import write_json, write_jsonl
+from calrl.jsonio import write_json, write_jsonl
 
 CLI = [sys.executable, "-m", "calrl.cli.main"]
 # A stage runs again when its marker is missing or its fingerprint changed (an interrupted study, a changed

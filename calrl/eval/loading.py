@@ -19,7 +19,8 @@ from typing import Any
 from calrl.data.readers import csv_error
 from calrl.data.records import PredictionRecord, ResolvedRecord
 from calrl.errors import InputError
-from calrl.io import check_input, iter_lines, loads_json, read_text
+from calrl.io import check_input, iter_lines, read_text
+from calrl.jsonio import loads_json
 
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
                   ".parquet": "parquet", ".pq": "parquet"}

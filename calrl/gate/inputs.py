@@ -14,7 +14,8 @@ from typing import Any
 from calrl.data.records import ResolvedRecord
 from calrl.errors import InputError
 from calrl.eval.loading import resolve_predictions_file
-from calrl.io import check_input, iter_lines, loads_json, read_text
+from calrl.io import check_input, iter_lines, read_text
+from calrl.jsonio import loads_json
 
 RESOLVED_NAME = "resolved.jsonl"
 PREDICTIONS_NAME = "predictions.jsonl"

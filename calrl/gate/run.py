@@ -19,7 +19,8 @@ from calrl.gate.gate import evaluate_gate, match_records
 from calrl.gate.inputs import load_side
 from calrl.gate.report import render_html, render_markdown
 from calrl.gate.results import CompareResult, SideMetrics, Sources
-from calrl.io import check_input, check_output, staged_dir, write_bytes, write_json, write_text
+from calrl.io import check_input, check_output, staged_dir, write_bytes, write_text
+from calrl.jsonio import write_json
 
 GATE_NAME = "gate.json"
 OVERLAY_NAME = "reliability_overlay.png"

@@ -22,16 +22,8 @@ from calrl.data.readers import is_saved_dataset
 from calrl.errors import InputError
 from calrl.eval.loading import SUFFIX_FORMATS, resolve_predictions_file
 from calrl.formatting import fmt
-from calrl.io import (
-    atomic_path,
-    check_input,
-    check_output,
-    iter_lines,
-    loads_json,
-    read_text,
-    staged_dir,
-    write_text,
-)
+from calrl.io import atomic_path, check_input, check_output, iter_lines, read_text, staged_dir, write_text
+from calrl.jsonio import loads_json
 from calrl.recalibration.calibrators import Calibrator
 from calrl.recalibration.report import DOC_KEYS
 

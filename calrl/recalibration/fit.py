@@ -22,7 +22,8 @@ from calrl.eval.loading import resolve_predictions_file
 from calrl.eval.plots import render_reliability
 from calrl.eval.runner import compute_metrics
 from calrl.formatting import fmt, json_safe
-from calrl.io import check_input, check_output, staged_files, write_bytes, write_json, write_text
+from calrl.io import check_input, check_output, staged_files, write_bytes, write_text
+from calrl.jsonio import write_json
 from calrl.metrics import brier_score, expected_calibration_error
 from calrl.recalibration.calibrators import fit_calibrator
 from calrl.recalibration.methods import METHODS

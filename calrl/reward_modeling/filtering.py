@@ -35,7 +35,8 @@ import torch
 
 from calrl.data.readers import is_saved_dataset, load_saved, read_rows
 from calrl.errors import InputError
-from calrl.io import check_input, staged_dir, staged_files, write_json, write_jsonl
+from calrl.io import check_input, staged_dir, staged_files
+from calrl.jsonio import write_json, write_jsonl
 from calrl.reward_modeling.calibrated_data import check_preference_columns, is_message_list
 
 #: scorer(rows, column) -> one score per row

@@ -16,7 +16,8 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
-from calrl.io import write_json, write_text
+from calrl.io import write_text
+from calrl.jsonio import write_json
 from calrl.progress import progress
 from calrl.reward_modeling.calibrated_data import (
     CALIBRATED_TEXT_COLUMNS,

@@ -74,7 +74,7 @@ class CheckpointMarkerCallback(TrainerCallback):
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
-            from calrl.io import write_json
+            from calrl.jsonio import write_json
 
             write_json(folder / MARKER, {"method": self.method, "global_step": state.global_step})
 

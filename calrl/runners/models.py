@@ -165,7 +165,7 @@ def finish_adapter_folder(trainer: Any, output_dir: str, source: str, tokenizer:
     from pathlib import Path
 
     from calrl.generation.adapters import BASE_MODEL_DIR
-    from calrl.io import write_json
+    from calrl.jsonio import write_json
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     model = getattr(model, "policy", model)

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from calrl.errors import InputError
-from calrl.io import write_json
+from calrl.jsonio import write_json
 
 STATE_FILE = "calrl_ppo_state.json"
 COMPLETE_MARKER = "calrl_complete"
