@@ -186,9 +186,9 @@ def build_config(tokenizer: PreTrainedTokenizerFast, num_labels: int | None = No
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
+        attn_implementation=ATTN_IMPLEMENTATION,  # the config's public argument (both transformers versions)
         **kwargs,
     )
-    config._attn_implementation = ATTN_IMPLEMENTATION
     return config
 
 
