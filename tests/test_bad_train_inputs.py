@@ -436,3 +436,24 @@ def test_ctrl_c_stops_with_130_and_leaves_complete_checkpoints(command, recipe, 
         assert checkpoint_problem(checkpoint, method) is None, checkpoint
     assert not (out / "README.md").exists() or (out / "model.safetensors").exists()
     assert not out.exists() or not list(out.glob(".*staging*"))
+
+
+def test_a_failed_final_save_still_completes_the_last_epoch_eval(tmp_path, capsys, monkeypatch):
+    """The last epoch's eval is drawn while the model is saved; a save that fails must not lose its files and
+    W&B row (they are what the run measured), nor hide the save's error."""
+    from calrl.callbacks.calibration_eval import CalibrationEvalCallback
+    from calrl.runners import runner as runner_module
+
+    finished = []
+    real_finish = CalibrationEvalCallback.finish
+    monkeypatch.setattr(CalibrationEvalCallback, "finish", lambda self: finished.append(real_finish(self)))
+
+    def read_only(stage, dest):
+        raise OSError(errno.EROFS, "Read-only file system", str(dest / "model.safetensors"))
+
+    monkeypatch.setattr(runner_module, "publish_final", read_only)
+    out = tmp_path / "ppo"
+    code = main(["train-ppo", "--config", str(PPO), *QUIET, f"training.output_dir={out}", "training.num_train_epochs=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "read-only file system" in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert len(finished) == 1  # the eval was completed once, before the error ended the run

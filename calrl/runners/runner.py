@@ -184,15 +184,29 @@ class Runner:
                 self._announce(out, resume_id if run_handle is not None else None)
             trainer.accelerator.wait_for_everyone()
             trainer.train(resume_from_checkpoint=self.checkpoint)
-            result = self.save(trainer, out, run_handle)
-            if self.eval_callback is not None:  # the last diagram was drawn while the model was saved
-                self.eval_callback.finish()  # its files complete and its W&B row logged, before the run finishes
+            try:
+                result = self.save(trainer, out, run_handle)
+            except BaseException:
+                self._finish_evals(quiet=True)  # a failed save still logs the last eval it measured
+                raise
+            self._finish_evals()
             failed = False
             return result
         finally:
             if failed and main:
                 clean_failed_run(out, self.recipe.method, created)
             finish_wandb(run_handle, failed=failed)
+
+    def _finish_evals(self, *, quiet: bool = False) -> None:
+        """Complete the last epoch eval (drawn while the model was saved): its files and its W&B row, before the
+        run finishes. ``quiet``: a failure here must not hide the error that ended the run."""
+        if self.eval_callback is None:
+            return
+        try:
+            self.eval_callback.finish()
+        except Exception:
+            if not quiet:
+                raise
 
     def startup_line(self, trainer: Any) -> str:
         """What runs where: processes, device, precision and the effective batch sizes (printed at start)."""
