@@ -235,9 +235,10 @@ class WordCount(RewardTerm):
 
 
 @pytest.fixture
-def word_count(monkeypatch):
-    monkeypatch.setattr(terms_module, "REWARD_TERMS", dict(REWARD_TERMS))
-    return register_reward_term(WordCount)
+def word_count():
+    register_reward_term(WordCount)
+    yield WordCount
+    REWARD_TERMS.pop("word_count", None)  # the registry is the package's: leave it as it was
 
 
 def test_a_registered_term_is_a_grpo_reward_function_by_name(word_count):
