@@ -1,8 +1,9 @@
 """Rewards: PPO-C adjustment, abstention, correctness, proper scoring rules, the reward pipeline.
 
-Two layers: the PPO reward pipeline (``RewardPipeline``: reward model + PPO-C + abstention + correctness,
-per rollout) and TRL reward functions for GRPO/RLOO (``build_reward_funcs``: correctness, Brier, log
-score, abstention, format), both built on the same confidence parsing and grading.
+One registry of reward terms (:mod:`calrl.rewards.terms`: rm, correctness, clamp, ppo_c, missing_penalty,
+abstention, brier, log_score, format) serves two layers: the PPO reward pipeline (``RewardPipeline``: the terms
+applied in order to each rollout's running score) and TRL reward functions for GRPO/RLOO (``build_reward_funcs``:
+each term with a value per completion, weighted), both built on the same confidence parsing and grading.
 """
 
 from calrl.rewards.abstention import AbstentionReward, abstention_threshold

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -66,3 +67,33 @@ class CorrectnessReward:
         """``(rewards, graded)``; rewards of ungraded items are 0."""
         correct, graded = self.grade(responses, references)
         return torch.where(graded, self.rewards(correct), torch.tensor(0.0)), graded
+
+
+def reference_list(value: Any) -> list[str]:
+    """A dataset's reference cell as a list of strings: none for ``None``, one for a string or a number, else each
+    item."""
+    if value is None:
+        return []
+    if isinstance(value, str | int | float):
+        return [str(value)]
+    return [str(v) for v in value]
+
+
+def grade_completions(answers: Sequence[str], references: Sequence[Any], choices: Sequence[Any],
+                      abstained: Sequence[bool], grader: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """GRPO/RLOO's grading of a call's completions: ``(correct, graded)``, every completion graded.
+
+    A completion is correct when it does not abstain, its ``answer`` (``extract_answer(text).strip()``) is not
+    empty, its reference cell (:func:`reference_list`) is not empty and ``calrl.grading.grade`` accepts the answer
+    against the references, with the item's ``choices`` when it has some (multiple choice); anything else is wrong.
+    (PPO's pipeline grades with :meth:`CorrectnessReward.grade` instead: ``extract_answer(response)``, no choices,
+    abstentions graded like answers, a row without references ungraded.)
+    """
+    from calrl.grading import grade
+
+    correct = []
+    for answer, ref, options, abstains in zip(answers, references, choices, abstained, strict=True):
+        refs = reference_list(ref)
+        correct.append(not abstains and bool(answer) and bool(refs)
+                       and bool(grade(answer, refs, choices=list(options) if options else None, grader=grader)))
+    return torch.tensor(correct, dtype=torch.bool), torch.ones(len(correct), dtype=torch.bool)

@@ -6,7 +6,7 @@ its stated confidence (NaN when it states none), the text the reward model reads
 confidence statement when the pipeline strips: ``strip_confidence``, on by default when a ``ppo_c`` term is
 present, as the reference's PPO-C does; vanilla PPO scores the response as generated) and whether it
 abstains. Then every term of ``rewards`` (:mod:`calrl.rewards.terms`: ``rm``, ``correctness``, ``clamp``,
-``ppo_c``, ``missing_penalty``, ``abstention``, ``brier``, ``log_score`` or any registered term) is
+``ppo_c``, ``missing_penalty``, ``abstention``, ``brier``, ``log_score``, ``format`` or any registered term) is
 prepared and applied in order to the running score, which starts at 0.
 
 A response without a confidence is handled by ``missing_confidence`` (:mod:`calrl.confidence.missing`):
@@ -386,6 +386,7 @@ class RewardPipeline:
             prompts=prompts, responses=responses, references=references,
             confidence=torch.tensor([t[0] for t in texts]), stripped=[t[1] for t in texts],
             abstained=torch.tensor([t[2] for t in texts], dtype=torch.bool),
+            explicit=torch.tensor([t[3] for t in texts], dtype=torch.bool),
             missing_policy=self.config.missing_confidence, update=update, rm_fn=rm_fn, all_sum=self._all_sum,
             check_finite=lambda values, what: self._check_finite(values, prompts, responses, step, update, what),
             grader=lambda r, refs: self.correctness.grade(r, refs), distributed=self._distributed())
@@ -407,9 +408,10 @@ class RewardPipeline:
             stripped=batch.stripped)
         return final, self._batch_stats(update, batch)
 
-    def _read_texts(self, responses: list[str]) -> list[tuple[float, str, bool]]:
-        """(confidence or NaN, text for the RM, abstained) per response; each distinct text is read once."""
-        cache: dict[str, tuple[float, str, bool]] = {}
+    def _read_texts(self, responses: list[str]) -> list[tuple[float, str, bool, bool]]:
+        """(confidence or NaN, text for the RM, abstained, stated explicitly) per response; each distinct text is
+        read once."""
+        cache: dict[str, tuple[float, str, bool, bool]] = {}
         strips = self.config.strips
         out = []
         for r in responses:
@@ -419,7 +421,7 @@ class RewardPipeline:
                 value = float("nan") if parse.value is None else float(parse.value)
                 # the strip leaves a text without an explicit statement unchanged: skip the call then
                 stripped = self.reader.strip_statements(r) if strips and parse.source == "explicit" else r
-                hit = cache[r] = (value, stripped, bool(self.abstention_detector(r)))
+                hit = cache[r] = (value, stripped, bool(self.abstention_detector(r)), parse.source == "explicit")
             out.append(hit)
         return out
 

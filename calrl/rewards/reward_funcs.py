@@ -1,10 +1,25 @@
-"""TRL reward functions for GRPOTrainer and RLOOTrainer: correctness, scoring rules, abstention, format.
+"""TRL reward functions for GRPOTrainer and RLOOTrainer, made from the reward terms of :mod:`calrl.rewards.terms`.
 
 TRL calls each reward function as ``f(prompts=..., completions=..., **dataset_columns)`` and expects one
-float (or ``None``: "not scored by this function") per completion; it logs ``rewards/<__name__>/mean|std``.
-Completions are plain strings or, for conversational datasets, lists of message dicts.
+float (or ``None``: "not scored by this function") per completion; it logs ``rewards/<__name__>/mean|std``
+and sums the rewards with ``reward_weights``. Completions are plain strings or, for conversational datasets,
+lists of message dicts.
 
-Rewards (``RewardFuncsConfig.reward_funcs`` names):
+The rewards are the registered terms that have a value of their own per completion
+(:meth:`~calrl.rewards.term_base.RewardTerm.values`): ``correctness``, ``brier``, ``log_score``, ``abstention``,
+``format`` or any term registered with one. A recipe names them either TRL style, with their weights::
+
+    rewards:
+      - {name: brier}
+      - {name: abstention, value: 0.3, weight: 1.0}
+
+or with the earlier keys, ``reward_funcs: [brier, abstention]`` and ``reward_weights: [1.0, 1.0]``. Either way
+:meth:`RewardFuncsConfig.reward_specs` (the one place the earlier keys become terms) gives each term the options
+the recipe leaves out from the config's keys: ``missing_confidence`` (a scoring rule's ``missing``),
+``log_score_eps`` (``eps``), ``grader``, ``abstention_reward`` (the abstention's ``value``); and a scoring rule
+skips abstentions (``None``) exactly when ``abstention`` is among the rewards, else an abstention is scored as a
+wrong answer. Terms that transform PPO's running score (``rm``, ``clamp``, ``ppo_c``, ``missing_penalty``) are
+refused with the reason: TRL sums weighted rewards.
 
 - ``correctness``: 1 if the answer grades correct against the reference column, else 0 (abstentions 0).
 - ``brier``: RLCR, ``1[correct] - (q - 1[correct])^2`` on the stated confidence q (it contains the
@@ -13,28 +28,20 @@ Rewards (``RewardFuncsConfig.reward_funcs`` names):
 - ``abstention``: the configured value for an abstention ("I don't know", a clarifying question), 0 otherwise.
 - ``format``: 1 if the completion has an answer and an explicit parsable confidence statement, else 0.
 
-Abstentions: when ``abstention`` is among the rewards, the scoring rules return ``None`` for abstentions
-(the abstention's reward is the configured value); otherwise an abstention is scored as a wrong answer.
 With honest confidence q = p, ``brier`` earns p^2 in expectation, so abstaining with value v is optimal
-exactly when p < sqrt(v); with ``correctness`` alone it is optimal when p < v.
-
-A response without a confidence is handled by ``missing_confidence`` and counted (logged as
-``confidence/missing_rate`` through TRL's ``log_metric``):
-
-- ``"half"``: scored as q = 0.5 (the convention of Leng et al.); under a proper rule stating the true p is
-  never worse than this, so the policy still gains by stating confidence.
-- ``"worst"``: scored as the most wrong confidence for its outcome (q = 0 if correct, q = 1 if wrong).
-- ``"exclude"``: ``None`` (left to the other reward functions).
-
-(One vocabulary with PPO and eval: :mod:`calrl.confidence.missing`.) ``confidence_parser`` (``calrl`` or
-``reference``: the paper's training regex) is the one confidence-reading step,
-:class:`calrl.confidence.ConfidenceReader` with ``purpose="reward"``.
+exactly when p < sqrt(v); with ``correctness`` alone it is optimal when p < v. A response without a confidence
+is scored by ``missing_confidence`` (one vocabulary with PPO and eval: :mod:`calrl.confidence.missing`):
+``half`` (q = 0.5), ``worst`` (q = 0 if correct, 1 if wrong) or ``exclude`` (``None``), and counted
+(``confidence/missing_rate`` through TRL's ``log_metric``). ``confidence_parser`` (``calrl`` or ``reference``:
+the paper's training regex) is the one confidence-reading step, :class:`calrl.confidence.ConfidenceReader` with
+``purpose="reward"``.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
@@ -43,39 +50,53 @@ import torch
 
 from calrl.confidence.missing import SCORING_RULE_MISSING
 from calrl.errors import ConfigError
-from calrl.rewards import scoring_rules
+from calrl.rewards import terms as reward_terms
+from calrl.rewards.correctness import grade_completions, reference_list
+from calrl.rewards.terms import RewardTerm, RolloutBatch, build_reward_terms
 
 REWARD_NAMES = ("correctness", "brier", "log_score", "abstention", "format")
 SCORING_RULES = ("brier", "log_score")
-NEEDS_REFERENCE = ("correctness", "brier", "log_score")
+DEFAULT_REWARDS = ("brier",)
 MISSING_CONFIDENCE_POLICIES = SCORING_RULE_MISSING
+#: a term option the recipe leaves out -> the config key that gives it (for every term that takes the option)
+OPTION_KEYS = {"missing": "missing_confidence", "eps": "log_score_eps", "grader": "grader"}
 
 __all__ = [
     "MISSING_CONFIDENCE_POLICIES",
     "REWARD_NAMES",
     "SCORING_RULES",
-    "AbstentionRewardFunc",
-    "CorrectnessRewardFunc",
-    "FormatRewardFunc",
     "ParsedCompletion",
     "RewardFuncsConfig",
-    "ScoringRuleRewardFunc",
+    "TermRewardFunc",
     "build_reward_funcs",
+    "completion_batch",
     "completion_text",
     "parse_completion",
 ]
+
+
+def summable_terms() -> list[str]:
+    """The registered terms with a value of their own per completion (usable by GRPO/RLOO), in registry order."""
+    return [name for name, cls in reward_terms.REWARD_TERMS.items() if cls.per_completion()]
 
 
 @dataclass
 class RewardFuncsConfig:
     """Which calibration rewards to use and how they read the completions and the dataset."""
 
-    reward_funcs: list[str] = field(
-        default_factory=lambda: ["brier"],
-        metadata={"help": f"Reward functions by name, any of {', '.join(REWARD_NAMES)}."},
+    reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={"help": f"Reward functions by name, any of {', '.join(REWARD_NAMES)} or another registered "
+                          f"per-completion term (default: {', '.join(DEFAULT_REWARDS)}); or list them under rewards."},
     )
     reward_weights: list[float] | None = field(
         default=None, metadata={"help": "One weight per reward function (default: 1.0 each)."}
+    )
+    rewards: list | None = field(
+        default=None,
+        metadata={"help": "The reward terms (calrl.rewards.terms) TRL style, each with its options and TRL's weight, "
+                          "e.g. [{name: brier}, {name: abstention, value: 0.3, weight: 1.0}]; in place of "
+                          "reward_funcs and reward_weights."},
     )
     reference_column: str = field(
         default="reference", metadata={"help": "Dataset column with the reference answer(s) (str or list)."}
@@ -103,26 +124,32 @@ class RewardFuncsConfig:
         """Raise :class:`ConfigError` naming the first invalid reward option.
 
         ``reward_funcs`` given as one string (``"brier,format"``, e.g. from a command-line override) is split
-        on commas first.
+        on commas first. Once valid, ``reward_funcs`` and ``reward_weights`` name the terms of ``rewards`` and
+        their weights when the recipe lists them there (``reward_funcs`` is ``[brier]`` when neither is given).
         """
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [name.strip() for name in self.reward_funcs.split(",") if name.strip()]
-        names = list(self.reward_funcs or [])
-        if not names:
-            raise ConfigError("at least one reward function is needed", field="reward_funcs")
-        for name in names:
-            if name not in REWARD_NAMES:
-                raise ConfigError(f"unknown reward function {name!r}; choose from {', '.join(REWARD_NAMES)}",
+        entries = self._entries()
+        self._check_keys()
+        specs = self.reward_specs()
+        terms = build_reward_terms([entry for entry, _ in specs])
+        for i, term in enumerate(terms):
+            term.check_per_completion()
+            if "references" in term.needs and "grader" in term.options:
+                _check_grader(term.grader, "grader" if self.rewards is None else f"rewards[{i}].grader")
+        names, weights = [entry["name"] for entry, _ in entries], [w for _, w in entries]
+        if self.rewards is not None:
+            if self.reward_funcs is not None and list(self.reward_funcs) != names:
+                raise ConfigError(f"give the rewards under 'rewards' or as reward_funcs {self.reward_funcs}, not both",
                                   field="reward_funcs")
-        if len(set(names)) != len(names):
-            raise ConfigError(f"duplicate reward function in {names}", field="reward_funcs")
-        if self.reward_weights is not None:
-            if len(self.reward_weights) != len(names):
-                raise ConfigError(f"{len(self.reward_weights)} weights for {len(names)} reward functions",
+            if self.reward_weights is not None and [float(w) for w in self.reward_weights] != weights:
+                raise ConfigError("give the weights in the 'rewards' entries or as reward_weights, not both",
                                   field="reward_weights")
-            if not all(isinstance(w, int | float) and math.isfinite(w) for w in self.reward_weights):
-                raise ConfigError(f"weights must be finite numbers, got {self.reward_weights}",
-                                  field="reward_weights")
+            self.reward_funcs, self.reward_weights = names, weights
+        elif self.reward_funcs is None:
+            self.reward_funcs = list(DEFAULT_REWARDS)
+
+    def _check_keys(self) -> None:
         from calrl.confidence.missing import check_missing_policy
         from calrl.confidence.reading import check_parser
 
@@ -136,27 +163,78 @@ class RewardFuncsConfig:
         if not self.reference_column:
             raise ConfigError("must name a dataset column", field="reference_column")
         if self.uses_reference:
-            from calrl.errors import InputError
-            from calrl.grading import get_grader
+            _check_grader(self.grader, "grader")
 
-            try:
-                get_grader(self.grader)
-            except (InputError, KeyError) as exc:
-                raise ConfigError(str(exc).removeprefix("field 'grader': "), field="grader") from exc
+    def _entries(self) -> list[tuple[dict[str, Any], float]]:
+        """The rewards as given (``rewards``, else ``reward_funcs`` with ``reward_weights``): each entry without its
+        weight, and the weight; names, options and weights checked (a :class:`ConfigError` naming the field)."""
+        if self.rewards is None:
+            names = list(self.reward_funcs) if self.reward_funcs is not None else list(DEFAULT_REWARDS)
+            if not names:
+                raise ConfigError("at least one reward function is needed", field="reward_funcs")
+            for name in names:
+                _summable(name, "reward_funcs")
+            if len(set(names)) != len(names):
+                raise ConfigError(f"duplicate reward function in {names}", field="reward_funcs")
+            if self.reward_weights is None:
+                return [({"name": name}, 1.0) for name in names]
+            if len(self.reward_weights) != len(names):
+                raise ConfigError(f"{len(self.reward_weights)} weights for {len(names)} reward functions",
+                                  field="reward_weights")
+            if not all(isinstance(w, int | float) and math.isfinite(w) for w in self.reward_weights):
+                raise ConfigError(f"weights must be finite numbers, got {self.reward_weights}",
+                                  field="reward_weights")
+            return [({"name": name}, float(w)) for name, w in zip(names, self.reward_weights, strict=True)]
+        if not isinstance(self.rewards, list | tuple) or not self.rewards:
+            raise ConfigError(f"must be a non-empty list of terms ({{name: ..., weight: ...}}), got {self.rewards!r}",
+                              field="rewards")
+        entries = [_entry(i, spec) for i, spec in enumerate(self.rewards)]
+        names = [entry["name"] for entry, _ in entries]
+        duplicate = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if duplicate is not None:
+            raise ConfigError(f"the {duplicate} term is listed twice (TRL logs each reward under its name)",
+                              field=f"rewards[{names.index(duplicate, names.index(duplicate) + 1)}].name")
+        return entries
+
+    def reward_specs(self) -> list[tuple[dict[str, Any], float]]:
+        """The reward terms as recipe entries with every option the config decides, and their TRL weights, in
+        order: the one place the earlier keys (``reward_funcs``, ``reward_weights``, ``missing_confidence``,
+        ``log_score_eps``, ``grader``, ``abstention_reward``) become terms. An option an entry gives wins."""
+        entries = self._entries()
+        abstains = any(entry["name"] == "abstention" for entry, _ in entries)
+        for entry, _ in entries:
+            options = reward_terms.REWARD_TERMS[entry["name"]].options
+            for option, key in OPTION_KEYS.items():
+                if option in options:
+                    entry.setdefault(option, getattr(self, key))
+            if "abstentions" in options:
+                entry.setdefault("abstentions", "skip" if abstains else "score")
+            if entry["name"] == "abstention":
+                entry.setdefault("value", self.abstention_reward)
+        return entries
+
+    def reward_terms(self) -> list[RewardTerm]:
+        """The reward terms, built."""
+        return build_reward_terms([entry for entry, _ in self.reward_specs()])
 
     def weights(self) -> list[float]:
         """The weight of each reward function, in order (1.0 each when not given)."""
-        return [float(w) for w in self.reward_weights] if self.reward_weights is not None else [
-            1.0] * len(self.reward_funcs)
+        return [w for _, w in self._entries()]
+
+    @property
+    def calibration_rewards(self) -> list[str]:
+        """The rewards that score the stated confidence against the graded answer (proper scoring rules)."""
+        return [entry["name"] for entry, _ in self._entries()
+                if {"references", "confidences"} <= reward_terms.REWARD_TERMS[entry["name"]].needs]
 
     @property
     def uses_calibration_reward(self) -> bool:
         """True when a proper scoring rule on the stated confidence is among the rewards."""
-        return any(name in SCORING_RULES for name in self.reward_funcs)
+        return bool(self.calibration_rewards)
 
     @property
     def uses_reference(self) -> bool:
-        return any(name in NEEDS_REFERENCE for name in self.reward_funcs)
+        return any("references" in reward_terms.REWARD_TERMS[entry["name"]].needs for entry, _ in self._entries())
 
     @classmethod
     def from_object(cls, obj: Any) -> RewardFuncsConfig:
@@ -165,7 +243,51 @@ class RewardFuncsConfig:
         return cls(**{f.name: get(f.name, getattr(cls(), f.name)) for f in fields(cls)})
 
 
-# ------------------------------------------------------------------------------------------- parsing
+def _check_grader(name: Any, field_name: str) -> None:
+    from calrl.errors import InputError
+    from calrl.grading import get_grader
+
+    try:
+        get_grader(name)
+    except (InputError, KeyError) as exc:
+        raise ConfigError(str(exc).removeprefix("field 'grader': "), field=field_name) from exc
+
+
+def _summable(name: Any, field_name: str) -> type[RewardTerm]:
+    """The registered per-completion term called ``name``; else a one-line :class:`ConfigError` on ``field_name``."""
+    cls = reward_terms.REWARD_TERMS.get(name) if isinstance(name, str) else None
+    allowed = summable_terms()
+    if cls is None:
+        hint = difflib.get_close_matches(str(name), allowed, n=1)
+        raise ConfigError(f"unknown reward {name!r}; choose from {', '.join(allowed)}"
+                          + (f" (did you mean '{hint[0]}'?)" if hint else ""), field=field_name)
+    if not cls.per_completion():
+        raise ConfigError(f"the {name} term {cls.transforms}: GRPO and RLOO sum weighted per-completion rewards "
+                          f"(TRL), so it cannot be one of them; choose from {', '.join(allowed)}", field=field_name)
+    return cls
+
+
+def _entry(i: int, spec: Any) -> tuple[dict[str, Any], float]:
+    """One ``rewards`` entry (a term name or ``{name: ..., weight: ..., option: ...}``) and its weight."""
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ConfigError(f"must be a term name or a mapping with a 'name', got {spec!r}", field=f"rewards[{i}]")
+    entry = dict(spec)
+    cls = _summable(entry["name"], f"rewards[{i}].name")
+    weight = entry.pop("weight", 1.0)
+    allowed = ["weight", *cls.options]
+    unknown = [key for key in entry if key != "name" and key not in allowed]
+    if unknown:
+        hint = difflib.get_close_matches(str(unknown[0]), allowed, n=1)
+        raise ConfigError(f"unknown option {unknown[0]!r} of the {cls.name} term; it takes {', '.join(allowed)}"
+                          + (f" (did you mean '{hint[0]}'?)" if hint else ""), field=f"rewards[{i}]")
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+        raise ConfigError(f"must be a finite number, got {weight!r}", field=f"rewards[{i}].weight")
+    return entry, float(weight)
+
+
+# ------------------------------------------------------------------------------------------- reading a call
 def completion_text(completion: str | Sequence[Mapping[str, Any]]) -> str:
     """The text of a completion: the string itself, or the assistant messages' content joined."""
     if isinstance(completion, str):
@@ -202,155 +324,85 @@ def parse_completion(text: str, use_hedges: bool = False, parser: str = "calrl")
                             confidence_source=parsed.source, abstained=bool(is_abstention(text)))
 
 
-def _references(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str | int | float):
-        return [str(value)]
-    return [str(v) for v in value]
+_CALL_KEYS = ("trainer_state", "log_extra", "log_metric", "completion_ids", "environments")
 
 
-def _column(kwargs: Mapping[str, Any], column: str, n: int, reward_name: str) -> list[Any]:
-    if column not in kwargs:
-        available = sorted(k for k in kwargs if k not in ("trainer_state", "log_extra", "log_metric",
-                                                           "completion_ids", "environments"))
+def _column(columns: Mapping[str, Any], column: str, n: int, reward_name: str) -> list[Any]:
+    if column not in columns:
+        available = sorted(k for k in columns if k not in _CALL_KEYS)
         raise ConfigError(f"reward {reward_name!r} needs the dataset column {column!r}; the dataset has "
                           f"{available}", field="reference_column")
-    values = list(kwargs[column])
+    values = list(columns[column])
     if len(values) != n:
         raise ValueError(f"column {column!r} has {len(values)} values for {n} completions")
     return values
 
 
-class RewardFunc:
-    """Base: a picklable callable with a ``__name__`` (TRL logs ``rewards/<__name__>/...``)."""
+def _no_reward_model(rows: list[int], texts: list[str]) -> torch.Tensor:
+    raise ConfigError("no reward model scores GRPO/RLOO completions", field="rewards")
 
-    name: str = ""
 
-    def __init__(self, config: RewardFuncsConfig) -> None:
-        self.config = config
-        self.__name__ = self.name
+def completion_batch(term: RewardTerm, prompts: Sequence[Any], completions: Sequence[Any],
+                     columns: Mapping[str, Any], config: RewardFuncsConfig) -> RolloutBatch:
+    """One call of a TRL reward function as the ``term`` sees it: a :class:`RolloutBatch` of the completions' texts,
+    each read once (its answer, stated confidence in float64, abstention, whether the confidence is explicit), the
+    reference column when the term needs references (each cell as a list of strings), graded the GRPO/RLOO way
+    (:func:`calrl.rewards.correctness.grade_completions`, with the choices column when the dataset has one)."""
+    texts = [completion_text(c) for c in completions]
+    parsed = [parse_completion(t, config.use_hedges, config.confidence_parser) for t in texts]
+    n = len(texts)
+    references = ([reference_list(cell) for cell in _column(columns, config.reference_column, n, term.name)]
+                  if "references" in term.needs else None)
+    name = config.choices_column
+    choices = list(columns[name]) if name and name in columns else [None] * n
+    answers = [p.answer for p in parsed]
+    abstained = [p.abstained for p in parsed]
+    grader = getattr(term, "grader", config.grader)
 
-    def _parse(self, completions: Sequence[Any]) -> list[ParsedCompletion]:
-        return [parse_completion(completion_text(c), self.config.use_hedges, self.config.confidence_parser) for c in completions]
+    def grade(responses: list[str], refs: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        return grade_completions(answers, refs, choices, abstained, grader)
 
-    def _correct(self, parsed: Sequence[ParsedCompletion], kwargs: Mapping[str, Any]) -> list[bool]:
-        from calrl.grading import grade
+    return RolloutBatch(
+        prompts=list(prompts), responses=texts, references=references,
+        confidence=torch.tensor([math.nan if p.confidence is None else p.confidence for p in parsed],
+                                dtype=torch.float64),
+        stripped=texts, abstained=torch.tensor(abstained, dtype=torch.bool), missing_policy=config.missing_confidence,
+        update=False, rm_fn=_no_reward_model, all_sum=lambda v: v, check_finite=lambda values, what: None,
+        grader=grade, explicit=torch.tensor([p.confidence_source == "explicit" for p in parsed], dtype=torch.bool),
+        answers=answers)
 
-        refs = _column(kwargs, self.config.reference_column, len(parsed), self.__name__)
-        choices_col = self.config.choices_column
-        choices = list(kwargs[choices_col]) if choices_col and choices_col in kwargs else [None] * len(parsed)
-        out = []
-        for p, ref, ch in zip(parsed, refs, choices, strict=True):
-            references = _references(ref)
-            if p.abstained or not p.answer or not references:
-                out.append(False)
-            else:
-                out.append(bool(grade(p.answer, references, choices=list(ch) if ch else None,
-                                      grader=self.config.grader)))
-        return out
 
-    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any],
-                 **kwargs: Any) -> list[float | None]:
-        raise NotImplementedError
+class TermRewardFunc:
+    """A per-completion reward term as a TRL reward function: ``f(prompts=..., completions=..., **columns)`` gives
+    the term's :meth:`~calrl.rewards.term_base.RewardTerm.values` of :func:`completion_batch` (NaN as ``None``) and
+    logs the term's :meth:`~calrl.rewards.term_base.RewardTerm.completion_metrics` through ``log_metric``.
+    Picklable; ``__name__`` is the term's name, so TRL logs ``rewards/<name>/mean``."""
+
+    def __init__(self, term: RewardTerm, config: RewardFuncsConfig) -> None:
+        self.term, self.config = term, config
+        self.__name__ = term.name
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        batch = completion_batch(self.term, prompts, completions, kwargs, self.config)
+        values = self.term.values(batch)
+        if values.numel() != batch.n:
+            raise ValueError(f"the {self.term.name} term gave {values.numel()} values for {batch.n} completions")
+        log_metric = kwargs.get("log_metric")
+        if log_metric is not None:
+            for key, value in self.term.completion_metrics(batch).items():
+                log_metric(key, value)
+        return [None if math.isnan(v) else v for v in values.double().tolist()]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.__name__})"
 
 
-class CorrectnessRewardFunc(RewardFunc):
-    """1.0 when the answer grades correct against the reference column, else 0.0 (abstentions 0.0)."""
-
-    name = "correctness"
-
-    def __call__(self, prompts, completions, **kwargs):
-        parsed = self._parse(completions)
-        return [1.0 if c else 0.0 for c in self._correct(parsed, kwargs)]
-
-
-class ScoringRuleRewardFunc(RewardFunc):
-    """A proper scoring rule (``brier`` or ``log_score``) on the stated confidence and the correctness."""
-
-    def __init__(self, config: RewardFuncsConfig, rule: str) -> None:
-        if rule not in SCORING_RULES:
-            raise ConfigError(f"unknown scoring rule {rule!r}", field="reward_funcs")
-        self.name = rule
-        super().__init__(config)
-        self.skip_abstentions = "abstention" in config.reward_funcs
-
-    def _score(self, q: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
-        if self.name == "brier":
-            return scoring_rules.brier_reward(q, correct)
-        return scoring_rules.log_score_reward(q, correct, eps=self.config.log_score_eps)
-
-    def __call__(self, prompts, completions, **kwargs):
-        parsed = self._parse(completions)
-        correct = self._correct(parsed, kwargs)
-        policy = self.config.missing_confidence
-        rewards: list[float | None] = []
-        n_missing = n_answers = 0
-        for p, c in zip(parsed, correct, strict=True):
-            if p.abstained and self.skip_abstentions:
-                rewards.append(None)
-                continue
-            n_answers += 1
-            q = p.confidence
-            if q is None:
-                n_missing += 1
-                if policy == "exclude":
-                    rewards.append(None)
-                    continue
-                q = 0.5 if policy == "half" else (0.0 if c else 1.0)
-            rewards.append(float(self._score(torch.tensor(q, dtype=torch.float64), torch.tensor(c))))
-        log_metric: Callable[[str, float], None] | None = kwargs.get("log_metric")
-        if log_metric is not None:
-            # TRL gathers each logged key across processes, so every rank logs the same keys on every call
-            # (a key logged on one rank only would deadlock the gather); undefined values are NaN.
-            stated = [p.confidence for p in parsed if p.confidence is not None]
-            log_metric("confidence/missing_rate", n_missing / n_answers if n_answers else float("nan"))
-            log_metric("confidence/mean_stated", sum(stated) / len(stated) if stated else float("nan"))
-        return rewards
-
-
-class AbstentionRewardFunc(RewardFunc):
-    """The configured value for an abstention, 0.0 for an answer."""
-
-    name = "abstention"
-
-    def __call__(self, prompts, completions, **kwargs):
-        parsed = self._parse(completions)
-        log_metric = kwargs.get("log_metric")
-        if log_metric is not None:  # every rank logs the key on every call (see ScoringRuleRewardFunc)
-            log_metric("abstention/rate", sum(p.abstained for p in parsed) / len(parsed) if parsed else float("nan"))
-        return [float(self.config.abstention_reward) if p.abstained else 0.0 for p in parsed]
-
-
-class FormatRewardFunc(RewardFunc):
-    """1.0 when the completion has an answer and an explicit, parsable confidence statement, else 0.0."""
-
-    name = "format"
-
-    def __call__(self, prompts, completions, **kwargs):
-        parsed = self._parse(completions)
-        return [1.0 if p.answer and p.confidence_source == "explicit" else 0.0 for p in parsed]
-
-
-def build_reward_funcs(config: RewardFuncsConfig | Any) -> tuple[list[RewardFunc], list[float]]:
-    """The reward functions named in ``config.reward_funcs`` and their weights, in the same order.
+def build_reward_funcs(config: RewardFuncsConfig | Any) -> tuple[list[TermRewardFunc], list[float]]:
+    """The reward functions of ``config``'s rewards (``rewards``, or ``reward_funcs``) and their weights, in order.
 
     ``config`` is a :class:`RewardFuncsConfig` or any object carrying the same attributes (for example
     ``CalibratedGRPOConfig``).
     """
     cfg = config if isinstance(config, RewardFuncsConfig) else RewardFuncsConfig.from_object(config)
     cfg.validate_reward_options()
-    funcs: list[RewardFunc] = []
-    for name in cfg.reward_funcs:
-        if name == "correctness":
-            funcs.append(CorrectnessRewardFunc(cfg))
-        elif name in SCORING_RULES:
-            funcs.append(ScoringRuleRewardFunc(cfg, name))
-        elif name == "abstention":
-            funcs.append(AbstentionRewardFunc(cfg))
-        else:
-            funcs.append(FormatRewardFunc(cfg))
-    return funcs, cfg.weights()
+    return [TermRewardFunc(term, cfg) for term in cfg.reward_terms()], cfg.weights()

@@ -1,4 +1,5 @@
-"""Reward terms: the steps of a PPO reward, each an object with a name, what it needs and its statistics.
+"""Reward terms: the one reward interface of PPO, GRPO and RLOO; each term is an object with a name, what it
+needs and its statistics, registered by name in ``REWARD_TERMS``.
 
 A PPO recipe lists its terms in order under ``training.rewards``; each term takes the running score of
 every rollout of a batch and returns the new one::
@@ -21,6 +22,18 @@ then each term's ``apply`` in order, and logs each term's statistics.
 
 Recipes written with the earlier flat keys (``ppo_c_variant``, ``correctness_mode``, ``abstention_reward``
 ...) keep working: :func:`terms_from_flat_keys` translates them into this list.
+
+GRPO and RLOO (TRL's trainers) sum weighted per-completion rewards, so a GRPO/RLOO recipe lists the terms that
+have a value of their own per completion (``correctness``, ``brier``, ``log_score``, ``abstention``, ``format``
+or any registered term with :meth:`RewardTerm.values`), each with TRL's ``weight``::
+
+    rewards:
+      - {name: brier}
+      - {name: format, weight: 0.1}
+      - {name: abstention, value: 0.3, weight: 1.0}
+
+:mod:`calrl.rewards.reward_funcs` turns each into a TRL reward function; ``rm``, ``clamp``, ``ppo_c`` and
+``missing_penalty`` transform PPO's running score and are refused there with the reason.
 """
 
 from __future__ import annotations
@@ -31,9 +44,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from calrl.confidence.missing import SCORING_RULE_MISSING, check_missing_policy
 from calrl.errors import ConfigError
-from calrl.rewards import scoring_rules
+from calrl.rewards.confidence_terms import AbstentionTerm, BrierTerm, FormatTerm, LogScoreTerm
 from calrl.rewards.ppo_c import PPOCAdjuster, PPOCConfig, batch_statistic
 from calrl.rewards.term_base import (
     NEEDS,
@@ -46,8 +58,10 @@ from calrl.rewards.term_base import (
     register_reward_term,
 )
 
-__all__ = ["FLAT_KEYS", "NEEDS", "REWARD_TERMS", "References", "RewardTerm", "RolloutBatch", "TermContext",
-           "build_reward_terms", "find_term", "register_reward_term", "terms_from_flat_keys"]
+__all__ = ["FLAT_KEYS", "NEEDS", "REWARD_TERMS", "AbstentionTerm", "BrierTerm", "ClampTerm", "CorrectnessTerm",
+           "FormatTerm", "LogScoreTerm", "MissingPenaltyTerm", "PPOCTerm", "RMTerm", "References", "RewardTerm",
+           "RolloutBatch", "TermContext", "build_reward_terms", "find_term", "register_reward_term",
+           "terms_from_flat_keys"]
 
 INIT_AVERAGE_CHOICES = ("auto", "rm_mean", "first_batch")
 
@@ -96,6 +110,8 @@ class RMTerm(RewardTerm):
 
     additive = True
     name = "rm"
+    transforms = ("scores with a reward model, which the GRPO/RLOO recipes do not load (give TRL's trainer the "
+                  "reward model itself)")
     needs = frozenset({"texts", "rm"})
     options: ClassVar[dict[str, Any]] = {"normalize": False}
 
@@ -130,6 +146,14 @@ class CorrectnessTerm(RewardTerm):
     (``mode: add``) or in place of the reward model's score (``mode: replace``: the RM scores only the rows
     without references).
 
+    How a response is graded is the batch's, one of two named modes: PPO's pipeline grades
+    ``extract_answer(response)`` against its references, an abstention like any answer, a row without
+    references ungraded (:meth:`calrl.rewards.correctness.CorrectnessReward.grade`); the GRPO/RLOO reward
+    functions grade ``extract_answer(text).strip()`` with the item's choices (multiple choice), every completion
+    graded, an abstention, an empty answer or a missing reference as wrong
+    (:func:`calrl.rewards.correctness.grade_completions`). Per completion (GRPO/RLOO) the term's value is the one
+    it adds here; ``mode: replace`` means nothing there (no reward model) and is refused.
+
     Example:
         >>> from calrl.rewards.terms import CorrectnessTerm, RolloutBatch
         >>> batch = RolloutBatch.of(["Paris. Confidence: 9", "Lyon. Confidence: 2"], [["Paris"], ["Paris"]])
@@ -159,6 +183,18 @@ class CorrectnessTerm(RewardTerm):
         value = torch.where(correct, torch.tensor(float(self.correct)), torch.tensor(float(self.wrong)))
         return score + torch.where(graded, value, torch.tensor(0.0))
 
+    def check_per_completion(self) -> None:
+        if self.mode == "replace":
+            raise self._error("mode", "'replace' puts correctness in the reward model's place (PPO); GRPO and RLOO "
+                                      "have no reward model here: use 'add'")
+
+    def values(self, batch: RolloutBatch) -> torch.Tensor:
+        correct, graded = batch.grade()
+        f64 = torch.float64
+        value = torch.where(correct, torch.tensor(float(self.correct), dtype=f64), torch.tensor(float(self.wrong),
+                                                                                             dtype=f64))
+        return torch.where(graded, value, torch.tensor(0.0, dtype=f64))
+
 
 @register_reward_term
 class ClampTerm(RewardTerm):
@@ -171,6 +207,7 @@ class ClampTerm(RewardTerm):
     """
 
     name = "clamp"
+    transforms = "clamps the running score"
     options: ClassVar[dict[str, Any]] = {"value": 10.0}
 
     def check(self) -> None:
@@ -199,6 +236,7 @@ class PPOCTerm(RewardTerm):
     """
 
     name = "ppo_c"
+    transforms = "adjusts the running score against a moving average of the scores"
     needs = frozenset({"confidences"})
     options: ClassVar[dict[str, Any]] = {"variant": "threshold", "weight": 0.5, "alpha": 0.1, "init_average": "auto",
                "update_before_adjust": True, "avg_type": "mean"}
@@ -288,6 +326,8 @@ class MissingPenaltyTerm(RewardTerm):
     """
 
     name = "missing_penalty"
+    transforms = ("subtracts from the running score under PPO's missing_confidence: penalty (GRPO/RLOO: give the "
+                  "scoring rule's missing option, half, worst or exclude)")
     needs = frozenset({"confidences"})
     options: ClassVar[dict[str, Any]] = {"value": 1.0}
 
@@ -298,110 +338,11 @@ class MissingPenaltyTerm(RewardTerm):
         return torch.where(batch.missing, score - self.value, score)
 
 
-@register_reward_term
-class AbstentionTerm(RewardTerm):
-    """An abstention (``calrl.confidence.is_abstention``: "I don't know", a clarifying question) gets ``value``
-    in place of its score; abstaining then pays exactly when P(correct) < (value - wrong) / (correct - wrong)
-    (:func:`calrl.rewards.abstention.abstention_threshold`).
-
-    Example:
-        >>> from calrl.rewards.terms import AbstentionTerm, RolloutBatch
-        >>> batch = RolloutBatch.of(["Paris. Confidence: 9", "I don't know."])
-        >>> AbstentionTerm(value=0.3).apply(batch, torch.tensor([1.0, -2.0]))
-        tensor([1.0000, 0.3000])
-    """
-
-    name = "abstention"
-    needs = frozenset({"texts"})
-    options: ClassVar[dict[str, Any]] = {"value": 0.0}
-
-    def check(self) -> None:
-        self._number("value")
-
-    def apply(self, batch: RolloutBatch, score: torch.Tensor) -> torch.Tensor:
-        return torch.where(batch.abstained, torch.full_like(score, float(self.value)), score)
-
-
-class _ScoringRuleTerm(RewardTerm):
-    """``weight`` x a proper scoring rule of the stated confidence q and the graded correctness, added to the
-    score of each graded response (an ungraded one or an abstention gets 0). ``missing`` (half, worst,
-    exclude; :mod:`calrl.confidence.missing`) scores a response without a confidence."""
-
-    additive = True
-    needs = frozenset({"references", "confidences"})
-    options: ClassVar[dict[str, Any]] = {"weight": 1.0, "missing": "half", "grader": "auto"}
-
-    def check(self) -> None:
-        self._number("weight")
-        check_missing_policy(self.missing, SCORING_RULE_MISSING, field=f"rewards.{self.name}.missing")
-        if not isinstance(self.grader, str):
-            raise self._error("grader", f"must be a grader name, got {self.grader!r}")
-
-    def rule(self, q: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def values(self, batch: RolloutBatch) -> torch.Tensor:
-        """The rule's value per row, NaN where it does not score (ungraded, abstained, excluded)."""
-        correct, graded = batch.grade()
-        q = batch.confidence.double()
-        if self.missing == "half":
-            q = torch.where(batch.missing, torch.full_like(q, 0.5), q)
-        elif self.missing == "worst":
-            q = torch.where(batch.missing, (~correct).double(), q)
-        scored = graded & ~batch.abstained & ~torch.isnan(q)
-        values = self.rule(torch.where(scored, q, torch.full_like(q, 0.5)), correct)
-        return torch.where(scored, values, torch.full_like(values, float("nan")))
-
-    def apply(self, batch: RolloutBatch, score: torch.Tensor) -> torch.Tensor:
-        values = self.values(batch)
-        batch.extra[self.name] = values
-        return score + float(self.weight) * torch.nan_to_num(values, nan=0.0).to(score.dtype)
-
-    def stat_sums(self, batch: RolloutBatch) -> dict[str, tuple[float, float]]:
-        values = batch.extra.get(self.name, self.values(batch))
-        scored = ~torch.isnan(values)
-        return {f"reward/{self.name}": (float(torch.nan_to_num(values, nan=0.0).sum()), float(scored.sum()))}
-
-
-@register_reward_term
-class BrierTerm(_ScoringRuleTerm):
-    """RLCR's ``1[correct] - (q - 1[correct])^2`` (:func:`calrl.rewards.scoring_rules.brier_reward`).
-
-    Example (correct at q = 0.9: 1 - 0.1^2; wrong at q = 0.2: 0 - 0.2^2):
-        >>> from calrl.rewards.terms import BrierTerm, RolloutBatch
-        >>> batch = RolloutBatch.of(["Paris. Confidence: 9", "Lyon. Confidence: 2"], [["Paris"], ["Paris"]])
-        >>> BrierTerm().values(batch).to(torch.float32)
-        tensor([ 0.9900, -0.0400])
-    """
-
-    name = "brier"
-
-    def rule(self, q: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
-        return scoring_rules.brier_reward(q, correct)
-
-
-@register_reward_term
-class LogScoreTerm(_ScoringRuleTerm):
-    """``log q`` if correct else ``log(1 - q)``, q clipped to [eps, 1 - eps]
-    (:func:`calrl.rewards.scoring_rules.log_score_reward`).
-
-    Example (correct at q = 0.9: log 0.9; wrong at q = 0.2: log 0.8; half of each added to the score):
-        >>> from calrl.rewards.terms import LogScoreTerm, RolloutBatch
-        >>> batch = RolloutBatch.of(["Paris. Confidence: 9", "Lyon. Confidence: 2"], [["Paris"], ["Paris"]])
-        >>> LogScoreTerm(weight=0.5).apply(batch, torch.zeros(2))
-        tensor([-0.0527, -0.1116])
-    """
-
-    name = "log_score"
-    options: ClassVar[dict[str, Any]] = {**_ScoringRuleTerm.options, "eps": 1e-3}
-
-    def check(self) -> None:
-        super().check()
-        if not 0.0 < self._number("eps") < 0.5:
-            raise self._error("eps", f"must be in (0, 0.5), got {self.eps}")
-
-    def rule(self, q: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
-        return scoring_rules.log_score_reward(q, correct, eps=float(self.eps))
+# the terms of a response's own answer and confidence live in calrl.rewards.confidence_terms; registered here, after
+# the PPO ones above (the registry's order is the order error messages list the names in)
+for _term in (AbstentionTerm, BrierTerm, LogScoreTerm, FormatTerm):
+    register_reward_term(_term)
+__test__ = {cls.__name__: cls for cls in (RewardTerm, AbstentionTerm, BrierTerm, LogScoreTerm, FormatTerm)}  # examples
 
 
 # ------------------------------------------------------------------------------------ the earlier flat keys

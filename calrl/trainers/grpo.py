@@ -1,7 +1,7 @@
 """GRPO with proper-scoring-rule rewards on the stated confidence (RLCR / Rewarding Doubt style).
 
-``CalibratedGRPOTrainer`` is ``trl.GRPOTrainer`` whose reward functions are built from the config
-(:mod:`calrl.rewards.reward_funcs`). Reward scaling is GRPO's own ``scale_rewards`` option; this config
+``CalibratedGRPOTrainer`` is ``trl.GRPOTrainer`` whose reward functions are the config's reward terms
+(:mod:`calrl.rewards.reward_funcs`: ``rewards``, or ``reward_funcs`` and ``reward_weights``). Reward scaling is GRPO's own ``scale_rewards`` option; this config
 defaults it to ``"none"`` because per-group std normalisation of the advantages makes GRPO overconfident on
 stochastic outcomes (Bereket & Leskovec, arXiv 2508.11800; PPO and RLOO stay calibrated, and removing the
 std scaling fixes GRPO). Turning it back on in a run with a calibration reward gives a warning.
@@ -17,7 +17,7 @@ from typing import Any
 from trl import GRPOConfig, GRPOTrainer
 
 from calrl.errors import ConfigError
-from calrl.rewards.reward_funcs import SCORING_RULES, RewardFuncsConfig, build_reward_funcs
+from calrl.rewards.reward_funcs import RewardFuncsConfig, build_reward_funcs
 from calrl.trainers import check_trl_version
 from calrl.trainers.validation import POLICY_GRADIENT_RULES, TRAINING_RULES, check_numbers
 
@@ -38,7 +38,8 @@ STD_SCALING_REASON = (
 class CalibratedGRPOConfig(GRPOConfig, RewardFuncsConfig):
     """``trl.GRPOConfig`` plus the calibration reward options of :class:`RewardFuncsConfig`.
 
-    ``reward_funcs`` names the rewards, ``reward_weights`` (GRPO's own option) weights them.
+    ``rewards`` lists the reward terms TRL style (``[{name: brier}, {name: format, weight: 0.1}]``); or
+    ``reward_funcs`` names them and ``reward_weights`` (GRPO's own option) weights them.
     ``scale_rewards`` is GRPO's reward scaling: ``"group"`` (per-group std, GRPO's default), ``"batch"``
     or ``"none"`` (this config's default, see the module docstring); ``True``/``False`` mean
     ``"group"``/``"none"``.
@@ -59,13 +60,13 @@ class CalibratedGRPOConfig(GRPOConfig, RewardFuncsConfig):
         self.validate_reward_options()
 
 
-def std_scaling_warning(args: Any) -> str | None:
+def std_scaling_warning(args: RewardFuncsConfig) -> str | None:
     """The warning text when ``args`` turns on per-group std scaling with a calibration reward, else None.
 
     Per-group std scaling happens with ``scale_rewards="group"`` and, whatever ``scale_rewards`` says, with
     ``multi_objective_aggregation="normalize_then_sum"`` (each reward is normalised within its group).
     """
-    calibration = [name for name in getattr(args, "reward_funcs", None) or [] if name in SCORING_RULES]
+    calibration = args.calibration_rewards
     if not calibration:
         return None
     scale = {True: "group", False: "none"}.get(getattr(args, "scale_rewards", "none"),
@@ -115,7 +116,7 @@ def attach_calibration_eval(trainer: Any, calibration_eval: Any) -> Any:
 
 
 class ScoringRuleRewardsMixin:
-    """Builds a TRL policy-gradient trainer's reward functions from ``args.reward_funcs`` (checking the config
+    """Builds a TRL policy-gradient trainer's reward functions from the config's reward terms (checking the config
     and the reference column, warning about per-group std scaling) and attaches the per-epoch calibration
     eval; put it before ``GRPOTrainer`` / ``RLOOTrainer`` in the bases."""
 
@@ -132,7 +133,7 @@ class ScoringRuleRewardsMixin:
 
 
 class CalibratedGRPOTrainer(ScoringRuleRewardsMixin, GRPOTrainer):
-    """``trl.GRPOTrainer`` whose reward functions come from ``args.reward_funcs``.
+    """``trl.GRPOTrainer`` whose reward functions are the reward terms of ``args`` (``rewards`` or ``reward_funcs``).
 
     Everything else is GRPOTrainer's. ``calibration_eval`` (a ``CalibrationEvalConfig`` or callback) adds
     the per-epoch calibration evaluation.

@@ -1,7 +1,7 @@
 """RLOO with proper-scoring-rule rewards on the stated confidence.
 
-``CalibratedRLOOTrainer`` is ``trl.RLOOTrainer`` whose reward functions are built from the config
-(:mod:`calrl.rewards.reward_funcs`). RLOO's leave-one-out baseline does not divide by a per-group std, so
+``CalibratedRLOOTrainer`` is ``trl.RLOOTrainer`` whose reward functions are the config's reward terms
+(:mod:`calrl.rewards.reward_funcs`: ``rewards``, or ``reward_funcs`` and ``reward_weights``). RLOO's leave-one-out baseline does not divide by a per-group std, so
 it stays calibrated with a proper scoring rule (Bereket & Leskovec, arXiv 2508.11800). Its only scaling
 option, ``normalize_advantages``, normalises over the whole generation batch (one mean and one std for all
 groups), which rescales every advantage by the same factor and keeps the optimum: no warning is needed.
@@ -25,7 +25,8 @@ check_trl_version()
 class CalibratedRLOOConfig(RLOOConfig, RewardFuncsConfig):
     """``trl.RLOOConfig`` plus the calibration reward options of :class:`RewardFuncsConfig`.
 
-    ``reward_funcs`` names the rewards, ``reward_weights`` (RLOO's own option) weights them.
+    ``rewards`` lists the reward terms TRL style (``[{name: brier}, {name: format, weight: 0.1}]``); or
+    ``reward_funcs`` names them and ``reward_weights`` (RLOO's own option) weights them.
     """
 
     def __post_init__(self) -> None:
@@ -35,7 +36,7 @@ class CalibratedRLOOConfig(RLOOConfig, RewardFuncsConfig):
 
 
 class CalibratedRLOOTrainer(ScoringRuleRewardsMixin, RLOOTrainer):
-    """``trl.RLOOTrainer`` whose reward functions come from ``args.reward_funcs``.
+    """``trl.RLOOTrainer`` whose reward functions are the reward terms of ``args`` (``rewards`` or ``reward_funcs``).
 
     ``calibration_eval`` (a ``CalibrationEvalConfig`` or callback) adds the per-epoch calibration evaluation.
     RLOOConfig has no per-group std scaling, so ``std_scaling_warning`` stays None.
