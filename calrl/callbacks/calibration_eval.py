@@ -60,8 +60,11 @@ from calrl.errors import ConfigError, InputError
 from calrl.eval.report import N_WRONG_EXAMPLES
 from calrl.eval.runner import compute_results, resolve_records
 from calrl.eval.schema import EvalResults
+from calrl.eval.settings import EvalSettings
 from calrl.generation.generate import generate_predictions
+from calrl.generation.prompts import ElicitationPrompt
 from calrl.generation.sharding import generation_model
+from calrl.limits import check_item_slices, check_seed
 
 logger = logging.getLogger(__name__)
 
@@ -71,37 +74,26 @@ RELIABILITY_COLUMNS = ("lower", "upper", "count", "mean_confidence", "accuracy")
 
 
 @dataclass
-class CalibrationEvalConfig:
-    """What to evaluate during training and how.
+class CalibrationEvalConfig(EvalSettings):
+    """What to evaluate during training and how: the keys of :class:`~calrl.eval.settings.EvalSettings`
+    (described there; the recipe's ``eval:`` section has the same ones), and these.
 
     ``eval_items`` is a list of :class:`~calrl.data.heldout.EvalItem` or a dataset spec for
-    :func:`~calrl.data.heldout.load_eval_items` (loaded once, when training starts). ``every_n_steps`` adds
-    an eval every N optimiser steps on top of the per-epoch evals; ``eval_on_start`` adds one of the
-    initial policy (``epoch-0`` at step 0; not repeated when a run resumes; the recipe key ``eval.at_start``,
-    on by default in recipes). ``slice_keys`` limits the per-slice scalars logged (None: every slice key).
-    ``n_confidently_wrong`` is how many of each eval's most confidently wrong answers go into the W&B table
-    ``eval/confidently_wrong`` (0: no table); ``log_table`` turns every W&B table and chart off.
+    :func:`~calrl.data.heldout.load_eval_items` (loaded once, when training starts). ``eval_on_start`` adds an
+    eval of the initial policy (``epoch-0`` at step 0; not repeated when a run resumes; the recipe key
+    ``eval.at_start``, on by default in recipes). ``generation``: more :func:`generate_predictions` settings
+    (``do_sample`` ...). ``n_confidently_wrong`` is how many of each eval's most confidently wrong answers go
+    into the W&B table ``eval/confidently_wrong`` (0: no table); ``log_table`` turns every W&B table and chart
+    off.
     """
 
     eval_items: Any = None
     eval_split: str | None = None
     eval_limit: int | None = None
     prompt: Any = None  # calrl.generation.prompts.ElicitationPrompt; None = the default prompt
-    every_n_steps: int | None = None
     eval_on_start: bool = False
-    batch_size: int = 16
-    max_new_tokens: int = 64
-    n_bins: int = 15
-    slice_keys: list[str] | None = None
     save_predictions: bool = True
-    use_hedges: bool = True
-    confidence_parser: str = "calrl"  # calrl.confidence.reading.PARSERS
-    confidence_retries: int = 0  # the eval's retry rule (calrl.generation.generate)
-    generation: dict[str, Any] = field(default_factory=dict)  # more generate_predictions settings (do_sample ...)
-    grader: str = "auto"
-    missing_policy: str = "exclude"
-    min_slice_size: int = 30
-    n_boot: int = 0
+    generation: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     output_subdir: str = EVAL_SUBDIR
     log_image: bool = True
@@ -113,44 +105,20 @@ class CalibrationEvalConfig:
         if self.eval_items is None or (not isinstance(self.eval_items, str) and len(self.eval_items) == 0):
             raise ConfigError("needs held-out items (a list of EvalItem or a dataset spec)",
                               field="eval_items")
-        n = self.every_n_steps
-        if n is not None and (not isinstance(n, int) or n < 1):
-            raise ConfigError(f"must be a positive integer or null, got {self.every_n_steps!r}",
-                              field="every_n_steps")
-        from calrl import limits
-
-        for name, most in (("batch_size", limits.MAX_BATCH_SIZE), ("max_new_tokens", limits.MAX_NEW_TOKENS),
-                           ("n_bins", limits.MAX_BINS)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
-                raise ConfigError(f"must be an integer from 1 to {most}, got {value!r}", field=name)
-        if not isinstance(self.min_slice_size, int) or not 0 <= self.min_slice_size <= limits.MAX_ITEMS:
-            raise ConfigError(f"must be an integer from 0 to {limits.MAX_ITEMS}, got {self.min_slice_size!r}",
-                              field="min_slice_size")
-        for check, name in ((limits.check_bootstrap, "n_boot"), (limits.check_seed, "seed")):
-            try:
-                check(getattr(self, name), field=name)
-            except InputError as exc:
-                raise ConfigError(exc.reason, field=name) from None
+        super().__post_init__()  # the EvalSettings keys
+        try:
+            check_seed(self.seed, field="seed")
+        except InputError as exc:
+            raise ConfigError(exc.reason, field="seed") from None
         if not isinstance(self.eval_items, str):  # the slices of a list of items: bounded before any model runs
             try:
-                limits.check_item_slices(self.eval_items)
+                check_item_slices(self.eval_items)
             except InputError as exc:
                 raise ConfigError(exc.reason, field="eval_items") from None
         n = self.n_confidently_wrong
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ConfigError(f"must be a non-negative integer, got {n!r}", field="n_confidently_wrong")
-        from calrl.confidence.missing import EVAL_MISSING, check_missing_policy
-        from calrl.confidence.reading import check_parser
-
-        check_missing_policy(self.missing_policy, EVAL_MISSING, field="missing_policy")
-        check_parser(self.confidence_parser)
-        if not isinstance(self.confidence_retries, int) or not 0 <= self.confidence_retries <= limits.MAX_RETRIES:
-            raise ConfigError(f"must be an integer from 0 to {limits.MAX_RETRIES}, got {self.confidence_retries!r}",
-                              field="confidence_retries")
         if self.prompt is None:
-            from calrl.generation.prompts import ElicitationPrompt
-
             self.prompt = ElicitationPrompt()
 
 

@@ -14,6 +14,7 @@ from calrl.cli import options
 from calrl.confidence.missing import EVAL_MISSING
 from calrl.errors import reports_os_errors
 from calrl.gate.config import GateConfig
+from calrl.grading import DEFAULT_GRADER
 
 DEFAULTS = GateConfig()
 
@@ -94,7 +95,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="when resolving predictions here, do not map hedge phrases to confidences",
     )
-    p.add_argument("--grader", default="auto", help="grader used when resolving predictions here")
+    p.add_argument("--grader", default=DEFAULT_GRADER, help="grader used when resolving predictions here")
     p.add_argument("--seed", type=options.seed, default=DEFAULTS.seed, help="bootstrap seed")
     p.set_defaults(func=run)
 

@@ -23,21 +23,35 @@ from pathlib import Path
 from typing import Any
 
 from calrl.cli import options
-from calrl.confidence.reading import PARSERS
+from calrl.confidence.missing import DEFAULT_EVAL_MISSING, EVAL_MISSING
+from calrl.confidence.parse import DEFAULT_SCALE, SCALES
+from calrl.confidence.reading import DEFAULT_PARSER, PARSERS
 from calrl.errors import InputError, reports_os_errors
-from calrl.generation.prompts import PROMPT_STYLES
-from calrl.limits import MAX_NEW_TOKENS, MAX_RETRIES, MAX_SAMPLES
+from calrl.generation.prompts import DEFAULT_PROMPT_STYLE, DEFAULT_RETRY_WHEN, PROMPT_STYLES, RETRY_RULES
+from calrl.grading import DEFAULT_GRADER
+from calrl.limits import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BINS,
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MIN_SLICE_SIZE,
+    MAX_NEW_TOKENS,
+    MAX_RETRIES,
+    MAX_SAMPLES,
+)
 from calrl.progress import is_main_process
 
 # every file eval may write into --out: an --out holding one of them is refused unless --overwrite
 OUTPUT_NAMES = ("metrics.json", "reliability.png", "report.md", "report.html", "predictions.jsonl",
                 "resolved.jsonl", "samples.jsonl")
-SCALES = ("0-10", "percent", "unit")
 # calrl eval's defaults of the options a trained run's recipe can set (None in argparse: "not given")
-DEFAULTS = {"bins": 15, "missing_confidence": "exclude", "confidence_parser": "calrl", "no_hedges": False,
-            "grader": "auto", "min_slice_size": 30, "bootstrap": 200, "seed": 0, "prompt_scale": "0-10",
-            "reasons_first": False, "prompt_style": "calrl", "confidence_retries": 0, "batch_size": 16,
-            "max_new_tokens": 64, "retry_when": "parsed", "do_sample": False, "top_k": 0, "temperature": 1.0}
+DEFAULTS = {"bins": DEFAULT_BINS, "missing_confidence": DEFAULT_EVAL_MISSING,
+            "confidence_parser": DEFAULT_PARSER, "no_hedges": False, "grader": DEFAULT_GRADER,
+            "min_slice_size": DEFAULT_MIN_SLICE_SIZE, "bootstrap": DEFAULT_BOOTSTRAP, "seed": 0,
+            "prompt_scale": DEFAULT_SCALE, "reasons_first": False, "prompt_style": DEFAULT_PROMPT_STYLE,
+            "confidence_retries": 0, "batch_size": DEFAULT_BATCH_SIZE,
+            "max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "retry_when": DEFAULT_RETRY_WHEN, "do_sample": False,
+            "top_k": 0, "temperature": 1.0}
 RUN = "a calrl run's own setting, else"
 
 
@@ -54,24 +68,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     options.add_overwrite(p, "earlier results in --out, or write into a folder holding the input")
     p.add_argument("--bins", type=options.bins, default=None,
-                   help=f"equal-width ECE bins, 1 to {options.MAX_BINS} (default: {RUN} 15)")
-    p.add_argument("--missing-confidence", choices=("exclude", "half", "error"), default=None,
+                   help=f"equal-width ECE bins, 1 to {options.MAX_BINS} (default: {RUN} {DEFAULT_BINS})")
+    p.add_argument("--missing-confidence", choices=EVAL_MISSING, default=None,
                    help=f"answered items without a confidence: leave out, score as 0.5, or fail (default: {RUN} "
-                        "exclude)")
+                        f"{DEFAULT_EVAL_MISSING})")
     p.add_argument("--confidence-parser", choices=PARSERS, default=None,
                    help="how a stated confidence is read: calrl (documented in calrl/confidence/parse.py) or "
-                        f"reference (the paper's evaluation rules) (default: {RUN} calrl)")
+                        f"reference (the paper's evaluation rules) (default: {RUN} {DEFAULT_PARSER})")
     p.add_argument("--no-hedges", action="store_const", const=True, default=None,
                    help="do not map hedge phrases ('probably', 'I think') to confidences (default: "
                         f"{RUN} hedges are read)")
     p.add_argument("--grader", default=None, metavar="NAME",
                    help="how answers are graded: auto, exact, numeric, mc, any grader registered with "
                         "calrl.grading.register_grader, MODULE:FUNCTION, or a 'calrl.graders' entry point "
-                        f"(default: {RUN} auto)")
+                        f"(default: {RUN} {DEFAULT_GRADER})")
     p.add_argument("--min-slice-size", type=options.non_negative_int, default=None,
-                   help=f"slices with fewer items are flagged small (default: {RUN} 30)")
+                   help=f"slices with fewer items are flagged small (default: {RUN} "
+                        f"{DEFAULT_MIN_SLICE_SIZE})")
     p.add_argument("--bootstrap", type=options.bootstrap, default=None,
-                   help=f"bootstrap resamples for the smooth-ECE interval, 0 = none (default: {RUN} 200)")
+                   help=f"bootstrap resamples for the smooth-ECE interval, 0 = none (default: {RUN} "
+                        f"{DEFAULT_BOOTSTRAP})")
     p.add_argument("--seed", type=options.seed, default=None, help=f"bootstrap seed (default: {RUN} 0)")
     p.add_argument("--title", default=None, help="report title (default: 'Calibration report: ' and the model)")
 
@@ -88,12 +104,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--sample-seed", type=options.seed, default=None, metavar="SEED",
                      help="with --limit: draw the N items at random with this seed, every slice in proportion")
     gen.add_argument("--prompt-scale", choices=SCALES, default=None,
-                     help=f"confidence scale asked for (default: {RUN} 0-10)")
+                     help=f"confidence scale asked for (default: {RUN} {DEFAULT_SCALE})")
     gen.add_argument("--reasons-first", action="store_const", const=True, default=None,
                      help=f"ask for reasons before the answer (default: {RUN} off)")
     gen.add_argument("--prompt-style", choices=PROMPT_STYLES, default=None,
                      help="calrl's elicitation prompt, or the paper's 'standard' (answer + confidence 0-10) or "
-                          f"'cot' (explanation, answer, confidence) prompt (default: {RUN} calrl)")
+                          f"'cot' (explanation, answer, confidence) prompt (default: {RUN} "
+                          f"{DEFAULT_PROMPT_STYLE})")
     gen.add_argument("--prompt-template", metavar="FILE", default=None,
                      help="a YAML file with the prompt's words (system, user, options_intro, option, answer_type, "
                           "demo; calrl/generation/prompt_template.py); docs/fidelity.md says how to write the paper's")
@@ -104,16 +121,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="regenerate an answer without a confidence up to N times, the last try forcing "
                           "'Confidence:' (the paper's code: 10 plain tries and a forced one, N = 11) "
                           f"(default: {RUN} 0)")
-    gen.add_argument("--retry-when", choices=("parsed", "reference"), default=None,
+    gen.add_argument("--retry-when", choices=RETRY_RULES, default=None,
                      help="what counts as no confidence: the parser reads none, or the paper's test (no "
-                          f"'Confidence:' followed by digits) (default: {RUN} parsed)")
+                          f"'Confidence:' followed by digits) (default: {RUN} {DEFAULT_RETRY_WHEN})")
     gen.add_argument("--forced-retry-tokens", type=options.int_range(1, MAX_NEW_TOKENS), default=None, metavar="N",
                      help="new tokens of the forced try (default --max-new-tokens; the paper's code: 16)")
     gen.add_argument("--distractor", action="store_true", help="add a distractor answer to the prompt")
     gen.add_argument("--batch-size", type=options.batch_size, default=None,
-                     help=f"prompts generated together (default: {RUN} 16)")
+                     help=f"prompts generated together (default: {RUN} {DEFAULT_BATCH_SIZE})")
     gen.add_argument("--max-new-tokens", type=options.int_range(1, MAX_NEW_TOKENS), default=None,
-                     help=f"length limit of each answer (default: {RUN} 64)")
+                     help=f"length limit of each answer (default: {RUN} {DEFAULT_MAX_NEW_TOKENS})")
     gen.add_argument("--num-samples", type=options.int_range(0, MAX_SAMPLES), default=0,
                      help="extra sampled answers per question, for consistency signals")
     gen.add_argument("--temperature", type=_positive_float, default=None,

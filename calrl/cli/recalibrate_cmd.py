@@ -19,6 +19,8 @@ import sys
 
 from calrl.cli import options
 from calrl.errors import reports_os_errors
+from calrl.grading import DEFAULT_GRADER
+from calrl.limits import DEFAULT_BINS
 from calrl.recalibration.methods import METHODS
 
 
@@ -37,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--predictions", required=True, help="predictions file to fit on")
     fit.add_argument("--method", required=True, help=f"one of: {', '.join(METHODS)}")
     fit.add_argument("--out", required=True, type=options.non_empty_path, help="path of calibrator.json")
-    fit.add_argument("--bins", type=options.bins, default=15,
+    fit.add_argument("--bins", type=options.bins, default=DEFAULT_BINS,
                      help=f"bins for histogram binning and ECE (1 to {options.MAX_BINS})")
     split = fit.add_mutually_exclusive_group()
     split.add_argument(
@@ -71,7 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _resolve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-hedges", action="store_true", help="do not map hedge phrases to confidences")
-    p.add_argument("--grader", default="auto", help="grader used when 'correct' is not given")
+    p.add_argument("--grader", default=DEFAULT_GRADER, help="grader used when 'correct' is not given")
 
 
 @reports_os_errors

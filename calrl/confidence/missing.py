@@ -16,12 +16,18 @@ with a message naming the new word.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from calrl.errors import ConfigError
 
 MISSING_CONFIDENCE = ("half", "exclude", "penalty", "worst", "error")
 PPO_MISSING = ("half", "exclude", "penalty")
 SCORING_RULE_MISSING = ("half", "exclude", "worst")
-EVAL_MISSING = ("exclude", "half", "error")
+#: The evaluation's policies (``calrl eval``, ``calrl compare``, the training callback, a recipe's
+#: ``eval.missing_policy``): the type that configs annotate, its names, and the default.
+EvalMissingPolicy = Literal["exclude", "half", "error"]
+EVAL_MISSING: tuple[str, ...] = get_args(EvalMissingPolicy)
+DEFAULT_EVAL_MISSING: EvalMissingPolicy = "exclude"
 _RENAMED = {"skip": "exclude"}
 
 

@@ -29,6 +29,7 @@ import functools
 import math
 import re
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from calrl.confidence.lexicon import _RECENT, find_probability_phrases, normalise_spacing, original_span
 from calrl.errors import InputError
@@ -60,7 +61,11 @@ _NEGATED_RE = re.compile(r"\bnot\s*$")
 
 _CUE_RE = re.compile(_CUE + r"[:=]")  # the cue with its colon or equals sign, whatever follows
 
-SCALES = ("0-10", "percent", "unit")
+#: The scales a confidence is stated on (the type that configs annotate, its names) and the one asked for
+#: when none is named.
+Scale = Literal["0-10", "percent", "unit"]
+SCALES: tuple[str, ...] = get_args(Scale)
+DEFAULT_SCALE: Scale = "0-10"
 
 
 @dataclass(frozen=True)
@@ -199,7 +204,7 @@ def has_dangling_cue(text: str) -> bool:
     return _CUE_RE.search(normalise_spacing(strip_confidence(text))[0]) is not None
 
 
-def format_confidence(p: float, scale: str = "0-10") -> str:
+def format_confidence(p: float, scale: str = DEFAULT_SCALE) -> str:
     """``"Confidence: 8"`` (0-10), ``"Confidence: 80%"`` (percent) or ``"Confidence: 0.8"`` (unit).
 
     ``p`` is rounded half up to the scale's resolution (tenths, percents, hundredths); the unit scale

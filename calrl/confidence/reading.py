@@ -34,11 +34,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from calrl.confidence.parse import ConfidenceParse, has_dangling_cue, parse_confidence, strip_confidence
 from calrl.errors import ConfigError
 
-PARSERS = ("calrl", "reference")
+#: The named parsers (the type that configs annotate, its names) and the one used when none is named.
+ParserName = Literal["calrl", "reference"]
+PARSERS: tuple[str, ...] = get_args(ParserName)
+DEFAULT_PARSER: ParserName = "calrl"
 PURPOSES = ("reward", "eval")
 
 _REF_REWARD_RE = re.compile(r"Confidence:\s*(\d+(\.\d+)?)", re.IGNORECASE)
@@ -103,7 +107,7 @@ class ConfidenceReader:
     ``use_hedges`` applies to the ``calrl`` parser only (the reference reads numbers only).
     """
 
-    parser: str = "calrl"
+    parser: str = DEFAULT_PARSER
     purpose: str = "eval"
     use_hedges: bool = True
 

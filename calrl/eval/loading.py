@@ -16,9 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from calrl.confidence.reading import DEFAULT_PARSER
 from calrl.data.readers import csv_error
 from calrl.data.records import PredictionRecord, ResolvedRecord
 from calrl.errors import InputError
+from calrl.grading import DEFAULT_GRADER
 from calrl.io import check_input, iter_lines, read_text
 from calrl.jsonio import loads_json
 
@@ -70,8 +72,9 @@ def _share_equal_values(record: PredictionRecord, shared: tuple[dict[Any, Any], 
         record.response = responses.setdefault(record.response, record.response)
 
 
-def resolve_predictions_file(path: str | Path, *, use_hedges: bool = True, grader: str = "auto",
-                             confidence_parser: str = "calrl") -> tuple[list[PredictionRecord], list[ResolvedRecord]]:
+def resolve_predictions_file(path: str | Path, *, use_hedges: bool = True, grader: str = DEFAULT_GRADER,
+                             confidence_parser: str = DEFAULT_PARSER,
+                             ) -> tuple[list[PredictionRecord], list[ResolvedRecord]]:
     """Load and validate a predictions file, then resolve it (parse, detect abstention, grade) item by
     item, so that an item that cannot be resolved is reported with the file and its line."""
     from calrl.confidence import ConfidenceReader

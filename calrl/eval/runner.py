@@ -19,6 +19,8 @@ import torch
 
 from calrl import metrics as M
 from calrl.confidence import ConfidenceReader, detect_hedge, extract_answer, is_abstention
+from calrl.confidence.missing import DEFAULT_EVAL_MISSING, EVAL_MISSING, check_missing_policy
+from calrl.confidence.reading import DEFAULT_PARSER
 from calrl.data.records import PredictionRecord, ResolvedRecord
 from calrl.errors import InputError
 from calrl.eval.schema import (
@@ -33,10 +35,17 @@ from calrl.eval.schema import (
     SmoothECE,
     StandardErrors,
 )
-from calrl.grading import grade
-from calrl.limits import check_bootstrap, check_seed, check_slice_values
+from calrl.grading import DEFAULT_GRADER, grade
+from calrl.limits import (
+    DEFAULT_BINS,
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_MIN_SLICE_SIZE,
+    check_bins,
+    check_bootstrap,
+    check_seed,
+    check_slice_values,
+)
 
-MISSING_POLICIES = ("exclude", "half", "error")
 CONFIDENCE_SOURCES = ("given", "explicit", "hedge", "missing", "abstained")
 HEDGE_THRESHOLD = 0.5  # a wrong answer below this stated confidence counts as hedged
 OVERCONFIDENT_THRESHOLD = 0.9  # a wrong answer at or above this stated confidence is overconfident
@@ -44,7 +53,7 @@ OVERCONFIDENT_THRESHOLD = 0.9  # a wrong answer at or above this stated confiden
 
 # --------------------------------------------------------------------------------------------- resolve
 def resolve_records(records: Iterable[PredictionRecord], *, use_hedges: bool = True,
-                    grader: str = "auto", confidence_parser: str = "calrl") -> list[ResolvedRecord]:
+                    grader: str = DEFAULT_GRADER, confidence_parser: str = DEFAULT_PARSER) -> list[ResolvedRecord]:
     """Parse, detect and grade each record; given fields always win over derived ones.
 
     confidence: given > explicit statement in the response > hedge phrase (``use_hedges``) > missing.
@@ -75,7 +84,7 @@ class TextMemo:
     its calls or keep state).
     """
 
-    def __init__(self, reader: ConfidenceReader, grader: str = "auto") -> None:
+    def __init__(self, reader: ConfidenceReader, grader: str = DEFAULT_GRADER) -> None:
         self.reader, self.grader = reader, grader
         self._keep_grades: bool | None = None  # known at the first grade (an unknown grader fails there)
         self._hedged: dict[str, bool] = {}
@@ -129,8 +138,8 @@ def _is_hedged(response: str) -> bool:
     return detect_hedge(response) is not None
 
 
-def resolve_record(rec: PredictionRecord, *, reader: ConfidenceReader | None = None, grader: str = "auto",
-                   memo: TextMemo | None = None) -> ResolvedRecord:
+def resolve_record(rec: PredictionRecord, *, reader: ConfidenceReader | None = None,
+                   grader: str = DEFAULT_GRADER, memo: TextMemo | None = None) -> ResolvedRecord:
     """One record of :func:`resolve_records`, its confidence read by ``reader`` (or by the ``memo``'s reader
     and graded with its grader, when a memo shared by many records is given)."""
     if memo is None:
@@ -179,26 +188,25 @@ def resolve_record(rec: PredictionRecord, *, reader: ConfidenceReader | None = N
 
 
 # --------------------------------------------------------------------------------------------- metrics
-def compute_metrics(resolved: Sequence[ResolvedRecord], *, n_bins: int = 15, missing_policy: str = "exclude",
-                    min_slice_size: int = 30, n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
+def compute_metrics(resolved: Sequence[ResolvedRecord], *, n_bins: int = DEFAULT_BINS,
+                    missing_policy: str = DEFAULT_EVAL_MISSING, min_slice_size: int = DEFAULT_MIN_SLICE_SIZE,
+                    n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
     """:func:`compute_results` as the JSON-ready dict of ``metrics.json`` (NaN -> null)."""
     return compute_results(resolved, n_bins=n_bins, missing_policy=missing_policy,
                            min_slice_size=min_slice_size, n_boot=n_boot, seed=seed).to_json()
 
 
-def compute_results(resolved: Sequence[ResolvedRecord], *, n_bins: int = 15, missing_policy: str = "exclude",
-                    min_slice_size: int = 30, n_boot: int = 200, seed: int = 0) -> EvalResults:
+def compute_results(resolved: Sequence[ResolvedRecord], *, n_bins: int = DEFAULT_BINS,
+                    missing_policy: str = DEFAULT_EVAL_MISSING, min_slice_size: int = DEFAULT_MIN_SLICE_SIZE,
+                    n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> EvalResults:
     """All metrics of the records, overall and per slice value.
 
     ``missing_policy`` says what an answered item without a confidence does: ``exclude`` (left out of
     the confidence metrics, still counted in accuracy), ``half`` (scored as 0.5) or ``error``
     (InputError naming the first such id).
     """
-    if missing_policy not in MISSING_POLICIES:
-        raise InputError(f"unknown missing-confidence policy {missing_policy!r}; "
-                         f"choose one of {', '.join(MISSING_POLICIES)}")
-    if n_bins < 1:
-        raise InputError(f"the number of bins must be at least 1, got {n_bins}", field="bins")
+    check_missing_policy(missing_policy, EVAL_MISSING, field="missing_policy")
+    check_bins(n_bins)
     check_bootstrap(n_boot)
     check_seed(seed)
     if not resolved:

@@ -8,9 +8,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from calrl.confidence.missing import EVAL_MISSING
+from calrl.confidence.missing import DEFAULT_EVAL_MISSING, EVAL_MISSING, check_missing_policy
 from calrl.errors import InputError
-from calrl.limits import check_bins, check_bootstrap, check_seed
+from calrl.limits import (
+    DEFAULT_BINS,
+    DEFAULT_GATE_BOOTSTRAP,
+    DEFAULT_MIN_SLICE_SIZE,
+    check_bins,
+    check_bootstrap,
+    check_seed,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,13 +28,13 @@ class GateConfig:
     max_refusal_rate: float = 0.5  # a candidate refusing more often than this (and than the baseline) blocks
     max_accuracy_drop: float = 0.05  # a larger drop whose paired interval lies below 0 blocks
     slice_ece_threshold: float = 0.05  # an ECE rise above this (whole set or a large enough slice) blocks
-    min_slice_size: int = 30  # scored items needed on both sides for a slice to block
+    min_slice_size: int = DEFAULT_MIN_SLICE_SIZE  # scored items needed on both sides for a slice to block
     collapse_spread_ratio: float = 0.5  # the candidate's confidence spread below this share of the baseline's warns
-    n_bins: int = 15
-    n_boot: int = 1000
+    n_bins: int = DEFAULT_BINS
+    n_boot: int = DEFAULT_GATE_BOOTSTRAP
     seed: int = 0
     confidence_level: float = 0.95
-    missing_policy: str = "exclude"  # answered items without a confidence: one of EVAL_MISSING
+    missing_policy: str = DEFAULT_EVAL_MISSING  # answered items without a confidence: one of EVAL_MISSING
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> InputError:
@@ -50,8 +57,4 @@ class GateConfig:
         check_seed(self.seed)
         if not 0.0 < self.confidence_level < 1.0:
             raise bad("confidence_level", "in (0, 1)")
-        if self.missing_policy not in EVAL_MISSING:
-            raise InputError(
-                f"must be one of {', '.join(EVAL_MISSING)}, got {self.missing_policy!r}",
-                field="missing_policy",
-            )
+        check_missing_policy(self.missing_policy, EVAL_MISSING, field="missing_policy")

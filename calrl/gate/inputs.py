@@ -14,6 +14,7 @@ from typing import Any
 from calrl.data.records import ResolvedRecord
 from calrl.errors import InputError
 from calrl.eval.loading import resolve_predictions_file
+from calrl.grading import DEFAULT_GRADER
 from calrl.io import check_input, iter_lines, read_text
 from calrl.jsonio import loads_json
 
@@ -26,7 +27,7 @@ def load_side(
     path: str | Path,
     *,
     use_hedges: bool = True,
-    grader: str = "auto",
+    grader: str = DEFAULT_GRADER,
 ) -> tuple[list[ResolvedRecord], str]:
     """Resolved records of one side and a description of where they came from."""
     p = Path(path)

@@ -19,6 +19,7 @@ from calrl.gate.gate import evaluate_gate, match_records
 from calrl.gate.inputs import load_side
 from calrl.gate.report import render_html, render_markdown
 from calrl.gate.results import CompareResult, SideMetrics, Sources
+from calrl.grading import DEFAULT_GRADER
 from calrl.io import check_input, check_output, staged_dir, write_bytes, write_text
 from calrl.jsonio import write_json
 
@@ -35,7 +36,7 @@ def run_compare(
     *,
     overwrite: bool = False,
     use_hedges: bool = True,
-    grader: str = "auto",
+    grader: str = DEFAULT_GRADER,
 ) -> CompareResult:
     """Gate ``candidate`` against ``baseline`` (eval output folders or predictions files) and write the
     results into the folder ``out`` (refused when it holds earlier results, unless ``overwrite``)."""
@@ -54,7 +55,7 @@ def compare(
     config: GateConfig,
     *,
     use_hedges: bool = True,
-    grader: str = "auto",
+    grader: str = DEFAULT_GRADER,
 ) -> CompareResult:
     """Read both sides (:func:`calrl.gate.inputs.load_side`) and gate them; nothing is written."""
     base_recs, base_src = load_side(baseline, use_hedges=use_hedges, grader=grader)

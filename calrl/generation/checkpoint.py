@@ -18,7 +18,7 @@ from calrl.errors import InputError
 from calrl.generation.adapters import split_adapter_folder
 from calrl.generation.generate import generate_predictions
 from calrl.generation.prompts import ElicitationPrompt
-from calrl.limits import check_item_slices
+from calrl.limits import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, check_item_slices
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -91,7 +91,8 @@ def load_model_for_eval(model: str, adapter: str | None = None, device: str | to
 def predict_from_checkpoint(*, model: str, adapter: str | None = None, dataset: str, split: str | None = None,
                             limit: int | None = None, sample_seed: int | None = None,
                             prompt: ElicitationPrompt | str,
-                            batch_size: int = 16, max_new_tokens: int = 64, num_samples: int = 0,
+                            batch_size: int = DEFAULT_BATCH_SIZE,
+                            max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, num_samples: int = 0,
                             temperature: float = 1.0, **retry: Any) -> list[PredictionRecord]:
     """Load the items of ``dataset`` and the checkpoint, then generate a record per item.
 

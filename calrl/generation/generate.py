@@ -32,16 +32,18 @@ from calrl.confidence.reading import ConfidenceReader
 from calrl.data.heldout import EvalItem
 from calrl.data.records import PredictionRecord
 from calrl.errors import InputError
-from calrl.generation.prompts import ElicitationPrompt
+from calrl.generation.prompts import DEFAULT_RETRY_WHEN, RETRY_RULES, ElicitationPrompt
+from calrl.limits import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from calrl.progress import progress
 
 
 def generate_predictions(model: Any, tokenizer: Any, items: Sequence[EvalItem], *, prompt: ElicitationPrompt,
-                         batch_size: int = 16, max_new_tokens: int = 64, num_samples: int = 0,
-                         do_sample: bool = False, temperature: float = 1.0, accelerator: Any = None,
+                         batch_size: int = DEFAULT_BATCH_SIZE, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                         num_samples: int = 0, do_sample: bool = False, temperature: float = 1.0,
+                         accelerator: Any = None,
                          show_progress: bool = True, confidence_retries: int = 0,
                          reader: ConfidenceReader | None = None, top_k: int = 0, seed: int | None = None,
-                         retry_when: str = "parsed",
+                         retry_when: str = DEFAULT_RETRY_WHEN,
                          forced_max_new_tokens: int | None = None) -> list[PredictionRecord]:
     """Generate one response per item (greedy unless ``do_sample``) and ``num_samples`` sampled ones.
 
@@ -145,7 +147,6 @@ def _generate_local(model: Any, tokenizer: Any, items: list[EvalItem], *, prompt
 
 
 FORCED_CUE = " Confidence: "
-RETRY_RULES = ("parsed", "reference")
 REFERENCE_RETRY = re.compile(r"Confidence:\s*\d+")  # the paper's query.py: a response without it is asked again
 
 

@@ -31,14 +31,23 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
+from calrl.confidence.parse import DEFAULT_SCALE, SCALES
 from calrl.data.heldout import LETTERS, EvalItem
 from calrl.errors import InputError
 from calrl.generation.prompt_template import PromptTemplate
 
-SCALES = ("0-10", "percent", "unit")
-PROMPT_STYLES = ("calrl", "standard", "cot")
+#: The prompt styles (the type that configs annotate, its names) and the one used when none is named.
+PromptStyle = Literal["calrl", "standard", "cot"]
+PROMPT_STYLES: tuple[str, ...] = get_args(PromptStyle)
+DEFAULT_PROMPT_STYLE: PromptStyle = "calrl"
+#: What counts as an answer without a confidence when answers are asked again (the retry rule of
+#: :mod:`calrl.generation.generate`): the reader reads none, or the paper's test. Here, not there, so that
+#: the CLI's parser and the recipes read them without torch.
+RetryWhen = Literal["parsed", "reference"]
+RETRY_RULES: tuple[str, ...] = get_args(RetryWhen)
+DEFAULT_RETRY_WHEN: RetryWhen = "parsed"
 _CONFIDENCE_LINE = ("Confidence: <a whole number from 0 to 10: how sure you are that your answer is correct, "
                     "0 = surely wrong, 10 = surely right>")
 _REFERENCE_STYLE = {
@@ -65,11 +74,11 @@ _SCALE_TEXT = {
 class ElicitationPrompt:
     """A confidence-elicitation prompt; ``system_prompt`` replaces the built-in instruction."""
 
-    scale: str = "0-10"
+    scale: str = DEFAULT_SCALE
     reasons_first: bool = False
     distractor: bool = False
     system_prompt: str | None = None
-    style: str = "calrl"
+    style: str = DEFAULT_PROMPT_STYLE
     template: PromptTemplate | None = None
     option_format: str | None = None
 

@@ -1,6 +1,7 @@
 """Answer grading: normalisation, exact match, numeric equality, multiple choice; pluggable."""
 
 from calrl.grading.graders import (
+    DEFAULT_GRADER,
     exact_match,
     get_grader,
     grade,
@@ -20,7 +21,7 @@ from calrl.grading.normalize import (
 )
 
 __all__ = [
-    "WORD_NUMBERS", "exact_match", "final_number", "get_grader", "grade", "known_graders", "multiple_choice",
-    "normalize_answer", "number_to_words", "numbers_equal", "numeric_match", "parse_number", "register_grader",
-    "words_to_number",
+    "DEFAULT_GRADER", "WORD_NUMBERS", "exact_match", "final_number", "get_grader", "grade", "known_graders",
+    "multiple_choice", "normalize_answer", "number_to_words", "numbers_equal", "numeric_match",
+    "parse_number", "register_grader", "words_to_number",
 ]

@@ -169,8 +169,12 @@ def auto(answer: str, references: Sequence[str], *, choices: Sequence[str] | Non
                for ref in references)
 
 
+#: The grader used when none is named (the eval, the gate, the training callback and the CLI).
+DEFAULT_GRADER = "auto"
+
+
 def grade(answer: str | None, references: Sequence[str] | str, *, choices: Sequence[str] | None = None,
-          grader: str = "auto") -> bool:
+          grader: str = DEFAULT_GRADER) -> bool:
     """True if ``answer`` (the extracted answer) matches any of ``references`` under ``grader``."""
     fn = get_grader(grader)
     refs = [references] if isinstance(references, str) else list(references)

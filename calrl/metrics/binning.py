@@ -21,6 +21,8 @@ import math
 import torch
 from torch import Tensor
 
+from calrl.limits import DEFAULT_BINS
+
 #: Bin edges are lowered by half a micro-unit (5e-7), so that a stated value that equals a bin edge
 #: written as a decimal (0.3, 0.6, 0.7 ...), or a float32/float64 approximation of it, always lands in
 #: the bin whose left edge it equals, whatever the number of bins (k/10, k/15, k/20 ...).
@@ -100,7 +102,7 @@ def bin_sums(confidence: Tensor, correct: Tensor, n_bins: int) -> tuple[Tensor, 
     return count.reshape(shape), conf_sum.reshape(shape), corr_sum.reshape(shape)
 
 
-def reliability_bins(confidence: Tensor, correct: Tensor, n_bins: int = 15, *,
+def reliability_bins(confidence: Tensor, correct: Tensor, n_bins: int = DEFAULT_BINS, *,
                      validate_args: bool = True) -> dict[str, Tensor]:
     """Equal-width reliability bins (methods.md section 6 convention).
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from calrl.limits import DEFAULT_BINS
 from calrl.metrics.binning import check_pair
 from calrl.metrics.calibration import smooth_ece, smooth_ece_weighted
 
@@ -230,7 +231,7 @@ def _counted_resamples(confidence: Tensor, correct: Tensor, n_boot: int,
     return None
 
 
-def ece_resamples(confidence: Tensor, correct: Tensor, n_bins: int = 15, n_boot: int = 200,
+def ece_resamples(confidence: Tensor, correct: Tensor, n_bins: int = DEFAULT_BINS, n_boot: int = 200,
                   generator: torch.Generator | None = None) -> Tensor:
     """ECE (equal-width bins, L1) of ``n_boot`` bootstrap resamples of the items, float64 [n_boot]; their
     standard deviation is the ECE's bootstrap standard error.

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor
 
+from calrl.limits import DEFAULT_BINS
 from calrl.metrics.binning import TieGroups, bin_sums, check_pair
 
 _NORMS = ("l1", "l2", "max")
@@ -25,8 +26,8 @@ def _nan_if_empty(value: Tensor, n: int) -> Tensor:
     return torch.full_like(value, float("nan")) if n == 0 else value
 
 
-def expected_calibration_error(confidence: Tensor, correct: Tensor, n_bins: int = 15, norm: str = "l1", *,
-                               validate_args: bool = True) -> Tensor:
+def expected_calibration_error(confidence: Tensor, correct: Tensor, n_bins: int = DEFAULT_BINS,
+                               norm: str = "l1", *, validate_args: bool = True) -> Tensor:
     """Binned calibration error with equal-width bins (torchmetrics BinaryCalibrationError convention).
 
     ``norm="l1"``: ECE = sum_b (n_b / n) |acc_b - conf_b|; ``"l2"``: sqrt(sum_b (n_b / n)(acc_b - conf_b)^2);
@@ -64,7 +65,7 @@ def expected_calibration_error(confidence: Tensor, correct: Tensor, n_bins: int 
     return _nan_if_empty(value, n).to(out_dtype)
 
 
-def max_calibration_error(confidence: Tensor, correct: Tensor, n_bins: int = 15, *,
+def max_calibration_error(confidence: Tensor, correct: Tensor, n_bins: int = DEFAULT_BINS, *,
                           validate_args: bool = True) -> Tensor:
     """MCE: the largest |accuracy - mean confidence| over non-empty equal-width bins.
 
@@ -80,7 +81,7 @@ def max_calibration_error(confidence: Tensor, correct: Tensor, n_bins: int = 15,
     return expected_calibration_error(confidence, correct, n_bins, norm="max", validate_args=validate_args)
 
 
-def equal_mass_ece(confidence: Tensor, correct: Tensor, n_bins: int = 15, *,
+def equal_mass_ece(confidence: Tensor, correct: Tensor, n_bins: int = DEFAULT_BINS, *,
                    validate_args: bool = True) -> Tensor:
     """Equal-mass (adaptive) ECE: bins of (about) n / n_bins items after sorting by confidence.
 

@@ -22,6 +22,7 @@ from calrl.data.readers import is_saved_dataset
 from calrl.errors import InputError
 from calrl.eval.loading import SUFFIX_FORMATS, resolve_predictions_file
 from calrl.formatting import fmt
+from calrl.grading import DEFAULT_GRADER
 from calrl.io import atomic_path, check_input, check_output, iter_lines, read_text, staged_dir, write_text
 from calrl.jsonio import loads_json
 from calrl.recalibration.calibrators import Calibrator
@@ -72,7 +73,7 @@ def run_apply(
     *,
     overwrite: bool = False,
     use_hedges: bool = True,
-    grader: str = "auto",
+    grader: str = DEFAULT_GRADER,
 ) -> ApplyResult:
     """Recalibrate ``predictions`` with the calibrator file ``calibrator`` into ``out`` (the input's format)."""
     fitted, doc = load_calibrator(calibrator)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from calrl.errors import InputError
-from calrl.limits import check_bins
+from calrl.limits import DEFAULT_BINS, check_bins
 from calrl.metrics import bin_index
 from calrl.recalibration.methods import METHODS
 
@@ -303,7 +303,7 @@ def _validate_params(method: str, p: Mapping[str, Any]) -> None:
 
 
 def fit_calibrator(confidence: torch.Tensor, correct: torch.Tensor, method: str = "temperature", *,
-                   n_bins: int = 15) -> Calibrator:
+                   n_bins: int = DEFAULT_BINS) -> Calibrator:
     """Fit a calibrator of ``method`` (temperature | platt | isotonic | histogram) on one split."""
     if method not in METHODS:
         raise InputError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}",

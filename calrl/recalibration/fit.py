@@ -22,8 +22,10 @@ from calrl.eval.loading import resolve_predictions_file
 from calrl.eval.plots import render_reliability
 from calrl.eval.runner import compute_metrics
 from calrl.formatting import fmt, json_safe
+from calrl.grading import DEFAULT_GRADER
 from calrl.io import check_input, check_output, staged_files, write_bytes, write_text
 from calrl.jsonio import write_json
+from calrl.limits import DEFAULT_BINS
 from calrl.metrics import brier_score, expected_calibration_error
 from calrl.recalibration.calibrators import fit_calibrator
 from calrl.recalibration.methods import METHODS
@@ -76,14 +78,14 @@ def run_fit(
     method: str,
     out: str | Path,
     *,
-    bins: int = 15,
+    bins: int = DEFAULT_BINS,
     holdout_fraction: float | None = None,
     eval_predictions: str | Path | None = None,
     report_dir: str | Path | None = None,
     seed: int = 0,
     overwrite: bool = False,
     use_hedges: bool = True,
-    grader: str = "auto",
+    grader: str = DEFAULT_GRADER,
 ) -> FitResult:
     """Fit ``method`` on ``predictions`` and write calibrator.json (``out``) and its report (see the module)."""
     fraction = HOLDOUT_FRACTION if holdout_fraction is None else holdout_fraction

@@ -289,24 +289,19 @@ def eval_prompt(recipe: Recipe) -> Any:
 
 
 def calibration_eval_config(recipe: Recipe, items: list[Any]) -> Any:
+    """The calibration callback's config: the recipe's eval settings as they are (checked when the recipe was
+    loaded), with the held-out ``items``, the prompt (its template file read and checked), the generation
+    settings and the run's seed. A problem found now (the items' slice values) names the recipe's ``eval`` key
+    and line."""
+    # lazy: the callback imports torch and transformers, which validating a recipe does not need
     from calrl.callbacks.calibration_eval import CalibrationEvalConfig
 
     ev = recipe.eval
-    return CalibrationEvalConfig(
-        eval_items=items, prompt=eval_prompt(recipe), generation=ev.generation(),
-        confidence_parser=ev.confidence_parser, confidence_retries=ev.confidence_retries,
-        every_n_steps=ev.every_n_steps, eval_on_start=ev.at_start, batch_size=ev.batch_size,
-        max_new_tokens=ev.max_new_tokens,
-        n_bins=ev.n_bins, slice_keys=ev.slice_keys, use_hedges=ev.use_hedges, grader=ev.grader,
-        missing_policy=ev.missing_policy, min_slice_size=ev.min_slice_size, n_boot=ev.n_boot,
-        seed=int(getattr(recipe.training, "seed", 0)),
-        show_progress=not getattr(recipe.training, "disable_tqdm", False))  # as the trainer's own bar
-
-
-def check_eval_config(recipe: Recipe, items: list[Any]) -> None:
-    """Build the calibration eval's config once to check it; an error names the recipe's ``eval`` key and line."""
     try:
-        calibration_eval_config(recipe, items)
+        return CalibrationEvalConfig(
+            **ev.eval_settings(), eval_items=items, prompt=eval_prompt(recipe), generation=ev.generation(),
+            eval_on_start=ev.at_start, seed=int(getattr(recipe.training, "seed", 0)),
+            show_progress=not getattr(recipe.training, "disable_tqdm", False))  # as the trainer's own bar
     except ConfigError as exc:
         if exc.path is not None or exc.field is None:
             raise

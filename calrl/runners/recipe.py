@@ -28,9 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from calrl.confidence.parse import DEFAULT_SCALE, Scale
 from calrl.config import apply_overrides, build, load_yaml
 from calrl.errors import ConfigError, InputError
+from calrl.limits import MAX_SEED
 from calrl.progress import notice
+from calrl.runners.eval_section import EvalSection
 
 METHODS = ("rm", "ppo", "grpo", "rloo")
 # method -> "module:class" of its trainer config (imported lazily: TRL is slow to import)
@@ -62,8 +65,6 @@ class TinyModelSection:
     warmup_confidences: list[int] = field(default_factory=lambda: [3, 6, 9])
 
     def __post_init__(self) -> None:
-        from calrl.limits import MAX_SEED
-
         for name, low, high in (("hidden_size", 1, 1 << 16), ("num_layers", 1, 256), ("num_heads", 1, 1 << 10),
                                 ("seed", 0, MAX_SEED), ("warmup_steps", 0, 10**9)):
             if not low <= getattr(self, name) <= high:
@@ -153,7 +154,7 @@ class DataSection:
     eval_fraction: float = 0.0
     columns: ColumnsSection = field(default_factory=ColumnsSection)
     confidence_prompt_fraction: float = 0.25
-    confidence_scale: Literal["0-10", "percent", "unit"] = "0-10"
+    confidence_scale: Scale = DEFAULT_SCALE
     system_prompt: str | None = None
     limit: int | None = None
     seed: int = 0
@@ -166,77 +167,6 @@ class DataSection:
             raise ConfigError(f"must be in [0, 1), got {self.eval_fraction}", field="eval_fraction")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"must be a positive integer or null, got {self.limit}", field="limit")
-
-
-@dataclass
-class EvalSection:
-    """The per-epoch calibration eval (``CalibrationEvalCallback``) of PPO, GRPO and RLOO.
-
-    ``heldout``: a spec for :func:`calrl.data.heldout.load_eval_items` (``gsm8k``, ``NAME:PATH``, a local
-    file, or ``calrl:PATH``); null turns the eval off. ``every_n_steps`` adds step evals. ``at_start`` (on by
-    default) evaluates the policy before the first step (``epoch-0``, logged at step 0), so every W&B chart
-    starts at the policy before RL; a resumed run does not repeat it.
-    ``prompt_style``: ``calrl``, or the paper's ``standard`` / ``cot`` prompts; ``confidence_parser``:
-    ``calrl`` or ``reference`` (the paper's evaluation rules); ``confidence_retries``: regenerate an answer
-    without a confidence up to N times, the last try forcing ``Confidence:`` (0: off; the paper's code: 10 plain
-    tries and a forced one, 11). ``prompt_template``: a prompt-template file (:mod:`calrl.generation.prompt_template`;
-    a path from the working directory, else beside the recipe) whose words replace the built-in prompt;
-    ``option_format``: one option line (``"({letter}) {text}"``); ``retry_when``: ``parsed`` or ``reference``
-    (what counts as no confidence); ``forced_retry_tokens``: new tokens of the forced try (null: max_new_tokens);
-    ``do_sample`` / ``temperature`` / ``top_k`` / ``generation_seed``: sampled answers instead of greedy ones.
-    """
-
-    heldout: str | None = None
-    split: str | None = None
-    limit: int | None = None
-    every_n_steps: int | None = None
-    at_start: bool = True
-    scale: Literal["0-10", "percent", "unit"] = "0-10"
-    reasons_first: bool = False
-    prompt_style: Literal["calrl", "standard", "cot"] = "calrl"
-    confidence_parser: Literal["calrl", "reference"] = "calrl"
-    confidence_retries: int = 0
-    prompt_template: str | None = None
-    option_format: str | None = None
-    retry_when: Literal["parsed", "reference"] = "parsed"
-    forced_retry_tokens: int | None = None
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-    generation_seed: int | None = None
-    batch_size: int = 16
-    max_new_tokens: int = 64
-    n_bins: int = 15
-    use_hedges: bool = True
-    grader: str = "auto"
-    missing_policy: Literal["exclude", "half", "error"] = "exclude"
-    min_slice_size: int = 30
-    slice_keys: list[str] | None = None
-    n_boot: int = 0
-    probe_batch_size: int = 16  # rm: batch size of the confidence-bias probe
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ConfigError(f"must be > 0, got {self.temperature}", field="temperature")
-        if self.top_k < 0:
-            raise ConfigError(f"must be >= 0, got {self.top_k}", field="top_k")
-        if self.forced_retry_tokens is not None and self.forced_retry_tokens < 1:
-            raise ConfigError(f"must be a positive integer or null, got {self.forced_retry_tokens}",
-                              field="forced_retry_tokens")
-        if self.option_format is not None:
-            from calrl.generation.prompts import check_option_format
-
-            try:
-                check_option_format(self.option_format)
-            except InputError as exc:
-                raise ConfigError(str(exc), field="option_format") from None
-
-    def generation(self) -> dict[str, Any]:
-        """The generation settings beyond the retry count, as :func:`calrl.generation.generate.generate_predictions`
-        takes them."""
-        return {"do_sample": self.do_sample, "temperature": self.temperature, "top_k": self.top_k,
-                "seed": self.generation_seed, "retry_when": self.retry_when,
-                "forced_max_new_tokens": self.forced_retry_tokens}
 
 
 @dataclass

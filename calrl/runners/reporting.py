@@ -142,7 +142,7 @@ def run_recipe_text(recipe: Recipe) -> str:
 class RunEval:
     """The calibration-eval settings of a trained run, from its saved recipe."""
 
-    settings: Any  # calrl.runners.recipe.EvalSection
+    settings: Any  # calrl.runners.eval_section.EvalSection
     seed: int
     path: Path
 
@@ -152,7 +152,7 @@ def read_run_eval(model: str) -> RunEval | None:
     None for a model that is not a calrl run."""
     from calrl.config import build
     from calrl.errors import InputError
-    from calrl.runners.recipe import EvalSection
+    from calrl.runners.eval_section import EvalSection
 
     folder = Path(model)
     candidates = [folder / RECIPE_FILE]

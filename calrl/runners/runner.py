@@ -32,8 +32,7 @@ from calrl.runners.checkpoints import (
 )
 from calrl.runners.data import (
     TrainingData,
-    check_eval_config,
-    eval_prompt,
+    calibration_eval_config,
     load_heldout_items,
     load_training_data,
 )
@@ -78,6 +77,7 @@ class Runner:
         self.extra_callbacks = list(callbacks or [])
         self.data: TrainingData | None = None
         self.items: list[Any] | None = None
+        self.eval_config: Any = None  # the calibration callback's, built by the checks with the items
         self.checkpoint: str | None = None
         self.eval_callback: Any = None
         self.tokenizer: Any = None
@@ -108,9 +108,8 @@ class Runner:
 
         def heldout() -> None:
             self.items = load_heldout_items(recipe) if self.uses_heldout else None
-            if self.items:  # the eval's settings are checked now, not at the first eval after training started
-                check_eval_config(recipe, self.items)
-                eval_prompt(recipe)  # its prompt-template file, read and checked
+            # built now, so that a problem with the items or the prompt template stops the run before training
+            self.eval_config = calibration_eval_config(recipe, self.items) if self.items else None
 
         def resume() -> None:
             self.checkpoint, self.skipped = resolve_resume(recipe)
@@ -141,12 +140,11 @@ class Runner:
         """The per-epoch calibration eval over the held-out items (None without them); call it before the
         models are loaded: its plot worker starts now (on the main process) and imports matplotlib meanwhile.
         :meth:`run` calls its ``finish`` after saving the model (``train()`` does not wait for the last diagram)."""
-        if not self.items:
+        if self.eval_config is None:
             return None
         from calrl.callbacks.calibration_eval import CalibrationEvalCallback
-        from calrl.runners.data import calibration_eval_config
 
-        callback = CalibrationEvalCallback(calibration_eval_config(self.recipe, self.items), wait_at_train_end=False)
+        callback = CalibrationEvalCallback(self.eval_config, wait_at_train_end=False)
         if is_main_process():
             callback.warm_up()
         return callback
