@@ -84,7 +84,8 @@ def _generate_local(model: Any, tokenizer: Any, items: list[EvalItem], *, prompt
                     batch_size: int, max_new_tokens: int, num_samples: int, do_sample: bool,
                     temperature: float, show_progress: bool, confidence_retries: int = 0,
                     reader: ConfidenceReader | None = None, top_k: int = 0, seed: int | None = None,
-                    retry_when: str = "parsed", forced_max_new_tokens: int | None = None) -> list[PredictionRecord]:
+                    retry_when: str = DEFAULT_RETRY_WHEN,
+                    forced_max_new_tokens: int | None = None) -> list[PredictionRecord]:
     if not items:
         return []
     if seed is not None:  # seeded draws that leave the caller's random state (a training run's) as it was
