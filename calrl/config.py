@@ -213,7 +213,23 @@ def flag_overrides(flags: Sequence[tuple[str, str]], sections: Mapping[str, type
 
 
 def _type_name(tp: Any) -> str:
+    """How an error names a field's type: ``one of 'a', 'b'`` for a Literal (also inside an Optional), else
+    the type's name."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        parts = [_type_name(a) if a is not type(None) else "null" for a in typing.get_args(tp)]
+        return " or ".join(parts)
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _literal_hint(value: Any, tp: Any) -> str:
+    """`` (did you mean 'x'?)`` for a string close to one of a Literal field's values."""
+    choices = [a for t in (typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,))
+               if typing.get_origin(t) is typing.Literal for a in typing.get_args(t) if isinstance(a, str)]
+    close = difflib.get_close_matches(value, choices, n=1) if isinstance(value, str) and choices else []
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _check_value(value: Any, tp: Any) -> tuple[bool, Any]:
@@ -365,7 +381,8 @@ def build(cls: type, data: Mapping[str, Any] | None, *, path: str | None = None,
             big = isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63
             got = f"an integer of {len(str(abs(value)))} digits, more than 64 bits hold" if big else \
                 f"{type(value).__name__} {value!r}"
-            raise ConfigError(f"key '{prefix}{key}' must be {_type_name(tp)}, got {got}", path=path, line=line)
+            raise ConfigError(f"key '{prefix}{key}' must be {_type_name(tp)}, got {got}{_literal_hint(value, tp)}",
+                              path=path, line=line)
         kwargs[key] = coerced
     for key in required:
         if kwargs.get(key) in (None, ""):

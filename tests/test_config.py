@@ -74,3 +74,17 @@ def test_numbers_are_accepted_as_text_for_string_keys_but_booleans_are_not(tmp_p
     assert build(Named, load_yaml(write(tmp_path, "s:\n  run_name: 0.3\n"))["s"]).run_name == "0.3"
     with pytest.raises(ConfigError, match="key 'run_name' must be str"):
         build(Named, load_yaml(write(tmp_path, "s:\n  run_name: yes\n"))["s"])
+
+
+def test_a_wrong_choice_lists_the_choices_with_a_did_you_mean():
+    @dataclass
+    class Section:
+        style: Literal["calrl", "standard", "cot"] = "calrl"
+        parser: Literal["calrl", "reference"] | None = None
+
+    with pytest.raises(ConfigError, match=r"key 'eval\.style' must be one of 'calrl', 'standard', 'cot', got str "
+                                          r"'cott' \(did you mean 'cot'\?\)"):
+        build(Section, {"style": "cott"}, section="eval")
+    with pytest.raises(ConfigError, match=r"must be one of 'calrl', 'reference' or null, got str 'refrence' "
+                                          r"\(did you mean 'reference'\?\)"):
+        build(Section, {"parser": "refrence"}, section="eval")
