@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from calrl.errors import ConfigError
+from calrl.io import check_input, read_text
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -72,8 +73,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     YAML, characters YAML does not allow, a key given twice in a mapping, nesting too deep, aliases
     expanding to more than ``MAX_YAML_VALUES`` values, an integer too long to read, a lone surrogate.
     """
-    from calrl.io import check_input, read_text
-
     path = Path(path)
     if not path.exists():
         raise ConfigError("config file not found", path=str(path))

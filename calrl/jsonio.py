@@ -7,6 +7,7 @@ exactly as ``json.dumps(row, ensure_ascii=False)`` (:func:`jsonl_lines`, :class:
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -116,8 +117,6 @@ class JsonRows:
 
     def _line_function(self) -> Any:
         """The line encoder, with its own caches of encoded values (dropped with it)."""
-        import math
-
         encoder = _JSONL_ENCODER
         texts: dict[str, str] = {}
         shared: dict[int, tuple[Any, str]] = {}

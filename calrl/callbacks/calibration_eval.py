@@ -39,6 +39,7 @@ then drawn while the model is saved, and ``train()`` does not wait for it.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import math
 import shutil
@@ -49,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
+from PIL import Image
 from transformers import TrainerCallback
 
 from calrl.callbacks.epochs import EpochBoundaryTracker
@@ -56,6 +59,7 @@ from calrl.callbacks.eval_files import EVAL_SUBDIR, epoch_label, step_label, wri
 from calrl.callbacks.plot_queue import PLOT_NAME, PlotQueue
 from calrl.callbacks.wandb_panels import WandbPanels, summary_panel
 from calrl.confidence import ConfidenceReader
+from calrl.data.heldout import load_eval_items
 from calrl.errors import ConfigError, InputError
 from calrl.eval.report import N_WRONG_EXAMPLES
 from calrl.eval.runner import compute_results, resolve_records
@@ -162,7 +166,6 @@ def _distributed_state() -> Any:
         return None
     if torch.distributed.get_world_size() < 2:
         return None
-    from accelerate import PartialState
 
     return PartialState()
 
@@ -225,8 +228,6 @@ class CalibrationEvalCallback(TrainerCallback):
         if self._items is None:
             source, limit = self.config.eval_items, self.config.eval_limit
             if isinstance(source, str):
-                from calrl.data.heldout import load_eval_items
-
                 self._items = load_eval_items(source, split=self.config.eval_split, limit=limit)
             else:
                 self._items = list(source)[:limit] if limit else list(source)
@@ -380,7 +381,7 @@ class CalibrationEvalCallback(TrainerCallback):
     def _log(self, result: EvalResult, state: Any) -> None:
         if not state.is_world_process_zero:
             return
-        import wandb
+        import wandb  # 0.5 s: only the process that logs (rank 0) imports it, not the other ranks
 
         run = wandb.run
         if run is not None:
@@ -407,7 +408,7 @@ class CalibrationEvalCallback(TrainerCallback):
         """Log the tables and summary of an eval that shares the previous eval's generation (no scalars)."""
         if not state.is_world_process_zero:
             return
-        import wandb
+        import wandb  # 0.5 s: only the process that logs (rank 0) imports it, not the other ranks
 
         run = wandb.run
         if run is None:
@@ -434,7 +435,7 @@ class CalibrationEvalCallback(TrainerCallback):
     def _log_ready(self, *, wait: bool = False) -> None:
         if not self._rows:
             return
-        import wandb
+        import wandb  # 0.5 s: rows exist only in a process that logs to W&B (see _log)
 
         run = wandb.run
         while self._rows and (wait or self._rows[0][1] is None or self._rows[0][1].done()):
@@ -449,12 +450,9 @@ class CalibrationEvalCallback(TrainerCallback):
 
 def _wandb_image(diagram: Path | bytes, *, caption: str) -> Any:
     """The ``wandb.Image`` of a finished diagram: its path in the eval's folder, or its bytes."""
-    import wandb
+    import wandb  # 0.5 s: only a process that logs to W&B gets here (see _log)
 
     if isinstance(diagram, Path):
         return wandb.Image(str(diagram), caption=caption)
-    import io
-
-    from PIL import Image
 
     return wandb.Image(Image.open(io.BytesIO(diagram)), caption=caption)

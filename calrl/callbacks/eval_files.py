@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from calrl.errors import InputError
+from calrl.io import staged_dir
+from calrl.jsonio import write_json, write_jsonl
 
 EVAL_SUBDIR = "calibration_eval"
 EVAL_FILES = ("predictions.jsonl", "metrics.json", "reliability.png")
@@ -49,9 +51,6 @@ def write_eval_folder(folder: Path, *, label: str, global_step: int, epoch: floa
                       metrics: dict[str, Any], records: Iterable[Any]) -> Path:
     """Write one eval's predictions and metrics into ``folder``, both or none (staged, then moved in); the
     reliability diagram is the plot queue's (see the module's docstring)."""
-    from calrl.io import staged_dir
-    from calrl.jsonio import write_json, write_jsonl
-
     meta = {"label": label, "global_step": global_step, "epoch": epoch}
     with staged_dir(folder) as tmp:
         write_jsonl(tmp / "predictions.jsonl", (r.to_json() for r in records))

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import calrl
+
 PLOT_NAME = "reliability.png"
 
 
@@ -46,8 +48,6 @@ class _Worker:
     """The worker process, and a thread that reads its answers into the futures of the jobs."""
 
     def __init__(self) -> None:
-        import calrl
-
         root = str(Path(calrl.__file__).resolve().parents[1])  # the child imports this very calrl
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         self.stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the reader thread

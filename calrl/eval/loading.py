@@ -16,10 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from calrl.confidence import ConfidenceReader
 from calrl.confidence.reading import DEFAULT_PARSER
-from calrl.data.readers import csv_error
+from calrl.data.readers import check_arrow_table, csv_error, is_saved_dataset, open_saved
 from calrl.data.records import PredictionRecord, ResolvedRecord
 from calrl.errors import InputError
+from calrl.eval.runner import TextMemo, resolve_record
 from calrl.grading import DEFAULT_GRADER
 from calrl.io import check_input, iter_lines, read_text
 from calrl.jsonio import loads_json
@@ -77,9 +79,6 @@ def resolve_predictions_file(path: str | Path, *, use_hedges: bool = True, grade
                              ) -> tuple[list[PredictionRecord], list[ResolvedRecord]]:
     """Load and validate a predictions file, then resolve it (parse, detect abstention, grade) item by
     item, so that an item that cannot be resolved is reported with the file and its line."""
-    from calrl.confidence import ConfidenceReader
-    from calrl.eval.runner import TextMemo, resolve_record
-
     lines, records = array("q"), []  # an array: 10^6 line numbers as ints would take 32 MB more
     memo: TextMemo | None = None
     resolved: list[ResolvedRecord] = []
@@ -197,10 +196,9 @@ def _number_or_text(text: str) -> float | str:
 
 
 def _iter_parquet(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    # pyarrow (0.1 s): only Parquet predictions need it, not calrl eval/compare/recalibrate of a JSONL file
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from calrl.data.readers import check_arrow_table
 
     try:
         table = pq.read_table(p)
@@ -210,9 +208,7 @@ def _iter_parquet(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _iter_dataset(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    import datasets
-
-    from calrl.data.readers import check_arrow_table, is_saved_dataset, open_saved
+    import datasets  # 0.7 s: only saved datasets folders need it, not a JSONL/CSV/Parquet predictions file
 
     if not is_saved_dataset(p):
         raise InputError("not a saved datasets folder (no dataset_info.json, dataset_dict.json or state.json)",

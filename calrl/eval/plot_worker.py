@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import sys
 
+from calrl.eval.plots import render_reliability  # imports matplotlib at start, before the first job arrives
+from calrl.io import write_bytes
+
 
 def main() -> int:
-    import matplotlib.figure  # noqa: F401  (imported before the first job arrives: it takes seconds)
-
-    from calrl.eval.plots import render_reliability
-    from calrl.io import write_bytes
-
     for line in sys.stdin:
         job = json.loads(line)
         try:

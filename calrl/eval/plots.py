@@ -13,6 +13,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import matplotlib
+from matplotlib.figure import Figure
+
 from calrl.eval.schema import EvalResults, ReliabilityBin
 from calrl.formatting import fmt
 from calrl.io import write_bytes
@@ -34,10 +37,7 @@ def plot_reliability(entries: Run | Sequence[Run],
 def render_reliability(entries: Run | Sequence[Run],
                        labels: Sequence[str] | None = None, title: str | None = None) -> bytes:
     """The reliability diagram as PNG bytes (see :func:`plot_reliability`)."""
-    import matplotlib
-
     matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
 
     runs = [entries] if isinstance(entries, Mapping | EvalResults) else list(entries)
     if not runs:

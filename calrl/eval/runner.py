@@ -35,7 +35,7 @@ from calrl.eval.schema import (
     SmoothECE,
     StandardErrors,
 )
-from calrl.grading import DEFAULT_GRADER, grade
+from calrl.grading import DEFAULT_GRADER, get_grader, grade, normalize_answer, parse_number
 from calrl.limits import (
     DEFAULT_BINS,
     DEFAULT_BOOTSTRAP,
@@ -45,6 +45,7 @@ from calrl.limits import (
     check_seed,
     check_slice_values,
 )
+from calrl.metrics import reliability_bins
 
 CONFIDENCE_SOURCES = ("given", "explicit", "hedge", "missing", "abstained")
 HEDGE_THRESHOLD = 0.5  # a wrong answer below this stated confidence counts as hedged
@@ -120,8 +121,6 @@ class TextMemo:
 
     def grade(self, answer: str, reference: list[str], choices: list[str] | None) -> bool:
         if self._keep_grades is None:
-            from calrl.grading import get_grader
-
             self._keep_grades = getattr(get_grader(self.grader), "__module__", None) == "calrl.grading.graders"
         if not self._keep_grades:
             return bool(grade(answer, reference, choices=choices, grader=self.grader))
@@ -414,8 +413,6 @@ def _calibration(M: Any, conf: torch.Tensor, corr: torch.Tensor, n_bins: int, se
 
 
 def _reliability(conf: torch.Tensor, corr: torch.Tensor, n_bins: int) -> list[ReliabilityBin]:
-    from calrl.metrics import reliability_bins
-
     bins = reliability_bins(conf, corr, n_bins=n_bins)
     rows = []
     for i in range(n_bins):
@@ -434,9 +431,6 @@ def _reliability(conf: torch.Tensor, corr: torch.Tensor, n_bins: int) -> list[Re
 def answer_cluster_key(text: str) -> str:
     """Cluster key of a short answer: its numeric value (9 significant digits) when it is a number, else
     its normalised text."""
-    from calrl.confidence import extract_answer
-    from calrl.grading import normalize_answer, parse_number
-
     answer = extract_answer(text)
     value = parse_number(answer)
     if value is not None and math.isfinite(value):

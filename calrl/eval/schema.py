@@ -24,6 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from calrl.config import build
+from calrl.errors import InputError
 from calrl.formatting import json_safe
 
 SCHEMA_VERSION = 1
@@ -209,9 +211,6 @@ class EvalResults(GroupMetrics):
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, path: str | None = None) -> EvalResults:
         """Read a ``metrics.json`` mapping; InputError naming ``path`` and the key when it is malformed."""
-        from calrl.config import build
-        from calrl.errors import InputError
-
         if not isinstance(data, Mapping):
             raise InputError("expected a JSON object of metrics", path=path)
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}

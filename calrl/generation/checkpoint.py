@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from calrl.data.heldout import load_eval_items
 from calrl.data.records import PredictionRecord
@@ -53,8 +55,6 @@ def load_model_for_eval(model: str, adapter: str | None = None, device: str | to
     ``model`` is a local folder or a hub id; ``adapter`` a PEFT adapter folder, merged into the weights
     unless ``merge_adapter`` is False. The tokenizer comes from the adapter folder when it holds one.
     """
-    from transformers import AutoModelForCausalLM
-
     target = torch.device(device) if device is not None else default_device()
     torch_dtype = resolve_dtype(dtype, target)
     if adapter is None:
@@ -72,7 +72,7 @@ def load_model_for_eval(model: str, adapter: str | None = None, device: str | to
     if len(tokenizer) > net.get_input_embeddings().weight.shape[0]:
         net.resize_token_embeddings(len(tokenizer))
     if adapter_dir is not None:
-        from peft import PeftModel
+        from peft import PeftModel  # 2 s to import: only an adapter needs it
 
         try:
             net = PeftModel.from_pretrained(net, str(adapter_dir))
@@ -112,8 +112,6 @@ def predict_from_checkpoint(*, model: str, adapter: str | None = None, dataset: 
         raise InputError(f"dataset '{dataset}': {exc}") from None
     accelerator = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import Accelerator
-
         accelerator = Accelerator()
     device = accelerator.device if accelerator is not None else None
     net, tokenizer = load_model_for_eval(model, adapter=adapter, device=device)
@@ -149,8 +147,6 @@ def load_tokenizer(source: str) -> Any:
     beside a Qwen2 model (``calrl.tiny.models``) would not round-trip. Such a folder, with its
     ``tokenizer.json``, is loaded as declared.
     """
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
     loader = AutoTokenizer.from_pretrained
     config = Path(source) / "tokenizer_config.json"
     if config.is_file() and (Path(source) / "tokenizer.json").is_file():

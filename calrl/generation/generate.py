@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 
 from calrl.confidence.reading import ConfidenceReader
 from calrl.data.heldout import EvalItem
@@ -71,7 +72,6 @@ def generate_predictions(model: Any, tokenizer: Any, items: Sequence[EvalItem], 
                     "forced_max_new_tokens": forced_max_new_tokens}
     if not distributed:
         return _generate_local(model, tokenizer, items, **settings)
-    from accelerate.utils import gather_object
 
     with accelerator.split_between_processes(items) as shard:
         local = _generate_local(model, tokenizer, list(shard), **settings)

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from calrl.limits import DEFAULT_BINS
-from calrl.metrics.binning import check_pair
-from calrl.metrics.calibration import smooth_ece, smooth_ece_weighted
+from calrl.metrics.binning import bin_index, check_pair
+from calrl.metrics.calibration import expected_calibration_error, smooth_ece, smooth_ece_weighted
 
 MetricFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -251,9 +251,6 @@ def ece_resamples(confidence: Tensor, correct: Tensor, n_bins: int = DEFAULT_BIN
         >>> values.shape, bool((values >= 0).all())
         (torch.Size([50]), True)
     """
-    from calrl.metrics.binning import bin_index
-    from calrl.metrics.calibration import expected_calibration_error
-
     conf, corr = check_pair(confidence, correct, validate_args=False)
     if conf.ndim != 1:
         raise ValueError("ece_resamples takes 1-D inputs")

@@ -18,13 +18,21 @@ missing and scores as the OpenRLHF model does (``tests/test_convert_rm.py``). To
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from accelerate import init_empty_weights
+from huggingface_hub import snapshot_download
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModelForSequenceClassification
+
 from calrl.errors import InputError
+from calrl.reward_modeling.stats import write_reward_statistics
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -52,7 +60,6 @@ def source_folder(source: str) -> Path:
         return path
     if path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
         raise InputError("not a model folder", path=source)
-    from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model",
@@ -82,10 +89,7 @@ def weight_shards(folder: Path) -> list[Path]:
 
 def _read(shard: Path) -> dict[str, Any]:
     if shard.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(shard))
-    import torch
 
     return torch.load(shard, map_location="cpu", weights_only=True)
 
@@ -93,11 +97,6 @@ def _read(shard: Path) -> dict[str, Any]:
 def target_layout(config: Any) -> tuple[Any, str, set[str], dict[str, tuple[int, ...]]]:
     """The sequence classifier of ``config`` (one label) on the meta device: class, base prefix, the base's
     parameter names, and the head's parameter names with their shapes."""
-    import copy
-
-    from accelerate import init_empty_weights
-    from transformers import AutoModelForSequenceClassification
-
     config = copy.deepcopy(config)
     config.num_labels = 1
     try:
@@ -116,11 +115,6 @@ def target_layout(config: Any) -> tuple[Any, str, set[str], dict[str, tuple[int,
 def convert_openrlhf(source: str, out: Path, *, value_head_prefix: str = "value_head") -> Conversion:
     """Write the Hugging Face sequence classifier of the OpenRLHF checkpoint ``source`` into ``out`` (a new or
     staging folder; the caller renames it into place)."""
-    from safetensors.torch import save_file
-    from transformers import AutoConfig
-
-    from calrl.reward_modeling.stats import write_reward_statistics
-
     folder = source_folder(source)
     raw = _read_config(folder)
     try:

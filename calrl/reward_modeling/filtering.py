@@ -31,13 +31,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
+from transformers import AutoTokenizer
 
 from calrl.data.readers import is_saved_dataset, load_saved, read_rows
 from calrl.errors import InputError
 from calrl.io import check_input, staged_dir, staged_files
 from calrl.jsonio import write_json, write_jsonl
 from calrl.reward_modeling.calibrated_data import check_preference_columns, is_message_list
+from calrl.reward_modeling.loading import load_sequence_classifier
+from calrl.reward_modeling.probe import score_texts
+from calrl.reward_modeling.stats import stored_reward_stats
 
 #: scorer(rows, column) -> one score per row
 Scorer = Callable[[Sequence[dict[str, Any]], str], torch.Tensor]
@@ -184,8 +189,6 @@ class RewardModelScorer:
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str = "", normalize: bool = True,
                  batch_size: int = 16) -> None:
-        from calrl.reward_modeling.stats import stored_reward_stats
-
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         stats = stored_reward_stats(model) if normalize else None
         self.mean, self.std = (stats["mean"], stats["std"]) if stats else (0.0, 1.0)
@@ -193,10 +196,6 @@ class RewardModelScorer:
 
     @classmethod
     def from_pretrained(cls, path: str, *, normalize: bool = True, batch_size: int = 16) -> RewardModelScorer:
-        from transformers import AutoTokenizer
-
-        from calrl.reward_modeling.loading import load_sequence_classifier
-
         if Path(path).exists() or path.startswith((".", "/", "~")):
             check_input(Path(path).expanduser(), option="--reward-model", allow_dir=True)
         try:
@@ -214,8 +213,6 @@ class RewardModelScorer:
         return cls(model, tokenizer, name=path, normalize=normalize, batch_size=batch_size)
 
     def __call__(self, rows: Sequence[dict[str, Any]], column: str) -> torch.Tensor:
-        from calrl.reward_modeling.probe import score_texts
-
         raw = score_texts(self.model, self.tokenizer, rows, column, batch_size=self.batch_size, show_progress=True)
         return (raw.double() - self.mean) / self.std
 
@@ -250,7 +247,6 @@ def write_filtered(rows: list[dict[str, Any]], report: FilterReport, out: str | 
             write_jsonl(tmp_rows, rows)
             write_json(tmp_report, report.to_dict())
         return out, rpath
-    import datasets
 
     with staged_dir(out) as tmp:
         datasets.Dataset.from_list(rows).save_to_disk(str(tmp))

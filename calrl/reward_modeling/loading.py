@@ -12,6 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from transformers import AutoModelForSequenceClassification
+from transformers.utils import logging as hf_logging
+
 from calrl.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -27,9 +30,6 @@ def load_sequence_classifier(source: str, *, role: str = "reward model", allow_n
     ``allow_new_head``: a missing score head is initialised (training a reward model from a base model);
     other missing weights, and an OpenRLHF value head left unused, are refused all the same.
     """
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its load report becomes the one-line error (or warning) below
     try:

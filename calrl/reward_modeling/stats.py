@@ -22,6 +22,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from calrl.reward_modeling.probe import score_texts
+from calrl.reward_modeling.sequence_scores import forward_scores
+
 REWARD_STATS_FILE = "reward_stats.json"
 CONFIG_KEYS = {"mean": "calrl_reward_mean", "std": "calrl_reward_std", "count": "calrl_reward_count"}
 STATS_SPLITS = ("train", "eval")
@@ -41,8 +44,6 @@ def reward_statistics(scores: torch.Tensor) -> dict[str, float]:
 def training_reward_statistics(model: Any, tokenizer: Any, pairs: Any, *, batch_size: int = 16,
                                show_progress: bool = False) -> dict[str, float]:
     """:func:`reward_statistics` of the RM's scores on every chosen and rejected response of ``pairs``."""
-    from calrl.reward_modeling.probe import score_texts
-
     was_training = model.training
     model.eval()
     try:
@@ -61,8 +62,6 @@ def dataset_reward_statistics(model: Any, dataset: Any, columns: Sequence[str], 
     ``dataset``: rows with lists of token ids (the reward trainer's tokenized pairs: ``chosen_ids``,
     ``rejected_ids`` and the calibrated id columns), each scored alone as the trainer reads it.
     """
-    from calrl.reward_modeling.sequence_scores import forward_scores
-
     rows = [list(ids) for column in columns for ids in dataset[column]]
     was_training = model.training
     model.eval()

@@ -21,12 +21,11 @@ from typing import Literal
 
 import torch
 
+from calrl.confidence import is_abstention
 from calrl.errors import ConfigError
 
 
 def default_detector(text: str) -> bool:
-    from calrl.confidence import is_abstention
-
     return is_abstention(text)
 
 

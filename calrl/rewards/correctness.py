@@ -8,18 +8,16 @@ from typing import Any
 
 import torch
 
+from calrl.confidence import extract_answer
 from calrl.errors import ConfigError
+from calrl.grading import grade
 
 
 def _default_extract(text: str) -> str:
-    from calrl.confidence import extract_answer
-
     return extract_answer(text)
 
 
 def _default_grade(answer: str, references: Sequence[str], grader: str) -> bool:
-    from calrl.grading import grade
-
     return grade(answer, references, grader=grader)
 
 
@@ -89,8 +87,6 @@ def grade_completions(answers: Sequence[str], references: Sequence[Any], choices
     (PPO's pipeline grades with :meth:`CorrectnessReward.grade` instead: ``extract_answer(response)``, no choices,
     abstentions graded like answers, a row without references ungraded.)
     """
-    from calrl.grading import grade
-
     correct = []
     for answer, ref, options, abstains in zip(answers, references, choices, abstained, strict=True):
         refs = reference_list(ref)

@@ -36,7 +36,12 @@ from calrl.confidence.missing import PPO_MISSING, check_missing_policy
 from calrl.confidence.reading import ConfidenceReader, check_parser
 from calrl.data.chat import Prompt, render_prompt
 from calrl.errors import ConfigError, TrainingFault
-from calrl.reward_modeling.sequence_scores import forward_scores, reward_model_ids, tokenizers_agree
+from calrl.reward_modeling.sequence_scores import (
+    forward_scores,
+    reward_model_ids,
+    sequence_scores,
+    tokenizers_agree,
+)
 from calrl.reward_modeling.stats import stored_reward_stats
 from calrl.rewards.abstention import default_detector
 from calrl.rewards.correctness import CorrectnessReward
@@ -260,9 +265,8 @@ class RewardPipeline:
         self.terms = config.terms(TermContext(self.rm_stats, accelerator, average_chunk, model_loaded=True))
         self.abstention_detector = abstention_detector or default_detector
         self.correctness = CorrectnessReward(grader=config.grader_name)  # grades the batches the terms ask about
-        if rm_scorer is None:
-            from calrl.reward_modeling.sequence_scores import sequence_scores as rm_scorer
-        self._rm_scorer = rm_scorer  # (per-position outputs, score at the last non-pad token)
+        # (per-position outputs, score at the last non-pad token)
+        self._rm_scorer = rm_scorer if rm_scorer is not None else sequence_scores
         self.last: RolloutRewards | None = None
         self._totals: dict[str, float] = {}
         self.missing_total = 0  # rollouts without a parsable confidence, over the whole run

@@ -48,8 +48,11 @@ from typing import Any
 
 import torch
 
-from calrl.confidence.missing import SCORING_RULE_MISSING
-from calrl.errors import ConfigError
+from calrl.confidence import ConfidenceReader, extract_answer, is_abstention
+from calrl.confidence.missing import SCORING_RULE_MISSING, check_missing_policy
+from calrl.confidence.reading import check_parser
+from calrl.errors import ConfigError, InputError
+from calrl.grading import get_grader
 from calrl.rewards import terms as reward_terms
 from calrl.rewards.correctness import grade_completions, reference_list
 from calrl.rewards.terms import RewardTerm, RolloutBatch, build_reward_terms
@@ -150,9 +153,6 @@ class RewardFuncsConfig:
             self.reward_funcs = list(DEFAULT_REWARDS)
 
     def _check_keys(self) -> None:
-        from calrl.confidence.missing import check_missing_policy
-        from calrl.confidence.reading import check_parser
-
         check_missing_policy(self.missing_confidence, MISSING_CONFIDENCE_POLICIES)
         check_parser(self.confidence_parser)
         if not isinstance(self.abstention_reward, int | float) or not math.isfinite(self.abstention_reward):
@@ -244,9 +244,6 @@ class RewardFuncsConfig:
 
 
 def _check_grader(name: Any, field_name: str) -> None:
-    from calrl.errors import InputError
-    from calrl.grading import get_grader
-
     try:
         get_grader(name)
     except (InputError, KeyError) as exc:
@@ -317,8 +314,6 @@ class ParsedCompletion:
 @lru_cache(maxsize=8192)
 def parse_completion(text: str, use_hedges: bool = False, parser: str = "calrl") -> ParsedCompletion:
     """Answer, stated confidence and abstention of a completion (cached: every reward function asks)."""
-    from calrl.confidence import ConfidenceReader, extract_answer, is_abstention
-
     parsed = ConfidenceReader(parser, purpose="reward", use_hedges=use_hedges).read(text)
     return ParsedCompletion(answer=extract_answer(text).strip(), confidence=parsed.value,
                             confidence_source=parsed.source, abstained=bool(is_abstention(text)))

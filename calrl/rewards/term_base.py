@@ -19,7 +19,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from calrl.errors import ConfigError
+from calrl.confidence import ConfidenceReader, extract_answer, is_abstention
+from calrl.errors import ConfigError, TrainingFault
+from calrl.rewards.correctness import CorrectnessReward
 
 References = Sequence[Sequence[str] | str | None]
 NEEDS = ("texts", "references", "confidences", "rm")
@@ -69,10 +71,6 @@ class RolloutBatch:
            rm_scores: Sequence[float] | None = None, missing_policy: str = "half", update: bool = True) -> RolloutBatch:
         """A batch of one process read the way the pipeline reads it (calrl's parser, no stripping), for examples
         and tests: ``rm_scores`` are what the reward model would say of each row."""
-        from calrl.confidence import ConfidenceReader, is_abstention
-        from calrl.errors import TrainingFault
-        from calrl.rewards.correctness import CorrectnessReward
-
         reader = ConfidenceReader("calrl", purpose="reward")
         parsed = [reader.read(r) for r in responses]
         scores = torch.tensor(list(rm_scores) if rm_scores is not None else [0.0] * len(responses))
@@ -103,8 +101,6 @@ class RolloutBatch:
     def answer_texts(self) -> list[str]:
         """Each response's answer, ``extract_answer(response).strip()`` (computed once)."""
         if self.answers is None:
-            from calrl.confidence import extract_answer
-
             self.answers = [extract_answer(r).strip() for r in self.responses]
         return self.answers
 
