@@ -203,7 +203,7 @@ def read_text(path: StrPath) -> str:
 
 def sha256_of(path: StrPath) -> str:
     """``"sha256:<hex digest>"`` of a file's bytes, read in blocks."""
-    import hashlib  # 3 ms (OpenSSL): calrl.io is on every --help's path (scripts/bench_startup.py)
+    import hashlib  # 3 ms (OpenSSL): calrl.io is on calrl --help's path (scripts/bench_startup.py)
 
     digest = hashlib.sha256()
     with _open_for_reading(path) as f:

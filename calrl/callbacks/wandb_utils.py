@@ -82,7 +82,7 @@ def init_wandb_run(project: str, name: str | None = None, config: Mapping[str, A
     folder goes under ``dir``, else under ``WANDB_DIR`` as it is at this call. ``run_id`` continues that run
     (``resume="allow"``: a resumed training keeps one history).
     """
-    import wandb  # 0.5 s: only a run that reports to W&B calls this (prepare_reporting), not report_to none
+    import wandb  # 0.5 s: only a run reporting to W&B calls this (prepare_reporting)
 
     if wandb.run is not None:
         return wandb.run

@@ -149,7 +149,7 @@ def open_saved(path: Path) -> Any:
     with a KeyError or a TypeError, and on a dataset saved with no rows with an IndexError), then
     anything ``load_from_disk`` raises on a damaged folder is reported with its first line.
     """
-    import datasets  # 0.8 s: calrl.data is on every --help's path (tests/test_cli_startup.py)
+    import datasets  # 0.8 s: calrl.data.readers is on calrl --help's path (tests/test_cli_startup.py)
 
     splits = [path]
     if (path / "dataset_dict.json").is_file():
@@ -172,7 +172,7 @@ def open_saved(path: Path) -> Any:
 def check_arrow_table(table: Any, path: Path) -> Any:
     """``table`` (a pyarrow Table read from ``path``) once its data is checked: a string column holding bytes
     that are not UTF-8 (Arrow does not check them when reading) is an InputError naming the column."""
-    import pyarrow as pa  # 0.1 s: calrl.data is on every --help's path; only Arrow inputs need it
+    import pyarrow as pa  # 0.1 s: on calrl --help's path; only Arrow inputs need it
 
     try:
         table.validate(full=True)
@@ -200,7 +200,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_saved(path: Path, split: str | None, *, preferred: str | None) -> list[dict[str, Any]]:
-    import datasets  # 0.8 s: calrl.data is on every --help's path (tests/test_cli_startup.py)
+    import datasets  # 0.8 s: calrl.data.readers is on calrl --help's path (tests/test_cli_startup.py)
 
     ds = open_saved(path)
     if isinstance(ds, datasets.DatasetDict):
@@ -229,7 +229,7 @@ def read_rows(path: Path, *, csv_columns: tuple[str, ...] | None = None, questio
     if suffix == ".csv":
         return _read_csv(path, csv_columns=csv_columns, question=question, lines=lines)
     if suffix == ".parquet":
-        import pyarrow.parquet as pq  # 0.2 s: calrl.data is on every --help's path; only Parquet needs it
+        import pyarrow.parquet as pq  # 0.2 s: on calrl --help's path; only Parquet needs it
 
         try:
             table = pq.read_table(path)
