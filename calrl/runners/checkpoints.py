@@ -22,9 +22,11 @@ from typing import Any
 from transformers import TrainerCallback
 
 from calrl.errors import ConfigError, InputError
+from calrl.jsonio import write_json
 from calrl.runners.recipe import Recipe
 from calrl.trainers.ppo_checkpoint import COMPLETE_MARKER as PPO_MARKER
 from calrl.trainers.ppo_checkpoint import STATE_FILE as PPO_STATE
+from calrl.trainers.ppo_checkpoint import read_state
 
 MARKER = "calrl_checkpoint.json"  # written last into a Trainer checkpoint (GRPO, RLOO, reward model)
 TRAINER_STATE = "trainer_state.json"
@@ -74,8 +76,6 @@ class CheckpointMarkerCallback(TrainerCallback):
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
-            from calrl.jsonio import write_json
-
             write_json(folder / MARKER, {"method": self.method, "global_step": state.global_step})
 
 
@@ -127,8 +127,6 @@ def check_checkpoint(folder: Path, method: str) -> None:
     """Raise :class:`InputError` naming the file when ``folder`` is not a complete checkpoint of ``method``."""
     folder = Path(folder)
     if method == "ppo":
-        from calrl.trainers.ppo_checkpoint import read_state
-
         read_state(folder)  # complete, a PPO checkpoint, a known format, valid JSON
     else:
         marker = folder / MARKER

@@ -8,8 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
+
+from calrl.callbacks.calibration_eval import CalibrationEvalConfig
+from calrl.data.heldout import load_eval_items
 from calrl.data.package import PACKAGE_PREFIX, package_path
 from calrl.errors import ConfigError, InputError
+from calrl.generation.prompt_template import load_prompt_template
+from calrl.generation.prompts import ElicitationPrompt
 from calrl.runners.recipe import Recipe
 
 logger = logging.getLogger(__name__)
@@ -49,8 +55,6 @@ def _looks_local(spec: str) -> bool:
 def load_dataset_source(spec: str, *, split: str, config_name: str | None = None,
                         base_dir: Path | None = None, field_name: str = "data.train") -> Any:
     """A ``datasets.Dataset`` from a local file or folder, or from the hub (``datasets.load_dataset``)."""
-    import datasets
-
     if spec.startswith(ITEMS_PREFIX):
         return items_dataset(spec[len(ITEMS_PREFIX):], split=split, base_dir=base_dir)
     source = resolve_source(spec, base_dir)
@@ -88,11 +92,6 @@ def items_dataset(spec: str, *, split: str, base_dir: Path | None = None) -> Any
     Columns: ``prompt`` (the question, with lettered options for multiple choice, as the eval asks it),
     ``reference`` (list of gold answers), ``choices`` and ``id``.
     """
-    import datasets
-
-    from calrl.data.heldout import load_eval_items
-    from calrl.generation.prompts import ElicitationPrompt
-
     if spec.startswith(PACKAGE_PREFIX) or (base_dir is not None and (base_dir / spec).exists()):
         spec = resolve_source(spec, base_dir)
     items = load_eval_items(spec, split=split)
@@ -191,7 +190,6 @@ def confidence_instruction(recipe: Recipe) -> str:
     """The confidence-elicitation system prompt added to a share of training prompts (same as the eval's)."""
     if recipe.data.system_prompt:
         return recipe.data.system_prompt
-    from calrl.generation.prompts import ElicitationPrompt
 
     return ElicitationPrompt(scale=recipe.data.confidence_scale).instruction()
 
@@ -256,7 +254,6 @@ def load_heldout_items(recipe: Recipe) -> list[Any] | None:
     spec = recipe.eval.heldout
     if not spec:
         return None
-    from calrl.data.heldout import load_eval_items
 
     source = spec
     if spec.startswith(PACKAGE_PREFIX) or Path(spec).exists() or (recipe.base_dir / spec).exists():
@@ -270,13 +267,9 @@ def load_heldout_items(recipe: Recipe) -> list[Any] | None:
 
 def eval_prompt(recipe: Recipe) -> Any:
     """The ElicitationPrompt of the calibration eval (its ``prompt_template`` file read and checked)."""
-    from calrl.generation.prompts import ElicitationPrompt
-
     ev = recipe.eval
     template = None
     if ev.prompt_template:
-        from calrl.generation.prompt_template import load_prompt_template
-
         path = Path(ev.prompt_template).expanduser()
         if not path.exists() and (recipe.base_dir / ev.prompt_template).exists():
             path = recipe.base_dir / ev.prompt_template
@@ -294,7 +287,6 @@ def calibration_eval_config(recipe: Recipe, items: list[Any]) -> Any:
     settings and the run's seed. A problem found now (the items' slice values) names the recipe's ``eval`` key
     and line."""
     # lazy: the callback imports torch and transformers, which validating a recipe does not need
-    from calrl.callbacks.calibration_eval import CalibrationEvalConfig
 
     ev = recipe.eval
     try:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
 
+from datasets import Dataset
+
+from calrl.callbacks.runs import guard_reward_funcs
 from calrl.runners.data import (
     confidence_instruction,
     eval_item_texts,
@@ -15,6 +19,7 @@ from calrl.runners.data import (
 from calrl.runners.models import ModelFactory, initial_policy, peft_config
 from calrl.runners.recipe import TINY, Recipe
 from calrl.runners.runner import Runner, count
+from calrl.tiny.models import save_pretrained
 
 logger = logging.getLogger(__name__)
 TINY_INIT_DIR = "tiny_init"
@@ -32,16 +37,10 @@ class PolicyGradientRunner(Runner):
                 f"{total} completions ({total // group} prompts x {group} generations) per optimiser step")
 
     def trainer_class(self) -> type:
-        import importlib
-
         module, _, name = self.trainer_path.partition(":")
         return getattr(importlib.import_module(module), name)
 
     def build(self, callbacks: list[Any]) -> Any:
-        from datasets import Dataset
-
-        from calrl.callbacks.runs import guard_reward_funcs
-
         recipe, args = self.recipe, self.recipe.training
         self.eval_callback = self.calibration_callback()  # before the models: its plot worker starts meanwhile
         conversations, n_system = with_confidence_prompts(
@@ -60,7 +59,6 @@ class PolicyGradientRunner(Runner):
                                 columns.get(args.reference_column), device=args.device)
         if recipe.model.policy == TINY and getattr(args, "beta", 0.0):
             # TRL builds the KL reference model from the policy's config path: give the tiny model one
-            from calrl.tiny.models import save_pretrained
 
             init_dir = Path(args.output_dir) / TINY_INIT_DIR
             save_pretrained(policy, self.tokenizer, init_dir)

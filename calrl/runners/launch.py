@@ -14,7 +14,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
+
+from accelerate.commands.launch import launch_command, launch_command_parser
 
 from calrl.errors import ConfigError
 
@@ -66,11 +71,8 @@ def launch_processes(command: str, argv: list[str], *, accelerate_config: str | 
     traceback, no per-process error lines from the launcher. A process that ended otherwise (a signal, a
     crash) gets one line here naming it.
     """
-    import logging
-    import subprocess
-
+    # torch.distributed: only a multi-process launch needs it (torch builds without distributed lack it)
     import torch.distributed.run  # noqa: F401 - its loggers exist once imported: quieted below
-    from accelerate.commands.launch import launch_command, launch_command_parser
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     launch_args = ["--config_file", accelerate_config] if accelerate_config else []
@@ -98,8 +100,6 @@ def launch_processes(command: str, argv: list[str], *, accelerate_config: str | 
 def _failed(command: str, rank: int, code: int) -> int:
     if code in REPORTED_CODES:
         return code
-    import signal
-    import sys
 
     if code < 0:
         try:

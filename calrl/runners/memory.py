@@ -48,6 +48,7 @@ weight (2 for bfloat16 / float16, 4 for float32), ``N`` processes in all, ``n`` 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -56,6 +57,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
+from accelerate import init_empty_weights
+from accelerate.utils import calculate_maximum_sizes
+from peft import LoraConfig, get_peft_model
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from calrl.data.hub import hub_unavailable, offline_mode
 from calrl.errors import ConfigError, InputError
 
 GIB = 1024**3
@@ -111,8 +120,6 @@ def _device_on(value: Any) -> bool:
 
 def read_accelerate_config(path: str | Path) -> Strategy:
     """The :class:`Strategy` of an accelerate config file (YAML or JSON, as ``accelerate config`` writes)."""
-    import yaml
-
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
@@ -205,8 +212,6 @@ class ModelSize:
 
 def read_config(source: str, *, trust_remote_code: bool = False) -> Any:
     """``AutoConfig`` of a folder, a ``config.json`` file or a hub id (local cache only when the hub is off)."""
-    from transformers import AutoConfig
-
     path = Path(source)
     if path.is_file():
         return AutoConfig.from_pretrained(str(path.parent) if path.name == "config.json" else str(path),
@@ -219,7 +224,6 @@ def read_config(source: str, *, trust_remote_code: bool = False) -> Any:
         return read_config(str(local) if local.exists() else base, trust_remote_code=trust_remote_code)
     if path.exists():
         return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    from calrl.data.hub import hub_unavailable, offline_mode
 
     if hub_unavailable() is not None:
         with offline_mode():
@@ -231,12 +235,6 @@ def model_size(config: Any, kind: str, *, dtype: str = "auto", lora: Any = None,
                trust_remote_code: bool = False) -> ModelSize:
     """Count the parameters of ``config``'s model (``kind``: ``causal_lm`` or ``sequence_classifier``, one
     label) built on the meta device. ``dtype`` as the recipe's ``model.dtype`` (``auto``: the config's)."""
-    import copy
-
-    from accelerate import init_empty_weights
-    from accelerate.utils import calculate_maximum_sizes
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
     config = copy.deepcopy(config)
     if kind == "sequence_classifier":
         config.num_labels = 1
@@ -257,8 +255,6 @@ def model_size(config: Any, kind: str, *, dtype: str = "auto", lora: Any = None,
 
 
 def _lora_parameters(model: Any, lora: Any, kind: str) -> int:
-    from peft import LoraConfig, get_peft_model
-
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules, bias=lora.bias,
                         modules_to_save=lora.modules_to_save or (["score"] if kind == "sequence_classifier" else None),
                         task_type="SEQ_CLS" if kind == "sequence_classifier" else "CAUSAL_LM")
@@ -375,10 +371,6 @@ class MemoryPlan:
 
 def device_memory() -> tuple[float | None, str]:
     """Bytes of the first GPU (and its name), or None with why."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return None, "no torch"
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         return float(props.total_memory), props.name

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
+
+import torch
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from calrl.data.chat import render_prompt
 from calrl.errors import InputError
+from calrl.generation.adapters import BASE_MODEL_DIR
+from calrl.jsonio import write_json
 from calrl.progress import is_main_process
+from calrl.reward_modeling.loading import load_sequence_classifier
 from calrl.runners.data import first_line
 from calrl.runners.recipe import TINY, Recipe
+from calrl.tiny.models import build_tiny_causal_lm, build_tiny_reward_model, build_word_tokenizer
+from calrl.tiny.warmup import warm_up_tiny_policy
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +38,6 @@ def initial_policy(factory: ModelFactory, recipe: Recipe, source: str, conversat
     if references is None:
         logger.warning("model.tiny.warmup_steps needs a reference column; the tiny policy is not warmed up")
         return model
-    from calrl.tiny.warmup import warm_up_tiny_policy
 
     if device is not None:
         model.to(device)
@@ -50,8 +60,6 @@ class ModelFactory:
     def _dtype(self, trained: bool) -> Any:
         """The load dtype: ``model.dtype`` for weights that train (``auto``: float32 master weights), else
         ``model.frozen_dtype`` (``auto``: the checkpoint's own)."""
-        import torch
-
         name = self.recipe.model.dtype if trained else self.recipe.model.frozen_dtype
         if name == "auto":
             return torch.float32 if trained else "auto"
@@ -72,14 +80,10 @@ class ModelFactory:
         """The tokenizer of ``source`` (``tiny``: the shared tiny word tokenizer); pads on the left."""
         if source == TINY:
             if self._tiny_tokenizer is None:
-                from calrl.tiny.models import build_word_tokenizer
-
                 self._tiny_tokenizer = build_word_tokenizer(self.vocabulary)
             return self._tiny_tokenizer
         source = self.recipe.model.tokenizer or source
         if source not in self._tokenizers:
-            from transformers import AutoTokenizer
-
             tok = _load(AutoTokenizer.from_pretrained, source, "tokenizer",
                         trust_remote_code=self.recipe.model.trust_remote_code)
             if tok.pad_token is None:
@@ -91,13 +95,10 @@ class ModelFactory:
     def causal_lm(self, source: str, *, seed_offset: int = 0, trained: bool = True) -> Any:
         """A causal LM; ``trained``: its weights train (``model.dtype``), else ``model.frozen_dtype``."""
         if source == TINY:
-            from calrl.tiny.models import build_tiny_causal_lm
-
             t = self.recipe.model.tiny
             return self._tiny(build_tiny_causal_lm(self.tokenizer(TINY), seed=t.seed + seed_offset,
                                                    hidden_size=t.hidden_size, num_layers=t.num_layers,
                                                    num_heads=t.num_heads), trained)
-        from transformers import AutoModelForCausalLM
 
         model = _load(AutoModelForCausalLM.from_pretrained, source, "model", **self._kwargs(trained))
         tok = self.tokenizer(source)
@@ -111,13 +112,10 @@ class ModelFactory:
         reward model ``train-rm`` starts from a base model (its head is what it trains; not under
         ``calibration_loss: calibration_only``, which fine-tunes a trained reward model)."""
         if source == TINY:
-            from calrl.tiny.models import build_tiny_reward_model
-
             t = self.recipe.model.tiny
             return self._tiny(build_tiny_reward_model(self.tokenizer(TINY), seed=t.seed + seed_offset,
                                                       hidden_size=t.hidden_size, num_layers=t.num_layers,
                                                       num_heads=t.num_heads), trained)
-        from calrl.reward_modeling.loading import load_sequence_classifier
 
         m, args = self.recipe.model, self.recipe.training
         trains_rm = self.recipe.method == "rm"
@@ -141,7 +139,6 @@ def peft_config(recipe: Recipe, task_type: str) -> Any:
     lora = recipe.lora
     if lora is None:
         return None
-    from peft import LoraConfig
 
     modules_to_save = lora.modules_to_save
     if task_type == "SEQ_CLS" and modules_to_save is None:
@@ -161,12 +158,6 @@ def finish_adapter_folder(trainer: Any, output_dir: str, source: str, tokenizer:
     works from any working directory; ``calrl eval --model RUN`` reads ``RUN/base_model`` wherever the run
     was moved. Called on the main process after the adapter is saved; it unloads the adapter.
     """
-    import json
-    from pathlib import Path
-
-    from calrl.generation.adapters import BASE_MODEL_DIR
-    from calrl.jsonio import write_json
-
     model = trainer.accelerator.unwrap_model(trainer.model)
     model = getattr(model, "policy", model)
     config_file = Path(output_dir) / "adapter_config.json"

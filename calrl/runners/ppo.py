@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from datasets import Dataset
+
 from calrl.runners.data import (
     confidence_instruction,
     eval_item_texts,
@@ -21,6 +23,7 @@ from calrl.runners.data import (
 from calrl.runners.models import ModelFactory, initial_policy, peft_config
 from calrl.runners.recipe import TINY, Recipe
 from calrl.runners.runner import Runner, count
+from calrl.trainers.ppo import CalibratedPPOTrainer
 
 logger = logging.getLogger(__name__)
 VALUE_HEAD = "head"
@@ -38,10 +41,6 @@ class PPORunner(Runner):
                 " per update")
 
     def build(self, callbacks: list[Any]) -> Any:
-        from datasets import Dataset
-
-        from calrl.trainers.ppo import CalibratedPPOTrainer
-
         recipe, args, m = self.recipe, self.recipe.training, self.recipe.model
         self.eval_callback = self.calibration_callback()  # before the models: its plot worker starts meanwhile
         conversations, n_system = with_confidence_prompts(

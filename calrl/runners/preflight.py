@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import file_exists, try_to_load_from_cache
+
+from calrl.data.hub import hub_unavailable
 from calrl.errors import ConfigError
 from calrl.runners.memory import (
     MemoryPlan,
@@ -124,10 +127,6 @@ def _local_problem(path: Path) -> str | None:
 
 def _hub_problem(repo_id: str) -> str | None:
     """Why a hub id cannot be used here (not cached while the hub is off, or not on the hub), else None."""
-    from huggingface_hub import file_exists, try_to_load_from_cache
-
-    from calrl.data.hub import hub_unavailable
-
     try:
         cached = try_to_load_from_cache(repo_id, "config.json")
     except Exception as exc:  # noqa: BLE001 - an invalid repo id

@@ -29,11 +29,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from calrl.confidence.parse import DEFAULT_SCALE, Scale
-from calrl.config import apply_overrides, build, load_yaml
+from calrl.config import apply_overrides, build, flag_overrides, load_yaml
 from calrl.errors import ConfigError, InputError
 from calrl.limits import MAX_SEED
 from calrl.progress import notice
+from calrl.rewards.terms import FLAT_KEYS, terms_from_flat_keys
 from calrl.runners.eval_section import EvalSection
+from calrl.runners.memory import launch_strategy
+from calrl.trl_flags import aliases, peft_switch
 
 METHODS = ("rm", "ppo", "grpo", "rloo")
 # method -> "module:class" of its trainer config (imported lazily: TRL is slow to import)
@@ -229,9 +232,6 @@ def trl_flag_overrides(flags: list[tuple[str, str]] | tuple[tuple[str, str], ...
     """TRL-style ``--key value`` flags as ``section.key=value`` overrides (:data:`calrl.trl_flags.TRL_FLAGS`
     first, then the one section with that key); an unknown or ambiguous key is a ConfigError with the close
     names."""
-    from calrl.config import flag_overrides
-    from calrl.trl_flags import aliases, peft_switch
-
     translated = []
     for key, value in flags:
         if key.replace("-", "_") == "use_peft":
@@ -349,8 +349,6 @@ def _translate_flat_reward_keys(training: dict[str, Any], top: dict[str, Any], p
     """A PPO recipe's earlier flat reward keys (``ppo_c_variant``, ``reward_clamp``, ``abstention_reward`` ...) as
     the ``training.rewards`` list they mean, with a one-line notice; a recipe with ``rewards`` is left as it is
     (the config then refuses flat keys beside it)."""
-    from calrl.rewards.terms import FLAT_KEYS, terms_from_flat_keys  # imports torch: not for a --help
-
     given = [key for key in training if key in FLAT_KEYS]
     if not given or "rewards" in training:
         return training
@@ -375,7 +373,6 @@ def optimiser_keeps_float32_masters(recipe: Recipe) -> bool:
     deepspeed``, ``accelerate launch`` with a DeepSpeed config, or the recipe's ``launch.accelerate_config``."""
     if getattr(recipe.training, "deepspeed", None):
         return True
-    from calrl.runners.memory import launch_strategy
 
     try:
         return launch_strategy(recipe).kind == "deepspeed"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -10,7 +12,14 @@ from typing import Any
 
 import yaml
 
-from calrl.callbacks.wandb_utils import WANDB_ID_FILE
+from calrl.callbacks.wandb_utils import WANDB_ID_FILE, prepare_reporting
+from calrl.config import build
+from calrl.errors import InputError
+from calrl.formatting import fmt
+from calrl.io import write_text
+from calrl.rewards.terms import find_term
+from calrl.runners.data import portable_spec
+from calrl.runners.eval_section import EvalSection
 from calrl.runners.recipe import TINY, Recipe
 
 CARD_FILE = "README.md"
@@ -36,8 +45,6 @@ def start_wandb(recipe: Recipe, *, resume_id: str | None = None) -> Any:
 
     ``resume_id``: continue that run (``resume="allow"``), so a resumed training keeps one history.
     """
-    from calrl.callbacks.wandb_utils import prepare_reporting
-
     w = recipe.wandb
     config = {"method": recipe.method, "recipe": recipe.raw, "recipe_path": recipe.path}
     return prepare_reporting(recipe.training.report_to, w.project, w.run_name, config, w.mode, dir=w.dir,
@@ -68,8 +75,6 @@ def method_name(recipe: Recipe) -> str:
         return "reward model (PPO-M calibrated loss)" if getattr(recipe.training, "calibration_lambda", 0) \
             else "reward model"
     if recipe.method == "ppo":
-        from calrl.rewards.terms import find_term
-
         ppo_c = find_term(recipe.training.terms(), "ppo_c")
         return "PPO" if ppo_c is None else f"PPO-C ({ppo_c.variant})"
     return {"grpo": "GRPO", "rloo": "RLOO"}[recipe.method]
@@ -81,8 +86,6 @@ def model_card(recipe: Recipe, *, base_model: str, metrics: dict[str, Any], extr
 
     A LoRA run gets PEFT's card header (``library_name: peft``), since the folder holds an adapter.
     """
-    from calrl.formatting import fmt
-
     library = "peft" if recipe.lora is not None else "transformers"
     lines = [
         "---", f"library_name: {library}", f"base_model: {base_model}",
@@ -106,8 +109,6 @@ def model_card(recipe: Recipe, *, base_model: str, metrics: dict[str, Any], extr
 
 
 def write_model_card(output_dir: str | Path, text: str) -> Path:
-    from calrl.io import write_text
-
     path = Path(output_dir) / CARD_FILE
     write_text(path, text)
     return path
@@ -122,11 +123,6 @@ def run_recipe_text(recipe: Recipe) -> str:
     """The recipe saved with the final model (``calrl_recipe.yaml``): the YAML as run (overrides applied), with
     the ``eval`` section in full, its held-out set spelt to read from any folder, and the seed the run used.
     ``calrl eval --model RUN`` takes its defaults from it (:func:`read_run_eval`)."""
-    import copy
-    import dataclasses
-
-    from calrl.runners.data import portable_spec
-
     raw = copy.deepcopy(recipe.raw)
     raw["method"] = recipe.method
     ev = dataclasses.asdict(recipe.eval)
@@ -150,10 +146,6 @@ class RunEval:
 def read_run_eval(model: str) -> RunEval | None:
     """The eval settings saved with a run (``RUN/calrl_recipe.yaml``, or the run's for ``RUN/checkpoint-N``);
     None for a model that is not a calrl run."""
-    from calrl.config import build
-    from calrl.errors import InputError
-    from calrl.runners.eval_section import EvalSection
-
     folder = Path(model)
     candidates = [folder / RECIPE_FILE]
     if folder.name.startswith("checkpoint-"):

@@ -15,11 +15,27 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from datasets import Dataset
+
 from calrl.errors import ConfigError
+from calrl.reward_modeling import (
+    RewardModelProbeCallback,
+    log_reward_model_report,
+    reward_model_report,
+    write_reward_model_report,
+)
+from calrl.reward_modeling.probe import report_scalars
+from calrl.reward_modeling.stats import (
+    dataset_reward_statistics,
+    training_reward_statistics,
+    write_reward_statistics,
+)
+from calrl.reward_modeling.tokenization import CALIBRATED_ID_COLUMNS, PREFERENCE_ID_COLUMNS
 from calrl.runners.data import confidence_instruction, prompt_texts, with_confidence_prompts
 from calrl.runners.models import ModelFactory, peft_config
 from calrl.runners.recipe import Recipe
 from calrl.runners.runner import Runner
+from calrl.trainers.reward import CalibratedRewardTrainer
 
 logger = logging.getLogger(__name__)
 PROBE_DIR = "rm_probe"
@@ -34,8 +50,6 @@ def as_assistant(response: Any) -> list[dict[str, Any]]:
 
 def preference_dataset(rows: Any, recipe: Recipe, conversational: bool) -> Any:
     """Pairs with the confidence system prompt on a share of prompts; conversational when the tokenizer chats."""
-    from datasets import Dataset
-
     columns: dict[str, Any] = {}
     if conversational:
         if "prompt" in rows.column_names:
@@ -56,9 +70,6 @@ class RewardModelRunner(Runner):
     uses_heldout = False
 
     def build(self, callbacks: list[Any]) -> Any:
-        from calrl.reward_modeling import RewardModelProbeCallback
-        from calrl.trainers.reward import CalibratedRewardTrainer
-
         recipe, args, m = self.recipe, self.recipe.training, self.recipe.model
         vocabulary = [*prompt_texts(self.data.train, ("prompt", "chosen", "rejected")), confidence_instruction(recipe)]
         factory = ModelFactory(recipe, vocabulary)
@@ -84,14 +95,6 @@ class RewardModelRunner(Runner):
         return trainer
 
     def final_metrics(self, trainer: Any, out_dir: Path) -> dict[str, Any]:
-        from calrl.reward_modeling import (
-            log_reward_model_report,
-            reward_model_report,
-            write_reward_model_report,
-        )
-        from calrl.reward_modeling.probe import report_scalars
-        from calrl.reward_modeling.stats import write_reward_statistics
-
         shown = trainer.accelerator.is_main_process and not self.recipe.training.disable_tqdm
         report = reward_model_report(trainer.model, self.tokenizer, self.probe_pairs,
                                      batch_size=self.recipe.eval.probe_batch_size,
@@ -102,7 +105,7 @@ class RewardModelRunner(Runner):
         if trainer.accelerator.is_main_process:
             write_reward_statistics(self.reward_stats, out_dir)
             write_reward_model_report(report, out_dir)
-            import wandb
+            import wandb  # 0.5 s: only the main process imports it (it alone logs)
 
             if wandb.run is not None:
                 log_reward_model_report(report, wandb.run, step_metrics={"train/global_step": trainer.state.global_step})
@@ -110,9 +113,6 @@ class RewardModelRunner(Runner):
 
     def reward_statistics(self, trainer: Any, shown: bool = False) -> dict[str, float]:
         """The RM's mean/std over the responses ``training.reward_stats_split`` names (:mod:`..stats`)."""
-        from calrl.reward_modeling.stats import dataset_reward_statistics, training_reward_statistics
-        from calrl.reward_modeling.tokenization import CALIBRATED_ID_COLUMNS, PREFERENCE_ID_COLUMNS
-
         batch_size = self.recipe.eval.probe_batch_size
         if self.recipe.training.reward_stats_split == "train":
             return training_reward_statistics(trainer.model, self.tokenizer, self.train_pairs, batch_size=batch_size,

@@ -21,9 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+from transformers import set_seed
+
+from calrl.callbacks.calibration_eval import CalibrationEvalCallback
+from calrl.callbacks.runs import NonFiniteLossCallback, WandbRunIdCallback, use_line_progress
 from calrl.errors import CalrlError
 from calrl.io import write_text
-from calrl.progress import is_main_process
+from calrl.progress import is_main_process, quiet_library_bars
 from calrl.runners.checkpoints import (
     CheckpointMarkerCallback,
     checkpoint_step,
@@ -37,6 +42,7 @@ from calrl.runners.data import (
     load_training_data,
 )
 from calrl.runners.launch import check_launch
+from calrl.runners.models import finish_adapter_folder
 from calrl.runners.output import (
     FINAL_STAGE,
     check_output_dir,
@@ -142,7 +148,6 @@ class Runner:
         :meth:`run` calls its ``finish`` after saving the model (``train()`` does not wait for the last diagram)."""
         if self.eval_config is None:
             return None
-        from calrl.callbacks.calibration_eval import CalibrationEvalCallback
 
         callback = CalibrationEvalCallback(self.eval_config, wait_at_train_end=False)
         if is_main_process():
@@ -151,9 +156,6 @@ class Runner:
 
     # ------------------------------------------------------------------ template
     def run(self) -> RunResult:
-        from calrl.callbacks.runs import NonFiniteLossCallback, WandbRunIdCallback, use_line_progress
-        from calrl.progress import quiet_library_bars
-
         self.check()
         quiet_library_bars()
         out = Path(self.recipe.training.output_dir)
@@ -165,7 +167,6 @@ class Runner:
             callbacks = [NonFiniteLossCallback(), WandbRunIdCallback(run_handle), *self.extra_callbacks]
             # seed before any model is built: a freshly initialised head (a reward model's score layer on a
             # causal LM) must not depend on the process's random start (torch seeds every process differently)
-            from transformers import set_seed
 
             set_seed(int(getattr(self.recipe.training, "seed", 0)))
             trainer = self.build(callbacks)
@@ -253,8 +254,6 @@ class Runner:
                 metrics=metrics if self.uses_heldout else {},
                 global_step=trainer.state.global_step, extra=self.card_sections(trainer)))
             if self.recipe.lora is not None:
-                from calrl.runners.models import finish_adapter_folder
-
                 finish_adapter_folder(trainer, str(stage), self.trained_source(), self.tokenizer,
                                       final_dir=str(out))
             publish_final(stage, out)
@@ -288,7 +287,5 @@ def run_recipe(recipe: Recipe, callbacks: list[Any] | None = None, *, overwrite:
     """
     if (recipe.trained_model() == TINY and getattr(recipe.training, "use_cpu", False)
             and "OMP_NUM_THREADS" not in os.environ):
-        import torch
-
         torch.set_num_threads(1)
     return runner_for(recipe, callbacks, overwrite=overwrite).run()

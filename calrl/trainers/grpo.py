@@ -16,6 +16,7 @@ from typing import Any
 
 from trl import GRPOConfig, GRPOTrainer
 
+from calrl.callbacks.calibration_eval import CalibrationEvalCallback
 from calrl.errors import ConfigError
 from calrl.rewards.reward_funcs import RewardFuncsConfig, build_reward_funcs
 from calrl.trainers import check_trl_version
@@ -107,7 +108,6 @@ def attach_calibration_eval(trainer: Any, calibration_eval: Any) -> Any:
     """Add a :class:`~calrl.callbacks.calibration_eval.CalibrationEvalCallback` to ``trainer``."""
     if calibration_eval is None:
         return None
-    from calrl.callbacks.calibration_eval import CalibrationEvalCallback
 
     callback = (calibration_eval if isinstance(calibration_eval, CalibrationEvalCallback)
                 else CalibrationEvalCallback(calibration_eval))
