@@ -11,6 +11,7 @@ the architecture's ``*ForSequenceClassification`` with a ``score`` head and calr
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from calrl.cli import options
 from calrl.errors import InputError, reports_os_errors
@@ -33,8 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 @reports_os_errors
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    # lazy: the conversion loads torch and transformers, which `calrl convert-rm --help` must not
     from calrl.io import check_output, staged_dir
     from calrl.reward_modeling.convert import convert_openrlhf
 

@@ -45,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 @reports_os_errors
 def run(args: argparse.Namespace) -> int:
+    # lazy: the filter loads torch, transformers and datasets, which `calrl data --help` must not
     from calrl.io import check_output
     from calrl.reward_modeling.filtering import (
         RewardModelScorer,

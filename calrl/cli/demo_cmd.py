@@ -10,6 +10,7 @@ the finished stages; ``--fresh`` starts over.
 from __future__ import annotations
 
 import argparse
+import difflib
 from pathlib import Path
 
 from calrl.cli import options
@@ -54,9 +55,7 @@ def parse_seeds(text: str | None) -> list[int] | None:
 
 def parse_policies(text: str | None) -> tuple[str, ...] | None:
     """``--policies``: known names, each once, SFT and vanilla PPO included (everything is compared with them)."""
-    import difflib
-
-    from calrl.demo.recipes import POLICIES
+    from calrl.demo.recipes import POLICIES  # lazy: loads torch, which `calrl demo --help` must not
 
     if text is None:
         return None
@@ -74,6 +73,7 @@ def parse_policies(text: str | None) -> tuple[str, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: the study loads torch, which `calrl demo --help` must not
     from calrl.demo.runner import StageFailed, log_tail
     from calrl.demo.study import full_config, quick_config, run_study
 
@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_readme_table(out: Path) -> int:
+    # lazy: the report loads torch, which `calrl demo --help` must not
     from calrl.demo.report import readme_table
     from calrl.io import check_input, read_text
     from calrl.jsonio import loads_json

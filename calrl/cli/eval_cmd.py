@@ -23,12 +23,26 @@ from pathlib import Path
 from typing import Any
 
 from calrl.cli import options
+from calrl.confidence import ConfidenceReader
 from calrl.confidence.missing import DEFAULT_EVAL_MISSING, EVAL_MISSING
 from calrl.confidence.parse import DEFAULT_SCALE, SCALES
 from calrl.confidence.reading import DEFAULT_PARSER, PARSERS
+from calrl.data.heldout import dataset_table
+from calrl.data.records import RESOLVED_ROWS, SAMPLE_ROWS, sample_pairs
 from calrl.errors import InputError, reports_os_errors
-from calrl.generation.prompts import DEFAULT_PROMPT_STYLE, DEFAULT_RETRY_WHEN, PROMPT_STYLES, RETRY_RULES
-from calrl.grading import DEFAULT_GRADER
+from calrl.formatting import fmt
+from calrl.generation.adapters import split_adapter_folder
+from calrl.generation.prompt_template import load_prompt_template
+from calrl.generation.prompts import (
+    DEFAULT_PROMPT_STYLE,
+    DEFAULT_RETRY_WHEN,
+    PROMPT_STYLES,
+    RETRY_RULES,
+    ElicitationPrompt,
+)
+from calrl.grading import DEFAULT_GRADER, get_grader
+from calrl.io import check_input, check_output, input_hashes, staged_dir
+from calrl.jsonio import write_json, write_jsonl
 from calrl.limits import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BINS,
@@ -39,7 +53,7 @@ from calrl.limits import (
     MAX_RETRIES,
     MAX_SAMPLES,
 )
-from calrl.progress import is_main_process
+from calrl.progress import is_main_process, quiet_library_bars
 
 # every file eval may write into --out: an --out holding one of them is refused unless --overwrite
 OUTPUT_NAMES = ("metrics.json", "reliability.png", "report.md", "report.html", "predictions.jsonl",
@@ -148,9 +162,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 @reports_os_errors
 def run(args: argparse.Namespace) -> int:
     started = time.time()
+    # lazy: the eval runner loads torch, which `calrl eval --help` must not (tests/test_cli_startup.py)
     from calrl.eval.loading import resolve_predictions_file
     from calrl.eval.runner import resolve_records
-    from calrl.grading import get_grader
 
     gen_only = ("adapter", "dataset", "split", "limit", "sample_seed", "prompt_template", "option_format",
                 "forced_retry_tokens", "generation_seed")
@@ -161,7 +175,6 @@ def run(args: argparse.Namespace) -> int:
     if args.sample_seed is not None and args.limit is None:
         raise InputError("--sample-seed draws the --limit items: give --limit N too")
     get_grader(args.grader)  # an unknown grader fails before any model loads
-    from calrl.io import check_input, check_output
 
     inputs = [] if args.predictions is None else [check_input(args.predictions, option="--predictions",
                                                               allow_dir=True)]
@@ -193,12 +206,10 @@ def run(args: argparse.Namespace) -> int:
 def _score_and_write(args: argparse.Namespace, out: Path, source: str, records: list[Any],
                      resolved: list[Any], started: float) -> int:
     """Metrics, then every output file into a staging folder renamed onto ``out``."""
-    from calrl.data.records import RESOLVED_ROWS, SAMPLE_ROWS, sample_pairs
+    # lazy: matplotlib, torch and the report (30 ms), which `calrl eval --help` must not
     from calrl.eval.plots import plot_reliability
     from calrl.eval.report import write_report
     from calrl.eval.runner import compute_results
-    from calrl.io import staged_dir
-    from calrl.jsonio import write_json, write_jsonl
 
     try:
         results = compute_results(resolved, n_bins=args.bins, missing_policy=args.missing_confidence,
@@ -228,7 +239,7 @@ def _fill_defaults(args: argparse.Namespace) -> None:
     """Options not given: a calrl run's own eval settings (``--model RUN``, printed on one line), else DEFAULTS."""
     inherited: dict[str, Any] = {}
     if args.model is not None:
-        from calrl.runners.reporting import read_run_eval
+        from calrl.runners.reporting import read_run_eval  # lazy: torch and transformers, not for --help
 
         run = read_run_eval(args.adapter or args.model)
         if run is not None:
@@ -268,14 +279,12 @@ def _as_option(key: str, value: Any) -> str:
 def _describe_run(results: Any, args: argparse.Namespace, source: str, records: list[Any], started: float) -> None:
     """Fill the reproducibility blocks of metrics.json: what was evaluated, how, when, from which files, and
     with which versions."""
+    # lazy: the schema takes 13 ms (importlib.metadata, subprocess), more than `calrl eval --help` should pay
     from calrl.eval.schema import SCHEMA_VERSION, Generation, Provenance, RunConfig, collect_versions
-    from calrl.io import input_hashes
 
     config = RunConfig(missing_confidence=args.missing_confidence, grader=args.grader,
                        confidence_parser=args.confidence_parser, use_hedges=not args.no_hedges, bins=args.bins)
     if args.model is not None:
-        from calrl.generation.adapters import split_adapter_folder
-
         model, adapter = (args.model, args.adapter) if args.adapter else split_adapter_folder(args.model)
         config.model, config.adapter, config.dataset, config.split = model, adapter, args.dataset, args.split
         config.limit, config.sample_seed = args.limit, args.sample_seed
@@ -324,8 +333,6 @@ class _ListDatasets(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        from calrl.data.heldout import dataset_table
-
         rows = dataset_table()
         columns = ("name", "split", "slices", "aliases", "hub")
         widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns[:-1]}
@@ -337,15 +344,11 @@ class _ListDatasets(argparse.Action):
 
 
 def _generate(args: argparse.Namespace) -> list[Any]:
-    from calrl.confidence import ConfidenceReader
+    # lazy: torch and transformers, which `calrl eval --help` must not
     from calrl.generation.checkpoint import predict_from_checkpoint
-    from calrl.generation.prompts import ElicitationPrompt
-    from calrl.progress import quiet_library_bars
 
     template = None
     if args.prompt_template:
-        from calrl.generation.prompt_template import load_prompt_template
-
         template = load_prompt_template(args.prompt_template)
     quiet_library_bars()  # in a log: no weight-loading bar (generation shows its own progress)
     prompt = ElicitationPrompt(scale=args.prompt_scale, reasons_first=args.reasons_first,
@@ -370,9 +373,9 @@ def retry_counts(records: list[Any], tries: int) -> dict[str, int]:
 
 
 def _print_summary(results: Any, out: Path) -> None:
+    # lazy: the report and the schema take 30 ms, more than `calrl eval --help` should pay
     from calrl.eval.report import verdict
     from calrl.eval.schema import lookup
-    from calrl.formatting import fmt
 
     rows = [("items", "n"), ("answered", "n_answered"), ("accuracy", "accuracy"),
             ("refusal rate", "refusal_rate"), ("ECE", "ece"), ("smooth ECE", "smece.value"),

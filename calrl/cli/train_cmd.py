@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from calrl.cli import options
 from calrl.errors import CalrlError, FileSystemError, InputError, error_line, reports_os_errors
@@ -133,6 +134,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 @reports_os_errors
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    # lazy: calrl.runners loads torch and transformers, which `calrl train-* --help` must not (and TRL is
+    # imported only after the line above)
     from calrl.runners.recipe import load_recipe
 
     if args.resume is not None and args.overwrite:
@@ -145,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     if args.accelerate_config is not None:  # the launch the recipe runs under (its memory estimate, its precision)
         overrides.append(f"launch.accelerate_config={args.accelerate_config}")
     if args.flags:
-        from calrl.runners.recipe import trl_flag_overrides
+        from calrl.runners.recipe import trl_flag_overrides  # lazy: as load_recipe above
 
         overrides += trl_flag_overrides(args.flags, args.method)
     recipe = load_recipe(args.config, overrides, method=args.method, resume=args.resume,
@@ -154,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         return _dry_run(recipe, args)
     if launching:
         return _launch(args, recipe)
-    from calrl.runners.runner import run_recipe
+    from calrl.runners.runner import run_recipe  # lazy: as load_recipe above
 
     try:
         result = run_recipe(recipe, overwrite=args.overwrite)
@@ -179,6 +182,7 @@ def _check_launcher(args: argparse.Namespace) -> None:
 
 def _launch(args: argparse.Namespace, recipe) -> int:
     """Check the recipe as a dry run does (quietly), then run this command in accelerate's processes."""
+    # lazy: calrl.runners loads torch and transformers, which `calrl train-* --help` must not
     from calrl.runners.launch import launch_processes
     from calrl.runners.runner import runner_for
 
@@ -192,9 +196,7 @@ def _launch(args: argparse.Namespace, recipe) -> int:
 
 def _dry_run(recipe, args: argparse.Namespace) -> int:
     """Run every check a real run makes before loading a model, print the memory estimate, list every problem."""
-    import sys
-
-    from calrl.runners.runner import runner_for
+    from calrl.runners.runner import runner_for  # lazy: torch and transformers, not for --help
 
     runner = runner_for(recipe, overwrite=args.overwrite)
     problems = [str(p) for p in runner.problems(hub=True)]
@@ -224,6 +226,7 @@ def _dry_run(recipe, args: argparse.Namespace) -> int:
 
 
 def _memory_estimate(recipe, args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    # lazy: calrl.runners loads torch and transformers, which `calrl train-* --help` must not
     from calrl.runners.memory import GIB, device_memory, host_memory, launch_strategy
     from calrl.runners.preflight import memory_plan, parse_model_configs, report
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from calrl.io import write_text
 from calrl.rewards.terms import terms_from_flat_keys
 
 MAIN_POLICIES = ("sft", "ppo", "ppo_m", "ppo_c")  # the reward model alone
@@ -258,8 +259,6 @@ def grpo_recipe(*, sft_dir: Path, prompts_file: Path, eval_file: Path, out_dir: 
 
 
 def write_recipe(recipe: dict[str, Any], path: Path) -> Path:
-    from calrl.io import write_text
-
     header = "# Written by `calrl demo` (calrl/demo/recipes.py); run with the calrl train-* command of its method.\n"
     write_text(path, header + yaml.safe_dump(recipe, sort_keys=False))
     return path

@@ -8,6 +8,7 @@ summary), the paragraphs and claim lines come from :mod:`calrl.demo.report_prose
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -306,8 +307,6 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
 
 
 def _inline_md(text: str) -> str:
-    import re
-
     text = html.escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)

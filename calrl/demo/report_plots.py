@@ -3,8 +3,14 @@ held-out ECE per epoch."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+import matplotlib
+import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from calrl.demo.recipes import METHOD_NAMES, POLICIES, RL_POLICIES
 from calrl.demo.report_prose import fmt, ran
@@ -19,9 +25,6 @@ def _dot_area(share: float) -> float:
 
 def _reliability_legend() -> list:
     """What the reliability grid's marks mean: the diagonal, the bars and the dot sizes."""
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
     handles = [Line2D([], [], color="grey", lw=0.8, ls="--", label="calibrated (accuracy = confidence)"),
                Patch(color="tab:blue", alpha=0.35, label="accuracy of a confidence bin")]
     for share in DOT_SHARES:  # Line2D's markersize is a diameter, scatter's size an area
@@ -33,12 +36,7 @@ def _reliability_legend() -> list:
 
 def plot_reliability_grid(summary: dict[str, Any], path: Path) -> Path:
     """One reliability diagram per policy, side by side (bins pooled over seeds)."""
-    import json
-
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     policies = ran(summary)
     handles = _reliability_legend()
@@ -81,10 +79,7 @@ def plot_reliability_grid(summary: dict[str, Any], path: Path) -> Path:
 def plot_ece_per_epoch(summary: dict[str, Any], path: Path) -> Path:
     """Held-out ECE after each epoch of every RL method, from the runs' saved calibration evals: the mean over seeds as a
     line, the range over seeds shaded, starting from SFT's ECE (epoch 0, the policy every run starts from)."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     colors = {p: plt.get_cmap("tab10")(i) for i, p in enumerate(POLICIES)}
@@ -115,8 +110,6 @@ def plot_ece_per_epoch(summary: dict[str, Any], path: Path) -> Path:
     ax.grid(alpha=0.3)
     handles, _ = ax.get_legend_handles_labels()
     if len(summary["seeds"]) > 1:
-        from matplotlib.patches import Patch
-
         handles.append(Patch(color="grey", alpha=0.25, label="range over seeds"))
     ax.legend(handles=handles, fontsize=7, ncol=3)
     fig.tight_layout()

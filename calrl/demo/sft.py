@@ -15,15 +15,27 @@ read at the last token of the chat-formatted response) all see the same last tok
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from datasets import Dataset
+from tokenizers import Regex, normalizers
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from calrl.callbacks.wandb_utils import init_wandb_run
 from calrl.confidence import format_confidence
 from calrl.data.heldout import EvalItem
-from calrl.demo.world import World
+from calrl.demo.world import World, WorldConfig, build_world
 from calrl.generation.prompts import ElicitationPrompt
+from calrl.tiny.models import build_tiny_causal_lm, build_word_tokenizer
+from calrl.trainers.sft import SFTConfig, fit_sft
 
 ABSTAIN_TEXT = "I don't know."
 END_TOKEN = "<|end|>"
@@ -98,8 +110,6 @@ def vocabulary_texts(world: World) -> list[str]:
 
 def build_demo_tokenizer(world: World) -> Any:
     """The word-level tokenizer of the world (``calrl.tiny.models``), ending sequences with ``<|end|>``."""
-    from calrl.tiny.models import build_word_tokenizer
-
     tokenizer = build_word_tokenizer(vocabulary_texts(world))
     tokenizer.eos_token = END_TOKEN
     return tokenizer
@@ -109,11 +119,6 @@ def train_sft(world: World, out_dir: str | Path, *, model_config: SFTModelConfig
               target_config: SFTTargetConfig | None = None, report_to: str = "wandb",
               run_name: str | None = None, show_progress: bool = True) -> Path:
     """Train the policy from scratch on the world's SFT split and save it (with its tokenizer) to ``out_dir``."""
-    from datasets import Dataset
-
-    from calrl.tiny.models import build_tiny_causal_lm
-    from calrl.trainers.sft import SFTConfig, fit_sft
-
     mc = model_config or SFTModelConfig()
     tc = target_config or SFTTargetConfig(seed=mc.seed)
     out_dir = Path(out_dir)
@@ -146,16 +151,12 @@ def train_sft(world: World, out_dir: str | Path, *, model_config: SFTModelConfig
 
 
 def _flexible(words: list[str]) -> str:
-    import re
-
     # tokens separated by optional spaces; punctuation optional (the word tokenizer drops some marks as unknown)
     return r"\s*".join(re.escape(w) + ("?" if not w.isalnum() else "") for w in words)
 
 
 def instruction_pattern() -> str:
     """A regex that matches calrl eval's elicitation instruction, lowercased, as typed or as decoded."""
-    import re
-
     words = re.findall(r"\w+|[^\w\s]", ElicitationPrompt(scale="0-10").instruction().lower())
     return _flexible(words[:4]) + r"[\s\S]*?" + _flexible(words[-8:]) + r"\s*"
 
@@ -168,8 +169,6 @@ def reward_tokenizer(tokenizer: Any) -> Any:
     pairs, seed to seed); reading just the question and the answer it learns it from fewer pairs in a
     fraction of the time. The policy still reads the whole prompt; calrl's PPO re-tokenises what the
     reward model scores with the reward model's own tokenizer."""
-    from tokenizers import Regex, normalizers
-
     tokenizer.backend_tokenizer.normalizer = normalizers.Sequence([
         normalizers.NFKC(), normalizers.Lowercase(), normalizers.Replace(Regex(instruction_pattern()), "")])
     return tokenizer
@@ -183,9 +182,6 @@ def save_reward_init(source: str | Path, out_dir: str | Path, *, seed: int) -> P
     ``calrl train-rm`` would otherwise draw the head when it loads the causal LM, from torch's default
     generator, whose seed differs in every process: two runs of the same recipe then trained different
     reward models (the demo's first source of run-to-run differences)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     torch.manual_seed(seed)
     tokenizer = reward_tokenizer(AutoTokenizer.from_pretrained(source))
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
@@ -197,12 +193,6 @@ def save_reward_init(source: str | Path, out_dir: str | Path, *, seed: int) -> P
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m calrl.demo.sft``: the SFT stage as its own process (the study runs stages side by side)."""
-    import argparse
-    import json
-    import os
-
-    from calrl.demo.world import WorldConfig, build_world
-
     p = argparse.ArgumentParser(prog="python -m calrl.demo.sft", description=main.__doc__)
     p.add_argument("--world", required=True, help="JSON file of the WorldConfig")
     p.add_argument("--model", required=True, help="JSON file of the SFTModelConfig")
@@ -216,8 +206,6 @@ def main(argv: list[str] | None = None) -> int:
     model_config = SFTModelConfig(**json.loads(Path(args.model).read_text()))
     run = None
     if args.wandb_dir:
-        from calrl.callbacks.wandb_utils import init_wandb_run
-
         run = init_wandb_run("calrl-demo", args.run_name, {"method": "sft", "model": vars(model_config)},
                              mode=os.environ.get("WANDB_MODE") or "offline", dir=args.wandb_dir,
                              tags=["demo", "sft"])

@@ -21,6 +21,7 @@ Stages (per seed unless said otherwise), each a process run through calrl's publ
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -33,7 +34,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from calrl.data.readers import read_rows
 from calrl.demo.layout import Layout, gate_pairs
+from calrl.demo.preferences import PreferenceConfig, build_factcheck_rows, build_preference_rows
 from calrl.demo.recipes import (
     FULL_POLICIES,
     MAIN_POLICIES,
@@ -51,7 +56,7 @@ from calrl.demo.recipes import (
 )
 from calrl.demo.report import readme_table, write_report
 from calrl.demo.runner import StudyRunner, Task
-from calrl.demo.sft import SFTModelConfig, SFTTargetConfig
+from calrl.demo.sft import SFTModelConfig, SFTTargetConfig, prompt_messages
 from calrl.demo.summary import build_summary
 from calrl.demo.world import WorldConfig, build_world
 from calrl.jsonio import write_json, write_jsonl
@@ -116,9 +121,6 @@ def write_world_files(config: StudyConfig, layout: Layout) -> dict[str, int]:
 
     Held-out pairs (``test``, for the reward models' probe) are correct-vs-wrong pairs with the full prompt,
     drawn apart from the training pairs (other draws on the same checkable people)."""
-    from calrl.demo.preferences import PreferenceConfig, build_factcheck_rows, build_preference_rows
-    from calrl.demo.sft import prompt_messages
-
     world = build_world(config.world)
     write_json(layout.world_config, asdict(config.world))
     write_jsonl(layout.eval_file, (item.to_json() for item in world.eval_items))
@@ -276,8 +278,6 @@ def _eval_and_gate_tasks(config: StudyConfig, layout: Layout, seed: int) -> list
 def write_calibration_pairs(kept: Path, test: Path, folder: Path) -> None:
     """The calibrated reward model's data folder: the kept comparisons with the columns of the held-out pairs
     (the filter's score columns dropped, so both splits load with one schema) and the held-out pairs."""
-    from calrl.data.readers import read_rows
-
     columns = ("prompt", "chosen", "rejected", "kind", "group")
     write_jsonl(folder / "train.jsonl", ({c: row[c] for c in columns} for row in read_rows(kept)))
     shutil.copyfile(test, folder / "test.jsonl")
@@ -297,8 +297,6 @@ def _model_files(folder: Path) -> list[Path]:
 
 
 def _file_digest(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else ""
 
 
@@ -333,8 +331,6 @@ def code_version() -> dict[str, Any]:
 
 
 def machine_description() -> dict[str, Any]:
-    import torch
-
     return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from calrl.callbacks.eval_files import read_eval_history
+from calrl.data.readers import read_rows
 from calrl.demo.layout import Layout, gate_pairs
 from calrl.demo.recipes import ABSTENTION_REFERENCE, ECE_COMPARISONS, METHOD_NAMES, REWARD_MODELS, RM_BASE
 from calrl.demo.world import GROUPS, group_of
@@ -57,10 +62,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 def filter_composition(layout: Layout, seeds: list[int]) -> dict[str, Any]:
     """Per seed, how many comparisons of each kind ``calrl data filter-preferences`` kept for the calibrated
     reward model (the stronger half by preference strength should be mostly the fact checks)."""
-    from collections import Counter
-
-    from calrl.data.readers import read_rows
-
     per_seed = {}
     for seed in seeds:
         path = layout.filtered(seed)
@@ -149,8 +150,6 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
 
 
 def _recipe_value(path: Path, key: str) -> Any:
-    import yaml
-
     if not path.is_file():
         return None
     return (yaml.safe_load(path.read_text()).get("training") or {}).get(key)
@@ -255,8 +254,6 @@ def ece_difference(summary: dict[str, Any], policy: str, base: str) -> dict[str,
     spread and a paired bootstrap interval of the mean over seeds (the seeds resampled with replacement,
     ``N_SEED_BOOTSTRAP`` times, seeded), and each seed's own interval over held-out items from
     ``calrl compare`` (``gate.json`` deltas) when that pair was gated."""
-    import random
-
     diffs = [None if None in (a, b) else a - b
              for a, b in zip(_seed_values(summary, policy, "ece"), _seed_values(summary, base, "ece"))]
     present = [d for d in diffs if d is not None]
