@@ -5,6 +5,10 @@ under ``if TYPE_CHECKING:`` and inside functions included (a lazy or type-only i
 ``from calrl.a import b`` is an edge to ``calrl.a.b`` when ``b`` is a submodule, else to ``calrl.a``. A module's
 import of a package it lies inside (``calrl.trainers.ppo`` importing ``calrl.trainers`` or ``calrl``) is not an
 edge: Python runs that package's ``__init__`` first whatever the module does.
+
+Imports sit at the top of their module; one left inside a function says why in a comment (on its line, on
+the line above, or above its run of imports): a measured start-up cost, an optional dependency, a process that
+must not import it.
 """
 
 from __future__ import annotations
@@ -102,3 +106,37 @@ def test_the_graph_counts_type_checking_lazy_and_submodule_imports(tmp_path):
     assert all(nxt in graph[mod] for mod, nxt in itertools.pairwise(cycle))
     (pkg / "sub" / "c.py").write_text("import pkg.sub\n")
     assert find_cycle(import_graph(pkg)) is None
+
+
+def unexplained_function_imports(package: Path = PACKAGE) -> list[str]:
+    """``file:line`` of each import inside a function with no comment on its lines or on the line above it (a
+    comment above a run of imports, one after the other, explains the whole run)."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        tree = ast.parse("\n".join(lines), filename=str(path))
+        functions = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)]
+        nodes = {node.lineno: node for func in functions for node in ast.walk(func)
+                 if isinstance(node, ast.Import | ast.ImportFrom)}
+        explained_ends: set[int] = set()
+        for start, node in sorted(nodes.items()):
+            above = lines[start - 2].strip() if start > 1 else ""
+            if (any("#" in line for line in lines[start - 1:node.end_lineno]) or above.startswith("#")
+                    or start - 1 in explained_ends):
+                explained_ends.add(node.end_lineno)
+            else:
+                found.append(f"{path.relative_to(package).as_posix()}:{start}")
+    return found
+
+
+def test_every_import_inside_a_function_says_why():
+    missing = unexplained_function_imports()
+    assert not missing, ("imports inside functions with no comment saying why they are not at the top of the "
+                         f"module (move them up, or name the measured reason): {missing}")
+
+
+def test_the_import_rule_finds_an_unexplained_import(tmp_path):
+    (tmp_path / "m.py").write_text("import os\n\n\ndef f():\n    import json\n\n\ndef g():\n    # why\n"
+                                   "    import json\n    from os import (\n        path,\n    )\n\n\n"
+                                   "def h():\n    import json  # why\n    x = 1\n    import re\n")
+    assert unexplained_function_imports(tmp_path) == ["m.py:5", "m.py:19"]
