@@ -110,23 +110,26 @@ def test_the_graph_counts_type_checking_lazy_and_submodule_imports(tmp_path):
 
 def unexplained_function_imports(package: Path = PACKAGE) -> list[str]:
     """``file:line`` of each import inside a function with no comment on its lines or on the line above it (a
-    comment above a run of imports, one after the other, explains the whole run)."""
+    comment above a run of imports, one statement after the other in a block, explains the whole run)."""
     found = []
     for path in sorted(package.rglob("*.py")):
         lines = path.read_text(encoding="utf-8").splitlines()
         tree = ast.parse("\n".join(lines), filename=str(path))
-        functions = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)]
-        nodes = {node.lineno: node for func in functions for node in ast.walk(func)
-                 if isinstance(node, ast.Import | ast.ImportFrom)}
-        explained_ends: set[int] = set()
-        for start, node in sorted(nodes.items()):
-            above = lines[start - 2].strip() if start > 1 else ""
-            if (any("#" in line for line in lines[start - 1:node.end_lineno]) or above.startswith("#")
-                    or start - 1 in explained_ends):
-                explained_ends.add(node.end_lineno)
-            else:
-                found.append(f"{path.relative_to(package).as_posix()}:{start}")
-    return found
+        inside = {id(node) for func in ast.walk(tree) if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef)
+                  for node in ast.walk(func) if node is not func}
+        for node in ast.walk(tree):
+            for block in (getattr(node, name, None) for name in ("body", "orelse", "finalbody")):
+                explained = False  # the statement before, in this block, is an import whose reason is given
+                for stmt in block if isinstance(block, list) else []:
+                    if not isinstance(stmt, ast.Import | ast.ImportFrom) or id(stmt) not in inside:
+                        explained = False
+                        continue
+                    above = lines[stmt.lineno - 2].strip() if stmt.lineno > 1 else ""
+                    explained = (explained or above.startswith("#")
+                                 or any("#" in line for line in lines[stmt.lineno - 1:stmt.end_lineno]))
+                    if not explained:
+                        found.append(f"{path.relative_to(package).as_posix()}:{stmt.lineno}")
+    return sorted(found, key=lambda where: (where.split(":")[0], int(where.split(":")[1])))
 
 
 def test_every_import_inside_a_function_says_why():
@@ -137,6 +140,6 @@ def test_every_import_inside_a_function_says_why():
 
 def test_the_import_rule_finds_an_unexplained_import(tmp_path):
     (tmp_path / "m.py").write_text("import os\n\n\ndef f():\n    import json\n\n\ndef g():\n    # why\n"
-                                   "    import json\n    from os import (\n        path,\n    )\n\n\n"
-                                   "def h():\n    import json  # why\n    x = 1\n    import re\n")
-    assert unexplained_function_imports(tmp_path) == ["m.py:5", "m.py:19"]
+                                   "    import json\n\n    from os import (\n        path,\n    )\n\n\n"
+                                   "def h():\n    import json  # why\n    x = 1\n    if x:\n        import re\n")
+    assert unexplained_function_imports(tmp_path) == ["m.py:5", "m.py:21"]

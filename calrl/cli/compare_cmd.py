@@ -106,7 +106,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
 @reports_os_errors
 def run(args: argparse.Namespace) -> int:
-    # lazy: the gate loads torch (and its results the eval schema: 40 ms), which `calrl --help` must not
+    # lazy: the gate loads torch and matplotlib (and its results the eval schema: 40 ms), which `calrl --help`
+    # must not
     from calrl.gate.report import summary_lines
     from calrl.gate.run import GATE_NAME, run_compare
 

@@ -10,7 +10,6 @@ the finished stages; ``--fresh`` starts over.
 from __future__ import annotations
 
 import argparse
-import difflib
 from pathlib import Path
 
 from calrl.cli import options
@@ -55,6 +54,8 @@ def parse_seeds(text: str | None) -> list[int] | None:
 
 def parse_policies(text: str | None) -> tuple[str, ...] | None:
     """``--policies``: known names, each once, SFT and vanilla PPO included (everything is compared with them)."""
+    import difflib  # 2 ms: only a misspelt name needs it, not `calrl demo --help`
+
     from calrl.demo.recipes import POLICIES  # lazy: loads torch, which `calrl demo --help` must not
 
     if text is None:

@@ -28,10 +28,7 @@ from calrl.confidence.missing import DEFAULT_EVAL_MISSING, EVAL_MISSING
 from calrl.confidence.parse import DEFAULT_SCALE, SCALES
 from calrl.confidence.reading import DEFAULT_PARSER, PARSERS
 from calrl.data.heldout import dataset_table
-from calrl.data.records import RESOLVED_ROWS, SAMPLE_ROWS, sample_pairs
 from calrl.errors import InputError, reports_os_errors
-from calrl.formatting import fmt
-from calrl.generation.adapters import split_adapter_folder
 from calrl.generation.prompt_template import load_prompt_template
 from calrl.generation.prompts import (
     DEFAULT_PROMPT_STYLE,
@@ -206,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
 def _score_and_write(args: argparse.Namespace, out: Path, source: str, records: list[Any],
                      resolved: list[Any], started: float) -> int:
     """Metrics, then every output file into a staging folder renamed onto ``out``."""
-    # lazy: matplotlib, torch and the report (30 ms), which `calrl eval --help` must not
+    # lazy: matplotlib, torch, the report and the records' row schemas (35 ms): not for `calrl eval --help`
+    from calrl.data.records import RESOLVED_ROWS, SAMPLE_ROWS, sample_pairs
     from calrl.eval.plots import plot_reliability
     from calrl.eval.report import write_report
     from calrl.eval.runner import compute_results
@@ -281,6 +279,7 @@ def _describe_run(results: Any, args: argparse.Namespace, source: str, records: 
     with which versions."""
     # lazy: the schema takes 13 ms (importlib.metadata, subprocess), more than `calrl eval --help` should pay
     from calrl.eval.schema import SCHEMA_VERSION, Generation, Provenance, RunConfig, collect_versions
+    from calrl.generation.adapters import split_adapter_folder
 
     config = RunConfig(missing_confidence=args.missing_confidence, grader=args.grader,
                        confidence_parser=args.confidence_parser, use_hedges=not args.no_hedges, bins=args.bins)
@@ -376,6 +375,7 @@ def _print_summary(results: Any, out: Path) -> None:
     # lazy: the report and the schema take 30 ms, more than `calrl eval --help` should pay
     from calrl.eval.report import verdict
     from calrl.eval.schema import lookup
+    from calrl.formatting import fmt
 
     rows = [("items", "n"), ("answered", "n_answered"), ("accuracy", "accuracy"),
             ("refusal rate", "refusal_rate"), ("ECE", "ece"), ("smooth ECE", "smece.value"),

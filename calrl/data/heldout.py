@@ -25,7 +25,6 @@ A SPEC is one of
 from __future__ import annotations
 
 import contextlib
-import difflib
 import random
 import re
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ from typing import Any
 
 import yaml
 
-from calrl.data.hub import hub_unavailable, offline_mode
 from calrl.data.items import LETTERS, EvalItem
 from calrl.data.package import package_path
 from calrl.data.readers import (
@@ -110,6 +108,8 @@ def resolve_set_name(name: str) -> tuple[HeldoutSet, tuple[str | None, ...]]:
 
 
 def _did_you_mean(name: str) -> str:
+    import difflib  # 2 ms: only a misspelt name needs it; this module is on calrl --help's path
+
     close = difflib.get_close_matches(name, [*_definitions(), *_aliases()], n=3, cutoff=0.6)
     return f"; did you mean {', '.join(close)}?" if close else ""
 
@@ -302,7 +302,11 @@ def _load_named(defn: HeldoutSet, configs: tuple[str | None, ...], *, split: str
 
 
 def _hub_groups(defn: HeldoutSet, configs: tuple[str | None, ...], split: str) -> list[_Group]:
-    import datasets  # 0.8 s: calrl.data.heldout is on calrl eval --help's path (tests/test_cli_startup.py)
+    # lazy: datasets (0.8 s), and calrl.data.hub with it, which calrl eval --help must not load (this module
+    # is on its path: tests/test_cli_startup.py)
+    import datasets
+
+    from calrl.data.hub import hub_unavailable, offline_mode
 
     unavailable = hub_unavailable()  # offline or unreachable: the local cache only, no 25 s of retries
     groups = []

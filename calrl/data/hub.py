@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from functools import cache
 from urllib.parse import urlparse
 
+import datasets.config
 from huggingface_hub import constants
 
 PROBE_TIMEOUT_S = 3.0
@@ -72,8 +73,6 @@ def hub_unavailable() -> str | None:
 @contextmanager
 def offline_mode() -> Iterator[None]:
     """Run ``datasets`` and ``huggingface_hub`` in offline mode (local cache only) inside the block."""
-    import datasets.config  # 0.8 s: calrl.data.hub is on calrl eval --help's path (via calrl.data.heldout)
-
     saved = (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE)
     datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
     try:

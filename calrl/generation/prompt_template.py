@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calrl.config import load_yaml
 from calrl.errors import ConfigError
 
 KINDS = ("multiple_choice", "open")
@@ -66,6 +65,9 @@ class PromptTemplate:
 
 def load_prompt_template(path: str | Path) -> PromptTemplate:
     """Read and check a template file: unknown keys and placeholders are one-line errors naming the line."""
+    # lazy: calrl.config takes 5 ms to import, and this module is on calrl eval --help's path
+    from calrl.config import load_yaml
+
     data = load_yaml(path)
     lines = data.pop("__lines__", {}) or {}
     where = str(path)
