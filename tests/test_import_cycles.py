@@ -115,8 +115,8 @@ def unexplained_function_imports(package: Path = PACKAGE) -> list[str]:
     for path in sorted(package.rglob("*.py")):
         lines = path.read_text(encoding="utf-8").splitlines()
         tree = ast.parse("\n".join(lines), filename=str(path))
-        inside = {id(node) for func in ast.walk(tree) if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef)
-                  for node in ast.walk(func) if node is not func}
+        functions = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)]
+        inside = {id(node) for func in functions for node in ast.walk(func) if node is not func}
         for node in ast.walk(tree):
             for block in (getattr(node, name, None) for name in ("body", "orelse", "finalbody")):
                 explained = False  # the statement before, in this block, is an import whose reason is given
@@ -141,5 +141,6 @@ def test_every_import_inside_a_function_says_why():
 def test_the_import_rule_finds_an_unexplained_import(tmp_path):
     (tmp_path / "m.py").write_text("import os\n\n\ndef f():\n    import json\n\n\ndef g():\n    # why\n"
                                    "    import json\n\n    from os import (\n        path,\n    )\n\n\n"
-                                   "def h():\n    import json  # why\n    x = 1\n    if x:\n        import re\n")
+                                   "def h():\n    import json  # why\n    x = 1\n"
+                                   "    if x:\n        import re\n")
     assert unexplained_function_imports(tmp_path) == ["m.py:5", "m.py:21"]
