@@ -10,13 +10,7 @@ from typing import Any
 from datasets import Dataset
 
 from calrl.callbacks.runs import guard_reward_funcs
-from calrl.runners.data import (
-    confidence_instruction,
-    eval_item_texts,
-    prompt_texts,
-    with_confidence_prompts,
-)
-from calrl.runners.models import ModelFactory, initial_policy, peft_config
+from calrl.runners.models import initial_policy, peft_config
 from calrl.runners.recipe import TINY, Recipe
 from calrl.runners.runner import Runner, count
 from calrl.tiny.models import save_pretrained
@@ -42,19 +36,8 @@ class PolicyGradientRunner(Runner):
 
     def build(self, callbacks: list[Any]) -> Any:
         recipe, args = self.recipe, self.recipe.training
-        self.eval_callback = self.calibration_callback()  # before the models: its plot worker starts meanwhile
-        conversations, n_system = with_confidence_prompts(
-            list(self.data.train["prompt"]), recipe.data.confidence_prompt_fraction, confidence_instruction(recipe),
-            recipe.data.seed)
-        logger.info("confidence prompt added to %d of %d prompts", n_system, len(conversations))
-        columns: dict[str, Any] = {"prompt": conversations}
-        for role, name in (("reference", args.reference_column), ("choices", args.choices_column)):
-            if name and role in self.data.train.column_names:
-                columns[name] = list(self.data.train[role])
-        vocabulary = [*prompt_texts(self.data.train, ("prompt", "reference")), confidence_instruction(recipe),
-                      *eval_item_texts(self.items, recipe)]
-        factory = ModelFactory(recipe, vocabulary)
-        self.tokenizer = factory.tokenizer(recipe.model.policy)
+        conversations, columns, factory = self.policy_inputs(
+            [("reference", args.reference_column), ("choices", args.choices_column)])
         policy = initial_policy(factory, recipe, recipe.model.policy, conversations,
                                 columns.get(args.reference_column), device=args.device)
         if recipe.model.policy == TINY and getattr(args, "beta", 0.0):

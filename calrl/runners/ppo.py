@@ -14,12 +14,6 @@ from typing import Any
 
 from datasets import Dataset
 
-from calrl.runners.data import (
-    confidence_instruction,
-    eval_item_texts,
-    prompt_texts,
-    with_confidence_prompts,
-)
 from calrl.runners.models import ModelFactory, initial_policy, peft_config
 from calrl.runners.recipe import TINY, Recipe
 from calrl.runners.runner import Runner, count
@@ -42,20 +36,9 @@ class PPORunner(Runner):
 
     def build(self, callbacks: list[Any]) -> Any:
         recipe, args, m = self.recipe, self.recipe.training, self.recipe.model
-        self.eval_callback = self.calibration_callback()  # before the models: its plot worker starts meanwhile
-        conversations, n_system = with_confidence_prompts(
-            list(self.data.train["prompt"]), recipe.data.confidence_prompt_fraction, confidence_instruction(recipe),
-            recipe.data.seed)
-        logger.info("confidence prompt added to %d of %d prompts", n_system, len(conversations))
-        columns: dict[str, Any] = {"prompt": conversations}
-        references = list(self.data.train["reference"]) if "reference" in self.data.train.column_names else None
-        if references is not None:
-            columns[args.reference_column] = references
-        vocabulary = [*prompt_texts(self.data.train, ("prompt", "reference")), confidence_instruction(recipe),
-                      *eval_item_texts(self.items, recipe)]
-        factory = ModelFactory(recipe, vocabulary)
-        self.tokenizer = factory.tokenizer(m.policy)
-        policy = initial_policy(factory, recipe, m.policy, conversations, references, device=args.device)
+        conversations, columns, factory = self.policy_inputs([("reference", args.reference_column)])
+        policy = initial_policy(factory, recipe, m.policy, conversations, columns.get(args.reference_column),
+                                device=args.device)
         ref = None if recipe.lora is not None else self._reference(factory, policy)
         reward_model = factory.sequence_classifier(m.reward_model, seed_offset=2, trained=False)
         value_source = m.value_model or m.reward_model

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,15 @@ from calrl.runners.checkpoints import (
 from calrl.runners.data import (
     TrainingData,
     calibration_eval_config,
+    confidence_instruction,
+    eval_item_texts,
     load_heldout_items,
     load_training_data,
+    prompt_texts,
+    with_confidence_prompts,
 )
 from calrl.runners.launch import check_launch
-from calrl.runners.models import finish_adapter_folder
+from calrl.runners.models import ModelFactory, finish_adapter_folder
 from calrl.runners.output import (
     FINAL_STAGE,
     check_output_dir,
@@ -153,6 +157,27 @@ class Runner:
         if is_main_process():
             callback.warm_up()
         return callback
+
+    def policy_inputs(self, roles: Sequence[tuple[str, str | None]]) -> tuple[list[Any], dict[str, Any], ModelFactory]:
+        """What a policy's runner builds first: the per-epoch eval (before the models, so its plot worker starts
+        meanwhile), the prompts with the confidence instruction on ``data.confidence_prompt_fraction`` of them, the
+        dataset's columns (``prompt``, and each ``(role, column)`` of ``roles`` the data has) and the model factory
+        over every text a tiny tokenizer must know; the policy's tokenizer goes to ``self.tokenizer``."""
+        recipe, train = self.recipe, self.data.train
+        self.eval_callback = self.calibration_callback()
+        conversations, n_system = with_confidence_prompts(
+            list(train["prompt"]), recipe.data.confidence_prompt_fraction, confidence_instruction(recipe),
+            recipe.data.seed)
+        logger.info("confidence prompt added to %d of %d prompts", n_system, len(conversations))
+        columns: dict[str, Any] = {"prompt": conversations}
+        for role, name in roles:
+            if name and role in train.column_names:
+                columns[name] = list(train[role])
+        vocabulary = [*prompt_texts(train, ("prompt", "reference")), confidence_instruction(recipe),
+                      *eval_item_texts(self.items, recipe)]
+        factory = ModelFactory(recipe, vocabulary)
+        self.tokenizer = factory.tokenizer(recipe.model.policy)
+        return conversations, columns, factory
 
     # ------------------------------------------------------------------ template
     def run(self) -> RunResult:
