@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -161,12 +159,12 @@ def test_missing_policy_error_via_cli(tmp_path, capsys):
 
 def test_failure_while_writing_leaves_no_partial_output(tmp_path, capsys, monkeypatch):
     from calrl.errors import InputError
-    from calrl.eval import report
+    from calrl.eval import run
 
     def broken(*args, **kwargs):
         raise InputError("disk full (simulated)")
 
-    monkeypatch.setattr(report, "write_report", broken)
+    monkeypatch.setattr(run, "write_report", broken)  # where run_eval looks it up
     preds = write_jsonl(tmp_path / "p.jsonl", make_rows(20))
     out = tmp_path / "out"
     out.mkdir()
@@ -212,9 +210,7 @@ def test_model_path_forwards_options_and_writes_predictions(tmp_path, monkeypatc
         return [PredictionRecord(id=f"g{i}", response=f"The answer is {i % 2}. Confidence: {5 + i % 5}",
                                  reference=["1"]) for i in range(12)]
 
-    fake = types.ModuleType("calrl.generation.checkpoint")
-    fake.predict_from_checkpoint = fake_predict
-    monkeypatch.setitem(sys.modules, "calrl.generation.checkpoint", fake)
+    monkeypatch.setattr("calrl.eval.run.predict_from_checkpoint", fake_predict)  # the generator, replaced
     prompts = pytest.importorskip("calrl.generation.prompts")
     out = tmp_path / "out"
     assert run_eval("--model", "tiny-model", "--adapter", "lora", "--dataset", "gsm8k", "--split", "test",

@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -120,9 +119,7 @@ def test_model_eval_records_model_prompt_and_generation(tmp_path, monkeypatch, c
                                  response=f"The answer is {i % 2}. Confidence: {5 + i % 5}", reference=["1"],
                                  slice={"domain": "x"}) for i in range(12)]
 
-    fake = types.ModuleType("calrl.generation.checkpoint")
-    fake.predict_from_checkpoint = fake_predict
-    monkeypatch.setitem(sys.modules, "calrl.generation.checkpoint", fake)
+    monkeypatch.setattr("calrl.eval.run.predict_from_checkpoint", fake_predict)  # the generator, replaced
     out = tmp_path / "out"
     assert main(["eval", "--model", "org/tiny-model", "--adapter", "runs/lora", "--dataset", "mmlu_professional_law",
                  "--limit", "12", "--sample-seed", "3", "--distractor", "--out", str(out), "--bootstrap", "0"]) == 0
@@ -154,10 +151,8 @@ def test_legend_names_the_model_not_the_dataset(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(plots, "render_reliability", lambda entries, labels=None, title=None: seen.update(
         labels=labels) or b"\x89PNG\r\n\x1a\n")
-    fake = types.ModuleType("calrl.generation.checkpoint")
-    fake.predict_from_checkpoint = lambda **kw: [PredictionRecord(id="a", response="1. Confidence: 9",
-                                                                  reference=["1"])]
-    monkeypatch.setitem(sys.modules, "calrl.generation.checkpoint", fake)
+    monkeypatch.setattr("calrl.eval.run.predict_from_checkpoint", lambda **kw: [PredictionRecord(id="a", response="1. Confidence: 9",
+                                                                  reference=["1"])])  # the generator, replaced
     assert main(["eval", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--dataset", "data/heldout.jsonl",
                  "--out", str(tmp_path / "o"), "--bootstrap", "0"]) == 0
     assert seen["labels"] == ["Qwen/Qwen2.5-0.5B-Instruct"]

@@ -16,30 +16,24 @@ training callback's last eval.
 from __future__ import annotations
 
 import argparse
-import datetime
-import gc
-import time
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from calrl.cli import options
-from calrl.confidence import ConfidenceReader
 from calrl.confidence.missing import DEFAULT_EVAL_MISSING, EVAL_MISSING
 from calrl.confidence.parse import DEFAULT_SCALE, SCALES
 from calrl.confidence.reading import DEFAULT_PARSER, PARSERS
 from calrl.data.heldout import dataset_table
 from calrl.errors import InputError, reports_os_errors
-from calrl.generation.prompt_template import load_prompt_template
 from calrl.generation.prompts import (
     DEFAULT_PROMPT_STYLE,
     DEFAULT_RETRY_WHEN,
     PROMPT_STYLES,
     RETRY_RULES,
-    ElicitationPrompt,
 )
 from calrl.grading import DEFAULT_GRADER, get_grader
-from calrl.io import check_input, check_output, input_hashes, staged_dir
-from calrl.jsonio import write_json, write_jsonl
+from calrl.io import check_input, check_output
 from calrl.limits import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BINS,
@@ -50,7 +44,6 @@ from calrl.limits import (
     MAX_RETRIES,
     MAX_SAMPLES,
 )
-from calrl.progress import is_main_process, quiet_library_bars
 
 # every file eval may write into --out: an --out holding one of them is refused unless --overwrite
 OUTPUT_NAMES = ("metrics.json", "reliability.png", "report.md", "report.html", "predictions.jsonl",
@@ -158,11 +151,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 @reports_os_errors
 def run(args: argparse.Namespace) -> int:
-    started = time.time()
-    # lazy: the eval runner loads torch, which `calrl eval --help` must not (tests/test_cli_startup.py)
-    from calrl.eval.loading import resolve_predictions_file
-    from calrl.eval.runner import resolve_records
-
     gen_only = ("adapter", "dataset", "split", "limit", "sample_seed", "prompt_template", "option_format",
                 "forced_retry_tokens", "generation_seed")
     if args.model is None and any(getattr(args, a) is not None for a in gen_only):
@@ -172,64 +160,22 @@ def run(args: argparse.Namespace) -> int:
     if args.sample_seed is not None and args.limit is None:
         raise InputError("--sample-seed draws the --limit items: give --limit N too")
     get_grader(args.grader)  # an unknown grader fails before any model loads
-
     inputs = [] if args.predictions is None else [check_input(args.predictions, option="--predictions",
                                                               allow_dir=True)]
     written = OUTPUT_NAMES if args.model is not None else tuple(n for n in OUTPUT_NAMES if n != "predictions.jsonl")
     out = check_output(args.out, option="--out", kind="dir", inputs=inputs, outputs=written,
                        overwrite=args.overwrite)
+    if args.model is not None and not args.dataset:
+        raise InputError("--model needs --dataset SPEC (a calrl run's own held-out set is used when its recipe "
+                         "names one)")
+    # lazy: the eval's library loads torch and matplotlib, which `calrl eval --help` must not (test_cli_startup.py)
+    from calrl.eval.run import EvalRequest, run_eval
 
-    if args.model is not None:
-        if not args.dataset:
-            raise InputError("--model needs --dataset SPEC (a calrl run's own held-out set is used when its recipe "
-                             "names one)")
-        records = _generate(args)
-        source = f"{args.model} on {args.dataset}"
-        if not is_main_process():  # under accelerate launch / torchrun: every rank generated
-            return 0  # its shard and holds all records; the main process alone writes the outputs
-        resolved = resolve_records(records, use_hedges=not args.no_hedges, grader=args.grader,
-                                   confidence_parser=args.confidence_parser)
-    else:  # errors name the file and line of the item
-        records, resolved = resolve_predictions_file(args.predictions, use_hedges=not args.no_hedges,
-                                                     grader=args.grader, confidence_parser=args.confidence_parser)
-        source = str(args.predictions)
-    gc.freeze()  # the records are acyclic and kept to the end: later collections need not walk them again
-    try:
-        return _score_and_write(args, out, source, records, resolved, started)
-    finally:
-        gc.unfreeze()
-
-
-def _score_and_write(args: argparse.Namespace, out: Path, source: str, records: list[Any],
-                     resolved: list[Any], started: float) -> int:
-    """Metrics, then every output file into a staging folder renamed onto ``out``."""
-    # lazy: matplotlib, torch, the report and the records' row schemas (35 ms): not for `calrl eval --help`
-    from calrl.data.records import RESOLVED_ROWS, SAMPLE_ROWS, sample_pairs
-    from calrl.eval.plots import plot_reliability
-    from calrl.eval.report import write_report
-    from calrl.eval.runner import compute_results
-
-    try:
-        results = compute_results(resolved, n_bins=args.bins, missing_policy=args.missing_confidence,
-                                  min_slice_size=args.min_slice_size, n_boot=args.bootstrap, seed=args.seed)
-    except InputError as exc:
-        if exc.path is not None or args.predictions is None:
-            raise
-        raise InputError(str(exc), path=str(args.predictions)) from None
-    _describe_run(results, args, source, records, started)
-    title = args.title or f"Calibration report: {results.model_label}"
-
-    with staged_dir(out) as tmp:
-        if args.model is not None:
-            write_jsonl(tmp / "predictions.jsonl", (r.to_json() for r in records))
-        RESOLVED_ROWS.write(tmp / "resolved.jsonl", ((r,) for r in resolved))  # item level, for compare
-        SAMPLE_ROWS.write(tmp / "samples.jsonl", sample_pairs(records, resolved))
-        write_json(tmp / "metrics.json", results.to_json())
-        plot_reliability(results, tmp / "reliability.png", labels=[_legend_label(results)],
-                         title="Reliability diagram")
-        write_report(results, tmp, title, examples=resolved)
-
-    _print_summary(results, out)
+    request = EvalRequest(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalRequest) if f.name != "out"},
+                          out=out)
+    results = run_eval(request)
+    if results is not None:  # None: a process other than the main one, which writes
+        _print_summary(results, out)
     return 0
 
 
@@ -274,56 +220,6 @@ def _as_option(key: str, value: Any) -> str:
     return flag if value is True else f"{flag} {value}"
 
 
-def _describe_run(results: Any, args: argparse.Namespace, source: str, records: list[Any], started: float) -> None:
-    """Fill the reproducibility blocks of metrics.json: what was evaluated, how, when, from which files, and
-    with which versions."""
-    # lazy: the schema takes 13 ms (importlib.metadata, subprocess), more than `calrl eval --help` should pay
-    from calrl.eval.schema import SCHEMA_VERSION, Generation, Provenance, RunConfig, collect_versions
-    from calrl.generation.adapters import split_adapter_folder
-
-    config = RunConfig(missing_confidence=args.missing_confidence, grader=args.grader,
-                       confidence_parser=args.confidence_parser, use_hedges=not args.no_hedges, bins=args.bins)
-    if args.model is not None:
-        model, adapter = (args.model, args.adapter) if args.adapter else split_adapter_folder(args.model)
-        config.model, config.adapter, config.dataset, config.split = model, adapter, args.dataset, args.split
-        config.limit, config.sample_seed = args.limit, args.sample_seed
-        config.prompt_scale = args.prompt_scale
-        config.prompt_template, config.option_format = args.prompt_template, args.option_format
-        config.prompt_style = "template" if args.prompt_template else args.prompt_style
-        config.reasons_first, config.distractor = args.reasons_first, args.distractor
-        config.generation = Generation(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                                       num_samples=args.num_samples, temperature=args.temperature,
-                                       do_sample=args.do_sample, top_k=args.top_k, seed=args.generation_seed,
-                                       retry_when=args.retry_when, forced_max_new_tokens=args.forced_retry_tokens,
-                                       **retry_counts(records, args.confidence_retries))
-    else:
-        config.predictions = str(args.predictions)
-    date = datetime.datetime.fromtimestamp(started, tz=datetime.UTC).isoformat(timespec="seconds")
-    results.source, results.config = source, config
-    results.provenance = Provenance(date=date, duration_s=round(time.time() - started, 3),
-                                    inputs=input_hashes(_local_inputs(args)))
-    results.versions, results.schema_version = collect_versions(), SCHEMA_VERSION
-
-
-def _local_inputs(args: argparse.Namespace) -> list[Path]:
-    """The local files and folders the command read: the predictions, or the dataset when it is a local copy
-    (``PATH`` or ``NAME:PATH``; a set read from the hub has no local file to hash) and the prompt template."""
-    if args.model is None:
-        return [Path(args.predictions)]
-    paths = [Path(args.prompt_template)] if args.prompt_template else []
-    for candidate in (args.dataset, args.dataset.partition(":")[2]):
-        if candidate and Path(candidate).exists():
-            return [Path(candidate), *paths]
-    return paths
-
-
-def _legend_label(results: Any) -> str:
-    """The reliability legend's name for what was evaluated: the model, else the predictions file's name."""
-    if results.config is not None and results.config.model:
-        return results.model_label
-    return Path(results.source).name or results.source
-
-
 class _ListDatasets(argparse.Action):
     """``--list-datasets``: print the standard sets with their hub ids, slices and aliases, then exit 0."""
 
@@ -340,35 +236,6 @@ class _ListDatasets(argparse.Action):
             print("  ".join(r[c].ljust(widths[c]) if c in widths else r[c] for c in columns))
         print("Any name or alias works as --dataset NAME (from the hub) or NAME:PATH (a local copy).")
         parser.exit(0)
-
-
-def _generate(args: argparse.Namespace) -> list[Any]:
-    # lazy: torch and transformers, which `calrl eval --help` must not
-    from calrl.generation.checkpoint import predict_from_checkpoint
-
-    template = None
-    if args.prompt_template:
-        template = load_prompt_template(args.prompt_template)
-    quiet_library_bars()  # in a log: no weight-loading bar (generation shows its own progress)
-    prompt = ElicitationPrompt(scale=args.prompt_scale, reasons_first=args.reasons_first,
-                               distractor=args.distractor, style=args.prompt_style, template=template,
-                               option_format=args.option_format)
-    return predict_from_checkpoint(model=args.model, adapter=args.adapter, dataset=args.dataset,
-                                   split=args.split, limit=args.limit, sample_seed=args.sample_seed, prompt=prompt,
-                                   batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                                   num_samples=args.num_samples, temperature=args.temperature,
-                                   confidence_retries=args.confidence_retries,
-                                   reader=ConfidenceReader(args.confidence_parser, purpose="eval",
-                                                           use_hedges=not args.no_hedges),
-                                   do_sample=args.do_sample, top_k=args.top_k, seed=args.generation_seed,
-                                   retry_when=args.retry_when, forced_max_new_tokens=args.forced_retry_tokens)
-
-
-def retry_counts(records: list[Any], tries: int) -> dict[str, int]:
-    """metrics.json's retry fields: the rule's N, items retried, extra generations in all."""
-    counts = [r.retries or 0 for r in records]
-    return {"confidence_retries": tries, "retried_items": sum(1 for c in counts if c),
-            "retry_generations": sum(counts)}
 
 
 def _print_summary(results: Any, out: Path) -> None:
