@@ -53,11 +53,12 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str,
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _strip_lines(obj: Any) -> Any:
+def strip_lines(obj: Any) -> Any:
+    """``obj`` as plain data: the ``__lines__`` bookkeeping of :func:`load_yaml` taken out of every mapping."""
     if isinstance(obj, dict):
-        return {k: _strip_lines(v) for k, v in obj.items() if k != "__lines__"}
+        return {k: strip_lines(v) for k, v in obj.items() if k != "__lines__"}
     if isinstance(obj, list):
-        return [_strip_lines(v) for v in obj]
+        return [strip_lines(v) for v in obj]
     return obj
 
 
@@ -375,7 +376,7 @@ def build(cls: type, data: Mapping[str, Any] | None, *, path: str | None = None,
         if built:
             kwargs[key] = nested_value
             continue
-        ok, coerced = _check_value(_strip_lines(value), tp)
+        ok, coerced = _check_value(strip_lines(value), tp)
         if not ok:
             big = isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63
             got = f"an integer of {len(str(abs(value)))} digits, more than 64 bits hold" if big else \

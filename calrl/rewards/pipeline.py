@@ -63,6 +63,11 @@ _STAT_FIELDS = ("n", "rm_sum", "rm_n", "adj_sum", "final_sum", "conf_sum", "conf
                 "abstained", "correct", "graded")
 
 
+def _flat_key(name: str, help_text: str) -> Any:
+    """A field of an earlier flat reward key: its default is :data:`calrl.rewards.terms.FLAT_KEYS`'s (one home)."""
+    return field(default=FLAT_KEYS[name], metadata={"help": help_text})
+
+
 @dataclass
 class RewardPipelineConfig:
     """How a rollout's score is computed: the reading settings and the reward terms (see the module docstring).
@@ -91,32 +96,31 @@ class RewardPipelineConfig:
         default="half", metadata={"help": "'half' (c=0.5, no adjustment), 'penalty' (with a missing_penalty term) "
                                           "or 'exclude' (calrl.confidence.missing)."})
     # ---- the earlier flat keys: read only when rewards is None, translated into terms (calrl.rewards.terms)
-    ppo_c_variant: str = field(default="none", metadata={"help": "'none' (PPO / PPO-M), 'threshold' or "
-                                                                 "'difference' (PPO-C)."})
-    ppo_c_weight: float = field(default=0.5, metadata={"help": "PPO-C weight w."})
-    ppo_c_alpha: float = field(default=0.1, metadata={"help": "Moving-average rate alpha."})
-    ppo_c_init_average: float | str = field(
-        default="auto", metadata={"help": "Initial moving average: 'auto' (the RM's stored mean, else the first "
-                                          "batch), 'rm_mean', 'first_batch' or a number."})
-    ppo_c_update_before_adjust: bool = field(
-        default=True, metadata={"help": "Update the moving average before adjusting the batch (reference order)."})
-    ppo_c_avg_type: str = field(default="mean", metadata={"help": "Running statistic: 'mean' or 'std' (reference)."})
-    reward_clamp: float = field(default=10.0, metadata={"help": "Clamp the RM score to [-c, c] for PPO-C."})
-    reward_final_clamp: bool = field(
-        default=True, metadata={"help": "Clamp the reward to [-reward_clamp, reward_clamp] again after PPO-C "
-                                        "(the reference's trainer does)."})
-    normalize_reward: bool = field(
-        default=False, metadata={"help": "Normalise the RM score with the RM's stored mean and std (reference "
-                                         "PPO-C scripts); a separate value model's outputs likewise, with its own "
-                                         "stored statistics (the reference's critic)."})
-    missing_confidence_penalty: float = field(default=1.0, metadata={"help": "Subtracted under 'penalty'."})
-    abstention_reward: float | str = field(
-        default="rm", metadata={"help": "Reward of an abstention: a number (a float or a numeric string), "
-                                        "or 'rm' to keep its score."})
-    correctness_mode: str = field(default="off", metadata={"help": "'off', 'add' or 'replace'."})
-    correct_reward: float = field(default=1.0, metadata={"help": "Reward of a correct answer."})
-    wrong_reward: float = field(default=0.0, metadata={"help": "Reward of a wrong answer."})
-    grader: str = field(default="auto", metadata={"help": "Grader name (calrl.grading)."})
+    ppo_c_variant: str = _flat_key("ppo_c_variant", "'none' (PPO / PPO-M), 'threshold' or 'difference' (PPO-C).")
+    ppo_c_weight: float = _flat_key("ppo_c_weight", "PPO-C weight w.")
+    ppo_c_alpha: float = _flat_key("ppo_c_alpha", "Moving-average rate alpha.")
+    ppo_c_init_average: float | str = _flat_key(
+        "ppo_c_init_average", "Initial moving average: 'auto' (the RM's stored mean, else the first batch), "
+                              "'rm_mean', 'first_batch' or a number.")
+    ppo_c_update_before_adjust: bool = _flat_key(
+        "ppo_c_update_before_adjust", "Update the moving average before adjusting the batch (reference order).")
+    ppo_c_avg_type: str = _flat_key("ppo_c_avg_type", "Running statistic: 'mean' or 'std' (reference).")
+    reward_clamp: float = _flat_key("reward_clamp", "Clamp the RM score to [-c, c] for PPO-C.")
+    reward_final_clamp: bool = _flat_key(
+        "reward_final_clamp", "Clamp the reward to [-reward_clamp, reward_clamp] again after PPO-C (the reference's "
+                              "trainer does).")
+    normalize_reward: bool = _flat_key(
+        "normalize_reward", "Normalise the RM score with the RM's stored mean and std (reference PPO-C scripts); a "
+                            "separate value model's outputs likewise, with its own stored statistics (the reference's "
+                            "critic).")
+    missing_confidence_penalty: float = _flat_key("missing_confidence_penalty", "Subtracted under 'penalty'.")
+    abstention_reward: float | str = _flat_key(
+        "abstention_reward", "Reward of an abstention: a number (a float or a numeric string), or 'rm' to keep its "
+                             "score.")
+    correctness_mode: str = _flat_key("correctness_mode", "'off', 'add' or 'replace'.")
+    correct_reward: float = _flat_key("correct_reward", "Reward of a correct answer.")
+    wrong_reward: float = _flat_key("wrong_reward", "Reward of a wrong answer.")
+    grader: str = _flat_key("grader", "Grader name (calrl.grading).")
 
     def __post_init__(self) -> None:
         check_missing_policy(self.missing_confidence, PPO_MISSING)
@@ -140,7 +144,7 @@ class RewardPipelineConfig:
         if len(graders) > 1:
             raise ConfigError(f"the terms name different graders ({', '.join(sorted(graders))}); one grader grades "
                               "a batch", field="rewards")
-        if self.strip_append_eos and not self.strips:
+        if self.strip_append_eos and not self.strips_with(terms):
             raise ConfigError("appends to the texts whose confidence statement is removed, and none is (no ppo_c "
                               "term and strip_confidence not true)", field="strip_append_eos")
 
@@ -155,10 +159,10 @@ class RewardPipelineConfig:
         averaging chunk; none when checking a config)."""
         return build_reward_terms(self.term_specs(), context)
 
-    @property
-    def adjust(self) -> bool:
-        """Whether a ``ppo_c`` term adjusts the score by the stated confidence."""
-        return find_term(self.terms(), "ppo_c") is not None
+    def strips_with(self, terms: list[RewardTerm]) -> bool:
+        """Whether the response is read without its confidence statement, given the built ``terms``
+        (``strip_confidence``, by default: iff a ``ppo_c`` term is present)."""
+        return find_term(terms, "ppo_c") is not None if self.strip_confidence is None else self.strip_confidence
 
     @property
     def needs_references(self) -> bool:
@@ -173,11 +177,7 @@ class RewardPipelineConfig:
 
     @property
     def strips(self) -> bool:
-        return self.adjust if self.strip_confidence is None else self.strip_confidence
-
-    @property
-    def grader_name(self) -> str:
-        return next((t.grader for t in self.terms() if "grader" in t.options), "auto")
+        return self.strips_with(self.terms())
 
     def reader(self) -> ConfidenceReader:
         """The confidence-reading step of the rewards (the parser's training rules)."""
@@ -264,7 +264,9 @@ class RewardPipeline:
         self.rm_stats = stored_reward_stats(reward_model)
         self.terms = config.terms(TermContext(self.rm_stats, accelerator, average_chunk, model_loaded=True))
         self.abstention_detector = abstention_detector or default_detector
-        self.correctness = CorrectnessReward(grader=config.grader_name)  # grades the batches the terms ask about
+        grader = next((t.grader for t in self.terms if "grader" in t.options), "auto")  # one grader (config checks)
+        self.correctness = CorrectnessReward(grader=grader)  # grades the batches the terms ask about
+        self.strips = config.strips_with(self.terms)
         # (per-position outputs, score at the last non-pad token)
         self._rm_scorer = rm_scorer if rm_scorer is not None else sequence_scores
         self.last: RolloutRewards | None = None
@@ -416,7 +418,7 @@ class RewardPipeline:
         """(confidence or NaN, text for the RM, abstained, stated explicitly) per response; each distinct text is
         read once."""
         cache: dict[str, tuple[float, str, bool, bool]] = {}
-        strips = self.config.strips
+        strips = self.strips
         out = []
         for r in responses:
             hit = cache.get(r)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from calrl.confidence.parse import DEFAULT_SCALE, Scale
-from calrl.config import apply_overrides, build, flag_overrides, load_yaml
+from calrl.config import apply_overrides, build, flag_overrides, load_yaml, strip_lines
 from calrl.errors import ConfigError, InputError
 from calrl.limits import MAX_SEED
 from calrl.progress import notice
@@ -337,7 +337,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *
         setattr(training, key, value)
 
     recipe = Recipe(method=method, model=model, lora=lora, data=data_section, eval=eval_section,
-                    wandb=wandb_section, training=training, launch=launch_section, path=path_str, raw=_plain(data),
+                    wandb=wandb_section, training=training, launch=launch_section, path=path_str, raw=strip_lines(data),
                     lines=lines)
     _check_models(recipe)
     _check_precision(recipe)
@@ -439,9 +439,3 @@ def _check_reward_stats_split(recipe: Recipe) -> None:
                           line=recipe.line_of("training", "reward_stats_split"))
 
 
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items() if k != "__lines__"}
-    if isinstance(obj, list):
-        return [_plain(v) for v in obj]
-    return obj
