@@ -181,14 +181,47 @@ def iter_lines(path: StrPath) -> Iterator[tuple[int, str]]:
     """``(line number, text)`` of each line of a UTF-8 file, streamed; a leading byte-order mark is
     dropped, and a line that is not UTF-8 is an InputError naming the file and that line."""
     with _open_for_reading(path) as f:
-        for line_no, raw in enumerate(f, start=1):
-            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                yield line_no, raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start} of the line)",
-                                 path=str(path), line=line_no) from None
+        yield from _decoded(path, enumerate(f, start=1), bom=True)
+
+
+def _decoded(path: StrPath, lines: Iterable[tuple[int, bytes]], *, bom: bool) -> Iterator[tuple[int, str]]:
+    """The lines decoded as UTF-8 (``bom``: a byte-order mark at the start of line 1 dropped)."""
+    for line_no, raw in lines:
+        if bom and line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            yield line_no, raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start} of the line)",
+                             path=str(path), line=line_no) from None
+
+
+LINE_BLOCK_BYTES = 1 << 23  # about 40,000 lines of a 200-byte-a-line predictions file
+
+
+def iter_line_blocks(path: StrPath, size: int = LINE_BLOCK_BYTES) -> Iterator[tuple[int, int, bytes]]:
+    """``(number of its first line, number of lines, bytes)`` of each block of whole lines of a file (about
+    ``size`` bytes, more when a line is longer), the lines exactly as :func:`iter_lines` splits them (at
+    ``\\n``), not decoded; a leading byte-order mark is dropped."""
+    first = 1
+    with _open_for_reading(path) as f:
+        while block := f.read(size):
+            if not block.endswith(b"\n"):
+                block += f.readline()
+            if first == 1 and block.startswith(b"\xef\xbb\xbf"):
+                block = block[3:]
+            lines = block.count(b"\n") + (not block.endswith(b"\n"))
+            yield first, lines, block
+            first += lines
+
+
+def block_lines(path: StrPath, first: int, block: bytes) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each line of a block of :func:`iter_line_blocks`, as :func:`iter_lines` gives
+    them (with its errors)."""
+    pieces = block.split(b"\n")
+    last = pieces.pop()  # b"" after a final newline
+    numbered = enumerate([piece + b"\n" for piece in pieces] + ([last] if last else []), start=first)
+    return _decoded(path, numbered, bom=False)  # iter_line_blocks dropped it
 
 
 def read_text(path: StrPath) -> str:

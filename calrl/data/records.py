@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import itertools
+import operator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any
 
 from calrl.jsonio import JsonRows
@@ -68,7 +71,8 @@ _PREDICTION_FIELDS = tuple(f.name for f in fields(PredictionRecord))
 _RESOLVED_KINDS = {"id": "unique", "abstained": "flag", "correct": "flag", "confidence": "number",
                    "confidence_source": "text", "hedged": "flag", "slice": "shared", "samples": "shared",
                    "answer": "text", "response": "text", "reference": "shared"}
-RESOLVED_ROWS = JsonRows("r", [(f.name, f"r.{f.name}", _RESOLVED_KINDS[f.name]) for f in fields(ResolvedRecord)])
+RESOLVED_ROWS = JsonRows("r", [(f.name, f"r.{f.name}", _RESOLVED_KINDS[f.name]) for f in fields(ResolvedRecord)],
+                         group_from="abstained")
 # the columns of samples.jsonl, calrl's names and, beside them where they mean the same, lm-evaluation-harness'
 SAMPLE_ROWS = JsonRows("i, rec, res", [
     ("id", "rec.id", "unique"), ("doc_id", "i", "number"), ("prompt", "rec.prompt", "unique"),
@@ -80,7 +84,7 @@ SAMPLE_ROWS = JsonRows("i, rec, res", [
     ("confidence", "res.confidence", "number"), ("confidence_source", "res.confidence_source", "text"),
     ("abstained", "res.abstained", "flag"), ("correct", "res.correct", "flag"), ("hedged", "res.hedged", "flag"),
     ("slice", "res.slice", "shared"), ("samples", "rec.samples", "shared"),
-])
+], group_from="choices")
 
 
 def sample_row(record: PredictionRecord, resolved: ResolvedRecord, doc_id: int = 0) -> dict[str, Any]:
@@ -100,6 +104,17 @@ def sample_pairs(records: Iterable[PredictionRecord], resolved: Iterable[Resolve
                  start: int = 0) -> Iterator[tuple[int, PredictionRecord, ResolvedRecord]]:
     """Each record's position (from ``start``) with the record and its resolved item (the rows of
     :data:`SAMPLE_ROWS`); ValueError if they do not pair."""
+    if isinstance(records, Sequence) and isinstance(resolved, Sequence) and len(records) == len(resolved):
+        ids = map(attrgetter("id"), records)
+        wrong = next(itertools.compress(itertools.count(), map(operator.ne, ids, map(attrgetter("id"), resolved))),
+                     None)
+        if wrong is None:  # checked at C speed (10^6 items)
+            return zip(itertools.count(start), records, resolved)
+    return _pairs(records, resolved, start)
+
+
+def _pairs(records: Iterable[PredictionRecord], resolved: Iterable[ResolvedRecord],
+           start: int) -> Iterator[tuple[int, PredictionRecord, ResolvedRecord]]:
     for i, (record, item) in enumerate(zip(records, resolved, strict=True), start=start):
         if record.id != item.id:
             raise ValueError(f"record {record.id!r} paired with resolved item {item.id!r}")

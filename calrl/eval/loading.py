@@ -7,24 +7,26 @@ Every problem is reported as an :class:`~calrl.errors.InputError` naming the fil
 from __future__ import annotations
 
 import csv
+import functools
 import gc
 import math
 import sys
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from calrl.confidence import ConfidenceReader
 from calrl.confidence.reading import DEFAULT_PARSER
 from calrl.data.readers import check_arrow_table, csv_error, is_saved_dataset, open_saved
 from calrl.data.records import PredictionRecord, ResolvedRecord
 from calrl.errors import InputError
-from calrl.eval.runner import TextMemo, resolve_record
+from calrl.eval.runner import TextMemo, group_records, group_starts, resolve_record, resolved_in_groups
 from calrl.grading import DEFAULT_GRADER
-from calrl.io import check_input, iter_lines, read_text
-from calrl.jsonio import loads_json
+from calrl.io import block_lines, check_input, iter_line_blocks, iter_lines, read_text
+from calrl.jsonio import JsonLinesColumns, loads_json
 
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
                   ".parquet": "parquet", ".pq": "parquet"}
@@ -47,19 +49,89 @@ def iter_predictions(path: str | Path) -> Iterator[tuple[int, PredictionRecord]]
 
     Raises InputError naming the file (and line and field) on anything wrong, including an empty file.
     """
+    for lines, records in iter_prediction_blocks(path):
+        yield from zip(lines, records, strict=True)
+
+
+def iter_prediction_blocks(path: str | Path) -> Iterator[tuple[Sequence[int], list[PredictionRecord]]]:
+    """The predictions in blocks, ``(lines, records)``, validated as they are read (see :func:`iter_predictions`).
+
+    A JSON lines file is read a block of lines at a time by :class:`calrl.jsonio.JsonLinesColumns` and
+    :func:`fast_block`; a block it cannot take, and every other format, row by row (:func:`iter_records`).
+    On any error the file is read again row by row, whose first error is the one raised: the message names
+    the same problem, line and field whichever reader met it first.
+    """
     p = check_input(path, option="--predictions", allow_dir=True)
-    seen: dict[str, int] = {}
-    shared: tuple[dict[Any, Any], ...] = ({}, {}, {})  # slices, references, responses
-    for line, row in _iter_rows(p):
-        record = record_from_row(row, path=str(path), line=line)
-        if record.id in seen:
-            raise InputError(f"duplicate id {record.id!r} (lines {seen[record.id]} and {line})",
-                             path=str(path), line=line, field="id")
-        seen[record.id] = line
-        _share_equal_values(record, shared)
+    if p.is_dir() or SUFFIX_FORMATS.get(p.suffix.lower()) != "jsonl":
+        yield from _blocks_of(iter_records(p, str(path)))
+        return
+    state = _BlockState()
+    try:
+        for first, lines, block in iter_line_blocks(p):
+            records = fast_block(block, lines, state)
+            if records is None:
+                pairs = list(_checked_records(_iter_jsonl(p, block_lines(p, first, block)), str(path), state))
+                yield [line for line, _ in pairs], [record for _, record in pairs]
+            else:
+                yield range(first, first + lines), records
+        if not state.seen:
+            raise InputError("no predictions in the file (empty input)", path=str(path))
+    except (InputError, _Repeated):
+        for _ in iter_records(p, str(path)):  # raises the first error of the file, named as ever
+            pass
+        raise
+
+
+def iter_records(p: Path, path: str) -> Iterator[tuple[int, PredictionRecord]]:
+    """``(line, record)`` of each row of any format, validated row by row (:func:`record_from_row`)."""
+    lines_seen: dict[str, int] = {}
+    yield from _checked_records(_iter_rows(p), path, _BlockState(), lines_seen)
+    if not lines_seen:
+        raise InputError("no predictions in the file (empty input)", path=path)
+
+
+def _checked_records(rows: Iterable[tuple[int, dict[str, Any]]], path: str, state: _BlockState,
+                     lines_seen: dict[str, int] | None = None) -> Iterator[tuple[int, PredictionRecord]]:
+    """Records of the rows, each id checked against those seen before (``lines_seen``: where, to name them)."""
+    for line, row in rows:
+        record = record_from_row(row, path=path, line=line)
+        if lines_seen is not None:
+            if record.id in lines_seen:
+                raise InputError(f"duplicate id {record.id!r} (lines {lines_seen[record.id]} and {line})",
+                                 path=path, line=line, field="id")
+            lines_seen[record.id] = line
+        elif record.id in state.seen:
+            raise _Repeated
+        state.seen.add(record.id)
+        _share_equal_values(record, state.shared)
         yield line, record
-    if not seen:
-        raise InputError("no predictions in the file (empty input)", path=str(path))
+
+
+def _blocks_of(pairs: Iterable[tuple[int, PredictionRecord]], size: int = 1 << 15,
+               ) -> Iterator[tuple[list[int], list[PredictionRecord]]]:
+    lines: list[int] = []
+    records: list[PredictionRecord] = []
+    for line, record in pairs:
+        lines.append(line)
+        records.append(record)
+        if len(records) == size:
+            yield lines, records
+            lines, records = [], []
+    if records:
+        yield lines, records
+
+
+class _Repeated(Exception):
+    """An id given twice, found by the block reader (which keeps no line numbers: the row reader names them)."""
+
+
+class _BlockState:
+    """What the readers keep across blocks: the ids seen, and the values shared between records."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.shared: tuple[dict[Any, Any], ...] = ({}, {}, {})  # slices, references, responses
+        self.raw: dict[str, dict[Any, Any]] = {}  # per raw field: the value of each text, seeded by fast_block
 
 
 def _share_equal_values(record: PredictionRecord, shared: tuple[dict[Any, Any], ...]) -> None:
@@ -74,28 +146,141 @@ def _share_equal_values(record: PredictionRecord, shared: tuple[dict[Any, Any], 
         record.response = responses.setdefault(record.response, record.response)
 
 
+@functools.cache
+def _row_columns() -> JsonLinesColumns:
+    """The fast reader of a predictions line: the keys :func:`record_from_row` reads, typed as it accepts them
+    (lists of strings as tuples, the slice raw, read by :func:`loads_json`: each checked by the same functions, once
+    per distinct value)."""
+    import msgspec  # only a JSON lines file needs it (calrl.jsonio imports it in the reader, likewise)
+
+    unset, opt = msgspec.UnsetType, msgspec.UNSET
+    confidence = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    texts = tuple[str, ...]  # hashable: kept by value
+    row = msgspec.defstruct("PredictionRow", [
+        ("id", str | int), ("response", str | None | unset, opt), ("question", str | None | unset, opt),
+        ("reference", str | texts | None | unset, opt), ("choices", texts | None | unset, opt),
+        ("samples", texts | None | unset, opt), ("correct", bool | None | unset, opt),
+        ("abstained", bool | None | unset, opt), ("confidence", confidence | None | unset, opt),
+        ("slice", msgspec.Raw | unset, opt)], forbid_unknown_fields=True, gc=False)
+    return JsonLinesColumns(row)
+
+
+def _refuse(field: str | None, message: str) -> InputError:
+    return InputError(message, field=field)
+
+
+# the fields whose values records share: what record_from_row makes of a value, and of the key left out
+_SHARED_FIELDS = {"reference": (lambda v: _str_or_str_list(v, "reference", _refuse), None),
+               "choices": (lambda v: _str_list(v, "choices", _refuse), None),
+               "samples": (lambda v: _str_list(v, "samples", _refuse), None),
+               "slice": (lambda v: _slice(v, _refuse), {})}
+
+
+def fast_block(block: bytes, lines: int, state: _BlockState) -> list[PredictionRecord] | None:
+    """The records of a block of JSON lines (:func:`calrl.io.iter_line_blocks`), the same as
+    :func:`record_from_row` makes of each line; None when a line is not one the fast reader takes (then the
+    block is read row by row, which names any error). Raises _Repeated on an id seen before."""
+    reader = _row_columns()
+    columns = reader.decode(block, lines)
+    if columns is None:
+        return None
+    try:
+        ids = list(map(str, columns["id"]))  # an int id's text; ValueError past the int-to-text limit
+    except ValueError:
+        return None
+    if not all(map(str.strip, ids)):
+        return None
+    unset = reader.unset
+    raw = {}
+    for name, (convert, absent) in _SHARED_FIELDS.items():
+        kept = state.raw.setdefault(name, {unset: absent})
+        raw[name] = reader.values(name, columns[name], convert, kept, limit=MAX_SHARED_VALUES)
+        if raw[name] is None:
+            return None
+    given = {name: _given(columns[name], unset) for name in ("response", "question", "confidence", "correct",
+                                                              "abstained")}
+    responses = given["response"]
+    if None in responses and not _usable(responses, given["abstained"], given["correct"], columns["confidence"],
+                                         unset):
+        return None
+    if len(state.shared[2]) < MAX_SHARED_VALUES:
+        responses = list(map(state.shared[2].setdefault, responses, responses))
+    before = len(state.seen)
+    state.seen.update(ids)
+    if len(state.seen) != before + len(ids):
+        raise _Repeated
+    return list(map(PredictionRecord, ids, responses, raw["reference"], given["confidence"], given["correct"],
+                    given["abstained"], raw["slice"], raw["samples"], given["question"], raw["choices"]))
+
+
+def _given(column: list[Any], unset: Any) -> list[Any]:
+    """The column with None for a key not given."""
+    absent = column.count(unset)
+    if absent == 0:
+        return column
+    if absent == len(column):
+        return [None] * len(column)
+    return [None if x is unset else x for x in column]
+
+
+def _usable(responses: list[Any], abstained: list[Any], correct: list[Any], confidence: list[Any],
+            unset: Any) -> bool:
+    """Whether every row without a response can still be scored (record_from_row's rule)."""
+    return all(abstained[i] is True or (correct[i] is not None and confidence[i] is not unset)
+               for i, response in enumerate(responses) if response is None)
+
+
 def resolve_predictions_file(path: str | Path, *, use_hedges: bool = True, grader: str = DEFAULT_GRADER,
                              confidence_parser: str = DEFAULT_PARSER,
                              ) -> tuple[list[PredictionRecord], list[ResolvedRecord]]:
     """Load and validate a predictions file, then resolve it (parse, detect abstention, grade) item by
     item, so that an item that cannot be resolved is reported with the file and its line."""
+    done = resolve_predictions(path, use_hedges=use_hedges, grader=grader, confidence_parser=confidence_parser)
+    return done.records, done.resolved
+
+
+@dataclass(frozen=True)
+class ResolvedPredictions:
+    """A predictions file read and resolved: its records, their resolved items and, when they were resolved a
+    group at a time, each record's group (:func:`calrl.eval.runner.group_records`; else None)."""
+
+    records: list[PredictionRecord]
+    resolved: list[ResolvedRecord]
+    groups: list[int] | None
+
+
+def resolve_predictions(path: str | Path, *, use_hedges: bool = True, grader: str = DEFAULT_GRADER,
+                        confidence_parser: str = DEFAULT_PARSER) -> ResolvedPredictions:
+    """:func:`resolve_predictions_file`, with the groups: records equal but for their id, question and prompt
+    are resolved once (with calrl's own graders, whose grades are kept; a registered grader grades each)."""
     lines, records = array("q"), []  # an array: 10^6 line numbers as ints would take 32 MB more
-    memo: TextMemo | None = None
-    resolved: list[ResolvedRecord] = []
     with gc_paused():
-        for line, record in iter_predictions(path):  # the whole file is validated before any item resolves
-            lines.append(line)
-            records.append(record)
-        for line, record in zip(lines, records, strict=True):
-            try:  # the reader is made here, once: an unknown parser is reported as before, at the first item
-                memo = memo or TextMemo(ConfidenceReader(confidence_parser, purpose="eval",
-                                                         use_hedges=use_hedges), grader)
-                resolved.append(resolve_record(record, memo=memo))
-            except InputError as exc:
-                if exc.path is not None:
-                    raise
-                raise InputError(str(exc), path=str(path), line=line) from None
-    return records, resolved
+        for block_lines_, block_records in iter_prediction_blocks(path):  # all validated before any resolves
+            lines.extend(block_lines_)
+            records.extend(block_records)
+        memo = _at_line(path, lines[0], lambda: TextMemo(ConfidenceReader(confidence_parser, purpose="eval",
+                                                                          use_hedges=use_hedges), grader))
+        try:
+            grouped = memo.keeps_grades()
+        except InputError:  # an unknown grader: reported at the first item graded, as each item is resolved
+            grouped = False
+        if not grouped:
+            resolved = [_at_line(path, line, resolve_record, record, memo=memo)
+                        for line, record in zip(lines, records, strict=True)]
+            return ResolvedPredictions(records, resolved, None)
+        groups = group_records(records)
+        firsts = [_at_line(path, lines[i], resolve_record, records[i], memo=memo) for i in group_starts(groups)]
+        return ResolvedPredictions(records, resolved_in_groups(records, firsts, groups), groups)
+
+
+def _at_line(path: str | Path, line: int, make: Any, *args: Any, **kwargs: Any) -> Any:
+    """``make(*args, **kwargs)``, an InputError without a file named as ``path`` at ``line``."""
+    try:
+        return make(*args, **kwargs)
+    except InputError as exc:
+        if exc.path is not None:
+            raise
+        raise InputError(str(exc), path=str(path), line=line) from None
 
 
 @contextmanager
@@ -123,9 +308,10 @@ def _iter_rows(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     return {"jsonl": _iter_jsonl, "csv": _iter_csv, "parquet": _iter_parquet}[fmt](p)
 
 
-def _iter_jsonl(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Rows of a JSONL file, streamed; a byte-order mark at the start is skipped, blank lines too."""
-    for line_no, raw in iter_lines(p):
+def _iter_jsonl(p: Path, lines: Iterable[tuple[int, str]] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a JSONL file (or of ``lines`` of it), streamed; a byte-order mark at the start is skipped, blank
+    lines too."""
+    for line_no, raw in iter_lines(p) if lines is None else lines:
         if not raw.strip():
             continue
         row = loads_json(raw, path=str(p), line=line_no)

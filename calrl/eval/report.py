@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import heapq
 import html
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +132,11 @@ def verdict(metrics: EvalResults | Mapping[str, Any]) -> str:
 def confidently_wrong(records: Sequence[ResolvedRecord], k: int = N_WRONG_EXAMPLES) -> list[ResolvedRecord]:
     """The ``k`` wrong answers with the highest stated confidence (ties by id)."""
     wrong = [r for r in records if not r.abstained and not r.correct and r.confidence is not None]
+    if 0 < k < len(wrong) // 4:  # only those at or above the k-th highest confidence can be listed: sort those
+        values = list(map(attrgetter("confidence"), wrong))
+        if not any(map(math.isnan, values)):
+            cut = heapq.nlargest(k, values)[-1]
+            wrong = [r for r, value in zip(wrong, values, strict=True) if value >= cut]
     return sorted(wrong, key=lambda r: (-(r.confidence or 0.0), r.id))[:k]
 
 

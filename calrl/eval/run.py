@@ -18,13 +18,12 @@ from typing import Any
 from calrl.confidence import ConfidenceReader
 from calrl.data.records import RESOLVED_ROWS, SAMPLE_ROWS, sample_pairs
 from calrl.errors import InputError
-from calrl.eval.loading import resolve_predictions_file
+from calrl.eval.loading import resolve_predictions
 from calrl.eval.plots import plot_reliability
 from calrl.eval.report import write_report
 from calrl.eval.runner import compute_results, resolve_records
 from calrl.eval.schema import SCHEMA_VERSION, Generation, Provenance, RunConfig, collect_versions
 from calrl.generation.adapters import split_adapter_folder
-from calrl.generation.checkpoint import predict_from_checkpoint
 from calrl.generation.prompt_template import load_prompt_template
 from calrl.generation.prompts import ElicitationPrompt
 from calrl.io import input_hashes, staged_dir
@@ -77,6 +76,7 @@ def run_eval(req: EvalRequest) -> Any:
     process other than the main one under ``accelerate launch`` / ``torchrun`` (every rank generates its shard,
     the main one writes)."""
     started = time.time()
+    groups = None  # records resolved alike, written alike (see calrl.eval.runner.group_records)
     if req.model is not None:
         records = generate_records(req)
         source = f"{req.model} on {req.dataset}"
@@ -85,23 +85,24 @@ def run_eval(req: EvalRequest) -> Any:
         resolved = resolve_records(records, use_hedges=not req.no_hedges, grader=req.grader,
                                    confidence_parser=req.confidence_parser)
     else:  # errors name the file and line of the item
-        records, resolved = resolve_predictions_file(req.predictions, use_hedges=not req.no_hedges,
-                                                     grader=req.grader, confidence_parser=req.confidence_parser)
-        source = str(req.predictions)
+        done = resolve_predictions(req.predictions, use_hedges=not req.no_hedges, grader=req.grader,
+                                   confidence_parser=req.confidence_parser)
+        records, resolved, groups, source = done.records, done.resolved, done.groups, str(req.predictions)
     gc.freeze()  # the records are acyclic and kept to the end: later collections need not walk them again
     try:
-        return _score_and_write(req, req.out, source, records, resolved, started)
+        return _score_and_write(req, req.out, source, records, resolved, started, groups)
     finally:
         gc.unfreeze()
 
 
 def _score_and_write(req: EvalRequest, out: Path, source: str, records: list[Any],
-                     resolved: list[Any], started: float) -> Any:
+                     resolved: list[Any], started: float, groups: list[int] | None) -> Any:
     """Metrics, then every output file into a staging folder renamed onto ``out``."""
 
     try:
         results = compute_results(resolved, n_bins=req.bins, missing_policy=req.missing_confidence,
-                                  min_slice_size=req.min_slice_size, n_boot=req.bootstrap, seed=req.seed)
+                                  min_slice_size=req.min_slice_size, n_boot=req.bootstrap, seed=req.seed,
+                                  groups=groups)
     except InputError as exc:
         if exc.path is not None or req.predictions is None:
             raise
@@ -112,8 +113,8 @@ def _score_and_write(req: EvalRequest, out: Path, source: str, records: list[Any
     with staged_dir(out) as tmp:
         if req.model is not None:
             write_jsonl(tmp / "predictions.jsonl", (r.to_json() for r in records))
-        RESOLVED_ROWS.write(tmp / "resolved.jsonl", ((r,) for r in resolved))  # item level, for compare
-        SAMPLE_ROWS.write(tmp / "samples.jsonl", sample_pairs(records, resolved))
+        RESOLVED_ROWS.write(tmp / "resolved.jsonl", zip(resolved), groups)  # item level, for compare
+        SAMPLE_ROWS.write(tmp / "samples.jsonl", sample_pairs(records, resolved), groups)
         write_json(tmp / "metrics.json", results.to_json())
         plot_reliability(results, tmp / "reliability.png", labels=[_legend_label(results)],
                          title="Reliability diagram")
@@ -173,8 +174,15 @@ def _legend_label(results: Any) -> str:
 
 
 
-def generate_records(req: EvalRequest) -> list[Any]:
+def predict_from_checkpoint(**kwargs: Any) -> list[Any]:
+    """:func:`calrl.generation.checkpoint.predict_from_checkpoint`, imported when first called: it loads
+    transformers (about 1 s), which scoring a predictions file does not need."""
+    from calrl.generation.checkpoint import predict_from_checkpoint as predict  # transformers: see above
 
+    return predict(**kwargs)
+
+
+def generate_records(req: EvalRequest) -> list[Any]:
     template = None
     if req.prompt_template:
         template = load_prompt_template(req.prompt_template)

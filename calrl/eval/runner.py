@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
-from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -119,10 +120,15 @@ class TextMemo:
         parsed = self.reader.read(response)
         return parsed.value, parsed.source
 
-    def grade(self, answer: str, reference: list[str], choices: list[str] | None) -> bool:
+    def keeps_grades(self) -> bool:
+        """Whether grades are kept (calrl's own graders): then a record's resolution depends only on its
+        :func:`group_key`. InputError for an unknown grader."""
         if self._keep_grades is None:
             self._keep_grades = getattr(get_grader(self.grader), "__module__", None) == "calrl.grading.graders"
-        if not self._keep_grades:
+        return self._keep_grades
+
+    def grade(self, answer: str, reference: list[str], choices: list[str] | None) -> bool:
+        if not self.keeps_grades():
             return bool(grade(answer, reference, choices=choices, grader=self.grader))
         key = (answer, tuple(reference), None if choices is None else tuple(choices))
         return self._kept(self._grades, key, self._grade, key)
@@ -186,6 +192,42 @@ def resolve_record(rec: PredictionRecord, *, reader: ConfidenceReader | None = N
                           answer=answer, response=response, reference=rec.reference)
 
 
+def group_records(records: Sequence[PredictionRecord]) -> list[int]:
+    """Records that resolve alike, grouped: each record's group, named by the index of its first record.
+
+    A group's records are equal in every field but the id, question and prompt: the same response (text),
+    given confidence, correctness and abstention, and the very same reference, choices, samples and slice
+    objects (:func:`calrl.eval.loading.iter_predictions` shares equal ones). Resolved with a memo that keeps
+    grades (:meth:`TextMemo.keeps_grades`), they resolve to records equal but for the id, and are written
+    alike (:meth:`calrl.jsonio.JsonRows.write`'s ``groups``). An error of :func:`resolve_record` depends only on
+    these fields, so the group's first record is the first record that has it.
+    """
+    confidences = list(map(attrgetter("confidence"), records))
+    if 0.0 in confidences:  # 0.0 and -0.0 are equal keys but written differently
+        confidences = [(c, math.copysign(1.0, c)) if c == 0.0 else c for c in confidences]
+    keys = zip(map(attrgetter("response"), records), confidences, map(attrgetter("correct"), records),
+               map(attrgetter("abstained"), records), *(map(id, map(attrgetter(name), records))
+                                                       for name in ("reference", "choices", "samples", "slice")))
+    first: dict[tuple[Any, ...], int] = {}
+    return list(map(first.setdefault, keys, itertools.count()))
+
+
+def group_starts(groups: Sequence[int]) -> list[int]:
+    """The first record of each group of :func:`group_records`, in order."""
+    return list(dict.fromkeys(groups))
+
+
+def resolved_in_groups(records: Sequence[PredictionRecord], firsts: Sequence[ResolvedRecord],
+                       groups: Sequence[int]) -> list[ResolvedRecord]:
+    """Each record resolved as the first of its group (``firsts``, in the order of :func:`group_starts`),
+    with its own id."""
+    fields: list[Any] = [None] * len(records)
+    for start, r in zip(group_starts(groups), firsts, strict=True):
+        fields[start] = (r.abstained, r.correct, r.confidence, r.confidence_source, r.hedged, r.slice, r.samples,
+                         r.answer, r.response, r.reference)
+    return [ResolvedRecord(rec.id, *fields[g]) for rec, g in zip(records, groups, strict=True)]
+
+
 # --------------------------------------------------------------------------------------------- metrics
 def compute_metrics(resolved: Sequence[ResolvedRecord], *, n_bins: int = DEFAULT_BINS,
                     missing_policy: str = DEFAULT_EVAL_MISSING, min_slice_size: int = DEFAULT_MIN_SLICE_SIZE,
@@ -197,12 +239,14 @@ def compute_metrics(resolved: Sequence[ResolvedRecord], *, n_bins: int = DEFAULT
 
 def compute_results(resolved: Sequence[ResolvedRecord], *, n_bins: int = DEFAULT_BINS,
                     missing_policy: str = DEFAULT_EVAL_MISSING, min_slice_size: int = DEFAULT_MIN_SLICE_SIZE,
-                    n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> EvalResults:
+                    n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, groups: Sequence[int] | None = None,
+                    ) -> EvalResults:
     """All metrics of the records, overall and per slice value.
 
     ``missing_policy`` says what an answered item without a confidence does: ``exclude`` (left out of
     the confidence metrics, still counted in accuracy), ``half`` (scored as 0.5) or ``error``
-    (InputError naming the first such id).
+    (InputError naming the first such id). ``groups``: each record's group, records of a group equal but for
+    their id (:func:`group_records`): their fields are read once per group.
     """
     check_missing_policy(missing_policy, EVAL_MISSING, field="missing_policy")
     check_bins(n_bins)
@@ -219,9 +263,15 @@ def compute_results(resolved: Sequence[ResolvedRecord], *, n_bins: int = DEFAULT
     settings = Settings(n_bins=n_bins, missing_policy=missing_policy, min_slice_size=min_slice_size,
                         n_boot=n_boot, seed=seed)
     with _one_thread():
-        columns = _Columns.of(resolved)
+        if groups is None:
+            units, per_record = resolved, None
+        else:  # one record of each group, and each record's index into them
+            first = dict(zip(reversed(groups), range(len(groups) - 1, -1, -1)))
+            units, number = [resolved[i] for i in first.values()], {g: k for k, g in enumerate(first)}
+            per_record = torch.tensor(list(map(number.__getitem__, groups)), dtype=torch.long)
+        columns = _Columns.of(units).take(per_record)
         overall = _group_metrics(columns, None, resolved, settings)
-        slices = _slice_metrics(resolved, columns, settings)
+        slices = _slice_metrics(resolved, columns, settings, units, per_record)
     return EvalResults(**_fields(overall), slices=slices, settings=settings)
 
 
@@ -280,9 +330,10 @@ class _Columns:
                         self.source[index], self.has_samples)
 
 
-def _slice_metrics(resolved: Sequence[ResolvedRecord], columns: _Columns,
-                   settings: Settings) -> dict[str, dict[str, SliceMetrics]]:
-    groups = _slice_rows(resolved)
+def _slice_metrics(resolved: Sequence[ResolvedRecord], columns: _Columns, settings: Settings,
+                   units: Sequence[ResolvedRecord], per_record: torch.Tensor | None,
+                   ) -> dict[str, dict[str, SliceMetrics]]:
+    groups = _slice_rows(units, per_record)
     # a slice below min_slice_size is flagged small and gets no bootstrap interval: its interval would be too
     # wide to read, and the bootstrap is most of the cost of a slice
     small = dataclasses.replace(settings, n_boot=0)
@@ -297,29 +348,36 @@ def _slice_metrics(resolved: Sequence[ResolvedRecord], columns: _Columns,
     return out
 
 
-def _slice_rows(resolved: Sequence[ResolvedRecord]) -> dict[str, dict[str, torch.Tensor]]:
-    """For each slice key and value, the indices of its records (increasing, a long tensor).
+def _slice_rows(units: Sequence[ResolvedRecord], per_record: torch.Tensor | None = None,
+                ) -> dict[str, dict[str, torch.Tensor]]:
+    """For each slice key and value, the indices of its records (increasing, a long tensor): the records are
+    ``units``, or, with ``per_record``, the unit of each record is ``units[per_record[i]]``.
 
-    A code per record and key is kept in an array (8 bytes a record) instead of a list of Python ints
-    per value (about 40 bytes a record and key); one stable sort per key groups them, so the cost does not
-    grow with the number of values (a comparison per value took hours on 10^6 rows of 200,000 values).
-    More than ``MAX_SLICE_VALUES`` values in all is an InputError (see :func:`check_slice_values`).
+    The slices are read once per slice object (records share them), into a code per object and key; a code
+    per record and key is then one index into those, and one stable sort per key groups the records, so the
+    cost does not grow with the number of values (a comparison per value took hours on 10^6 rows of 200,000
+    values). More than ``MAX_SLICE_VALUES`` values in all is an InputError (see :func:`check_slice_values`).
     """
+    slices = list(map(attrgetter("slice"), units))
+    objects = dict(zip(map(id, slices), slices))  # each distinct slice object (all alive: ids are unique)
+    number = {key: k for k, key in enumerate(objects)}
     codes: dict[str, dict[str, int]] = {}
-    columns: dict[str, array] = {}
-    for i, r in enumerate(resolved):
-        for key, value in r.slice.items():
-            column = columns.get(key)
-            if column is None:
-                column = columns[key] = array("q", [-1]) * len(resolved)
+    tables: dict[str, list[int]] = {}
+    for k, slice_ in enumerate(objects.values()):
+        for key, value in slice_.items():
+            table = tables.get(key)
+            if table is None:
+                table = tables[key] = [-1] * len(objects)
                 codes[key] = {}
-            column[i] = codes[key].setdefault(value, len(codes[key]))
+            table[k] = codes[key].setdefault(value, len(codes[key]))
     check_slice_values({key: len(values) for key, values in codes.items()})
+    per_unit = torch.tensor(list(map(number.__getitem__, map(id, slices))), dtype=torch.long)
+    of_record = per_unit if per_record is None else per_unit[per_record]
     out: dict[str, dict[str, torch.Tensor]] = {}
-    for key, column in columns.items():
-        per_record = torch.frombuffer(column, dtype=torch.int64)
-        counts = torch.bincount(per_record + 1, minlength=len(codes[key]) + 1)  # code -1: no value for this key
-        groups = torch.split(torch.argsort(per_record, stable=True), counts.tolist())
+    for key, table in tables.items():
+        column = torch.tensor(table, dtype=torch.long)[of_record]
+        counts = torch.bincount(column + 1, minlength=len(codes[key]) + 1)  # code -1: no value for this key
+        groups = torch.split(torch.argsort(column, stable=True), counts.tolist())
         out[key] = {value: groups[code + 1] for value, code in codes[key].items()}
     return out
 
