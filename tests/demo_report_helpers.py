@@ -16,7 +16,8 @@ from calrl.demo.layout import Layout, gate_pairs
 from calrl.demo.recipes import POLICIES, REWARD_MODELS, RM_BASE
 from calrl.demo.study import full_config, quick_config
 from calrl.demo.summary import build_summary
-from calrl.eval.runner import compute_metrics, resolve_records
+from calrl.eval.resolving import resolve_records
+from calrl.eval.runner import compute_metrics
 from calrl.jsonio import write_json
 
 # stated confidence (0-10) on the well-known and the never-seen people, per policy; None: "I don't know"

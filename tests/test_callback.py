@@ -22,7 +22,8 @@ from calrl.callbacks.calibration_eval import (
 from calrl.callbacks.wandb_utils import find_offline_runs, init_wandb_run, read_offline_history
 from calrl.errors import ConfigError
 from calrl.eval.loading import load_predictions
-from calrl.eval.runner import compute_metrics, resolve_records
+from calrl.eval.resolving import resolve_records
+from calrl.eval.runner import compute_metrics
 from calrl.generation.generate import generate_predictions
 from calrl.tiny.models import build_tiny_reward_model
 

@@ -15,7 +15,8 @@ from calrl.demo.recipes import METHOD_NAMES, POLICIES, RL_POLICIES
 from calrl.demo.report import epoch_table, plot_ece_per_epoch
 from calrl.demo.summary import ece_history
 from calrl.errors import InputError
-from calrl.eval.runner import compute_metrics, resolve_records
+from calrl.eval.resolving import resolve_records
+from calrl.eval.runner import compute_metrics
 
 
 def _metrics(scripted: list[tuple[str, float | None, bool]]) -> tuple[dict, list[PredictionRecord]]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from calrl.errors import InputError
-from calrl.eval import loading
-from calrl.eval.loading import fast_block, iter_predictions, iter_records
+from calrl.eval.loading import iter_predictions, iter_records
+from calrl.eval.rows import ReadState, fast_block
 from calrl.io import iter_line_blocks
 
 
@@ -116,7 +116,7 @@ def test_the_block_reader_takes_plain_files_whole(tmp_path):
     rng = random.Random(7)
     path = _file(tmp_path / "p.jsonl", rng, 300, edit_rate=0.0, answered=True)
     path.write_bytes(path.read_bytes().replace(b"a\\\\u003a b", b"a b"))  # an escaped colon: refused
-    state = loading._BlockState()
+    state = ReadState()
     taken = [fast_block(block, lines, state) is not None for _, lines, block in iter_line_blocks(path)]
     assert all(taken)
     assert _read(lambda: iter_predictions(path), path) == _read(lambda: iter_records(path, str(path)), path)
@@ -125,7 +125,7 @@ def test_the_block_reader_takes_plain_files_whole(tmp_path):
 def test_a_key_given_twice_is_refused_by_the_block_reader(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"id": "a", "response": "x"}\n{"id": "b", "response": null, "response": "y"}\n')
-    state = loading._BlockState()
+    state = ReadState()
     assert [fast_block(block, lines, state) for _, lines, block in iter_line_blocks(path)] == [None]
     with pytest.raises(InputError, match=r"p.jsonl:2: field 'response': duplicate key"):
         list(iter_predictions(path))

@@ -7,7 +7,7 @@ import gc
 from calrl.confidence import ConfidenceReader
 from calrl.data.records import PredictionRecord
 from calrl.eval.loading import gc_paused
-from calrl.eval.runner import MAX_MEMO, TextMemo, resolve_record, resolve_records
+from calrl.eval.resolving import MAX_MEMO, TextMemo, resolve_record, resolve_records
 from calrl.grading import register_grader
 
 RESPONSES = ["Paris. Confidence: 8", "I think it's Lyon.", "I don't know.", "42, about 70% sure", "B", "", None]

@@ -9,7 +9,8 @@ import pytest
 
 from calrl.data.records import PredictionRecord, ResolvedRecord
 from calrl.errors import InputError
-from calrl.eval.runner import answer_cluster_key, compute_metrics, resolve_records
+from calrl.eval.resolving import resolve_records
+from calrl.eval.runner import answer_cluster_key, compute_metrics
 
 
 def rr(id_, correct, confidence, *, abstained=False, hedged=False, slice_=None, samples=None, answer=None,

@@ -14,7 +14,8 @@ import pytest
 from calrl.callbacks.plot_queue import PLOT_NAME, PlotQueue
 from calrl.data.records import PredictionRecord
 from calrl.eval.plots import render_reliability
-from calrl.eval.runner import compute_metrics, resolve_records
+from calrl.eval.resolving import resolve_records
+from calrl.eval.runner import compute_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 

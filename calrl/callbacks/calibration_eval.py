@@ -62,7 +62,8 @@ from calrl.confidence import ConfidenceReader
 from calrl.data.heldout import load_eval_items
 from calrl.errors import ConfigError, InputError
 from calrl.eval.report import N_WRONG_EXAMPLES
-from calrl.eval.runner import compute_results, resolve_records
+from calrl.eval.resolving import resolve_records
+from calrl.eval.runner import compute_results
 from calrl.eval.schema import EvalResults
 from calrl.eval.settings import EvalSettings
 from calrl.generation.generate import generate_predictions

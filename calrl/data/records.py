@@ -35,7 +35,7 @@ class PredictionRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The record's non-null fields (values shared, not copied: the row is for writing out)."""
-        row = {k: v for k in _PREDICTION_FIELDS if (v := getattr(self, k)) is not None}
+        row = {k: v for k in PREDICTION_FIELDS if (v := getattr(self, k)) is not None}
         if not row.get("slice"):
             row.pop("slice", None)
         return row
@@ -66,7 +66,8 @@ class ResolvedRecord:
         return RESOLVED_ROWS.row(self)
 
 
-_PREDICTION_FIELDS = tuple(f.name for f in fields(PredictionRecord))
+#: The fields of a PredictionRecord, in order.
+PREDICTION_FIELDS = tuple(f.name for f in fields(PredictionRecord))
 # the columns of resolved.jsonl: every field of ResolvedRecord, in order, with the kind of value it holds
 _RESOLVED_KINDS = {"id": "unique", "abstained": "flag", "correct": "flag", "confidence": "number",
                    "confidence_source": "text", "hedged": "flag", "slice": "shared", "samples": "shared",

@@ -9,9 +9,11 @@ verdict, and lists the answers that were most confidently wrong.
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import heapq
 import html
+import itertools
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -93,14 +95,14 @@ class Section:
 
 
 def build_sections(metrics: EvalResults | Mapping[str, Any], images: Mapping[str, str | os.PathLike[str]],
-                   examples: Sequence[ResolvedRecord] = ()) -> list[Section]:
+                   examples: Sequence[ResolvedRecord] = (), groups: Sequence[int] | None = None) -> list[Section]:
     """The report's content, format-independent; ``examples`` are the resolved items (for the list of the
-    most confidently wrong answers)."""
+    most confidently wrong answers; ``groups``: see :func:`confidently_wrong`)."""
     results = as_results(metrics)
     sections = [_summary(results)]
     for name, path in images.items():
         sections.append(Section(name, [Image(Path(path), name)]))
-    wrong = confidently_wrong(examples)
+    wrong = confidently_wrong(examples, groups=groups)
     if wrong:
         sections.append(_wrong_examples(wrong))
     sections += [s for s in (_sources(results), _bins(results), _consistency(results), _slices(results))
@@ -129,8 +131,13 @@ def verdict(metrics: EvalResults | Mapping[str, Any]) -> str:
     return f"{kind}: {stated}{tail}."
 
 
-def confidently_wrong(records: Sequence[ResolvedRecord], k: int = N_WRONG_EXAMPLES) -> list[ResolvedRecord]:
-    """The ``k`` wrong answers with the highest stated confidence (ties by id)."""
+def confidently_wrong(records: Sequence[ResolvedRecord], k: int = N_WRONG_EXAMPLES,
+                      groups: Sequence[int] | None = None) -> list[ResolvedRecord]:
+    """The ``k`` wrong answers with the highest stated confidence (ties by id). ``groups``: each record's group,
+    named by its first record, records of a group equal but for the id (:func:`calrl.eval.resolving.group_records`):
+    then only the records of groups that can be listed are read."""
+    if groups is not None:
+        records = _listable(records, k, groups)
     wrong = [r for r in records if not r.abstained and not r.correct and r.confidence is not None]
     if 0 < k < len(wrong) // 4:  # only those at or above the k-th highest confidence can be listed: sort those
         values = list(map(attrgetter("confidence"), wrong))
@@ -138,6 +145,21 @@ def confidently_wrong(records: Sequence[ResolvedRecord], k: int = N_WRONG_EXAMPL
             cut = heapq.nlargest(k, values)[-1]
             wrong = [r for r, value in zip(wrong, values, strict=True) if value >= cut]
     return sorted(wrong, key=lambda r: (-(r.confidence or 0.0), r.id))[:k]
+
+
+def _listable(records: Sequence[ResolvedRecord], k: int, groups: Sequence[int]) -> Sequence[ResolvedRecord]:
+    """The records of the wrong groups whose confidence reaches the ``k``-th highest of the wrong records."""
+    stated = {g: r.confidence for g in dict.fromkeys(groups)
+              if not (r := records[g]).abstained and not r.correct and r.confidence is not None}
+    if any(map(math.isnan, stated.values())):
+        return records
+    sizes, cut, counted = collections.Counter(groups), math.inf, 0
+    for group in sorted(stated, key=stated.__getitem__, reverse=True):
+        if counted >= k:
+            break
+        cut, counted = stated[group], counted + sizes[group]
+    listed = {group for group, confidence in stated.items() if confidence >= cut}
+    return [records[i] for i in itertools.compress(range(len(groups)), map(listed.__contains__, groups))]
 
 
 def _summary(r: EvalResults) -> Section:
@@ -295,16 +317,17 @@ def render_html(title: str, sections: Sequence[Section]) -> str:
 
 def write_report(metrics: EvalResults | Mapping[str, Any], out_dir: str | os.PathLike[str], title: str,
                  images: Mapping[str, str | os.PathLike[str]] | None = None,
-                 examples: Sequence[ResolvedRecord] = ()) -> tuple[Path, Path]:
+                 examples: Sequence[ResolvedRecord] = (), groups: Sequence[int] | None = None) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into ``out_dir``; returns their paths.
 
     ``images`` maps a section title to a PNG; by default ``out_dir/reliability.png`` when it exists.
-    ``examples`` are the resolved items, from which the most confidently wrong answers are listed.
+    ``examples`` are the resolved items, from which the most confidently wrong answers are listed (``groups``:
+    see :func:`confidently_wrong`).
     """
     out = Path(out_dir)
     if images is None:
         images = {"Reliability diagram": out / "reliability.png"} if (out / "reliability.png").exists() else {}
-    sections = build_sections(metrics, images, examples)
+    sections = build_sections(metrics, images, examples, groups)
     md_path, html_path = out / "report.md", out / "report.html"
     write_text(md_path, render_markdown(title, sections, out))
     write_text(html_path, render_html(title, sections))

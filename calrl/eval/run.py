@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from calrl.confidence import ConfidenceReader
+from calrl.data.columns import PredictionColumns
 from calrl.data.records import RESOLVED_ROWS, SAMPLE_ROWS, sample_pairs
 from calrl.errors import InputError
-from calrl.eval.loading import resolve_predictions
+from calrl.eval.loading import ResolvedPredictions, resolve_predictions
 from calrl.eval.plots import plot_reliability
 from calrl.eval.report import write_report
-from calrl.eval.runner import compute_results, resolve_records
+from calrl.eval.resolving import resolve_records
+from calrl.eval.runner import compute_results
 from calrl.eval.schema import SCHEMA_VERSION, Generation, Provenance, RunConfig, collect_versions
 from calrl.generation.adapters import split_adapter_folder
 from calrl.generation.prompt_template import load_prompt_template
@@ -76,7 +78,6 @@ def run_eval(req: EvalRequest) -> Any:
     process other than the main one under ``accelerate launch`` / ``torchrun`` (every rank generates its shard,
     the main one writes)."""
     started = time.time()
-    groups = None  # records resolved alike, written alike (see calrl.eval.runner.group_records)
     if req.model is not None:
         records = generate_records(req)
         source = f"{req.model} on {req.dataset}"
@@ -84,20 +85,23 @@ def run_eval(req: EvalRequest) -> Any:
             return None
         resolved = resolve_records(records, use_hedges=not req.no_hedges, grader=req.grader,
                                    confidence_parser=req.confidence_parser)
+        done = ResolvedPredictions(PredictionColumns.of(records), resolved, None)
     else:  # errors name the file and line of the item
         done = resolve_predictions(req.predictions, use_hedges=not req.no_hedges, grader=req.grader,
                                    confidence_parser=req.confidence_parser)
-        records, resolved, groups, source = done.records, done.resolved, done.groups, str(req.predictions)
+        records, source = None, str(req.predictions)
     gc.freeze()  # the records are acyclic and kept to the end: later collections need not walk them again
     try:
-        return _score_and_write(req, req.out, source, records, resolved, started, groups)
+        return _score_and_write(req, req.out, source, records, done, started)
     finally:
         gc.unfreeze()
 
 
-def _score_and_write(req: EvalRequest, out: Path, source: str, records: list[Any],
-                     resolved: list[Any], started: float, groups: list[int] | None) -> Any:
-    """Metrics, then every output file into a staging folder renamed onto ``out``."""
+def _score_and_write(req: EvalRequest, out: Path, source: str, records: list[Any] | None,
+                     done: ResolvedPredictions, started: float) -> Any:
+    """Metrics, then every output file into a staging folder renamed onto ``out``; ``records`` are the
+    generated ones (None for a predictions file)."""
+    resolved, groups = done.resolved, done.groups
 
     try:
         results = compute_results(resolved, n_bins=req.bins, missing_policy=req.missing_confidence,
@@ -111,20 +115,35 @@ def _score_and_write(req: EvalRequest, out: Path, source: str, records: list[Any
     title = req.title or f"Calibration report: {results.model_label}"
 
     with staged_dir(out) as tmp:
-        if req.model is not None:
+        if records is not None:
             write_jsonl(tmp / "predictions.jsonl", (r.to_json() for r in records))
-        RESOLVED_ROWS.write(tmp / "resolved.jsonl", zip(resolved), groups)  # item level, for compare
-        SAMPLE_ROWS.write(tmp / "samples.jsonl", sample_pairs(records, resolved), groups)
+        _write_items(tmp, done)
         write_json(tmp / "metrics.json", results.to_json())
         plot_reliability(results, tmp / "reliability.png", labels=[_legend_label(results)],
                          title="Reliability diagram")
-        write_report(results, tmp, title, examples=resolved)
+        write_report(results, tmp, title, examples=resolved, groups=groups)
 
     return results
 
 
 
-def _describe_run(results: Any, req: EvalRequest, source: str, records: list[Any], started: float) -> None:
+def _write_items(folder: Path, done: ResolvedPredictions) -> None:
+    """resolved.jsonl (item level, what calrl compare reads) and samples.jsonl (lm-evaluation-harness' names
+    too); a group's shared part written once (calrl.eval.resolving.group_records)."""
+    table, resolved, groups = done.table, done.resolved, done.groups
+    if groups is None:
+        records = table.records()
+        RESOLVED_ROWS.write(folder / "resolved.jsonl", zip(resolved))
+        SAMPLE_ROWS.write(folder / "samples.jsonl", sample_pairs(records, resolved))
+        return
+    firsts = {g: resolved[g] for g in dict.fromkeys(groups)}
+    RESOLVED_ROWS.write_grouped(folder / "resolved.jsonl", [table["id"]], groups, {g: (r,) for g, r in firsts.items()})
+    SAMPLE_ROWS.write_grouped(folder / "samples.jsonl", [table["id"], range(len(table)), table["prompt"],
+                                                         table["question"]], groups,
+                              {g: (g, table.record(g), r) for g, r in firsts.items()})
+
+
+def _describe_run(results: Any, req: EvalRequest, source: str, records: list[Any] | None, started: float) -> None:
     """Fill the reproducibility blocks of metrics.json: what was evaluated, how, when, from which files, and
     with which versions."""
 

@@ -1,7 +1,7 @@
 """From prediction records to the metrics written to ``metrics.json`` (typed in :mod:`calrl.eval.schema`).
 
-Two steps: :func:`resolve_records` parses confidence, detects abstention and grades each answer;
-:func:`compute_results` turns resolved records into calibration, selective-prediction and consistency
+Two steps: :func:`resolve_records` (:mod:`calrl.eval.resolving`) parses confidence, detects abstention and grades
+each answer; :func:`compute_results` turns resolved records into calibration, selective-prediction and consistency
 metrics, overall and per slice (:func:`compute_metrics`: the same as a JSON-ready dict). Abstentions are a class of their own: they are never wrong answers and
 carry no confidence, so every calibration metric is computed on answered items only.
 """
@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from operator import attrgetter
 from typing import Any
 
 import torch
 
 from calrl import metrics as M
-from calrl.confidence import ConfidenceReader, detect_hedge, extract_answer, is_abstention
+from calrl.confidence import extract_answer
 from calrl.confidence.missing import DEFAULT_EVAL_MISSING, EVAL_MISSING, check_missing_policy
-from calrl.confidence.reading import DEFAULT_PARSER
-from calrl.data.records import PredictionRecord, ResolvedRecord
+from calrl.data.records import ResolvedRecord
 from calrl.errors import InputError
 from calrl.eval.schema import (
     Consistency,
@@ -36,7 +34,7 @@ from calrl.eval.schema import (
     SmoothECE,
     StandardErrors,
 )
-from calrl.grading import DEFAULT_GRADER, get_grader, grade, normalize_answer, parse_number
+from calrl.grading import normalize_answer, parse_number
 from calrl.limits import (
     DEFAULT_BINS,
     DEFAULT_BOOTSTRAP,
@@ -51,181 +49,6 @@ from calrl.metrics import reliability_bins
 CONFIDENCE_SOURCES = ("given", "explicit", "hedge", "missing", "abstained")
 HEDGE_THRESHOLD = 0.5  # a wrong answer below this stated confidence counts as hedged
 OVERCONFIDENT_THRESHOLD = 0.9  # a wrong answer at or above this stated confidence is overconfident
-
-
-# --------------------------------------------------------------------------------------------- resolve
-def resolve_records(records: Iterable[PredictionRecord], *, use_hedges: bool = True,
-                    grader: str = DEFAULT_GRADER, confidence_parser: str = DEFAULT_PARSER) -> list[ResolvedRecord]:
-    """Parse, detect and grade each record; given fields always win over derived ones.
-
-    confidence: given > explicit statement in the response > hedge phrase (``use_hedges``) > missing.
-    abstained: given > ``is_abstention(response)``; an item given as correct is an answer.
-    correct: given > ``grade(extract_answer(response), reference, choices=..., grader=...)``; an
-    abstention is never correct and its confidence is dropped (source ``"abstained"``). The resolved record
-    shares the slice mapping of its prediction record (not copied: 10^6 items would hold two copies).
-    ``confidence_parser``: ``calrl`` or ``reference`` (the paper's evaluation rules), through
-    :class:`calrl.confidence.ConfidenceReader`.
-    """
-    memo = TextMemo(ConfidenceReader(confidence_parser, purpose="eval", use_hedges=use_hedges), grader)
-    return [resolve_record(rec, memo=memo) for rec in records]
-
-
-#: Most distinct texts (and graded answers) whose results a :class:`TextMemo` keeps.
-MAX_MEMO = 1 << 16
-_UNSEEN = object()
-
-
-class TextMemo:
-    """What a response text alone decides (hedge, abstention, extracted answer, stated confidence) and the
-    grade of an (answer, references, choices) triple, each worked out once per distinct value.
-
-    An eval file of 10^6 answers often holds far fewer distinct texts (short answers, letters, numbers):
-    these steps were most of ``calrl eval --predictions``' time. The functions are pure, so a kept result
-    is the one a new call would give; up to :data:`MAX_MEMO` values are kept per step (an answer after that
-    is worked out each time). Grades are kept only for calrl's own graders (a registered grader may count
-    its calls or keep state).
-    """
-
-    def __init__(self, reader: ConfidenceReader, grader: str = DEFAULT_GRADER) -> None:
-        self.reader, self.grader = reader, grader
-        self._keep_grades: bool | None = None  # known at the first grade (an unknown grader fails there)
-        self._hedged: dict[str, bool] = {}
-        self._abstains: dict[str, bool] = {}
-        self._answers: dict[str, str] = {}
-        self._reads: dict[str, tuple[float | None, str]] = {}
-        self._grades: dict[tuple[Any, ...], bool] = {}
-
-    @staticmethod
-    def _kept(table: dict, key: Any, compute: Any, arg: Any) -> Any:
-        value = table.get(key, _UNSEEN)
-        if value is _UNSEEN:
-            value = compute(arg)
-            if len(table) < MAX_MEMO:
-                table[key] = value
-        return value
-
-    def hedged(self, response: str) -> bool:
-        return self._kept(self._hedged, response, _is_hedged, response)
-
-    def abstains(self, response: str) -> bool:
-        return self._kept(self._abstains, response, is_abstention, response)
-
-    def answer(self, response: str) -> str:
-        return self._kept(self._answers, response, extract_answer, response)
-
-    def read(self, response: str) -> tuple[float | None, str]:
-        return self._kept(self._reads, response, self._read, response)
-
-    def _read(self, response: str) -> tuple[float | None, str]:
-        parsed = self.reader.read(response)
-        return parsed.value, parsed.source
-
-    def keeps_grades(self) -> bool:
-        """Whether grades are kept (calrl's own graders): then a record's resolution depends only on its
-        :func:`group_key`. InputError for an unknown grader."""
-        if self._keep_grades is None:
-            self._keep_grades = getattr(get_grader(self.grader), "__module__", None) == "calrl.grading.graders"
-        return self._keep_grades
-
-    def grade(self, answer: str, reference: list[str], choices: list[str] | None) -> bool:
-        if not self.keeps_grades():
-            return bool(grade(answer, reference, choices=choices, grader=self.grader))
-        key = (answer, tuple(reference), None if choices is None else tuple(choices))
-        return self._kept(self._grades, key, self._grade, key)
-
-    def _grade(self, key: tuple[Any, ...]) -> bool:
-        answer, reference, choices = key
-        return bool(grade(answer, list(reference), choices=None if choices is None else list(choices),
-                          grader=self.grader))
-
-
-def _is_hedged(response: str) -> bool:
-    return detect_hedge(response) is not None
-
-
-def resolve_record(rec: PredictionRecord, *, reader: ConfidenceReader | None = None,
-                   grader: str = DEFAULT_GRADER, memo: TextMemo | None = None) -> ResolvedRecord:
-    """One record of :func:`resolve_records`, its confidence read by ``reader`` (or by the ``memo``'s reader
-    and graded with its grader, when a memo shared by many records is given)."""
-    if memo is None:
-        if reader is None:
-            raise TypeError("resolve_record needs a reader or a memo")
-        memo = TextMemo(reader, grader)
-    response = rec.response
-    hedged = bool(response) and memo.hedged(response)
-
-    if rec.abstained is not None:
-        abstained = rec.abstained
-        if abstained and rec.correct:
-            raise InputError(f"id {rec.id!r}: 'abstained' and 'correct' are both true; an abstention "
-                             "is never a correct answer")
-    elif rec.correct is True:
-        abstained = False
-    else:
-        abstained = bool(response) and memo.abstains(response)
-
-    if abstained:
-        return ResolvedRecord(id=rec.id, abstained=True, correct=False, confidence=None,
-                              confidence_source="abstained", hedged=hedged, slice=rec.slice, samples=rec.samples,
-                              answer=None, response=response, reference=rec.reference)
-    answer = memo.answer(response) if response is not None else None
-    if answer and rec.reference:  # a right answer holds its reference's string, not an equal copy (memory)
-        answer = next((ref for ref in rec.reference if ref == answer), answer)
-
-    if rec.confidence is not None:
-        confidence, source = float(rec.confidence), "given"
-    elif response is not None:
-        confidence, source = memo.read(response)
-    else:
-        confidence, source = None, "missing"
-
-    if rec.correct is not None:
-        correct = bool(rec.correct)
-    else:
-        if not rec.reference:
-            raise InputError(f"id {rec.id!r}: no 'reference' to grade the response against "
-                             "(give 'reference' or 'correct')")
-        correct = memo.grade(answer or "", rec.reference, rec.choices)
-
-    return ResolvedRecord(id=rec.id, abstained=False, correct=correct, confidence=confidence,
-                          confidence_source=source, hedged=hedged, slice=rec.slice, samples=rec.samples,
-                          answer=answer, response=response, reference=rec.reference)
-
-
-def group_records(records: Sequence[PredictionRecord]) -> list[int]:
-    """Records that resolve alike, grouped: each record's group, named by the index of its first record.
-
-    A group's records are equal in every field but the id, question and prompt: the same response (text),
-    given confidence, correctness and abstention, and the very same reference, choices, samples and slice
-    objects (:func:`calrl.eval.loading.iter_predictions` shares equal ones). Resolved with a memo that keeps
-    grades (:meth:`TextMemo.keeps_grades`), they resolve to records equal but for the id, and are written
-    alike (:meth:`calrl.jsonio.JsonRows.write`'s ``groups``). An error of :func:`resolve_record` depends only on
-    these fields, so the group's first record is the first record that has it.
-    """
-    confidences = list(map(attrgetter("confidence"), records))
-    if 0.0 in confidences:  # 0.0 and -0.0 are equal keys but written differently
-        confidences = [(c, math.copysign(1.0, c)) if c == 0.0 else c for c in confidences]
-    keys = zip(map(attrgetter("response"), records), confidences, map(attrgetter("correct"), records),
-               map(attrgetter("abstained"), records), *(map(id, map(attrgetter(name), records))
-                                                       for name in ("reference", "choices", "samples", "slice")))
-    first: dict[tuple[Any, ...], int] = {}
-    return list(map(first.setdefault, keys, itertools.count()))
-
-
-def group_starts(groups: Sequence[int]) -> list[int]:
-    """The first record of each group of :func:`group_records`, in order."""
-    return list(dict.fromkeys(groups))
-
-
-def resolved_in_groups(records: Sequence[PredictionRecord], firsts: Sequence[ResolvedRecord],
-                       groups: Sequence[int]) -> list[ResolvedRecord]:
-    """Each record resolved as the first of its group (``firsts``, in the order of :func:`group_starts`),
-    with its own id."""
-    fields: list[Any] = [None] * len(records)
-    for start, r in zip(group_starts(groups), firsts, strict=True):
-        fields[start] = (r.abstained, r.correct, r.confidence, r.confidence_source, r.hedged, r.slice, r.samples,
-                         r.answer, r.response, r.reference)
-    return [ResolvedRecord(rec.id, *fields[g]) for rec, g in zip(records, groups, strict=True)]
 
 
 # --------------------------------------------------------------------------------------------- metrics
@@ -245,8 +68,8 @@ def compute_results(resolved: Sequence[ResolvedRecord], *, n_bins: int = DEFAULT
 
     ``missing_policy`` says what an answered item without a confidence does: ``exclude`` (left out of
     the confidence metrics, still counted in accuracy), ``half`` (scored as 0.5) or ``error``
-    (InputError naming the first such id). ``groups``: each record's group, records of a group equal but for
-    their id (:func:`group_records`): their fields are read once per group.
+    (InputError naming the first such id). ``groups``: each record's group, named by the index of its first
+    record, the records of a group equal but for their id (:func:`group_records`): read once per group.
     """
     check_missing_policy(missing_policy, EVAL_MISSING, field="missing_policy")
     check_bins(n_bins)
@@ -254,8 +77,9 @@ def compute_results(resolved: Sequence[ResolvedRecord], *, n_bins: int = DEFAULT
     check_seed(seed)
     if not resolved:
         raise InputError("no predictions to evaluate (empty input)")
+    units = resolved if groups is None else [resolved[g] for g in dict.fromkeys(groups)]  # first of each, in order
     if missing_policy == "error":
-        for r in resolved:
+        for r in units:
             if not r.abstained and r.confidence is None:
                 raise InputError(f"id {r.id!r} has no confidence (stated, hedged or given) and the "
                                  "missing-confidence policy is 'error'")
@@ -263,11 +87,9 @@ def compute_results(resolved: Sequence[ResolvedRecord], *, n_bins: int = DEFAULT
     settings = Settings(n_bins=n_bins, missing_policy=missing_policy, min_slice_size=min_slice_size,
                         n_boot=n_boot, seed=seed)
     with _one_thread():
-        if groups is None:
-            units, per_record = resolved, None
-        else:  # one record of each group, and each record's index into them
-            first = dict(zip(reversed(groups), range(len(groups) - 1, -1, -1)))
-            units, number = [resolved[i] for i in first.values()], {g: k for k, g in enumerate(first)}
+        per_record = None  # each record's index into units
+        if groups is not None:
+            number = {g: k for k, g in enumerate(dict.fromkeys(groups))}
             per_record = torch.tensor(list(map(number.__getitem__, groups)), dtype=torch.long)
         columns = _Columns.of(units).take(per_record)
         overall = _group_metrics(columns, None, resolved, settings)
