@@ -80,3 +80,27 @@ def test_json_rows_take_several_params_and_refuse_unknown_kinds():
     assert list(rows.lines([(SimpleNamespace(x="é"), 0.5)])) == ['{"x": "é", "y": 0.5}\n']
     with pytest.raises(ValueError, match="unknown column kinds"):
         JsonRows("a", [("x", "a", "float")])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grouped_rows_are_written_as_lines_writes_them(tmp_path, seed):
+    """write_grouped: the head columns given by column (all strings, all ints, all null, or mixed values), the
+    rest once per group, each line exactly what lines() makes of the whole row."""
+    rng = random.Random(seed)
+    kinds = KINDS * 2
+    head = rng.randint(1, 5)
+    columns = [(f"c{i}", f"r.c{i}", kind) for i, kind in enumerate(kinds)]
+    rows = JsonRows("r", columns, group_from=columns[head][0])
+    n, n_groups = rng.choice([1, 7, 3000]), rng.randint(1, 20)
+    group_values = [{f"c{i}": _value(rng) for i in range(head, len(columns))} for _ in range(n_groups)]
+    plain = {f"c{i}": rng.choice(["str", "int", "none", "mixed"]) for i in range(head)}
+    makers = {"str": lambda k: f"s{k}\u00e9\"", "int": lambda k: k, "none": lambda k: None,
+              "mixed": lambda k: _value(rng)}
+    pairs = [(SimpleNamespace(**{name: makers[how](k) for name, how in plain.items()}, **group_values[g]), g)
+             for k, g in enumerate(rng.randrange(n_groups) for _ in range(n))]
+    pairs = [(o, g) for o, g in pairs if "\ud800" not in json.dumps(rows.row(o), ensure_ascii=False)]  # not UTF-8
+    objects, groups = [o for o, _ in pairs], [g for _, g in pairs]
+    first = {g: o for o, g in reversed(pairs)}
+    heads = [[getattr(o, f"c{i}") for o in objects] for i in range(head)]
+    rows.write_grouped(tmp_path / "grouped.jsonl", heads, groups, {g: (o,) for g, o in first.items()})
+    assert (tmp_path / "grouped.jsonl").read_text(encoding="utf-8") == "".join(rows.lines((o,) for o in objects))

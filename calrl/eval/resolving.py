@@ -168,7 +168,13 @@ def group_records(table: PredictionColumns) -> list[int]:
     confidences = table["confidence"]
     if 0.0 in confidences:  # 0.0 and -0.0 are equal keys but written differently
         confidences = [(c, math.copysign(1.0, c)) if c == 0.0 else c for c in confidences]
-    keys = zip(table["response"], confidences, table["correct"], table["abstained"],
-               *(map(id, table[name]) for name in ("reference", "choices", "samples", "slice")))
-    first: dict[tuple[Any, ...], int] = {}
-    return list(map(first.setdefault, keys, itertools.count()))
+    parts = [table["response"], confidences, table["correct"], table["abstained"],
+             *(list(map(id, table[name])) for name in ("reference", "choices", "samples", "slice"))]
+    if not len(table):
+        return []
+    # a part the same for every record (a field no line gives, one slice for all) tells no group apart
+    parts = [part for part in parts if part.count(part[0]) != len(part)]
+    if not parts:
+        return [0] * len(table)
+    first: dict[Any, int] = {}
+    return list(map(first.setdefault, zip(*parts) if len(parts) > 1 else parts[0], itertools.count()))
