@@ -6,12 +6,13 @@ exactly as ``json.dumps(row, ensure_ascii=False)`` (:func:`jsonl_lines`, :class:
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import math
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from calrl.errors import InputError
@@ -193,31 +194,40 @@ class JsonRows:
             f.writelines(self.lines(rows))
 
     def write_grouped(self, path: StrPath, heads: Sequence[Sequence[Any]], groups: Sequence[Any],
-                      group_rows: Mapping[Any, Sequence[Any]]) -> None:
+                      group_row: Callable[[Any], Sequence[Any]]) -> None:
         """Write rows given by column and by group (write, then rename), each line as :meth:`lines` writes it.
 
-        ``heads`` are the values of the columns before ``group_from``, one iterable per column; ``groups`` each
-        row's group; ``group_rows[g]`` the params of one row of group ``g``, from which its columns from
+        ``heads`` are the values of the columns before ``group_from``, one sequence per column; ``groups`` each
+        row's group; ``group_row(g)`` the params of one row of group ``g``, from which its columns from
         ``group_from`` on are encoded, once: every row of the group holds the same values there
-        (:func:`calrl.eval.resolving.group_records`). The lines are joined a chunk at a time from the columns'
-        encoded values, without a Python call per line: 10^6 rows in 40-odd groups take a fifth of the time.
+        (:func:`calrl.eval.resolving.group_records`); the encoded part is kept until the group's last row. The
+        lines are joined a chunk at a time from the columns' encoded values, without a Python call per line:
+        10^6 rows in 40-odd groups take a fifth of the time.
         """
         if self.group_from is None or len(heads) != self.group_from:
             raise ValueError(f"write_grouped needs group_from and {self.group_from} head columns, got {len(heads)}")
         if any(len(column) != len(groups) for column in heads):
             raise ValueError(f"head columns of {[len(c) for c in heads]} rows for {len(groups)} groups")
         encoders, tail = self._line_functions(self.group_from, head_values=True)
-        tails = {group: tail(*row) + "\n" for group, row in group_rows.items()}
         prefixes = [self._prefix(i) for i in range(self.group_from)]
         kinds = [kind for _, _, kind in self.columns[:self.group_from]]
+        left, tails = collections.Counter(groups), {}  # rows of each group still to write; encoded rests
         with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             for start in range(0, len(groups), self.GROUP_CHUNK):
                 stop = start + self.GROUP_CHUNK
+                chunk = groups[start:stop]
+                counts = collections.Counter(chunk)
+                for group in counts.keys() - tails.keys():
+                    tails[group] = tail(*group_row(group)) + "\n"
                 pieces: list[Iterable[str]] = []
                 for prefix, kind, encode, column in zip(prefixes, kinds, encoders, heads, strict=True):
                     pieces += (itertools.repeat(prefix), _encoded(column[start:stop], kind, encode))
-                pieces.append(map(tails.__getitem__, groups[start:stop]))
+                pieces.append(map(tails.__getitem__, chunk))
                 f.write("".join(itertools.chain.from_iterable(zip(*pieces))))
+                left.subtract(counts)
+                for group in counts:
+                    if not left[group]:
+                        del tails[group]
 
 
 def _encoded(values: Sequence[Any], kind: str, encode: Any) -> Iterable[str]:

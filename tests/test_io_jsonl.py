@@ -102,5 +102,5 @@ def test_grouped_rows_are_written_as_lines_writes_them(tmp_path, seed):
     objects, groups = [o for o, _ in pairs], [g for _, g in pairs]
     first = {g: o for o, g in reversed(pairs)}
     heads = [[getattr(o, f"c{i}") for o in objects] for i in range(head)]
-    rows.write_grouped(tmp_path / "grouped.jsonl", heads, groups, {g: (o,) for g, o in first.items()})
+    rows.write_grouped(tmp_path / "grouped.jsonl", heads, groups, lambda g: (first[g],))
     assert (tmp_path / "grouped.jsonl").read_text(encoding="utf-8") == "".join(rows.lines((o,) for o in objects))

@@ -136,11 +136,10 @@ def _write_items(folder: Path, done: ResolvedPredictions) -> None:
         RESOLVED_ROWS.write(folder / "resolved.jsonl", zip(resolved))
         SAMPLE_ROWS.write(folder / "samples.jsonl", sample_pairs(records, resolved))
         return
-    firsts = {g: resolved[g] for g in dict.fromkeys(groups)}
-    RESOLVED_ROWS.write_grouped(folder / "resolved.jsonl", [table["id"]], groups, {g: (r,) for g, r in firsts.items()})
+    RESOLVED_ROWS.write_grouped(folder / "resolved.jsonl", [table["id"]], groups, lambda g: (resolved[g],))
     SAMPLE_ROWS.write_grouped(folder / "samples.jsonl", [table["id"], range(len(table)), table["prompt"],
                                                          table["question"]], groups,
-                              {g: (g, table.record(g), r) for g, r in firsts.items()})
+                              lambda g: (g, table.record(g), resolved[g]))  # a group is named by its first row
 
 
 def _describe_run(results: Any, req: EvalRequest, source: str, records: list[Any] | None, started: float) -> None:
