@@ -71,11 +71,12 @@ def _refuse(field: str | None, message: str) -> InputError:
     return InputError(message, field=field)
 
 
-# the fields whose values records share: what record_from_row makes of a value, and of the key left out
-_SHARED_FIELDS = {"reference": (lambda v: _str_or_str_list(v, "reference", _refuse), None),
-               "choices": (lambda v: _str_list(v, "choices", _refuse), None),
-               "samples": (lambda v: _str_list(v, "samples", _refuse), None),
-               "slice": (lambda v: _slice(v, _refuse), {})}
+# the fields whose values records share: what record_from_row makes of a value, and of the key left out (one
+# per file, shared by its records as equal values are)
+_SHARED_FIELDS = {"reference": (lambda v: _str_or_str_list(v, "reference", _refuse), lambda: None),
+                  "choices": (lambda v: _str_list(v, "choices", _refuse), lambda: None),
+                  "samples": (lambda v: _str_list(v, "samples", _refuse), lambda: None),
+                  "slice": (lambda v: _slice(v, _refuse), dict)}
 
 
 def fast_block(block: bytes, lines: int, state: ReadState) -> PredictionColumns | None:
@@ -96,8 +97,8 @@ def fast_block(block: bytes, lines: int, state: ReadState) -> PredictionColumns 
     unset = reader.unset
     raw = {}
     for name, (convert, left_out) in _SHARED_FIELDS.items():
-        kept = state.kept.setdefault(name, {unset: left_out})
-        raw[name] = ([left_out] * lines if absent[name] == lines
+        kept = state.kept.get(name) or state.kept.setdefault(name, {unset: left_out()})
+        raw[name] = ([kept[unset]] * lines if absent[name] == lines
                      else reader.values(name, columns[name], convert, kept, limit=MAX_SHARED_VALUES))
         if raw[name] is None:
             return None
