@@ -172,6 +172,15 @@ def timing_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return ["stage", "process seconds"], rows
 
 
+def machine_text(m: dict[str, Any]) -> str:
+    """The machine of a results block in one phrase: CPU model and MKL code path first (they move the numbers),
+    then cores, GPU, platform and versions (summaries written before the CPU model was recorded lack it)."""
+    cpu = m.get("cpu_model") or m["processor"]
+    path = f", MKL_CBWR {m['mkl_cbwr']}, ATen CPU capability {m.get('cpu_capability')}" if "mkl_cbwr" in m else ""
+    return (f"{cpu}{path}, {m['cpu_count']} CPU cores{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}, "
+            f"{m['platform']}, Python {m['python']}, torch {m['torch']}")
+
+
 # ------------------------------------------------------------------------------------------ README table
 def readme_table(summary: dict[str, Any]) -> str:
     """The README's headline block, from ``summary.json`` alone: how it was measured (command, seeds, commit,
@@ -188,9 +197,7 @@ def readme_table(summary: dict[str, Any]) -> str:
     n_jobs = summary["config"].get("jobs")
     setup = (
         f"Command: `{summary['command']}` (seeds {', '.join(str(s) for s in summary['seeds'])}; {n_jobs} "
-        f"process(es) side by side). Commit: {commit}. Machine: {m['processor']}, {m['cpu_count']} CPU cores"
-        f"{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}, {m['platform']}, Python {m['python']}, "
-        f"torch {m['torch']}. Load average (1/5/15 min) at start -> end: {loads or 'n/a'}. Wall clock: {wall_text}. "
+        f"process(es) side by side). Commit: {commit}. Machine: {machine_text(m)}. Load average (1/5/15 min) at start -> end: {loads or 'n/a'}. Wall clock: {wall_text}. "
         f"Held-out set: {summary['counts']['eval_items']} questions; "
         + ("the one seed's values" if one_seed(summary) else "mean ± standard deviation over the seeds")
         + " (`summary.json`).")
@@ -245,9 +252,7 @@ def sections(summary: dict[str, Any], plots: dict[str, str]) -> list[tuple[str |
     continues the section above it (the definitions under a table)."""
     m = summary["machine"]
     seeds = ", ".join(str(s) for s in summary["seeds"])
-    intro = (f"Command: `{summary['command']}`; seeds {seeds}; machine: {m['processor']}, {m['cpu_count']} CPU "
-             f"cores{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}, {m['platform']}, Python {m['python']}, "
-             f"torch {m['torch']}. Held-out items: {summary['counts']['eval_items']}; RL prompts: "
+    intro = (f"Command: `{summary['command']}`; seeds {seeds}; machine: {machine_text(m)}. Held-out items: {summary['counts']['eval_items']}; RL prompts: "
              f"{summary['counts']['rl_prompts']}. "
              + ("Numbers are this one seed's values." if one_seed(summary) else
                 "Numbers are mean ± standard deviation over the seeds."))
