@@ -3,6 +3,7 @@ trained module (accelerate), the generating policy's forward and the frozen back
 eager run's first rollout."""
 
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from transformers import set_seed
 
+from calrl.errors import ConfigError
 from calrl.trainers.ppo import CalibratedPPOConfig, CalibratedPPOTrainer
 from calrl.trainers.ppo_compile import CompiledForwards, compile_options, generating_model
 
@@ -59,6 +61,16 @@ def test_compile_options_follow_the_training_arguments(tmp_path):
     assert compile_options(on) == {"backend": "inductor", "dynamic": True, "mode": "max-autotune-no-cudagraphs"}
     assert compile_options(config(tmp_path, "eager", 1, torch_compile_backend="eager")) == {
         "backend": "eager", "dynamic": True}
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("torch_compile_backend", "inductr", "torch.compile has no backend 'inductr' (did you mean 'inductor'?)"),
+    ("torch_compile_mode", "max_autotune", "got 'max_autotune' (did you mean 'max-autotune'?)"),
+])
+def test_unknown_backend_or_mode_is_refused_with_the_recipe(tmp_path, key, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        config(tmp_path, "bad", 1, **{key: value})
+    assert err.value.field == key
 
 
 def test_generation_forward_is_swapped_in_only_inside_the_block():
