@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import set_seed
+from transformers import AutoModelForCausalLM, set_seed
 
 from calrl.errors import ConfigError
 from calrl.trainers.ppo import CalibratedPPOConfig, CalibratedPPOTrainer
-from calrl.trainers.ppo_compile import CompiledForwards, compile_options, generating_model
+from calrl.trainers.ppo_compile import CompiledForwards, compile_options, generating_model, named_module
+from calrl.trainers.ppo_optim import split_critic
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts" / "ppo_parity"))
@@ -147,16 +148,27 @@ def test_torch_compile_compiles_the_trained_module_generation_and_the_frozen_bac
     assert len(compiled) == 4 and all(kw.get("mode") == MODE for _, _, kw in compiled)  # the recipe's mode everywhere
     assert all(kw == {"backend": "inductor", "dynamic": True, "mode": MODE} for _, name, kw in compiled
                if name is not None)
+    # names and state dicts are read below accelerate's compile layer: the critic's gradient groups, the saved policy
+    assert named_module(trainer.model, trainer.accelerator) is wrapper
+    policy_names, critic_names = split_critic(named_module(trainer.model, trainer.accelerator))
+    assert policy_names and critic_names
+    trainer.save_model(str(tmp_path / "saved"))
+    saved = AutoModelForCausalLM.from_pretrained(str(tmp_path / "saved"))
+    for name, tensor in wrapper.policy.state_dict().items():
+        assert torch.equal(saved.state_dict()[name], tensor), name
 
 
 @pytest.mark.slow
 def test_eager_backend_run_is_the_eager_run(tmp_path, monkeypatch):
     """With dynamo's eager backend (graphs captured, no code generated) every generated token goes through the
-    compiled generation forward without gradients, and the run is the eager run's: the same tokens, the logged
-    losses to 1e-5 (captured graphs may order a few operations differently: policy losses of 1e-7 near 0)."""
-    _, eager_rollouts, eager_logs = run(tmp_path, "eager", 2)
+    compiled generation forward without gradients, and the run is the eager run's, gradient clipping of the policy
+    and the critic apart included: the same tokens, the logged losses to 1e-5 (captured graphs may order a few
+    operations differently: policy losses of 1e-7 near 0)."""
+    clipping = {"max_grad_norm": 0.05, "critic_max_grad_norm": 0.01}  # the critic's own groups, read by name
+    _, eager_rollouts, eager_logs = run(tmp_path, "eager", 2, **clipping)
     _, generation_calls = recording_compile(monkeypatch)
-    trainer, rollouts, logs = run(tmp_path, "compiled", 2, torch_compile=True, torch_compile_backend="eager")
+    trainer, rollouts, logs = run(tmp_path, "compiled", 2, torch_compile=True, torch_compile_backend="eager",
+                                  **clipping)
     assert len(generation_calls) >= 2 * tiny_setup.PPO_HPARAMS["response_length"] and not any(generation_calls)
     assert "forward" not in vars(trainer.accelerator.unwrap_model(trainer.model).policy)
     for ours, theirs in zip(rollouts, eager_rollouts):

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, is_compiled_module
 
 from calrl.errors import ConfigError
 
@@ -66,6 +66,15 @@ def compile_options(args: Any) -> dict[str, Any] | None:
     if args.torch_compile_mode is not None:
         options["mode"] = args.torch_compile_mode
     return options
+
+
+def named_module(model: Any, accelerator: Any) -> Any:
+    """The prepared trained module as its parameter names and state dict are read (checkpoints, the critic's
+    gradient groups): one process or DDP under accelerate's compile, the module inside the compile layer (whose own
+    names carry torch's prefix: a checkpoint of the compiled module held no policy weights); otherwise ``model``."""
+    if is_compiled_module(model) and accelerator.distributed_type not in SHARDED:
+        return accelerator.unwrap_model(model, keep_torch_compile=False)
+    return model
 
 
 def generating_model(model: Any) -> torch.nn.Module:
