@@ -19,7 +19,8 @@ The loop fires the ``transformers`` callback events (``on_train_begin``, ``on_ep
 ``policy/approxkl_avg``, ``loss/policy_avg``, ``loss/value_avg``, ``val/ratio`` ...) plus the reward
 pipeline's (``reward/*``, ``confidence/*``, ``abstention/rate``, ``correctness/accuracy``).
 ``train(resume_from_checkpoint=...)`` resumes exactly (weights, optimiser, scheduler, RNG, data position,
-KL coefficient, PPO-C moving average): see :mod:`calrl.trainers.ppo_checkpoint`.
+KL coefficient, PPO-C moving average): see :mod:`calrl.trainers.ppo_checkpoint`. ``torch_compile`` compiles the
+trained module, generation and the frozen forwards: see :mod:`calrl.trainers.ppo_compile`.
 """
 
 from __future__ import annotations
