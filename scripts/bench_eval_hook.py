@@ -41,19 +41,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SHARE = 0.10
 HANDLERS = ("on_train_begin", "on_epoch_begin", "on_epoch_end", "on_step_end", "on_log", "on_train_end", "on_save")
+# the hook's parts on the training thread (the earlier callbacks scored, saved and logged there too)
 PARTS = ("_generate", "_resolve", "_results", "_save", "_log", "_flush")
+# the work calrl.callbacks.eval_output.EvalOutputs does off the training thread, timed where it runs
+BACKGROUND = ("score", "save", "log")
 
 
-def _timed(table: dict[str, float], key: str, fn, when=lambda: True):
+def _timed(table: dict[str, float], key: str, fn, when=lambda: True, process_cpu: bool = False):
     """``fn`` adding its wall time to ``table[key]`` and its thread's CPU time to ``table[key + "_cpu"]``
-    (nested calls of handlers count once; calls that start while ``when()`` is false are not counted)."""
+    (nested calls of handlers count once; calls that start while ``when()`` is false are not counted);
+    ``process_cpu``: also the CPU time of all the process's threads to ``table[key + "_process_cpu"]``."""
     depth = [0]
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         depth[0] += 1
         counted = when()
-        start, cpu = time.perf_counter(), time.thread_time()
+        start, cpu, all_cpu = time.perf_counter(), time.thread_time(), time.process_time()
         try:
             return fn(*args, **kwargs)
         finally:
@@ -61,6 +65,8 @@ def _timed(table: dict[str, float], key: str, fn, when=lambda: True):
             if depth[0] == 0 and counted:
                 table[key] += time.perf_counter() - start
                 table[key + "_cpu"] += time.thread_time() - cpu
+                if process_cpu:
+                    table[key + "_process_cpu"] += time.process_time() - all_cpu
     return wrapper
 
 
@@ -86,6 +92,12 @@ def measure(config: str, *, evals: bool = True) -> dict[str, float]:
             continue
         setattr(CalibrationEvalCallback, name,
                 _timed(seconds, name, getattr(CalibrationEvalCallback, name), when=lambda: training[0]))
+    try:
+        from calrl.callbacks.eval_output import EvalOutputs
+    except ImportError:  # a checkout whose callback does everything on the training thread
+        EvalOutputs = None
+    for name in BACKGROUND if EvalOutputs is not None else ():
+        setattr(EvalOutputs, name, _timed(seconds, f"background_{name}", getattr(EvalOutputs, name)))
     if hasattr(CalibrationEvalCallback, "finish"):  # its time outside train() (inside, the hook counts it)
         finish = CalibrationEvalCallback.finish
 
@@ -102,7 +114,7 @@ def measure(config: str, *, evals: bool = True) -> dict[str, float]:
 
     def timed_build(self, callbacks):
         trainer = build(self, callbacks)
-        train = _timed(seconds, "train", trainer.train)
+        train = _timed(seconds, "train", trainer.train, process_cpu=True)
 
         def flagged_train(*args, **kwargs):
             training[0] = True
@@ -140,10 +152,12 @@ def _report_moved(name: str, runs: list[dict[str, float]], off: list[dict[str, f
     without = statistics.median(run["train"] for run in off)
     share = (with_eval - without) / with_eval
     cpu_with, cpu_without = (statistics.median(r["train_cpu"] for r in rs) for rs in (runs, off))
+    all_with, all_without = (statistics.median(r["train_process_cpu"] for r in rs) for rs in (runs, off))
     print(f"{name}, eval off: train() " + ", ".join(f"{r['train']:.2f}" for r in off) + " s wall; median "
           f"{without:.2f} s against {with_eval:.2f} s with the eval: the eval adds {with_eval - without:.2f} s = "
           f"{share:.1%} of train() with the eval (training thread's CPU: {cpu_without:.2f} s against "
-          f"{cpu_with:.2f} s); median whole command {statistics.median(r['command'] for r in off):.2f} s")
+          f"{cpu_with:.2f} s; all threads of the training process: {all_without:.2f} s against {all_with:.2f} s); "
+          f"median whole command {statistics.median(r['command'] for r in off):.2f} s")
     return share
 
 
@@ -155,6 +169,10 @@ def _report(name: str, runs: list[dict[str, float]]) -> float:
         shares.append(share)
         cpu_shares.append(cpu_share)
         parts = ", ".join(f"{part.strip('_')} {run[part]:.2f}" for part in PARTS if part in run)
+        background = ", ".join(f"{part} {run[f'background_{part}']:.2f}" for part in BACKGROUND
+                               if f"background_{part}" in run)
+        if background:
+            parts += f"; off the training thread, s wall: {background}"
         print(f"{name} run {i}: train() {run['train']:.2f} s wall ({run['train_cpu']:.2f} s CPU of its thread), "
               f"eval hook {run['hook']:.2f} s wall = {share:.1%} of train() ({run['hook_cpu']:.2f} s CPU = "
               f"{cpu_share:.1%}); hook parts, s wall: {parts}; after train(): finish {run.get('after_train', 0.0):.2f} s; "
