@@ -6,18 +6,22 @@ Usage: ``python scripts/bench_eval_hook.py [--config configs/tests/tiny_ppo_c.ya
 Runs ``calrl train-ppo --config RECIPE`` (W&B offline, into a temporary folder) in a fresh process per run,
 with timers around the trainer's ``train()`` and around every event handler of
 :class:`~calrl.callbacks.calibration_eval.CalibrationEvalCallback`: the hook's time is what the training
-thread spends in those handlers (generation, grading, metrics, files, W&B, and any wait for the reliability
-diagram). The peer is ``train()`` itself, measured in the same run: the script prints the hook's share of it
-(target: under 10% of the wall time), the hook's parts and the load average. Times are wall times and, beside
-them, CPU times of the training thread (which leave out what other processes of a busy machine take, and
-waits). ``--baseline`` measures another checkout (e.g. the previous commit's) in the same run, interleaved.
+thread spends in those handlers (generation, and whatever else of the eval a checkout does there). The peer is
+``train()`` itself, measured in the same run: the script prints the hook's share of it (target: under 10% of the
+wall time), the hook's parts and the load average; the parts that a checkout runs on its background thread
+(``calrl.callbacks.eval_output.EvalOutputs``: scoring, files, the W&B row with its wait for the diagram) are
+timed where they run and printed beside them. Times are wall times and, beside them, CPU times of the
+training thread (which leave out what other processes of a busy machine take, and waits). ``--baseline``
+measures another checkout (e.g. the previous commit's) in the same run, interleaved.
 
 The handlers' time alone can flatter work moved off the training thread: a worker thread or process of the
 hook's takes the interpreter lock or a CPU core that training would have used. So each checkout is also run
 with the eval off (the runner builds no eval callback: no generation, no plot worker; the model, its
 vocabulary and the data are the same), interleaved with its eval-on runs, and the script prints the honest
 measure beside the handlers' share: (median ``train()`` with the eval - median ``train()`` without) / median
-``train()`` with the eval. Both must be under 10% for a PASS.
+``train()`` with the eval. Both must be under 10% for a PASS. Beside it, the CPU time of all the training
+process's threads during ``train()``, with the eval and without: work moved to a thread of the process stays
+in it (the plot worker's process is not counted).
 
 Where the runner calls the callback's ``finish`` after ``train()`` (it waits for the last diagrams and logs
 their W&B rows while or after the model is saved), that time is not the hook's share of ``train()``; it is
