@@ -29,8 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default=None, metavar="N,N,...",
                    help="seeds of the runs (default 0,1,2,3,4; --quick: 0)")
     p.add_argument("--policies", default=None, metavar="P,P,...",
-                   help="the policies to train and compare (default: sft,ppo,ppo_m,ppo_c,ppo_v,grpo_brier; --quick: "
-                        "sft,ppo,ppo_m,ppo_c); also ppo_c_abstain (PPO-C with abstention, outside the time budget)")
+                   help="the policies to train and compare (default: sft,ppo,ppo_m,ppo_c,ppo_v,ppo_c_abstain,"
+                        "grpo_brier; --quick: sft,ppo,ppo_m,ppo_c)")
     p.add_argument("--jobs", type=options.int_range(1, MAX_JOBS), default=None, metavar="N",
                    help="processes run side by side (default: min(2, CPU cores))")
     p.add_argument("--readme-table", action="store_true",
