@@ -118,6 +118,7 @@ def print_readme_table(out: Path) -> int:
         table = readme_table(summary)
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:  # a file calrl demo did not write
         missing = f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else type(exc).__name__
-        raise InputError(f"not a summary written by calrl demo ({missing})", path=str(path)) from None
+        raise InputError(f"not a summary written by calrl demo ({missing}), or one written by an earlier version: "
+                         "rerun `calrl demo` with the same --out to rebuild it", path=str(path)) from None
     print(table)
     return 0
