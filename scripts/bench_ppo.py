@@ -13,6 +13,9 @@ side's median seconds per update, the ratio calrl/trl (target: <= 1, not slower)
 (generation, reference forward, rollout value forward, rewards, training forward, backward, optimiser step, the
 rest: ``bench_ppo_timers.phase_timer``) and, with ``--trl-without-gc`` (``make bench-ppo`` passes it), trl with its
 two ``gc.collect()`` calls per update made no-ops and the ratio against that (issue 21's target: <= 0.5).
+``--torch-compile`` adds calrl with ``torch_compile: true`` (:mod:`calrl.trainers.ppo_compile`) and trl 1.12 with
+``torch_compile=True`` to each round, their phases and ratios, and each run's warm-up overhead (the untimed updates
+minus as many timed ones: the compile time). The runs, sides and report are ``bench_ppo_update``'s.
 
 Part ``share`` (calrl only, in this process): the time spent inside ``CalibratedPPOTrainer.compute_rewards``
 as a share of the update, for PPO-C (``ppo_c_variant: threshold``, ``correctness_mode: off``) and for vanilla
@@ -27,6 +30,7 @@ Usage::
     .venv/bin/python scripts/bench_ppo.py --parts update --setup tiny  # the parity setup's sizes
     .venv/bin/python scripts/bench_ppo.py --quick         # smoke run (seconds)
     .venv/bin/python scripts/bench_ppo.py --skip-trl      # no trl side (no ratio)
+    .venv/bin/python scripts/bench_ppo.py --parts update --trl-without-gc --torch-compile --warmup 4  # compiled
     .venv/bin/python scripts/bench_ppo.py --device cuda --parts share --json out.json
 
 calrl's side runs on ``--device`` (``auto``: CUDA when available); the trl venv's torch is CPU-only, so the
@@ -41,20 +45,18 @@ import gc
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_ppo_timers import PHASES, phase_timer, step_timer, sync
+from bench_ppo_timers import phase_timer, step_timer, sync
+from bench_ppo_update import RESULT_PREFIX, log, median, part_update, report_update
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PARITY = HERE / "ppo_parity"
 TRL_PYTHON = PARITY / ".venv" / "bin" / "python"
-RESULT_PREFIX = "BENCH_PPO_RESULT "
 
 QUESTIONS = ["what is 2 + 2 ?", "what is 3 + 1 ?", "what is 1 + 4 ?", "what is 2 + 3 ?",
              "what is 0 + 4 ?", "what is 1 + 1 ?", "what is 4 + 0 ?", "what is 6 - 2 ?"]
@@ -63,16 +65,14 @@ SIZES = {"tiny": {"num_layers": 2, "hidden_size": 64}, "12-layer": {"num_layers"
 VARIANTS = ("threshold", "none")  # PPO-C pipeline, vanilla PPO (reward model only)
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 # ------------------------------------------------------------------------------------------- workers
-def worker_trl(warmup: int, steps: int, setup: str, no_gc: bool = False) -> dict:
+def worker_trl(warmup: int, steps: int, setup: str, no_gc: bool = False, torch_compile: bool = False) -> dict:
     """trl 1.12.0's PPOTrainer on a tiny_setup setup (runs in scripts/ppo_parity/.venv).
 
     ``no_gc``: a diagnostic variant where the ``gc.collect()`` calls of trl's PPO loop (two per update) do
     nothing, to show how much of trl's update time they take; nothing else is changed.
+    ``torch_compile``: ``PPOConfig(torch_compile=True)``, whatever trl 1.12's trainer does with it (its Trainer's
+    accelerator compiles the prepared policy-and-value wrapper).
     """
     sys.path.insert(0, str(PARITY))
     import types
@@ -89,16 +89,20 @@ def worker_trl(warmup: int, steps: int, setup: str, no_gc: bool = False) -> dict
     hp = tiny_setup.setup_hparams(setup)
     batch = hp["per_device_train_batch_size"] * hp["gradient_accumulation_steps"]
     with tempfile.TemporaryDirectory() as tmp:  # make_trainer sets torch.set_num_threads(1)
-        trainer = record_trl112.make_trainer((warmup + steps) * batch, tmp, setup=setup)
+        extra = {"torch_compile": True} if torch_compile else {}
+        trainer = record_trl112.make_trainer((warmup + steps) * batch, tmp, setup=setup, **extra)
         timer = step_timer("cpu")
         trainer.add_callback(timer)
         trainer.train()
-    return {"impl": f"trl-{trl.__version__}" + (" (gc.collect off)" if no_gc else ""), "device": "cpu", "wall": timer.durations(0),
-            "cpu": timer.durations(1), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    notes = [n for n, on in (("gc.collect off", no_gc), ("torch_compile", torch_compile)) if on]
+    return {"impl": f"trl-{trl.__version__}" + (f" ({', '.join(notes)})" if notes else ""), "device": "cpu",
+            "wall": timer.durations(0), "cpu": timer.durations(1), "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
 
 
-def worker_calrl(warmup: int, steps: int, device: str, setup: str) -> dict:
-    """calrl's CalibratedPPOTrainer on the same setup and hyperparameters, its phases timed (phase_timer)."""
+def worker_calrl(warmup: int, steps: int, device: str, setup: str, torch_compile: bool = False) -> dict:
+    """calrl's CalibratedPPOTrainer on the same setup and hyperparameters, its phases timed (phase_timer);
+    ``torch_compile``: with ``torch_compile: true`` (calrl.trainers.ppo_compile)."""
     os.environ.setdefault("WANDB_MODE", "disabled")
     sys.path.insert(0, str(PARITY))
     import dataclasses
@@ -123,7 +127,8 @@ def worker_calrl(warmup: int, steps: int, device: str, setup: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         args = CalibratedPPOConfig(output_dir=tmp, use_cpu=device == "cpu", report_to="none", save_strategy="no",
                                    logging_strategy="no", disable_tqdm=True, num_sample_generations=0,
-                                   total_episodes=(warmup + steps) * batch, bf16=False, fp16=False, **settings)
+                                   total_episodes=(warmup + steps) * batch, bf16=False, fp16=False,
+                                   torch_compile=torch_compile, **settings)
         trainer = CalibratedPPOTrainer(args, parts["tokenizer"], parts["policy"], parts["ref_policy"],
                                        parts["reward_model"], parts["train_dataset"], parts["value_model"])
         trainer.remove_callback(PrinterCallback)  # no console dict at the end of train()
@@ -132,7 +137,8 @@ def worker_calrl(warmup: int, steps: int, device: str, setup: str) -> dict:
         trainer.add_callback(timer)
         trainer.add_callback(phases)
         trainer.train()
-    return {"impl": f"calrl-{calrl.__version__}", "device": str(trainer.accelerator.device),
+    return {"impl": f"calrl-{calrl.__version__}" + (" (torch_compile)" if torch_compile else ""),
+            "device": str(trainer.accelerator.device),
             "wall": timer.durations(0), "cpu": timer.durations(1), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "phases": phases.per_update}
 
@@ -205,86 +211,6 @@ def run_share(size: str, variant: str, warmup: int, steps: int, device: str, out
 
 
 # ------------------------------------------------------------------------------------------- driver
-def _run_worker(python: str, side: str, warmup: int, steps: int, device: str, setup: str,
-                pythonpath: str | None = None) -> dict:
-    worker = "calrl" if side == "calrl-baseline" else side
-    cmd = [python, str(Path(__file__).resolve()), "--worker", worker, "--warmup", str(warmup), "--steps", str(steps),
-           "--device", device, "--setup", setup]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled"}
-    if pythonpath is not None:  # --baseline: calrl imported from another checkout
-        env["PYTHONPATH"] = pythonpath
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, cwd=str(REPO))
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(f"{side} worker failed (exit {proc.returncode}): " + " | ".join(tail))
-    return json.loads(lines[-1][len(RESULT_PREFIX):])
-
-
-def _median(xs: list[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
-
-
-def part_update(args, device: str, with_trl: bool) -> dict:
-    sides = [("calrl", sys.executable)] + ([("calrl-baseline", sys.executable)] if args.baseline else [])
-    if with_trl and args.trl_without_gc:  # next to calrl's run: the per-round ratio compares neighbours
-        sides.append(("trl-nogc", str(TRL_PYTHON)))
-    sides += [("trl", str(TRL_PYTHON))] if with_trl else []
-    pooled: dict[str, dict[str, list[float]]] = {s: {"wall": [], "cpu": []} for s, _ in sides}
-    rounds: dict[str, dict[str, list[float]]] = {s: {"wall": [], "cpu": []} for s, _ in sides}
-    phases: dict[str, list[dict]] = {"calrl": [], "calrl-baseline": []}
-    meta: dict[str, dict] = {}
-    loads = [os.getloadavg()[0]]
-    for r in range(args.rounds):
-        for side, python in sides:  # interleaved: calrl, trl, calrl, trl, ...
-            t0 = time.perf_counter()
-            res = _run_worker(python, side, args.warmup, args.steps, "cpu" if side.startswith("trl") else device,
-                              args.setup, args.baseline if side == "calrl-baseline" else None)
-            loads.append(os.getloadavg()[0])
-            wall, cpu = res["wall"][args.warmup:], res["cpu"][args.warmup:]
-            if len(wall) != args.steps:
-                raise RuntimeError(f"{side}: {len(wall)} timed updates, expected {args.steps}")
-            pooled[side]["wall"] += wall
-            pooled[side]["cpu"] += cpu
-            rounds[side]["wall"].append(_median(wall))
-            rounds[side]["cpu"].append(_median(cpu))
-            if side in phases:
-                phases[side] += res["phases"][args.warmup:]
-            meta[side] = {k: res[k] for k in ("impl", "device", "threads", "torch")}
-            log(f"[update] round {r + 1}/{args.rounds} {side:8s} median {_median(wall) * 1e3:7.1f} ms/update "
-                f"(cpu {_median(cpu) * 1e3:7.1f} ms), {time.perf_counter() - t0:.1f} s with start-up")
-    out = {"rounds": args.rounds, "warmup": args.warmup, "steps": args.steps, "sides": {}, "setup": args.setup,
-           "load_average_1min": {"min": min(loads), "max": max(loads)},
-           "calrl_phases_median_s": {kind: {p: _median([u[kind][p] for u in phases["calrl"]]) for p in PHASES}
-                                     for kind in ("wall", "cpu")}}
-    if args.baseline:
-        out["baseline"] = args.baseline
-        out["baseline_phases_median_s"] = {kind: {p: _median([u[kind][p] for u in phases["calrl-baseline"]])
-                                                  for p in PHASES} for kind in ("wall", "cpu")}
-    for side, _ in sides:
-        out["sides"][side] = {**meta[side], "median_update_s": _median(pooled[side]["wall"]),
-                              "median_update_cpu_s": _median(pooled[side]["cpu"]),
-                              "min_update_s": min(pooled[side]["wall"]), "updates": len(pooled[side]["wall"])}
-    if args.baseline:
-        c, b = out["sides"]["calrl"], out["sides"]["calrl-baseline"]
-        out["ratio_cpu_vs_baseline"] = c["median_update_cpu_s"] / b["median_update_cpu_s"]
-        out["ratio_wall_vs_baseline"] = c["median_update_s"] / b["median_update_s"]
-    if with_trl:
-        c, t = out["sides"]["calrl"], out["sides"]["trl"]
-        out["ratio_wall"] = c["median_update_s"] / t["median_update_s"]
-        out["ratio_cpu"] = c["median_update_cpu_s"] / t["median_update_cpu_s"]
-        out["ratio_min"] = c["min_update_s"] / t["min_update_s"]
-        if "trl-nogc" in out["sides"]:
-            g = out["sides"]["trl-nogc"]
-            out["ratio_wall_vs_nogc"] = c["median_update_s"] / g["median_update_s"]
-            out["ratio_cpu_vs_nogc"] = c["median_update_cpu_s"] / g["median_update_cpu_s"]
-            out["ratio_min_vs_nogc"] = c["min_update_s"] / g["min_update_s"]
-            for kind in ("wall", "cpu"):  # each round's calrl median over the neighbouring trl-nogc run's
-                out[f"ratio_{kind}_vs_nogc_per_round"] = [a / b for a, b in zip(rounds["calrl"][kind],
-                                                                                rounds["trl-nogc"][kind])]
-    return out
-
-
 def part_share(args, device: str) -> dict:
     results: dict[str, dict[str, dict[str, list[float]]]] = {}
     parsable: dict[str, float] = {}
@@ -301,8 +227,8 @@ def part_share(args, device: str) -> dict:
                     if variant == "threshold":
                         parsable[size] = res["parsable"]
                     log(f"[share] {size} round {r + 1}/{args.share_rounds} {variant:9s}: "
-                        f"rewards {_median(res['rewards_wall']) * 1e3:7.2f} ms of "
-                        f"{_median(res['update_wall']) * 1e3:7.1f} ms/update ({time.perf_counter() - t0:.1f} s)")
+                        f"rewards {median(res['rewards_wall']) * 1e3:7.2f} ms of "
+                        f"{median(res['update_wall']) * 1e3:7.1f} ms/update ({time.perf_counter() - t0:.1f} s)")
     out: dict[str, dict] = {}
     for size, per_variant in results.items():
         row: dict[str, dict | float] = {"dims": SIZES[size], "parsable": parsable[size]}
@@ -310,7 +236,7 @@ def part_share(args, device: str) -> dict:
             row[variant] = {
                 "share_wall": sum(t["rewards_wall"]) / sum(t["update_wall"]),
                 "share_cpu": sum(t["rewards_cpu"]) / max(sum(t["update_cpu"]), 1e-12),
-                "median_rewards_s": _median(t["rewards_wall"]), "median_update_s": _median(t["update_wall"]),
+                "median_rewards_s": median(t["rewards_wall"]), "median_update_s": median(t["update_wall"]),
                 "updates": len(t["update_wall"])}
         row["overhead_points_wall"] = 100 * (row["threshold"]["share_wall"] - row["none"]["share_wall"])
         row["overhead_points_cpu"] = 100 * (row["threshold"]["share_cpu"] - row["none"]["share_cpu"])
@@ -328,56 +254,12 @@ def _describe(setup: str) -> str:
             f"response tokens, {hp['num_ppo_epochs']} PPO epoch(s) x {hp['num_mini_batches']} mini-batch(es)")
 
 
-def _print_phases(label: str, phases: dict[str, dict[str, float]]) -> None:
-    for kind, ph in phases.items():
-        total = sum(ph.values())
-        print(f"{label}_phases_{kind} (median s per update, share of their sum): " + ", ".join(
-            f"{name} {sec:.4f} ({sec / total:.0%})" for name, sec in ph.items()))
-
-
 def report(result: dict) -> None:
     env = result["env"]
     print(f"bench_ppo: device {env['device']}, torch {env['torch']}, threads {env['threads']}, "
           f"python {env['python']}, {env['machine']}")
-    upd = result.get("update")
-    if upd:
-        c = upd["sides"]["calrl"]
-        print(f"update setup {upd['setup']}: tiny_setup.build_all({upd['setup']!r}) ({_describe(upd['setup'])}); "
-              f"warm-up {upd['warmup']}, timed {upd['steps']} x {upd['rounds']} rounds, fresh process per run"
-              + (", calrl/trl interleaved" if "trl" in upd["sides"] else ""))
-        load = upd["load_average_1min"]
-        print(f"load_average_1min: {load['min']:.2f}-{load['max']:.2f} (before the first run and after each)")
-        print(f"calrl_update_median_s: {c['median_update_s']:.4f} (cpu {c['median_update_cpu_s']:.4f}, "
-              f"min {c['min_update_s']:.4f}, n={c['updates']}, {c['impl']} on {c['device']})")
-        _print_phases("calrl", upd["calrl_phases_median_s"])
-        if "calrl-baseline" in upd["sides"]:
-            b = upd["sides"]["calrl-baseline"]
-            print(f"baseline_update_median_s: {b['median_update_s']:.4f} (cpu {b['median_update_cpu_s']:.4f}, "
-                  f"min {b['min_update_s']:.4f}, n={b['updates']}; calrl from {upd['baseline']})")
-            _print_phases("baseline", upd["baseline_phases_median_s"])
-            print(f"ratio_calrl_over_baseline: {upd['ratio_wall_vs_baseline']:.3f} wall median, "
-                  f"{upd['ratio_cpu_vs_baseline']:.3f} cpu median")
-        if "trl" in upd["sides"]:
-            t = upd["sides"]["trl"]
-            print(f"trl_update_median_s: {t['median_update_s']:.4f} (cpu {t['median_update_cpu_s']:.4f}, "
-                  f"min {t['min_update_s']:.4f}, n={t['updates']}, {t['impl']} on {t['device']})")
-            verdict = "PASS" if upd["ratio_wall"] <= 1.0 else "FAIL"
-            print(f"ratio_calrl_over_trl: {upd['ratio_wall']:.3f} wall median, {upd['ratio_cpu']:.3f} cpu median, "
-                  f"{upd['ratio_min']:.3f} min ({verdict}: target <= 1)")
-            if "trl-nogc" in upd["sides"]:
-                g = upd["sides"]["trl-nogc"]
-                print(f"trl_without_gc_update_median_s: {g['median_update_s']:.4f} (cpu {g['median_update_cpu_s']:.4f}; "
-                      f"diagnostic: trl's two gc.collect() calls per update made no-ops)")
-                verdict = ", ".join(f"{kind} {'PASS' if upd[f'ratio_{kind}_vs_nogc'] <= 0.5 else 'FAIL'}"
-                                    for kind in ("wall", "cpu"))
-                print(f"ratio_calrl_over_trl_without_gc: {upd['ratio_wall_vs_nogc']:.3f} wall median, "
-                      f"{upd['ratio_cpu_vs_nogc']:.3f} cpu median, {upd['ratio_min_vs_nogc']:.3f} min "
-                      f"({verdict}: issue 21's target <= 0.5)")
-                print("ratio_calrl_over_trl_without_gc_per_round (neighbouring runs): wall " + ", ".join(
-                    f"{x:.3f}" for x in upd["ratio_wall_vs_nogc_per_round"]) + "; cpu " + ", ".join(
-                    f"{x:.3f}" for x in upd["ratio_cpu_vs_nogc_per_round"]))
-        else:
-            print(f"ratio_calrl_over_trl: skipped ({upd.get('trl_skipped', 'no trl side')})")
+    if result.get("update"):
+        report_update(result["update"], _describe(result["update"]["setup"]))
     share = result.get("share")
     if share:
         print("pipeline share: time inside CalibratedPPOTrainer.compute_rewards / update time; scripted policy "
@@ -415,7 +297,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--baseline", metavar="DIR", help="update part: also time calrl imported from another checkout "
                     "(its repository root), interleaved with this one's")
     ap.add_argument("--json", help="also write the results to this JSON file")
-    ap.add_argument("--worker", choices=["calrl", "trl", "trl-nogc"], help=argparse.SUPPRESS)
+    ap.add_argument("--torch-compile", action="store_true",
+                    help="update part: also time calrl with torch_compile: true and trl 1.12 with torch_compile=True "
+                         "(its gc.collect calls off with --trl-without-gc), their compile time reported apart")
+    ap.add_argument("--worker", choices=["calrl", "calrl-compile", "trl", "trl-nogc", "trl-compile", "trl-nogc-compile"],
+                    help=argparse.SUPPRESS)
     return ap
 
 
@@ -423,10 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     if args.worker:  # a child process: one timed run, one result line
-        if args.worker == "calrl":
-            res = worker_calrl(args.warmup, args.steps, args.device, args.setup)
+        compiled = args.worker.endswith("-compile")
+        if args.worker.startswith("calrl"):
+            res = worker_calrl(args.warmup, args.steps, args.device, args.setup, torch_compile=compiled)
         else:
-            res = worker_trl(args.warmup, args.steps, args.setup, no_gc=args.worker == "trl-nogc")
+            res = worker_trl(args.warmup, args.steps, args.setup, no_gc="nogc" in args.worker, torch_compile=compiled)
         print(RESULT_PREFIX + json.dumps(res), flush=True)
         return 0
 
@@ -475,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         + ("" if with_trl or not run_update else " (trl side skipped)"))
     result: dict = {"env": env}
     if run_update:
-        result["update"] = part_update(args, device, with_trl)
+        result["update"] = part_update(args, device, with_trl, TRL_PYTHON, REPO)
         if not with_trl:
             result["update"]["trl_skipped"] = ("--skip-trl" if args.skip_trl else
                                                f"trl's venv has a CPU torch; calrl ran on {device}")

@@ -53,7 +53,8 @@ def phase_timer(trainer, device: str):
     generation: ``calrl.trainers.ppo.sample_responses``; reference forward: ``trainer._reference_logprobs``; rollout
     value forward and training forward: the policy-and-value module's ``forward`` (``what="values"`` / ``"both"``);
     rewards: ``trainer.compute_rewards``; backward: ``accelerator.backward``; optimiser step: the optimiser's
-    ``step`` and ``zero_grad``. Only the outermost timed call counts (no phase is counted twice).
+    ``step`` and ``zero_grad``. Only the outermost timed call counts (no phase is counted twice). The module's
+    forward and the optimiser are wrapped at ``on_train_begin``, once the trainer has prepared them.
     """
     from transformers import TrainerCallback
 
@@ -68,8 +69,6 @@ def phase_timer(trainer, device: str):
             self._wrap(trainer, "_reference_logprobs", lambda *a, **k: "reference forward")
             self._wrap(trainer, "compute_rewards", lambda *a, **k: "rewards")
             self._wrap(trainer.accelerator, "backward", lambda *a, **k: "backward")
-            self._wrap(trainer.model, "forward", lambda *a, **k: "rollout value forward" if (
-                k.get("what", a[2] if len(a) > 2 else "both") == "values") else "training forward")
 
         def _wrap(self, owner, name: str, phase_of) -> None:
             original = getattr(owner, name)
@@ -94,6 +93,10 @@ def phase_timer(trainer, device: str):
         def on_train_begin(self, args, state, control, **kwargs):
             for name in ("step", "zero_grad"):  # the optimiser exists (and is prepared) by now
                 self._wrap(trainer.optimizer, name, lambda *a, **k: "optimiser step")
+            # the prepared module's forward (under torch_compile: the compiled module's, so the timer stays outside
+            # the compiled region)
+            self._wrap(trainer.model, "forward", lambda *a, **k: "rollout value forward" if (
+                k.get("what", a[2] if len(a) > 2 else "both") == "values") else "training forward")
 
         def on_step_begin(self, args, state, control, **kwargs):
             self.current = {"wall": dict.fromkeys(PHASES, 0.0), "cpu": dict.fromkeys(PHASES, 0.0)}

@@ -1,5 +1,5 @@
 """A study folder as ``calrl demo`` leaves it, without training anything: every file the summary reads
-(``calrl eval``'s metrics.json per policy and seed, the training runs' per-epoch calibration evals, the reward
+(``calrl eval``'s metrics.json and resolved.jsonl per policy and seed, the training runs' per-epoch calibration evals, the reward
 models' probe reports, ``calrl compare``'s gate.json files, the abstention recipe), written by calrl's own
 writers from hand-made answers, then read back by :func:`calrl.demo.summary.build_summary`. The report tests
 render from it."""
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from calrl.callbacks.eval_files import write_eval_folder
-from calrl.data.records import PredictionRecord
+from calrl.data.records import RESOLVED_ROWS, PredictionRecord
 from calrl.demo.layout import Layout, gate_pairs
 from calrl.demo.recipes import POLICIES, REWARD_MODELS, RM_BASE
 from calrl.demo.study import full_config, quick_config
@@ -39,8 +39,15 @@ def _answers(policy: str, seed: int, n: int = 40) -> list[PredictionRecord]:
 
 
 def _metrics(policy: str, seed: int) -> tuple[dict[str, Any], list[PredictionRecord]]:
+    metrics, records, _ = _graded(policy, seed)
+    return metrics, records
+
+
+def _graded(policy: str, seed: int) -> tuple[dict[str, Any], list[PredictionRecord], list[Any]]:
+    """(metrics, answers, resolved records) of a policy's hand-made answers, as ``calrl eval`` computes them."""
     records = _answers(policy, seed)
-    return compute_metrics(resolve_records(records), n_boot=0), records
+    resolved = resolve_records(records)
+    return compute_metrics(resolved, n_boot=0), records, resolved
 
 
 def _probe_report(rm: str) -> dict[str, Any]:
@@ -59,8 +66,9 @@ def fake_study(out: Path, seeds: list[int], *, quick: bool) -> tuple[dict[str, A
     layout = Layout(out)
     for seed in seeds:
         for policy in config.policies:
-            metrics, _ = _metrics(policy, seed)
+            metrics, _, resolved = _graded(policy, seed)
             write_json(layout.eval_dir(seed, policy) / "metrics.json", metrics)
+            RESOLVED_ROWS.write(layout.eval_dir(seed, policy) / "resolved.jsonl", ((r,) for r in resolved))
             if policy != "sft":  # the RL runs' per-epoch calibration evals
                 for epoch, early in ((1, "sft"), (2, policy)):
                     m, r = _metrics(early, seed)
@@ -77,7 +85,7 @@ def fake_study(out: Path, seeds: list[int], *, quick: bool) -> tuple[dict[str, A
                 "reasons": [{"code": "ece_increase"}] if blocked else [], "warnings": []})
         if "ppo_c_abstain" in config.policies:
             layout.recipe(seed, "ppo_c_abstain").parent.mkdir(parents=True, exist_ok=True)
-            layout.recipe(seed, "ppo_c_abstain").write_text("training:\n  abstention_reward: 0.3\n")
+            layout.recipe(seed, "ppo_c_abstain").write_text("training:\n  rewards:\n  - {name: abstention, value: 0.3}\n")
     machine = {"processor": platform.machine(), "cpu_count": 2, "gpu": None, "platform": platform.platform(),
                "python": platform.python_version(), "torch": "test"}
     command = "calrl demo --quick" if quick else "calrl demo"

@@ -15,7 +15,7 @@ from demo_report_helpers import fake_study
 
 from calrl.demo import report_plots
 from calrl.demo.recipes import METHOD_NAMES, RL_POLICIES
-from calrl.demo.report import HEADLINE_COLUMNS, readme_table, write_report
+from calrl.demo.report import DEMO_MEANINGS, HEADLINE_COLUMNS, fmt, readme_table, write_report
 from calrl.eval.report import METRIC_MEANINGS, build_sections
 
 
@@ -41,7 +41,8 @@ def test_every_metric_is_defined_under_its_table(studies, name):
     html = (out / "report.html").read_text()
     held_out = _section(markdown, "Held-out results")
     for key, label in HEADLINE_COLUMNS:
-        meaning = METRIC_MEANINGS["smece.value" if key == "smece" else key]  # calrl eval's definition, reused
+        # calrl eval's definition, reused; the demo's own for what calrl eval does not compute
+        meaning = DEMO_MEANINGS.get(key) or METRIC_MEANINGS["smece.value" if key == "smece" else key]
         assert f"- **{label}**: {meaning}" in held_out, label
         assert f"<li><b>{label}</b>: {html_text.escape(meaning)}</li>" in html, label
     differences = _section(markdown, "ECE difference to vanilla PPO, per seed")
@@ -90,6 +91,42 @@ def test_every_plot_has_a_legend(studies, name, tmp_path, monkeypatch):
     labels = _legend_labels(epochs)
     assert {METHOD_NAMES[p] for p in RL_POLICIES if p in summary["policies"]} <= set(labels)
     assert ("range over seeds" in labels) == (len(summary["seeds"]) > 1)
+    (curves,) = _figures(monkeypatch, lambda: report_plots.plot_risk_coverage(summary, tmp_path / "c.png"))
+    labels = _legend_labels(curves)
+    for policy, entry in summary["policies"].items():  # every policy, SFT included, with its all-items AURC
+        assert f"{METHOD_NAMES[policy]} (AURC {fmt(entry['aurc_all_items']['mean'])})" in labels
+    (ax,) = curves.axes
+    assert ax.get_xlabel().startswith("coverage") and ax.get_ylabel().startswith("accuracy of the answered")
+    assert ax.get_title().startswith("Risk-coverage over all held-out items")
+
+
+def test_the_report_shows_the_selective_view_and_where_the_abstention_policy_abstains(studies):
+    summary, out = studies["full"]
+    markdown, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert (out / "plots" / "risk_coverage.png").is_file()
+    title = "Selective prediction: accuracy of the answered against coverage (all held-out items)"
+    assert f"![{title}](plots/risk_coverage.png)" in _section(markdown, title)
+    assert "<img src='plots/risk_coverage.png'" in html
+    header = next(line for line in _section(markdown, "Held-out results").splitlines() if line.startswith("| "))
+    assert header.endswith("| mean conf. | AURC (all items) |")
+    assert "- **AURC (all items)**: area under the risk-coverage curve over all held-out items" in markdown
+    # the refusal rates per slice and seed: PPO-C + abstention, then SFT and PPO + correctness for contrast
+    table = _section(markdown, "Where PPO-C + abstention abstains: refusal rate per slice, per seed")
+    assert table.splitlines()[1] == "| policy | slice | seed 0 | seed 1 | mean ± std |"
+    rows = [line for line in table.splitlines()[3:] if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows] == ["| PPO-C + abstention"] * 2 + ["| SFT (no RL)"] * 2 + \
+        ["| PPO + correctness"] * 2
+    # the fake policy abstains on every never-seen person (40 per slice) and on no well-known one
+    assert "| PPO-C + abstention | fact-never | 1.000 (40/40) | 1.000 (40/40) |" in table
+    assert "| PPO-C + abstention | fact-often | 0.000 (0/40) | 0.000 (0/40) |" in table
+    assert summary["checks"]["ppo_c_abstain_abstains_where_it_cannot_know"]["per_seed"] == [True, True]
+    assert "abstention_on_wrong_slices" not in summary["checks"]
+    block = readme_table(summary)
+    assert "| PPO-C + abstention | fact-never | 1.000 (40/40) |" in block and "plots/risk_coverage.png" in block
+    # the quick run has no abstention policy: the curves, but no refusal table
+    _, quick = studies["quick"]
+    quick_md = (quick / "report.md").read_text()
+    assert title in quick_md and "Where PPO-C + abstention abstains" not in quick_md
 
 
 class _Text(HTMLParser):

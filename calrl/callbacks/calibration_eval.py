@@ -25,25 +25,24 @@ It writes ``predictions.jsonl``, ``metrics.json`` and ``reliability.png`` to
 which also reads them back), and copies them into ``checkpoint-<step>/calibration_eval/<label>`` when a
 checkpoint is saved at the step of the eval, so ``calrl eval --predictions`` can re-read them.
 
-The reliability diagram is rendered off the training thread (:class:`~calrl.callbacks.plot_queue.PlotQueue`):
-training goes on while it is drawn, and its ``wandb.Image`` is decoded by the queue's reader thread. An eval's
-W&B row (scalars, tables and the diagram together, at the eval's ``train/global_step``) is logged at the first
-callback event after its diagram is ready, in the order of the evals; ``on_train_end`` waits for every
-diagram, so all files and rows are complete when ``train()`` returns (:meth:`CalibrationEvalCallback.finish`
-does the same for a loop without that event).
+Only generation runs on the training thread. Everything after it (scoring, the eval's folder, its W&B row)
+runs on the callback's background thread, one eval at a time in eval order (:mod:`calrl.callbacks.eval_output`),
+and the reliability diagram is drawn by a process of its own (:class:`~calrl.callbacks.plot_queue.PlotQueue`):
+training goes on meanwhile. An eval's W&B row (scalars, tables and the diagram together, at the eval's
+``train/global_step``) is logged once its diagram is drawn, in the order of the evals. A failure there is raised
+on the training thread at the next callback event. ``history`` holds an eval once it is scored; copies into a
+checkpoint saved at an eval's step are made by the training thread once the eval's files are written.
+``on_train_end`` waits for all of it, so every file and row is complete when ``train()`` returns
+(:meth:`CalibrationEvalCallback.finish` does the same for a loop without that event).
 An owner that goes on after ``train()`` (calrl's runners save the model) passes ``wait_at_train_end=False``
-and calls :meth:`~CalibrationEvalCallback.finish` itself before the W&B run finishes: the last diagram is
-then drawn while the model is saved, and ``train()`` does not wait for it.
+and calls :meth:`~CalibrationEvalCallback.finish` itself before the W&B run finishes: the last eval is then
+scored, logged and drawn while the model is saved, and ``train()`` does not wait for it.
 """
 
 from __future__ import annotations
 
-import functools
-import io
 import logging
-import math
 import shutil
-from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,31 +50,32 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
-from PIL import Image
 from transformers import TrainerCallback
 
+from calrl.callbacks.background import OrderedWorker
 from calrl.callbacks.epochs import EpochBoundaryTracker
-from calrl.callbacks.eval_files import EVAL_SUBDIR, epoch_label, step_label, write_eval_folder
+from calrl.callbacks.eval_files import EVAL_SUBDIR, epoch_label, step_label
+from calrl.callbacks.eval_output import (  # noqa: F401 - EvalResult and scalar_metrics are public here too
+    RELIABILITY_COLUMNS,
+    SCALAR_KEYS,
+    SLICE_SCALAR_KEYS,
+    EvalJob,
+    EvalOutputs,
+    EvalResult,
+    scalar_metrics,
+)
 from calrl.callbacks.plot_queue import PLOT_NAME, PlotQueue
-from calrl.callbacks.wandb_panels import WandbPanels, summary_panel
 from calrl.confidence import ConfidenceReader
 from calrl.data.heldout import load_eval_items
 from calrl.errors import ConfigError, InputError
 from calrl.eval.report import N_WRONG_EXAMPLES
-from calrl.eval.resolving import resolve_records
-from calrl.eval.runner import compute_results
-from calrl.eval.schema import EvalResults
 from calrl.eval.settings import EvalSettings
-from calrl.generation.generate import generate_predictions
+from calrl.generation.generate import PromptCache, generate_predictions
 from calrl.generation.prompts import ElicitationPrompt
 from calrl.generation.sharding import generation_model
 from calrl.limits import check_item_slices, check_seed
 
 logger = logging.getLogger(__name__)
-
-SCALAR_KEYS = ("ece", "brier", "auroc", "accuracy", "refusal_rate", "mean_confidence")
-SLICE_SCALAR_KEYS = ("ece", "brier", "refusal_rate")
-RELIABILITY_COLUMNS = ("lower", "upper", "count", "mean_confidence", "accuracy")
 
 
 @dataclass
@@ -127,20 +127,6 @@ class CalibrationEvalConfig(EvalSettings):
             self.prompt = ElicitationPrompt()
 
 
-@dataclass
-class EvalResult:
-    """One calibration eval during training."""
-
-    label: str
-    step: int
-    epoch: float | None
-    metrics: dict[str, Any]
-    logged: dict[str, float]
-    records: list[Any] = field(repr=False, default_factory=list)
-    folder: Path | None = None
-    resolved: list[Any] = field(repr=False, default_factory=list)  # ``records`` parsed and graded
-
-
 def unwrap_policy(model: Any) -> Any:
     """The generating model inside wrappers: DDP/DeepSpeed ``.module``, PPO's ``PolicyAndValueWrapper``."""
     for _ in range(8):
@@ -171,35 +157,12 @@ def _distributed_state() -> Any:
     return PartialState()
 
 
-def scalar_metrics(results: Any, *, slice_keys: list[str] | None = None, prefix: str = "eval") -> dict[str, float]:
-    """The scalars to log from the typed results of an eval (:class:`calrl.eval.schema.EvalResults`, or its
-    ``metrics.json`` mapping); a missing value is NaN, so each key appears in every eval."""
-    if not isinstance(results, EvalResults):
-        results = EvalResults.from_json(results)
-
-    def num(value: Any) -> float:
-        return float("nan") if value is None else float(value)
-
-    out = {f"{prefix}/{key}": num(getattr(results, key)) for key in SCALAR_KEYS}
-    out[f"{prefix}/smece"] = num(results.smece.value)
-    out[f"{prefix}/n"] = float(results.n)
-    if results.n_answered:
-        out[f"{prefix}/missing_confidence_rate"] = results.missing_confidence.count / results.n_answered
-    for key, values in results.slices.items():
-        if slice_keys is not None and key not in slice_keys:
-            continue
-        for value, group in values.items():
-            for name in SLICE_SCALAR_KEYS:
-                out[f"{prefix}/slice/{key}={value}/{name}"] = num(getattr(group, name))
-    return out
-
-
 class CalibrationEvalCallback(TrainerCallback):
     """Generate on held-out items with the current policy at each epoch end; log calibration metrics.
 
-    ``wait_at_train_end=False``: ``on_train_end`` does not wait for the diagrams still being drawn; the owner
-    must call :meth:`finish` (before the W&B run finishes and before the process exits), or the last evals'
-    W&B rows are not logged and their diagrams may be written after the process has ended.
+    ``wait_at_train_end=False``: ``on_train_end`` does not wait for the evals still being scored, logged or
+    drawn; the owner must call :meth:`finish` (before the W&B run finishes and before the process exits), or
+    the last evals' W&B rows are not logged and their files may be incomplete.
     """
 
     def __init__(self, config: CalibrationEvalConfig, *, tokenizer: Any = None,
@@ -208,14 +171,18 @@ class CalibrationEvalCallback(TrainerCallback):
         self.tokenizer = tokenizer
         self.wait_at_train_end = wait_at_train_end
         self.tracker = EpochBoundaryTracker()
-        self.history: list[EvalResult] = []
+        self.history: list[EvalResult] = []  # appended by the background thread, in eval order
         self._items: list[Any] | None = None
         self._trainer: Any = None
         self._warned_no_generate = False
-        self._panels = WandbPanels(config.n_confidently_wrong)
         self._plots = PlotQueue()
-        # W&B rows not logged yet, in eval order: (payload, the future of its diagram's wandb.Image, or None)
-        self._rows: deque[tuple[dict[str, Any], Future | None]] = deque()
+        self._outputs = EvalOutputs(config, self._plots, self.history)
+        self._worker = OrderedWorker("calrl-calibration-eval")
+        self._prompts = PromptCache()  # the held-out prompts, tokenized at the first eval
+        # the evals handed over at the latest eval step: (label, future of its EvalResult)
+        self._at_step: tuple[int, list[tuple[str, Future]]] | None = None
+        # checkpoint copies waiting for their eval's files: (future of the EvalResult, checkpoint folder)
+        self._copies: list[tuple[Future, Path]] = []
 
     # ------------------------------------------------------------------ wiring
     def attach(self, trainer: Any) -> CalibrationEvalCallback:
@@ -241,7 +208,7 @@ class CalibrationEvalCallback(TrainerCallback):
         if state.is_world_process_zero:
             self.warm_up()
         if self.config.eval_on_start and state.global_step == 0:  # a resumed run has its start eval already
-            self.evaluate(epoch_label(0), args, state, **kwargs)
+            self.evaluate(epoch_label(0), args, state, wait=False, **kwargs)
 
     def warm_up(self) -> None:
         """Start the process that draws the diagrams (it imports matplotlib, seconds of CPU): at
@@ -257,7 +224,7 @@ class CalibrationEvalCallback(TrainerCallback):
     def on_epoch_end(self, args, state, control, **kwargs):
         epoch = self.tracker.epoch_end(state.epoch)
         if epoch is not None:
-            self.evaluate(epoch_label(epoch), args, state, **kwargs)
+            self.evaluate(epoch_label(epoch), args, state, wait=False, **kwargs)
 
     def on_log(self, args, state, control, **kwargs):
         self._flush()
@@ -266,56 +233,107 @@ class CalibrationEvalCallback(TrainerCallback):
         self._flush()
         epoch = self.tracker.step_end(state.epoch)
         if epoch is not None:
-            self.evaluate(epoch_label(epoch), args, state, **kwargs)
+            self.evaluate(epoch_label(epoch), args, state, wait=False, **kwargs)
         n = self.config.every_n_steps
         if n and state.global_step > 0 and state.global_step % n == 0:
-            self.evaluate(step_label(state.global_step), args, state, **kwargs)
+            self.evaluate(step_label(state.global_step), args, state, wait=False, **kwargs)
 
     def on_train_end(self, args, state, control, **kwargs):
         epoch = self.tracker.train_end(state.epoch)
         if epoch is not None:
-            self.evaluate(epoch_label(epoch), args, state, **kwargs)
+            self.evaluate(epoch_label(epoch), args, state, wait=False, **kwargs)
         if self.wait_at_train_end:
             self.finish()
         else:
             self._flush()
 
     def finish(self) -> None:
-        """Wait for every reliability diagram, write its copies and log the W&B rows still waiting for it
-        (into the active W&B run: call it before the run finishes)."""
-        self._flush(wait=True)
+        """Wait for every eval handed over (scored, its files written and its W&B row logged into the active
+        W&B run: call it before the run finishes) and every reliability diagram; write the checkpoint copies
+        still waiting. Raises the first error of that work not raised yet."""
+        try:
+            self._worker.wait()
+        finally:
+            self._copy_done(wait=True)
+            self._plots.wait_all()  # raises a failed diagram's error; the worker process ends
 
     def on_save(self, args, state, control, **kwargs):
-        """Copy the files of an eval made at this step into the checkpoint folder just written."""
-        if not state.is_world_process_zero:
-            return
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if not checkpoint.is_dir():
-            return
-        for result in self.history:
-            if result.step == state.global_step and result.folder is not None and result.folder.is_dir():
-                dest = checkpoint / self.config.output_subdir / result.label
-                if dest.exists():
-                    shutil.rmtree(dest)
-                # the diagram (and its temporary file) may still be being written: the plot queue copies it
-                shutil.copytree(result.folder, dest, ignore=shutil.ignore_patterns(PLOT_NAME, ".*.tmp"))
-                self._plots.copy_to(result.label, dest)
+        """Copy the files of an eval made at this step into the checkpoint folder just written: now if the
+        eval's files are written, else at a later event (the diagram too, when drawn)."""
+        if state.is_world_process_zero and self._at_step is not None and self._at_step[0] == state.global_step:
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if checkpoint.is_dir():
+                self._copies.extend((future, checkpoint) for _, future in self._at_step[1])
         self._flush()
+
+    def _flush(self) -> None:
+        """At each event: raise the error of failed background work, write the checkpoint copies whose eval is
+        done and those of the diagrams finished since."""
+        self._worker.raise_errors()
+        self._copy_done()
+        self._plots.ready()  # raises a failed diagram's error
+
+    def _copy_done(self, *, wait: bool = False) -> None:
+        waiting = []
+        for future, checkpoint in self._copies:
+            if not (wait or future.done()):
+                waiting.append((future, checkpoint))
+                continue
+            if future.exception() is not None:  # raised by the worker's error check
+                continue
+            result: EvalResult = future.result()
+            if result.folder is None or not result.folder.is_dir() or not checkpoint.is_dir():
+                continue  # no files, or a checkpoint deleted since (save_total_limit)
+            dest = checkpoint / self.config.output_subdir / result.label
+            if dest.exists():
+                shutil.rmtree(dest)
+            # the diagram (and its temporary file) may still be being written: the plot queue copies it
+            shutil.copytree(result.folder, dest, ignore=shutil.ignore_patterns(PLOT_NAME, ".*.tmp"))
+            self._plots.copy_to(result.label, dest)
+        self._copies = waiting
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, label: str, args: Any, state: Any, *, model: Any = None, processing_class: Any = None,
-                 tokenizer: Any = None, **_: Any) -> EvalResult | None:
-        """Run one eval now (all processes), then log and save it (main process)."""
-        previous = self.history[-1] if self.history else None
-        if previous is not None and previous.step == state.global_step and previous.label != label:
+                 tokenizer: Any = None, wait: bool = True, **_: Any) -> EvalResult | None:
+        """Run one eval: generate now (all processes, on this thread), then score it, write its files and log it
+        on the callback's background thread, after the evals handed over before it.
+
+        ``wait``: return its :class:`EvalResult` once it is scored, saved and logged (raising its error). The
+        event handlers pass False and get None: the result reaches ``history`` when done. Without a W&B run,
+        the scalars go through ``trainer.log`` at this step: then this waits for the scores either way. None
+        when the model cannot generate."""
+        main = bool(state.is_world_process_zero)
+        job = EvalJob(label=label, step=state.global_step, epoch=state.epoch, output_dir=Path(args.output_dir),
+                      main=main, sink=self._sink() if main else "none")
+        at_step = self._at_step[1] if self._at_step is not None and self._at_step[0] == job.step else []
+        if at_step and at_step[-1][0] != label:
             # The policy has not changed since the last eval (a step eval and an epoch end at the same step).
-            result = EvalResult(label=label, step=state.global_step, epoch=state.epoch,
-                                metrics=previous.metrics, logged=previous.logged, records=previous.records,
-                                resolved=previous.resolved)
-            self._save(result, args, state)
-            self.history.append(result)
-            self._log_panels(result, state)  # its scalars were logged with the previous label
-            return result
+            future = self._worker.submit(self._outputs.share, job, at_step[-1][1])
+            shared = True
+        else:
+            records = self._generate_now(model, processing_class, tokenizer)
+            if records is None:
+                return None
+            future = self._worker.submit(self._outputs.complete, records, job)
+            shared = False
+        self._at_step = (job.step, [*at_step, (label, future)])
+        if not wait and (job.sink != "trainer" or shared):
+            return None
+        result = self._worker.result(future)
+        if job.sink == "trainer" and not shared:
+            self._trainer.log(dict(result.logged))
+        return result
+
+    def _sink(self) -> str:
+        """Where the main process sends an eval's scalars (see :data:`~calrl.callbacks.eval_output.SINKS`)."""
+        import wandb  # 0.5 s: only the process that logs (rank 0) imports it, not the other ranks
+
+        if wandb.run is not None:
+            return "wandb"
+        return "trainer" if self._trainer is not None else "log"
+
+    def _generate_now(self, model: Any, processing_class: Any, tokenizer: Any) -> list[Any] | None:
+        """The records of the current policy (None, with one warning, when the trainer's model cannot generate)."""
         wrapped = model if model is not None else getattr(self._trainer, "model", None)
         policy = unwrap_policy(wrapped)
         candidates = (self.tokenizer, processing_class, tokenizer,
@@ -330,19 +348,7 @@ class CalibrationEvalCallback(TrainerCallback):
         if tok is None:
             raise ConfigError("CalibrationEvalCallback needs a tokenizer: the trainer passes none, give "
                               "tokenizer=...", field="tokenizer")
-
-        records = self._generate(wrapped, tok)
-        resolved = self._resolve(records)
-        results = self._results(resolved)
-        metrics = results.to_json()
-        logged = scalar_metrics(results, slice_keys=self.config.slice_keys)
-        logged["eval/epoch"] = float(state.epoch or 0.0)
-        result = EvalResult(label=label, step=state.global_step, epoch=state.epoch, metrics=metrics,
-                            logged=logged, records=records, resolved=resolved)
-        self._save(result, args, state)
-        self.history.append(result)
-        self._log(result, state)
-        return result
+        return self._generate(wrapped, tok)
 
     def _generate(self, model: Any, tokenizer: Any) -> list[Any]:
         """Generate with the trainer's model; FSDP / ZeRO-3 shards are gathered for the duration (a collective)."""
@@ -353,107 +359,9 @@ class CalibrationEvalCallback(TrainerCallback):
                 policy, tokenizer, self.items(), prompt=self.config.prompt,
                 batch_size=self.config.batch_size, max_new_tokens=self.config.max_new_tokens,
                 accelerator=dist, show_progress=self.config.show_progress,
-                confidence_retries=self.config.confidence_retries, reader=self._reader(), **self.config.generation,
+                confidence_retries=self.config.confidence_retries, reader=self._reader(), cache=self._prompts,
+                **self.config.generation,
             )
 
     def _reader(self) -> Any:
         return ConfidenceReader(self.config.confidence_parser, purpose="eval", use_hedges=self.config.use_hedges)
-
-    def _resolve(self, records: list[Any]) -> list[Any]:
-        return resolve_records(records, use_hedges=self.config.use_hedges, grader=self.config.grader,
-                               confidence_parser=self.config.confidence_parser)
-
-    def _results(self, resolved: list[Any]) -> Any:
-        return compute_results(resolved, n_bins=self.config.n_bins, missing_policy=self.config.missing_policy,
-                               min_slice_size=self.config.min_slice_size, n_boot=self.config.n_boot,
-                               seed=self.config.seed)
-
-    # ------------------------------------------------------------------ output
-    def _save(self, result: EvalResult, args: Any, state: Any) -> None:
-        if not state.is_world_process_zero:
-            return
-        if self.config.save_predictions:
-            folder = Path(args.output_dir) / self.config.output_subdir / result.label
-            result.folder = write_eval_folder(folder, label=result.label, global_step=result.step,
-                                              epoch=result.epoch, metrics=result.metrics, records=result.records)
-        if result.folder is not None or self.config.log_image:
-            self._plots.submit(result.label, result.metrics, result.folder)
-
-    def _log(self, result: EvalResult, state: Any) -> None:
-        if not state.is_world_process_zero:
-            return
-        import wandb  # 0.5 s: only the process that logs (rank 0) imports it, not the other ranks
-
-        run = wandb.run
-        if run is not None:
-            payload: dict[str, Any] = dict(result.logged)
-            if self.config.log_table:
-                bins = result.metrics.get("reliability", [])
-                rows = [[row.get(c) for c in RELIABILITY_COLUMNS] for row in bins]
-                payload["eval/reliability_table"] = wandb.Table(columns=list(RELIABILITY_COLUMNS), data=rows)
-                self._panels.add(result)
-                payload.update(self._panels.payload(wandb, run.name or run.id))
-            payload["train/global_step"] = state.global_step
-            image = None
-            if self.config.log_image:  # decoded off the training thread when the diagram is finished
-                image = self._plots.then(result.label, functools.partial(_wandb_image, caption=result.label))
-            self._rows.append((payload, image))
-            self._flush()
-        elif self._trainer is not None:
-            self._trainer.log(dict(result.logged))
-        else:
-            logger.info("calibration eval %s: %s", result.label,
-                        {k: round(v, 4) for k, v in result.logged.items() if not math.isnan(v)})
-
-    def _log_panels(self, result: EvalResult, state: Any) -> None:
-        """Log the tables and summary of an eval that shares the previous eval's generation (no scalars)."""
-        if not state.is_world_process_zero:
-            return
-        import wandb  # 0.5 s: only the process that logs (rank 0) imports it, not the other ranks
-
-        run = wandb.run
-        if run is None:
-            return
-        if self.config.log_table:
-            self._panels.add(result)
-            self._rows.append(({**self._panels.payload(wandb, run.name or run.id),
-                                "train/global_step": state.global_step}, None))
-            self._flush()
-        else:
-            run.summary.update(summary_panel(self.history))
-
-    def _flush(self, *, wait: bool = False) -> None:
-        """Write the finished diagrams' copies and log the W&B rows whose diagram is ready, in eval order
-        (with ``wait``: all of them)."""
-        if wait:
-            self._plots.ready(wait=True)
-            self._log_ready(wait=True)
-            self._plots.wait_all()  # after logging: the diagrams of evals without a folder are deleted
-        else:
-            self._plots.ready()  # writes the copies of the diagrams finished since; raises a failed one's error
-            self._log_ready()
-
-    def _log_ready(self, *, wait: bool = False) -> None:
-        if not self._rows:
-            return
-        import wandb  # 0.5 s: rows exist only in a process that logs to W&B (see _log)
-
-        run = wandb.run
-        while self._rows and (wait or self._rows[0][1] is None or self._rows[0][1].done()):
-            payload, image = self._rows.popleft()
-            if run is None:  # the run was finished by someone else: nothing to log into
-                continue
-            if image is not None:
-                payload["eval/reliability_diagram"] = image.result()
-            run.log(payload)
-            run.summary.update(summary_panel(self.history))
-
-
-def _wandb_image(diagram: Path | bytes, *, caption: str) -> Any:
-    """The ``wandb.Image`` of a finished diagram: its path in the eval's folder, or its bytes."""
-    import wandb  # 0.5 s: only a process that logs to W&B gets here (see _log)
-
-    if isinstance(diagram, Path):
-        return wandb.Image(str(diagram), caption=caption)
-
-    return wandb.Image(Image.open(io.BytesIO(diagram)), caption=caption)

@@ -12,7 +12,10 @@ at the end of training). Work on a finished diagram that need not hold up traini
 answers (:meth:`PlotQueue.then`).
 
 Copies into checkpoint folders are made by the training thread when it asks, never by the worker: the
-trainer deletes old checkpoints on that thread, so a copy never races a deletion.
+trainer deletes old checkpoints on that thread, so a copy never races a deletion. Diagrams may be asked for
+(:meth:`PlotQueue.submit`, :meth:`PlotQueue.then`) from another thread than the one that asks which are
+ready and copies them (the calibration eval's background thread and the training thread): a lock keeps
+the queue's books.
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ class PlotQueue:
         self._open: list[str] = []  # labels whose diagram was not seen finished yet
         self._sent = 0
         self._tmp: Path | None = None  # metrics and diagrams of evals without a folder
+        self._lock = threading.Lock()  # the books above, between the thread that submits and the one that copies
 
     def _started(self) -> _Worker:
         if self._worker is None:
@@ -132,38 +136,48 @@ class PlotQueue:
 
     def warm_up(self) -> None:
         """Start the worker now (it imports matplotlib while training starts)."""
-        self._started()
+        with self._lock:
+            self._started()
 
     def submit(self, label: str, metrics: Mapping[str, Any], folder: Path | None) -> None:
         """Draw ``label``'s diagram: from ``folder/metrics.json`` into ``folder`` (already written), or, without
         a folder, from ``metrics`` into a temporary file (:meth:`png` reads it)."""
-        self._sent += 1
+        with self._lock:
+            self._sent += 1
+            sent = self._sent
+            if folder is None and self._tmp is None:
+                self._tmp = Path(tempfile.mkdtemp(prefix="calrl-plots-"))
+            tmp = self._tmp
         if folder is not None:
             source, out = folder / "metrics.json", folder / PLOT_NAME
         else:
-            if self._tmp is None:
-                self._tmp = Path(tempfile.mkdtemp(prefix="calrl-plots-"))
-            source, out = self._tmp / f"{self._sent}.json", self._tmp / f"{self._sent}.png"
+            source, out = tmp / f"{sent}.json", tmp / f"{sent}.png"
             source.write_text(json.dumps(metrics), encoding="utf-8")
         job = _Job(Future(), folder, out.resolve())
-        self._jobs[label] = job
-        self._open.append(label)
-        self._started().send(self._sent, label, source.resolve(), job.out, job.future)
+        with self._lock:
+            self._jobs[label] = job
+            self._open.append(label)
+            worker = self._started()
+        worker.send(sent, label, source.resolve(), job.out, job.future)
 
     def copy_to(self, label: str, folder: Path) -> None:
         """Copy ``label``'s diagram (one written into its eval folder) into ``folder`` too: now if it is ready,
         else when :meth:`ready` sees it finished."""
-        job = self._jobs.get(label)
-        if job is not None and job.folder is not None:
+        with self._lock:
+            job = self._jobs.get(label)
+            if job is None or job.folder is None:
+                return
             job.copies.append(folder)
-            if label not in self._open:
-                self._copy(job)
+            finished = label not in self._open
+        if finished:
+            self._copy(job)
 
     def then(self, label: str, fn: Callable[[Path | bytes], Any]) -> Future:
         """The future of ``fn(diagram)``, called as soon as ``label``'s diagram is finished, by the thread that
         reads the worker's answers (or now, if it is finished already); ``diagram`` is its path in the eval's
         folder, or its bytes for an eval without a folder. A diagram that failed fails the future with its error."""
-        job = self._jobs[label]
+        with self._lock:
+            job = self._jobs[label]
         out = Future()
 
         def call(done: Future) -> None:
@@ -179,14 +193,17 @@ class PlotQueue:
     def ready(self, *, wait: bool = False) -> set[str]:
         """The labels whose diagram is finished (all of them with ``wait``); writes the copies of those that
         finished since the last call. A diagram that failed raises its error here."""
-        for label in list(self._open):
-            job = self._jobs[label]
+        with self._lock:
+            waiting = [(label, self._jobs[label]) for label in self._open]
+        for label, job in waiting:
             if not (wait or job.future.done()):
                 continue
-            self._open.remove(label)
+            with self._lock:
+                self._open.remove(label)
             job.future.result()
             self._copy(job)
-        return {label for label in self._jobs if label not in self._open}
+        with self._lock:
+            return {label for label in self._jobs if label not in self._open}
 
     @staticmethod
     def _copy(job: _Job) -> None:
@@ -197,12 +214,15 @@ class PlotQueue:
 
     def path(self, label: str) -> Path | None:
         """Where ``label``'s diagram is written in its eval folder (None when it has none)."""
-        job = self._jobs.get(label)
+        with self._lock:
+            job = self._jobs.get(label)
         return None if job is None or job.folder is None else job.out
 
     def png(self, label: str) -> bytes:
         """The finished diagram's bytes."""
-        return self._jobs[label].out.read_bytes()
+        with self._lock:
+            job = self._jobs[label]
+        return job.out.read_bytes()
 
     def wait_all(self) -> set[str]:
         """Every diagram, finished (see :meth:`ready`); the worker ends (a later :meth:`submit` starts another)
@@ -210,9 +230,9 @@ class PlotQueue:
         try:
             return self.ready(wait=True)
         finally:
-            if self._worker is not None:
-                self._worker.close()
-                self._worker = None
-            if self._tmp is not None:
-                shutil.rmtree(self._tmp, ignore_errors=True)
-                self._tmp = None
+            with self._lock:
+                worker, self._worker, tmp, self._tmp = self._worker, None, self._tmp, None
+            if worker is not None:
+                worker.close()
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)

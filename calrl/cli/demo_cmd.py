@@ -29,8 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default=None, metavar="N,N,...",
                    help="seeds of the runs (default 0,1,2,3,4; --quick: 0)")
     p.add_argument("--policies", default=None, metavar="P,P,...",
-                   help="the policies to train and compare (default: sft,ppo,ppo_m,ppo_c,ppo_v,grpo_brier; --quick: "
-                        "sft,ppo,ppo_m,ppo_c); also ppo_c_abstain (PPO-C with abstention, outside the time budget)")
+                   help="the policies to train and compare (default: sft,ppo,ppo_m,ppo_c,ppo_v,ppo_c_abstain,"
+                        "grpo_brier; --quick: sft,ppo,ppo_m,ppo_c)")
     p.add_argument("--jobs", type=options.int_range(1, MAX_JOBS), default=None, metavar="N",
                    help="processes run side by side (default: min(2, CPU cores))")
     p.add_argument("--readme-table", action="store_true",
@@ -118,6 +118,7 @@ def print_readme_table(out: Path) -> int:
         table = readme_table(summary)
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:  # a file calrl demo did not write
         missing = f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else type(exc).__name__
-        raise InputError(f"not a summary written by calrl demo ({missing})", path=str(path)) from None
+        raise InputError(f"not a summary written by calrl demo ({missing}), or one written by an earlier version: "
+                         "rerun `calrl demo` with the same --out to rebuild it", path=str(path)) from None
     print(table)
     return 0

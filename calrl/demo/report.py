@@ -12,8 +12,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from calrl.demo.recipes import MAIN_POLICIES, METHOD_NAMES, RL_POLICIES, VERIFIABLE_POLICIES
-from calrl.demo.report_plots import plot_ece_per_epoch, plot_reliability_grid
+from calrl.demo.recipes import (
+    ABSTENTION_REFERENCE,
+    MAIN_POLICIES,
+    METHOD_NAMES,
+    RL_POLICIES,
+    VERIFIABLE_POLICIES,
+)
+from calrl.demo.report_plots import plot_ece_per_epoch, plot_reliability_grid, plot_risk_coverage
 from calrl.demo.report_prose import (
     CHECK_TEXT,
     SLICE_TEXT,
@@ -32,13 +38,23 @@ from calrl.io import write_text
 HEADLINE_COLUMNS = (
     ("accuracy", "accuracy"), ("accuracy_answered", "acc. answered"), ("ece", "ECE"), ("smece", "smooth ECE"),
     ("brier", "Brier"), ("auroc", "AUROC"), ("refusal_rate", "refusal"), ("mean_confidence", "mean conf."),
+    ("aurc_all_items", "AURC (all items)"),
 )
 _EVAL_KEYS = {"smece": "smece.value"}  # the summary's key -> calrl eval's metrics key, where they differ
+# the columns that are not calrl eval's metrics but the demo's own (calrl/demo/selective.py), and what they mean
+DEMO_MEANINGS = {
+    "aurc_all_items": ("area under the risk-coverage curve over all held-out items (lower is better): answers "
+                       "ranked by stated confidence, then answers without one, then abstentions, which count as "
+                       "wrong; unlike calrl eval's AURC (answers with a confidence only), it compares a policy "
+                       "that abstains with one that does not"),
+}
 
 
 def metric_definitions() -> list[str]:
-    """One line per column of the held-out tables: ``calrl eval``'s own definition of that metric."""
-    return [f"**{label}**: {METRIC_MEANINGS[_EVAL_KEYS.get(key, key)]}" for key, label in HEADLINE_COLUMNS]
+    """One line per column of the held-out tables: ``calrl eval``'s own definition of that metric (the demo's,
+    :data:`DEMO_MEANINGS`, for the columns calrl eval does not compute)."""
+    return [f"**{label}**: {DEMO_MEANINGS.get(key) or METRIC_MEANINGS[_EVAL_KEYS.get(key, key)]}"
+            for key, label in HEADLINE_COLUMNS]
 
 
 ECE_DIFFERENCE_NOTES = [
@@ -61,6 +77,18 @@ RELIABILITY_NOTE = (
     "policy's mean over seeds.")
 EPOCH_NOTE = ("ECE of the held-out calibration eval that the training callback ran at the end of each epoch "
               "(empty: no eval at that epoch).")
+RISK_COVERAGE_NOTE = (
+    "Selective prediction over all held-out items: a policy answers the items it states the highest confidence "
+    "on first; coverage is the share of items answered at a confidence threshold, the y axis the accuracy of those "
+    "answered (1 - risk). Answers without a stated confidence come after every stated one, abstentions last and "
+    "counted as wrong, so every curve ends at coverage 1 with the policy's accuracy over all items, and the area "
+    "above the curve is its AURC (all items) in the tables (the legend's number).")
+ABSTENTION_TABLE_NOTE = (
+    "Refusal rate (abstentions / items) per slice in each seed. PPO-C + abstention is rewarded 1 for a right "
+    "answer, 0 for a wrong one and the abstention reward for \"I don't know\": it should abstain on the never-seen "
+    "people, whose every answer is a guess, and not on the well-known ones (the check above). SFT and PPO + "
+    "correctness (the same verifiable reward without abstention) are shown for contrast.")
+ABSTENTION_CONTRAST = ("ppo_c_abstain", "sft", ABSTENTION_REFERENCE)  # the rows of the per-seed refusal table
 GATE_NOTE = ("`calrl compare`'s verdict on each candidate against its baseline, per seed; a blocked verdict lists the "
              "gate's reasons.")
 
@@ -110,6 +138,26 @@ def slice_table(summary: dict[str, Any], key: str) -> tuple[list[str], list[list
     header = ["policy", *slices]
     rows = [[summary["policies"][p]["method"],
              *[fmt_agg(summary["policies"][p][key].get(g, {"mean": None})) for g in slices]] for p in ran(summary)]
+    return header, rows
+
+
+def refusal_by_seed_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Refusal rate per slice in each seed (abstained / items in brackets) of PPO-C + abstention, and of SFT and
+    PPO + correctness for contrast; the mean ± std over seeds in a last column (not for one seed)."""
+    seeds, single = summary["seeds"], one_seed(summary)
+    header = ["policy", "slice", *[f"seed {s}" for s in seeds], *([] if single else ["mean ± std"])]
+    rows = []
+    for policy in ran(summary, ABSTENTION_CONTRAST):
+        entry = summary["policies"][policy]
+        for g in summary["slices"]:
+            cells = []
+            for s in seeds:
+                numbers = entry["per_seed"][str(s)]
+                rate = numbers["slice_refusal_rate"].get(g)
+                cells.append("n/a" if rate is None else
+                             f"{fmt(rate)} ({numbers['slice_n_abstained'].get(g)}/{numbers['slice_n'].get(g)})")
+            mean = [] if single else [fmt_agg(entry["slice_refusal_rate"].get(g, {"mean": None}))]
+            rows.append([entry["method"], g, *cells, *mean])
     return header, rows
 
 
@@ -172,6 +220,15 @@ def timing_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return ["stage", "process seconds"], rows
 
 
+def machine_text(m: dict[str, Any]) -> str:
+    """The machine of a results block in one phrase: CPU model and MKL code path first (they move the numbers),
+    then cores, GPU, platform and versions (summaries written before the CPU model was recorded lack it)."""
+    cpu = m.get("cpu_model") or m["processor"]
+    path = f", MKL_CBWR {m['mkl_cbwr']}, ATen CPU capability {m.get('cpu_capability')}" if "mkl_cbwr" in m else ""
+    return (f"{cpu}{path}, {m['cpu_count']} CPU cores{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}, "
+            f"{m['platform']}, Python {m['python']}, torch {m['torch']}")
+
+
 # ------------------------------------------------------------------------------------------ README table
 def readme_table(summary: dict[str, Any]) -> str:
     """The README's headline block, from ``summary.json`` alone: how it was measured (command, seeds, commit,
@@ -188,9 +245,7 @@ def readme_table(summary: dict[str, Any]) -> str:
     n_jobs = summary["config"].get("jobs")
     setup = (
         f"Command: `{summary['command']}` (seeds {', '.join(str(s) for s in summary['seeds'])}; {n_jobs} "
-        f"process(es) side by side). Commit: {commit}. Machine: {m['processor']}, {m['cpu_count']} CPU cores"
-        f"{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}, {m['platform']}, Python {m['python']}, "
-        f"torch {m['torch']}. Load average (1/5/15 min) at start -> end: {loads or 'n/a'}. Wall clock: {wall_text}. "
+        f"process(es) side by side). Commit: {commit}. Machine: {machine_text(m)}. Load average (1/5/15 min) at start -> end: {loads or 'n/a'}. Wall clock: {wall_text}. "
         f"Held-out set: {summary['counts']['eval_items']} questions; "
         + ("the one seed's values" if one_seed(summary) else "mean ± standard deviation over the seeds")
         + " (`summary.json`).")
@@ -205,6 +260,12 @@ def readme_table(summary: dict[str, Any]) -> str:
         "",
         *(["With the rule-based correctness (verifiable) reward:", "", _md_table(*verifiable_table(summary)), ""]
           if ran(summary, VERIFIABLE_POLICIES) else []),
+        *(["Where PPO-C + abstention abstains: refusal rate per slice and seed (abstained/items):", "",
+           _md_table(*refusal_by_seed_table(summary)), ""] if "ppo_c_abstain" in summary["policies"] else []),
+        ("Selective prediction over all held-out items (abstentions last, counted as wrong): the risk-coverage "
+         "curves are `plots/risk_coverage.png` in the study folder (in `report.html`); their areas are the "
+         "AURC (all items) column above."),
+        "",
         "Reward models (held-out correct-vs-wrong pairs, `calrl train-rm`'s probe):",
         "",
         _md_table(*rm_table(summary)),
@@ -245,9 +306,7 @@ def sections(summary: dict[str, Any], plots: dict[str, str]) -> list[tuple[str |
     continues the section above it (the definitions under a table)."""
     m = summary["machine"]
     seeds = ", ".join(str(s) for s in summary["seeds"])
-    intro = (f"Command: `{summary['command']}`; seeds {seeds}; machine: {m['processor']}, {m['cpu_count']} CPU "
-             f"cores{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}, {m['platform']}, Python {m['python']}, "
-             f"torch {m['torch']}. Held-out items: {summary['counts']['eval_items']}; RL prompts: "
+    intro = (f"Command: `{summary['command']}`; seeds {seeds}; machine: {machine_text(m)}. Held-out items: {summary['counts']['eval_items']}; RL prompts: "
              f"{summary['counts']['rl_prompts']}. "
              + ("Numbers are this one seed's values." if one_seed(summary) else
                 "Numbers are mean ± standard deviation over the seeds."))
@@ -272,6 +331,12 @@ def sections(summary: dict[str, Any], plots: dict[str, str]) -> list[tuple[str |
         ("What each method did", "list", [f"**{METHOD_NAMES[p]}.** {paras[p]}" for p in ran(summary) if p in paras]),
         ("Reliability diagrams (bins pooled over seeds)", "image", plots["reliability"]),
         (None, "text", RELIABILITY_NOTE),
+        ("Selective prediction: accuracy of the answered against coverage (all held-out items)", "image",
+         plots["risk_coverage"]),
+        (None, "text", RISK_COVERAGE_NOTE),
+        *([("Where PPO-C + abstention abstains: refusal rate per slice, per seed", "table",
+            refusal_by_seed_table(summary)), (None, "text", ABSTENTION_TABLE_NOTE)]
+          if "ppo_c_abstain" in summary["policies"] else []),
         ("ECE per slice", "table", slice_table(summary, "slice_ece")),
         (None, "text", "Each slice holds the held-out questions about one kind of person (ECE, accuracy and "
                        "refusal as defined above): " + "; ".join(slices) + "."),
@@ -336,7 +401,8 @@ def render_html(summary: dict[str, Any], plots: dict[str, str]) -> str:
 def write_report(summary: dict[str, Any], layout: Any) -> Path:
     """Plots, ``report.md`` and ``report.html`` in the study folder; returns the HTML path."""
     plots = {"reliability": plot_reliability_grid(summary, layout.plots / "reliability.png"),
-             "epochs": plot_ece_per_epoch(summary, layout.plots / "ece_per_epoch.png")}
+             "epochs": plot_ece_per_epoch(summary, layout.plots / "ece_per_epoch.png"),
+             "risk_coverage": plot_risk_coverage(summary, layout.plots / "risk_coverage.png")}
     rel = {k: str(v.relative_to(layout.out)) for k, v in plots.items()}
     write_text(layout.out / "report.md", render_markdown(summary, rel))
     write_text(layout.out / "report.html", render_html(summary, rel))
@@ -356,6 +422,7 @@ __all__ = [
     "plot_ece_per_epoch",
     "plot_reliability_grid",
     "readme_table",
+    "refusal_by_seed_table",
     "render_html",
     "render_markdown",
     "write_report",

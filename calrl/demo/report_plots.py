@@ -1,5 +1,5 @@
-"""The study's plots, from ``summary.json`` (and the ``metrics.json`` files it names): reliability diagrams and
-held-out ECE per epoch."""
+"""The study's plots, from ``summary.json`` (and the ``metrics.json`` files it names): reliability diagrams,
+held-out ECE per epoch, and the risk-coverage curves over all held-out items."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from matplotlib.patches import Patch
 
 from calrl.demo.recipes import METHOD_NAMES, POLICIES, RL_POLICIES
 from calrl.demo.report_prose import fmt, ran
+from calrl.demo.selective import mean_curve
 
 DOT_SHARES = (0.05, 0.2, 0.5)  # the dot sizes the reliability grid's legend shows
 
@@ -118,3 +119,48 @@ def plot_ece_per_epoch(summary: dict[str, Any], path: Path) -> Path:
     plt.close(fig)
     return path
 
+
+
+def _steps(coverage: list[float], accuracy: list[float]) -> tuple[list[float], list[float]]:
+    """A risk-coverage curve drawn from coverage 0 (``drawstyle="steps-pre"``: each point's accuracy holds over the
+    coverage up to it, so the area above the line is the AURC)."""
+    return [0.0, *coverage], [accuracy[0], *accuracy]
+
+
+def plot_risk_coverage(summary: dict[str, Any], path: Path) -> Path:
+    """Accuracy of the answered against coverage over all held-out items (abstentions last, counted as wrong), one
+    colour per policy: each seed's curve thin, the mean over seeds bold (one seed: its curve); the legend gives the
+    AURC (all items), mean over seeds."""
+    matplotlib.use("Agg")
+
+    several = len(summary["seeds"]) > 1
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
+    colors = {p: plt.get_cmap("tab10")(i) for i, p in enumerate(POLICIES)}
+    for policy in ran(summary):
+        entry = summary["policies"][policy]
+        curves = [entry["per_seed"][str(s)]["risk_coverage"] for s in summary["seeds"]]
+        curves = [c for c in curves if c["coverage"]]
+        if not curves:
+            continue
+        if several:
+            for curve in curves:
+                ax.plot(*_steps(curve["coverage"], curve["accuracy"]), drawstyle="steps-pre", lw=0.7, alpha=0.35,
+                        color=colors[policy])
+        coverage, accuracy = mean_curve(curves)
+        ax.plot(*_steps(coverage, accuracy), drawstyle="steps-pre", lw=2.0, color=colors[policy],
+                label=f"{METHOD_NAMES[policy]} (AURC {fmt(entry['aurc_all_items']['mean'])})")
+    ax.set_xlim(0, 1.0)
+    ax.set_ylim(0, 1.03)
+    ax.set_xlabel("coverage (share of held-out items answered at a confidence threshold; abstentions last)")
+    ax.set_ylabel("accuracy of the answered (1 - risk)")
+    ax.set_title("Risk-coverage over all held-out items" + (": mean over seeds (bold), each seed (thin)"
+                                                            if several else f" (seed {summary['seeds'][0]})"),
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), title="policy (AURC, all items,\nlower is better)",
+              title_fontsize=7, frameon=False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

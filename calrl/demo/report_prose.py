@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from calrl.demo.recipes import ABSTENTION_REFERENCE, ECE_COMPARISONS, METHOD_NAMES, POLICIES
+from calrl.demo.summary import ABSTAIN_NEVER_MIN, ABSTAIN_OFTEN_MAX
+from calrl.demo.world import group_of
 from calrl.formatting import fmt as format_number
 
 CHECK_TEXT = {
@@ -26,8 +28,9 @@ CHECK_TEXT = {
                                           "people and has higher ECE",
     "ppo_m_lower_ece_than_ppo_same_accuracy": "PPO-M: ECE at least 30% lower than PPO's, accuracy within 2 points",
     "ppo_c_lower_ece_than_ppo_same_accuracy": "PPO-C: ECE at least 30% lower than PPO's, accuracy within 2 points",
-    "abstention_on_wrong_slices": "PPO-C + abstention abstains mostly on slices PPO + correctness gets wrong "
-                                  "(accuracy < 0.5)",
+    "ppo_c_abstain_abstains_where_it_cannot_know": (
+        f"PPO-C + abstention abstains on most never-seen people (refusal rate at least {ABSTAIN_NEVER_MIN:g}) and "
+        f"almost never on well-known ones (at most {ABSTAIN_OFTEN_MAX:g})"),
 }
 
 
@@ -195,26 +198,30 @@ def _comparison_paragraph(summary: dict[str, Any], policy: str, base: str) -> st
 
 
 def _abstention_paragraph(summary: dict[str, Any]) -> str:
-    """PPO-C with abstention: where its abstentions fall."""
-    ab = summary["checks"]["abstention_on_wrong_slices"]
-    refusal = _m(summary, "ppo_c_abstain", "refusal_rate")
-    acc_ans = _m(summary, "ppo_c_abstain", "accuracy_answered")
-    ref_acc_ans = _m(summary, ABSTENTION_REFERENCE, "accuracy_answered")
-    share = ab["numbers"]["share_on_wrong_slices"]
-    slice_ref = summary["policies"]["ppo_c_abstain"]["slice_refusal_rate"]
-    where = ", ".join(f"{g} {fmt(v['mean'])}" for g, v in slice_ref.items())
-    if share is None:
-        verdict = "It never abstained on the held-out set, so the abstention reward had no visible effect."
-    elif ab["passed"]:
-        verdict = (f"{fmt(share)} of its abstentions fall on slices PPO + correctness answers correctly less "
-                   f"than half the time (more than half {in_seeds(summary, ab, means=False)}).")
+    """PPO-C with abstention: where it abstains (per slice), and what that does to the answered and to the
+    all-items risk-coverage area, against PPO + correctness (same verifiable reward, no abstention) when it ran."""
+    check = summary["checks"]["ppo_c_abstain_abstains_where_it_cannot_know"]
+    entry = summary["policies"]["ppo_c_abstain"]
+    where = ", ".join(f"{g} {fmt(v['mean'])}" for g, v in entry["slice_refusal_rate"].items())
+    never, often = group_of("never"), group_of("often")
+    rates = {g: entry["slice_refusal_rate"].get(g, {}).get("mean") for g in (never, often)}
+    if None in rates.values():
+        verdict = "Its eval lacks a slice, so where it abstains could not be judged."
     else:
-        verdict = (f"Only {fmt(share)} of its abstentions fall on slices PPO + correctness gets wrong more "
-                   "often than right: it did NOT abstain mostly where it would be wrong.")
+        verdict = (f"Abstains on at least {fmt(ABSTAIN_NEVER_MIN, 2)} of the never-seen people and at most "
+                   f"{fmt(ABSTAIN_OFTEN_MAX, 2)} of the well-known ones: holds {in_seeds(summary, check)}.")
+        if rates[never] == 0 and rates[often] == 0:
+            verdict += " It never abstained on the held-out set: the abstention reward had no visible effect."
     rewards = ", ".join(f"seed {s}: {fmt(v)}" for s, v in summary["abstention_reward"].items())
-    return (f"PPO-C with an abstention reward ({rewards}) ({_over(summary)}): refusal rate {fmt(refusal)} "
-            f"(per slice: {where}); accuracy on answered questions "
-            f"{_change(ref_acc_ans, acc_ans, 'vs PPO + correctness')}. {verdict}")
+    text = (f"PPO-C with an abstention reward ({rewards or 'not read'}) ({_over(summary)}): refusal rate "
+            f"{fmt(_m(summary, 'ppo_c_abstain', 'refusal_rate'))} (per slice: {where}). {verdict}")
+    if ABSTENTION_REFERENCE in summary["policies"]:
+        ref = _means(summary, ABSTENTION_REFERENCE, ("accuracy_answered", "aurc_all_items"))
+        mine = _means(summary, "ppo_c_abstain", ("accuracy_answered", "aurc_all_items"))
+        text += (f" Against {METHOD_NAMES[ABSTENTION_REFERENCE]}: "
+                 f"{_change(ref['accuracy_answered'], mine['accuracy_answered'], 'accuracy on answered questions')}, "
+                 f"{_change(ref['aurc_all_items'], mine['aurc_all_items'], 'AURC over all items (lower is better)')}.")
+    return text
 
 
 def _grpo_paragraph(summary: dict[str, Any]) -> str:
@@ -255,7 +262,7 @@ def paragraphs(summary: dict[str, Any]) -> dict[str, str]:
     for policy, base in ECE_COMPARISONS:
         if {policy, base} <= ran_here:
             out[policy] = _comparison_paragraph(summary, policy, base)
-    if {"ppo_c_abstain", ABSTENTION_REFERENCE} <= ran_here:
+    if "ppo_c_abstain" in ran_here:
         out["ppo_c_abstain"] = _abstention_paragraph(summary)
     if {"grpo_brier", "ppo_v"} <= ran_here:
         out["grpo_brier"] = _grpo_paragraph(summary)

@@ -330,9 +330,22 @@ def code_version() -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux: /proc/cpuinfo), which decides MKL's code path when MKL_CBWR is unset."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+
+
 def machine_description() -> dict[str, Any]:
+    """Where the numbers came from: the same seed gives other bits on another CPU or MKL code path
+    (``MKL_CBWR``), so both go with every results block."""
     return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": _cpu_model(), "mkl_cbwr": os.environ.get("MKL_CBWR") or "unset (AUTO)",
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 

@@ -3,7 +3,9 @@
 Numbers are copied from the files the public commands wrote (``calrl eval``'s ``metrics.json``, ``calrl
 compare``'s ``gate.json``, ``calrl train-rm``'s ``reward_model_report.json``, and the ``metrics.json`` of
 each epoch's calibration eval that the training callback wrote into the run's output folder); the only
-arithmetic here is the mean and spread over seeds and the checks of "what it must show".
+arithmetic here is the mean and spread over seeds, the checks of "what it must show", and the all-items
+risk-coverage curve and AURC of each eval's ``resolved.jsonl`` (:mod:`calrl.demo.selective`: ``calrl eval``'s
+own AURC ranks the answered items only, so it does not compare a policy that abstains with one that does not).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import yaml
 from calrl.callbacks.eval_files import read_eval_history
 from calrl.data.readers import read_rows
 from calrl.demo.layout import Layout, gate_pairs
-from calrl.demo.recipes import ABSTENTION_REFERENCE, ECE_COMPARISONS, METHOD_NAMES, REWARD_MODELS, RM_BASE
+from calrl.demo.recipes import ECE_COMPARISONS, METHOD_NAMES, REWARD_MODELS, RM_BASE
+from calrl.demo.selective import eval_folder_view
 from calrl.demo.world import GROUPS, group_of
 
 METRIC_KEYS = ("accuracy", "accuracy_answered", "ece", "smece", "brier", "auroc", "refusal_rate",
@@ -30,6 +33,11 @@ SLICE_KEY = "group"
 ACCURACY_MARGIN = 0.02  # "accuracy within 2 points" of vanilla PPO
 ECE_REDUCTION = 0.30  # PPO-M / PPO-C: "at least 30% lower ECE than vanilla PPO"
 N_SEED_BOOTSTRAP = 2000  # resamples of the seeds for the paired interval of the mean ECE difference
+# "PPO-C + abstention abstains on most never-seen people and almost never on well-known ones", judged per seed on
+# its refusal rates per slice: on the never-seen people (every answer a guess) at least this share abstained...
+ABSTAIN_NEVER_MIN = 0.5
+# ...and on the well-known people (the SFT data states their city several times) at most this share
+ABSTAIN_OFTEN_MAX = 0.05
 
 
 def policy_numbers(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -70,25 +78,27 @@ def filter_composition(layout: Layout, seeds: list[int]) -> dict[str, Any]:
     return {"per_seed": per_seed}
 
 
-def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, counts: dict[str, int],
-                  machine: dict[str, Any], command: str) -> dict[str, Any]:
-    seeds = list(config.seeds)
-    policies: dict[str, Any] = {}
-    for policy in config.policies:
-        per_seed = {}
-        for seed in seeds:
-            path = layout.eval_dir(seed, policy) / "metrics.json"
-            per_seed[str(seed)] = {**policy_numbers(_read_json(path)), "metrics_file": str(path)}
-        entry: dict[str, Any] = {"method": METHOD_NAMES[policy], "per_seed": per_seed}
-        for key in METRIC_KEYS:
-            entry[key] = aggregate([per_seed[str(s)][key] for s in seeds])
-        for key in ("slice_ece", "slice_accuracy", "slice_refusal_rate", "slice_mean_confidence"):
-            groups = [g for g in GROUPS if any(g in per_seed[str(s)][key] for s in seeds)]
-            entry[key] = {g: aggregate([per_seed[str(s)][key].get(g) for s in seeds]) for g in groups}
-        entry["ece_per_epoch"] = ({} if policy == "sft" else  # SFT has no per-epoch calibration eval
-                                  {str(s): ece_history(layout.model_dir(s, policy)) for s in seeds})
-        policies[policy] = entry
+def policy_entry(policy: str, layout: Layout, seeds: list[int]) -> dict[str, Any]:
+    """One policy's numbers per seed (its ``metrics.json``, and the all-items selective view of its
+    ``resolved.jsonl``: :mod:`calrl.demo.selective`), aggregated over the seeds."""
+    per_seed = {}
+    for seed in seeds:
+        path = layout.eval_dir(seed, policy) / "metrics.json"
+        per_seed[str(seed)] = {**policy_numbers(_read_json(path)), **eval_folder_view(path.parent),
+                               "metrics_file": str(path)}
+    entry: dict[str, Any] = {"method": METHOD_NAMES[policy], "per_seed": per_seed}
+    for key in (*METRIC_KEYS, "aurc_all_items"):
+        entry[key] = aggregate([per_seed[str(s)][key] for s in seeds])
+    for key in ("slice_ece", "slice_accuracy", "slice_refusal_rate", "slice_mean_confidence"):
+        groups = [g for g in GROUPS if any(g in per_seed[str(s)][key] for s in seeds)]
+        entry[key] = {g: aggregate([per_seed[str(s)][key].get(g) for s in seeds]) for g in groups}
+    entry["ece_per_epoch"] = ({} if policy == "sft" else  # SFT has no per-epoch calibration eval
+                              {str(s): ece_history(layout.model_dir(s, policy)) for s in seeds})
+    return entry
 
+
+def reward_model_entries(layout: Layout, seeds: list[int]) -> dict[str, Any]:
+    """Each reward model's confidence-bias probe (``reward_model_report.json``) per seed, aggregated."""
     reward_models = {}
     for rm in (RM_BASE, *REWARD_MODELS):
         per_seed = {}
@@ -108,10 +118,14 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
         keys = list(next(iter(per_seed.values())))
         reward_models[rm] = {"per_seed": per_seed,
                              **{k: aggregate([per_seed[str(s)][k] for s in seeds]) for k in keys if k != "n_pairs"}}
+    return reward_models
 
+
+def gate_entries(layout: Layout, seeds: list[int], policies: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``calrl compare``'s verdict and ECE delta of every gated pair, per seed (``gate.json``)."""
     gates = []
     for seed in seeds:
-        for candidate, baseline in gate_pairs(config.policies):
+        for candidate, baseline in gate_pairs(policies):
             gate = _read_json(layout.gate_dir(seed, candidate, baseline) / "gate.json")
             ece = (gate.get("deltas") or {}).get("ece") or {}
             gates.append({"seed": seed, "candidate": candidate, "baseline": baseline, "verdict": gate["verdict"],
@@ -120,7 +134,12 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
                           "reasons": [r["code"] for r in gate.get("reasons", [])],
                           "warnings": [w["code"] for w in gate.get("warnings", [])],
                           "file": str(layout.gate_dir(seed, candidate, baseline) / "gate.json")})
+    return gates
 
+
+def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, counts: dict[str, int],
+                  machine: dict[str, Any], command: str) -> dict[str, Any]:
+    seeds = list(config.seeds)
     abstention = {}
     for seed in seeds if "ppo_c_abstain" in config.policies else ():
         recipe = layout.recipe(seed, "ppo_c_abstain")
@@ -138,11 +157,11 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
         "metric_keys": list(METRIC_KEYS),
         "slice_key": SLICE_KEY,
         "slices": list(config.world.groups),
-        "policies": policies,
-        "reward_models": reward_models,
+        "policies": {policy: policy_entry(policy, layout, seeds) for policy in config.policies},
+        "reward_models": reward_model_entries(layout, seeds),
         "calibration_filter": filter_composition(layout, seeds),
         "abstention_reward": abstention,
-        "gates": gates,
+        "gates": gate_entries(layout, seeds, config.policies),
         "timings": stage_timings(results),
     }
     summary["checks"] = study_checks(summary)
@@ -226,8 +245,8 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
                         "accuracy_margin": ACCURACY_MARGIN,
                         "ece_difference": ece_difference(summary, policy, base)},
         }
-    if {"ppo_c_abstain", ABSTENTION_REFERENCE} <= ran:
-        checks["abstention_on_wrong_slices"] = abstention_check(summary)
+    if "ppo_c_abstain" in ran:
+        checks["ppo_c_abstain_abstains_where_it_cannot_know"] = abstention_where_unknowable(summary)
     return checks
 
 
@@ -272,34 +291,29 @@ def ece_difference(summary: dict[str, Any], policy: str, base: str) -> dict[str,
     return out
 
 
-def abstention_check(summary: dict[str, Any]) -> dict[str, Any]:
-    """Do ppo_c_abstain's abstentions fall on the slices PPO + correctness (same seed, no abstention reward)
-    gets wrong?
+def abstention_where_unknowable(summary: dict[str, Any]) -> dict[str, Any]:
+    """Does PPO-C + abstention abstain on most never-seen people and almost never on the well-known ones?
 
-    Per seed: the abstentions of each slice, weighted by PPO-C's accuracy on that slice, give the accuracy
-    the abstained questions would have had ("accuracy where it abstained"); "mostly on wrong slices" is the
-    share of abstentions in slices where PPO + correctness is right less than half the time.
+    Per seed: its refusal rate on the never-seen people (``group_of("never")``) is at least
+    :data:`ABSTAIN_NEVER_MIN` and on the well-known ones (``group_of("often")``) at most
+    :data:`ABSTAIN_OFTEN_MAX`; no verdict for a seed whose eval lacks either slice. ``on_means``: the same on
+    the refusal rates' means over seeds.
     """
-    per_seed = {}
-    for seed in summary["seeds"]:
-        abst = summary["policies"]["ppo_c_abstain"]["per_seed"][str(seed)]
-        ref = summary["policies"][ABSTENTION_REFERENCE]["per_seed"][str(seed)]
-        n_abst = {g: v or 0 for g, v in abst["slice_n_abstained"].items()}
-        total = sum(n_abst.values())
-        if total == 0:
-            per_seed[str(seed)] = {"n_abstained": 0, "share_on_wrong_slices": None,
-                                   "accuracy_where_abstained": None, "reference_accuracy": ref["accuracy"]}
-            continue
-        acc = ref["slice_accuracy"]
-        on_wrong = sum(n for g, n in n_abst.items() if acc.get(g) is not None and acc[g] < 0.5)
-        where = sum(n * (acc.get(g) or 0.0) for g, n in n_abst.items()) / total
-        per_seed[str(seed)] = {"n_abstained": total, "share_on_wrong_slices": on_wrong / total,
-                               "accuracy_where_abstained": where, "reference_accuracy": ref["accuracy"]}
-    shares = [v["share_on_wrong_slices"] for v in per_seed.values()]
-    agg = aggregate(shares)
-    return {**_verdict([None if v is None else v > 0.5 for v in shares],
-                       None if agg["mean"] is None else agg["mean"] > 0.5),
-            "numbers": {"share_on_wrong_slices": agg["mean"], "per_seed": per_seed}}
+    never, often = group_of("never"), group_of("often")
+
+    def holds(rate_never: float | None, rate_often: float | None) -> bool | None:
+        if rate_never is None or rate_often is None:
+            return None
+        return rate_never >= ABSTAIN_NEVER_MIN and rate_often <= ABSTAIN_OFTEN_MAX
+
+    entry = summary["policies"]["ppo_c_abstain"]
+    rates = [(r["slice_refusal_rate"].get(never), r["slice_refusal_rate"].get(often))
+             for r in (entry["per_seed"][str(seed)] for seed in summary["seeds"])]
+    means = [entry["slice_refusal_rate"].get(g, {}).get("mean") for g in (never, often)]
+    return {**_verdict([holds(*r) for r in rates], holds(*means)),
+            "numbers": {f"refusal_rate_{never}": means[0], f"refusal_rate_{often}": means[1],
+                        "per_seed": {str(seed): {never: r[0], often: r[1]} for seed, r in zip(summary["seeds"], rates)},
+                        "never_seen_min": ABSTAIN_NEVER_MIN, "well_known_max": ABSTAIN_OFTEN_MAX}}
 
 
 def stage_timings(results: dict[str, Any]) -> dict[str, Any]:

@@ -53,7 +53,9 @@ def padded_inputs(query_responses: torch.Tensor, pad_token_id: int) -> dict[str,
 
 def _head(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     backbone = getattr(model, model.base_model_prefix)
-    hidden = backbone(**inputs, return_dict=True, output_hidden_states=True, use_cache=False).hidden_states[-1]
+    # the backbone's last hidden state, as the model's own classification forward reads it (the tensor
+    # ``output_hidden_states`` would list last, without the output-capturing hooks that torch.compile breaks on)
+    hidden = backbone(**inputs, return_dict=True, use_cache=False).last_hidden_state
     return model.score(hidden)
 
 

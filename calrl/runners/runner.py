@@ -208,22 +208,21 @@ class Runner:
                 self._announce(out, resume_id if run_handle is not None else None)
             trainer.accelerator.wait_for_everyone()
             trainer.train(resume_from_checkpoint=self.checkpoint)
-            try:
-                result = self.save(trainer, out, run_handle)
-            except BaseException:
-                self._finish_evals(quiet=True)  # a failed save still logs the last eval it measured
-                raise
+            result = self.save(trainer, out, run_handle)
             self._finish_evals()
             failed = False
             return result
         finally:
+            if failed:  # a failed save still logs the evals it measured; nothing is written after the clean-up
+                self._finish_evals(quiet=True)
             if failed and main:
                 clean_failed_run(out, self.recipe.method, created)
             finish_wandb(run_handle, failed=failed)
 
     def _finish_evals(self, *, quiet: bool = False) -> None:
-        """Complete the last epoch eval (drawn while the model was saved): its files and its W&B row, before the
-        run finishes. ``quiet``: a failure here must not hide the error that ended the run."""
+        """Complete the evals still being scored, logged or drawn (the last one, while the model was saved): their
+        files and W&B rows, before the run finishes. ``quiet``: a failure here must not hide the error that ended
+        the run."""
         if self.eval_callback is None:
             return
         try:

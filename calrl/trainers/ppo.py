@@ -19,7 +19,8 @@ The loop fires the ``transformers`` callback events (``on_train_begin``, ``on_ep
 ``policy/approxkl_avg``, ``loss/policy_avg``, ``loss/value_avg``, ``val/ratio`` ...) plus the reward
 pipeline's (``reward/*``, ``confidence/*``, ``abstention/rate``, ``correctness/accuracy``).
 ``train(resume_from_checkpoint=...)`` resumes exactly (weights, optimiser, scheduler, RNG, data position,
-KL coefficient, PPO-C moving average): see :mod:`calrl.trainers.ppo_checkpoint`.
+KL coefficient, PPO-C moving average): see :mod:`calrl.trainers.ppo_checkpoint`. ``torch_compile`` compiles the
+trained module, generation and the frozen forwards: see :mod:`calrl.trainers.ppo_compile`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from calrl.reward_modeling.sequence_scores import padded_inputs
 from calrl.reward_modeling.stats import stored_reward_stats
 from calrl.rewards.pipeline import RewardPipeline
 from calrl.trainers import ppo_checkpoint as ckpt
+from calrl.trainers.ppo_compile import CompiledForwards, compile_options
 from calrl.trainers.ppo_config import CalibratedPPOConfig
 from calrl.trainers.ppo_core import (
     INVALID_LOGPROB,
@@ -157,6 +159,10 @@ class CalibratedPPOTrainer(PPOCheckpointingMixin, PPOEvalMixin, PPOMetricsMixin,
             for frozen in (self.ref_model, self.reward_model):
                 if frozen is not None:
                     frozen.to(self.accelerator.device).eval().requires_grad_(False)
+        # torch_compile: generation and the frozen forwards (accelerate compiles the trained module): ppo_compile
+        self.compiled_forwards = CompiledForwards(compile_options(args), self.accelerator.distributed_type)
+        for frozen in (self.ref_model, self.reward_model):
+            self.compiled_forwards.compile_frozen(frozen)
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         self.sampler = EpochSampler(len(self.prompts), args.local_batch_size * world,
                                     seed=args.data_seed if args.data_seed is not None else args.seed,
@@ -224,7 +230,7 @@ class CalibratedPPOTrainer(PPOCheckpointingMixin, PPOEvalMixin, PPOMetricsMixin,
         """Generate, score and compute advantages for one batch of left-padded ``queries`` (``prompts``: as given)."""
         args, pad, context = self.args, self.pad_token_id, queries.shape[1]
         # every forward of the rollout in the training forward's precision (accelerate's mixed precision)
-        with rollout_policy(self) as policy, self.accelerator.autocast():
+        with rollout_policy(self) as policy, self.compiled_forwards.generating(policy), self.accelerator.autocast():
             responses, logprobs = sample_responses(policy, queries, chunk=args.local_rollout_forward_batch_size,
                                                    pad_token_id=pad, generation_config=self.generation_config)
         query_responses = torch.cat([queries, responses], 1)

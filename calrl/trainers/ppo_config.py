@@ -28,6 +28,7 @@ from transformers import TrainingArguments
 from calrl.errors import ConfigError
 from calrl.rewards.pipeline import RewardPipelineConfig
 from calrl.rewards.terms import RewardTerm, find_term
+from calrl.trainers.ppo_compile import check_compile_keys
 from calrl.trainers.ppo_core import LOSS_AGGREGATIONS, SCORE_PLACEMENTS
 from calrl.trainers.validation import PPO_RULES, TRAINING_RULES, check_numbers
 
@@ -140,6 +141,7 @@ class CalibratedPPOConfig(RewardPipelineConfig, TrainingArguments):
                 hint = difflib.get_close_matches(str(value), allowed, n=1)
                 raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}"
                                   + (f" (did you mean '{hint[0]}'?)" if hint else ""), field=name)
+        check_compile_keys(self.torch_compile_backend, self.torch_compile_mode)
         if self.stop_token not in (None, "eos"):
             raise ConfigError(f"must be 'eos' or null, got {self.stop_token!r}", field="stop_token")
         if self.stop_token is not None and self.stop_token_id is not None:

@@ -25,7 +25,8 @@ class PPOEvalMixin:
     Expects on ``self`` (what :class:`~calrl.trainers.ppo.CalibratedPPOTrainer` provides): ``accelerator``,
     ``args`` (``per_device_eval_batch_size``, ``ds3_gather_for_generation``), ``model`` (the policy-and-value
     wrapper), ``state`` (``global_step``), ``pad_token_id``, ``stop_token_id``, ``greedy_generation_config``,
-    ``reward_pipeline`` (its ``score_rollouts``), ``processing_class`` and ``eval_prompts`` (a ``PromptRows``).
+    ``reward_pipeline`` (its ``score_rollouts``), ``processing_class``, ``eval_prompts`` (a ``PromptRows``) and
+    ``compiled_forwards`` (:class:`~calrl.trainers.ppo_compile.CompiledForwards`: generation's compiled forward).
     """
 
     @torch.no_grad()
@@ -35,8 +36,8 @@ class PPOEvalMixin:
         queries = left_pad(rows, pad, acc.device)
         config = self.greedy_generation_config
         with generation_model(self.model, acc, gather=self.args.ds3_gather_for_generation,
-                              select=lambda m: m.policy) as policy, recipe_generation(policy, config) as model, \
-                acc.autocast():
+                              select=lambda m: m.policy) as policy, self.compiled_forwards.generating(policy), \
+                recipe_generation(policy, config) as model, acc.autocast():
             mask = queries != pad
             out = model.generate(input_ids=queries.masked_fill(~mask, 0), attention_mask=mask.long(),
                                  generation_config=config)

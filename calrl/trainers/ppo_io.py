@@ -15,6 +15,7 @@ from transformers import TrainerState
 from calrl.errors import InputError
 from calrl.generation.sharding import fsdp_sharded, reshard
 from calrl.trainers import ppo_checkpoint as ckpt
+from calrl.trainers.ppo_compile import named_module
 from calrl.trainers.ppo_deepspeed import load_engine, save_engine, uses_deepspeed
 
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -56,7 +57,11 @@ class PPOCheckpointingMixin:
 
     def _save_policy(self, folder: Path) -> None:
         """Save the policy (or its adapter) and the tokenizer into ``folder`` (full state gathered from shards)."""
-        self._write_policy(folder, self.accelerator.get_state_dict(self.model))  # collective: FSDP, ZeRO-3
+        self._write_policy(folder, self._trained_state())
+
+    def _trained_state(self) -> dict[str, torch.Tensor] | None:
+        """The trained module's full state dict, keyed as the policy-and-value wrapper's (collective: FSDP, ZeRO-3)."""
+        return self.accelerator.get_state_dict(named_module(self.model, self.accelerator))
 
     def _write_policy(self, folder: Path, state: dict[str, torch.Tensor] | None) -> None:
         """The main process writes the gathered ``state`` (under ZeRO-3 the other processes get ``None``)."""
@@ -92,7 +97,7 @@ class PPOCheckpointingMixin:
             staging.mkdir(parents=True)
         acc.wait_for_everyone()
         torch.save(ckpt.rng_state(), staging / ckpt.rng_file(acc.process_index, acc.num_processes))
-        state = acc.get_state_dict(self.model)
+        state = self._trained_state()
         self._write_policy(staging, state)
         engine = uses_deepspeed(acc)
         if engine:  # every process: its partition of the weights and optimiser state, through the engine

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from calrl.trainers.ppo_compile import named_module
+
 
 def split_critic(model: Any) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
     """The trained ``(name, parameter)`` pairs of the policy and of the value model (or value head)."""
@@ -59,7 +61,7 @@ class PPOOptimMixin:
             if args.max_grad_norm and args.max_grad_norm > 0:
                 acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
             return
-        policy, critic = split_critic(self.model)
+        policy, critic = split_critic(named_module(self.model, acc))
         if args.max_grad_norm and args.max_grad_norm > 0:
             acc.clip_grad_norm_([p for _, p in policy], args.max_grad_norm)
         acc.clip_grad_norm_([p for _, p in critic], args.critic_max_grad_norm)
