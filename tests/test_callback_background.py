@@ -186,3 +186,37 @@ def test_prompt_cache_encodes_once_and_generates_the_same(scripted):
     assert cache.get(tokenizer, ITEMS[:4], PROMPT, 3) is not encoded  # other items: encoded again
     assert cache.get(tokenizer, ITEMS, PROMPT, 4) is not cache.get(tokenizer, ITEMS, PROMPT, 3)
     assert tokenizer.padding_side == "right"  # left as it was
+
+
+def test_the_final_metrics_wait_for_the_last_eval_still_scoring(tmp_path, scripted, monkeypatch):
+    """The model card's final metrics are read at save time, while the last eval may still be scoring in the
+    background (CI found a card without them): they wait for its scores, not for its diagram or W&B row."""
+    from calrl.runners.reporting import final_calibration_metrics
+
+    release = _hold_scoring(monkeypatch)
+    callback = CalibrationEvalCallback(_config(log_image=False), wait_at_train_end=False)
+    args = SimpleNamespace(output_dir=str(tmp_path / "out"))
+    state = TrainerState(global_step=2, epoch=1.0)
+    kwargs = {"model": copy.deepcopy(scripted[0]), "processing_class": scripted[1]}
+    callback.evaluate("epoch-1", args, state, wait=False, **kwargs)
+    assert callback.history == []  # still scoring
+    threading.Timer(0.3, release.set).start()  # the scoring finishes while the final metrics wait
+    metrics = final_calibration_metrics(callback)
+    assert metrics["label"] == "epoch-1" and metrics["global_step"] == 2 and "ece" in metrics
+    callback.finish()
+
+
+def test_the_final_metrics_raise_a_failed_last_eval_instead_of_waiting(tmp_path, scripted, monkeypatch):
+    from calrl.runners.reporting import final_calibration_metrics
+
+    def refuse(*args, **kwargs):
+        raise InputError("id 'i3' has no confidence and the missing-confidence policy is 'error'")
+
+    monkeypatch.setattr(eval_output, "compute_results", refuse)
+    callback = CalibrationEvalCallback(_config(log_image=False), wait_at_train_end=False)
+    args = SimpleNamespace(output_dir=str(tmp_path / "out"))
+    kwargs = {"model": copy.deepcopy(scripted[0]), "processing_class": scripted[1]}
+    callback.evaluate("epoch-1", args, TrainerState(global_step=2, epoch=1.0), wait=False, **kwargs)
+    with pytest.raises(InputError, match="missing-confidence policy"):
+        final_calibration_metrics(callback)
+    callback.finish()

@@ -178,6 +178,7 @@ class CalibrationEvalCallback(TrainerCallback):
         self._plots = PlotQueue()
         self._outputs = EvalOutputs(config, self._plots, self.history)
         self._worker = OrderedWorker("calrl-calibration-eval")
+        self._handed = 0  # evals handed to the worker (each reaches ``history`` once scored)
         self._prompts = PromptCache()  # the held-out prompts, tokenized at the first eval
         # the evals handed over at the latest eval step: (label, future of its EvalResult)
         self._at_step: tuple[int, list[tuple[str, Future]]] | None = None
@@ -247,6 +248,15 @@ class CalibrationEvalCallback(TrainerCallback):
         else:
             self._flush()
 
+    def scored_history(self) -> list[EvalResult]:
+        """``history`` once every eval handed over is scored (its files written; its W&B row and diagram may
+        still be pending): what the final model card and summary read. Raises a failed eval's error."""
+        with self._outputs.scored:  # a failed job notifies no one: look again every 50 ms
+            while len(self.history) < self._handed and self._worker.busy:
+                self._outputs.scored.wait(timeout=0.05)
+        self._worker.raise_errors()
+        return self.history
+
     def finish(self) -> None:
         """Wait for every eval handed over (scored, its files written and its W&B row logged into the active
         W&B run: call it before the run finishes) and every reliability diagram; write the checkpoint copies
@@ -309,12 +319,14 @@ class CalibrationEvalCallback(TrainerCallback):
         if at_step and at_step[-1][0] != label:
             # The policy has not changed since the last eval (a step eval and an epoch end at the same step).
             future = self._worker.submit(self._outputs.share, job, at_step[-1][1])
+            self._handed += 1
             shared = True
         else:
             records = self._generate_now(model, processing_class, tokenizer)
             if records is None:
                 return None
             future = self._worker.submit(self._outputs.complete, records, job)
+            self._handed += 1
             shared = False
         self._at_step = (job.step, [*at_step, (label, future)])
         if not wait and (job.sink != "trainer" or shared):

@@ -23,6 +23,7 @@ import functools
 import io
 import logging
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,13 +105,14 @@ class EvalOutputs:
         self.plots = plots
         self.history = history
         self.panels = WandbPanels(config.n_confidently_wrong)
+        self.scored = threading.Condition()  # notified each time an eval reaches ``history``
 
     # ------------------------------------------------------------------ the background jobs
     def complete(self, records: list[Any], job: EvalJob) -> EvalResult:
         """Score a new eval's records, write its files and log it."""
         result = self.score(records, job)
         self.save(result, job)
-        self.history.append(result)
+        self._record(result)
         self.log(result, job)
         return result
 
@@ -123,9 +125,14 @@ class EvalOutputs:
         result = EvalResult(label=job.label, step=job.step, epoch=job.epoch, metrics=before.metrics,
                             logged=before.logged, records=before.records, resolved=before.resolved)
         self.save(result, job)
-        self.history.append(result)
+        self._record(result)
         self.log_panels(result, job)
         return result
+
+    def _record(self, result: EvalResult) -> None:
+        with self.scored:
+            self.history.append(result)
+            self.scored.notify_all()
 
     # ------------------------------------------------------------------ steps
     def score(self, records: list[Any], job: EvalJob) -> EvalResult:

@@ -59,9 +59,10 @@ def finish_wandb(run: Any, *, failed: bool) -> None:
 # -------------------------------------------------------------------------------------- model card
 def final_calibration_metrics(callback: Any) -> dict[str, Any]:
     """The scalars of the last calibration eval (``{}`` without one)."""
-    if callback is None or not callback.history:
+    history = [] if callback is None else callback.scored_history()  # the last eval may still be scoring
+    if not history:
         return {}
-    last = callback.history[-1]
+    last = history[-1]
     out: dict[str, Any] = {"label": last.label, "global_step": last.step}
     for key in FINAL_METRIC_KEYS:
         value = last.logged.get(f"eval/{key}")
