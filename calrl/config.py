@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from calrl.errors import ConfigError
+from calrl.errors import ConfigError, did_you_mean
 from calrl.io import check_input, read_text
 
 
@@ -228,8 +228,7 @@ def _literal_hint(value: Any, tp: Any) -> str:
     """`` (did you mean 'x'?)`` for a string close to one of a Literal field's values."""
     choices = [a for t in (typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,))
                if typing.get_origin(t) is typing.Literal for a in typing.get_args(t) if isinstance(a, str)]
-    close = difflib.get_close_matches(value, choices, n=1) if isinstance(value, str) and choices else []
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return did_you_mean(value, choices) if isinstance(value, str) and choices else ""
 
 
 def _check_value(value: Any, tp: Any) -> tuple[bool, Any]:

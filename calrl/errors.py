@@ -7,6 +7,7 @@ escape becomes a :class:`FileSystemError` (one line naming the path, exit code 2
 
 from __future__ import annotations
 
+import difflib
 import errno
 import functools
 import re
@@ -17,6 +18,13 @@ from typing import Any, TypeVar
 #: of characters without a space echoed whole (a path, a value): longer ones are cut in the middle.
 MAX_ERROR_LINE = 299
 MAX_ECHOED_RUN = 120
+
+
+def did_you_mean(value: Any, choices: Any) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to ``value`` (difflib's default closeness), or ``""``:
+    the suffix every "unknown name" / "must be one of" error ends with."""
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def error_line(prefix: str, message: str, suffix: str = "") -> str:

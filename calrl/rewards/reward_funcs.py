@@ -39,7 +39,6 @@ the paper's training regex) is the one confidence-reading step, :class:`calrl.co
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -51,7 +50,7 @@ import torch
 from calrl.confidence import ConfidenceReader, extract_answer, is_abstention
 from calrl.confidence.missing import SCORING_RULE_MISSING, check_missing_policy
 from calrl.confidence.reading import check_parser
-from calrl.errors import ConfigError, InputError
+from calrl.errors import ConfigError, InputError, did_you_mean
 from calrl.grading import get_grader
 from calrl.rewards import terms as reward_terms
 from calrl.rewards.correctness import grade_completions, reference_list
@@ -255,9 +254,8 @@ def _summable(name: Any, field_name: str) -> type[RewardTerm]:
     cls = reward_terms.REWARD_TERMS.get(name) if isinstance(name, str) else None
     allowed = summable_terms()
     if cls is None:
-        hint = difflib.get_close_matches(str(name), allowed, n=1)
-        raise ConfigError(f"unknown reward {name!r}; choose from {', '.join(allowed)}"
-                          + (f" (did you mean '{hint[0]}'?)" if hint else ""), field=field_name)
+        raise ConfigError(f"unknown reward {name!r}; choose from {', '.join(allowed)}{did_you_mean(name, allowed)}",
+                          field=field_name)
     if not cls.per_completion():
         raise ConfigError(f"the {name} term {cls.transforms}: GRPO and RLOO sum weighted per-completion rewards "
                           f"(TRL), so it cannot be one of them; choose from {', '.join(allowed)}", field=field_name)
@@ -276,9 +274,8 @@ def _entry(i: int, spec: Any) -> tuple[dict[str, Any], float]:
     allowed = ["weight", *cls.options]
     unknown = [key for key in entry if key != "name" and key not in allowed]
     if unknown:
-        hint = difflib.get_close_matches(str(unknown[0]), allowed, n=1)
         raise ConfigError(f"unknown option {unknown[0]!r} of the {cls.name} term; it takes {', '.join(allowed)}"
-                          + (f" (did you mean '{hint[0]}'?)" if hint else ""), field=f"rewards[{i}]")
+                          + did_you_mean(unknown[0], allowed), field=f"rewards[{i}]")
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
         raise ConfigError(f"must be a finite number, got {weight!r}", field=f"rewards[{i}].weight")
     return entry, float(weight)

@@ -11,7 +11,6 @@ ppo_c, ...) cannot, and says why in :attr:`RewardTerm.transforms`.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from calrl.confidence import ConfidenceReader, extract_answer, is_abstention
-from calrl.errors import ConfigError, TrainingFault
+from calrl.errors import ConfigError, TrainingFault, did_you_mean
 from calrl.rewards.correctness import CorrectnessReward
 
 References = Sequence[Sequence[str] | str | None]
@@ -208,9 +207,8 @@ class RewardTerm:
     def _choice(self, key: str, allowed: Sequence[Any]) -> None:
         value = getattr(self, key)
         if value not in allowed:
-            hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
             raise self._error(key, f"must be one of {', '.join(map(str, allowed))}, got {value!r}"
-                              + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+                              + did_you_mean(value, allowed))
 
 
 REWARD_TERMS: dict[str, type[RewardTerm]] = {}

@@ -38,13 +38,12 @@ or any registered term with :meth:`RewardTerm.values`), each with TRL's ``weight
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
 
-from calrl.errors import ConfigError
+from calrl.errors import ConfigError, did_you_mean
 from calrl.rewards.confidence_terms import AbstentionTerm, BrierTerm, FormatTerm, LogScoreTerm
 from calrl.rewards.ppo_c import PPOCAdjuster, PPOCConfig, batch_statistic
 from calrl.rewards.term_base import (
@@ -79,15 +78,13 @@ def build_reward_terms(specs: Iterable[Mapping[str, Any] | str], context: TermCo
         name = entry.pop("name")
         cls = REWARD_TERMS.get(name)
         if cls is None:
-            hint = difflib.get_close_matches(str(name), REWARD_TERMS, n=1)
             raise ConfigError(f"unknown reward term {name!r}; choose from {', '.join(REWARD_TERMS)}"
-                              + (f" (did you mean '{hint[0]}'?)" if hint else ""), field=f"rewards[{i}].name")
+                              + did_you_mean(name, REWARD_TERMS), field=f"rewards[{i}].name")
         unknown = [k for k in entry if k not in cls.options]
         if unknown:
-            hint = difflib.get_close_matches(unknown[0], cls.options, n=1)
             raise ConfigError(f"unknown option {unknown[0]!r} of the {name} term; it takes "
                               f"{', '.join(cls.options) or 'no options'}"
-                              + (f" (did you mean '{hint[0]}'?)" if hint else ""), field=f"rewards[{i}]")
+                              + did_you_mean(unknown[0], cls.options), field=f"rewards[{i}]")
         ctx = TermContext(context.rm_stats, context.accelerator, context.average_chunk, tuple(terms),
                           context.model_loaded)
         terms.append(cls(ctx, **entry))

@@ -21,7 +21,6 @@ Generation and the frozen models are compiled only where the trained module is n
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,17 +28,12 @@ from typing import Any
 import torch
 from accelerate.utils import DistributedType, is_compiled_module
 
-from calrl.errors import ConfigError
+from calrl.errors import ConfigError, did_you_mean
 
 #: strategies under which only accelerate's compile of the trained module applies
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
 #: ``torch.compile``'s modes (its documentation's list)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def _hint(value: str, choices: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(value, choices, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def check_compile_keys(backend: str | None, mode: str | None) -> None:
@@ -48,10 +42,10 @@ def check_compile_keys(backend: str | None, mode: str | None) -> None:
     if backend is not None:
         known = torch.compiler.list_backends(exclude_tags=())  # imports torch._dynamo: only when a backend is named
         if backend not in known:
-            raise ConfigError(f"torch.compile has no backend {backend!r}{_hint(backend, known)}; it has "
+            raise ConfigError(f"torch.compile has no backend {backend!r}{did_you_mean(backend, known)}; it has "
                               f"{', '.join(torch.compiler.list_backends())}", field="torch_compile_backend")
     if mode is not None and mode not in COMPILE_MODES:
-        raise ConfigError(f"must be one of {', '.join(COMPILE_MODES)}, got {mode!r}{_hint(mode, COMPILE_MODES)}",
+        raise ConfigError(f"must be one of {', '.join(COMPILE_MODES)}, got {mode!r}{did_you_mean(mode, COMPILE_MODES)}",
                           field="torch_compile_mode")
 
 

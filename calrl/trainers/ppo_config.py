@@ -18,14 +18,13 @@ it is built.
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from transformers import TrainingArguments
 
-from calrl.errors import ConfigError
+from calrl.errors import ConfigError, did_you_mean
 from calrl.rewards.pipeline import RewardPipelineConfig
 from calrl.rewards.terms import RewardTerm, find_term
 from calrl.trainers.ppo_compile import check_compile_keys
@@ -138,9 +137,8 @@ class CalibratedPPOConfig(RewardPipelineConfig, TrainingArguments):
         for name, allowed in MODE_CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
-                hint = difflib.get_close_matches(str(value), allowed, n=1)
                 raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}"
-                                  + (f" (did you mean '{hint[0]}'?)" if hint else ""), field=name)
+                                  + did_you_mean(value, allowed), field=name)
         check_compile_keys(self.torch_compile_backend, self.torch_compile_mode)
         if self.stop_token not in (None, "eos"):
             raise ConfigError(f"must be 'eos' or null, got {self.stop_token!r}", field="stop_token")
