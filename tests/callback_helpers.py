@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from calrl.callbacks.calibration_eval import CalibrationEvalConfig
 from calrl.data.heldout import EvalItem
 from calrl.generation.prompts import ElicitationPrompt
 from calrl.tiny.models import build_tiny_causal_lm, build_word_tokenizer
@@ -62,3 +63,8 @@ def build_scripted_policy(steps: int = 150, seed: int = 0):
         optimizer.zero_grad()
     model.eval()
     return model, tokenizer
+
+
+def eval_config(**kw) -> CalibrationEvalConfig:
+    """The callback tests' eval config: the scripted items, batch 4, 12 new tokens (``kw`` overrides)."""
+    return CalibrationEvalConfig(**{"eval_items": ITEMS, "batch_size": 4, "max_new_tokens": 12, **kw})

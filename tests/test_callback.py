@@ -28,7 +28,7 @@ from calrl.generation.generate import generate_predictions
 from calrl.tiny.models import build_tiny_reward_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from callback_helpers import EXPECTED, ITEMS, PROMPT, build_scripted_policy, target_response
+from callback_helpers import EXPECTED, ITEMS, PROMPT, build_scripted_policy, eval_config, target_response
 
 EVAL_KEYS = ("eval/ece", "eval/brier", "eval/auroc", "eval/accuracy", "eval/refusal_rate",
              "eval/mean_confidence", "eval/smece", "eval/slice/parity=even/ece", "eval/slice/parity=odd/ece")
@@ -45,7 +45,7 @@ def scripted():
 
 
 def _config(**kw):
-    return CalibrationEvalConfig(**{"eval_items": ITEMS, "batch_size": 4, "max_new_tokens": 12, **kw})
+    return eval_config(**kw)
 
 
 def _check_expected(logged):

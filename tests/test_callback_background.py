@@ -15,7 +15,7 @@ from transformers import TrainerControl, TrainerState
 
 from calrl.callbacks import eval_output
 from calrl.callbacks.background import OrderedWorker
-from calrl.callbacks.calibration_eval import CalibrationEvalCallback, CalibrationEvalConfig, scalar_metrics
+from calrl.callbacks.calibration_eval import CalibrationEvalCallback, scalar_metrics
 from calrl.callbacks.wandb_utils import (
     find_offline_runs,
     init_wandb_run,
@@ -28,7 +28,7 @@ from calrl.eval.runner import compute_results
 from calrl.generation.generate import PromptCache, generate_predictions
 
 sys.path.insert(0, str(Path(__file__).parent))
-from callback_helpers import EXPECTED, ITEMS, PROMPT, build_scripted_policy
+from callback_helpers import EXPECTED, ITEMS, PROMPT, build_scripted_policy, eval_config
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def scripted():
 
 
 def _config(**kw):
-    return CalibrationEvalConfig(**{"eval_items": ITEMS, "batch_size": 4, "max_new_tokens": 12, **kw})
+    return eval_config(**kw)
 
 
 # ------------------------------------------------------------------------------------------- OrderedWorker

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainerControl, TrainerState
 
-from calrl.callbacks.calibration_eval import CalibrationEvalCallback, CalibrationEvalConfig
+from calrl.callbacks.calibration_eval import CalibrationEvalCallback
 from calrl.callbacks.wandb_panels import (
     CONFIDENTLY_WRONG_KEY,
     PERFECT_CALIBRATION,
@@ -33,7 +33,7 @@ from calrl.data.records import PredictionRecord, ResolvedRecord
 from calrl.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from callback_helpers import EXPECTED, ITEMS, SCRIPT, build_scripted_policy
+from callback_helpers import EXPECTED, ITEMS, SCRIPT, build_scripted_policy, eval_config
 
 CURVE_TABLE = f"{RELIABILITY_CURVE_KEY}_table"  # where wandb.plot.line stores its table
 
@@ -44,7 +44,7 @@ def scripted():
 
 
 def _config(**kw):
-    return CalibrationEvalConfig(**{"eval_items": ITEMS, "batch_size": 4, "max_new_tokens": 12, **kw})
+    return eval_config(**kw)
 
 
 # ------------------------------------------------------------------------------------------- pure parts

@@ -12,13 +12,13 @@ from types import SimpleNamespace
 import pytest
 from datasets import Dataset
 
-from calrl.callbacks.calibration_eval import CalibrationEvalCallback, CalibrationEvalConfig
+from calrl.callbacks.calibration_eval import CalibrationEvalCallback
 from calrl.callbacks.wandb_panels import summary_panel
 from calrl.callbacks.wandb_utils import find_offline_runs, init_wandb_run, read_offline_history
 from calrl.tiny.models import build_tiny_reward_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from callback_helpers import EXPECTED, ITEMS, PROMPT, build_scripted_policy
+from callback_helpers import EXPECTED, ITEMS, PROMPT, build_scripted_policy, eval_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,8 +29,7 @@ def scripted():
 
 
 def _config(**kw):
-    return CalibrationEvalConfig(**{"eval_items": ITEMS, "batch_size": 4, "max_new_tokens": 12,
-                                    "eval_on_start": True, **kw})
+    return eval_config(**{"eval_on_start": True, **kw})
 
 
 def _eval_rows(tmp_path):
