@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from calrl.cli.main import main
+from calrl.demo.layout import task_name
 from calrl.demo.preferences import build_factcheck_rows, build_preference_rows
 from calrl.demo.recipes import MAIN_POLICIES, POLICIES, REWARD_MODELS, RL_POLICIES, RM_BASE
 from calrl.demo.report import CHECK_TEXT, HEADLINE_COLUMNS, fmt_agg
@@ -143,15 +144,21 @@ def test_recipes_validate_against_the_recipe_schema(tmp_path):
     config = full_config(tmp_path / "study", policies=POLICIES)  # every recipe the study can write
     layout = Layout(config.out)
     write_world_files(config, layout)
-    for seed in config.seeds:  # fake what the recipes point at, so validation reaches every key
-        for name in ("sft", "rm_init", RM_BASE, *REWARD_MODELS):
-            (layout.model_dir(seed, name)).mkdir(parents=True)
-        layout.filtered(seed).parent.mkdir(parents=True)
-        shutil.copyfile(layout.preferences / "train.jsonl", layout.filtered(seed))  # as if the filter kept all
+    for name in ("sft", "rm_init", RM_BASE, *REWARD_MODELS):  # fake what the recipes point at, so validation
+        (layout.model_dir(0, name)).mkdir(parents=True)    # reaches every key
+    layout.filtered().parent.mkdir(parents=True)
+    shutil.copyfile(layout.preferences / "train.jsonl", layout.filtered())  # as if the filter kept all
     tasks = {t.name: t for t in build_tasks(config, layout)}
+    # one SFT policy and one reward-model chain, shared by every seed (seeded with the first seed)
+    shared = [n for n in tasks if n.startswith("shared/")]
+    assert sorted(shared) == sorted(["shared/sft", "shared/eval/sft", "shared/filter",
+                                     *[f"shared/{rm}" for rm in (RM_BASE, *REWARD_MODELS)]])
+    assert layout.model_dir(3, "sft") == layout.model_dir(0, "sft") != layout.model_dir(3, "ppo")
+    assert tasks["seed3/ppo_m"].deps == ["shared/rm_calibrated"] and tasks["seed3/grpo_brier"].deps == ["shared/sft"]
+    assert tasks["seed3/gate/ppo-vs-sft"].deps == ["seed3/eval/ppo", "shared/eval/sft"]
     methods = {RM_BASE: "rm", "rm_plain": "rm", "rm_calibrated": "rm", "grpo_brier": "grpo"}
     for name in (RM_BASE, *REWARD_MODELS, *RL_POLICIES):
-        task = tasks[f"seed0/{name}"]
+        task = tasks[task_name(0, name)]
         task.prepare()
         recipe = load_recipe(layout.recipe(0, name), method=methods.get(name, "ppo"))
         assert recipe.wandb.mode == "offline" and recipe.training.report_to in ("wandb", ["wandb"])
@@ -174,9 +181,9 @@ def test_recipes_validate_against_the_recipe_schema(tmp_path):
     calibrated = load_recipe(layout.recipe(0, "rm_calibrated"), method="rm")
     assert calibrated.model.reward_model.endswith("rm_plain") and calibrated.training.calibration_lambda > 0
     assert calibrated.training.pairs_config().pairing == "ordered" and plain.training.pairs_config().pairing == "ranges"
-    assert calibrated.data.train == str(layout.calibration_pairs(0))
-    assert tasks["seed0/rm_calibrated"].deps == ["seed0/filter"] and tasks["seed0/filter"].deps == ["seed0/rm_plain"]
-    command = tasks["seed0/filter"].command()
+    assert calibrated.data.train == str(layout.calibration_pairs())
+    assert tasks["shared/rm_calibrated"].deps == ["shared/filter"] and tasks["shared/filter"].deps == ["shared/rm_plain"]
+    command = tasks["shared/filter"].command()
     assert command[3:5] == ["data", "filter-preferences"]
     assert [command[i + 1] for i, c in enumerate(command) if c == "--reward-model"] == [
         str(layout.model_dir(0, RM_BASE)), str(layout.model_dir(0, "rm_plain"))]
@@ -184,7 +191,7 @@ def test_recipes_validate_against_the_recipe_schema(tmp_path):
 
 
 def test_tasks_launch_stage_by_stage(tmp_path):
-    """Long chains first: every seed's SFT, then the reward models, policies, evals and gates, seed by seed."""
+    """Long chains first: the shared SFT, then the reward models, the policies, evals and gates, seed by seed."""
     from calrl.demo.study import STAGE_ORDER, scheduled
 
     config = full_config(tmp_path / "study", seeds=[0, 1])
@@ -192,7 +199,9 @@ def test_tasks_launch_stage_by_stage(tmp_path):
     order = scheduled(tasks)
     assert sorted(t.name for t in order) == sorted(t.name for t in tasks)
     ranks = [STAGE_ORDER.index(t.stage) for t in order]
-    assert ranks == sorted(ranks) and [t.name for t in order[:2]] == ["seed0/sft", "seed1/sft"]
+    assert ranks == sorted(ranks) and order[0].name == "shared/sft"
+    policies = [t.name for t in order if t.stage == "policies"]
+    assert policies[:2] == ["seed0/ppo", "seed0/ppo_m"] and policies[-1] == "seed1/grpo_brier"
     assert order[-1].stage == "gate"
 
 

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from calrl.data.readers import read_rows
-from calrl.demo.layout import Layout, gate_pairs
+from calrl.demo.layout import SHARED, SHARED_RUNS, Layout, eval_task_name, gate_pairs, task_name
 from calrl.demo.preferences import PreferenceConfig, build_factcheck_rows, build_preference_rows
 from calrl.demo.recipes import (
     FULL_POLICIES,
@@ -142,13 +142,15 @@ def write_world_files(config: StudyConfig, layout: Layout) -> dict[str, int]:
 
 # --------------------------------------------------------------------------------------------- the tasks
 def build_tasks(config: StudyConfig, layout: Layout) -> list[Task]:
-    """Every stage process of the study, seed by seed (``scheduled`` orders them for launch)."""
-    tasks: list[Task] = []
+    """Every stage process of the study: the shared SFT policy and reward models (seeded with the study's first
+    seed), then every seed's RL policies, evals and gates (``scheduled`` orders them for launch)."""
+    base_seed = config.seeds[0]
+    tasks = [_sft_task(config, layout, base_seed), *_reward_model_tasks(config, layout, base_seed),
+             _eval_task(config, layout, base_seed, "sft")]
     for seed in config.seeds:
-        tasks.append(_sft_task(config, layout, seed))
-        tasks += _reward_model_tasks(config, layout, seed)
         tasks += _policy_tasks(config, layout, seed)
-        tasks += _eval_and_gate_tasks(config, layout, seed)
+        tasks += [_eval_task(config, layout, seed, p) for p in config.policies if p not in SHARED_RUNS]
+        tasks += _gate_tasks(config, layout, seed)
     return tasks
 
 
@@ -157,7 +159,7 @@ def _sft_task(config: StudyConfig, layout: Layout, seed: int) -> Task:
     sft_dir = layout.model_dir(seed, "sft")
     init_dir = layout.model_dir(seed, "rm_init")
     sft_model = SFTModelConfig(**{**asdict(config.sft), "seed": seed})
-    model_file = layout.seed_dir(seed) / "sft_config.json"
+    model_file = sft_dir.parent / "sft_config.json"
 
     def prep_sft(model_file: Path = model_file, sft_model: SFTModelConfig = sft_model) -> str:
         write_json(model_file, asdict(sft_model))
@@ -165,7 +167,7 @@ def _sft_task(config: StudyConfig, layout: Layout, seed: int) -> Task:
                 + layout.world_config.read_text())
 
     return Task(
-        name=f"seed{seed}/sft", stage="sft", prepare=prep_sft,
+        name=task_name(seed, "sft"), stage="sft", prepare=prep_sft,
         outputs=[*_model_files(sft_dir), *_model_files(init_dir)],
         command=lambda: [
             sys.executable, "-m", "calrl.demo.sft", "--world", str(layout.world_config),
@@ -174,38 +176,37 @@ def _sft_task(config: StudyConfig, layout: Layout, seed: int) -> Task:
 
 
 def _reward_model_tasks(config: StudyConfig, layout: Layout, seed: int) -> list[Task]:
-    """rm_base -> rm_plain -> filter -> rm_calibrated."""
-    r, s = config.recipes, f"seed{seed}"
+    """rm_base -> rm_plain -> filter -> rm_calibrated (shared by every seed, seeded with ``seed``)."""
+    r = config.recipes
     init_dir = layout.model_dir(seed, "rm_init")
     tasks: list[Task] = []
-    calibration_pairs = layout.calibration_pairs(seed)
-    kept = layout.filtered(seed)
+    calibration_pairs = layout.calibration_pairs()
+    kept = layout.filtered()
     tasks.append(Task(
-        name=f"{s}/filter", stage="reward models", deps=[f"{s}/rm_plain"],
+        name=f"{SHARED}/filter", stage="reward models", deps=[task_name(seed, "rm_plain")],
         prepare=lambda: _file_digest(layout.preferences / "train.jsonl"), outputs=[kept],
-        command=lambda seed=seed, kept=kept: [
+        command=lambda: [
             *CLI, "data", "filter-preferences", *RERUN, "--input", str(layout.preferences / "train.jsonl"),
             "--reward-model", str(layout.model_dir(seed, RM_BASE)),
             "--reward-model", str(layout.model_dir(seed, "rm_plain")),
             "--keep-fraction", str(r.rm.keep_fraction), "--system-prompt", "--batch-size", "64", "--out", str(kept)]))
-    chain = {RM_BASE: ("sft", init_dir, layout.factchecks),
-             "rm_plain": (RM_BASE, layout.model_dir(seed, RM_BASE), layout.preferences),
-             "rm_calibrated": ("filter", layout.model_dir(seed, "rm_plain"), calibration_pairs)}
+    chain = {RM_BASE: (task_name(seed, "sft"), init_dir, layout.factchecks),
+             "rm_plain": (task_name(seed, RM_BASE), layout.model_dir(seed, RM_BASE), layout.preferences),
+             "rm_calibrated": (f"{SHARED}/filter", layout.model_dir(seed, "rm_plain"), calibration_pairs)}
     for rm, (previous, start, data_dir) in chain.items():
         recipe_path = layout.recipe(seed, rm)
         rm_dir = layout.model_dir(seed, rm)
 
-        def prep_rm(rm=rm, recipe_path=recipe_path, rm_dir=rm_dir, seed=seed, data_dir=data_dir,
-                    start=start) -> str:
+        def prep_rm(rm=rm, recipe_path=recipe_path, rm_dir=rm_dir, data_dir=data_dir, start=start) -> str:
             if rm == "rm_calibrated":
-                write_calibration_pairs(layout.filtered(seed), layout.preferences / "test.jsonl", data_dir)
+                write_calibration_pairs(kept, layout.preferences / "test.jsonl", data_dir)
             recipe = reward_model_recipe(rm, init_dir=start, preferences_dir=data_dir, out_dir=rm_dir,
                                          seed=seed, settings=r.rm)
             write_recipe(recipe, recipe_path)
             return recipe_path.read_text() + _file_digest(data_dir / "train.jsonl") + _file_digest(
                 data_dir / "test.jsonl")
 
-        tasks.append(Task(name=f"{s}/{rm}", stage="reward models", deps=[f"{s}/{previous}"], prepare=prep_rm,
+        tasks.append(Task(name=task_name(seed, rm), stage="reward models", deps=[previous], prepare=prep_rm,
                           outputs=[rm_dir / "reward_model_report.json", *_model_files(rm_dir)],
                           command=lambda recipe_path=recipe_path: [*CLI, "train-rm", "--config",
                                                                    str(recipe_path), *RERUN]))
@@ -214,18 +215,17 @@ def _reward_model_tasks(config: StudyConfig, layout: Layout, seed: int) -> list[
 
 
 def _policy_tasks(config: StudyConfig, layout: Layout, seed: int) -> list[Task]:
-    """The RL policies: train-ppo against their reward model, train-grpo with the Brier reward."""
-    r, s = config.recipes, f"seed{seed}"
+    """The RL policies of one seed: train-ppo against their reward model, train-grpo with the Brier reward."""
+    r = config.recipes
     sft_dir = layout.model_dir(seed, "sft")
     tasks: list[Task] = []
     for policy in (p for p in RL_POLICIES if p in config.policies):
         recipe_path = layout.recipe(seed, policy)
         out_dir = layout.model_dir(seed, policy)
         rm_name = reward_model_of(policy)
-        deps = [f"{s}/sft"] if policy == "grpo_brier" else [f"{s}/{rm_name}"]
+        deps = [task_name(seed, "sft" if policy == "grpo_brier" else rm_name)]
 
-        def prep_policy(policy=policy, recipe_path=recipe_path, out_dir=out_dir, seed=seed, sft_dir=sft_dir,
-                        rm_name=rm_name) -> str:
+        def prep_policy(policy=policy, recipe_path=recipe_path, out_dir=out_dir, rm_name=rm_name) -> str:
             if policy == "grpo_brier":
                 recipe = grpo_recipe(sft_dir=sft_dir, prompts_file=layout.prompts_file, eval_file=layout.eval_file,
                                      out_dir=out_dir, seed=seed, settings=r.grpo, eval_settings=r.eval,
@@ -238,7 +238,7 @@ def _policy_tasks(config: StudyConfig, layout: Layout, seed: int) -> list[Task]:
             return recipe_path.read_text() + _file_digest(layout.prompts_file) + _file_digest(layout.eval_file)
 
         command = "train-grpo" if policy == "grpo_brier" else "train-ppo"
-        tasks.append(Task(name=f"{s}/{policy}", stage="policies", deps=deps, prepare=prep_policy,
+        tasks.append(Task(name=task_name(seed, policy), stage="policies", deps=deps, prepare=prep_policy,
                           outputs=_model_files(out_dir),
                           command=lambda command=command, recipe_path=recipe_path: [*CLI, command, "--config",
                                                                                     str(recipe_path), *RERUN]))
@@ -246,29 +246,33 @@ def _policy_tasks(config: StudyConfig, layout: Layout, seed: int) -> list[Task]:
     return tasks
 
 
-def _eval_and_gate_tasks(config: StudyConfig, layout: Layout, seed: int) -> list[Task]:
-    """calrl eval of every policy, calrl compare of the gated pairs."""
-    r, s = config.recipes, f"seed{seed}"
-    tasks: list[Task] = []
-    for policy in config.policies:
-        eval_dir = layout.eval_dir(seed, policy)
-        model_dir = layout.model_dir(seed, policy)
-        tasks.append(Task(
-            name=f"{s}/eval/{policy}", stage="eval", deps=[f"{s}/{policy}"],
-            prepare=lambda: _file_digest(layout.eval_file), outputs=[eval_dir / "metrics.json"],
-            command=lambda eval_dir=eval_dir, model_dir=model_dir, policy=policy, seed=seed: [
-                *CLI, "eval", *RERUN, "--model", str(model_dir), "--dataset", str(layout.eval_file),
-                "--out", str(eval_dir), "--prompt-scale", "0-10", "--batch-size", str(r.eval.batch_size),
-                "--max-new-tokens", str(r.eval.max_new_tokens), "--bootstrap", str(r.eval.bootstrap),
-                "--seed", str(seed), "--title", f"{METHOD_NAMES[policy]} (seed {seed})"]))
+def _eval_task(config: StudyConfig, layout: Layout, seed: int, policy: str) -> Task:
+    """calrl eval of one policy on the held-out items."""
+    r = config.recipes
+    eval_dir = layout.eval_dir(seed, policy)
+    model_dir = layout.model_dir(seed, policy)
+    title = METHOD_NAMES[policy] + ("" if policy in SHARED_RUNS else f" (seed {seed})")
+    return Task(
+        name=eval_task_name(seed, policy), stage="eval", deps=[task_name(seed, policy)],
+        prepare=lambda: _file_digest(layout.eval_file), outputs=[eval_dir / "metrics.json"],
+        command=lambda: [
+            *CLI, "eval", *RERUN, "--model", str(model_dir), "--dataset", str(layout.eval_file),
+            "--out", str(eval_dir), "--prompt-scale", "0-10", "--batch-size", str(r.eval.batch_size),
+            "--max-new-tokens", str(r.eval.max_new_tokens), "--bootstrap", str(r.eval.bootstrap),
+            "--seed", str(seed), "--title", title])
 
+
+def _gate_tasks(config: StudyConfig, layout: Layout, seed: int) -> list[Task]:
+    """calrl compare of the gated pairs of one seed."""
+    r = config.recipes
+    tasks: list[Task] = []
     for candidate, baseline in gate_pairs(config.policies):
         gate_dir = layout.gate_dir(seed, candidate, baseline)
         tasks.append(Task(
-            name=f"{s}/gate/{candidate}-vs-{baseline}", stage="gate",
-            deps=[f"{s}/eval/{candidate}", f"{s}/eval/{baseline}"], outputs=[gate_dir / "gate.json"],
+            name=f"seed{seed}/gate/{candidate}-vs-{baseline}", stage="gate",
+            deps=[eval_task_name(seed, candidate), eval_task_name(seed, baseline)], outputs=[gate_dir / "gate.json"],
             ok_codes=(0, 1),  # 1 = the gate blocks: a verdict, not a failure
-            command=lambda gate_dir=gate_dir, candidate=candidate, baseline=baseline, seed=seed: [
+            command=lambda gate_dir=gate_dir, candidate=candidate, baseline=baseline: [
                 *CLI, "compare", *RERUN, "--baseline", str(layout.eval_dir(seed, baseline)),
                 "--candidate", str(layout.eval_dir(seed, candidate)), "--out", str(gate_dir),
                 "--bootstrap", str(r.eval.gate_bootstrap), "--seed", str(seed)]))
@@ -284,7 +288,7 @@ def write_calibration_pairs(kept: Path, test: Path, folder: Path) -> None:
 
 
 def scheduled(tasks: list[Task]) -> list[Task]:
-    """The tasks in launch order: earlier stages first (every seed's SFT, then the reward models, the policies,
+    """The tasks in launch order: earlier stages first (the shared SFT, then the reward models, the policies,
     the evals, the gates), seed by seed within a stage. The runner starts the first ready task of the list, so
     the long chains (SFT -> reward models -> PPO) start early and the short evals and gates fill the end
     (measured on 2 cores: both busy 99% of the wall clock, against 95% in seed order)."""

@@ -67,15 +67,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def filter_composition(layout: Layout, seeds: list[int]) -> dict[str, Any]:
-    """Per seed, how many comparisons of each kind ``calrl data filter-preferences`` kept for the calibrated
-    reward model (the stronger half by preference strength should be mostly the fact checks)."""
-    per_seed = {}
-    for seed in seeds:
-        path = layout.filtered(seed)
-        per_seed[str(seed)] = dict(sorted(Counter(r.get("kind") for r in read_rows(path)).items())) if path.is_file() \
-            else {}
-    return {"per_seed": per_seed}
+def filter_composition(layout: Layout) -> dict[str, Any]:
+    """How many comparisons of each kind ``calrl data filter-preferences`` kept for the calibrated reward model
+    (the stronger half by preference strength should be mostly the fact checks)."""
+    path = layout.filtered()
+    return {"kept": dict(sorted(Counter(r.get("kind") for r in read_rows(path)).items())) if path.is_file() else {}}
 
 
 def policy_entry(policy: str, layout: Layout, seeds: list[int]) -> dict[str, Any]:
@@ -98,7 +94,8 @@ def policy_entry(policy: str, layout: Layout, seeds: list[int]) -> dict[str, Any
 
 
 def reward_model_entries(layout: Layout, seeds: list[int]) -> dict[str, Any]:
-    """Each reward model's confidence-bias probe (``reward_model_report.json``) per seed, aggregated."""
+    """Each reward model's confidence-bias probe (``reward_model_report.json``) per seed of ``seeds`` (the
+    study trains them once, seeded with its first seed: ``seeds`` is that one), aggregated."""
     reward_models = {}
     for rm in (RM_BASE, *REWARD_MODELS):
         per_seed = {}
@@ -158,8 +155,9 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
         "slice_key": SLICE_KEY,
         "slices": list(config.world.groups),
         "policies": {policy: policy_entry(policy, layout, seeds) for policy in config.policies},
-        "reward_models": reward_model_entries(layout, seeds),
-        "calibration_filter": filter_composition(layout, seeds),
+        "shared_seed": seeds[0],  # the seed of the SFT policy and reward models every seed's RL starts from
+        "reward_models": reward_model_entries(layout, seeds[:1]),
+        "calibration_filter": filter_composition(layout),
         "abstention_reward": abstention,
         "gates": gate_entries(layout, seeds, config.policies),
         "timings": stage_timings(results),

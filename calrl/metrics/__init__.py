@@ -33,6 +33,7 @@ from calrl.metrics.scores import (
     binary_auroc,
     brier_score,
     mean_stderr,
+    paired_difference_interval,
     risk_coverage_curve,
 )
 
@@ -60,6 +61,7 @@ __all__ = [
     "max_calibration_error",
     "mean_stderr",
     "paired_bootstrap",
+    "paired_difference_interval",
     "reliability_bins",
     "risk_coverage_curve",
     "smooth_ece",
