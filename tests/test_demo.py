@@ -21,7 +21,15 @@ from calrl.demo.preferences import build_factcheck_rows, build_preference_rows
 from calrl.demo.recipes import MAIN_POLICIES, POLICIES, REWARD_MODELS, RL_POLICIES, RM_BASE
 from calrl.demo.report import CHECK_TEXT, HEADLINE_COLUMNS, fmt_agg
 from calrl.demo.sft import ABSTAIN_TEXT, SFTTargetConfig, build_demo_tokenizer, sft_target
-from calrl.demo.study import Layout, build_tasks, full_config, gate_pairs, quick_config, write_world_files
+from calrl.demo.study import (
+    Layout,
+    build_tasks,
+    final_eval_predictions,
+    full_config,
+    gate_pairs,
+    quick_config,
+    write_world_files,
+)
 from calrl.demo.summary import METRIC_KEYS, aggregate, policy_numbers
 from calrl.demo.world import FREQUENCIES, WorldConfig, build_world, group_of
 
@@ -268,7 +276,10 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     # summary == each policy's metrics.json (written by `calrl eval`)
     for policy in MAIN_POLICIES:
         metrics = json.loads((layout.eval_dir(0, policy) / "metrics.json").read_text())
-        assert (layout.eval_dir(0, policy) / "predictions.jsonl").is_file()
+        if policy == "sft":  # generated from the checkpoint
+            assert (layout.eval_dir(0, policy) / "predictions.jsonl").is_file()
+        else:  # scored from the answers the training callback generated after the last epoch
+            assert metrics["config"]["predictions"].endswith("calibration_eval/epoch-3/predictions.jsonl")
         entry = summary["policies"][policy]
         expected = policy_numbers(metrics)
         for key in METRIC_KEYS:
@@ -285,6 +296,16 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         assert 0.0 <= entry["aurc_all_items"]["mean"] <= 1.0
         for group, agg in entry["slice_ece"].items():
             assert agg["values"] == [metrics["slices"]["group"][group]["ece"]]
+
+    # those answers are the ones `calrl eval --model` generates from the saved policy, byte for byte
+    config = quick_config(out)
+    again = tmp_path / "eval_again"
+    assert main(["eval", "--model", str(layout.model_dir(0, "ppo_m")), "--dataset", str(layout.eval_file),
+                 "--out", str(again), "--prompt-scale", "0-10", "--batch-size", str(config.recipes.eval.batch_size),
+                 "--max-new-tokens", str(config.recipes.eval.max_new_tokens), "--bootstrap", "0"]) == 0
+    capsys.readouterr()
+    hook_answers = final_eval_predictions(config, layout, 0, "ppo_m")
+    assert (again / "predictions.jsonl").read_bytes() == hook_answers.read_bytes()
 
     # gates: every RL policy against SFT and against vanilla PPO, verdicts as `calrl compare` wrote them
     assert {(g["candidate"], g["baseline"]) for g in summary["gates"]} == set(gate_pairs(MAIN_POLICIES))

@@ -177,6 +177,11 @@ def test_the_one_seed_run_says_which_claims_it_cannot_support(studies):
     assert "95% interval (seeds)" not in _section(markdown, "ECE difference to vanilla PPO, per seed")
     assert "±" not in _section(markdown, "Held-out results").split("\n- ")[0]
     assert "cannot support any claim about seeds" in readme_table(summary)
+    # the accuracy claims: no verdict from 80 paired answers, said why, in the list and in the table
+    assert "n/a (pooled answers): PPO-M: accuracy at most 2 points below PPO's" in markdown
+    assert "no verdict: 80 paired answers cannot show it" in markdown
+    assert "no verdict (n = 80)" in _section(markdown, "Accuracy difference to vanilla PPO (points)")
+    assert "Tango's paired 95% interval" in readme_table(summary)
 
 
 def test_a_study_of_several_seeds_has_no_one_seed_caveat(studies):

@@ -16,8 +16,10 @@ from calrl.formatting import fmt as format_number
 
 CHECK_TEXT = {
     "ppo_more_overconfident_than_sft": "PPO (reward model alone) ends more confident and worse calibrated than SFT "
-                                       "(higher mean confidence and higher ECE)",
-    "ppo_v_more_overconfident_than_sft": "PPO + correctness ends more confident and worse calibrated than SFT",
+                                       "(higher mean stated confidence on the questions both answered, and higher "
+                                       "ECE)",
+    "ppo_v_more_overconfident_than_sft": ("PPO + correctness ends more confident and worse calibrated than SFT (on "
+                                          "the questions both answered)"),
     "ppo_more_confident_every_slice": "PPO (reward model alone) states higher confidence than SFT in every slice "
                                       "and has higher ECE",
     "ppo_v_more_confident_every_slice": "PPO + correctness states higher confidence than SFT in every slice and "
@@ -26,8 +28,12 @@ CHECK_TEXT = {
                                         "never-seen people (answers it cannot know) and has higher ECE",
     "ppo_v_more_confident_on_never_seen": "PPO + correctness states higher confidence than SFT on the never-seen "
                                           "people and has higher ECE",
-    "ppo_m_lower_ece_than_ppo_same_accuracy": "PPO-M: ECE at least 30% lower than PPO's, accuracy within 2 points",
-    "ppo_c_lower_ece_than_ppo_same_accuracy": "PPO-C: ECE at least 30% lower than PPO's, accuracy within 2 points",
+    "ppo_m_lower_ece_than_ppo": "PPO-M: ECE at least 30% lower than PPO's",
+    "ppo_m_accuracy_not_worse_than_ppo": ("PPO-M: accuracy at most 2 points below PPO's (paired 95% interval of the "
+                                          "difference above -2 points)"),
+    "ppo_c_lower_ece_than_ppo": "PPO-C: ECE at least 30% lower than PPO's",
+    "ppo_c_accuracy_not_worse_than_ppo": ("PPO-C: accuracy at most 2 points below PPO's (paired 95% interval of the "
+                                          "difference above -2 points)"),
     "ppo_c_abstain_abstains_where_it_cannot_know": (
         f"PPO-C + abstention abstains on most never-seen people (refusal rate at least {ABSTAIN_NEVER_MIN:g}) and "
         f"almost never on well-known ones (at most {ABSTAIN_OFTEN_MAX:g})"),
@@ -89,6 +95,23 @@ def one_seed_caveat(summary: dict[str, Any]) -> str | None:
     return text
 
 
+def points(value: float | None) -> str:
+    """An accuracy difference in points (``+0.8``), ``n/a`` for missing."""
+    return "n/a" if value is None else f"{value * 100:+.1f}"
+
+
+def pooled_verdict(check: dict[str, Any]) -> str:
+    """The verdict of a check over the pooled held-out answers (the accuracy claims), with its numbers."""
+    pooled = check["pooled"]
+    numbers = (f"difference {points(pooled['difference'])} points, {check['level']:.0%} interval "
+               f"[{points(pooled['low'])}, {points(pooled['high'])}] over {pooled['n']} paired answers "
+               f"({pooled['a_only']} right only by the method, {pooled['b_only']} only by PPO)")
+    if check["passed"] is None:
+        return (f"no verdict: {pooled['n']} paired answers cannot show it (even identical answers give a lower "
+                f"bound of {points(check['best_possible_low'])} points); {numbers}")
+    return f"{'holds' if check['passed'] else 'does not hold'} over the {check['n_seeds']} seeds' answers: {numbers}"
+
+
 def in_seeds(summary: dict[str, Any], check: dict[str, Any], *, means: bool = True) -> str:
     """Where a check holds: "in k of n seeds on its own (and on the means)", or for one seed "in seed s: yes"."""
     if one_seed(summary):
@@ -102,18 +125,21 @@ def in_seeds(summary: dict[str, Any], check: dict[str, Any], *, means: bool = Tr
 
 def claims_lines(summary: dict[str, Any]) -> list[str]:
     """One line per expected outcome: in how many seeds it holds on its own, and whether on the means (for one
-    seed: whether it holds in that seed)."""
+    seed: whether it holds in that seed); the accuracy claims, judged on every seed's answers pooled, their
+    verdict and interval."""
     lines = []
     for key, c in summary["checks"].items():
-        if one_seed(summary):
+        if c.get("scope") == "pooled":
+            lines.append(f"{CHECK_TEXT.get(key, key)}: {pooled_verdict(c)}")
+        elif one_seed(summary):
             flag = c["per_seed"][0]
             verdict = {True: "holds", False: "does not hold", None: "no verdict"}[flag]
             lines.append(f"{CHECK_TEXT.get(key, key)}: {verdict} in seed {summary['seeds'][0]} (one seed)")
-            continue
-        means = {True: " (holds on the means)", False: " (does not hold on the means)", None: ""}[c.get("on_means")]
-        lines.append(f"{CHECK_TEXT.get(key, key)}: holds in {c['seeds_passed']} of {c['seeds']} seeds{means}")
+        else:
+            means = {True: " (holds on the means)", False: " (does not hold on the means)",
+                     None: ""}[c.get("on_means")]
+            lines.append(f"{CHECK_TEXT.get(key, key)}: holds in {c['seeds_passed']} of {c['seeds']} seeds{means}")
     return lines
-
 
 
 # ------------------------------------------------------------------------------------------- paragraphs
@@ -156,9 +182,13 @@ def _overconfidence_paragraph(summary: dict[str, Any], ppo: str, label: str) -> 
     probe = summary["reward_models"]["rm_plain"]
     check = summary["checks"][f"{ppo}_more_overconfident_than_sft"]
     slices = summary["checks"][f"{ppo}_more_confident_every_slice"]
-    verdict = (f"Higher mean confidence (answered questions) and ECE than SFT {in_seeds(summary, check)}; "
+    n = check["numbers"]
+    paired = _change(n["sft_mean_confidence_paired"], n[f"{ppo}_mean_confidence_paired"],
+                     "mean confidence on the questions both answered")
+    verdict = (f"Higher mean confidence on the questions both answered ({paired}) and higher ECE than SFT "
+               f"{in_seeds(summary, check)}; "
                f"higher stated confidence in every slice and higher ECE {in_seeds(summary, slices, means=False)}.")
-    return (f"{label} ({_over(summary)}): {_change(sft['mean_confidence'], p['mean_confidence'], 'mean confidence')}, "
+    return (f"{label} ({_over(summary)}): {_change(sft['mean_confidence'], p['mean_confidence'], 'mean confidence (own answers)')}, "
             f"{_change(sft['ece'], p['ece'], 'ECE')}, "
             f"{_change(sft['accuracy'], p['accuracy'], 'accuracy', points=True)} (SFT -> PPO). {verdict} "
             f"The ordinary reward model prefers the high-confidence version of a wrong answer "
@@ -182,15 +212,17 @@ def _calibrated_rm_sentence(summary: dict[str, Any]) -> str:
 
 def _comparison_paragraph(summary: dict[str, Any], policy: str, base: str) -> str:
     """A calibrated method against its PPO: the lower-ECE-at-the-same-accuracy claim."""
-    c = summary["checks"][f"{policy}_lower_ece_than_{base}_same_accuracy"]
+    c = summary["checks"][f"{policy}_lower_ece_than_{base}"]
+    acc = summary["checks"][f"{policy}_accuracy_not_worse_than_{base}"]
     b = _means(summary, base, ("accuracy", "ece", "mean_confidence"))
     p = _means(summary, policy, ("accuracy", "ece", "mean_confidence"))
     diff = c["numbers"]["ece_difference"]
     spread = (" (one seed: no spread or interval over seeds)" if one_seed(summary) else
               f" ± {fmt(diff['std'])} over seeds, 95% paired bootstrap interval over seeds "
               f"{interval(diff['low'], diff['high'])}")
-    verdict = (f"ECE at least 30% lower than {METHOD_NAMES[base]}'s with accuracy within 2 points "
-               f"{in_seeds(summary, c)}. ECE difference {fmt(diff['mean'])}{spread}.")
+    verdict = (f"ECE at least 30% lower than {METHOD_NAMES[base]}'s {in_seeds(summary, c)}. ECE difference "
+               f"{fmt(diff['mean'])}{spread}. Accuracy at most 2 points below {METHOD_NAMES[base]}'s: "
+               f"{pooled_verdict(acc)}.")
     extra = _calibrated_rm_sentence(summary) if policy == "ppo_m" else ""
     return (f"{METHOD_NAMES[policy]} ({_over(summary)}) against {METHOD_NAMES[base]}: "
             f"{_change(b['ece'], p['ece'], 'ECE')}, {_change(b['mean_confidence'], p['mean_confidence'], 'mean confidence')}, "

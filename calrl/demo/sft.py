@@ -32,6 +32,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from calrl.callbacks.wandb_utils import init_wandb_run
 from calrl.confidence import format_confidence
 from calrl.data.heldout import EvalItem
+from calrl.demo.recipes import GRADIENT_CHECKPOINTING
 from calrl.demo.world import World, WorldConfig, build_world
 from calrl.generation.prompts import ElicitationPrompt
 from calrl.tiny.models import build_tiny_causal_lm, build_word_tokenizer
@@ -134,7 +135,8 @@ def train_sft(world: World, out_dir: str | Path, *, model_config: SFTModelConfig
             per_device_train_batch_size=mc.batch_size, lr_scheduler_type="cosine", warmup_steps=20,
             weight_decay=0.0, logging_steps=10, save_strategy="no", report_to=reporting, run_name=run_name,
             seed=mc.seed, data_seed=mc.seed, use_cpu=True, bf16=False, fp16=False, max_length=256,
-            completion_only_loss=True, disable_tqdm=not show_progress, dataloader_num_workers=0)
+            completion_only_loss=True, disable_tqdm=not show_progress, dataloader_num_workers=0,
+            gradient_checkpointing=GRADIENT_CHECKPOINTING)
 
     # Phase 1, a curriculum: the demonstrations without the 100-token system prompt. A model trained from
     # scratch first has to learn to look back at the person's name; among 100 constant tokens that signal is

@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from calrl.callbacks.eval_files import read_eval_history
@@ -26,11 +27,16 @@ from calrl.demo.layout import Layout, gate_pairs
 from calrl.demo.recipes import ECE_COMPARISONS, METHOD_NAMES, REWARD_MODELS, RM_BASE
 from calrl.demo.selective import eval_folder_view
 from calrl.demo.world import GROUPS, group_of
+from calrl.gate.inputs import read_resolved
+from calrl.metrics import paired_difference_interval
 
 METRIC_KEYS = ("accuracy", "accuracy_answered", "ece", "smece", "brier", "auroc", "refusal_rate",
                "mean_confidence")
 SLICE_KEY = "group"
-ACCURACY_MARGIN = 0.02  # "accuracy within 2 points" of vanilla PPO
+# "accuracy at most 2 points below vanilla PPO's": the lower bound of the paired 95% interval of the accuracy
+# difference (Tango's score interval over the held-out answers of every seed, pooled) must lie above -2 points
+ACCURACY_MARGIN = 0.02
+ACCURACY_LEVEL = 0.95
 ECE_REDUCTION = 0.30  # PPO-M / PPO-C: "at least 30% lower ECE than vanilla PPO"
 N_SEED_BOOTSTRAP = 2000  # resamples of the seeds for the paired interval of the mean ECE difference
 # "PPO-C + abstention abstains on most never-seen people and almost never on well-known ones", judged per seed on
@@ -162,6 +168,12 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
         "gates": gate_entries(layout, seeds, config.policies),
         "timings": stage_timings(results),
     }
+    summary["paired_confidence"] = {
+        f"{ppo}-sft": [paired_confidence(layout, seed, ppo, "sft") for seed in seeds]
+        for ppo in ("ppo", "ppo_v") if {ppo, "sft"} <= set(config.policies)}
+    summary["accuracy_differences"] = {
+        f"{policy}-{base}": accuracy_non_inferiority(layout, seeds, policy, base)
+        for policy, base in ECE_COMPARISONS if {policy, base} <= set(config.policies)}
     summary["checks"] = study_checks(summary)
     return summary
 
@@ -201,28 +213,27 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
     def overconfident(sc: float | None, pc: float | None, se: float | None, pe: float | None) -> bool | None:
         return None if None in (sc, pc, se, pe) else (pc > sc and pe > se)
 
-    def better(ece: float | None, acc: float | None, base_ece: float | None, base_acc: float | None) -> bool | None:
-        if None in (ece, acc, base_ece, base_acc):
-            return None
-        return ece <= (1 - ECE_REDUCTION) * base_ece and abs(acc - base_acc) <= ACCURACY_MARGIN
+    def better(ece: float | None, base_ece: float | None) -> bool | None:
+        return None if None in (ece, base_ece) else ece <= (1 - ECE_REDUCTION) * base_ece
 
     ran = set(summary["policies"])
     for ppo in ("ppo", "ppo_v"):
         if ppo not in ran:
             continue
-        keys = ("mean_confidence", "ece")
-        per_seed = [overconfident(*v) for v in zip(_seed_values(summary, "sft", keys[0]),
-                                                    _seed_values(summary, ppo, keys[0]),
-                                                    _seed_values(summary, "sft", keys[1]),
-                                                    _seed_values(summary, ppo, keys[1]))]
-        means = {f"{who}_{k}": _mean(summary, who, k) for who in ("sft", ppo) for k in keys}
+        paired = summary["paired_confidence"][f"{ppo}-sft"]
+        sft_conf, ppo_conf = [[s["base"] for s in paired], [s["policy"] for s in paired]]
+        sft_ece, ppo_ece = _seed_values(summary, "sft", "ece"), _seed_values(summary, ppo, "ece")
+        per_seed = [overconfident(*v) for v in zip(sft_conf, ppo_conf, sft_ece, ppo_ece)]
+        means = {"sft_mean_confidence_paired": aggregate(sft_conf)["mean"],
+                 f"{ppo}_mean_confidence_paired": aggregate(ppo_conf)["mean"],
+                 "sft_ece": _mean(summary, "sft", "ece"), f"{ppo}_ece": _mean(summary, ppo, "ece")}
         checks[f"{ppo}_more_overconfident_than_sft"] = {
-            **_verdict(per_seed, overconfident(means[f"sft_{keys[0]}"], means[f"{ppo}_{keys[0]}"],
-                                               means[f"sft_{keys[1]}"], means[f"{ppo}_{keys[1]}"])),
-            "numbers": means}
-        # The mean confidence above is over answered questions, so it also moves with what a policy refuses
-        # (SFT refuses mostly the never-seen people, where it states its lowest confidences): the same claim
-        # slice by slice, stated confidence higher in every slice, and ECE higher overall.
+            **_verdict(per_seed, overconfident(*means.values())),
+            "numbers": {**means, "paired_items_per_seed": [s["n"] for s in paired]}}
+        # The mean confidence is over the items both policies answered with a stated confidence: over each
+        # policy's own answers it also moved with what a policy refuses (SFT refuses mostly the never-seen people,
+        # where it states its lowest confidences, so a PPO that answers them all with more confidence than SFT
+        # could still average less: seen in a quick run). The same claim slice by slice follows.
         per_seed = [slices_more_confident(summary, ppo, seed) for seed in summary["seeds"]]
         checks[f"{ppo}_more_confident_every_slice"] = {**_verdict(per_seed, None), "numbers": {}}
         per_seed = [slices_more_confident(summary, ppo, seed, slices=(group_of("never"),)) for seed in summary["seeds"]]
@@ -231,18 +242,14 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
     for policy, base in ECE_COMPARISONS:
         if not {policy, base} <= ran:
             continue
-        values = [_seed_values(summary, policy, "ece"), _seed_values(summary, policy, "accuracy"),
-                  _seed_values(summary, base, "ece"), _seed_values(summary, base, "accuracy")]
-        per_seed = [better(*v) for v in zip(*values)]
-        means = [_mean(summary, policy, "ece"), _mean(summary, policy, "accuracy"), _mean(summary, base, "ece"),
-                 _mean(summary, base, "accuracy")]
-        checks[f"{policy}_lower_ece_than_{base}_same_accuracy"] = {
-            **_verdict(per_seed, better(*means)),
-            "numbers": {f"{policy}_ece": means[0], f"{policy}_accuracy": means[1], f"{base}_ece": means[2],
-                        f"{base}_accuracy": means[3], "ece_reduction": ECE_REDUCTION,
-                        "accuracy_margin": ACCURACY_MARGIN,
+        values = [_seed_values(summary, policy, "ece"), _seed_values(summary, base, "ece")]
+        means = [_mean(summary, policy, "ece"), _mean(summary, base, "ece")]
+        checks[f"{policy}_lower_ece_than_{base}"] = {
+            **_verdict([better(*v) for v in zip(*values)], better(*means)),
+            "numbers": {f"{policy}_ece": means[0], f"{base}_ece": means[1], "ece_reduction": ECE_REDUCTION,
                         "ece_difference": ece_difference(summary, policy, base)},
         }
+        checks[f"{policy}_accuracy_not_worse_than_{base}"] = summary["accuracy_differences"][f"{policy}-{base}"]
     if "ppo_c_abstain" in ran:
         checks["ppo_c_abstain_abstains_where_it_cannot_know"] = abstention_where_unknowable(summary)
     return checks
@@ -287,6 +294,65 @@ def ece_difference(summary: dict[str, Any], policy: str, base: str) -> dict[str,
         [gates[s].get("ece_delta_low"), gates[s].get("ece_delta_high")] if s in gates else None
         for s in summary["seeds"]]
     return out
+
+
+def _paired_correct(layout: Layout, seed: int, policy: str, base: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Correct or not (an abstention is not) of ``policy`` and ``base`` on each held-out item of one seed,
+    paired by item id."""
+    mine = {r.id: r.correct for r in read_resolved(layout.eval_dir(seed, policy) / "resolved.jsonl")}
+    theirs = {r.id: r.correct for r in read_resolved(layout.eval_dir(seed, base) / "resolved.jsonl")}
+    if mine.keys() != theirs.keys():
+        raise ValueError(f"{layout.eval_dir(seed, policy)} and {layout.eval_dir(seed, base)} evaluated different "
+                         f"items ({len(mine.keys() ^ theirs.keys())} not in both)")
+    ids = sorted(mine)
+    return torch.tensor([mine[i] for i in ids]), torch.tensor([theirs[i] for i in ids])
+
+
+def paired_confidence(layout: Layout, seed: int, policy: str, base: str) -> dict[str, Any]:
+    """Mean stated confidence of ``policy`` and of ``base`` over the held-out items both answered with a stated
+    confidence (one seed), and how many those are: the same questions on both sides, whatever either refuses."""
+    def stated(p: str) -> dict[str, float]:
+        return {r.id: r.confidence for r in read_resolved(layout.eval_dir(seed, p) / "resolved.jsonl")
+                if not r.abstained and r.confidence is not None}
+
+    mine, theirs = stated(policy), stated(base)
+    common = sorted(mine.keys() & theirs.keys())
+    if not common:
+        return {"policy": None, "base": None, "n": 0}
+    return {"policy": statistics.fmean(mine[i] for i in common), "base": statistics.fmean(theirs[i] for i in common),
+            "n": len(common)}
+
+
+def _interval_numbers(out: dict[str, torch.Tensor]) -> dict[str, Any]:
+    return {k: (v.item() if k in ("difference", "low", "high") else int(v)) for k, v in out.items()}
+
+
+def accuracy_non_inferiority(layout: Layout, seeds: list[int], policy: str, base: str) -> dict[str, Any]:
+    """Is ``policy`` at most :data:`ACCURACY_MARGIN` less accurate than ``base``? A statement over items.
+
+    Accuracy(policy) - accuracy(base) with Tango's paired score interval (:func:`calrl.metrics.
+    paired_difference_interval`, level :data:`ACCURACY_LEVEL`) over the held-out answers of every seed pooled
+    (seed s's answer to item i by each policy is one pair), and per seed for reference. ``passed``: the pooled
+    lower bound lies above ``-ACCURACY_MARGIN``. ``None`` (no verdict) when the pooled pairs are too few for any
+    outcome to show it: even identical answers give a lower bound of ``-z^2 / (n + z^2)`` (-3.1 points at one
+    seed's 120 items), so one seed of this held-out set cannot support the claim and says so.
+
+    The pooled pairs count each seed's answer to the same person separately; the seeds share the SFT policy and
+    reward models, so answers to one person in two seeds are not independent, and the interval is narrower than
+    one that resampled the people would be (a larger held-out set did not fit the time budget: the RL prompts
+    must ask about every held-out person for RL to move its answers, see :mod:`calrl.demo.world`).
+    """
+    alpha = 1 - ACCURACY_LEVEL
+    pairs = [_paired_correct(layout, seed, policy, base) for seed in seeds]
+    per_seed = [_interval_numbers(paired_difference_interval(a, b, alpha=alpha)) for a, b in pairs]
+    a_all, b_all = torch.cat([a for a, _ in pairs]), torch.cat([b for _, b in pairs])
+    pooled = _interval_numbers(paired_difference_interval(a_all, b_all, alpha=alpha))
+    same = paired_difference_interval(a_all, a_all, alpha=alpha)  # the narrowest interval n pairs can give
+    best_low = same["low"].item()
+    passed = None if best_low <= -ACCURACY_MARGIN else pooled["low"] > -ACCURACY_MARGIN
+    return {"passed": passed, "scope": "pooled", "margin": ACCURACY_MARGIN, "level": ACCURACY_LEVEL,
+            "pooled": pooled, "per_seed_interval": per_seed, "n_seeds": len(seeds), "best_possible_low": best_low,
+            "method": "Tango score interval, paired by held-out item"}
 
 
 def abstention_where_unknowable(summary: dict[str, Any]) -> dict[str, Any]:
