@@ -21,7 +21,7 @@ import pytest
 from calrl.demo.preferences import build_factcheck_rows
 from calrl.demo.recipes import RewardModelSettings, reward_model_recipe, write_recipe
 from calrl.demo.sft import build_demo_tokenizer
-from calrl.demo.study import StudyConfig, study_env
+from calrl.demo.study import SFT_THREADS, Layout, StudyConfig, build_tasks, study_env
 from calrl.demo.world import WorldConfig, build_world
 from calrl.jsonio import write_jsonl
 
@@ -71,5 +71,10 @@ def test_reward_model_stage_is_reproducible(tmp_path):
 
 def test_study_environment_is_single_threaded_whatever_jobs(tmp_path):
     for jobs in (1, 2, 4):
-        env = study_env(StudyConfig(out=Path(tmp_path), seeds=[0], jobs=jobs))
+        config = StudyConfig(out=Path(tmp_path), seeds=[0, 1], jobs=jobs)
+        env = study_env(config)
         assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1" and env["PYTHONHASHSEED"] == "0"
+        # every stage single-threaded but the SFT, which runs alone: a fixed two threads, not one per core or job
+        threads = {t.name: {**env, **t.env}["OMP_NUM_THREADS"] for t in build_tasks(config, Layout(config.out))}
+        assert threads.pop("shared/sft") == str(SFT_THREADS) == "2"
+        assert set(threads.values()) == {"1"}

@@ -273,7 +273,9 @@ def readme_table(summary: dict[str, Any]) -> str:
         f"Command: `{summary['command']}` (seeds {', '.join(str(s) for s in summary['seeds'])}; {n_jobs} "
         f"process(es) side by side). Commit: {commit}. Machine: {machine_text(m)}. Load average (1/5/15 min) at start -> end: {loads or 'n/a'}. Wall clock: {wall_text}. "
         f"Held-out set: {summary['counts']['eval_items']} questions; "
-        + ("the one seed's values" if one_seed(summary) else "mean ± standard deviation over the seeds")
+        + ("the one seed's values" if one_seed(summary) else
+           f"mean ± standard deviation over the seeds, which are RL seeds: every seed's RL starts from one SFT policy "
+           f"and one set of reward models (seed {summary.get('shared_seed', summary['seeds'][0])})")
         + " (`summary.json`).")
     caveat = one_seed_caveat(summary)
     lines = [
@@ -338,7 +340,8 @@ def sections(summary: dict[str, Any], plots: dict[str, str]) -> list[tuple[str |
     intro = (f"Command: `{summary['command']}`; seeds {seeds}; machine: {machine_text(m)}. Held-out items: {summary['counts']['eval_items']}; RL prompts: "
              f"{summary['counts']['rl_prompts']}. "
              + ("Numbers are this one seed's values." if one_seed(summary) else
-                "Numbers are mean ± standard deviation over the seeds."))
+                "Numbers are mean ± standard deviation over the seeds, which are RL seeds: every seed's RL starts "
+                f"from one SFT policy and one set of reward models (seed {summary.get('shared_seed', summary['seeds'][0])})."))
     caveat = one_seed_caveat(summary)
     scope = f"seed {summary['seeds'][0]} only" if one_seed(summary) else "every seed"
     lines = [CHECK_TEXT.get(key, key) if one_seed(summary) and c.get("scope") != "pooled" else line

@@ -36,6 +36,7 @@ class Task:
     prepare: Callable[[], str] | None = None
     outputs: list[Path] = field(default_factory=list)  # must exist for a marker to be trusted
     ok_codes: tuple[int, ...] = (0,)
+    env: dict[str, str] = field(default_factory=dict)  # this process's own environment, over the runner's
 
 
 @dataclass
@@ -131,7 +132,7 @@ class StudyRunner:
                     handle = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed when the process ends
                     handle.write(f"$ {display_command(cmd)}\n")
                     handle.flush()
-                    env = {**os.environ, **self.env}
+                    env = {**os.environ, **self.env, **task.env}
                     proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env,
                                             stdin=subprocess.DEVNULL)
                     running[task.name] = (proc, time.time(), fingerprint, handle)

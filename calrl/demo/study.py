@@ -171,7 +171,7 @@ def _sft_task(config: StudyConfig, layout: Layout, seed: int) -> Task:
                 + layout.world_config.read_text())
 
     return Task(
-        name=task_name(seed, "sft"), stage="sft", prepare=prep_sft,
+        name=task_name(seed, "sft"), stage="sft", prepare=prep_sft, env=threads_env(SFT_THREADS),
         outputs=[*_model_files(sft_dir), *_model_files(init_dir)],
         command=lambda: [
             sys.executable, "-m", "calrl.demo.sft", "--world", str(layout.world_config),
@@ -323,9 +323,22 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else ""
 
 
+# The SFT stage runs alone (every other stage needs its policy), so it takes two threads whatever ``--jobs`` is:
+# 44 s instead of 61 s on this 2-core machine, with the same weights to the bit as one thread (checked with
+# MKL_CBWR unset, AUTO and COMPATIBLE: docs/history/demo_findings.md, eighth version). A fixed count, not one
+# per idle core, so the numbers do not depend on --jobs or on the machine's core count.
+SFT_THREADS = 2
+
+
+def threads_env(n: int) -> dict[str, str]:
+    """The environment of a stage process that computes with ``n`` threads."""
+    return {"OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
+
+
 def study_env(config: StudyConfig) -> dict[str, str]:
-    """Offline, quiet, and one thread per process whatever ``jobs`` is: a float sum split over threads may
-    add in another order (the numbers would then depend on ``--jobs`` and on the machine's core count), and
+    """Offline, quiet, and one thread per process whatever ``jobs`` is (the SFT stage's own: ``SFT_THREADS``):
+    a float sum split over threads may add in another order (the numbers would then depend on ``--jobs`` and on
+    the machine's core count), and
     PYTHONHASHSEED fixes the order of any set iteration a stage might do."""
     env = {
         "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -333,7 +346,7 @@ def study_env(config: StudyConfig) -> dict[str, str]:
         "MPLBACKEND": "Agg", "HF_DATASETS_CACHE": str(config.out / ".cache" / "datasets"),
         "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1",
     }
-    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"})
+    env.update({**threads_env(1), "PYTHONHASHSEED": "0"})
     return env
 
 
