@@ -324,9 +324,10 @@ def _file_digest(path: Path) -> str:
 
 
 # The SFT stage runs alone (every other stage needs its policy), so it takes two threads whatever ``--jobs`` is:
-# 44 s instead of 61 s on this 2-core machine, with the same weights to the bit as one thread (checked with
-# MKL_CBWR unset, AUTO and COMPATIBLE: docs/history/demo_findings.md, eighth version). A fixed count, not one
-# per idle core, so the numbers do not depend on --jobs or on the machine's core count.
+# 49 s instead of 61 s on this 2-core machine. A fixed count, not one per idle core, so the numbers do not depend
+# on --jobs or on the machine's core count. With MKL_CBWR unset or AUTO the weights are the same to the bit as with
+# one thread; with COMPATIBLE they differ from one thread's but two threads give the same bits run after run
+# (docs/history/demo_findings.md, eighth version).
 SFT_THREADS = 2
 
 
