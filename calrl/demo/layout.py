@@ -40,7 +40,7 @@ class Layout:
 
     def model_dir(self, seed: int, name: str) -> Path:
         """A training run's output folder (its checkpoint, W&B run and per-epoch calibration evals)."""
-        return (self.shared if name in SHARED_RUNS else self.seed_dir(seed)) / name
+        return self.out / scope(seed, name) / name
 
     def filtered(self) -> Path:
         """What ``calrl data filter-preferences`` kept of the comparisons (scored by the shared reward models),
@@ -52,23 +52,28 @@ class Layout:
         return self.shared / "calibration_pairs"
 
     def eval_dir(self, seed: int, policy: str) -> Path:
-        return self.evals / (SHARED if policy in SHARED_RUNS else f"seed{seed}") / policy
+        return self.evals / scope(seed, policy) / policy
 
     def gate_dir(self, seed: int, candidate: str, baseline: str) -> Path:
         return self.gates / f"seed{seed}" / f"{candidate}-vs-{baseline}"
 
     def recipe(self, seed: int, name: str) -> Path:
-        return self.recipes / (SHARED if name in SHARED_RUNS else f"seed{seed}") / f"{name}.yaml"
+        return self.recipes / scope(seed, name) / f"{name}.yaml"
+
+
+def scope(seed: int, name: str) -> str:
+    """Where run ``name`` of ``seed`` belongs: ``shared`` for a shared run (:data:`SHARED_RUNS`), else ``seed<k>``."""
+    return SHARED if name in SHARED_RUNS else f"seed{seed}"
 
 
 def task_name(seed: int, name: str) -> str:
     """The study runner's name of a stage: ``shared/<name>`` for a shared run, ``seed<k>/<name>`` otherwise."""
-    return f"{SHARED}/{name}" if name in SHARED_RUNS else f"seed{seed}/{name}"
+    return f"{scope(seed, name)}/{name}"
 
 
 def eval_task_name(seed: int, policy: str) -> str:
     """The name of the ``calrl eval`` stage of ``policy`` (one for the shared SFT policy)."""
-    return f"{SHARED}/eval/{policy}" if policy in SHARED_RUNS else f"seed{seed}/eval/{policy}"
+    return f"{scope(seed, policy)}/eval/{policy}"
 
 
 def gate_pairs(policies: tuple[str, ...] | list[str] | None = None) -> list[tuple[str, str]]:

@@ -296,23 +296,27 @@ def ece_difference(summary: dict[str, Any], policy: str, base: str) -> dict[str,
     return out
 
 
+def _records_by_id(layout: Layout, seed: int, policy: str) -> dict[str, Any]:
+    """The resolved records ``calrl eval`` wrote for ``policy`` in one seed (``resolved.jsonl``), by item id."""
+    return {r.id: r for r in read_resolved(layout.eval_dir(seed, policy) / "resolved.jsonl")}
+
+
 def _paired_correct(layout: Layout, seed: int, policy: str, base: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Correct or not (an abstention is not) of ``policy`` and ``base`` on each held-out item of one seed,
     paired by item id."""
-    mine = {r.id: r.correct for r in read_resolved(layout.eval_dir(seed, policy) / "resolved.jsonl")}
-    theirs = {r.id: r.correct for r in read_resolved(layout.eval_dir(seed, base) / "resolved.jsonl")}
+    mine, theirs = _records_by_id(layout, seed, policy), _records_by_id(layout, seed, base)
     if mine.keys() != theirs.keys():
         raise ValueError(f"{layout.eval_dir(seed, policy)} and {layout.eval_dir(seed, base)} evaluated different "
                          f"items ({len(mine.keys() ^ theirs.keys())} not in both)")
     ids = sorted(mine)
-    return torch.tensor([mine[i] for i in ids]), torch.tensor([theirs[i] for i in ids])
+    return torch.tensor([mine[i].correct for i in ids]), torch.tensor([theirs[i].correct for i in ids])
 
 
 def paired_confidence(layout: Layout, seed: int, policy: str, base: str) -> dict[str, Any]:
     """Mean stated confidence of ``policy`` and of ``base`` over the held-out items both answered with a stated
     confidence (one seed), and how many those are: the same questions on both sides, whatever either refuses."""
     def stated(p: str) -> dict[str, float]:
-        return {r.id: r.confidence for r in read_resolved(layout.eval_dir(seed, p) / "resolved.jsonl")
+        return {i: r.confidence for i, r in _records_by_id(layout, seed, p).items()
                 if not r.abstained and r.confidence is not None}
 
     mine, theirs = stated(policy), stated(base)
