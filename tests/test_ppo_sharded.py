@@ -88,6 +88,22 @@ def test_fsdp_trains_like_ddp_checkpoints_every_shard_and_resumes_exactly(tmp_pa
 
 
 @pytest.mark.slow
+def test_bounded_steps_under_fsdp_as_under_ddp(tmp_path):
+    # unbounded, this run's steps measure 0.08-0.16 in the first update and about 0.01-0.013 in the second
+    ddp, fsdp = (launch(tmp_path, mode, mode, "--max-step-kl", "0.03") for mode in ("ddp", "fsdp"))
+    steps = [[log[k] for k in ("policy/step_kl_avg", "policy/step_kl_max", "policy/step_halvings_avg")]
+             for log in ddp["logs"] if "policy/step_kl_max" in log]
+    assert len(steps) == 2 and steps[0][1] > 0.03 and steps[0][2] > 0  # the first update's steps were halved
+    assert all(0 < kept <= 0.03 for kept, _, _ in steps)  # and every step kept is within the bound
+    for a, b in zip(ddp["logs"], fsdp["logs"], strict=True):
+        for key in ("policy/step_kl_avg", "policy/step_kl_max", "policy/step_halvings_avg", "objective/kl"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key  # one decision on both processes
+    w_ddp, w_fsdp = load_file(tmp_path / "ddp" / "final.safetensors"), load_file(tmp_path / "fsdp" / "final.safetensors")
+    assert max(float((w_ddp[k] - w_fsdp[k]).abs().max()) for k in w_ddp) < WEIGHT_TOLERANCE
+
+
+@pytest.mark.slow
 def test_fsdp_lora_reference_is_the_policy_with_its_adapter_off(tmp_path):
     result = launch(tmp_path, "fsdp", "lora", "--lora")
     first = train_metrics(result)[0]

@@ -116,6 +116,10 @@ class PPOSettings:
     # default is 0.999): with 0.999 the policy of seed 0 took one step whose approximate KL was 2.5 (200 times the
     # others), lost its confidence statements for good and never recovered (docs/history/demo_findings.md)
     adam_beta2: float = 0.95
+    # each optimiser step bounded to an approximate KL of 0.02 on its mini-batch (halved until it is, calrl's
+    # max_step_kl): ordinary steps measure 0.0003-0.007; under MKL_CBWR=AUTO RL seed 0's vanilla PPO and PPO-C took
+    # one of 2.5 and 2.2 and lost their confidence statements for good (docs/history/demo_findings.md, ninth version)
+    max_step_kl: float = 0.02
     # the reward model's score divided by its stored std (calrl train-rm writes it), as the paper's PPO-C scripts
     # do; without it the ordinary RM's scale (std about 8) made the KL penalty negligible, and PPO-C's policy
     # found an answer ("i.") the reward model scored high (KL 2-4 nats, half of the known facts lost)
@@ -224,7 +228,7 @@ def ppo_recipe(policy: str, *, sft_dir: Path, rm_dir: Path, prompts_file: Path, 
         "per_device_train_batch_size": settings.batch_size, "gradient_accumulation_steps": 1,
         "num_mini_batches": settings.num_mini_batches, "num_ppo_epochs": settings.num_ppo_epochs,
         "local_rollout_forward_batch_size": settings.batch_size, "kl_coef": settings.kl_coef,
-        "adam_beta2": settings.adam_beta2,
+        "adam_beta2": settings.adam_beta2, "max_step_kl": settings.max_step_kl,
         "response_length": settings.response_length, "stop_token": "eos", "temperature": 1.0,
         "missing_eos_penalty": 1.0, "num_sample_generations": 0, "missing_confidence": "penalty",
     })

@@ -61,7 +61,7 @@ from calrl.trainers.ppo_core import (
 from calrl.trainers.ppo_deepspeed import bare, prepare_frozen, rollout_policy, uses_deepspeed
 from calrl.trainers.ppo_eval import PPOEvalMixin
 from calrl.trainers.ppo_io import PPOCheckpointingMixin, resolve_checkpoint
-from calrl.trainers.ppo_metrics import STAT_NAMES, PPOMetricsMixin, window_summary
+from calrl.trainers.ppo_metrics import STAT_NAMES, STEP_STAT_NAMES, PPOMetricsMixin, window_summary
 from calrl.trainers.ppo_optim import PPOOptimMixin, global_moments
 from calrl.trainers.ppo_rollout import (
     EpochSampler,
@@ -276,10 +276,13 @@ class CalibratedPPOTrainer(PPOCheckpointingMixin, PPOEvalMixin, PPOMetricsMixin,
         return torch.Generator().manual_seed(seed)
 
     def optimize(self, rollout: Rollout) -> torch.Tensor:
-        """``num_ppo_epochs`` passes over the rollout; returns the stats ``7 x epochs x mini x micro``."""
+        """``num_ppo_epochs`` passes over the rollout; returns the stats ``10 x epochs x mini x micro``
+        (:data:`~calrl.trainers.ppo_metrics.STAT_NAMES` per micro-batch, then ``STEP_STAT_NAMES`` per optimiser
+        step, repeated over its micro-batches)."""
         args, model, acc = self.args, self.model, self.accelerator
         n_micro, per_device = args.micro_batches_per_mini_batch, args.per_device_train_batch_size
-        stats = torch.zeros(len(STAT_NAMES), args.num_ppo_epochs, args.num_mini_batches, n_micro)
+        stats = torch.zeros(len(STAT_NAMES) + len(STEP_STAT_NAMES), args.num_ppo_epochs, args.num_mini_batches,
+                            n_micro)
         # accelerate divides each loss by gradient_accumulation_steps; a mini-batch has n_micro micro-batches
         loss_scale = 1.0 if acc.distributed_type == "DEEPSPEED" else acc.gradient_accumulation_steps / n_micro
         generator = self._minibatch_generator()
@@ -288,14 +291,18 @@ class CalibratedPPOTrainer(PPOCheckpointingMixin, PPOEvalMixin, PPOMetricsMixin,
             order = torch.randperm(args.local_batch_size, generator=generator)
             for mini in range(args.num_mini_batches):
                 rows = order[mini * args.local_mini_batch_size:(mini + 1) * args.local_mini_batch_size]
+                trained = []  # (rows, log-probabilities before the step) for the step's bound
                 for micro in range(n_micro):
                     idx = rows[micro * per_device:(micro + 1) * per_device].to(rollout.responses.device)
                     sync = nullcontext() if micro == n_micro - 1 else acc.no_sync(model)
                     with sync:
                         logits, values = model(rollout.query_responses[idx], self.pad_token_id)
                         logits = response_logits(logits, rollout.context_length, args.temperature)
+                        new_logprobs = token_logprobs(logits, rollout.responses[idx]).float()
+                        if args.max_step_kl is not None:
+                            trained.append((idx, new_logprobs.detach()))
                         out = ppo_loss(
-                            token_logprobs(logits, rollout.responses[idx]).float(), rollout.logprobs[idx],
+                            new_logprobs, rollout.logprobs[idx],
                             rollout.advantages[idx], values[:, rollout.context_length - 1:-1].float(),
                             rollout.values[idx], rollout.returns[idx], rollout.padding[idx], rollout.padding_p1[idx],
                             cliprange=args.cliprange, cliprange_value=args.cliprange_value, vf_coef=args.vf_coef,
@@ -303,11 +310,12 @@ class CalibratedPPOTrainer(PPOCheckpointingMixin, PPOEvalMixin, PPOMetricsMixin,
                         acc.backward(out.loss * loss_scale)
                     with torch.no_grad():
                         entropy = entropy_from_logits(logits.float()).mean()
-                    stats[:, epoch, mini, micro] = torch.stack([
+                    stats[:len(STAT_NAMES), epoch, mini, micro] = torch.stack([
                         out.approxkl, out.pg_clipfrac, out.pg_loss, out.vf_loss, out.vf_clipfrac, entropy,
                         out.ratio_mean]).float().cpu()
                 self._clip_gradients()
-                self.optimizer.step()
+                step = self._bounded_step(rollout, trained)
+                stats[len(STAT_NAMES):, epoch, mini, :] = torch.tensor([[step.kl], [step.raw_kl], [float(step.halvings)]])
                 self.optimizer.zero_grad()
                 if args.scheduler_cadence == "per_optimizer_step":
                     self.lr_scheduler.step()

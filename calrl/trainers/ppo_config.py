@@ -109,6 +109,14 @@ class CalibratedPPOConfig(RewardPipelineConfig, TrainingArguments):
     scheduler_cadence: str = field(
         default="per_update", metadata={"help": "Step the LR scheduler 'per_update' (each rollout batch, trl 1.12) "
                                                 "or 'per_optimizer_step' (the reference)."})
+    max_step_kl: float | None = field(
+        default=None, metadata={"help": "Bound each optimiser step: after it, the approximate KL (mean over the "
+                                        "mini-batch's response tokens of 0.5 x the squared change of their "
+                                        "log-probabilities) between the policy before and after the step; a step "
+                                        "above it is halved until it is not (at most step_backtracks times), then "
+                                        "undone. None: no bound (trl 1.12, the reference)."})
+    step_backtracks: int = field(
+        default=4, metadata={"help": "Halvings of a step above max_step_kl before it is undone."})
     ppo_c_average_cadence: str = field(
         default="per_step", metadata={"help": "PPO-C moving average: 'per_step' (one update per rollout batch over "
                                               "every process) or 'per_micro_batch' (each process per "
@@ -148,6 +156,9 @@ class CalibratedPPOConfig(RewardPipelineConfig, TrainingArguments):
             raise ConfigError(f"the rollout batch per process (per_device_train_batch_size x gradient_accumulation_steps"
                               f" = {self.local_batch_size}) must be a multiple of num_mini_batches "
                               f"({self.num_mini_batches})", field="num_mini_batches")
+        if self.max_step_kl is not None and self.deepspeed:
+            raise ConfigError("max_step_kl is not supported with DeepSpeed (its engine owns the parameters and the "
+                              "step); leave it null", field="max_step_kl")
         if self.whiten_rewards and self.local_mini_batch_size < 8:
             raise ConfigError(f"whitening rewards needs mini-batches of at least 8 rows per process, got "
                               f"{self.local_mini_batch_size}", field="whiten_rewards")

@@ -13,25 +13,29 @@ from calrl.trainers.ppo_rollout import Rollout
 LAST_VALUE_KEYS = ("lr", "episode", "eps", "objective/kl_coef", "reward/moving_average")
 #: the per-micro-batch statistics ``CalibratedPPOTrainer.optimize`` returns, in this order
 STAT_NAMES = ("approxkl", "pg_clipfrac", "pg_loss", "vf_loss", "vf_clipfrac", "entropy", "ratio")
+#: the per-optimiser-step statistics under ``max_step_kl`` (:class:`~calrl.trainers.ppo_optim.StepCheck`), after them
+STEP_STAT_NAMES = ("step_kl", "step_kl_raw", "step_halvings")
 
 
 class PPOMetricsMixin:
     """The metrics of one update of :class:`~calrl.trainers.ppo.CalibratedPPOTrainer` (:meth:`_update_metrics`).
 
-    Expects on ``self``: ``accelerator``, ``state`` (a ``TrainerState`` with ``episode``), ``eos_token_id``,
+    Expects on ``self``: ``args`` (its ``max_step_kl``), ``accelerator``, ``state`` (a ``TrainerState`` with ``episode``), ``eos_token_id``,
     ``kl_controller`` (its ``value``), ``lr_scheduler`` and ``reward_pipeline`` (its ``pop_stats``).
     """
 
     def _update_metrics(self, rollout: Rollout, stats: torch.Tensor, start_time: float) -> dict[str, float]:
         """One update's metrics, reduced over processes: TRL 1.12's keys, the KL coefficient, the pipeline's
-        stats."""
+        stats; under ``max_step_kl`` also ``policy/step_kl_avg`` (the steps kept), ``policy/step_kl_max`` (the
+        largest step as the optimiser took it) and ``policy/step_halvings_avg`` (per step; ``step_backtracks + 1``
+        counts a step undone)."""
         acc = self.accelerator
         local = torch.stack([
             rollout.kl.sum(1).mean(), ((-rollout.logprobs) * (~rollout.padding)).sum(1).mean(),
             rollout.non_score_reward.sum(1).mean(), rollout.scores.mean()]).float()
         kl, entropy, non_score, scores = acc.reduce(local.to(acc.device), reduction="mean").tolist()
         gathered = acc.gather(stats.to(acc.device)).reshape(acc.num_processes, *stats.shape)
-        per_stat = gathered.transpose(0, 1).reshape(len(STAT_NAMES), -1)
+        per_stat = gathered.transpose(0, 1).reshape(len(STAT_NAMES) + len(STEP_STAT_NAMES), -1)
         eos = (rollout.responses == self.eos_token_id).sum().float()
         metrics: dict[str, Any] = {
             "eps": int(self.state.episode / max(time.time() - start_time, 1e-9)),
@@ -46,6 +50,10 @@ class PPOMetricsMixin:
             "val/num_eos_tokens": float(acc.reduce(eos.to(acc.device), reduction="sum")),
             "lr": self.lr_scheduler.get_last_lr()[0], "episode": self.state.episode,
         }
+        if self.args.max_step_kl is not None:
+            step_kl, raw_kl, halvings = per_stat[len(STAT_NAMES):]
+            metrics.update({"policy/step_kl_avg": float(step_kl.mean()), "policy/step_kl_max": float(raw_kl.max()),
+                            "policy/step_halvings_avg": float(halvings.mean())})
         metrics.update(self.reward_pipeline.pop_stats())
         return metrics
 

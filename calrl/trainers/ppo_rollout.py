@@ -30,8 +30,9 @@ class PolicyAndValue(torch.nn.Module):
     the normalised reward's scale from the first update; read raw, a value model loaded from the RM starts off by
     the RM's scale).
     ``forward`` returns ``(policy logits, values)`` for left-padded rows (``B x T x V``, ``B x T``). Every use goes
-    through ``forward`` (``what``: ``"both"``, ``"values"`` or ``"reference"``), so a wrapper that gathers sharded
-    parameters around its forward (FSDP) or casts to mixed precision does so for the rollout's forwards too.
+    through ``forward`` (``what``: ``"both"``, ``"policy"`` (logits only), ``"values"`` or ``"reference"``), so a
+    wrapper that gathers sharded parameters around its forward (FSDP) or casts to mixed precision does so for the
+    rollout's forwards too.
     ``"reference"``: the logits of the policy with its LoRA adapter off (or ``ref_adapter`` active), the
     reference of a LoRA run.
     """
@@ -60,6 +61,8 @@ class PolicyAndValue(torch.nn.Module):
         if what == "values" and self.value_head is None:
             return None, self._value_model_outputs(query_responses, pad_token_id)
         inputs = padded_inputs(query_responses, pad_token_id)
+        if what == "policy":
+            return self.policy(**inputs, return_dict=True, use_cache=False).logits, None
         out = self.policy(**inputs, return_dict=True, output_hidden_states=self.value_head is not None,
                           use_cache=False)
         if self.value_head is not None:

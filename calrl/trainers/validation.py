@@ -128,6 +128,8 @@ PPO_RULES: dict[str, Rule] = {
     "cliprange_value": POSITIVE,
     "critic_learning_rate": OPTIONAL_POSITIVE,
     "critic_max_grad_norm": OPTIONAL_POSITIVE,
+    "max_step_kl": OPTIONAL_POSITIVE,
+    "step_backtracks": NON_NEGATIVE_INT,
     "kl_coef": NON_NEGATIVE,
     "vf_coef": NON_NEGATIVE,
     "gamma": UNIT,
