@@ -4,16 +4,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from datasets import Dataset
+from ppo_arithmetic import arithmetic_trainer
 
 from calrl.errors import ConfigError
 from calrl.rewards.pipeline import RewardPipeline, RewardPipelineConfig
-from calrl.tiny.models import build_tiny_causal_lm, build_tiny_reward_model, build_word_tokenizer
-from calrl.trainers.ppo import CalibratedPPOConfig, CalibratedPPOTrainer
+from calrl.tiny.models import build_word_tokenizer
+from calrl.trainers.ppo import CalibratedPPOConfig
 from calrl.trainers.ppo_core import ppo_loss, response_masks, token_rewards, whitened_advantages
 from calrl.trainers.ppo_optim import global_moments, split_critic
-
-QUESTIONS = ["what is 2 + 2 ?", "what is 3 + 1 ?", "what is 1 + 4 ?", "what is 2 + 3 ?"]
 
 
 def test_loss_aggregation_token_mean_against_sequence_mean():
@@ -94,17 +92,8 @@ def test_ppo_c_average_per_micro_batch():
 
 
 def make_trainer(tmp_path, **kwargs):
-    tok = build_word_tokenizer(QUESTIONS)
-    settings = {"output_dir": str(tmp_path / "out"), "use_cpu": True, "report_to": "none", "seed": 0,
-                "max_steps": 2, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-                "num_mini_batches": 2, "response_length": 6, "num_ppo_epochs": 2, "stop_token": "eos",
-                "num_sample_generations": 0, "logging_steps": 1, "disable_tqdm": True, "save_strategy": "no",
-                "learning_rate": 5e-7, "lr_scheduler_type": "linear"}
-    settings.update(kwargs)
-    return CalibratedPPOTrainer(CalibratedPPOConfig(**settings), tok, build_tiny_causal_lm(tok), None,
-                                build_tiny_reward_model(tok, seed=2),
-                                Dataset.from_dict({"prompt": [[{"role": "user", "content": q}] for q in QUESTIONS]}),
-                                build_tiny_reward_model(tok, seed=1))
+    return arithmetic_trainer(tmp_path / "out", **{"max_steps": 2, "learning_rate": 5e-7,
+                                                    "lr_scheduler_type": "linear", **kwargs})
 
 
 def test_critic_learning_rate_gives_the_value_model_its_own_groups(tmp_path):

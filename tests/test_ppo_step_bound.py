@@ -3,13 +3,10 @@ undone after ``step_backtracks`` halvings; without the key nothing changes (trl 
 
 import pytest
 import torch
-from datasets import Dataset
+from ppo_arithmetic import arithmetic_trainer
 
 from calrl.errors import ConfigError
-from calrl.tiny.models import build_tiny_causal_lm, build_tiny_reward_model, build_word_tokenizer
 from calrl.trainers.ppo import CalibratedPPOConfig, CalibratedPPOTrainer
-
-QUESTIONS = ["what is 2 + 2 ?", "what is 3 + 1 ?", "what is 1 + 4 ?", "what is 2 + 3 ?"]
 
 
 class Recording(CalibratedPPOTrainer):
@@ -23,17 +20,9 @@ class Recording(CalibratedPPOTrainer):
 
 
 def make_trainer(tmp_path, name="out", **kwargs):
-    tok = build_word_tokenizer(QUESTIONS)
-    settings = {"output_dir": str(tmp_path / name), "use_cpu": True, "report_to": "none", "seed": 0,
-                "max_steps": 3, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-                "num_mini_batches": 2, "response_length": 6, "num_ppo_epochs": 2, "stop_token": "eos",
-                "num_sample_generations": 0, "logging_steps": 1, "disable_tqdm": True, "save_strategy": "no",
-                "learning_rate": 3e-2, "lr_scheduler_type": "constant", "max_grad_norm": 0.0}
-    settings.update(kwargs)
-    return Recording(CalibratedPPOConfig(**settings), tok, build_tiny_causal_lm(tok), None,
-                     build_tiny_reward_model(tok, seed=2),
-                     Dataset.from_dict({"prompt": [[{"role": "user", "content": q}] for q in QUESTIONS]}),
-                     build_tiny_reward_model(tok, seed=1))
+    return arithmetic_trainer(tmp_path / name, Recording, **{"max_steps": 3, "learning_rate": 3e-2,
+                                                              "lr_scheduler_type": "constant", "max_grad_norm": 0.0,
+                                                              **kwargs})
 
 
 def weights(trainer):

@@ -20,8 +20,9 @@ STEP_STAT_NAMES = ("step_kl", "step_kl_raw", "step_halvings")
 class PPOMetricsMixin:
     """The metrics of one update of :class:`~calrl.trainers.ppo.CalibratedPPOTrainer` (:meth:`_update_metrics`).
 
-    Expects on ``self``: ``args`` (its ``max_step_kl``), ``accelerator``, ``state`` (a ``TrainerState`` with ``episode``), ``eos_token_id``,
-    ``kl_controller`` (its ``value``), ``lr_scheduler`` and ``reward_pipeline`` (its ``pop_stats``).
+    Expects on ``self``: ``args`` (its ``max_step_kl``), ``accelerator``, ``state`` (a ``TrainerState`` with
+    ``episode``), ``eos_token_id``, ``kl_controller`` (its ``value``), ``lr_scheduler`` and ``reward_pipeline`` (its
+    ``pop_stats``).
     """
 
     def _update_metrics(self, rollout: Rollout, stats: torch.Tensor, start_time: float) -> dict[str, float]:

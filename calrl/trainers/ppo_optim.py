@@ -97,8 +97,7 @@ class PPOOptimMixin:
             self.optimizer.step()
             return StepCheck(0.0, 0.0, 0)
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        with torch.no_grad():
-            before = [p.detach().clone() for p in params]
+        before = [p.detach().clone() for p in params]
         self.optimizer.step()
         raw = kl = self._step_kl(rollout, trained)
         halvings = 0
