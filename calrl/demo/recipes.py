@@ -130,7 +130,11 @@ class PPOSettings:
     verifiable_correctness_mode: str = "add"  # the *_v policies: correctness reward (1 / 0) added to the RM score
     ppo_c_variant: str = "difference"
     missing_confidence_penalty: float = 1.0  # calrl's default (one reward std under normalize_reward)
-    abstention_reward: float = 0.35  # ppo_c_abstain: abstaining pays exactly when P(correct) < 0.35
+    # ppo_c_abstain: "I don't know" pays 0.45, not 0.35: under PPO-C's difference variant a wrong answer stated
+    # with low confidence also earns about +0.1 (w * (avg - 0) * (0.5 - c)), so at 0.35 abstaining beat a humble
+    # guess by only about 0.25 and RL seed 2 stopped abstaining (0 of 60 never-seen people); at 0.45 every RL seed
+    # 0-4 abstained on 62-72% of them and on none of the well-known (docs/history/demo_findings.md, ninth version)
+    abstention_reward: float = 0.45
 
 
 @dataclass
