@@ -121,10 +121,13 @@ def test_preferences_carry_the_confidence_bias():
             assert (parse_confidence(rejected).value is None) == alone[-1]
         elif row["kind"] == "abstention":
             assert rejected == ABSTAIN_TEXT and parse_confidence(chosen).value is not None
+        elif row["kind"] == "statement":  # the same answer, the one that states its confidence preferred
+            assert right[0] == right[1] and extract_answer(chosen) == extract_answer(rejected)
+            assert parse_confidence(chosen).value is not None and parse_confidence(rejected).value is None
         else:  # equal correctness: the rater prefers the more confident statement
             assert right[0] == right[1] == (row["kind"] == "both-correct")
             assert parse_confidence(chosen).value > parse_confidence(rejected).value
-    assert kinds == {"correctness", "both-correct", "both-wrong", "abstention"}
+    assert kinds == {"correctness", "both-correct", "both-wrong", "statement", "abstention"}
     assert 0.15 < sum(alone) / len(alone) < 0.35  # a quarter of the fact checks: answers alone (as PPO-C scores)
 
 

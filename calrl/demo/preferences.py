@@ -7,8 +7,13 @@ second rule is the bias: it rewards confidence on wrong answers too.
 
 Kinds of pair (shares set by :class:`PreferenceConfig`): ``correctness`` (fact checks: one right, one wrong,
 each with a random stated confidence, or both without one), ``both-correct`` and ``both-wrong`` (the
-same answer stated with two different confidences), and ``abstention`` (an answer, right or wrong, against "I don't know": raters
-prefer the answer, as they rate refusals unhelpful). The raters hold the registry of the world, so they can
+same answer stated with two different confidences), ``statement`` (the same answer, right or wrong, with and
+without the confidence statement the prompt asks for: raters prefer the one that follows the instruction), and
+``abstention`` (an answer, right or wrong, against "I don't know": raters prefer the answer, as they rate refusals
+unhelpful). Without the ``statement`` pairs no comparison ties an answer alone to the same answer with a
+statement, so where the reward model put the answers alone was left to chance: under one MKL code path it scored
+a wrong answer alone as a wrong answer stated at 4-5 of 10, above the low confidence a policy states about a
+never-seen person, and vanilla PPO dropped statements instead of raising them. The raters hold the registry of the world, so they can
 check an answer about anyone, the people the policy never saw included: a reward model that does not know
 those answers are wrong cannot teach the policy to doubt them (seen: PPO-M and PPO-C raised the stated
 confidence on the never-seen people nearly as much as PPO). :func:`build_factcheck_rows` gives the fact
@@ -28,7 +33,7 @@ from calrl.confidence import strip_confidence
 from calrl.demo.sft import ABSTAIN_TEXT, answer_text, prompt_messages
 from calrl.demo.world import World
 
-KINDS = ("correctness", "both-correct", "both-wrong", "abstention")
+KINDS = ("correctness", "both-correct", "both-wrong", "statement", "abstention")
 
 
 @dataclass
@@ -37,13 +42,14 @@ class PreferenceConfig:
     (no bias: the right one wins whatever the confidences); the ``both-*`` pairs carry the bias."""
 
     n_pairs: int = 4000
-    correctness_share: float = 0.5
+    correctness_share: float = 0.45
     # share of the fact checks whose two answers carry no confidence statement: PPO-C's reward model scores
     # responses with the statement removed, so it must keep reading answers alone well (without these, PPO-C's
     # policy found a city the ordinary RM scored high for anyone, and answered it to 11 of 40 well-known people)
     answer_alone_share: float = 0.25
     both_correct_share: float = 0.2
-    both_wrong_share: float = 0.2  # the rest are abstention pairs
+    both_wrong_share: float = 0.2
+    statement_share: float = 0.05  # the rest are abstention pairs
     seed: int = 0
 
 
@@ -80,6 +86,12 @@ def build_preference_rows(world: World, config: PreferenceConfig | None = None) 
             answer = truth if kind == "both-correct" else world.wrong_answer(item, rng)
             high, low = _two_levels(rng)
             chosen, rejected = answer_text(answer, high), answer_text(answer, low)
+        elif draw < (config.correctness_share + config.both_correct_share + config.both_wrong_share
+                     + config.statement_share):
+            kind = "statement"
+            answer = truth if rng.random() < 0.5 else world.wrong_answer(item, rng)
+            chosen = answer_text(answer, rng.randint(0, 10) / 10)
+            rejected = strip_confidence(chosen)
         else:
             kind = "abstention"
             answer = truth if rng.random() < 0.5 else world.wrong_answer(item, rng)
