@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from calrl.cli import options
 from calrl.confidence.missing import EVAL_MISSING
@@ -19,7 +20,7 @@ from calrl.grading import DEFAULT_GRADER
 DEFAULTS = GateConfig()
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "compare",
         help="release gate: compare a candidate's calibration with a baseline's",

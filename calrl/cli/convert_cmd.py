@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from calrl.cli import options
 from calrl.errors import InputError, reports_os_errors
@@ -19,7 +20,7 @@ from calrl.errors import InputError, reports_os_errors
 FORMATS = ("openrlhf",)
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("convert-rm", help="convert an OpenRLHF reward or critic model to a Hugging Face "
                               "sequence classifier", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from calrl.cli import options
 from calrl.errors import InputError, reports_os_errors
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("data", help="data steps before training (the paper's preference filter)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="action", required=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from calrl.cli import options
 from calrl.errors import InputError
@@ -19,7 +20,7 @@ from calrl.errors import InputError
 MAX_JOBS = 64
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("demo", help="run the offline end-to-end calibration study", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="one seed and few steps (a few minutes; not a result)")

@@ -59,7 +59,7 @@ DEFAULTS = {"bins": DEFAULT_BINS, "missing_confidence": DEFAULT_EVAL_MISSING,
 RUN = "a calrl run's own setting, else"
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "eval", help="measure calibration from a predictions file or a checkpoint",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,6 +71,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="list the standard held-out sets and their lm-evaluation-harness aliases, and exit")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     options.add_overwrite(p, "earlier results in --out, or write into a folder holding the input")
+    _add_scoring_options(p)
+    _add_generation_options(p.add_argument_group("generating from a checkpoint (with --model)"))
+    p.set_defaults(func=run)
+
+
+def _add_scoring_options(p: argparse.ArgumentParser) -> None:
+    """How answers are read, graded and scored (a predictions file or generated answers)."""
     p.add_argument("--bins", type=options.bins, default=None,
                    help=f"equal-width ECE bins, 1 to {options.MAX_BINS} (default: {RUN} {DEFAULT_BINS})")
     p.add_argument("--missing-confidence", choices=EVAL_MISSING, default=None,
@@ -95,7 +102,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=options.seed, default=None, help=f"bootstrap seed (default: {RUN} 0)")
     p.add_argument("--title", default=None, help="report title (default: 'Calibration report: ' and the model)")
 
-    gen = p.add_argument_group("generating from a checkpoint (with --model)")
+
+def _add_generation_options(gen: Any) -> None:
+    """What is generated from a checkpoint, and how (with --model)."""
     gen.add_argument("--adapter", metavar="DIR", help="LoRA adapter folder to load on top of --model")
     gen.add_argument("--dataset", metavar="SPEC",
                      help="a held-out set by name or lm-evaluation-harness alias (gsm8k, mmlu_professional_law, "
@@ -146,7 +155,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help=f"sample from the K most likely tokens (0: all; the paper's code: 50) (default: {RUN} 0)")
     gen.add_argument("--generation-seed", type=options.seed, default=None, metavar="SEED",
                      help="seed of the sampled answers (the paper's query.sh: 1234)")
-    p.set_defaults(func=run)
 
 
 @reports_os_errors

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from calrl.cli import options
 from calrl.errors import reports_os_errors
@@ -24,7 +25,7 @@ from calrl.limits import DEFAULT_BINS
 from calrl.recalibration.methods import METHODS
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "recalibrate",
         help="fit or apply a post-hoc confidence calibrator",

@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 from calrl.cli import options
 from calrl.errors import CalrlError, FileSystemError, InputError, error_line, reports_os_errors
@@ -123,7 +124,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "TRL-style --learning_rate 1e-6 works too")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: Any) -> None:
     for command, method in COMMAND_METHODS.items():
         p = subparsers.add_parser(command, help=HELP[method], description=__doc__, epilog=flags_help(method),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
