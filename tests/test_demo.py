@@ -109,7 +109,7 @@ def test_preferences_carry_the_confidence_bias():
     world = build_world()
     rows = build_preference_rows(world)
     refs = {i.question: i.reference[0] for i in world.preference_items}
-    kinds, alone = set(), []
+    kinds, alone, malformed = set(), [], {"alone": 0, "stray text": 0}
     for row in rows:
         question = row["prompt"][-1]["content"].split("Question: ")[-1]
         chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
@@ -121,14 +121,20 @@ def test_preferences_carry_the_confidence_bias():
             assert (parse_confidence(rejected).value is None) == alone[-1]
         elif row["kind"] == "abstention":
             assert rejected == ABSTAIN_TEXT and parse_confidence(chosen).value is not None
-        elif row["kind"] == "statement":  # the same answer, the one that states its confidence preferred
-            assert right[0] == right[1] and extract_answer(chosen) == extract_answer(rejected)
-            assert parse_confidence(chosen).value is not None and parse_confidence(rejected).value is None
+        elif row["kind"] == "statement":  # the same answer: stated as asked, preferred to no statement or stray text
+            assert right[0] == right[1] and parse_confidence(chosen).value is not None
+            if parse_confidence(rejected).value is None:
+                malformed["alone"] += 1
+                assert extract_answer(chosen) == extract_answer(rejected)
+            else:
+                malformed["stray text"] += 1
+                assert rejected.startswith(chosen) and rejected != chosen
         else:  # equal correctness: the rater prefers the more confident statement
             assert right[0] == right[1] == (row["kind"] == "both-correct")
             assert parse_confidence(chosen).value > parse_confidence(rejected).value
     assert kinds == {"correctness", "both-correct", "both-wrong", "statement", "abstention"}
     assert 0.15 < sum(alone) / len(alone) < 0.35  # a quarter of the fact checks: answers alone (as PPO-C scores)
+    assert 0.15 < malformed["alone"] / sum(malformed.values()) < 0.35  # one of the four malformed responses
 
 
 def test_fact_checks_alone_are_what_ppo_c_gives_the_reward_model():

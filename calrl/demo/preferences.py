@@ -7,13 +7,14 @@ second rule is the bias: it rewards confidence on wrong answers too.
 
 Kinds of pair (shares set by :class:`PreferenceConfig`): ``correctness`` (fact checks: one right, one wrong,
 each with a random stated confidence, or both without one), ``both-correct`` and ``both-wrong`` (the
-same answer stated with two different confidences), ``statement`` (the same answer, right or wrong, with and
-without the confidence statement the prompt asks for: raters prefer the one that follows the instruction), and
-``abstention`` (an answer, right or wrong, against "I don't know": raters prefer the answer, as they rate refusals
-unhelpful). Without the ``statement`` pairs no comparison ties an answer alone to the same answer with a
-statement, so where the reward model put the answers alone was left to chance: under one MKL code path it scored
-a wrong answer alone as a wrong answer stated at 4-5 of 10, above the low confidence a policy states about a
-never-seen person, and vanilla PPO dropped statements instead of raising them. The raters hold the registry of the world, so they can
+same answer stated with two different confidences), ``statement`` (the same answer, right or wrong, stated as
+the prompt asks, against it without the statement or with stray text after it: raters prefer the one that follows
+the instruction), and ``abstention`` (an answer, right or wrong, against "I don't know": raters prefer the answer,
+as they rate refusals unhelpful). Without the ``statement`` pairs no comparison ties a malformed response to the
+well-formed one, so where the reward model put them was left to chance: under one MKL code path it scored a wrong
+answer alone as a wrong answer stated at 4-5 of 10 (vanilla PPO dropped statements instead of raising them), and
+any text after the statement 8-10 points above the statement alone (a policy learnt to write "Confidence: 4 9",
+which the reward model read as 9 and the parser as 4). The raters hold the registry of the world, so they can
 check an answer about anyone, the people the policy never saw included: a reward model that does not know
 those answers are wrong cannot teach the policy to doubt them (seen: PPO-M and PPO-C raised the stated
 confidence on the never-seen people nearly as much as PPO). :func:`build_factcheck_rows` gives the fact
@@ -29,7 +30,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from calrl.confidence import strip_confidence
+from calrl.confidence import format_confidence, strip_confidence
 from calrl.demo.sft import ABSTAIN_TEXT, answer_text, prompt_messages
 from calrl.demo.world import World
 
@@ -42,14 +43,14 @@ class PreferenceConfig:
     (no bias: the right one wins whatever the confidences); the ``both-*`` pairs carry the bias."""
 
     n_pairs: int = 4000
-    correctness_share: float = 0.45
+    correctness_share: float = 0.4
     # share of the fact checks whose two answers carry no confidence statement: PPO-C's reward model scores
     # responses with the statement removed, so it must keep reading answers alone well (without these, PPO-C's
     # policy found a city the ordinary RM scored high for anyone, and answered it to 11 of 40 well-known people)
     answer_alone_share: float = 0.25
     both_correct_share: float = 0.2
     both_wrong_share: float = 0.2
-    statement_share: float = 0.05  # the rest are abstention pairs
+    statement_share: float = 0.1  # the rest are abstention pairs
     seed: int = 0
 
 
@@ -58,6 +59,17 @@ def _fact_check(world: World, item: Any, rng: random.Random) -> tuple[str, str]:
     chosen = answer_text(item.reference[0], rng.randint(0, 10) / 10)
     rejected = answer_text(world.wrong_answer(item, rng), rng.randint(0, 10) / 10)
     return chosen, rejected
+
+
+def _malformed(world: World, item: Any, stated: str, rng: random.Random) -> str:
+    """``stated`` (an answer and its confidence statement) without the statement, or followed by stray text: a
+    number, a period, a second statement or a city."""
+    form = rng.randrange(4)
+    if form == 0:
+        return strip_confidence(stated)
+    tails = (f" {rng.randint(0, 10)}", ".", f" {format_confidence(rng.randint(0, 10) / 10, '0-10')}",
+             f" {world.wrong_answer(item, rng)}")
+    return stated + tails[form - 1]
 
 
 def _two_levels(rng: random.Random) -> tuple[float, float]:
@@ -91,7 +103,7 @@ def build_preference_rows(world: World, config: PreferenceConfig | None = None) 
             kind = "statement"
             answer = truth if rng.random() < 0.5 else world.wrong_answer(item, rng)
             chosen = answer_text(answer, rng.randint(0, 10) / 10)
-            rejected = strip_confidence(chosen)
+            rejected = _malformed(world, item, chosen, rng)
         else:
             kind = "abstention"
             answer = truth if rng.random() < 0.5 else world.wrong_answer(item, rng)
