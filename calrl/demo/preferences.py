@@ -27,7 +27,9 @@ assistant message) so the reward model reads exactly the text PPO later scores.
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from calrl.confidence import format_confidence, strip_confidence
@@ -78,36 +80,37 @@ def _two_levels(rng: random.Random) -> tuple[float, float]:
     return max(a, b) / 10, min(a, b) / 10
 
 
+def _stated_answer(world: World, item: Any, rng: random.Random) -> str:
+    """The right answer or a wrong one (even odds), stated with a random confidence on the 0-10 grid."""
+    answer = item.reference[0] if rng.random() < 0.5 else world.wrong_answer(item, rng)
+    return answer_text(answer, rng.randint(0, 10) / 10)
+
+
 def build_preference_rows(world: World, config: PreferenceConfig | None = None) -> list[dict[str, Any]]:
     """``config.n_pairs`` preference pairs on the world's preference prompts (drawn with replacement), with
     their kind recorded."""
     config = config or PreferenceConfig()
     rng = random.Random(config.seed)
+    # the upper end of each kind's share of [0, 1), in KINDS order (abstention: the rest)
+    bounds = list(accumulate((config.correctness_share, config.both_correct_share, config.both_wrong_share,
+                              config.statement_share)))
     rows = []
     for _ in range(config.n_pairs):
         item = rng.choice(world.preference_items)
-        truth = item.reference[0]
-        draw = rng.random()
-        if draw < config.correctness_share:
-            kind = "correctness"
+        kind = KINDS[bisect_right(bounds, rng.random())]
+        if kind == "correctness":
             chosen, rejected = _fact_check(world, item, rng)
             if rng.random() < config.answer_alone_share:
                 chosen, rejected = strip_confidence(chosen), strip_confidence(rejected)
-        elif draw < config.correctness_share + config.both_correct_share + config.both_wrong_share:
-            kind = "both-correct" if draw < config.correctness_share + config.both_correct_share else "both-wrong"
-            answer = truth if kind == "both-correct" else world.wrong_answer(item, rng)
+        elif kind in ("both-correct", "both-wrong"):
+            answer = item.reference[0] if kind == "both-correct" else world.wrong_answer(item, rng)
             high, low = _two_levels(rng)
             chosen, rejected = answer_text(answer, high), answer_text(answer, low)
-        elif draw < (config.correctness_share + config.both_correct_share + config.both_wrong_share
-                     + config.statement_share):
-            kind = "statement"
-            answer = truth if rng.random() < 0.5 else world.wrong_answer(item, rng)
-            chosen = answer_text(answer, rng.randint(0, 10) / 10)
+        elif kind == "statement":
+            chosen = _stated_answer(world, item, rng)
             rejected = _malformed(world, item, chosen, rng)
         else:
-            kind = "abstention"
-            answer = truth if rng.random() < 0.5 else world.wrong_answer(item, rng)
-            chosen, rejected = answer_text(answer, rng.randint(0, 10) / 10), ABSTAIN_TEXT
+            chosen, rejected = _stated_answer(world, item, rng), ABSTAIN_TEXT
         rows.append({
             "prompt": prompt_messages(item),
             "chosen": [{"role": "assistant", "content": chosen}],
