@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -60,15 +62,104 @@ def display_command(cmd: list[str]) -> str:
     return shlex.join(str(c) for c in cmd)
 
 
+class Zygote:
+    """The parent's side of :mod:`calrl.demo.zygote`: starts ``python -m MODULE ARGS`` commands as forks of a
+    process that imported ``modules`` once (started with ``env``; its own messages go to ``log``)."""
+
+    def __init__(self, modules: tuple[str, ...], env: dict[str, str], log: Path) -> None:
+        with open(log, "w", encoding="utf-8") as handle:
+            self.proc = subprocess.Popen([sys.executable, "-m", "calrl.demo.zygote", *modules], env=env,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=handle)
+        self.log = log
+        self.pids: dict[str, int] = {}
+        self.codes: dict[str, int] = {}
+        self.logs: dict[str, Path] = {}
+        self._pending = b""
+        self._next = 0
+
+    def start(self, module: str, args: list[str], env: dict[str, str], log: Path) -> ForkedProcess:
+        self._next += 1
+        request = {"id": str(self._next), "module": module, "args": args, "env": env, "log": str(log)}
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(request) + "\n").encode())
+        self.proc.stdin.flush()
+        self.logs[request["id"]] = log
+        return ForkedProcess(self, request["id"])
+
+    def pump(self) -> None:
+        """Read what the zygote reported (forked pids, exit codes) without waiting."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                self._ended()
+                return
+            self._pending += chunk
+            *lines, self._pending = self._pending.split(b"\n")
+            for line in lines:
+                message = json.loads(line)
+                if "pid" in message:
+                    self.pids[message["id"]] = message["pid"]
+                else:
+                    self.codes[message["id"]] = message["code"]
+
+    def _ended(self) -> None:
+        """The zygote ended (it failed to import a module, or was killed): what it had not reported fails, with
+        the reason and the zygote's log in the task's log."""
+        code = self.proc.wait()
+        reason = log_tail(self.log)
+        for ident, log in self.logs.items():
+            if ident not in self.codes:
+                with open(log, "a", encoding="utf-8") as handle:
+                    handle.write(f"calrl demo: the process this stage was forked from ended (exit {code}); "
+                                 f"its log: {self.log}\n{reason}\n")
+                self.codes[ident] = code or 1
+
+    def close(self) -> None:
+        """End the zygote (it stops the stages still running) and wait for it."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class ForkedProcess:
+    """One stage forked by the :class:`Zygote`, with ``subprocess.Popen``'s ``poll`` and ``terminate``."""
+
+    def __init__(self, zygote: Zygote, ident: str) -> None:
+        self.zygote = zygote
+        self.ident = ident
+
+    def poll(self) -> int | None:
+        self.zygote.pump()
+        return self.zygote.codes.get(self.ident)
+
+    def terminate(self) -> None:
+        pid = self.zygote.pids.get(self.ident)
+        if pid is not None and self.ident not in self.zygote.codes:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
 class StudyRunner:
-    """Schedules tasks on ``jobs`` worker processes, with a progress bar and a log file per task."""
+    """Schedules tasks on ``jobs`` worker processes, with a progress bar and a log file per task.
+
+    With ``preload`` (module names), every ``python -m MODULE ARGS`` task is a fork of one :class:`Zygote` that
+    imported those modules once, instead of a new interpreter that imports them again; other commands are
+    started as processes of their own."""
 
     def __init__(self, out: Path, *, jobs: int = 2, env: dict[str, str] | None = None,
-                 show_progress: bool = True) -> None:
+                 show_progress: bool = True, preload: tuple[str, ...] = ()) -> None:
         self.out = out
         self.jobs = max(1, jobs)
         self.env = env or {}
         self.show_progress = show_progress
+        self.preload = preload
+        self.zygote: Zygote | None = None
         self.markers = out / ".markers"
         self.logs = out / "logs"
         self.results: dict[str, TaskResult] = {}
@@ -106,7 +197,7 @@ class StudyRunner:
         self.markers.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         pending = list(tasks)
-        running: dict[str, tuple[subprocess.Popen, float, str, Any]] = {}
+        running: dict[str, tuple[Any, float, str, Any]] = {}
         failed: TaskResult | None = None
         bar = progress(total=len(tasks), desc="calrl demo", unit="stage", disable=not self.show_progress)
         try:
@@ -132,10 +223,7 @@ class StudyRunner:
                     handle = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed when the process ends
                     handle.write(f"$ {display_command(cmd)}\n")
                     handle.flush()
-                    env = {**os.environ, **self.env, **task.env}
-                    proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                            stdin=subprocess.DEVNULL)
-                    running[task.name] = (proc, time.time(), fingerprint, handle)
+                    running[task.name] = (self._launch(cmd, task, handle, log), time.time(), fingerprint, handle)
                     bar.set_postfix_str(", ".join(running), refresh=True)
                 # collect what finished
                 for name, (proc, start, fingerprint, handle) in list(running.items()):
@@ -171,9 +259,24 @@ class StudyRunner:
             raise
         finally:
             bar.close()
+            if self.zygote is not None:
+                self.zygote.close()
+                self.zygote = None
         if failed is not None:
             raise StageFailed(failed)
         return self.results
+
+
+    def _launch(self, cmd: list[str], task: Task, handle: Any, log: Path) -> Any:
+        """Start one task's process: a fork of the zygote for ``python -m`` commands when modules are preloaded,
+        else a new process; either has ``poll`` and ``terminate``."""
+        env = {**os.environ, **self.env, **task.env}
+        if self.preload and cmd[:2] == [sys.executable, "-m"]:
+            if self.zygote is None:
+                self.zygote = Zygote(self.preload, {**os.environ, **self.env}, self.logs / "zygote.log")
+            handle.flush()
+            return self.zygote.start(cmd[2], [str(c) for c in cmd[3:]], env, log)
+        return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
 
 
 class StageFailed(Exception):
