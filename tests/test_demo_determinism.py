@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from calrl.demo.preferences import build_factcheck_rows
+from calrl.demo.processes import SFT_THREADS, study_env
 from calrl.demo.recipes import RewardModelSettings, reward_model_recipe, write_recipe
 from calrl.demo.sft import build_demo_tokenizer
-from calrl.demo.study import SFT_THREADS, Layout, StudyConfig, build_tasks, study_env
+from calrl.demo.study import Layout, StudyConfig, build_tasks
 from calrl.demo.world import WorldConfig, build_world
 from calrl.jsonio import write_jsonl
 
@@ -43,7 +44,7 @@ def test_reward_model_stage_is_reproducible(tmp_path):
     data = tmp_path / "factchecks"
     write_jsonl(data / "train.jsonl", build_factcheck_rows(world, 48, seed=1))
     write_jsonl(data / "test.jsonl", build_factcheck_rows(world, 16, seed=2))
-    env = {**os.environ, **study_env(StudyConfig(out=tmp_path, seeds=[0]))}
+    env = {**os.environ, **study_env(tmp_path)}
 
     outputs = []
     for run in ("a", "b"):
@@ -72,7 +73,7 @@ def test_reward_model_stage_is_reproducible(tmp_path):
 def test_study_environment_is_single_threaded_whatever_jobs(tmp_path):
     for jobs in (1, 2, 4):
         config = StudyConfig(out=Path(tmp_path), seeds=[0, 1], jobs=jobs)
-        env = study_env(config)
+        env = study_env(config.out)
         assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1" and env["PYTHONHASHSEED"] == "0"
         # every stage single-threaded but the SFT, which runs alone: a fixed two threads, not one per core or job
         threads = {t.name: {**env, **t.env}["OMP_NUM_THREADS"] for t in build_tasks(config, Layout(config.out))}

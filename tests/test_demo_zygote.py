@@ -105,9 +105,9 @@ def test_a_forked_stage_writes_the_same_bytes_as_its_own_process(tmp_path):
     """The reward-model stage (``calrl train-rm``, two threads) as a new interpreter and as a fork of the zygote
     that preloaded the study's modules: the same weights and report, byte for byte."""
     from calrl.demo.preferences import build_factcheck_rows
+    from calrl.demo.processes import PRELOAD, study_env, threads_env
     from calrl.demo.recipes import RewardModelSettings, reward_model_recipe, write_recipe
     from calrl.demo.sft import build_demo_tokenizer, save_reward_init
-    from calrl.demo.study import PRELOAD, StudyConfig, study_env, threads_env
     from calrl.demo.world import WorldConfig, build_world
     from calrl.jsonio import write_jsonl
     from calrl.tiny.models import build_tiny_causal_lm
@@ -121,7 +121,7 @@ def test_a_forked_stage_writes_the_same_bytes_as_its_own_process(tmp_path):
     data = tmp_path / "factchecks"
     write_jsonl(data / "train.jsonl", build_factcheck_rows(world, 48, seed=1))
     write_jsonl(data / "test.jsonl", build_factcheck_rows(world, 16, seed=2))
-    env = study_env(StudyConfig(out=tmp_path, seeds=[0]))
+    env = study_env(tmp_path)
     reports = []
     for run, preload in (("own", ()), ("forked", PRELOAD)):
         out = tmp_path / run / "rm_base"

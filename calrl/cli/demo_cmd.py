@@ -10,11 +10,15 @@ the finished stages; ``--fresh`` starts over.
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from calrl.cli import options
 from calrl.errors import InputError
+
+if TYPE_CHECKING:
+    from calrl.demo.runner import Zygote
 
 #: Most stage processes run side by side (each holds a model; more than the cores only slows them down).
 MAX_JOBS = 64
@@ -75,10 +79,6 @@ def parse_policies(text: str | None) -> tuple[str, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # lazy: the study loads torch, which `calrl demo --help` must not
-    from calrl.demo.runner import StageFailed, log_tail
-    from calrl.demo.study import full_config, quick_config, run_study
-
     seeds = parse_seeds(args.seeds)
     policies = parse_policies(args.policies)
     if args.jobs is not None and args.jobs < 1:
@@ -88,13 +88,32 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("exists and is not a folder", path=str(out))
     if args.readme_table:
         return print_readme_table(out)
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    # the stages' zygote first (light import): it imports torch, transformers and TRL while this process imports
+    # the study's modules, which load them too
+    from calrl.demo.processes import start_zygote
+
+    zygote = start_zygote(out)
+    try:
+        return _run_study(args, out, seeds, policies, zygote)
+    finally:
+        zygote.close()
+
+
+def _run_study(args: argparse.Namespace, out: Path, seeds: list[int] | None, policies: tuple[str, ...] | None,
+               zygote: Zygote) -> int:
+    # lazy: the study loads torch, which `calrl demo --help` must not
+    from calrl.demo.runner import StageFailed, log_tail
+    from calrl.demo.study import full_config, quick_config, run_study
+
     config = (quick_config if args.quick else full_config)(out, seeds=seeds, jobs=args.jobs, policies=policies)
     command = ("calrl demo" + (" --quick" if args.quick else "") + (f" --seeds {args.seeds}" if args.seeds else "")
                + (f" --policies {','.join(policies)}" if policies else ""))
     print(f"calrl demo: {'quick run' if args.quick else 'full study'}, seeds {config.seeds}, "
           f"{config.jobs} process(es) side by side, output {out}")
     try:
-        report = run_study(config, fresh=args.fresh, command=command)
+        report = run_study(config, command=command, zygote=zygote)
     except StageFailed as exc:
         print(f"calrl demo: {exc}")
         tail = log_tail(exc.result.log)

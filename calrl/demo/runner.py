@@ -150,16 +150,17 @@ class StudyRunner:
 
     With ``preload`` (module names), every ``python -m MODULE ARGS`` task is a fork of one :class:`Zygote` that
     imported those modules once, instead of a new interpreter that imports them again; other commands are
-    started as processes of their own."""
+    started as processes of their own. A ``zygote`` started beforehand (while the caller imports what it needs)
+    is used instead of starting one; the runner ends it when the run ends."""
 
     def __init__(self, out: Path, *, jobs: int = 2, env: dict[str, str] | None = None,
-                 show_progress: bool = True, preload: tuple[str, ...] = ()) -> None:
+                 show_progress: bool = True, preload: tuple[str, ...] = (), zygote: Zygote | None = None) -> None:
         self.out = out
         self.jobs = max(1, jobs)
         self.env = env or {}
         self.show_progress = show_progress
         self.preload = preload
-        self.zygote: Zygote | None = None
+        self.zygote = zygote
         self.markers = out / ".markers"
         self.logs = out / "logs"
         self.results: dict[str, TaskResult] = {}
@@ -271,7 +272,7 @@ class StudyRunner:
         """Start one task's process: a fork of the zygote for ``python -m`` commands when modules are preloaded,
         else a new process; either has ``poll`` and ``terminate``."""
         env = {**os.environ, **self.env, **task.env}
-        if self.preload and cmd[:2] == [sys.executable, "-m"]:
+        if (self.preload or self.zygote is not None) and cmd[:2] == [sys.executable, "-m"]:
             if self.zygote is None:
                 self.zygote = Zygote(self.preload, {**os.environ, **self.env}, self.logs / "zygote.log")
             handle.flush()

@@ -43,6 +43,7 @@ from calrl.callbacks.eval_files import EVAL_SUBDIR
 from calrl.data.readers import read_rows
 from calrl.demo.layout import SHARED, SHARED_RUNS, Layout, eval_task_name, gate_pairs, task_name
 from calrl.demo.preferences import PreferenceConfig, build_factcheck_rows, build_preference_rows
+from calrl.demo.processes import PRELOAD, SFT_THREADS, study_env, threads_env
 from calrl.demo.recipes import (
     FULL_POLICIES,
     MAIN_POLICIES,
@@ -60,7 +61,7 @@ from calrl.demo.recipes import (
     write_recipe,
 )
 from calrl.demo.report import readme_table, write_report
-from calrl.demo.runner import StudyRunner, Task
+from calrl.demo.runner import StudyRunner, Task, Zygote
 from calrl.demo.sft import SFTModelConfig, SFTTargetConfig, prompt_messages
 from calrl.demo.summary import build_summary
 from calrl.demo.world import WorldConfig, build_world
@@ -328,42 +329,6 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else ""
 
 
-# The SFT stage runs alone (every other stage needs its policy), so it takes two threads whatever ``--jobs`` is:
-# 49 s instead of 61 s on this 2-core machine. A fixed count, not one per idle core, so the numbers do not depend
-# on --jobs or on the machine's core count. With MKL_CBWR unset or AUTO the weights are the same to the bit as with
-# one thread; with COMPATIBLE they differ from one thread's but two threads give the same bits run after run
-# (docs/history/demo_findings.md, eighth version).
-SFT_THREADS = 2
-
-
-# What the stage processes import, loaded once by the study's zygote (calrl/demo/zygote.py) that forks them: each
-# stage started as a new interpreter spent 8-10 s importing these on this 2-core machine before doing any work
-PRELOAD = ("calrl.cli.main", "calrl.cli.train_cmd", "calrl.cli.eval_cmd", "calrl.cli.compare_cmd",
-           "calrl.cli.data_cmd", "calrl.demo.sft", "calrl.runners.runner", "calrl.runners.ppo", "calrl.runners.rm",
-           "calrl.runners.grpo", "calrl.runners.reporting", "calrl.eval.run", "calrl.gate.run", "calrl.gate.report",
-           "calrl.reward_modeling.filtering")
-
-
-def threads_env(n: int) -> dict[str, str]:
-    """The environment of a stage process that computes with ``n`` threads."""
-    return {"OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
-
-
-def study_env(config: StudyConfig) -> dict[str, str]:
-    """Offline, quiet, and one thread per process whatever ``jobs`` is (the SFT stage's own: ``SFT_THREADS``):
-    a float sum split over threads may add in another order (the numbers would then depend on ``--jobs`` and on
-    the machine's core count), and
-    PYTHONHASHSEED fixes the order of any set iteration a stage might do."""
-    env = {
-        "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1",
-        "MPLBACKEND": "Agg", "HF_DATASETS_CACHE": str(config.out / ".cache" / "datasets"),
-        "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1",
-    }
-    env.update({**threads_env(1), "PYTHONHASHSEED": "0"})
-    return env
-
-
 def code_version() -> dict[str, Any]:
     """The git commit of the calrl checkout that ran the study, and whether its tracked files had changes."""
     root = Path(__file__).resolve().parents[2]
@@ -402,9 +367,10 @@ def machine_description() -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- the study
 def run_study(config: StudyConfig, *, fresh: bool = False, show_progress: bool = True,
-              command: str = "calrl demo") -> Path:
+              command: str = "calrl demo", zygote: Zygote | None = None) -> Path:
     """Run (or resume) the study and write ``summary.json``, ``report.md`` and ``report.html``; returns the
-    path of ``report.html``."""
+    path of ``report.html``. ``zygote``: the stages' zygote, already started (``calrl.demo.processes``; with
+    ``fresh`` it must not have been started in ``config.out``, which is emptied first)."""
     out = config.out
     if fresh and out.exists():
         shutil.rmtree(out)
@@ -417,8 +383,8 @@ def run_study(config: StudyConfig, *, fresh: bool = False, show_progress: bool =
     t0 = time.time()
     counts = write_world_files(config, layout)
     world_seconds = time.time() - t0
-    runner = StudyRunner(out, jobs=config.jobs, env=study_env(config), show_progress=show_progress,
-                         preload=PRELOAD)
+    runner = StudyRunner(out, jobs=config.jobs, env=study_env(config.out), show_progress=show_progress,
+                         preload=PRELOAD, zygote=zygote)
     results = runner.run(scheduled(build_tasks(config, layout)))
 
     t0 = time.time()
