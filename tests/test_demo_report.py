@@ -189,3 +189,14 @@ def test_a_study_of_several_seeds_has_no_one_seed_caveat(studies):
     markdown = (out / "report.md").read_text()
     assert "What one seed cannot show" not in markdown and "cannot support" not in readme_table(summary)
     assert "2 of 2 seeds" in markdown and "95% interval (seeds)" in markdown and "(every seed)" in markdown
+
+
+def test_only_vanilla_ppo_is_claimed_more_confident_on_every_slice(studies):
+    """PPO + correctness is right every time on the well-known people, where its correctness term is constant: its
+    overconfidence claims are the paired mean and the never-seen people, and the report says why no more."""
+    summary, out = studies["full"]
+    checks = summary["checks"]
+    assert "ppo_more_confident_every_slice" in checks and "ppo_v_more_confident_every_slice" not in checks
+    assert {"ppo_v_more_overconfident_than_sft", "ppo_v_more_confident_on_never_seen"} <= set(checks)
+    markdown = (out / "report.md").read_text()
+    assert "its correctness term is constant, and no claim is made there" in markdown

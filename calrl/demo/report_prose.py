@@ -22,8 +22,6 @@ CHECK_TEXT = {
                                           "the questions both answered)"),
     "ppo_more_confident_every_slice": "PPO (reward model alone) states higher confidence than SFT in every slice "
                                       "and has higher ECE",
-    "ppo_v_more_confident_every_slice": "PPO + correctness states higher confidence than SFT in every slice and "
-                                        "has higher ECE",
     "ppo_more_confident_on_never_seen": "PPO (reward model alone) states higher confidence than SFT on the "
                                         "never-seen people (answers it cannot know) and has higher ECE",
     "ppo_v_more_confident_on_never_seen": "PPO + correctness states higher confidence than SFT on the never-seen "
@@ -181,13 +179,19 @@ def _overconfidence_paragraph(summary: dict[str, Any], ppo: str, label: str) -> 
     p = _means(summary, ppo, ("accuracy", "ece", "mean_confidence"))
     probe = summary["reward_models"]["rm_plain"]
     check = summary["checks"][f"{ppo}_more_overconfident_than_sft"]
-    slices = summary["checks"][f"{ppo}_more_confident_every_slice"]
     n = check["numbers"]
     paired = _change(n["sft_mean_confidence_paired"], n[f"{ppo}_mean_confidence_paired"],
                      "mean confidence on the questions both answered")
     verdict = (f"Higher mean confidence on the questions both answered ({paired}) and higher ECE than SFT "
-               f"{in_seeds(summary, check)}; "
-               f"higher stated confidence in every slice and higher ECE {in_seeds(summary, slices, means=False)}.")
+               f"{in_seeds(summary, check)}; ")
+    slices = summary["checks"].get(f"{ppo}_more_confident_every_slice")
+    if slices is not None:
+        verdict += f"higher stated confidence in every slice and higher ECE {in_seeds(summary, slices, means=False)}."
+    else:
+        never = summary["checks"][f"{ppo}_more_confident_on_never_seen"]
+        verdict += (f"higher stated confidence on the never-seen people and higher ECE "
+                    f"{in_seeds(summary, never, means=False)} (on the well-known people, right every time, its "
+                    f"correctness term is constant, and no claim is made there).")
     return (f"{label} ({_over(summary)}): {_change(sft['mean_confidence'], p['mean_confidence'], 'mean confidence (own answers)')}, "
             f"{_change(sft['ece'], p['ece'], 'ECE')}, "
             f"{_change(sft['accuracy'], p['accuracy'], 'accuracy', points=True)} (SFT -> PPO). {verdict} "

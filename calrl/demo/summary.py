@@ -205,6 +205,17 @@ def _count(flags: list[bool | None]) -> dict[str, int]:
     return {"seeds_passed": sum(1 for f in flags if f), "seeds": len(flags)}
 
 
+# The policies claimed to state more confidence than SFT in every slice, the well-known people included: vanilla
+# PPO, whose only reward is the ordinary reward model, which pays for confidence on every answer. Not PPO +
+# correctness: on the well-known people it is right every time, so its correctness term is the same whatever it
+# states, and what is left to push it up there is the reward model's premium for 10 over 8 on a right answer (about
+# 0.15 reward std), against a reward whose spread the correctness term widened. In every full study since the
+# eighth version it ended below SFT there in 1 or 2 of 5 seeds on some MKL path, by 0.05-0.07 (0.87-0.90 against
+# 0.94-0.95; docs/history/demo_findings.md, eleventh version): a climb there is not what RL with a correctness
+# reward predicts, so it is not claimed. Its overconfidence claims are the paired mean and the never-seen people.
+SLICE_CLAIMS = ("ppo",)
+
+
 def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
     """What the study is expected to show, judged seed by seed: ``seeds_passed`` of ``seeds``; ``passed`` is
     true only when it holds in every seed (``on_means`` says whether it holds on the means over seeds)."""
@@ -234,8 +245,9 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
         # policy's own answers it also moved with what a policy refuses (SFT refuses mostly the never-seen people,
         # where it states its lowest confidences, so a PPO that answers them all with more confidence than SFT
         # could still average less: seen in a quick run). The same claim slice by slice follows.
-        per_seed = [slices_more_confident(summary, ppo, seed) for seed in summary["seeds"]]
-        checks[f"{ppo}_more_confident_every_slice"] = {**_verdict(per_seed, None), "numbers": {}}
+        if ppo in SLICE_CLAIMS:
+            per_seed = [slices_more_confident(summary, ppo, seed) for seed in summary["seeds"]]
+            checks[f"{ppo}_more_confident_every_slice"] = {**_verdict(per_seed, None), "numbers": {}}
         per_seed = [slices_more_confident(summary, ppo, seed, slices=(group_of("never"),)) for seed in summary["seeds"]]
         checks[f"{ppo}_more_confident_on_never_seen"] = {**_verdict(per_seed, None), "numbers": {}}
 
