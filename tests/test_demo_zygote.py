@@ -139,3 +139,16 @@ def test_a_forked_stage_writes_the_same_bytes_as_its_own_process(tmp_path):
     assert own.read_bytes() == forked.read_bytes()
     for key in ("preference_accuracy", "mean_reward_margin", "confidence_bias"):
         assert reports[0][key] == reports[1][key], key
+
+
+def test_a_stage_sent_to_a_zygote_that_has_ended_fails_without_a_traceback(tmp_path):
+    from calrl.demo.runner import Zygote
+
+    (tmp_path / "logs").mkdir()
+    zygote = Zygote(("no_such_module_here",), dict(os.environ), tmp_path / "logs" / "zygote.log")
+    zygote.proc.wait(timeout=60)  # it could not import its module
+    log = tmp_path / "logs" / "a.log"
+    stage = zygote.start("zygote_stage", [], dict(os.environ), log)  # no BrokenPipeError
+    assert stage.poll() not in (None, 0)
+    assert "the process this stage was forked from ended" in log.read_text()
+    zygote.close()

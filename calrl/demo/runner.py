@@ -81,9 +81,12 @@ class Zygote:
         self._next += 1
         request = {"id": str(self._next), "module": module, "args": args, "env": env, "log": str(log)}
         assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(request) + "\n").encode())
-        self.proc.stdin.flush()
         self.logs[request["id"]] = log
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:  # the zygote has ended: this stage fails with the reason in its log
+            self._ended()
         return ForkedProcess(self, request["id"])
 
     def pump(self) -> None:
@@ -119,7 +122,10 @@ class Zygote:
     def close(self) -> None:
         """End the zygote (it stops the stages still running) and wait for it."""
         if self.proc.stdin is not None and not self.proc.stdin.closed:
-            self.proc.stdin.close()
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:  # it had ended already; what was left unsent goes nowhere
+                pass
         self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
