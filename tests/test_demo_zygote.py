@@ -144,8 +144,7 @@ def test_a_forked_stage_writes_the_same_bytes_as_its_own_process(tmp_path):
 def test_a_stage_sent_to_a_zygote_that_has_ended_fails_without_a_traceback(tmp_path):
     from calrl.demo.runner import Zygote
 
-    (tmp_path / "logs").mkdir()
-    zygote = Zygote(("no_such_module_here",), dict(os.environ), tmp_path / "logs" / "zygote.log")
+    zygote = Zygote(("no_such_module_here",), {}, tmp_path / "logs")
     zygote.proc.wait(timeout=60)  # it could not import its module
     log = tmp_path / "logs" / "a.log"
     stage = zygote.start("zygote_stage", [], dict(os.environ), log)  # no BrokenPipeError

@@ -6,7 +6,6 @@ so that the two imports (8-10 s each on this 2-core machine) run side by side in
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from calrl.demo.runner import Zygote
@@ -48,7 +47,6 @@ def study_env(out: Path) -> dict[str, str]:
 
 
 def start_zygote(out: Path) -> Zygote:
-    """The zygote of a study writing to ``out`` (its log: ``out/logs/zygote.log``), importing :data:`PRELOAD`."""
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    return Zygote(PRELOAD, {**os.environ, **study_env(out)}, logs / "zygote.log")
+    """The zygote of a study writing to ``out`` (its log: ``out/logs/zygote.log``), importing :data:`PRELOAD`:
+    the one :class:`calrl.demo.runner.StudyRunner` would start, started before the study's modules are imported."""
+    return Zygote(PRELOAD, study_env(out), out / "logs")

@@ -64,11 +64,15 @@ def display_command(cmd: list[str]) -> str:
 
 class Zygote:
     """The parent's side of :mod:`calrl.demo.zygote`: starts ``python -m MODULE ARGS`` commands as forks of a
-    process that imported ``modules`` once (started with ``env``; its own messages go to ``log``)."""
+    process that imported ``modules`` once, started with this process's environment updated by ``env``; its own
+    messages go to ``logs/zygote.log``."""
 
-    def __init__(self, modules: tuple[str, ...], env: dict[str, str], log: Path) -> None:
+    def __init__(self, modules: tuple[str, ...], env: dict[str, str], logs: Path) -> None:
+        logs.mkdir(parents=True, exist_ok=True)
+        log = logs / "zygote.log"
         with open(log, "w", encoding="utf-8") as handle:
-            self.proc = subprocess.Popen([sys.executable, "-m", "calrl.demo.zygote", *modules], env=env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "calrl.demo.zygote", *modules],
+                                         env={**os.environ, **env},
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=handle)
         self.log = log
         self.pids: dict[str, int] = {}
@@ -273,14 +277,13 @@ class StudyRunner:
             raise StageFailed(failed)
         return self.results
 
-
     def _launch(self, cmd: list[str], task: Task, handle: Any, log: Path) -> Any:
         """Start one task's process: a fork of the zygote for ``python -m`` commands when modules are preloaded,
         else a new process; either has ``poll`` and ``terminate``."""
         env = {**os.environ, **self.env, **task.env}
         if (self.preload or self.zygote is not None) and cmd[:2] == [sys.executable, "-m"]:
             if self.zygote is None:
-                self.zygote = Zygote(self.preload, {**os.environ, **self.env}, self.logs / "zygote.log")
+                self.zygote = Zygote(self.preload, self.env, self.logs)
             handle.flush()
             return self.zygote.start(cmd[2], [str(c) for c in cmd[3:]], env, log)
         return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)

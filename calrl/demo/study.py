@@ -366,14 +366,13 @@ def machine_description() -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- the study
-def run_study(config: StudyConfig, *, fresh: bool = False, show_progress: bool = True,
-              command: str = "calrl demo", zygote: Zygote | None = None) -> Path:
-    """Run (or resume) the study and write ``summary.json``, ``report.md`` and ``report.html``; returns the
-    path of ``report.html``. ``zygote``: the stages' zygote, already started (``calrl.demo.processes``; with
-    ``fresh`` it must not have been started in ``config.out``, which is emptied first)."""
+def run_study(config: StudyConfig, *, show_progress: bool = True, command: str = "calrl demo",
+              zygote: Zygote | None = None) -> Path:
+    """Run (or resume) the study in ``config.out`` and write ``summary.json``, ``report.md`` and ``report.html``;
+    returns the path of ``report.html``. ``zygote``: the stages' zygote, already started
+    (``calrl.demo.processes.start_zygote``); without one the runner starts its own when the first stage needs it.
+    Starting over (``calrl demo --fresh``) is emptying ``config.out`` before."""
     out = config.out
-    if fresh and out.exists():
-        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     layout = Layout(out)
     started = time.time()
