@@ -81,6 +81,7 @@ def rm_runner(split, tmp_path):
     eval_ids = Dataset.from_dict({"chosen_ids": [ids("q", "good", "</s>")], "rejected_ids": [ids("q", "bad", "</s>")],
                                   "margin": [0.0]})  # 1, 0 (the margin column is not a sequence)
     trainer = SimpleNamespace(model=CountingRM(WORDS, {"good": 1.0}), eval_dataset=eval_ids,
+                              train_dataset=tokenize_preference_pairs(runner.train_pairs, WORDS),
                               accelerator=SimpleNamespace(is_main_process=False))
     return runner, trainer
 
@@ -233,3 +234,29 @@ def test_train_rm_stores_the_eval_splits_statistics(tmp_path, monkeypatch):
     assert stats["count"] == 8 * 6
     assert json.loads((out / "config.json").read_text())["calrl_reward_count"] == 48
     assert "Reward statistics (eval responses" in (out / "README.md").read_text()
+
+
+# ------------------------------------------------------------- the training statistics from the trainer's ids
+def test_training_statistics_read_the_trainers_ids_when_every_pair_is_there_uncut(monkeypatch):
+    from calrl.reward_modeling import probe
+    from calrl.reward_modeling.stats import same_rows, training_reward_statistics
+
+    model = build_tiny_reward_model(WORDS, seed=3).eval()
+    pairs = Dataset.from_dict({"prompt": ["q "] * 5, "chosen": ["good", "good good", "bad good", "good", "bad"],
+                               "rejected": ["bad", "bad bad", "bad", "good bad", "good good good good"]})
+    expected = training_reward_statistics(model, WORDS, pairs, batch_size=2)  # tokenizing every text itself
+    tokenized = tokenize_preference_pairs(pairs, WORDS)
+    assert same_rows(pairs, tokenized) and same_rows(pairs, tokenized, max_length=16)
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("tokenized again")
+
+    monkeypatch.setattr(probe, "tokenize_response", no_tokenizing)
+    # the same ids in the same batches: the same statistics to the bit
+    assert training_reward_statistics(model, WORDS, pairs, batch_size=2, tokenized=tokenized) == expected
+    # a pair dropped, or one that max_length may have cut, or no id columns: the texts are tokenized again
+    assert not same_rows(pairs, tokenize_preference_pairs(pairs, WORDS, max_length=4))
+    assert not same_rows(pairs, tokenized, max_length=6)  # [q good good good good </s>] is 6 long
+    assert not same_rows(pairs, pairs)
+    with pytest.raises(AssertionError, match="tokenized again"):
+        training_reward_statistics(model, WORDS, pairs, batch_size=2, tokenized=tokenized, max_length=6)

@@ -8,6 +8,7 @@ both; a calibrated one on chosen responses only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,15 @@ REPORT_MD = "reward_model_report.md"
 
 @torch.no_grad()
 def score_texts(model, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, column: str, *,
-                batch_size: int = 16, show_progress: bool = False) -> torch.Tensor:
-    """Scalar rewards of ``prompt + dataset[column]`` per row, tokenized as the reward trainer does."""
+                batch_size: int = 16, show_progress: bool = False,
+                token_ids: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+    """Scalar rewards of ``prompt + dataset[column]`` per row, tokenized as the reward trainer does.
+
+    ``token_ids``: those rows' ids when the caller already has them (the trainer's tokenized ``<column>_ids``);
+    scored in the same batches, so the scores are the same to the bit."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = [tokenize_response(tokenizer, ex, column) for ex in dataset]
+    ids = (list(token_ids) if token_ids is not None
+           else [tokenize_response(tokenizer, ex, column) for ex in dataset])
     rewards = [forward_scores(model, ids[start:start + batch_size], pad_id).cpu()
                for start in progress(range(0, len(ids), batch_size), desc=f"scoring {column}", unit="batch",
                                      disable=not show_progress)]

@@ -116,7 +116,8 @@ class RewardModelRunner(Runner):
         batch_size = self.recipe.eval.probe_batch_size
         if self.recipe.training.reward_stats_split == "train":
             return training_reward_statistics(trainer.model, self.tokenizer, self.train_pairs, batch_size=batch_size,
-                                              show_progress=shown)
+                                              show_progress=shown, tokenized=trainer.train_dataset,
+                                              max_length=self.recipe.training.max_length)
         # the reference's: every sequence its evaluation scores, as the trainer reads it (load_recipe has checked
         # that there is an eval split)
         dataset = trainer.eval_dataset
