@@ -200,3 +200,27 @@ def test_only_vanilla_ppo_is_claimed_more_confident_on_every_slice(studies):
     assert {"ppo_v_more_overconfident_than_sft", "ppo_v_more_confident_on_never_seen"} <= set(checks)
     markdown = (out / "report.md").read_text()
     assert "its correctness term is constant, and no claim is made there" in markdown
+
+
+def test_a_policy_that_stopped_stating_confidence_fails_its_calibration_claims(studies):
+    """An ECE over the few answers that still state a confidence is not the policy's calibration (a quick study's
+    PPO-M stated one on 1 of its 120 answers and was '30% below' PPO): its claims fail in that seed, and a baseline
+    that stopped gives its comparisons no verdict; the report names both."""
+    import copy
+
+    from calrl.demo.report_prose import stated_note
+    from calrl.demo.summary import STATED_MIN, study_checks
+
+    summary = copy.deepcopy(studies["full"][0])
+    before = study_checks(summary)
+    assert before["ppo_m_lower_ece_than_ppo"]["per_seed"][1] is not False
+    summary["policies"]["ppo_m"]["per_seed"]["1"]["stated_rate"] = 1 / 120
+    summary["policies"]["ppo"]["per_seed"]["0"]["stated_rate"] = STATED_MIN - 0.01
+    after = study_checks(summary)
+    assert after["ppo_m_lower_ece_than_ppo"]["per_seed"][1] is False
+    assert after["ppo_m_lower_ece_than_ppo"]["per_seed"][0] is None  # its baseline stated too few in seed 0
+    assert after["ppo_more_overconfident_than_sft"]["per_seed"][0] is False
+    assert after["ppo_c_lower_ece_than_ppo"]["per_seed"] == [None, before["ppo_c_lower_ece_than_ppo"]["per_seed"][1]]
+    note = stated_note(summary)
+    assert "PPO-M in seed 1 (1% of its answers)" in note and "PPO in seed 0 (89% of its answers)" in note
+    assert "Every policy here is above it" in stated_note(studies["full"][0])

@@ -32,6 +32,7 @@ from calrl.demo.report_prose import (
     paragraphs,
     points,
     ran,
+    stated_note,
 )
 from calrl.eval.report import METRIC_MEANINGS
 from calrl.io import write_text
@@ -360,6 +361,7 @@ def sections(summary: dict[str, Any], plots: dict[str, str]) -> list[tuple[str |
             verifiable_table(summary)), (None, "text", "The columns are those of the table above.")]
           if ran(summary, VERIFIABLE_POLICIES) else []),
         ("What the study was expected to show", "list", checks),
+        (None, "text", stated_note(summary)),
         ("ECE difference to vanilla PPO, per seed", "table", ece_difference_table(summary)),
         (None, "list", ece_difference_notes(summary)),
         ("Accuracy difference to vanilla PPO (points)", "table", accuracy_difference_table(summary)),

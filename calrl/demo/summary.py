@@ -38,6 +38,11 @@ SLICE_KEY = "group"
 ACCURACY_MARGIN = 0.02
 ACCURACY_LEVEL = 0.95
 ECE_REDUCTION = 0.30  # PPO-M / PPO-C: "at least 30% lower ECE than vanilla PPO"
+# A claim about a policy's calibration or stated confidence holds in a seed only if the policy stated a confidence
+# on at least this share of the questions it answered: an ECE over the few answers that still state one is not the
+# calibration of the policy's voice (a quick study's PPO-M that stated one on 1 of its 120 answers had ECE 0.30,
+# "30% below" PPO's 0.46). Below it the claim fails for the method, and has no verdict when it is the baseline
+STATED_MIN = 0.9
 N_SEED_BOOTSTRAP = 2000  # resamples of the seeds for the paired interval of the mean ECE difference
 # "PPO-C + abstention abstains on most never-seen people and almost never on well-known ones", judged per seed on
 # its refusal rates per slice: on the never-seen people (every answer a guess) at least this share abstained...
@@ -56,7 +61,9 @@ def policy_numbers(metrics: dict[str, Any]) -> dict[str, Any]:
         out[f"slice_{name}"] = {g: slices[g].get(name) for g in GROUPS if g in slices}
     out["slice_n"] = {g: slices[g].get("n") for g in GROUPS if g in slices}
     out["slice_n_abstained"] = {g: slices[g].get("n_abstained") for g in GROUPS if g in slices}
-    return {k: out[k] for k in (*METRIC_KEYS, *[k for k in out if k.startswith("slice_")])}
+    answered, scored = metrics.get("n_answered"), metrics.get("n_scored")
+    out["stated_rate"] = scored / answered if answered and scored is not None else None  # see STATED_MIN
+    return {k: out[k] for k in (*METRIC_KEYS, "stated_rate", *[k for k in out if k.startswith("slice_")])}
 
 
 def aggregate(values: list[float | None]) -> dict[str, Any]:
@@ -201,6 +208,26 @@ def _seed_values(summary: dict[str, Any], policy: str, key: str) -> list[float |
     return [summary["policies"][policy]["per_seed"][str(seed)][key] for seed in summary["seeds"]]
 
 
+def states_confidence(summary: dict[str, Any], policy: str, seed: int) -> bool:
+    """Whether ``policy`` stated a confidence on at least :data:`STATED_MIN` of its answers in ``seed`` (a summary
+    without the rate counts as yes)."""
+    rate = summary["policies"][policy]["per_seed"][str(seed)].get("stated_rate")
+    return rate is None or rate >= STATED_MIN
+
+
+def _stated(summary: dict[str, Any], policy: str, base: str | None, flags: list[bool | None]) -> list[bool | None]:
+    """Per-seed verdicts with :data:`STATED_MIN` applied: False where ``policy`` stated too few confidences, no
+    verdict where ``base`` did."""
+    out: list[bool | None] = []
+    for seed, flag in zip(summary["seeds"], flags):
+        if not states_confidence(summary, policy, seed):
+            flag = False
+        elif base is not None and not states_confidence(summary, base, seed):
+            flag = None
+        out.append(flag)
+    return out
+
+
 def _count(flags: list[bool | None]) -> dict[str, int]:
     return {"seeds_passed": sum(1 for f in flags if f), "seeds": len(flags)}
 
@@ -234,7 +261,7 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
         paired = summary["paired_confidence"][f"{ppo}-sft"]
         sft_conf, ppo_conf = [[s["base"] for s in paired], [s["policy"] for s in paired]]
         sft_ece, ppo_ece = _seed_values(summary, "sft", "ece"), _seed_values(summary, ppo, "ece")
-        per_seed = [overconfident(*v) for v in zip(sft_conf, ppo_conf, sft_ece, ppo_ece)]
+        per_seed = _stated(summary, ppo, "sft", [overconfident(*v) for v in zip(sft_conf, ppo_conf, sft_ece, ppo_ece)])
         means = {"sft_mean_confidence_paired": aggregate(sft_conf)["mean"],
                  f"{ppo}_mean_confidence_paired": aggregate(ppo_conf)["mean"],
                  "sft_ece": _mean(summary, "sft", "ece"), f"{ppo}_ece": _mean(summary, ppo, "ece")}
@@ -246,9 +273,11 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
         # where it states its lowest confidences, so a PPO that answers them all with more confidence than SFT
         # could still average less: seen in a quick run). The same claim slice by slice follows.
         if ppo in SLICE_CLAIMS:
-            per_seed = [slices_more_confident(summary, ppo, seed) for seed in summary["seeds"]]
+            per_seed = _stated(summary, ppo, "sft", [slices_more_confident(summary, ppo, seed)
+                                                     for seed in summary["seeds"]])
             checks[f"{ppo}_more_confident_every_slice"] = {**_verdict(per_seed, None), "numbers": {}}
-        per_seed = [slices_more_confident(summary, ppo, seed, slices=(group_of("never"),)) for seed in summary["seeds"]]
+        per_seed = _stated(summary, ppo, "sft", [slices_more_confident(summary, ppo, seed, slices=(group_of("never"),))
+                                                 for seed in summary["seeds"]])
         checks[f"{ppo}_more_confident_on_never_seen"] = {**_verdict(per_seed, None), "numbers": {}}
 
     for policy, base in ECE_COMPARISONS:
@@ -257,7 +286,7 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
         values = [_seed_values(summary, policy, "ece"), _seed_values(summary, base, "ece")]
         means = [_mean(summary, policy, "ece"), _mean(summary, base, "ece")]
         checks[f"{policy}_lower_ece_than_{base}"] = {
-            **_verdict([better(*v) for v in zip(*values)], better(*means)),
+            **_verdict(_stated(summary, policy, base, [better(*v) for v in zip(*values)]), better(*means)),
             "numbers": {f"{policy}_ece": means[0], f"{base}_ece": means[1], "ece_reduction": ECE_REDUCTION,
                         "ece_difference": ece_difference(summary, policy, base)},
         }
