@@ -2,8 +2,9 @@
 
 Each :class:`Task` is one process (an SFT run, a ``calrl train-*``, ``calrl eval`` or ``calrl compare``
 command) with the tasks it needs. A task that finished writes a marker (``.markers/<name>.json``) holding a
-fingerprint of its command, its recipe and its inputs' fingerprints; the next run reuses it while the
-fingerprint is unchanged, so an interrupted study resumes and a changed setting reruns what depends on it.
+fingerprint of its command, its own environment (its thread count), its recipe and its inputs' fingerprints; the
+next run reuses it while the fingerprint is unchanged, so an interrupted study resumes and a changed setting reruns
+what depends on it.
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ class StudyRunner:
     def _fingerprint(self, task: Task, prepared: str) -> str:
         h = hashlib.sha256()
         h.update(json.dumps(task.command(), default=str).encode())
+        h.update(json.dumps(task.env, sort_keys=True).encode())  # a stage's thread count changes its numbers
         h.update(prepared.encode())
         for dep in task.deps:
             h.update(self.results[dep].fingerprint.encode())
