@@ -171,3 +171,27 @@ def test_command_bad_input_is_one_line(tiny_rms, tmp_path, capsys, args, message
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "out.filter_report.json").exists()
+
+
+def test_reward_models_sharing_a_tokenizer_tokenize_each_response_once(monkeypatch):
+    """The filter's scorers share a token cache: two reward models whose tokenizers agree tokenize every response
+    once, and score exactly as each would alone; a model with another vocabulary tokenizes for itself."""
+    from calrl.reward_modeling import filtering
+    from calrl.reward_modeling.filtering import RewardModelScorer, TokenCache
+
+    words = ["q", "good", "bad", "answer"]
+    tok_a, tok_b = build_word_tokenizer([" ".join(words)]), build_word_tokenizer([" ".join(words)])
+    tok_c = build_word_tokenizer([" ".join([*words, "other"])])
+    rows = [{"prompt": "q ", "chosen": "good answer", "rejected": "bad"}, {"prompt": "q ", "chosen": "good",
+                                                                          "rejected": "bad answer"}]
+    models = [build_tiny_reward_model(t, seed=s).eval() for t, s in ((tok_a, 1), (tok_b, 2), (tok_c, 3))]
+    alone = [torch.stack([score_texts(m, t, rows, c) for c in ("chosen", "rejected")])
+             for m, t in zip(models, (tok_a, tok_b, tok_c))]
+    calls = []
+    real = filtering.tokenize_responses
+    monkeypatch.setattr(filtering, "tokenize_responses", lambda tok, r, column: calls.append(column) or real(tok, r, column))
+    cache = TokenCache()
+    scorers = [RewardModelScorer(m, t, normalize=False, token_cache=cache) for m, t in zip(models, (tok_a, tok_b, tok_c))]
+    shared = [torch.stack([s(rows, c) for c in ("chosen", "rejected")]).float() for s in scorers]
+    assert all(torch.equal(a, b) for a, b in zip(alone, shared))
+    assert calls == ["chosen", "rejected", "chosen", "rejected"]  # tok_b reused tok_a's ids; tok_c its own

@@ -251,7 +251,7 @@ def test_training_statistics_read_the_trainers_ids_when_every_pair_is_there_uncu
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("tokenized again")
 
-    monkeypatch.setattr(probe, "tokenize_response", no_tokenizing)
+    monkeypatch.setattr(probe, "tokenize_responses", no_tokenizing)
     # the same ids in the same batches: the same statistics to the bit
     assert training_reward_statistics(model, WORDS, pairs, batch_size=2, tokenized=tokenized) == expected
     # a pair dropped, or one that max_length may have cut, or no id columns: the texts are tokenized again

@@ -463,3 +463,36 @@ def test_probe_callback_logs_bias_each_epoch_to_offline_wandb(tok, tmp_path):
     assert all(h["rm_probe/confidence_bias._type"] == "table-file" for h in probes)
     assert any("train/loss/calibration" in h for h in history)
     assert list((run_dir / "files" / "media" / "table").rglob("*.table.json"))
+
+
+def test_batched_tokenization_gives_each_rows_own_ids(tok):
+    """tokenize_responses (one batched call per kind of row) gives the ids of tokenizing each row alone as TRL's
+    reward trainer does: plain text with EOS appended, conversations through the chat template, rows with their own
+    chat_template_kwargs grouped apart."""
+    from calrl.reward_modeling.tokenization import tokenize_responses
+
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+                         "{% if flag %}confidence{% endif %}")
+    conv = [{"role": "user", "content": "the question"}]
+    rows = [{"prompt": "the question ", "chosen": "answer is good"},
+            {"prompt": conv, "chosen": [{"role": "assistant", "content": "answer is bad"}]},
+            {"prompt": conv, "chosen": [{"role": "assistant", "content": "good"}], "chat_template_kwargs": {"flag": 1}},
+            {"prompt": None, "chosen": "bad" + tok.eos_token},
+            {"prompt": conv, "chosen": [{"role": "assistant", "content": "the answer"}]}]
+
+    def alone(row):
+        response = row["chosen"]
+        if isinstance(response, str):
+            text = (row["prompt"] or "") + (response if response.endswith(tok.eos_token) else response + tok.eos_token)
+            return list(tok(text=text)["input_ids"])
+        return list(tok.apply_chat_template(row["prompt"] + response, tokenize=True, return_dict=True, tools=None,
+                                            **(row.get("chat_template_kwargs") or {}))["input_ids"])
+
+    expected = [alone(r) for r in rows]
+    assert tokenize_responses(tok, rows, "chosen") == expected
+    assert [tokenize_response(tok, r, "chosen") for r in rows] == expected
+    assert tok.convert_ids_to_tokens(expected[2])[-1] == "confidence"
+    assert "confidence" not in tok.convert_ids_to_tokens(expected[1])
+    assert tokenize_responses(tok, [], "chosen") == []
+    with pytest.raises(InputError, match="expected a string or a list of messages, got int"):
+        tokenize_responses(tok, [{"chosen": 3}], "chosen")

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from calrl.io import check_output
     from calrl.reward_modeling.filtering import (
         RewardModelScorer,
+        TokenCache,
         check_keep_fraction,
         filter_preferences,
         n_to_keep,
@@ -71,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
     rows = read_preference_rows(args.input)
     single = single_turn_rows(rows, path=args.input, system_prompt=args.system_prompt)
     n_to_keep(len(single), args.keep_fraction, path=args.input)  # before loading
-    scorers = [RewardModelScorer.from_pretrained(path, normalize=not args.no_normalize, batch_size=args.batch_size)
-               for path in args.reward_model]
+    cache = TokenCache()  # reward models sharing a tokenizer tokenize each response once
+    scorers = [RewardModelScorer.from_pretrained(path, normalize=not args.no_normalize, batch_size=args.batch_size,
+                                                 token_cache=cache) for path in args.reward_model]
     kept, report = filter_preferences(rows, scorers, keep_fraction=args.keep_fraction, path=args.input,
                                       reward_models=[s.info for s in scorers], system_prompt=args.system_prompt)
     written, rpath = write_filtered(kept, report, out)

@@ -42,7 +42,9 @@ from calrl.jsonio import write_json, write_jsonl
 from calrl.reward_modeling.calibrated_data import check_preference_columns, is_message_list
 from calrl.reward_modeling.loading import load_sequence_classifier
 from calrl.reward_modeling.probe import score_texts
+from calrl.reward_modeling.sequence_scores import tokenizers_agree
 from calrl.reward_modeling.stats import stored_reward_stats
+from calrl.reward_modeling.tokenization import tokenize_responses
 
 #: scorer(rows, column) -> one score per row
 Scorer = Callable[[Sequence[dict[str, Any]], str], torch.Tensor]
@@ -179,6 +181,24 @@ def filter_preferences(rows: Sequence[dict[str, Any]], scorers: Sequence[Scorer]
 
 
 # ------------------------------------------------------------------------------------ reward models
+class TokenCache:
+    """Token ids of ``prompt + row[column]`` per row set, column and tokenizer, shared by the scorers of one filter
+    run: reward models whose tokenizers agree (:func:`tokenizers_agree`, and the same special tokens, which chat
+    templates read) tokenize each response once (the demo's two reward models share one tokenizer)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[Any, Sequence[dict[str, Any]], str, list[list[int]]]] = []
+
+    def ids(self, tokenizer: Any, rows: Sequence[dict[str, Any]], column: str) -> list[list[int]]:
+        for tok, seen, col, ids in self.entries:
+            if seen is rows and col == column and tokenizers_agree(tok, tokenizer) \
+                    and tok.special_tokens_map == tokenizer.special_tokens_map:
+                return ids
+        ids = tokenize_responses(tokenizer, list(rows), column)
+        self.entries.append((tokenizer, rows, column, ids))
+        return ids
+
+
 class RewardModelScorer:
     """Scores of a sequence-classification reward model, tokenized as ``calrl train-rm`` reads pairs.
 
@@ -188,14 +208,16 @@ class RewardModelScorer:
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str = "", normalize: bool = True,
-                 batch_size: int = 16) -> None:
+                 batch_size: int = 16, token_cache: TokenCache | None = None) -> None:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.token_cache = token_cache
         stats = stored_reward_stats(model) if normalize else None
         self.mean, self.std = (stats["mean"], stats["std"]) if stats else (0.0, 1.0)
         self.info = {"path": name, "normalized": stats is not None, "mean": self.mean, "std": self.std}
 
     @classmethod
-    def from_pretrained(cls, path: str, *, normalize: bool = True, batch_size: int = 16) -> RewardModelScorer:
+    def from_pretrained(cls, path: str, *, normalize: bool = True, batch_size: int = 16,
+                        token_cache: TokenCache | None = None) -> RewardModelScorer:
         if Path(path).exists() or path.startswith((".", "/", "~")):
             check_input(Path(path).expanduser(), option="--reward-model", allow_dir=True)
         try:
@@ -210,10 +232,12 @@ class RewardModelScorer:
             model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
                 else tokenizer.eos_token_id
         model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-        return cls(model, tokenizer, name=path, normalize=normalize, batch_size=batch_size)
+        return cls(model, tokenizer, name=path, normalize=normalize, batch_size=batch_size, token_cache=token_cache)
 
     def __call__(self, rows: Sequence[dict[str, Any]], column: str) -> torch.Tensor:
-        raw = score_texts(self.model, self.tokenizer, rows, column, batch_size=self.batch_size, show_progress=True)
+        ids = self.token_cache.ids(self.tokenizer, rows, column) if self.token_cache is not None else None
+        raw = score_texts(self.model, self.tokenizer, rows, column, batch_size=self.batch_size, show_progress=True,
+                          token_ids=ids)
         return (raw.double() - self.mean) / self.std
 
 

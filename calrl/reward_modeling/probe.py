@@ -27,7 +27,7 @@ from calrl.reward_modeling.calibrated_data import (
     check_preference_columns,
 )
 from calrl.reward_modeling.sequence_scores import forward_scores
-from calrl.reward_modeling.tokenization import tokenize_response
+from calrl.reward_modeling.tokenization import tokenize_responses
 
 REPORT_JSON = "reward_model_report.json"
 REPORT_MD = "reward_model_report.md"
@@ -42,8 +42,7 @@ def score_texts(model, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, col
     ``token_ids``: those rows' ids when the caller already has them (the trainer's tokenized ``<column>_ids``);
     scored in the same batches, so the scores are the same to the bit."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = (list(token_ids) if token_ids is not None
-           else [tokenize_response(tokenizer, ex, column) for ex in dataset])
+    ids = list(token_ids) if token_ids is not None else tokenize_responses(tokenizer, list(dataset), column)
     rewards = [forward_scores(model, ids[start:start + batch_size], pad_id).cpu()
                for start in progress(range(0, len(ids), batch_size), desc=f"scoring {column}", unit="batch",
                                      disable=not show_progress)]

@@ -35,21 +35,48 @@ LONG_PAIRS = ("drop", "truncate")
 
 def tokenize_response(processing_class: PreTrainedTokenizerBase, example: dict[str, Any], column: str) -> list[int]:
     """Token ids of ``prompt + example[column]``, tokenized as trl 1.16's RewardTrainer tokenizes chosen/rejected."""
+    return tokenize_responses(processing_class, [example], column)[0]
+
+
+def _response_text(processing_class: PreTrainedTokenizerBase, example: dict[str, Any], column: str) -> Any:
+    """``prompt + example[column]`` (a string, EOS appended as TRL does, or a list of messages)."""
     response = example[column]
     if isinstance(response, str):
         eos = processing_class.eos_token
         if eos is not None and not response.endswith(eos):
             response = response + eos
     text = example["prompt"] + response if example.get("prompt") is not None else response
-    if isinstance(text, list):
-        tools = example.get("tools")
-        tools = json.loads(tools) if isinstance(tools, str) else tools
-        kwargs = {"tools": tools, **(example.get("chat_template_kwargs") or {})}
-        encoded = processing_class.apply_chat_template(text, tokenize=True, return_dict=True, **kwargs)
-        return list(encoded["input_ids"])
-    if not isinstance(text, str):
+    if not isinstance(text, (list, str)):
         raise InputError(f"expected a string or a list of messages, got {type(text).__name__}", field=column)
-    return list(processing_class(text=text)["input_ids"])
+    return text
+
+
+def tokenize_responses(processing_class: PreTrainedTokenizerBase, examples: Sequence[dict[str, Any]],
+                       column: str) -> list[list[int]]:
+    """:func:`tokenize_response` of every example, the same ids in one batched call per kind of row: the texts go
+    through the tokenizer together, and the conversations through one batched ``apply_chat_template`` per set of
+    ``tools`` / ``chat_template_kwargs`` (rendering and tokenization as for one conversation, without padding).
+    """
+    texts = [_response_text(processing_class, ex, column) for ex in examples]
+    out: list[list[int] | None] = [None] * len(texts)
+    plain = [i for i, t in enumerate(texts) if isinstance(t, str)]
+    if plain:
+        for i, ids in zip(plain, processing_class(text=[texts[i] for i in plain])["input_ids"]):
+            out[i] = list(ids)
+    groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
+    for i, text in enumerate(texts):
+        if isinstance(text, list):
+            tools = examples[i].get("tools")
+            tools = json.loads(tools) if isinstance(tools, str) else tools
+            kwargs = {"tools": tools, **(examples[i].get("chat_template_kwargs") or {})}
+            key = json.dumps(kwargs, sort_keys=True, default=str)
+            groups.setdefault(key, (kwargs, []))[1].append(i)
+    for kwargs, rows in groups.values():
+        encoded = processing_class.apply_chat_template([texts[i] for i in rows], tokenize=True, return_dict=True,
+                                                       **kwargs)
+        for i, ids in zip(rows, encoded["input_ids"]):
+            out[i] = list(ids)
+    return out  # type: ignore[return-value]
 
 
 def pad_right(sequences: Sequence[torch.Tensor], padding_value: int, *,
@@ -112,14 +139,15 @@ def tokenize_preference_pairs(dataset: Dataset | IterableDataset, processing_cla
     if isinstance(dataset, Dataset):  # IterableDataset.map takes neither num_proc nor desc
         map_kwargs = {"num_proc": num_proc, "desc": f"Tokenizing {name} preference texts"}
     if to_tokenize:
-        def tokenize(example: dict[str, Any]) -> dict[str, list[int]]:
+        def tokenize(batch: dict[str, list[Any]]) -> dict[str, list[list[int]]]:
+            examples = [dict(zip(batch, row)) for row in zip(*batch.values())]
             # the calibrated texts read their own prompt (with the elicitation system prompt) when there is one
-            calibrated = ({**example, "prompt": example[CALIBRATED_PROMPT_COLUMN]}
-                          if example.get(CALIBRATED_PROMPT_COLUMN) is not None else example)
-            return {f"{c}_ids": tokenize_response(processing_class, calibrated if c in CALIBRATED_TEXT_COLUMNS
-                                                  else example, c) for c in to_tokenize}
+            calibrated = [{**ex, "prompt": ex[CALIBRATED_PROMPT_COLUMN]} if ex.get(CALIBRATED_PROMPT_COLUMN) is not None
+                          else ex for ex in examples]
+            return {f"{c}_ids": tokenize_responses(processing_class, calibrated if c in CALIBRATED_TEXT_COLUMNS
+                                                   else examples, c) for c in to_tokenize}
 
-        dataset = dataset.map(tokenize, **map_kwargs)
+        dataset = dataset.map(tokenize, batched=True, **map_kwargs)
     keep = [*PREFERENCE_ID_COLUMNS, *([MARGIN_COLUMN] if MARGIN_COLUMN in columns else []),
             *(CALIBRATED_ID_COLUMNS if has_ids or has_texts else ())]
     dataset = dataset.select_columns(keep)
