@@ -189,9 +189,11 @@ def test_reward_models_sharing_a_tokenizer_tokenize_each_response_once(monkeypat
              for m, t in zip(models, (tok_a, tok_b, tok_c))]
     calls = []
     real = filtering.tokenize_responses
-    monkeypatch.setattr(filtering, "tokenize_responses", lambda tok, r, column: calls.append(column) or real(tok, r, column))
+    monkeypatch.setattr(filtering, "tokenize_responses",
+                        lambda tok, r, column: calls.append(column) or real(tok, r, column))
     cache = TokenCache()
-    scorers = [RewardModelScorer(m, t, normalize=False, token_cache=cache) for m, t in zip(models, (tok_a, tok_b, tok_c))]
+    scorers = [RewardModelScorer(m, t, normalize=False, token_cache=cache)
+               for m, t in zip(models, (tok_a, tok_b, tok_c))]
     shared = [torch.stack([s(rows, c) for c in ("chosen", "rejected")]).float() for s in scorers]
     assert all(torch.equal(a, b) for a, b in zip(alone, shared))
     assert calls == ["chosen", "rejected", "chosen", "rejected"]  # tok_b reused tok_a's ids; tok_c its own

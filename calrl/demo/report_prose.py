@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from calrl.demo.recipes import ABSTENTION_REFERENCE, ECE_COMPARISONS, METHOD_NAMES, POLICIES
-from calrl.demo.summary import ABSTAIN_NEVER_MIN, ABSTAIN_OFTEN_MAX, STATED_MIN
+from calrl.demo.summary import ABSTAIN_NEVER_MIN, ABSTAIN_OFTEN_MAX, STATED_MIN, states_confidence
 from calrl.demo.world import group_of
 from calrl.formatting import fmt as format_number
 
@@ -43,7 +43,7 @@ def stated_note(summary: dict[str, Any]) -> str:
     """The rule every calibration and confidence claim above follows, and the runs that fell under it."""
     under = [f"{METHOD_NAMES[p]} in seed {seed} ({fmt(entry['stated_rate'] * 100, 0)}% of its answers)"
              for p, data in summary["policies"].items() for seed, entry in data["per_seed"].items()
-             if entry.get("stated_rate") is not None and entry["stated_rate"] < STATED_MIN]
+             if not states_confidence(summary, p, seed)]
     return (f"A claim about a policy's calibration or stated confidence holds in a seed only if the policy stated a "
             f"confidence on at least {STATED_MIN:.0%} of the questions it answered (an ECE over the few answers "
             "that still state one is not the calibration of what the policy says); below that the claim fails for "

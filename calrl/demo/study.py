@@ -117,11 +117,11 @@ def quick_config(out: Path, seeds: list[int] | None = None, jobs: int | None = N
         # The reward models see as many distinct pairs as the full study's, each fewer times (rm_base 1 epoch of
         # 4000 fact checks, rm_plain 2 of 4000 comparisons: about the optimiser steps of the earlier 2 x 2000 and
         # 3 x 2500; rm_calibrated 2 epochs of the 2000 the filter keeps, as in the full study: with 1, PPO-M's
-        # policy stopped stating a confidence within its first epoch). With the earlier schedules the reward models judged right from wrong worse on the SFT
-        # policy's answers without their confidence (AUROC 0.85 against the full study's 0.94), and PPO-C, whose
-        # reward for confidence has the sign of (score - average), paid misjudged answers for the wrong direction:
-        # under MKL_CBWR=AUTO its confidence on the well-known people fell from 0.94 to 0.85
-        # (docs/history/demo_findings.md, twelfth version)
+        # policy stopped stating a confidence within its first epoch). With the earlier schedules the reward
+        # models judged right from wrong worse on the SFT policy's answers without their confidence (AUROC 0.85
+        # against the full study's 0.94), and PPO-C, whose reward for confidence has the sign of
+        # (score - average), paid misjudged answers for the wrong direction: under MKL_CBWR=AUTO its confidence on
+        # the well-known people fell from 0.94 to 0.85 (docs/history/demo_findings.md, twelfth version)
         recipes=RecipeSettings(rm=RewardModelSettings(base_epochs=1.0, base_pairs=4000, epochs=2.0,
                                                       preference_pairs=4000),
                                # no step bound: it costs a policy forward per optimiser step, and with it the quick

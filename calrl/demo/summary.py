@@ -208,7 +208,7 @@ def _seed_values(summary: dict[str, Any], policy: str, key: str) -> list[float |
     return [summary["policies"][policy]["per_seed"][str(seed)][key] for seed in summary["seeds"]]
 
 
-def states_confidence(summary: dict[str, Any], policy: str, seed: int) -> bool:
+def states_confidence(summary: dict[str, Any], policy: str, seed: int | str) -> bool:
     """Whether ``policy`` stated a confidence on at least :data:`STATED_MIN` of its answers in ``seed`` (a summary
     without the rate counts as yes)."""
     rate = summary["policies"][policy]["per_seed"][str(seed)].get("stated_rate")
