@@ -49,6 +49,18 @@ POLICIES = (*MAIN_POLICIES, *VERIFIABLE_POLICIES)
 FULL_POLICIES = POLICIES
 RL_POLICIES = POLICIES[1:]
 ECE_COMPARISONS = (("ppo_m", "ppo"), ("ppo_c", "ppo"))  # (method, baseline) of the per-seed ECE claims
+
+
+def ece_check(policy: str, base: str) -> str:
+    """The key in ``summary.json``'s checks of "``policy``'s ECE at least 30% below ``base``'s"."""
+    return f"{policy}_lower_ece_than_{base}"
+
+
+def accuracy_check(policy: str, base: str) -> str:
+    """The key in ``summary.json``'s checks of "``policy``'s accuracy at most 2 points below ``base``'s"."""
+    return f"{policy}_accuracy_not_worse_than_{base}"
+
+
 ABSTENTION_REFERENCE = "ppo_v"  # what PPO-C + abstention's abstentions are judged against (same seed, no abstention)
 METHOD_NAMES = {
     "sft": "SFT (no RL)",
@@ -125,6 +137,11 @@ class PPOSettings:
     # found an answer ("i.") the reward model scored high (KL 2-4 nats, half of the known facts lost)
     normalize_reward: bool = True
     response_length: int = 12
+    # PPO-C's w, the paper's 0.5. w = 1 held PPO-C's confidence on the well-known people where 0.5 let it drift
+    # down (quick RL seeds 1 and 2, full seeds 5 and 9), but in the full study under MKL_CBWR=COMPATIBLE RL seed 0's
+    # PPO-C then raised its confidence on the never-seen people to 0.69 (ECE 0.327, above PPO's): the stronger pull
+    # on right answers reached the wrong ones once the policy's wrong answers scored near the moving average
+    # (docs/history/demo_findings.md, thirteenth version)
     ppo_c_weight: float = 0.5
     ppo_c_alpha: float = 0.1
     verifiable_correctness_mode: str = "add"  # the *_v policies: correctness reward (1 / 0) added to the RM score

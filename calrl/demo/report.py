@@ -14,10 +14,13 @@ from typing import Any
 
 from calrl.demo.recipes import (
     ABSTENTION_REFERENCE,
+    ECE_COMPARISONS,
     MAIN_POLICIES,
     METHOD_NAMES,
     RL_POLICIES,
     VERIFIABLE_POLICIES,
+    accuracy_check,
+    ece_check,
 )
 from calrl.demo.report_plots import plot_ece_per_epoch, plot_reliability_grid, plot_risk_coverage
 from calrl.demo.report_prose import (
@@ -127,11 +130,11 @@ def ece_difference_table(summary: dict[str, Any]) -> tuple[list[str], list[list[
               *(["holds in this seed (ECE -30%)"] if single else
                 ["mean ± std", "95% interval (seeds)", "holds (ECE -30%)"])]
     rows = []
-    for key, check in summary["checks"].items():
-        diff = check.get("numbers", {}).get("ece_difference")
-        if diff is None:
+    for policy, base in ECE_COMPARISONS:
+        check = summary["checks"].get(ece_check(policy, base))
+        if check is None:
             continue
-        policy, base = key.split("_lower_ece_than_")
+        diff = check["numbers"]["ece_difference"]
         cells = []
         for d, iv in zip(diff["per_seed"], diff["per_seed_item_interval"]):
             cells.append("n/a" if d is None else fmt(d) + (f" {interval(*iv)}" if iv else ""))
@@ -149,10 +152,10 @@ def accuracy_difference_table(summary: dict[str, Any]) -> tuple[list[str], list[
     seeds = summary["seeds"]
     header = ["method", "vs", *[f"seed {s}" for s in seeds], *([] if one_seed(summary) else ["pooled"]), "holds"]
     rows = []
-    for key, check in summary["checks"].items():
-        if check.get("scope") != "pooled":
+    for policy, base in ECE_COMPARISONS:
+        check = summary["checks"].get(accuracy_check(policy, base))
+        if check is None:
             continue
-        policy, base = key.split("_accuracy_not_worse_than_")
         cells = [f"{points(iv['difference'])} [{points(iv['low'])}, {points(iv['high'])}]"
                  for iv in (*check["per_seed_interval"], *([] if one_seed(summary) else [check["pooled"]]))]
         verdict = {True: "yes", False: "no", None: f"no verdict (n = {check['pooled']['n']})"}[check["passed"]]

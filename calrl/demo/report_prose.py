@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from calrl.demo.recipes import ABSTENTION_REFERENCE, ECE_COMPARISONS, METHOD_NAMES, POLICIES
+from calrl.demo.recipes import (
+    ABSTENTION_REFERENCE,
+    ECE_COMPARISONS,
+    METHOD_NAMES,
+    POLICIES,
+    accuracy_check,
+    ece_check,
+)
 from calrl.demo.summary import ABSTAIN_NEVER_MIN, ABSTAIN_OFTEN_MAX, STATED_MIN, states_confidence
 from calrl.demo.world import group_of
 from calrl.formatting import fmt as format_number
@@ -26,12 +33,10 @@ CHECK_TEXT = {
                                         "never-seen people (answers it cannot know) and has higher ECE",
     "ppo_v_more_confident_on_never_seen": "PPO + correctness states higher confidence than SFT on the never-seen "
                                           "people and has higher ECE",
-    "ppo_m_lower_ece_than_ppo": "PPO-M: ECE at least 30% lower than PPO's",
-    "ppo_m_accuracy_not_worse_than_ppo": ("PPO-M: accuracy at most 2 points below PPO's (paired 95% interval of the "
-                                          "difference above -2 points)"),
-    "ppo_c_lower_ece_than_ppo": "PPO-C: ECE at least 30% lower than PPO's",
-    "ppo_c_accuracy_not_worse_than_ppo": ("PPO-C: accuracy at most 2 points below PPO's (paired 95% interval of the "
-                                          "difference above -2 points)"),
+    **{ece_check(p, b): f"{METHOD_NAMES[p]}: ECE at least 30% lower than {METHOD_NAMES[b]}'s"
+       for p, b in ECE_COMPARISONS},
+    **{accuracy_check(p, b): (f"{METHOD_NAMES[p]}: accuracy at most 2 points below {METHOD_NAMES[b]}'s (paired 95% "
+                              "interval of the difference above -2 points)") for p, b in ECE_COMPARISONS},
     "ppo_c_abstain_abstains_where_it_cannot_know": (
         f"PPO-C + abstention abstains on most never-seen people (refusal rate at least {ABSTAIN_NEVER_MIN:g}) and "
         f"almost never on well-known ones (at most {ABSTAIN_OFTEN_MAX:g})"),
@@ -228,8 +233,8 @@ def _calibrated_rm_sentence(summary: dict[str, Any]) -> str:
 
 def _comparison_paragraph(summary: dict[str, Any], policy: str, base: str) -> str:
     """A calibrated method against its PPO: the lower-ECE-at-the-same-accuracy claim."""
-    c = summary["checks"][f"{policy}_lower_ece_than_{base}"]
-    acc = summary["checks"][f"{policy}_accuracy_not_worse_than_{base}"]
+    c = summary["checks"][ece_check(policy, base)]
+    acc = summary["checks"][accuracy_check(policy, base)]
     b = _means(summary, base, ("accuracy", "ece", "mean_confidence"))
     p = _means(summary, policy, ("accuracy", "ece", "mean_confidence"))
     diff = c["numbers"]["ece_difference"]

@@ -24,7 +24,14 @@ import yaml
 from calrl.callbacks.eval_files import read_eval_history
 from calrl.data.readers import read_rows
 from calrl.demo.layout import Layout, gate_pairs
-from calrl.demo.recipes import ECE_COMPARISONS, METHOD_NAMES, REWARD_MODELS, RM_BASE
+from calrl.demo.recipes import (
+    ECE_COMPARISONS,
+    METHOD_NAMES,
+    REWARD_MODELS,
+    RM_BASE,
+    accuracy_check,
+    ece_check,
+)
 from calrl.demo.selective import eval_folder_view
 from calrl.demo.world import GROUPS, group_of
 from calrl.gate.inputs import read_resolved
@@ -285,12 +292,12 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
             continue
         values = [_seed_values(summary, policy, "ece"), _seed_values(summary, base, "ece")]
         means = [_mean(summary, policy, "ece"), _mean(summary, base, "ece")]
-        checks[f"{policy}_lower_ece_than_{base}"] = {
+        checks[ece_check(policy, base)] = {
             **_verdict(_stated(summary, policy, base, [better(*v) for v in zip(*values)]), better(*means)),
             "numbers": {f"{policy}_ece": means[0], f"{base}_ece": means[1], "ece_reduction": ECE_REDUCTION,
                         "ece_difference": ece_difference(summary, policy, base)},
         }
-        checks[f"{policy}_accuracy_not_worse_than_{base}"] = summary["accuracy_differences"][f"{policy}-{base}"]
+        checks[accuracy_check(policy, base)] = summary["accuracy_differences"][f"{policy}-{base}"]
     if "ppo_c_abstain" in ran:
         checks["ppo_c_abstain_abstains_where_it_cannot_know"] = abstention_where_unknowable(summary)
     return checks
