@@ -139,9 +139,8 @@ class PPOSettings:
     response_length: int = 12
     # PPO-C's w, the paper's 0.5. w = 1 held PPO-C's confidence on the well-known people where 0.5 let it drift
     # down (quick RL seeds 1 and 2, full seeds 5 and 9), but in the full study under MKL_CBWR=COMPATIBLE RL seed 0's
-    # PPO-C then raised its confidence on the never-seen people to 0.69 (ECE 0.327, above PPO's): the stronger pull
-    # on right answers reached the wrong ones once the policy's wrong answers scored near the moving average
-    # (docs/history/demo_findings.md, thirteenth version)
+    # PPO-C then raised its confidence on the never-seen people to 0.69 (ECE 0.327, above PPO's) once its wrong
+    # answers there scored about as well as the moving average (docs/history/demo_findings.md, thirteenth version)
     ppo_c_weight: float = 0.5
     ppo_c_alpha: float = 0.1
     verifiable_correctness_mode: str = "add"  # the *_v policies: correctness reward (1 / 0) added to the RM score
