@@ -23,14 +23,15 @@ CALRL = ConfidenceReader("calrl", purpose="reward", use_hedges=False)
 @pytest.mark.parametrize("text, reference, calrl", [
     ("Paris. Confidence: 12", 1.0, 0.12),  # 12 / 10 clamped to 1; calrl: 12 %
     ("Paris. Confidence: 0.8", 0.08, 0.8),  # 0.8 / 10; calrl: a probability
-    ("Paris. Confidence: 3. No, Confidence: 9", 0.3, 0.9),  # first vs last statement
+    ("Paris. Confidence: 3. Confidence: 9", 0.3, 0.9),  # first vs last statement
+    ("Paris. Confidence: 3. No, Confidence: 9", 0.3, None),  # calrl: a revision is no reward's one statement
     ("paris. confidence: 7", 0.7, 0.7),  # the training regex ignores case
     ("Paris. **Confidence:** 9", None, 0.9),  # not the reference's regex
     ("Paris. Confidence level: 8", None, 0.8),
 ])
 def test_reward_parsers(text, reference, calrl):
     assert REF_REWARD.read(text).value == (None if reference is None else pytest.approx(reference))
-    assert CALRL.read(text).value == pytest.approx(calrl)
+    assert CALRL.read(text).value == (None if calrl is None else pytest.approx(calrl))
 
 
 def test_reference_strip_removes_every_statement_and_leaves_variants():

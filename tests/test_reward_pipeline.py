@@ -194,3 +194,24 @@ def test_a_confidence_cue_without_a_value_is_priced_as_missing():
     from calrl.confidence import ConfidenceReader
 
     assert ConfidenceReader("calrl", purpose="eval").read(responses[0]).value == 1.0  # the eval reads what is there
+
+
+def test_a_second_answer_between_two_statements_is_priced_as_missing():
+    # the demo's PPO-C policy (full study, MKL_CBWR=COMPATIBLE, w = 1) learnt "X. confidence: 2 Y. confidence: 10"
+    # on people it could not know: stripped, the reward model scored "X. Y." near the moving average and the last
+    # statement said 10; a reward reads such a response as missing
+    responses = ["good. confidence: 2 bad. confidence: 10", "good. confidence: 9",
+                 "good. confidence: 80% (8/10)", "good. confidence: 8.\nconfidence: 9"]
+    penalty = pipeline(ppo_c_variant="difference", ppo_c_init_average=0.0, missing_confidence="penalty",
+                       missing_confidence_penalty=1.5)
+    penalty.score_texts(PROMPTS, responses)
+    confidence = penalty.last.confidence
+    assert torch.isnan(confidence[0]) and penalty.last.adjustment[0] == 0
+    assert penalty.last.stripped[0] == responses[0]  # scored as written, both statements in it
+    # one confidence written twice, or restated on a line of its own, is not a second answer
+    assert confidence[1:].tolist() == pytest.approx([0.9, 0.8, 0.9])
+    from calrl.confidence import ConfidenceReader, text_between_statements
+
+    assert ConfidenceReader("calrl", purpose="eval").read(responses[0]).value == 1.0  # the eval reads the last
+    assert ConfidenceReader("reference", purpose="reward").read(responses[0]).value == pytest.approx(0.2)
+    assert not text_between_statements("") and not text_between_statements("paris")

@@ -22,6 +22,7 @@ from calrl.confidence.parse import (
     has_dangling_cue,
     parse_confidence,
     strip_confidence,
+    text_between_statements,
 )
 from calrl.confidence.reading import PARSERS, ConfidenceReader, check_parser
 
@@ -47,4 +48,5 @@ __all__ = [
     "is_abstention",
     "parse_confidence",
     "strip_confidence",
+    "text_between_statements",
 ]

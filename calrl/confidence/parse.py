@@ -14,10 +14,13 @@ Rules (a generalisation of the PPO-M/PPO-C regex ``Confidence:\\s*(\\d+(\\.\\d+)
   unit says the scale (``Confidence: 12`` is 12 %). Out-of-range values are clamped to [0, 1]
   (``Confidence: 150`` and ``Confidence: 12/10`` -> 1.0, ``Confidence: -3`` -> 0.0), as the
   reference clamps to [0, 10].
-- Several statements: the LAST one counts (a model that revises its confidence ends with it).
+- Several statements: the LAST one counts (a model that revises its confidence ends with it); for a reward,
+  two statements with the word "confidence" and text between them are malformed (below).
 - A confidence cue without a value (``Paris. Confidence: Paris. Confidence: 10``: the first ``Confidence:``
   states nothing) is malformed: :func:`has_dangling_cue` finds it, and rewards read such a response as
-  missing (:class:`calrl.confidence.ConfidenceReader`); evaluation reads the statement that is there.
+  missing (:class:`calrl.confidence.ConfidenceReader`); evaluation reads the statement that is there. So is
+  text between two such statements, a second answer or a revision (``bube. Confidence: 2 sura. Confidence:
+  10``, :func:`text_between_statements`): rewards read it as missing, evaluation reads the last statement.
 - No explicit statement: with ``use_hedges`` the last verbal probability phrase of ``HEDGE_LEXICON``
   gives the value (source "hedge"); otherwise value None, source "missing". calrl never invents the
   reference's default 0.5: the missing policy is the metrics' business.
@@ -26,6 +29,7 @@ Rules (a generalisation of the PPO-M/PPO-C regex ``Confidence:\\s*(\\d+(\\.\\d+)
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -87,6 +91,7 @@ class ConfidenceParse:
 class _Explicit:
     value: float
     span: tuple[int, int]
+    cued: bool  # led by the word "confidence" ("Confidence: 8"), not "90% sure" or a bare "8/10"
 
 
 def _number(raw: str) -> float:
@@ -115,29 +120,29 @@ def _value(num: str, pct: str | None, den: str | None) -> float | None:
 def _explicit_statements(text: str) -> tuple[_Explicit, ...]:
     """All explicit confidence statements of ``text``, ordered by position, without overlaps."""
     norm, index = normalise_spacing(text)
-    found: list[tuple[int, int, float]] = []
+    found: list[tuple[int, int, float, bool]] = []
     for m in _KEYWORD_RE.finditer(norm):
         v = _value(m["num"], m["pct"], m["den"])
         if v is not None:
-            found.append((m.start(), m.end(), v))
+            found.append((m.start(), m.end(), v, True))
     for m in _PERCENT_CONFIDENT_RE.finditer(norm):
         if _NEGATED_RE.search(norm[:m.start()]):  # "I'm not 100% sure" is a hedge, not 1.0
             continue
-        found.append((m.start(), m.end(), _value(m["num"], m["pct"], None)))
+        found.append((m.start(), m.end(), _value(m["num"], m["pct"], None), False))
     for m in _BARE_FRACTION_RE.finditer(norm):
         line_start = norm.rfind("\n", 0, m.start()) + 1
         if _ANSWER_LEAD_RE.search(norm[line_start:m.start()]):
             continue
         if _number(m["num"]) > float(m["den"]):
             continue
-        found.append((m.start(), m.end(), _value(m["num"], None, m["den"])))
+        found.append((m.start(), m.end(), _value(m["num"], None, m["den"]), False))
     found.sort(key=lambda t: (t[0], -t[1]))
     kept: list[_Explicit] = []
     last_end = -1
-    for start, end, v in found:
+    for start, end, v, cued in found:
         if start < last_end:
             continue  # inside an earlier statement ("Confidence: 8/10" contains "8/10")
-        kept.append(_Explicit(v, original_span(index, start, end)))
+        kept.append(_Explicit(v, original_span(index, start, end), cued))
         last_end = end
     return tuple(kept)
 
@@ -202,6 +207,32 @@ def has_dangling_cue(text: str) -> bool:
     if not text or "confidence" not in normalise_spacing(text)[0]:  # cached: the parse reads the same text
         return False
     return _CUE_RE.search(normalise_spacing(strip_confidence(text))[0]) is not None
+
+
+def text_between_statements(text: str) -> bool:
+    """Whether ``text`` states a confidence with the word "confidence", goes on with more than punctuation and
+    states another the same way: a second answer between two statements (``bube. Confidence: 2 sura.
+    Confidence: 10``) or a revision (``Paris. Confidence: 3. No, Confidence: 9``). Rewards read such a response as
+    missing: a reward needs one stated confidence at the end of the answer, as calrl's elicitation prompt asks.
+    Stripped of its statements the first kind is two answers run together, a text the reward model never saw, and
+    the parser reads the last value, so a policy can state a low confidence on one answer and a high one behind a
+    second (the demo's PPO-C, ``docs/history/demo_findings.md``, thirteenth version). Not counted: statements with
+    only punctuation or brackets between (``Confidence: 80% (8/10)``), and statements without the word, such as
+    "I'm 90% sure" in a chain of thought before the final ``Confidence: 7``.
+
+    Example:
+        >>> text_between_statements("bube. Confidence: 2 sura. Confidence: 10")
+        True
+        >>> text_between_statements("Paris. Confidence: 8.")
+        False
+        >>> text_between_statements("Step 1 is right, I'm 90% sure. So: Paris. Confidence: 7")
+        False
+    """
+    spans = [s.span for s in _explicit_statements(text or "") if s.cued]
+    return any(text[a[1]:b[0]].strip(_BETWEEN_STATEMENTS) for a, b in itertools.pairwise(spans))
+
+
+_BETWEEN_STATEMENTS = " \t\n.,;:!?()[]*_-"  # what may separate two statements of one confidence
 
 
 def format_confidence(p: float, scale: str = DEFAULT_SCALE) -> str:

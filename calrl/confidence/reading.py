@@ -5,11 +5,15 @@ callback and ``calrl eval``) reads confidence through :class:`ConfidenceReader`;
 
 - ``calrl`` (default): :func:`calrl.confidence.parse_confidence` (documented there: many phrasings, a
   decimal in [0, 1] is a probability, the LAST statement counts, optional hedge lexicon) and
-  :func:`calrl.confidence.strip_confidence`; the same rules for rewards and for evaluation, but one: for a
-  reward, a response with a confidence cue that states no value (:func:`calrl.confidence.has_dangling_cue`,
-  e.g. ``Paris. Confidence: Paris. Confidence: 10``) is read as missing, so the ``missing_confidence``
-  policy prices it: PPO-C's reward model would read the cue left after stripping, and a policy learnt to state
-  10 behind it on questions it could not know (the demo's PPO-C, ``docs/history/demo_findings.md``).
+  :func:`calrl.confidence.strip_confidence`; the same rules for rewards and for evaluation, but two malformed
+  kinds of response are read as missing for a reward, so the ``missing_confidence`` policy prices them:
+  a confidence cue that states no value (:func:`calrl.confidence.has_dangling_cue`, e.g. ``Paris. Confidence:
+  Paris. Confidence: 10``: PPO-C's reward model would read the cue left after stripping, and a policy learnt to
+  state 10 behind it on questions it could not know), and text between two ``Confidence: N`` statements, a
+  second answer or a revision (:func:`calrl.confidence.text_between_statements`, e.g. ``bube. Confidence: 2
+  sura. Confidence: 10``: the reward model would score two answers run together, and a policy learnt to state
+  8-10 behind a second wrong answer; the demo's PPO-C both times, ``docs/history/demo_findings.md``).
+  Evaluation reads the last statement.
 - ``reference``: the rules of the paper's code (methods.md section 9), which differ by purpose:
 
   * ``purpose="reward"`` (PPO-C training): ``Confidence:\\s*(\\d+(\\.\\d+)?)``, case-insensitive, the FIRST
@@ -36,7 +40,13 @@ import re
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from calrl.confidence.parse import ConfidenceParse, has_dangling_cue, parse_confidence, strip_confidence
+from calrl.confidence.parse import (
+    ConfidenceParse,
+    has_dangling_cue,
+    parse_confidence,
+    strip_confidence,
+    text_between_statements,
+)
 from calrl.errors import ConfigError
 
 #: The named parsers (the type that configs annotate, its names) and the one used when none is named.
@@ -121,7 +131,7 @@ class ConfidenceReader:
         """The stated confidence of ``text`` (value in [0, 1], or None with source "missing")."""
         text = text or ""
         if self.parser == "calrl":
-            if self.purpose == "reward" and has_dangling_cue(text):
+            if self.purpose == "reward" and (has_dangling_cue(text) or text_between_statements(text)):
                 return ConfidenceParse(None, "missing")
             return parse_confidence(text, use_hedges=self.use_hedges)
         return _reference_reward(text) if self.purpose == "reward" else _reference_eval(text)
