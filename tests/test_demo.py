@@ -190,8 +190,11 @@ def test_recipes_validate_against_the_recipe_schema(tmp_path):
     assert load_recipe(layout.recipe(0, "ppo_v"), method="ppo").training.reward_term("correctness").mode == "add"
     ppo_c = load_recipe(layout.recipe(0, "ppo_c"), method="ppo").training
     assert ppo_c.reward_term("ppo_c").variant == "difference"
-    # PPO-C's w is the paper's 0.5 in both PPO-C policies (w = 1 was tried: docs/history/demo_findings.md, 13th)
-    assert ppo_c.reward_term("ppo_c").weight == abstain.reward_term("ppo_c").weight == 0.5
+    # PPO-C's w departs from the paper's 0.5 (docs/demo.md step 5); PPO-C + abstention keeps 0.5, which its
+    # abstention reward was balanced against
+    settings = config.recipes.ppo
+    assert ppo_c.reward_term("ppo_c").weight == settings.ppo_c_weight == 1.0
+    assert abstain.reward_term("ppo_c").weight == settings.abstain_ppo_c_weight == 0.5
     assert load_recipe(layout.recipe(0, "ppo"), method="ppo").training.reward_term("ppo_c") is None
     assert load_recipe(layout.recipe(0, "ppo_m"), method="ppo").model.reward_model.endswith("rm_calibrated")
     # the chain: seeded classifier -> fact checks (answers alone) -> ordinary RM -> filter -> calibrated RM

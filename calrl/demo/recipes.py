@@ -137,11 +137,16 @@ class PPOSettings:
     # found an answer ("i.") the reward model scored high (KL 2-4 nats, half of the known facts lost)
     normalize_reward: bool = True
     response_length: int = 12
-    # PPO-C's w, the paper's 0.5. w = 1 held PPO-C's confidence on the well-known people where 0.5 let it drift
-    # down (quick RL seeds 1 and 2, full seeds 5 and 9), but in the full study under MKL_CBWR=COMPATIBLE RL seed 0's
-    # PPO-C then raised its confidence on the never-seen people to 0.69 (ECE 0.327, above PPO's) once its wrong
-    # answers there scored about as well as the moving average (docs/history/demo_findings.md, thirteenth version)
-    ppo_c_weight: float = 0.5
+    # PPO-C's w: 1 where the paper's PPO-C scripts use 0.5 (a departure, docs/demo.md step 5). At 0.5 the adjustment
+    # w (r - avg)(c - 0.5) paid a right answer about 0.025 reward std per step of the confidence scale, too little to
+    # hold a confidence at the top of it: the well-known people's fell to 0.77-0.88 in quick RL seeds 1 and 2 and
+    # the ECE claim failed in full seeds 5 and 9. At 1 it held there; its one gross failure (never-seen confidence
+    # 0.69 under MKL_CBWR=COMPATIBLE) was a format hack every reward now reads as missing
+    # (calrl.confidence.text_between_statements; docs/history/demo_findings.md, thirteenth version)
+    ppo_c_weight: float = 1.0
+    # PPO-C + abstention keeps 0.5: its abstention reward (below) was balanced against the humble-guess bonus
+    # w (avg - 0)(0.5 - c), which doubles with w
+    abstain_ppo_c_weight: float = 0.5
     ppo_c_alpha: float = 0.1
     verifiable_correctness_mode: str = "add"  # the *_v policies: correctness reward (1 / 0) added to the RM score
     ppo_c_variant: str = "difference"
@@ -258,7 +263,8 @@ def ppo_recipe(policy: str, *, sft_dir: Path, rm_dir: Path, prompts_file: Path, 
         "correct_reward": 1.0, "wrong_reward": 0.0,
     }
     if policy in ("ppo_c", "ppo_c_abstain"):
-        flat.update({"ppo_c_variant": settings.ppo_c_variant, "ppo_c_weight": settings.ppo_c_weight,
+        weight = settings.abstain_ppo_c_weight if policy == "ppo_c_abstain" else settings.ppo_c_weight
+        flat.update({"ppo_c_variant": settings.ppo_c_variant, "ppo_c_weight": weight,
                      "ppo_c_alpha": settings.ppo_c_alpha})
     if policy == "ppo_c_abstain":
         flat.update({"correctness_mode": "replace", "abstention_reward": float(settings.abstention_reward)})
