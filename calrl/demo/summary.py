@@ -183,13 +183,19 @@ def build_summary(config: Any, layout: Layout, results: dict[str, Any], *, count
         "timings": stage_timings(results),
     }
     summary["paired_confidence"] = {
-        f"{ppo}-sft": [paired_confidence(layout, seed, ppo, "sft") for seed in seeds]
+        pair_key(ppo, "sft"): [paired_confidence(layout, seed, ppo, "sft") for seed in seeds]
         for ppo in ("ppo", "ppo_v") if {ppo, "sft"} <= set(config.policies)}
     summary["accuracy_differences"] = {
-        f"{policy}-{base}": accuracy_non_inferiority(layout, seeds, policy, base)
+        pair_key(policy, base): accuracy_non_inferiority(layout, seeds, policy, base)
         for policy, base in ECE_COMPARISONS if {policy, base} <= set(config.policies)}
     summary["checks"] = study_checks(summary)
     return summary
+
+
+def pair_key(policy: str, base: str) -> str:
+    """The key of a policy compared with a baseline in ``summary.json``'s ``paired_confidence`` and
+    ``accuracy_differences`` (``"ppo_m-ppo"``)."""
+    return f"{policy}-{base}"
 
 
 def _recipe_value(path: Path, key: str) -> Any:
@@ -265,7 +271,7 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
     for ppo in ("ppo", "ppo_v"):
         if ppo not in ran:
             continue
-        paired = summary["paired_confidence"][f"{ppo}-sft"]
+        paired = summary["paired_confidence"][pair_key(ppo, "sft")]
         sft_conf, ppo_conf = [[s["base"] for s in paired], [s["policy"] for s in paired]]
         sft_ece, ppo_ece = _seed_values(summary, "sft", "ece"), _seed_values(summary, ppo, "ece")
         per_seed = _stated(summary, ppo, "sft", [overconfident(*v) for v in zip(sft_conf, ppo_conf, sft_ece, ppo_ece)])
@@ -297,7 +303,7 @@ def study_checks(summary: dict[str, Any]) -> dict[str, Any]:
             "numbers": {f"{policy}_ece": means[0], f"{base}_ece": means[1], "ece_reduction": ECE_REDUCTION,
                         "ece_difference": ece_difference(summary, policy, base)},
         }
-        checks[accuracy_check(policy, base)] = summary["accuracy_differences"][f"{policy}-{base}"]
+        checks[accuracy_check(policy, base)] = summary["accuracy_differences"][pair_key(policy, base)]
     if "ppo_c_abstain" in ran:
         checks["ppo_c_abstain_abstains_where_it_cannot_know"] = abstention_where_unknowable(summary)
     return checks
