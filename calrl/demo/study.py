@@ -108,8 +108,9 @@ def full_config(out: Path, seeds: list[int] | None = None, jobs: int | None = No
 def quick_config(out: Path, seeds: list[int] | None = None, jobs: int | None = None,
                  policies: tuple[str, ...] | None = None) -> StudyConfig:
     """One seed, the main comparison only (SFT, PPO, PPO-M, PPO-C on the reward model alone), fewer steps:
-    the same stages and files in under 3 minutes on 2 cores (what the test suite runs). Long enough to show
-    vanilla PPO growing more confident than SFT on the never-seen people; one seed is not a result."""
+    the same stages and files in about 3 minutes on 2 cores (164-190 s alone on the AMD EPYC host; what the test
+    suite runs). Long enough to show vanilla PPO growing more confident than SFT on the never-seen people; one
+    seed is not a result."""
     return StudyConfig(
         out=out, seeds=seeds or [0], quick=True, jobs=jobs or default_jobs(), policies=policies or MAIN_POLICIES,
         # the full SFT and PPO schedules: a shorter SFT left the policy refusing most questions (nothing to
