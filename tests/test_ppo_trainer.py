@@ -149,7 +149,8 @@ def test_trl_metric_names_and_callback_events(tmp_path):
     for key in ("objective/kl", "objective/entropy", "objective/non_score_reward", "objective/rlhf_reward",
                 "objective/scores", "policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg",
                 "loss/value_avg", "val/clipfrac_avg", "policy/entropy_avg", "val/ratio", "val/ratio_var",
-                "val/num_eos_tokens", "lr", "episode", "objective/kl_coef", "reward/final"):
+                "val/num_eos_tokens", "val/explained_variance", "lr", "episode", "objective/kl_coef",
+                "reward/final"):
         assert key in train_logs[0], key
     assert [log["episode"] for log in train_logs] == [8, 16]
     assert all("eval_objective/scores" in log for log in events.logs if any(k.startswith("eval_") for k in log))

@@ -27,7 +27,9 @@ class PPOMetricsMixin:
 
     def _update_metrics(self, rollout: Rollout, stats: torch.Tensor, start_time: float) -> dict[str, float]:
         """One update's metrics, reduced over processes: TRL 1.12's keys, the KL coefficient, the pipeline's
-        stats; under ``max_step_kl`` also ``policy/step_kl_avg`` (the steps kept), ``policy/step_kl_max`` (the
+        stats; ``val/explained_variance`` (the rollout's value predictions against its returns over the response
+        tokens, pooled over processes: 1 - Var(returns - values) / Var(returns); 1 is a perfect critic, 0 or below
+        one no better than a constant, so the advantages are mostly the critic's noise); under ``max_step_kl`` also ``policy/step_kl_avg`` (the steps kept), ``policy/step_kl_max`` (the
         largest step as the optimiser took it) and ``policy/step_halvings_avg`` (per step; ``step_backtracks + 1``
         counts a step undone)."""
         acc = self.accelerator
@@ -49,6 +51,7 @@ class PPOMetricsMixin:
             "val/ratio": float(per_stat[6].mean()),
             "val/ratio_var": float(per_stat[6].var()) if per_stat[6].numel() > 1 else 0.0,
             "val/num_eos_tokens": float(acc.reduce(eos.to(acc.device), reduction="sum")),
+            "val/explained_variance": self._explained_variance(rollout),
             "lr": self.lr_scheduler.get_last_lr()[0], "episode": self.state.episode,
         }
         if self.args.max_step_kl is not None:
@@ -57,6 +60,20 @@ class PPOMetricsMixin:
                             "policy/step_halvings_avg": float(halvings.mean())})
         metrics.update(self.reward_pipeline.pop_stats())
         return metrics
+
+
+    def _explained_variance(self, rollout: Rollout) -> float:
+        """1 - Var(returns - values) / Var(returns) over the response tokens of every process (nan when the returns
+        do not vary)."""
+        valid = ~rollout.padding_p1
+        returns, errors = rollout.returns[valid].double(), (rollout.returns - rollout.values)[valid].double()
+        local = torch.stack([returns.new_tensor(float(returns.numel())), returns.sum(), returns.square().sum(),
+                             errors.sum(), errors.square().sum()])
+        n, r, r2, e, e2 = self.accelerator.reduce(local.to(self.accelerator.device), reduction="sum").tolist()
+        var_returns = r2 / n - (r / n) ** 2 if n else 0.0
+        if var_returns <= 0.0:
+            return float("nan")
+        return 1.0 - (e2 / n - (e / n) ** 2) / var_returns
 
 
 def window_summary(window: list[dict[str, float]]) -> dict[str, float]:
