@@ -12,6 +12,7 @@ from calrl.trainers.ppo_metrics import PPOMetricsMixin
 
 class _OneProcess:
     device = torch.device("cpu")
+    num_processes = 1
 
     @staticmethod
     def reduce(tensor, reduction):

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from calrl.trainers.ppo_optim import pooled_moments
 from calrl.trainers.ppo_rollout import Rollout
 
 #: keys whose last value in a logging window is logged (the others are averaged over the window)
@@ -29,9 +30,9 @@ class PPOMetricsMixin:
         """One update's metrics, reduced over processes: TRL 1.12's keys, the KL coefficient, the pipeline's
         stats; ``val/explained_variance`` (the rollout's value predictions against its returns over the response
         tokens, pooled over processes: 1 - Var(returns - values) / Var(returns); 1 is a perfect critic, 0 or below
-        one no better than a constant, so the advantages are mostly the critic's noise); under ``max_step_kl`` also ``policy/step_kl_avg`` (the steps kept), ``policy/step_kl_max`` (the
-        largest step as the optimiser took it) and ``policy/step_halvings_avg`` (per step; ``step_backtracks + 1``
-        counts a step undone)."""
+        one no better than a constant, so the advantages are mostly the critic's noise); under ``max_step_kl`` also
+        ``policy/step_kl_avg`` (the steps kept), ``policy/step_kl_max`` (the largest step as the optimiser took it)
+        and ``policy/step_halvings_avg`` (per step; ``step_backtracks + 1`` counts a step undone)."""
         acc = self.accelerator
         local = torch.stack([
             rollout.kl.sum(1).mean(), ((-rollout.logprobs) * (~rollout.padding)).sum(1).mean(),
@@ -61,19 +62,15 @@ class PPOMetricsMixin:
         metrics.update(self.reward_pipeline.pop_stats())
         return metrics
 
-
     def _explained_variance(self, rollout: Rollout) -> float:
-        """1 - Var(returns - values) / Var(returns) over the response tokens of every process (nan when the returns
-        do not vary)."""
-        valid = ~rollout.padding_p1
-        returns, errors = rollout.returns[valid].double(), (rollout.returns - rollout.values)[valid].double()
-        local = torch.stack([returns.new_tensor(float(returns.numel())), returns.sum(), returns.square().sum(),
-                             errors.sum(), errors.square().sum()])
-        n, r, r2, e, e2 = self.accelerator.reduce(local.to(self.accelerator.device), reduction="sum").tolist()
-        var_returns = r2 / n - (r / n) ** 2 if n else 0.0
+        """1 - Var(returns - values) / Var(returns) over the response tokens of every process (population
+        variances; nan when the returns do not vary)."""
+        moments = pooled_moments(self.accelerator, ~rollout.padding_p1, rollout.returns,
+                                 rollout.returns - rollout.values)
+        var_returns, var_errors = (squares / n - (total / n) ** 2 if n else 0.0 for total, squares, n in moments)
         if var_returns <= 0.0:
             return float("nan")
-        return 1.0 - (e2 / n - (e / n) ** 2) / var_returns
+        return 1.0 - var_errors / var_returns
 
 
 def window_summary(window: list[dict[str, float]]) -> dict[str, float]:

@@ -131,14 +131,22 @@ class PPOOptimMixin:
         return float(total[0] / total[1].clamp(min=1.0))
 
 
+def pooled_moments(accelerator: Any, keep: torch.Tensor,
+                   *values: torch.Tensor) -> list[tuple[float, float, float]]:
+    """Per tensor of ``values``: the sum, sum of squares and count of its entries where ``keep``, over every process
+    (float64, one reduction for all of them)."""
+    rows = [v[keep].double() for v in values]
+    local = torch.stack([torch.stack([r.sum(), (r * r).sum(), torch.tensor(float(r.numel()), dtype=torch.float64,
+                                                                            device=r.device)]) for r in rows])
+    total = accelerator.reduce(local.to(accelerator.device), reduction="sum") if accelerator.num_processes > 1 \
+        else local
+    return [tuple(float(x) for x in row) for row in total.cpu()]
+
+
 def global_moments(accelerator: Any, advantages: torch.Tensor, padding: torch.Tensor,
                    whitening: str) -> tuple[float, float, float] | None:
     """``whitening == "global"``: the unmasked advantages' sum, sum of squares and count over every process, for
     :func:`calrl.trainers.ppo_core.whitened_advantages`; ``"local"``: None (this process's batch)."""
     if whitening == "local":
         return None
-    kept = advantages[~padding].double()
-    local = torch.stack([kept.sum(), (kept * kept).sum(), torch.tensor(float(kept.numel()), dtype=torch.float64)])
-    total = accelerator.reduce(local.to(accelerator.device), reduction="sum") if accelerator.num_processes > 1 \
-        else local
-    return tuple(float(x) for x in total.cpu())
+    return pooled_moments(accelerator, ~padding, advantages)[0]
