@@ -117,9 +117,10 @@ class PPOSettings:
     # warmup after the critic was read on the normalised scale
     learning_rate: float = 4.5e-4
     warmup: float = 0.1  # share of the updates the learning rate warms up over (``warmup_steps`` below 1)
-    # 24 rollouts per update (32 updates over the 3 epochs), not 32 (24 updates): at 32 PPO hardly raised the
-    # never-seen people's confidence in one seed of five (0.13 -> 0.20, ECE below SFT's); the same number of
-    # episodes, so the same time
+    # 24 rollouts per update (30 updates over the 3 epochs: 10 whole batches of the 256 RL prompts per epoch),
+    # not 32 (24 updates): at 32 PPO hardly raised the never-seen people's confidence in one seed of five
+    # (0.13 -> 0.20, ECE below SFT's); about the same number of episodes, so the same time. Twice the updates (6
+    # epochs) made every RL seed tried climb, at twice the PPO time (docs/history/demo_findings.md, sixteenth version)
     batch_size: int = 24
     num_mini_batches: int = 2
     num_ppo_epochs: int = 2  # 4 in the first full run: 15 min 45 s for the study, over the 15-minute budget
