@@ -13,9 +13,10 @@ the policy's response ended. With tokenizers that agree the text is exactly the 
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -51,6 +52,84 @@ def padded_inputs(query_responses: torch.Tensor, pad_token_id: int) -> dict[str,
     return masked_inputs(query_responses, query_responses != pad_token_id)
 
 
+class PrefixSplit(NamedTuple):
+    """Left-padded rows cut after the tokens every row starts with (:func:`split_shared_prefix`).
+
+    ``prefix``: the shared tokens (``1 x p``); ``suffix``: the model inputs of the rest of each row read after the
+    prefix (``input_ids`` and ``position_ids`` ``B x S``, ``attention_mask`` ``B x (p + S)``: the prefix, then the
+    row's own tokens, its left padding and the other rows' longer prefix region masked); ``offset``: column ``j``
+    of the suffix outputs is column ``offset + j`` of the rows.
+    """
+
+    prefix: torch.Tensor
+    suffix: dict[str, torch.Tensor]
+    offset: int
+
+
+def split_shared_prefix(query_responses: torch.Tensor, pad_token_id: int, context_length: int) -> PrefixSplit | None:
+    """The longest run of tokens that every left-padded row starts with (a shared system message, say), stopping
+    before each row's last prompt token (``context_length`` is the prompt width), so that every output from the
+    last prompt token on is the suffix's. None when no token is shared or there is one row.
+
+    Reading the rows as the prefix once (its keys and values repeated over the rows) and then the suffixes is the
+    same computation as :func:`masked_inputs`'s forward of each whole row (the same positions, and each token
+    attends to the same real tokens), up to float rounding, with the prefix's work done once.
+
+    >>> rows = torch.tensor([[0, 5, 6, 7, 9, 3], [5, 6, 7, 8, 9, 4]])  # pad 0, prompts of 4 and 5 tokens
+    >>> split = split_shared_prefix(rows, 0, 5)
+    >>> split.prefix.tolist(), split.offset, split.suffix["input_ids"].tolist()
+    ([[5, 6, 7]], 3, [[0, 9, 3], [8, 9, 4]])
+    >>> split.suffix["attention_mask"].tolist(), split.suffix["position_ids"].tolist()
+    ([[1, 1, 1, 0, 1, 1], [1, 1, 1, 1, 1, 1]], [[3, 3, 4], [3, 4, 5]])
+    """
+    rows, width = query_responses.shape
+    mask = query_responses != pad_token_id
+    first = first_true_indices(mask)
+    longest = int((context_length - first).min()) - 1
+    if rows < 2 or longest < 1:
+        return None
+    columns = first[:, None] + torch.arange(longest, device=first.device)
+    heads = query_responses.gather(1, columns)
+    shared = (heads == heads[:1]).all(0) & mask.gather(1, columns).all(0)
+    length = longest if bool(shared.all()) else int((~shared).int().argmax())
+    if length == 0:
+        return None
+    start = int(first.min()) + length
+    own = mask[:, start:] & (torch.arange(start, width, device=first.device)[None] >= first[:, None] + length)
+    keep = own.long()
+    suffix = {"input_ids": query_responses[:, start:].masked_fill(~own, 0),
+              "attention_mask": torch.cat([keep.new_ones(rows, length), keep], 1),
+              "position_ids": length + keep.cumsum(1) - keep}
+    return PrefixSplit(heads[:1, :length], suffix, start)
+
+
+def _base_forward_parameters(model: torch.nn.Module) -> Any:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model's own model
+    return inspect.signature(base.forward).parameters
+
+
+def rows_forward(model: torch.nn.Module, query_responses: torch.Tensor, pad_token_id: int,
+                 context_length: int | None = None, **kwargs: Any) -> tuple[Any, int]:
+    """``(model output, offset)``: ``model`` (a transformers model, or a PEFT model of one) over left-padded rows,
+    as :func:`masked_inputs` reads them; its outputs cover columns ``offset`` to the end.
+
+    With ``context_length`` (the prompt width) and a prefix that every row shares (:func:`split_shared_prefix`),
+    the prefix is read once with the model's KV cache and the outputs start at the split (``offset > 0``);
+    otherwise one forward of the whole rows (``offset == 0``). ``kwargs`` go to the rows' forward.
+    """
+    split = None if context_length is None else split_shared_prefix(query_responses, pad_token_id, context_length)
+    if split is None:
+        return model(**padded_inputs(query_responses, pad_token_id), return_dict=True, use_cache=False, **kwargs), 0
+    params = _base_forward_parameters(model)
+    key = "cache" if "cache" in params else "past_key_values"  # the cache's name in transformers >= 5.24 / before
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # the prefix's logits are not read
+    positions = torch.arange(split.prefix.shape[1], device=split.prefix.device)[None]
+    cache = model(input_ids=split.prefix, position_ids=positions, return_dict=True, use_cache=True, **extra)[key]
+    cache.batch_repeat_interleave(query_responses.shape[0])
+    out = model(**split.suffix, **{key: cache}, return_dict=True, use_cache=True, **kwargs)
+    return out, split.offset
+
+
 def _head(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     backbone = getattr(model, model.base_model_prefix)
     # the backbone's last hidden state, as the model's own classification forward reads it (the tensor
@@ -62,6 +141,17 @@ def _head(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tens
 def head_outputs(model: torch.nn.Module, query_responses: torch.Tensor, pad_token_id: int) -> torch.Tensor:
     """The score head's output at every position (``B x T x num_labels``) of a sequence-classification model."""
     return _head(model, padded_inputs(query_responses, pad_token_id))
+
+
+def response_head_outputs(model: torch.nn.Module, query_responses: torch.Tensor, pad_token_id: int,
+                          context_length: int, *, share_prefix: bool = False) -> torch.Tensor:
+    """The score head's output at the positions that read the response (columns ``context_length - 1`` to
+    ``T - 2``: ``B x R x num_labels``); with ``share_prefix`` the rows' shared prefix is read once
+    (:func:`rows_forward`)."""
+    if not share_prefix:
+        return head_outputs(model, query_responses, pad_token_id)[:, context_length - 1:-1]
+    out, offset = rows_forward(getattr(model, model.base_model_prefix), query_responses, pad_token_id, context_length)
+    return model.score(out.last_hidden_state[:, context_length - 1 - offset:-1])
 
 
 def forward_scores(model: torch.nn.Module, rows: Sequence[Sequence[int]], pad_token_id: int | None) -> torch.Tensor:

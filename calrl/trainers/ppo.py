@@ -39,7 +39,7 @@ from transformers.trainer_utils import TrainOutput, set_seed
 
 from calrl.errors import ConfigError, InputError
 from calrl.generation.sharding import fsdp_sharded, reshard
-from calrl.reward_modeling.sequence_scores import padded_inputs
+from calrl.reward_modeling.sequence_scores import rows_forward
 from calrl.reward_modeling.stats import stored_reward_stats
 from calrl.rewards.pipeline import RewardPipeline
 from calrl.trainers import ppo_checkpoint as ckpt
@@ -71,9 +71,9 @@ from calrl.trainers.ppo_rollout import (
     disable_dropout,
     left_pad,
     prompt_rows,
-    response_logits,
     rollout_generation_config,
     sample_responses,
+    temperature_scaled,
 )
 
 __all__ = ["CalibratedPPOConfig", "CalibratedPPOTrainer", "Rollout"]
@@ -147,7 +147,7 @@ class CalibratedPPOTrainer(PPOCheckpointingMixin, PPOEvalMixin, PPOMetricsMixin,
         value_stats = (stored_reward_stats(value_model) if pipeline_config.normalizes_rm and value_model is not None
                        else None)
         wrapper = PolicyAndValue(model, value_model, value_stats, ref_adapter=args.ref_adapter_name,
-                                 model_adapter=args.model_adapter_name)
+                                 model_adapter=args.model_adapter_name, share_prefix=args.share_prompt_prefix)
         super().__init__(model=wrapper, args=args, data_collator=data_collator,
                          train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=processing_class,
                          callbacks=callbacks, optimizers=optimizers)
@@ -160,6 +160,10 @@ class CalibratedPPOTrainer(PPOCheckpointingMixin, PPOEvalMixin, PPOMetricsMixin,
                 if frozen is not None:
                     frozen.to(self.accelerator.device).eval().requires_grad_(False)
         # torch_compile: generation and the frozen forwards (accelerate compiles the trained module): ppo_compile
+        if args.share_prompt_prefix and self.accelerator.distributed_type in ("FSDP", "DEEPSPEED"):
+            raise ConfigError(f"share_prompt_prefix does not work under {self.accelerator.distributed_type} (it "
+                              "shards the modules the prefix and the rest call in turn); set it off",
+                              field="share_prompt_prefix")
         self.compiled_forwards = CompiledForwards(compile_options(args), self.accelerator.distributed_type)
         for frozen in (self.ref_model, self.reward_model):
             self.compiled_forwards.compile_frozen(frozen)
@@ -218,11 +222,12 @@ class CalibratedPPOTrainer(PPOCheckpointingMixin, PPOEvalMixin, PPOMetricsMixin,
     @torch.no_grad()
     def _reference_logprobs(self, query_responses: torch.Tensor, responses: torch.Tensor, context: int) -> torch.Tensor:
         if self.ref_model is not None:
-            logits = self.ref_model(**padded_inputs(query_responses, self.pad_token_id), return_dict=True,
-                                    use_cache=False).logits
+            out, offset = rows_forward(self.ref_model, query_responses, self.pad_token_id,
+                                       context if self.args.share_prompt_prefix else None)
+            logits = out.logits[:, context - 1 - offset:-1]
         else:  # LoRA: the policy with its adapter off, through the trained module's own forward (FSDP gathers)
-            logits = self.model(query_responses, self.pad_token_id, "reference")[0]
-        return token_logprobs(response_logits(logits, context, self.args.temperature), responses)
+            logits = self.model(query_responses, self.pad_token_id, "reference", context)[0]
+        return token_logprobs(temperature_scaled(logits, self.args.temperature), responses)
 
     @torch.no_grad()
     def rollout(self, queries: torch.Tensor, references: list[list[str] | None] | None,
@@ -239,7 +244,7 @@ class CalibratedPPOTrainer(PPOCheckpointingMixin, PPOEvalMixin, PPOMetricsMixin,
             for start in range(0, queries.shape[0], args.local_rollout_forward_batch_size):
                 rows = slice(start, start + args.local_rollout_forward_batch_size)
                 ref_logprobs.append(self._reference_logprobs(query_responses[rows], responses[rows], context))
-                values.append(self.model(query_responses[rows], pad, "values")[1][:, context - 1:-1].float())
+                values.append(self.model(query_responses[rows], pad, "values", context)[1].float())
         ref_logprobs, values = torch.cat(ref_logprobs), torch.cat(values)
         final = responses if self.stop_token_id is None else truncate_after_stop(responses, self.stop_token_id, pad)
         scores = self.compute_rewards(torch.cat([queries, final], 1), context, references, prompts=prompts).float()
@@ -296,14 +301,15 @@ class CalibratedPPOTrainer(PPOCheckpointingMixin, PPOEvalMixin, PPOMetricsMixin,
                     idx = rows[micro * per_device:(micro + 1) * per_device].to(rollout.responses.device)
                     sync = nullcontext() if micro == n_micro - 1 else acc.no_sync(model)
                     with sync:
-                        logits, values = model(rollout.query_responses[idx], self.pad_token_id)
-                        logits = response_logits(logits, rollout.context_length, args.temperature)
+                        logits, values = model(rollout.query_responses[idx], self.pad_token_id, "both",
+                                               rollout.context_length)
+                        logits = temperature_scaled(logits, args.temperature)
                         new_logprobs = token_logprobs(logits, rollout.responses[idx]).float()
                         if args.max_step_kl is not None:
                             trained.append((idx, new_logprobs.detach()))
                         out = ppo_loss(
                             new_logprobs, rollout.logprobs[idx],
-                            rollout.advantages[idx], values[:, rollout.context_length - 1:-1].float(),
+                            rollout.advantages[idx], values.float(),
                             rollout.values[idx], rollout.returns[idx], rollout.padding[idx], rollout.padding_p1[idx],
                             cliprange=args.cliprange, cliprange_value=args.cliprange_value, vf_coef=args.vf_coef,
                             aggregation=args.loss_aggregation)

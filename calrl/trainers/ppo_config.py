@@ -122,6 +122,14 @@ class CalibratedPPOConfig(RewardPipelineConfig, TrainingArguments):
                                               "every process) or 'per_micro_batch' (each process per "
                                               "local_rollout_forward_batch_size rows: the reference)."})
 
+    share_prompt_prefix: bool = field(
+        default=False, metadata={"help": "Read the tokens that every row of a forward batch starts with (a shared "
+                                         "system message) once, through the model's KV cache, instead of once per "
+                                         "row, in the training, reference and value forwards: the same computation "
+                                         "up to float rounding, less work when prompts share a long prefix. One "
+                                         "process or DDP; not with FSDP, DeepSpeed, gradient checkpointing or "
+                                         "torch_compile."})
+
     # ---------------------------------------------------------------- data (the reward keys: RewardPipelineConfig)
     reference_column: str = field(
         default="reference", metadata={"help": "Dataset column with the reference answer(s) of each prompt "
@@ -159,6 +167,15 @@ class CalibratedPPOConfig(RewardPipelineConfig, TrainingArguments):
         if self.max_step_kl is not None and self.deepspeed:
             raise ConfigError("max_step_kl is not supported with DeepSpeed (its engine owns the parameters and the "
                               "step); leave it null", field="max_step_kl")
+        if self.share_prompt_prefix:
+            clash = [name for name, on in (("fsdp", bool(self.fsdp)), ("deepspeed", bool(self.deepspeed)),
+                                           ("gradient_checkpointing", self.gradient_checkpointing),
+                                           ("torch_compile", self.torch_compile)) if on]
+            if clash:
+                raise ConfigError(f"share_prompt_prefix does not work with {clash[0]} (gradient checkpointing drops "
+                                  "the KV cache the prefix is read through; FSDP and DeepSpeed shard the modules it "
+                                  "calls twice; torch_compile would recompile for each prefix length); set one of "
+                                  "them off", field="share_prompt_prefix")
         if self.whiten_rewards and self.local_mini_batch_size < 8:
             raise ConfigError(f"whitening rewards needs mini-batches of at least 8 rows per process, got "
                               f"{self.local_mini_batch_size}", field="whiten_rewards")

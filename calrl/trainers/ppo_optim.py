@@ -15,7 +15,7 @@ import torch
 
 from calrl.trainers.ppo_compile import named_module
 from calrl.trainers.ppo_core import token_logprobs
-from calrl.trainers.ppo_rollout import Rollout, response_logits
+from calrl.trainers.ppo_rollout import Rollout, temperature_scaled
 
 
 class StepCheck(NamedTuple):
@@ -120,8 +120,8 @@ class PPOOptimMixin:
         total = torch.zeros(2, dtype=torch.float64, device=acc.device)
         with torch.no_grad():
             for idx, logprobs in trained:
-                logits, _ = self.model(rollout.query_responses[idx], self.pad_token_id, "policy")
-                now = token_logprobs(response_logits(logits, rollout.context_length, self.args.temperature),
+                logits, _ = self.model(rollout.query_responses[idx], self.pad_token_id, "policy", rollout.context_length)
+                now = token_logprobs(temperature_scaled(logits, self.args.temperature),
                                      rollout.responses[idx]).float()
                 keep = ~rollout.padding[idx]
                 total += torch.stack([(0.5 * (now - logprobs) ** 2)[keep].sum().double(),

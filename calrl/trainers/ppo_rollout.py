@@ -16,7 +16,12 @@ from transformers import GenerationConfig
 
 from calrl.data.chat import Prompt, render_prompt
 from calrl.errors import ConfigError, InputError
-from calrl.reward_modeling.sequence_scores import head_outputs, padded_inputs, same_vocabulary
+from calrl.reward_modeling.sequence_scores import (
+    head_outputs,
+    response_head_outputs,
+    rows_forward,
+    same_vocabulary,
+)
 from calrl.trainers.ppo_core import token_logprobs
 
 
@@ -39,11 +44,12 @@ class PolicyAndValue(torch.nn.Module):
 
     def __init__(self, policy: torch.nn.Module, value_model: torch.nn.Module | None,
                  value_stats: dict[str, float] | None = None, *, ref_adapter: str | None = None,
-                 model_adapter: str | None = None) -> None:
+                 model_adapter: str | None = None, share_prefix: bool = False) -> None:
         super().__init__()
         self.policy = policy
         self.value_model = value_model
         self.ref_adapter, self.model_adapter = ref_adapter, model_adapter or "default"
+        self.share_prefix = share_prefix
         self.value_shift, self.value_scale = (0.0, 1.0) if value_stats is None else (
             float(value_stats["mean"]), float(value_stats["std"]))
         self.value_head = None
@@ -54,23 +60,36 @@ class PolicyAndValue(torch.nn.Module):
             torch.nn.init.zeros_(self.value_head.bias)
         self.config = policy.config  # what transformers.Trainer reads from a model
 
-    def forward(self, query_responses: torch.Tensor, pad_token_id: int,
-                what: str = "both") -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def forward(self, query_responses: torch.Tensor, pad_token_id: int, what: str = "both",
+                context_length: int | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """With ``context_length`` (the prompt width), the outputs at the positions that read the response
+        (columns ``context_length - 1`` to ``T - 2``: logits ``B x R x V``, values ``B x R``), the rows' shared
+        prefix read once under ``share_prefix``; without it, at every position."""
         if what == "reference":
-            return self._reference_logits(query_responses, pad_token_id), None
+            return self._reference_logits(query_responses, pad_token_id, context_length), None
         if what == "values" and self.value_head is None:
-            return None, self._value_model_outputs(query_responses, pad_token_id)
-        inputs = padded_inputs(query_responses, pad_token_id)
+            return None, self._value_model_outputs(query_responses, pad_token_id, context_length)
+        hidden = what != "policy" and self.value_head is not None
+        out, cut = self._policy_forward(query_responses, pad_token_id, context_length, output_hidden_states=hidden)
+        logits = None if what == "values" else cut(out.logits)
         if what == "policy":
-            return self.policy(**inputs, return_dict=True, use_cache=False).logits, None
-        out = self.policy(**inputs, return_dict=True, output_hidden_states=self.value_head is not None,
-                          use_cache=False)
+            return logits, None
         if self.value_head is not None:
-            hidden = out.hidden_states[-1]
-            values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+            states = cut(out.hidden_states[-1])
+            values = self.value_head(states.to(self.value_head.weight.dtype)).squeeze(-1)
         else:
-            values = self._value_model_outputs(query_responses, pad_token_id)
-        return out.logits, values
+            values = self._value_model_outputs(query_responses, pad_token_id, context_length)
+        return logits, values
+
+    def _policy_forward(self, query_responses: torch.Tensor, pad_token_id: int, context_length: int | None,
+                        **kwargs: Any) -> tuple[Any, Any]:
+        """The policy's output and the function that cuts a ``B x T' x ...`` output of it to what ``forward``
+        returns."""
+        out, offset = rows_forward(self.policy, query_responses, pad_token_id,
+                                   context_length if self.share_prefix else None, **kwargs)
+        if context_length is None:
+            return out, lambda t: t
+        return out, lambda t: t[:, context_length - 1 - offset:-1]
 
     # gradient checkpointing is the policy's (what TRL's unwrap_model_for_generation switches off and back on)
     @property
@@ -88,20 +107,27 @@ class PolicyAndValue(torch.nn.Module):
         """Values at every position (no policy logits when the value model is separate)."""
         return self.forward(query_responses, pad_token_id, "values")[1]
 
-    def _value_model_outputs(self, query_responses: torch.Tensor, pad_token_id: int) -> torch.Tensor:
-        raw = head_outputs(self.value_model, query_responses, pad_token_id).squeeze(-1)
-        return (raw - self.value_shift) / self.value_scale
+    def _value_model_outputs(self, query_responses: torch.Tensor, pad_token_id: int,
+                             context_length: int | None) -> torch.Tensor:
+        if context_length is None:
+            raw = head_outputs(self.value_model, query_responses, pad_token_id)
+        else:
+            raw = response_head_outputs(self.value_model, query_responses, pad_token_id, context_length,
+                                        share_prefix=self.share_prefix)
+        return (raw.squeeze(-1) - self.value_shift) / self.value_scale
 
-    def _reference_logits(self, query_responses: torch.Tensor, pad_token_id: int) -> torch.Tensor:
-        inputs = padded_inputs(query_responses, pad_token_id)
+    def _reference_logits(self, query_responses: torch.Tensor, pad_token_id: int,
+                          context_length: int | None) -> torch.Tensor:
         if self.ref_adapter:
             self.policy.set_adapter(self.ref_adapter)
             try:
-                return self.policy(**inputs, return_dict=True, use_cache=False).logits
+                out, cut = self._policy_forward(query_responses, pad_token_id, context_length)
             finally:
                 self.policy.set_adapter(self.model_adapter)
-        with self.policy.disable_adapter():
-            return self.policy(**inputs, return_dict=True, use_cache=False).logits
+        else:
+            with self.policy.disable_adapter():
+                out, cut = self._policy_forward(query_responses, pad_token_id, context_length)
+        return cut(out.logits)
 
 
 def disable_dropout(model: torch.nn.Module | None) -> None:
@@ -298,9 +324,9 @@ def sample_responses(policy: Any, queries: torch.Tensor, *, chunk: int, pad_toke
     return _pad_right(responses, pad_token_id), _pad_right(logprobs, 0.0)
 
 
-def response_logits(logits: torch.Tensor, context_length: int, temperature: float) -> torch.Tensor:
-    """The logits that predict the response tokens, divided by the sampling temperature."""
-    return logits[:, context_length - 1:-1] / (temperature + 1e-7)
+def temperature_scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The logits divided by the sampling temperature (as the sampling distribution of ``generate`` has them)."""
+    return logits / (temperature + 1e-7)
 
 
 @dataclass
