@@ -93,6 +93,7 @@ def main() -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--lora", action="store_true")
     p.add_argument("--max-step-kl", type=float, default=None)
+    p.add_argument("--share-prompt-prefix", action="store_true")
     p.add_argument("--stop-after", type=int, default=None, help="stop (as if killed) after this update's checkpoint")
     a = p.parse_args()
     out = Path(a.out)
@@ -106,7 +107,7 @@ def main() -> None:
         per_device_train_batch_size=4, gradient_accumulation_steps=1, num_mini_batches=2, response_length=6,
         num_ppo_epochs=2, stop_token="eos", num_sample_generations=0, logging_steps=1, disable_tqdm=True,
         save_strategy="steps", save_steps=1, learning_rate=3e-3, ppo_c_variant="difference",
-        ppo_c_init_average=0.0, max_step_kl=a.max_step_kl)
+        ppo_c_init_average=0.0, max_step_kl=a.max_step_kl, share_prompt_prefix=a.share_prompt_prefix)
     peft_config = None
     if a.lora:
         from peft import LoraConfig
