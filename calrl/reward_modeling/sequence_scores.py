@@ -13,9 +13,10 @@ the policy's response ended. With tokenizers that agree the text is exactly the 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -103,9 +104,14 @@ def split_shared_prefix(query_responses: torch.Tensor, pad_token_id: int, contex
     return PrefixSplit(heads[:1, :length], suffix, start)
 
 
-def _base_forward_parameters(model: torch.nn.Module) -> Any:
+@functools.cache
+def _forward_parameters(model_class: type) -> frozenset[str]:
+    return frozenset(inspect.signature(model_class.forward).parameters)
+
+
+def _base_forward_parameters(model: torch.nn.Module) -> frozenset[str]:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model's own model
-    return inspect.signature(base.forward).parameters
+    return _forward_parameters(type(base))
 
 
 def rows_forward(model: torch.nn.Module, query_responses: torch.Tensor, pad_token_id: int,
@@ -130,6 +136,17 @@ def rows_forward(model: torch.nn.Module, query_responses: torch.Tensor, pad_toke
     return out, split.offset
 
 
+def response_forward(model: torch.nn.Module, query_responses: torch.Tensor, pad_token_id: int, context_length: int,
+                     *, share_prefix: bool = False, **kwargs: Any) -> tuple[Any, Callable[[torch.Tensor], torch.Tensor]]:
+    """``(model output, cut)``: :func:`rows_forward` (the shared prefix read once with ``share_prefix``) and the
+    function that keeps, of a ``B x T' x ...`` output tensor, the positions that read the response (columns
+    ``context_length - 1`` to ``T - 2`` of the rows)."""
+    out, offset = rows_forward(model, query_responses, pad_token_id, context_length if share_prefix else None,
+                               **kwargs)
+    start = context_length - 1 - offset
+    return out, lambda t: t[:, start:-1]
+
+
 def _head(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     backbone = getattr(model, model.base_model_prefix)
     # the backbone's last hidden state, as the model's own classification forward reads it (the tensor
@@ -148,10 +165,9 @@ def response_head_outputs(model: torch.nn.Module, query_responses: torch.Tensor,
     """The score head's output at the positions that read the response (columns ``context_length - 1`` to
     ``T - 2``: ``B x R x num_labels``); with ``share_prefix`` the rows' shared prefix is read once
     (:func:`rows_forward`)."""
-    if not share_prefix:
-        return head_outputs(model, query_responses, pad_token_id)[:, context_length - 1:-1]
-    out, offset = rows_forward(getattr(model, model.base_model_prefix), query_responses, pad_token_id, context_length)
-    return model.score(out.last_hidden_state[:, context_length - 1 - offset:-1])
+    out, cut = response_forward(getattr(model, model.base_model_prefix), query_responses, pad_token_id,
+                                context_length, share_prefix=share_prefix)
+    return cut(model.score(out.last_hidden_state))
 
 
 def forward_scores(model: torch.nn.Module, rows: Sequence[Sequence[int]], pad_token_id: int | None) -> torch.Tensor:

@@ -39,7 +39,7 @@ from transformers.trainer_utils import TrainOutput, set_seed
 
 from calrl.errors import ConfigError, InputError
 from calrl.generation.sharding import fsdp_sharded, reshard
-from calrl.reward_modeling.sequence_scores import rows_forward
+from calrl.reward_modeling.sequence_scores import response_forward
 from calrl.reward_modeling.stats import stored_reward_stats
 from calrl.rewards.pipeline import RewardPipeline
 from calrl.trainers import ppo_checkpoint as ckpt
@@ -222,9 +222,9 @@ class CalibratedPPOTrainer(PPOCheckpointingMixin, PPOEvalMixin, PPOMetricsMixin,
     @torch.no_grad()
     def _reference_logprobs(self, query_responses: torch.Tensor, responses: torch.Tensor, context: int) -> torch.Tensor:
         if self.ref_model is not None:
-            out, offset = rows_forward(self.ref_model, query_responses, self.pad_token_id,
-                                       context if self.args.share_prompt_prefix else None)
-            logits = out.logits[:, context - 1 - offset:-1]
+            out, cut = response_forward(self.ref_model, query_responses, self.pad_token_id, context,
+                                        share_prefix=self.args.share_prompt_prefix)
+            logits = cut(out.logits)
         else:  # LoRA: the policy with its adapter off, through the trained module's own forward (FSDP gathers)
             logits = self.model(query_responses, self.pad_token_id, "reference", context)[0]
         return token_logprobs(temperature_scaled(logits, self.args.temperature), responses)

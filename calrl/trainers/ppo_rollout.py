@@ -18,6 +18,7 @@ from calrl.data.chat import Prompt, render_prompt
 from calrl.errors import ConfigError, InputError
 from calrl.reward_modeling.sequence_scores import (
     head_outputs,
+    response_forward,
     response_head_outputs,
     rows_forward,
     same_vocabulary,
@@ -85,11 +86,10 @@ class PolicyAndValue(torch.nn.Module):
                         **kwargs: Any) -> tuple[Any, Any]:
         """The policy's output and the function that cuts a ``B x T' x ...`` output of it to what ``forward``
         returns."""
-        out, offset = rows_forward(self.policy, query_responses, pad_token_id,
-                                   context_length if self.share_prefix else None, **kwargs)
         if context_length is None:
-            return out, lambda t: t
-        return out, lambda t: t[:, context_length - 1 - offset:-1]
+            return rows_forward(self.policy, query_responses, pad_token_id, **kwargs)[0], lambda t: t
+        return response_forward(self.policy, query_responses, pad_token_id, context_length,
+                                share_prefix=self.share_prefix, **kwargs)
 
     # gradient checkpointing is the policy's (what TRL's unwrap_model_for_generation switches off and back on)
     @property
